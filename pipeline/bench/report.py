@@ -1,0 +1,80 @@
+"""Render a benchmark report: a terminal table and a markdown file."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from rich.console import Console
+from rich.table import Table
+
+
+def _pct(x: float) -> str:
+    return f"{100 * x:.1f}"
+
+
+def rows_table(report: dict) -> Table:
+    table = Table(title=f"Split-WordNet-20 ({report['tier']} tier), class-incremental; accuracies in %")
+    for col in ("method", "ordering", "A", "final", "F", "A (TIL)", "#Ad", "stored/task", "time s", "decisions"):
+        table.add_column(col, justify="left" if col in ("method", "decisions") else "right")
+    for r in report["rows"]:
+        table.add_row(
+            r["method"], str(r["ordering"]), _pct(r["avg_accuracy"]), _pct(r["final_accuracy"]),
+            _pct(r["forgetting"]), _pct(r["til_avg_accuracy"]), str(r["active_adapters"]),
+            f"{r['stored_params_per_task']:,.0f}", f"{r['wall_time']:.0f}", " ".join(d[:3] for d in r["decisions"]),
+        )
+    return table
+
+
+def print_report(report: dict, console: Console | None = None) -> None:
+    console = console or Console()
+    console.print(rows_table(report))
+    for r in report["rows"]:
+        console.print(f"\n{r['method']} o{r['ordering']}: accuracy matrix R[task][after task] (%)")
+        for j, row in enumerate(r["accuracy_matrix"]):
+            console.print(f"  task {j}: " + " ".join(f"{_pct(v):>5}" if t >= j else "    ." for t, v in enumerate(row)))
+
+
+def markdown(report: dict, command: str) -> str:
+    lines = [
+        f"# Split-WordNet-20 benchmark ({report['tier']} tier)",
+        "",
+        f"Command: `{command}`  ",
+        f"Started {report['started']}, took {report['duration_s']:.0f} s on {report['environment']['platform']} "
+        f"({report['environment']['device']}, {report['environment']['cpu_count']} threads).  ",
+        "Versions: " + ", ".join(f"{k} {v}" for k, v in report["environment"]["packages"].items()) + ".",
+        "",
+        "Class-incremental accuracy in %: A = average anytime accuracy, final = after the last task, F = forgetting;"
+        " A (TIL) = task-incremental; #Ad = adapters kept; stored/task = adapter parameters stored per task.",
+        "",
+        "## Mean ± spread over orderings",
+        "",
+        "| method | runs | A | final | F | A (TIL) | #Ad | stored/task |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    for s in report["summary"]:
+        cell = lambda k: f"{_pct(s[k])} ± {_pct(s[k + '_std'])}"  # noqa: E731
+        lines.append(
+            f"| {s['method']} | {s['runs']} | {cell('avg_accuracy')} | {cell('final_accuracy')} | {cell('forgetting')}"
+            f" | {cell('til_avg_accuracy')} | {s['active_adapters']:.1f} | {s['stored_params_per_task']:,.0f} |"
+        )
+    lines += ["", "## Every run", "", "| method | ordering | A | final | F | A (TIL) | #Ad | decisions | time s |",
+              "|---|---|---|---|---|---|---|---|---|"]
+    for r in report["rows"]:
+        lines.append(
+            f"| {r['method']} | {r['ordering']} | {_pct(r['avg_accuracy'])} | {_pct(r['final_accuracy'])}"
+            f" | {_pct(r['forgetting'])} | {_pct(r['til_avg_accuracy'])} | {r['active_adapters']}"
+            f" | {' '.join(r['decisions'])} | {r['wall_time']:.0f} |"
+        )
+    lines += ["", "## Configuration", "", "```json", json.dumps(report["config"], indent=2), "```", ""]
+    return "\n".join(lines)
+
+
+def write_report(report: dict, directory: str | Path, name: str, command: str) -> tuple[Path, Path]:
+    directory = Path(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    report = {**report, "command": command}
+    json_path, md_path = directory / f"{name}.json", directory / f"{name}.md"
+    json_path.write_text(json.dumps(report, indent=2) + "\n")
+    md_path.write_text(markdown(report, command))
+    return json_path, md_path

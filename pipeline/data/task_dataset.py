@@ -1,0 +1,165 @@
+"""A task dataset drop (design.md §3): `train.parquet`, optional `test.parquet` and `task.json`, validated.
+
+Every problem is reported as an `InvalidDataset` whose message says what to fix, so a drop can be
+quarantined with a reason a user can act on.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import random
+import json
+import warnings
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
+
+from pipeline.learn.task import Task
+
+INPUT_COLUMNS = ("text", "image")
+DATA_FILES = ("train.parquet", "test.parquet", "task.json")
+MAX_BYTES = 2 * 1024**3
+HELD_OUT_FRACTION = 0.2
+
+
+class InvalidDataset(ValueError):
+    """The drop breaks the dataset contract; the message names the problem and the fix."""
+
+
+def dataset_id(files: dict[str, bytes]) -> str:
+    """Content hash of a drop: the same bytes always give the same id, whatever the task name."""
+    h = hashlib.sha256()
+    for name in sorted(files):
+        h.update(name.encode() + b"\0" + hashlib.sha256(files[name]).digest())
+    return h.hexdigest()
+
+
+def _read_parquet(name: str, data: bytes) -> pa.Table:
+    try:
+        return pq.read_table(pa.BufferReader(data))
+    except (pa.ArrowInvalid, OSError) as err:
+        raise InvalidDataset(f"{name} is not a readable parquet file (truncated or another format): {err}") from err
+
+
+def _check_columns(name: str, table: pa.Table, input_column: str | None) -> str:
+    names = set(table.column_names)
+    if "label" not in names:
+        raise InvalidDataset(f"{name} has no 'label' column (columns: {sorted(names)})")
+    inputs = [c for c in INPUT_COLUMNS if c in names]
+    if input_column is not None:
+        inputs = [input_column] if input_column in names else []
+    if len(inputs) != 1:
+        raise InvalidDataset(
+            f"{name} needs exactly one input column, 'text' (strings) or 'image' (PNG/JPEG bytes); found {inputs or 'none'}"
+        )
+    extra = names - {"label", inputs[0]}
+    if extra:
+        warnings.warn(f"{name}: ignoring extra columns {sorted(extra)}", stacklevel=3)
+    if table.num_rows == 0:
+        raise InvalidDataset(f"{name} is empty")
+    label = table["label"]
+    if label.null_count:
+        raise InvalidDataset(f"{name} has {label.null_count} rows with a null label")
+    if not (pa.types.is_integer(label.type) or pa.types.is_string(label.type) or pa.types.is_large_string(label.type)):
+        raise InvalidDataset(f"{name}: 'label' must hold integers or strings, not {label.type}")
+    column = table[inputs[0]]
+    expected = pa.types.is_string if inputs[0] == "text" else pa.types.is_binary
+    if not (expected(column.type) or (inputs[0] == "text" and pa.types.is_large_string(column.type))):
+        raise InvalidDataset(f"{name}: column '{inputs[0]}' has type {column.type}")
+    if column.null_count:
+        raise InvalidDataset(f"{name} has {column.null_count} rows with a null '{inputs[0]}'")
+    return inputs[0]
+
+
+@dataclass
+class TaskDataset:
+    name: str
+    train: pa.Table
+    test: pa.Table | None
+    input_column: str
+    dataset_id: str
+    info: dict = field(default_factory=dict)
+
+    @classmethod
+    def from_files(cls, name: str, files: dict[str, bytes], max_bytes: int = MAX_BYTES) -> TaskDataset:
+        """Validate a drop given as {file name: bytes} (from a folder or from S3)."""
+        size = sum(len(b) for b in files.values())
+        if size > max_bytes:
+            raise InvalidDataset(f"drop is {size:,} bytes, over the {max_bytes:,}-byte limit")
+        if "train.parquet" not in files:
+            raise InvalidDataset(f"no train.parquet in the drop (found: {sorted(files) or 'nothing'})")
+        info = {}
+        if "task.json" in files:
+            try:
+                info = json.loads(files["task.json"])
+            except (json.JSONDecodeError, UnicodeDecodeError) as err:
+                raise InvalidDataset(f"task.json is not valid JSON: {err}") from err
+            if not isinstance(info, dict):
+                raise InvalidDataset("task.json must hold a JSON object")
+        train = _read_parquet("train.parquet", files["train.parquet"])
+        column = _check_columns("train.parquet", train, info.get("input_column"))
+        if pc.count_distinct(train["label"]).as_py() < 2:
+            raise InvalidDataset("train.parquet has a single class; a task needs at least two")
+        test = None
+        if "test.parquet" in files:
+            test = _read_parquet("test.parquet", files["test.parquet"])
+            if _check_columns("test.parquet", test, column) != column:
+                raise InvalidDataset("test.parquet and train.parquet use different input columns")
+            if test["label"].type != train["label"].type:
+                raise InvalidDataset("test.parquet labels are not of the same type as train.parquet labels")
+            unknown = set(test["label"].to_pylist()) - set(train["label"].to_pylist())
+            if unknown:
+                raise InvalidDataset(f"test.parquet has labels that train.parquet never shows: {sorted(map(str, unknown))[:5]}")
+        known = {k: v for k, v in files.items() if k in DATA_FILES}
+        return cls(info.get("name", name), train, test, column, dataset_id(known), info)
+
+    @classmethod
+    def from_dir(cls, path: str | Path, name: str | None = None, max_bytes: int = MAX_BYTES) -> TaskDataset:
+        path = Path(path)
+        if path.is_file() and path.suffix == ".parquet":
+            files = {"train.parquet": path.read_bytes()}
+            return cls.from_files(name or path.stem, files, max_bytes)
+        if not path.is_dir():
+            raise InvalidDataset(f"{path} is neither a drop folder nor a parquet file")
+        files = {f: (path / f).read_bytes() for f in DATA_FILES if (path / f).exists()}
+        return cls.from_files(name or path.name, files, max_bytes)
+
+    def to_task(self, seed: int = 0) -> Task:
+        """The core's view: class names sorted, a deterministic seeded held-out split when there is no test set."""
+        if self.input_column != "text":
+            raise InvalidDataset("image inputs need a vision backbone; the configured backbone reads text")
+        train_x, train_y = self.train["text"].to_pylist(), [str(y) for y in self.train["label"].to_pylist()]
+        if self.test is not None:
+            test_x, test_y = self.test["text"].to_pylist(), [str(y) for y in self.test["label"].to_pylist()]
+        else:
+            order = list(range(len(train_x)))
+            random.Random(seed).shuffle(order)
+            cut = max(1, int(len(order) * HELD_OUT_FRACTION))
+            held, kept = set(order[:cut]), order[cut:]
+            test_x, test_y = [train_x[i] for i in sorted(held)], [train_y[i] for i in sorted(held)]
+            train_x, train_y = [train_x[i] for i in kept], [train_y[i] for i in kept]
+        classes = sorted(set(train_y))
+        index = {c: i for i, c in enumerate(classes)}
+        return Task(
+            name=self.name,
+            classes=classes,
+            train_inputs=train_x,
+            train_labels=[index[y] for y in train_y],
+            test_inputs=test_x,
+            test_labels=[index[y] for y in test_y],
+            dataset_id=self.dataset_id,
+            meta={"held_out": "test.parquet" if self.test is not None else f"seeded {HELD_OUT_FRACTION:.0%} split, seed {seed}"},
+        )
+
+
+def write_drop(task: Task, directory: str | Path) -> Path:
+    """Write a task as a drop folder (train.parquet, test.parquet) with string labels."""
+    directory = Path(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    for split, xs, ys in (("train", task.train_inputs, task.train_labels), ("test", task.test_inputs, task.test_labels)):
+        table = pa.table({"text": xs, "label": [task.classes[y] for y in ys]})
+        pq.write_table(table, directory / f"{split}.parquet")
+    return directory

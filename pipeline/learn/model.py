@@ -1,0 +1,178 @@
+"""The continual model: a frozen pretrained encoder with SD-LoRA adapters, the gate and per-task heads.
+
+It owns the task lifecycle (what each method does when a task starts and ends) and converts itself
+to and from an adapter set on disk. The training loops live in `recipe.py`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from pipeline.adapters import GateDecision, LiteLoRAGate, inject_adapters
+from pipeline.adapters.adapter_set import FORMAT, read_manifest, read_tensor_file, tensor_file, write_adapter_set
+from pipeline.learn.backbone import load_backbone, pool
+from pipeline.learn.config import TrainConfig
+from pipeline.learn.heads import TaskHeads
+from pipeline.learn.task import Task
+
+
+@dataclass
+class TaskRecord:
+    name: str
+    classes: list[str]
+    decision: str  # "recruit" | "reuse" | "continue" (sequential LoRA keeps training one adapter)
+    logit: float
+    dataset_id: str = ""
+
+
+class ContinualModel(nn.Module):
+    def __init__(self, config: TrainConfig, backbone: nn.Module | None = None, tokenizer=None):
+        super().__init__()
+        self.config = config
+        if backbone is None:
+            backbone, tokenizer = load_backbone(config.backbone)
+        self.backbone = backbone
+        self.tokenizer = tokenizer
+        self.gate = LiteLoRAGate(config.gate)
+        self.adapters = inject_adapters(backbone, self.gate, config.adapter)
+        self.heads = TaskHeads(backbone.config.hidden_size)
+        self.tasks: list[TaskRecord] = []
+
+    # -- forward -----------------------------------------------------------------------------------
+    def train(self, mode: bool = True) -> ContinualModel:
+        super().train(mode)
+        self.backbone.eval()  # the frozen encoder never runs dropout; only adapters, gate and heads learn
+        return self
+
+    def encode(self, texts: list[str]) -> dict[str, torch.Tensor]:
+        return self.tokenizer(
+            texts, padding=True, truncation=True, max_length=self.config.backbone.max_length, return_tensors="pt"
+        )
+
+    def features(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+        hidden = self.backbone(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
+        return pool(hidden, attention_mask, self.config.backbone.pooling)
+
+    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+        return self.heads(self.features(input_ids, attention_mask).float())
+
+    # -- bookkeeping -------------------------------------------------------------------------------
+    @property
+    def classes(self) -> list[str]:
+        return [c for t in self.tasks for c in t.classes]
+
+    @property
+    def active_adapters(self) -> int:
+        return self.adapters.num_frozen
+
+    def stored_parameters(self) -> int:
+        """Adapter parameters a saved set holds: kept adapters + one α (and one logit for LiteLoRA) per task."""
+        per_task = 2 if self.config.method == "litelora" else 1
+        return sum(self.adapters.adapter_parameter_count(r) for r in self._ranks()) + per_task * len(self.tasks)
+
+    def head_parameters(self) -> int:
+        return sum(p.numel() for p in self.heads.parameters())
+
+    def _ranks(self) -> list[int]:
+        return next(iter(self.adapters))[1].ranks
+
+    # -- task lifecycle ----------------------------------------------------------------------------
+    def begin_task(self, task: Task) -> int:
+        """Open a gate slot, a new (or, for sequential LoRA, the continued) adapter and the task's head."""
+        overlap = set(task.classes) & set(self.classes)
+        if overlap:
+            raise ValueError(
+                f"task {task.name!r} brings classes already learned by earlier tasks: {sorted(overlap)}; "
+                "class-incremental tasks must bring new classes"
+            )
+        first = not self.tasks
+        method = self.config.method
+        if method == "seq-lora":
+            self.gate.begin_task(init_alpha=1.0)
+            if first:
+                self.adapters.new_adapter(self.config.adapter.rank)
+            else:
+                self.adapters.resume_latest()
+        else:
+            self.adapters.normalise()  # the previous task's direction is used normalised from now on
+            self.gate.begin_task()
+            if method == "sdlora":
+                self.gate.reset_alpha(self.config.sdlora_alpha_init)
+            self.adapters.new_adapter(self.config.adapter.rank)
+        self.heads.add_task(len(task.classes)).to(self.gate.alpha.device)
+        return self.gate.current_task
+
+    def end_task(self, task: Task, keep: bool | None = None) -> GateDecision:
+        decision = self.gate.close_task(keep=keep)
+        if decision.keep:
+            self.adapters.freeze_adapter(slot=decision.task)
+        else:
+            self.adapters.drop_adapter()  # pruned: neither stored nor computed from now on
+        label = "continue" if self.config.method == "seq-lora" and self.tasks else decision.decision
+        self.tasks.append(TaskRecord(task.name, list(task.classes), label, decision.logit, task.dataset_id))
+        return decision
+
+    def merge(self) -> None:
+        """Fold all adapters into the backbone weights for inference."""
+        self.adapters.merge()
+
+    # -- adapter set -------------------------------------------------------------------------------
+    def save(self, directory: str | Path, extra: dict | None = None) -> dict:
+        """Write this model's adapter set (not the backbone) and return its manifest."""
+        if self.gate.task_open:
+            raise RuntimeError("cannot save while a task is being trained")
+        files: dict[str, bytes] = {}
+        adapters = []
+        for index, (rank, slot) in enumerate(zip(self._ranks(), self._slots(), strict=True)):
+            rel, data = tensor_file("adapters", self.adapters.adapter_tensors(index))
+            files[rel] = data
+            adapters.append({"file": rel, "rank": rank, "slot": slot})
+        tasks = []
+        for record, head in zip(self.tasks, self.heads.heads, strict=True):
+            rel, data = tensor_file("heads", {"weight": head.weight, "bias": head.bias})
+            files[rel] = data
+            tasks.append({**asdict(record), "head": rel})
+        latest = next(iter(self.adapters))[1].latest_unnormalised if adapters else False
+        manifest = {
+            "format": FORMAT,
+            "method": self.config.method,
+            "config": self.config.to_dict(),
+            "targets": [name for name, _ in self.adapters],
+            "adapters": adapters,
+            "latest_unnormalised": latest,
+            "gate": {
+                "alpha": self.gate.alpha.detach().cpu().tolist(),
+                "logits": self.gate.logits.cpu().tolist(),
+                "keep": self.gate.keep.cpu().tolist(),
+            },
+            "tasks": tasks,
+            **(extra or {}),
+        }
+        write_adapter_set(directory, manifest, files)
+        return manifest
+
+    def _slots(self) -> list[int]:
+        return next(iter(self.adapters))[1].slots.tolist()
+
+    @classmethod
+    def load(cls, directory: str | Path, backbone: nn.Module | None = None, tokenizer=None) -> ContinualModel:
+        """Rebuild a model from an adapter set; `backbone` must be a fresh (un-adapted) copy if given."""
+        manifest = read_manifest(directory)
+        config = TrainConfig.from_dict(manifest["config"])
+        config.adapter.targets = tuple(manifest["targets"])
+        model = cls(config, backbone, tokenizer)
+        gate = manifest["gate"]
+        model.gate.load_state(gate["alpha"], gate["logits"], gate["keep"])
+        for entry in manifest["adapters"]:
+            model.adapters.push_frozen(read_tensor_file(directory, entry["file"]), slot=entry["slot"])
+        for _, layer in model.adapters:
+            layer.latest_unnormalised = bool(manifest["latest_unnormalised"])
+        for entry in manifest["tasks"]:
+            state = read_tensor_file(directory, entry.pop("head"))
+            model.heads.add_task(state["weight"].shape[0]).load_state_dict(state)
+            model.tasks.append(TaskRecord(**entry))
+        return model

@@ -1,0 +1,66 @@
+"""The frozen-backbone nearest-class-mean reference: no adaptation, one mean feature per class.
+
+A continual method is worth shipping only if it beats this (assets.md). Scored with the same
+class-incremental protocol and metrics as the adapter methods.
+"""
+
+from __future__ import annotations
+
+import time
+
+import torch
+import torch.nn.functional as F
+
+from pipeline.learn.backbone import BackboneConfig, autocast, load_backbone, pick_device, pool
+from pipeline.learn.stream import StreamResult
+from pipeline.learn.task import Task
+
+
+@torch.no_grad()
+def embed(backbone, tokenizer, config: BackboneConfig, texts: list[str], batch_size: int = 128) -> torch.Tensor:
+    device = next(backbone.parameters()).device
+    out = []
+    for start in range(0, len(texts), batch_size):
+        enc = tokenizer(
+            texts[start : start + batch_size], padding=True, truncation=True,
+            max_length=config.max_length, return_tensors="pt",
+        ).to(device)
+        with autocast(device):
+            hidden = backbone(**enc).last_hidden_state
+        out.append(pool(hidden, enc["attention_mask"], config.pooling).float().cpu())
+    return torch.cat(out)
+
+
+def run_ncm(tasks: list[Task], config: BackboneConfig | None = None, device: str = "auto") -> StreamResult:
+    """Cosine nearest-class-mean over frozen features, evaluated after every task like the other methods."""
+    config = config or BackboneConfig()
+    start = time.perf_counter()
+    backbone, tokenizer = load_backbone(config)
+    backbone.to(pick_device(device))
+    result = StreamResult("ncm-frozen")
+    means: list[torch.Tensor] = []
+    test_features = []
+    for t, task in enumerate(tasks):
+        task_start = time.perf_counter()
+        feats = F.normalize(embed(backbone, tokenizer, config, task.train_inputs), dim=1)
+        labels = torch.tensor(task.train_labels)
+        means.extend(F.normalize(feats[labels == c].mean(0), dim=0) for c in range(len(task.classes)))
+        test_features.append(F.normalize(embed(backbone, tokenizer, config, task.test_inputs), dim=1))
+        centroids = torch.stack(means)
+        offset, cil, til, counts = 0, [], [], []
+        for j, seen in enumerate(tasks[: t + 1]):
+            scores = test_features[j] @ centroids.T
+            y = torch.tensor(seen.test_labels)
+            n = len(seen.classes)
+            cil.append(int((scores.argmax(1) == y + offset).sum()))
+            til.append(int((scores[:, offset : offset + n].argmax(1) == y).sum()))
+            counts.append(len(y))
+            offset += n
+        result.cil.add_stage(cil, counts)
+        result.til.add_stage(til, counts)
+        result.decisions.append("none")
+        result.trainable_params.append(0)
+        result.task_seconds.append(time.perf_counter() - task_start)
+    result.head_params = sum(m.numel() for m in means)  # the class means are its only stored state
+    result.wall_time = time.perf_counter() - start
+    return result

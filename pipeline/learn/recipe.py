@@ -1,0 +1,185 @@
+"""Train one task on top of the current model: the continual-learning step, top to bottom.
+
+    task 0, SD-LoRA, sequential LoRA:  one phase (adapter + head, and the magnitudes for SD-LoRA)
+    LiteLoRA, task t ≥ 1:             phase 1 (new adapter, all α, head; gate deterministic)
+                                        phase 2 (only l_t; noisy gate; CE + λ·mean|β_t|) → keep iff l_t > 0
+
+Plain PyTorch: under Ray Train the same functions run in every worker, with `rank`/`world_size` sharding
+the batches and `wrap` applying DDP once per phase, after the phase has set what is trainable.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from pipeline.adapters import GateDecision
+from pipeline.learn.backbone import autocast
+from pipeline.learn.model import ContinualModel
+from pipeline.learn.task import Task
+
+EpochCallback = Callable[[str, int, float], None]  # (phase, epoch, mean loss)
+
+
+@dataclass
+class TaskResult:
+    decision: GateDecision
+    trainable_parameters: int
+    wall_time: float
+    losses: dict[str, list[float]] = field(default_factory=dict)
+
+
+@dataclass
+class Batches:
+    """Tokenised inputs of one task, cut into shuffled (and, under DDP, sharded) batches."""
+
+    input_ids: torch.Tensor
+    attention_mask: torch.Tensor
+    labels: torch.Tensor
+
+    @classmethod
+    def of(cls, model: ContinualModel, inputs: list[str], labels: list[int]) -> Batches:
+        enc = model.encode(inputs)
+        return cls(enc["input_ids"], enc["attention_mask"], torch.tensor(labels, dtype=torch.long))
+
+    def __len__(self) -> int:
+        return self.labels.numel()
+
+    def iterate(
+        self, batch_size: int, seed: int | None, device: torch.device, rank: int = 0, world_size: int = 1
+    ) -> Iterator[tuple[torch.Tensor, torch.Tensor, torch.Tensor]]:
+        n = len(self)
+        order = torch.randperm(n, generator=torch.Generator().manual_seed(seed)) if seed is not None else torch.arange(n)
+        if world_size > 1:  # every worker gets the same number of batches: DDP steps are collective
+            per_rank = math.ceil(n / world_size)
+            order = order.repeat(math.ceil(per_rank * world_size / n))[: per_rank * world_size][rank::world_size]
+        for start in range(0, order.numel(), batch_size):
+            idx = order[start : start + batch_size]
+            mask = self.attention_mask[idx]
+            width = int(mask.sum(1).max())  # trim padding to the longest sequence of this batch
+            yield self.input_ids[idx, :width].to(device), mask[:, :width].to(device), self.labels[idx].to(device)
+
+
+def _optimizer(kind: str, groups: list[dict], lr: float) -> torch.optim.Optimizer:
+    groups = [g for g in groups if g["params"]]
+    if kind == "sgd":
+        return torch.optim.SGD(groups, lr=lr, momentum=0.9)
+    return torch.optim.AdamW(groups, lr=lr)
+
+
+def _run_epochs(
+    model: ContinualModel,
+    forward: nn.Module,
+    batches: Batches,
+    optimizer: torch.optim.Optimizer,
+    scheduler: torch.optim.lr_scheduler.LRScheduler | None,
+    *,
+    epochs: int,
+    batch_size: int,
+    seed: int,
+    device: torch.device,
+    sparsity: float = 0.0,
+    phase: str,
+    on_epoch: EpochCallback | None,
+    rank: int,
+    world_size: int,
+) -> list[float]:
+    offset, width = model.heads.offsets()[-1], model.heads.sizes[-1]
+    losses = []
+    for epoch in range(epochs):
+        total, steps = 0.0, 0
+        for input_ids, mask, labels in batches.iterate(batch_size, seed * 1000 + epoch, device, rank, world_size):
+            model.gate.clear_samples()
+            with autocast(device):
+                logits = forward(input_ids, mask)
+            # Train on the current task's logits only, with task-local targets (algorithms.md §1).
+            loss = F.cross_entropy(logits[:, offset : offset + width].float(), labels)
+            if sparsity:
+                loss = loss + sparsity * model.gate.sparsity_penalty()
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            total, steps = total + float(loss.detach()), steps + 1
+        if scheduler is not None:
+            scheduler.step()
+        losses.append(total / max(steps, 1))
+        if on_epoch is not None:
+            on_epoch(phase, epoch, losses[-1])
+    model.gate.clear_samples()
+    return losses
+
+
+def _milestones(epochs: int, fractions: tuple[float, ...]) -> list[int]:
+    return [int(f * epochs) for f in fractions]
+
+
+def train_task(
+    model: ContinualModel,
+    task: Task,
+    *,
+    on_epoch: EpochCallback | None = None,
+    wrap: Callable[[nn.Module], nn.Module] = lambda m: m,
+    rank: int = 0,
+    world_size: int = 1,
+) -> TaskResult:
+    """Train `task` on top of `model` in place and close it with the gate's (or the method's) decision."""
+    cfg = model.config
+    device = model.gate.alpha.device
+    start = time.perf_counter()
+    torch.manual_seed(cfg.seed + len(model.tasks))
+    t = model.begin_task(task)
+    batches = Batches.of(model, task.train_inputs, task.train_labels)
+    seed = cfg.seed + 7919 * t
+
+    adapter_params = model.adapters.trainable_parameters()
+    head_params = list(model.heads.heads[-1].parameters())
+    train_alpha = cfg.method == "sdlora" or (cfg.method == "litelora" and t > 0)
+    model.gate.alpha.requires_grad_(train_alpha)
+    model.gate.current_logit.requires_grad_(False)
+    model.train()
+
+    # Phase 1 (or the only phase): new direction, magnitudes, head; the gate is deterministic.
+    groups = [
+        {"params": adapter_params, "lr": cfg.lr, "weight_decay": 0.0},
+        {"params": [model.gate.alpha] if train_alpha else [], "lr": cfg.alpha_lr, "weight_decay": cfg.weight_decay},
+        {"params": head_params, "lr": cfg.lr, "weight_decay": 0.0},
+    ]
+    optimizer = _optimizer(cfg.optimizer, groups, cfg.lr)
+    scheduler = torch.optim.lr_scheduler.MultiStepLR(
+        optimizer, _milestones(cfg.epochs, cfg.lr_milestones), gamma=cfg.lr_decay
+    )
+    trainable = sum(p.numel() for g in groups for p in g["params"])
+    common = dict(device=device, on_epoch=on_epoch, rank=rank, world_size=world_size)
+    losses = {
+        "phase1": _run_epochs(
+            model, wrap(model), batches, optimizer, scheduler, epochs=cfg.epochs, batch_size=cfg.batch_size,
+            seed=seed, phase="phase1", **common,
+        )
+    }
+
+    keep = True
+    if cfg.method == "litelora" and t > 0:
+        # Phase 2 (selection): only l_t learns, from noisy hard gate samples; everything else is frozen.
+        for p in model.parameters():
+            p.requires_grad_(False)
+        model.gate.current_logit.requires_grad_(True)
+        model.gate.sampling = True
+        optimizer = torch.optim.AdamW([model.gate.current_logit], lr=cfg.phase2_lr, weight_decay=cfg.weight_decay)
+        losses["phase2"] = _run_epochs(
+            model, wrap(model), batches, optimizer, None, epochs=cfg.phase2_epochs, batch_size=cfg.phase2_batch_size,
+            seed=seed + 1, sparsity=cfg.gate.sparsity, phase="phase2", **common,
+        )
+        model.gate.sampling = False
+        model.gate.current_logit.requires_grad_(False)
+        keep = None  # decided by the sign of l_t
+
+    decision = model.end_task(task, keep=keep)
+    model.gate.alpha.requires_grad_(False)
+    model.eval()
+    return TaskResult(decision, trainable, time.perf_counter() - start, losses)

@@ -1,0 +1,79 @@
+"""Run one method over a stream of tasks: train each task, evaluate every task seen so far, keep score."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from pipeline.learn.config import TrainConfig
+from pipeline.learn.evaluate import evaluate_stage
+from pipeline.learn.metrics import AccuracyMatrix
+from pipeline.learn.model import ContinualModel
+from pipeline.learn.recipe import EpochCallback, train_task
+from pipeline.learn.task import Task
+
+
+@dataclass
+class StreamResult:
+    method: str
+    cil: AccuracyMatrix = field(default_factory=AccuracyMatrix)
+    til: AccuracyMatrix = field(default_factory=AccuracyMatrix)
+    decisions: list[str] = field(default_factory=list)
+    active_adapters: int = 0
+    stored_params: int = 0
+    head_params: int = 0
+    trainable_params: list[int] = field(default_factory=list)
+    task_seconds: list[float] = field(default_factory=list)
+    wall_time: float = 0.0
+
+    def row(self) -> dict:
+        """One benchmark row: the fields every report and the JSON output carry."""
+        cil = self.cil.summary()
+        return {
+            "method": self.method,
+            "avg_accuracy": cil["avg_accuracy"],
+            "final_accuracy": cil["final_accuracy"],
+            "forgetting": cil["forgetting"],
+            "til_avg_accuracy": self.til.average_accuracy,
+            "til_final_accuracy": self.til.final_accuracy,
+            "active_adapters": self.active_adapters,
+            "num_tasks": self.cil.num_tasks,
+            "stored_params": self.stored_params,
+            "stored_params_per_task": self.stored_params / max(self.cil.num_tasks, 1),
+            "head_params": self.head_params,
+            "trainable_params_per_task": self.trainable_params,
+            "decisions": self.decisions,
+            "accuracy_matrix": cil["accuracy_matrix"],
+            "til_accuracy_matrix": self.til.matrix(),
+            "task_seconds": self.task_seconds,
+            "wall_time": self.wall_time,
+        }
+
+
+def run_stream(
+    tasks: list[Task],
+    config: TrainConfig,
+    *,
+    model: ContinualModel | None = None,
+    on_task: Callable[[int, StreamResult], None] | None = None,
+    on_epoch: EpochCallback | None = None,
+) -> tuple[StreamResult, ContinualModel]:
+    start = time.perf_counter()
+    model = model or ContinualModel(config)
+    result = StreamResult(config.method)
+    for t, task in enumerate(tasks):
+        trained = train_task(model, task, on_epoch=on_epoch)
+        scores = evaluate_stage(model, tasks[: t + 1])
+        result.cil.add_stage(scores.cil_correct, scores.counts)
+        result.til.add_stage(scores.til_correct, scores.counts)
+        result.decisions.append(model.tasks[-1].decision)
+        result.trainable_params.append(trained.trainable_parameters)
+        result.task_seconds.append(trained.wall_time)
+        if on_task is not None:
+            on_task(t, result)
+    result.active_adapters = model.active_adapters
+    result.stored_params = model.stored_parameters()
+    result.head_params = model.head_parameters()
+    result.wall_time = time.perf_counter() - start
+    return result, model

