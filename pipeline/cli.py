@@ -23,7 +23,7 @@ EXIT_FAILED = 1
 
 
 def _fail(message: str) -> None:
-    err.print(f"[red]error:[/red] {message}", highlight=False)
+    err.print(f"[red]error:[/red] {message}", highlight=False, soft_wrap=True)
     raise typer.Exit(EXIT_FAILED)
 
 
@@ -96,12 +96,13 @@ def bench(
 @app.command()
 def train(
     data: Annotated[Path, typer.Option(help="A drop folder (train.parquet [, test.parquet, task.json]) or one parquet file.")],
-    out: Annotated[Path, typer.Option(help="Directory to write the new adapter set to.")],
+    out: Annotated[Path | None, typer.Option(help="Directory to write the new adapter set to.")] = None,
     parent: Annotated[Path | None, typer.Option(help="Adapter set to build on (default: start from the bare backbone).")] = None,
     task: Annotated[str | None, typer.Option(help="Task name (default: the folder name).")] = None,
     method: Annotated[str, typer.Option(help="litelora, sdlora or seq-lora (ignored with --parent).")] = "litelora",
     epochs: Annotated[int | None, typer.Option(help="Epochs per task (phase 1).")] = None,
     sparsity: Annotated[float | None, typer.Option(help="LiteLoRA sparsity weight λ.")] = None,
+    register: Annotated[bool, typer.Option("--register", help="Train on the registry's `current` set and register the result (S3 + MLflow) instead of --parent/--out.")] = False,
     as_json: Annotated[bool, typer.Option("--json", help="Print the result as JSON on stdout.")] = False,
 ) -> None:
     """Train one task dataset on top of an adapter set and write the new set (what a pipeline job runs)."""
@@ -112,6 +113,11 @@ def train(
     from pipeline.learn.recipe import train_task
 
     load_settings()
+    if register:
+        _train_registered(data, task, _train_config(method, epochs, sparsity, None), as_json)
+        return
+    if out is None:
+        raise typer.BadParameter("give --out DIR for the new adapter set, or --register")
     try:
         dataset = TaskDataset.from_dir(data, name=task)
         new_task = dataset.to_task()
@@ -149,6 +155,165 @@ def train(
     else:
         typer.echo(f"{summary['task']}: {summary['decision']} (gate logit {summary['gate_logit']:+.3f}); "
                    f"{summary['active_adapters']} adapter(s) for {summary['tasks']} task(s); set written to {out}")
+
+
+def _connection():
+    import logging
+
+    from pipeline.settings import NotConfigured, connection
+
+    logging.getLogger("mlflow").setLevel(logging.WARNING)  # its per-run "View run at" lines are noise here
+    try:
+        return connection()
+    except NotConfigured as e:
+        _fail(str(e))
+
+
+def _registry_errors():
+    from pipeline.adapters.adapter_set import AdapterSetError
+    from pipeline.data.task_dataset import InvalidDataset
+    from pipeline.registry.lineage import LineageError
+    from pipeline.registry.objects import StorageError
+
+    return (AdapterSetError, InvalidDataset, LineageError, StorageError, FileNotFoundError)
+
+
+def _train_registered(data: Path, task: str | None, config, as_json: bool) -> None:
+    from pipeline.data.task_dataset import TaskDataset
+    from pipeline.orchestrator.step import train_on_current
+
+    conn = _connection()
+    try:
+        dataset = TaskDataset.from_dir(data, name=task)
+        with _progress() as progress:
+            bar = progress.add_task(f"train {dataset.name}", total=None)
+            result = train_on_current(dataset, conn, config, on_epoch=lambda p, e, loss: progress.update(
+                bar, description=f"train {dataset.name}: {p} epoch {e + 1} loss {loss:.3f}"))
+    except _registry_errors() as e:
+        _fail(str(e))
+    if as_json:
+        typer.echo(json.dumps(result.to_dict(), indent=2))
+        return
+    state = "now current" if result.promoted else "registered, NOT promoted (current moved meanwhile)"
+    typer.echo(f"v{result.version} ({state}): {result.task} {result.decision} on v{result.parent or '-'}; "
+               f"{result.active_adapters} adapter(s); A {100 * result.avg_accuracy:.1f}%, "
+               f"F {100 * result.forgetting:.1f}%")
+    typer.echo(f"MLflow: {conn.mlflow_uri}/#/models/{conn.registered_model}/versions/{result.version}")
+
+
+@app.command()
+def up(
+    s3_port: Annotated[int | None, typer.Option(help="S3 port (default 8333, or a free port if busy).")] = None,
+    mlflow_port: Annotated[int | None, typer.Option(help="MLflow port (default 5000, or a free port if busy).")] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print endpoints as JSON.")] = False,
+) -> None:
+    """Start the embedded stack: SeaweedFS S3 and an MLflow server on 127.0.0.1 (harmless if running)."""
+    from pipeline.stack import embedded
+    from pipeline.stack.process import StackError
+
+    home = load_settings().home
+    ports = {k: v for k, v in (("s3", s3_port), ("mlflow", mlflow_port)) if v}
+    try:
+        with err.status("starting SeaweedFS and MLflow…"):
+            state, started = embedded.up(home, ports=ports)
+    except StackError as e:
+        _fail(str(e))
+    info = {"s3_endpoint": state.s3_endpoint, "mlflow_ui": state.mlflow_uri, "bucket": state.bucket,
+            "home": str(home), "started": started, "startup_s": round(state.startup_s, 1),
+            "pids": {p.name: p.pid for p in state.processes}}
+    if as_json:
+        typer.echo(json.dumps(info, indent=2))
+        return
+    verb = f"started in {state.startup_s:.1f} s" if started else "already running"
+    typer.echo(f"stack {verb}\n  S3:        {state.s3_endpoint} (bucket {state.bucket})\n"
+               f"  MLflow UI: {state.mlflow_uri}\n  state:     {home}\n"
+               'point tools at it: eval "$(litelora env)"')
+
+
+@app.command()
+def down() -> None:
+    """Stop exactly the processes `litelora up` started (data is kept)."""
+    from pipeline.stack import embedded
+
+    stopped = embedded.down(load_settings().home)
+    typer.echo(f"stopped {', '.join(stopped)}" if stopped else "nothing was running")
+
+
+@app.command()
+def env() -> None:
+    """Print `export` lines that point aws, boto3 and mlflow at the embedded stack: eval "$(litelora env)"."""
+    from pipeline.stack import embedded
+    from pipeline.stack.process import StackError
+
+    try:
+        exports = embedded.env_exports(load_settings().home)
+    except StackError as e:
+        _fail(str(e))
+    for key, value in exports.items():
+        typer.echo(f"export {key}={shlex.quote(value)}")
+
+
+@app.command()
+def lineage(as_json: Annotated[bool, typer.Option("--json", help="Print versions as JSON.")] = False) -> None:
+    """The adapter-set version tree: parent, task, decision, adapters kept, accuracy; `current` marked."""
+    from pipeline.registry.lineage import Lineage
+
+    conn = _connection()
+    try:
+        registry = Lineage(conn)
+        current = registry.current()
+        versions = registry.versions()
+        moves = registry.moves()
+    except _registry_errors() as e:
+        _fail(str(e))
+    rows = [{"version": v.version, "parent": None if v.tags.get("parent_version") in (None, "none")
+             else v.tags["parent_version"], "current": current is not None and v.version == current.version,
+             **{k: v.tags.get(k) for k in ("task", "decision", "active_adapters", "avg_accuracy", "forgetting",
+                                           "dataset_id")}, "source": v.source} for v in versions]
+    if as_json:
+        typer.echo(json.dumps({"model": conn.registered_model, "current": current.version if current else None,
+                               "versions": rows, "alias_moves": moves}, indent=2))
+        return
+    if not rows:
+        typer.echo("no adapter sets registered yet")
+        return
+    children: dict = {}
+    for r in rows:
+        children.setdefault(r["parent"], []).append(r)
+
+    def show(r: dict, depth: int) -> None:
+        mark = "  <- current" if r["current"] else ""
+        acc = f"A {100 * float(r['avg_accuracy']):.1f}%" if r["avg_accuracy"] else ""
+        typer.echo(f"{'  ' * depth}v{r['version']}  {r['task']}  {r['decision']}  "
+                   f"{r['active_adapters']} adapter(s)  {acc}{mark}")
+        for child in children.get(r["version"], []):
+            show(child, depth + 1)
+
+    for root in children.get(None, []):
+        show(root, 0)
+
+
+@app.command()
+def rollback(
+    version: Annotated[str, typer.Argument(help="The version to make current (e.g. 2 or v2).")],
+    reason: Annotated[str, typer.Option(help="Why; recorded with the move.")] = "",
+) -> None:
+    """Make an earlier adapter set live again; the next task trains on top of it. Nothing is deleted."""
+    from pipeline.registry.lineage import Lineage
+    from pipeline.registry.objects import Bucket
+    from pipeline.registry.store import AdapterSetStore
+
+    conn = _connection()
+    version = version.lstrip("vV")
+    try:
+        registry = Lineage(conn)
+        target = registry.get(version)
+        sets = AdapterSetStore(Bucket.connect(conn), conn.cache_dir)
+        sets.verify(sets.set_id_from_uri(target.source))  # what the bucket holds, not a local cached copy
+        move = registry.move_current(version, reason=reason, kind="rollback")
+    except _registry_errors() as e:
+        _fail(f"rollback refused, current unchanged: {e}")
+    typer.echo(f"current: v{move.from_version or '-'} -> v{move.to_version}")
 
 
 def main() -> None:  # pragma: no cover - console entry point

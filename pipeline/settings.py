@@ -1,26 +1,86 @@
-"""The one place that reads the environment: `LITELORA_*` variables and offline defaults."""
+"""The one place that reads the environment: `LITELORA_*`, the standard AWS/MLflow variables, offline defaults.
+
+Connection settings come from the environment (`eval "$(litelora env)"`, or AWS S3 / a shared MLflow server);
+when they are absent and the embedded stack (`litelora up`) is running, its endpoints and keys are used.
+"""
 
 from __future__ import annotations
 
 import os
+from dataclasses import dataclass
 from pathlib import Path
 
+from pydantic import AliasChoices, Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+REGISTERED_MODEL = "litelora-adapter-set"
 
 
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="LITELORA_", extra="ignore")
 
     home: Path = Path.home() / ".litelora"
-    """State directory (logs, local stack data)."""
+    """State directory: embedded stack data, logs, credentials, local cache."""
     device: str = "auto"
     """auto = CUDA when present, else CPU."""
+    bucket: str | None = None
+    s3_endpoint: str | None = Field(None, validation_alias=AliasChoices("LITELORA_S3_ENDPOINT", "AWS_ENDPOINT_URL"))
+    access_key: str | None = Field(None, validation_alias="AWS_ACCESS_KEY_ID")
+    secret_key: str | None = Field(None, validation_alias="AWS_SECRET_ACCESS_KEY")
+    region: str = Field("us-east-1", validation_alias=AliasChoices("AWS_REGION", "AWS_DEFAULT_REGION"))
+    mlflow_uri: str | None = Field(None, validation_alias="MLFLOW_TRACKING_URI")
+    registered_model: str = REGISTERED_MODEL
+    """Name of the MLflow registered model holding the adapter-set versions."""
+
+
+@dataclass(frozen=True)
+class Connection:
+    """Where adapter sets, datasets and lineage live."""
+
+    s3_endpoint: str | None
+    access_key: str | None
+    secret_key: str | None
+    region: str
+    bucket: str
+    mlflow_uri: str
+    registered_model: str
+    cache_dir: Path
+
+
+class NotConfigured(RuntimeError):
+    """Neither the environment nor a running embedded stack says where S3 and MLflow are."""
+
+
+def connection(settings: Settings | None = None) -> Connection:
+    from pipeline.stack.embedded import Credentials, StackState
+
+    settings = settings or load_settings()
+    s3, key, secret = settings.s3_endpoint, settings.access_key, settings.secret_key
+    bucket, mlflow_uri = settings.bucket, settings.mlflow_uri
+    if not (bucket and mlflow_uri):
+        state = StackState.load(settings.home)
+        if state is None or not state.alive():
+            raise NotConfigured(
+                "no S3 bucket / MLflow server configured: run `litelora up` (embedded stack) or set "
+                "LITELORA_BUCKET, MLFLOW_TRACKING_URI and AWS_* variables"
+            )
+        creds = Credentials.load_or_create(settings.home)
+        s3, key, secret = s3 or state.s3_endpoint, key or creds.access_key, secret or creds.secret_key
+        bucket, mlflow_uri = bucket or state.bucket, mlflow_uri or state.mlflow_uri
+    return Connection(s3, key, secret, settings.region, bucket, mlflow_uri, settings.registered_model,
+                      settings.home / "cache")
 
 
 def apply_offline_defaults() -> None:
     """Models and data load from local files: never let transformers reach for a hub at run time."""
     for var in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE", "HF_HUB_DISABLE_TELEMETRY"):
         os.environ.setdefault(var, "1")
+    for var in ("MLFLOW_DISABLE_TELEMETRY", "DO_NOT_TRACK"):
+        os.environ.setdefault(var, "true")
+    # MLflow's client retries for minutes by default; an unreachable server should fail within seconds.
+    os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "2")
+    os.environ.setdefault("MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR", "1")
+    os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", "20")
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 

@@ -86,3 +86,11 @@ def read_tensor_file(directory: str | Path, rel: str) -> dict[str, torch.Tensor]
         return load_safetensors(data)
     except SafetensorError as err:
         raise AdapterSetError(f"{path}: not a safetensors file ({err})") from err
+
+
+def verify_adapter_set(directory: str | Path) -> dict:
+    """Read the manifest and every file it lists (hash and safetensors format); return the manifest."""
+    manifest = read_manifest(directory)
+    for rel in [a["file"] for a in manifest.get("adapters", [])] + [t["head"] for t in manifest.get("tasks", [])]:
+        read_tensor_file(directory, rel)
+    return manifest

@@ -82,6 +82,8 @@ class TaskDataset:
     input_column: str
     dataset_id: str
     info: dict = field(default_factory=dict)
+    files: dict[str, bytes] = field(default_factory=dict, repr=False)
+    """The contract's files as dropped (what the registry stores under datasets/<id>/)."""
 
     @classmethod
     def from_files(cls, name: str, files: dict[str, bytes], max_bytes: int = MAX_BYTES) -> TaskDataset:
@@ -114,7 +116,7 @@ class TaskDataset:
             if unknown:
                 raise InvalidDataset(f"test.parquet has labels that train.parquet never shows: {sorted(map(str, unknown))[:5]}")
         known = {k: v for k, v in files.items() if k in DATA_FILES}
-        return cls(info.get("name", name), train, test, column, dataset_id(known), info)
+        return cls(info.get("name", name), train, test, column, dataset_id(known), info, known)
 
     @classmethod
     def from_dir(cls, path: str | Path, name: str | None = None, max_bytes: int = MAX_BYTES) -> TaskDataset:

@@ -1,0 +1,162 @@
+"""One continual-learning step against the registry: the set under `current` + a task → a new version.
+
+    fetch `current` → train the task (core recipe) → evaluate every task so far → publish the set (files, then
+    manifest) → register an MLflow version with lineage tags → move `current` (the commit point; only if the
+    parent is still `current`)
+
+A crash before the last step leaves `current` on the last complete set.
+"""
+
+from __future__ import annotations
+
+import json
+import tempfile
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import mlflow
+
+from pipeline.adapters.adapter_set import read_manifest
+from pipeline.data.task_dataset import TaskDataset
+from pipeline.learn.config import TrainConfig
+from pipeline.learn.evaluate import evaluate_stage
+from pipeline.learn.metrics import AccuracyMatrix
+from pipeline.learn.model import ContinualModel
+from pipeline.learn.recipe import EpochCallback, train_task
+from pipeline.learn.subspace import mean_overlap, overlap_matrices
+from pipeline.registry import plots
+from pipeline.registry.lineage import TRAINING_EXPERIMENT, Lineage
+from pipeline.registry.objects import Bucket
+from pipeline.registry.store import AdapterSetStore, DatasetStore
+from pipeline.settings import Connection
+
+HELD_OUT_SEED = 0  # the same seed on every evaluation, so a task's held-out split never changes
+
+
+@dataclass
+class StepResult:
+    version: str
+    parent: str | None
+    task: str
+    dataset_id: str
+    decision: str
+    active_adapters: int
+    avg_accuracy: float
+    final_accuracy: float
+    forgetting: float
+    promoted: bool
+    run_id: str
+    set_uri: str
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def _flat(prefix: str, value, out: dict) -> dict:
+    if isinstance(value, dict):
+        for k, v in value.items():
+            _flat(f"{prefix}.{k}" if prefix else k, v, out)
+    else:
+        out[prefix] = value
+    return out
+
+
+def load_current(lineage: Lineage, sets: AdapterSetStore) -> tuple[ContinualModel | None, dict | None, str | None]:
+    parent = lineage.current()
+    if parent is None:
+        return None, None, None
+    directory = sets.fetch(sets.set_id_from_uri(parent.source))
+    return ContinualModel.load(directory), read_manifest(directory), parent.version
+
+
+def train_on_current(
+    dataset: TaskDataset,
+    conn: Connection,
+    config: TrainConfig | None = None,
+    *,
+    on_epoch: EpochCallback | None = None,
+    before_promote: Callable[[], None] | None = None,
+) -> StepResult:
+    """Train `dataset` on top of `current` and register the result; `before_promote` is a test hook."""
+    lineage, bucket = Lineage(conn), Bucket.connect(conn)
+    sets, datasets = AdapterSetStore(bucket, conn.cache_dir), DatasetStore(bucket)
+    model, parent_manifest, parent_version = load_current(lineage, sets)
+    model = model or ContinualModel(config or TrainConfig())
+    task = dataset.to_task(HELD_OUT_SEED)
+    earlier = []
+    for record in model.tasks:
+        old = datasets.get(record.dataset_id, record.name).to_task(HELD_OUT_SEED)
+        if old.classes != record.classes:
+            raise RuntimeError(f"stored dataset {record.dataset_id} no longer matches task {record.name!r}")
+        earlier.append(old)
+    dataset_uri = datasets.put(dataset)
+
+    mlflow.set_tracking_uri(conn.mlflow_uri)
+    mlflow.set_experiment(TRAINING_EXPERIMENT)
+    with mlflow.start_run(run_name=f"{task.name} on v{parent_version or 'none'}") as run, \
+            tempfile.TemporaryDirectory() as tmp:
+        mlflow.set_tags({"task": task.name, "dataset_id": task.dataset_id, "parent_version": parent_version or "none"})
+        mlflow.log_params(_flat("", model.config.to_dict(), {}))
+        mlflow.log_input(mlflow.data.from_pandas(dataset.train.to_pandas(), source=dataset_uri, name=task.name),
+                         context="training")
+
+        def log_epoch(phase: str, epoch: int, loss: float) -> None:
+            mlflow.log_metric(f"{phase}_loss", loss, step=epoch)
+            if on_epoch:
+                on_epoch(phase, epoch, loss)
+
+        result = train_task(model, task, on_epoch=log_epoch)
+        scores = evaluate_stage(model, [*earlier, task])
+        metrics = parent_manifest["metrics"] if parent_manifest else {"correct": [], "counts": []}
+        matrix = AccuracyMatrix([list(row) for row in metrics["correct"]], list(metrics["counts"]))
+        matrix.add_stage(scores.cil_correct, scores.counts)
+        summary = {"avg_accuracy": matrix.average_accuracy, "final_accuracy": matrix.final_accuracy,
+                   "forgetting": matrix.forgetting, "active_adapters": model.active_adapters,
+                   "gate_logit": result.decision.logit, "train_seconds": result.wall_time}
+        mlflow.log_metrics(summary)
+
+        local = Path(tmp) / "set"
+        manifest = model.save(local, extra={
+            "parent_version": parent_version,
+            "metrics": {"correct": matrix.correct, "counts": matrix.counts, **summary},
+        })
+        set_id, set_uri = sets.publish(local)
+        mlflow.log_dict(manifest, "adapter_set/manifest.json")
+        names = [t["name"] for t in manifest["tasks"]]
+        plots.accuracy_heatmap(matrix.matrix(), names, Path(tmp) / "plots" / "accuracy_matrix.png")
+        plots.adapter_usage(manifest["tasks"], manifest["adapters"], Path(tmp) / "plots" / "adapter_usage.png")
+        plots.overlap_heatmap(mean_overlap(overlap_matrices(model)),
+                              [f"task {a['slot']}" for a in manifest["adapters"]],
+                              Path(tmp) / "plots" / "subspace_overlap.png")
+
+        tags = {
+            "parent_version": parent_version or "none", "task": task.name, "dataset_id": task.dataset_id,
+            "dataset_uri": dataset_uri, "decision": result.decision.decision,
+            "active_adapters": str(model.active_adapters), "avg_accuracy": f"{matrix.average_accuracy:.4f}",
+            "final_accuracy": f"{matrix.final_accuracy:.4f}", "forgetting": f"{matrix.forgetting:.4f}",
+            "set_id": set_id, "config": json.dumps(model.config.to_dict(), separators=(",", ":")),
+        }
+        version = lineage.register(set_uri, run.info.run_id, tags,
+                                   description=f"{task.name}: {result.decision.decision} on v{parent_version or '-'}")
+        mlflow.set_tag("adapter_set_version", version.version)
+        nodes = [{"version": v.version, "parent": v.tags.get("parent_version") if v.tags.get("parent_version") != "none"
+                  else None, "task": v.tags.get("task", ""), "decision": v.tags.get("decision", "")}
+                 for v in lineage.versions()]
+
+        if before_promote:
+            before_promote()
+        now = lineage.current()
+        promoted = (now.version if now else None) == parent_version
+        if promoted:
+            lineage.move_current(version.version, reason=f"trained {task.name}", kind="promote")
+        else:
+            lineage.client.set_model_version_tag(lineage.name, version.version, "not_promoted",
+                                                 f"current moved to v{now.version if now else '-'} during training")
+        plots.lineage_tree(nodes, version.version if promoted else (now.version if now else None),
+                           Path(tmp) / "plots" / "lineage.png")
+        mlflow.log_artifacts(str(Path(tmp) / "plots"), "plots")
+
+    return StepResult(version.version, parent_version, task.name, task.dataset_id, result.decision.decision,
+                      model.active_adapters, matrix.average_accuracy, matrix.final_accuracy, matrix.forgetting,
+                      promoted, run.info.run_id, set_uri)

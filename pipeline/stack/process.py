@@ -1,0 +1,115 @@
+"""Start a server as a detached process with its log in the state directory, wait for health, stop by PID."""
+
+from __future__ import annotations
+
+import socket
+import subprocess
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import psutil
+
+
+class StackError(RuntimeError):
+    """A server of the stack could not be started, checked or stopped; the message says which and why."""
+
+
+def port_is_free(port: int) -> bool:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        try:
+            s.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+        return True
+
+
+def free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def pick_port(preferred: int | None, taken: set[int]) -> int:
+    """The preferred port if it is free, otherwise any free loopback port not already handed out."""
+    if preferred and preferred not in taken and port_is_free(preferred):
+        taken.add(preferred)
+        return preferred
+    while True:
+        port = free_port()
+        # SeaweedFS opens a gRPC port at +10000 of each HTTP port; keep both free.
+        if port not in taken and port + 10000 < 65536 and port_is_free(port + 10000):
+            taken.update({port, port + 10000})
+            return port
+
+
+@dataclass
+class ServerProcess:
+    name: str
+    pid: int
+    create_time: float
+    log: str
+
+    def alive(self) -> bool:
+        """True only for the very process we started (a reused PID is not ours)."""
+        try:
+            proc = psutil.Process(self.pid)
+            return abs(proc.create_time() - self.create_time) < 1.0 and proc.status() != psutil.STATUS_ZOMBIE
+        except psutil.NoSuchProcess:
+            return False
+
+    def stop(self, timeout: float = 15.0) -> None:
+        if not self.alive():
+            return
+        proc = psutil.Process(self.pid)
+        family = [*proc.children(recursive=True), proc]
+        for p in family:
+            try:
+                p.terminate()
+            except psutil.NoSuchProcess:
+                pass
+        _, survivors = psutil.wait_procs(family, timeout=timeout)
+        for p in survivors:
+            try:
+                p.kill()
+            except psutil.NoSuchProcess:
+                pass
+        psutil.wait_procs(survivors, timeout=5)
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def start(name: str, argv: list[str], env: dict[str, str], log_dir: Path, cwd: Path) -> ServerProcess:
+    log_dir.mkdir(parents=True, exist_ok=True)
+    log = log_dir / f"{name}.log"
+    with log.open("ab") as out:
+        try:
+            proc = subprocess.Popen(argv, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=env,
+                                    cwd=cwd, start_new_session=True)
+        except FileNotFoundError as err:
+            raise StackError(f"cannot start {name}: {argv[0]} not found") from err
+    return ServerProcess(name, proc.pid, psutil.Process(proc.pid).create_time(), str(log))
+
+
+def wait_healthy(server: ServerProcess, check: Callable[[], bool], timeout: float) -> float:
+    """Seconds until `check()` passed; StackError (with the log's tail) if the process dies or time runs out."""
+    start_time = time.monotonic()
+    while time.monotonic() - start_time < timeout:
+        if not server.alive():
+            raise StackError(f"{server.name} exited during start-up; last log lines:\n{_tail(server.log)}")
+        try:
+            if check():
+                return time.monotonic() - start_time
+        except Exception:  # noqa: BLE001 - any failure of a probe just means "not yet"
+            pass
+        time.sleep(0.25)
+    raise StackError(f"{server.name} not healthy after {timeout:.0f} s; last log lines:\n{_tail(server.log)}")
+
+
+def _tail(path: str, lines: int = 15) -> str:
+    try:
+        return "\n".join(Path(path).read_text(errors="replace").splitlines()[-lines:])
+    except OSError:
+        return "(no log)"

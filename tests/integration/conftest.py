@@ -1,0 +1,36 @@
+"""Real SeaweedFS + MLflow processes for the integration tests: started once per session on free loopback
+ports in a temporary state directory, stopped by PID afterwards."""
+
+import pytest
+
+from pipeline.stack import embedded
+from pipeline.stack.process import free_port
+
+
+@pytest.fixture(scope="session")
+def stack_home(tmp_path_factory):
+    home = tmp_path_factory.mktemp("litelora-home")
+    state, started = embedded.up(home, ports={"s3": free_port(), "mlflow": free_port()})
+    assert started
+    try:
+        yield home
+    finally:
+        embedded.down(home)
+
+
+@pytest.fixture
+def stack_env(stack_home, monkeypatch):
+    """The environment a user gets from `eval "$(litelora env)"`, plus LITELORA_HOME."""
+    monkeypatch.setenv("LITELORA_HOME", str(stack_home))
+    for key, value in embedded.env_exports(stack_home).items():
+        monkeypatch.setenv(key, value)
+    return stack_home
+
+
+@pytest.fixture(scope="session")
+def tiny_backbone_dir(tmp_path_factory, _tiny_bert_template, tokenizer):
+    """The tiny random BERT saved like any local HF model, so the pipeline loads it through from_pretrained."""
+    path = tmp_path_factory.mktemp("tiny-bert")
+    _tiny_bert_template.save_pretrained(path)
+    tokenizer.save_pretrained(path)
+    return path

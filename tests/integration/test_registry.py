@@ -1,0 +1,134 @@
+"""Adapter sets in real SeaweedFS, lineage in a real MLflow server: register, roll back, branch, crash."""
+
+import json
+import os
+import stat
+import uuid
+
+import boto3
+import pytest
+from botocore.exceptions import ClientError
+from typer.testing import CliRunner
+
+from pipeline.cli import app
+from pipeline.data.task_dataset import TaskDataset, write_drop
+from pipeline.data.wordnet import split_wordnet20
+from pipeline.learn.backbone import BackboneConfig
+from pipeline.learn.config import TrainConfig
+from pipeline.orchestrator.step import train_on_current
+from pipeline.registry.lineage import Lineage
+from pipeline.registry.objects import Bucket
+from pipeline.settings import connection, load_settings
+from pipeline.stack import embedded
+
+pytestmark = pytest.mark.integration
+runner = CliRunner()
+
+
+@pytest.fixture
+def conn(stack_env, monkeypatch):
+    # A registered model of its own per test, so tests do not see each other's versions.
+    monkeypatch.setenv("LITELORA_REGISTERED_MODEL", f"test-{uuid.uuid4().hex[:8]}")
+    return connection(load_settings())
+
+
+@pytest.fixture(scope="module")
+def drops(tmp_path_factory):
+    root = tmp_path_factory.mktemp("drops")
+    tasks = split_wordnet20(1993, "ci")
+    for t in tasks:
+        t.train_inputs, t.train_labels = t.train_inputs[::4], t.train_labels[::4]
+        t.test_inputs, t.test_labels = t.test_inputs[::4], t.test_labels[::4]
+    return [TaskDataset.from_dir(write_drop(t, root / f"t{i}"), name=f"wn-t{i}") for i, t in enumerate(tasks)]
+
+
+@pytest.fixture
+def config(tiny_backbone_dir):
+    return TrainConfig(backbone=BackboneConfig(name=str(tiny_backbone_dir)), epochs=1, batch_size=16, seed=0)
+
+
+def test_the_stack_binds_loopback_with_per_installation_keys(stack_home):
+    creds = stack_home / "credentials.json"
+    assert stat.S_IMODE(os.stat(creds).st_mode) == 0o600
+    exports = embedded.env_exports(stack_home)
+    assert exports["AWS_ENDPOINT_URL"].startswith("http://127.0.0.1:")
+    assert exports["MLFLOW_TRACKING_URI"].startswith("http://127.0.0.1:")
+    state, started = embedded.up(stack_home)
+    assert not started and state.alive(), "a second `up` must find the running stack"
+    wrong = boto3.client("s3", endpoint_url=exports["AWS_ENDPOINT_URL"], aws_access_key_id=exports["AWS_ACCESS_KEY_ID"],
+                         aws_secret_access_key="wrong-secret", region_name="us-east-1")
+    with pytest.raises(ClientError):
+        wrong.list_objects_v2(Bucket=exports["LITELORA_BUCKET"])
+
+
+def test_register_three_roll_back_and_the_next_task_branches(conn, drops, config):
+    v1 = train_on_current(drops[0], conn, config)
+    v2 = train_on_current(drops[1], conn, config)
+    v3 = train_on_current(drops[2], conn, config)
+    assert (v1.parent, v2.parent, v3.parent) == (None, v1.version, v2.version)
+    assert all(r.promoted for r in (v1, v2, v3))
+
+    result = runner.invoke(app, ["rollback", v1.version, "--reason", "t2 regressed"])
+    assert result.exit_code == 0, result.output
+    v4 = train_on_current(drops[3], conn, config)
+    assert v4.parent == v1.version and v4.promoted
+
+    tree = json.loads(runner.invoke(app, ["lineage", "--json"]).stdout)
+    parents = {v["version"]: v["parent"] for v in tree["versions"]}
+    assert parents == {v1.version: None, v2.version: v1.version, v3.version: v2.version, v4.version: v1.version}
+    assert tree["current"] == v4.version
+    assert [m["kind"] for m in tree["alias_moves"]] == ["promote"] * 3 + ["rollback", "promote"]
+    assert tree["alias_moves"][3]["reason"] == "t2 regressed"
+    # The branch evaluated both of its tasks; its matrix does not include the abandoned v2/v3 tasks.
+    manifest = json.loads(Bucket.connect(conn).get(v4.set_uri.split(f"{conn.bucket}/", 1)[1]))
+    assert len(manifest["metrics"]["correct"]) == 2 and [t["name"] for t in manifest["tasks"]] == ["wn-t0", "wn-t3"]
+
+
+def test_a_crash_before_the_alias_move_leaves_current_on_the_last_complete_set(conn, drops, config):
+    first = train_on_current(drops[0], conn, config)
+
+    def crash():
+        raise KeyboardInterrupt("killed between registration and promotion")
+
+    with pytest.raises(KeyboardInterrupt):
+        train_on_current(drops[1], conn, config, before_promote=crash)
+    lineage = Lineage(conn)
+    assert lineage.current().version == first.version
+    nxt = train_on_current(drops[1], conn, config)
+    assert nxt.parent == first.version
+
+
+def test_moving_the_alias_in_mlflow_is_a_rollback_too(conn, drops, config):
+    v1 = train_on_current(drops[0], conn, config)
+    train_on_current(drops[1], conn, config)
+    lineage = Lineage(conn)
+    lineage.client.set_registered_model_alias(lineage.name, "current", v1.version)  # what the UI does
+    assert train_on_current(drops[2], conn, config).parent == v1.version
+
+
+def test_rollback_to_a_missing_or_corrupt_set_is_refused_and_current_stays(conn, drops, config):
+    v1 = train_on_current(drops[0], conn, config)
+    v2 = train_on_current(drops[1], conn, config)
+    bad = runner.invoke(app, ["rollback", "v999"])
+    assert bad.exit_code == 1 and "does not exist" in bad.output and len(bad.output.strip().splitlines()) == 1
+
+    bucket = Bucket.connect(conn)
+    manifest = json.loads(bucket.get(v1.set_uri.split(f"{conn.bucket}/", 1)[1]))
+    head_key = f"adapter-sets/objects/{manifest['tasks'][0]['head']}"
+    original = bucket.get(head_key)
+    bucket.client.put_object(Bucket=bucket.name, Key=head_key, Body=b"tampered")
+    try:
+        corrupt = runner.invoke(app, ["rollback", v1.version])
+        assert corrupt.exit_code == 1 and "does not match its SHA-256" in corrupt.output
+        assert Lineage(conn).current().version == v2.version
+    finally:
+        bucket.client.put_object(Bucket=bucket.name, Key=head_key, Body=original)
+
+
+def test_an_unreachable_mlflow_is_one_clear_line_and_exit_1(stack_env, monkeypatch):
+    from pipeline.stack.process import free_port
+
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"http://127.0.0.1:{free_port()}")
+    result = runner.invoke(app, ["lineage"])
+    assert result.exit_code == 1
+    assert "unreachable" in result.output or "cannot" in result.output
