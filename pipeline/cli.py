@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import shlex
 import sys
-from dataclasses import replace
 from pathlib import Path
 from typing import Annotated
 
@@ -39,14 +38,7 @@ def _progress() -> Progress:
 def _train_config(method: str, epochs: int | None, sparsity: float | None, rank: int | None):
     from pipeline.learn.config import TrainConfig
 
-    config = TrainConfig(method=method, device=load_settings().device)
-    if epochs is not None:
-        config = replace(config, epochs=epochs)
-    if sparsity is not None:
-        config.gate = replace(config.gate, sparsity=sparsity)
-    if rank is not None:
-        config.adapter = replace(config.adapter, rank=rank)
-    return config
+    return TrainConfig(method=method, device=load_settings().device).with_overrides(epochs, sparsity, rank)
 
 
 @app.command()
@@ -114,19 +106,19 @@ def train(
 
     load_settings()
     if register:
-        _train_registered(data, task, _train_config(method, epochs, sparsity, None), as_json)
+        _train_registered(data, task, _train_config(method, epochs, sparsity, None),
+                          {"epochs": epochs, "sparsity": sparsity}, as_json)
         return
     if out is None:
         raise typer.BadParameter("give --out DIR for the new adapter set, or --register")
     try:
         dataset = TaskDataset.from_dir(data, name=task)
         new_task = dataset.to_task()
-        model = ContinualModel.load(parent) if parent else ContinualModel(_train_config(method, epochs, sparsity, None))
-        if parent and (epochs is not None or sparsity is not None):
-            model.config = replace(model.config, epochs=epochs or model.config.epochs)
-            if sparsity is not None:
-                model.config.gate = replace(model.config.gate, sparsity=sparsity)
-                model.gate.config = model.config.gate
+        if parent:
+            model = ContinualModel.load(parent)
+            model.reconfigure(model.config.with_overrides(epochs, sparsity))
+        else:
+            model = ContinualModel(_train_config(method, epochs, sparsity, None))
     except (InvalidDataset, AdapterSetError, ValueError, RuntimeError) as e:
         _fail(str(e))
     with _progress() as progress:
@@ -178,7 +170,7 @@ def _registry_errors():
     return (AdapterSetError, InvalidDataset, LineageError, StorageError, FileNotFoundError)
 
 
-def _train_registered(data: Path, task: str | None, config, as_json: bool) -> None:
+def _train_registered(data: Path, task: str | None, config, overrides: dict, as_json: bool) -> None:
     from pipeline.data.task_dataset import TaskDataset
     from pipeline.orchestrator.step import train_on_current
 
@@ -187,7 +179,7 @@ def _train_registered(data: Path, task: str | None, config, as_json: bool) -> No
         dataset = TaskDataset.from_dir(data, name=task)
         with _progress() as progress:
             bar = progress.add_task(f"train {dataset.name}", total=None)
-            result = train_on_current(dataset, conn, config, on_epoch=lambda p, e, loss: progress.update(
+            result = train_on_current(dataset, conn, config, overrides=overrides, on_epoch=lambda p, e, loss: progress.update(
                 bar, description=f"train {dataset.name}: {p} epoch {e + 1} loss {loss:.3f}"))
     except _registry_errors() as e:
         _fail(str(e))

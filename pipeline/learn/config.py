@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from typing import Literal
 
 from pipeline.adapters.config import AdapterConfig, GateConfig
@@ -48,6 +48,16 @@ class TrainConfig:
 
     def to_dict(self) -> dict:
         return asdict(self)
+
+    def with_overrides(self, epochs: int | None = None, sparsity: float | None = None,
+                       rank: int | None = None) -> TrainConfig:
+        """A copy with the knobs users most often change from the command line (None = keep)."""
+        out = replace(self, epochs=epochs if epochs is not None else self.epochs)
+        if sparsity is not None:
+            out.gate = replace(self.gate, sparsity=sparsity)
+        if rank is not None:
+            out.adapter = replace(self.adapter, rank=rank)
+        return out
 
     @classmethod
     def from_dict(cls, data: dict) -> TrainConfig:

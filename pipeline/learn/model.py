@@ -14,7 +14,7 @@ from torch import nn
 
 from pipeline.adapters import GateDecision, LiteLoRAGate, inject_adapters
 from pipeline.adapters.adapter_set import FORMAT, read_manifest, read_tensor_file, tensor_file, write_adapter_set
-from pipeline.learn.backbone import load_backbone, pool
+from pipeline.learn.backbone import load_backbone, pick_device, pool
 from pipeline.learn.config import TrainConfig
 from pipeline.learn.heads import TaskHeads
 from pipeline.learn.task import Task
@@ -41,6 +41,12 @@ class ContinualModel(nn.Module):
         self.adapters = inject_adapters(backbone, self.gate, config.adapter)
         self.heads = TaskHeads(backbone.config.hidden_size)
         self.tasks: list[TaskRecord] = []
+        self.to(pick_device(config.device))
+
+    def reconfigure(self, config: TrainConfig) -> None:
+        """Train later tasks with another configuration (the gate reads its own part of it)."""
+        self.config = config
+        self.gate.config = config.gate
 
     # -- forward -----------------------------------------------------------------------------------
     def train(self, mode: bool = True) -> ContinualModel:
@@ -167,12 +173,12 @@ class ContinualModel(nn.Module):
         model = cls(config, backbone, tokenizer)
         gate = manifest["gate"]
         model.gate.load_state(gate["alpha"], gate["logits"], gate["keep"])
-        for entry in manifest["adapters"]:
+        for entry in manifest["adapters"]:  # push_frozen moves the tensors to the model's device
             model.adapters.push_frozen(read_tensor_file(directory, entry["file"]), slot=entry["slot"])
         for _, layer in model.adapters:
             layer.latest_unnormalised = bool(manifest["latest_unnormalised"])
         for entry in manifest["tasks"]:
             state = read_tensor_file(directory, entry.pop("head"))
-            model.heads.add_task(state["weight"].shape[0]).load_state_dict(state)
+            model.heads.add_task(state["weight"].shape[0]).to(model.gate.alpha.device).load_state_dict(state)
             model.tasks.append(TaskRecord(**entry))
         return model

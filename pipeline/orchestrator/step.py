@@ -75,14 +75,20 @@ def train_on_current(
     conn: Connection,
     config: TrainConfig | None = None,
     *,
+    overrides: dict | None = None,
     on_epoch: EpochCallback | None = None,
     before_promote: Callable[[], None] | None = None,
 ) -> StepResult:
-    """Train `dataset` on top of `current` and register the result; `before_promote` is a test hook."""
+    """Train `dataset` on top of `current` and register the result.
+
+    `config` configures the first set; later sets inherit their parent's configuration, with `overrides`
+    (epochs, sparsity, rank) applied. `before_promote` is a test hook (crash simulation)."""
     lineage, bucket = Lineage(conn), Bucket.connect(conn)
     sets, datasets = AdapterSetStore(bucket, conn.cache_dir), DatasetStore(bucket)
     model, parent_manifest, parent_version = load_current(lineage, sets)
     model = model or ContinualModel(config or TrainConfig())
+    if overrides:
+        model.reconfigure(model.config.with_overrides(**overrides))
     task = dataset.to_task(HELD_OUT_SEED)
     earlier = []
     for record in model.tasks:
