@@ -75,7 +75,7 @@ def bench(
         bar = progress.add_task("bench", total=plan.runs * 5)
         report = run_bench(plan, on_task=lambda label, t, n: progress.update(bar, advance=1 if t < n else 0,
                                                                                description=label))
-    name = "quick" if quick else f"{tier}"
+    name = "quick" if quick else f"{tier}-o{'-'.join(map(str, seeds))}"
     command = "litelora " + " ".join(shlex.quote(a) for a in sys.argv[1:])
     json_path, md_path = write_report(report, out, name, command)
     if as_json:
@@ -306,6 +306,97 @@ def rollback(
     except _registry_errors() as e:
         _fail(f"rollback refused, current unchanged: {e}")
     typer.echo(f"current: v{move.from_version or '-'} -> v{move.to_version}")
+
+
+@app.command()
+def submit(
+    path: Annotated[Path, typer.Argument(help="A drop folder (train.parquet [, test.parquet, task.json]) or one parquet file.")],
+    task: Annotated[str, typer.Option(help="Task name: the drop goes to s3://<bucket>/incoming/<task>/.")],
+    check: Annotated[bool, typer.Option(help="Validate locally first and refuse an invalid dataset.")] = True,
+) -> None:
+    """Upload a dataset as a drop (files first, the _READY marker last), for `litelora watch` to train."""
+    from pipeline.data.task_dataset import DATA_FILES, InvalidDataset, TaskDataset
+    from pipeline.orchestrator.watcher import INCOMING, READY, TASK_NAME
+    from pipeline.registry.objects import Bucket
+
+    if not TASK_NAME.match(task):
+        raise typer.BadParameter("task names are 1-100 letters, digits, '.', '_' or '-'")
+    if path.is_file():
+        files = {"train.parquet": path.read_bytes()}
+    elif path.is_dir():
+        files = {f: (path / f).read_bytes() for f in DATA_FILES if (path / f).exists()}
+    else:
+        _fail(f"{path} is neither a drop folder nor a parquet file")
+    if check:
+        try:
+            TaskDataset.from_files(task, files)
+        except InvalidDataset as e:
+            _fail(f"{path}: {e} (use --no-check to upload anyway)")
+    conn = _connection()
+    try:
+        bucket = Bucket.connect(conn)
+        for name, data in files.items():
+            bucket.put(f"{INCOMING}{task}/{name}", data)
+        bucket.put(f"{INCOMING}{task}/{READY}", b"")
+    except _registry_errors() as e:
+        _fail(str(e))
+    typer.echo(f"dropped {', '.join(files)} at s3://{conn.bucket}/{INCOMING}{task}/")
+
+
+@app.command()
+def watch(
+    once: Annotated[bool, typer.Option("--once", help="Process the drops that are there, then exit.")] = False,
+    quiet_period: Annotated[float, typer.Option(help="Seconds without change after which a drop without _READY is complete.")] = 30.0,
+    poll: Annotated[float, typer.Option(help="Seconds between looks at the bucket.")] = 5.0,
+) -> None:
+    """Run the orchestrator: claim each complete drop once, validate, train, register (Ctrl-C to stop)."""
+    from pipeline.orchestrator.watcher import WatchConfig, Watcher
+
+    conn = _connection()
+    watcher = Watcher(conn, WatchConfig(quiet_period_s=quiet_period, poll_s=poll), log=lambda m: err.print(m, highlight=False))
+    err.print(f"watching s3://{conn.bucket}/incoming/ as {watcher.ledger.watcher}" + (" (once)" if once else ""))
+    try:
+        done = watcher.run(once=once)
+    except KeyboardInterrupt:
+        raise typer.Exit(130) from None
+    except _registry_errors() as e:
+        _fail(str(e))
+    failed = [d for d in done if d["state"] == "failed"]
+    if once:
+        typer.echo(f"processed {len(done)} drop(s)" + (f", {len(failed)} failed" if failed else ""))
+    if failed:
+        raise typer.Exit(EXIT_FAILED)
+
+
+@app.command()
+def status(as_json: Annotated[bool, typer.Option("--json", help="Print the ledger as JSON.")] = False) -> None:
+    """Every drop the orchestrator has seen: task, dataset id, state, reason, resulting version, timings."""
+    from rich.table import Table
+
+    from pipeline.orchestrator.ledger import Ledger
+    from pipeline.registry.objects import Bucket
+
+    conn = _connection()
+    try:
+        entries = Ledger(Bucket.connect(conn)).entries()
+    except _registry_errors() as e:
+        _fail(str(e))
+    rows = []
+    for entry in sorted(entries, key=lambda e: e.events[0].at if e.events else 0):
+        rows.append(entry.summary())
+        rows += [{"dataset_id": entry.dataset_id, "task": d["task"], "state": "duplicate",
+                  "reason": f"same bytes as a drop that ended {entry.state}", "version": None,
+                  "first_seen": d["at"], "timings": {}} for d in entry.duplicates]
+    if as_json:
+        typer.echo(json.dumps(rows, indent=2))
+        return
+    table = Table(title=f"drops in s3://{conn.bucket}")
+    for col in ("task", "dataset", "state", "version", "reason"):
+        table.add_column(col)
+    for r in rows:
+        table.add_row(r["task"], r["dataset_id"][:12], r["state"], f"v{r['version']}" if r["version"] else "",
+                      r["reason"] or "")
+    Console().print(table)
 
 
 def main() -> None:  # pragma: no cover - console entry point

@@ -35,7 +35,7 @@ def test_bench_json_rows_carry_the_documented_fields(tmp_path):
         assert 0.0 <= row["avg_accuracy"] <= 1.0
     assert 1 <= rows["litelora"]["active_adapters"] <= 5
     assert rows["ncm-frozen"]["avg_accuracy"] > 0.4  # a real backbone on real data, far above chance (0.25 → 0.05)
-    assert (tmp_path / "ci.md").read_text().startswith("# Split-WordNet-20 benchmark")
+    assert (tmp_path / "ci-o1993.md").read_text().startswith("# Split-WordNet-20 benchmark")
 
 
 @pytest.mark.model

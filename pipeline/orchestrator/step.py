@@ -12,7 +12,8 @@ from __future__ import annotations
 import json
 import tempfile
 from collections.abc import Callable
-from dataclasses import asdict, dataclass
+import time
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import mlflow
@@ -32,6 +33,19 @@ from pipeline.registry.store import AdapterSetStore, DatasetStore
 from pipeline.settings import Connection
 
 HELD_OUT_SEED = 0  # the same seed on every evaluation, so a task's held-out split never changes
+MAX_ACCURACY_DROP = 0.05
+
+
+def guard_reason(parent_metrics: dict | None, new_row: list[int], counts: list[int], max_drop: float) -> str:
+    """Why a new set must not become current: an earlier task lost more than `max_drop` accuracy."""
+    if not parent_metrics or not parent_metrics["correct"]:
+        return ""
+    before = parent_metrics["correct"][-1]
+    worst, task = max(((before[j] - new_row[j]) / counts[j], j) for j in range(len(before)))
+    if worst > max_drop:
+        return (f"task {task} accuracy would drop by {100 * worst:.1f} points "
+                f"(bound {100 * max_drop:.1f}); current stays on the parent")
+    return ""
 
 
 @dataclass
@@ -48,6 +62,9 @@ class StepResult:
     promoted: bool
     run_id: str
     set_uri: str
+    rejected_reason: str = ""
+    """Why the promotion guard kept `current` where it was (empty if it did not)."""
+    timings: dict = field(default_factory=dict)
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -78,11 +95,13 @@ def train_on_current(
     overrides: dict | None = None,
     on_epoch: EpochCallback | None = None,
     before_promote: Callable[[], None] | None = None,
+    max_accuracy_drop: float = MAX_ACCURACY_DROP,
 ) -> StepResult:
     """Train `dataset` on top of `current` and register the result.
 
     `config` configures the first set; later sets inherit their parent's configuration, with `overrides`
     (epochs, sparsity, rank) applied. `before_promote` is a test hook (crash simulation)."""
+    timings, clock = {}, time.perf_counter()
     lineage, bucket = Lineage(conn), Bucket.connect(conn)
     sets, datasets = AdapterSetStore(bucket, conn.cache_dir), DatasetStore(bucket)
     model, parent_manifest, parent_version = load_current(lineage, sets)
@@ -97,10 +116,11 @@ def train_on_current(
             raise RuntimeError(f"stored dataset {record.dataset_id} no longer matches task {record.name!r}")
         earlier.append(old)
     dataset_uri = datasets.put(dataset)
+    timings["load_s"] = time.perf_counter() - clock
 
     mlflow.set_tracking_uri(conn.mlflow_uri)
     mlflow.set_experiment(TRAINING_EXPERIMENT)
-    with mlflow.start_run(run_name=f"{task.name} on v{parent_version or 'none'}") as run, \
+    with mlflow.start_run(run_name=f"{task.name} on " + (f"v{parent_version}" if parent_version else "the bare backbone")) as run, \
             tempfile.TemporaryDirectory() as tmp:
         mlflow.set_tags({"task": task.name, "dataset_id": task.dataset_id, "parent_version": parent_version or "none"})
         mlflow.log_params(_flat("", model.config.to_dict(), {}))
@@ -112,11 +132,18 @@ def train_on_current(
             if on_epoch:
                 on_epoch(phase, epoch, loss)
 
+        clock = time.perf_counter()
         result = train_task(model, task, on_epoch=log_epoch)
+        timings["train_s"] = time.perf_counter() - clock
+        clock = time.perf_counter()
         scores = evaluate_stage(model, [*earlier, task])
+        timings["evaluate_s"] = time.perf_counter() - clock
+        clock = time.perf_counter()
         metrics = parent_manifest["metrics"] if parent_manifest else {"correct": [], "counts": []}
         matrix = AccuracyMatrix([list(row) for row in metrics["correct"]], list(metrics["counts"]))
         matrix.add_stage(scores.cil_correct, scores.counts)
+        rejected = guard_reason(parent_manifest["metrics"] if parent_manifest else None, scores.cil_correct,
+                                scores.counts, max_accuracy_drop)
         summary = {"avg_accuracy": matrix.average_accuracy, "final_accuracy": matrix.final_accuracy,
                    "forgetting": matrix.forgetting, "active_adapters": model.active_adapters,
                    "gate_logit": result.decision.logit, "train_seconds": result.wall_time}
@@ -133,7 +160,7 @@ def train_on_current(
         plots.accuracy_heatmap(matrix.matrix(), names, Path(tmp) / "plots" / "accuracy_matrix.png")
         plots.adapter_usage(manifest["tasks"], manifest["adapters"], Path(tmp) / "plots" / "adapter_usage.png")
         plots.overlap_heatmap(mean_overlap(overlap_matrices(model)),
-                              [f"task {a['slot']}" for a in manifest["adapters"]],
+                              [names[a["slot"]] for a in manifest["adapters"]],
                               Path(tmp) / "plots" / "subspace_overlap.png")
 
         tags = {
@@ -142,7 +169,10 @@ def train_on_current(
             "active_adapters": str(model.active_adapters), "avg_accuracy": f"{matrix.average_accuracy:.4f}",
             "final_accuracy": f"{matrix.final_accuracy:.4f}", "forgetting": f"{matrix.forgetting:.4f}",
             "set_id": set_id, "config": json.dumps(model.config.to_dict(), separators=(",", ":")),
+            "promotion": "rejected" if rejected else "accepted",
         }
+        if rejected:
+            tags["rejected_reason"] = rejected
         version = lineage.register(set_uri, run.info.run_id, tags,
                                    description=f"{task.name}: {result.decision.decision} on v{parent_version or '-'}")
         mlflow.set_tag("adapter_set_version", version.version)
@@ -153,16 +183,17 @@ def train_on_current(
         if before_promote:
             before_promote()
         now = lineage.current()
-        promoted = (now.version if now else None) == parent_version
+        promoted = not rejected and (now.version if now else None) == parent_version
         if promoted:
             lineage.move_current(version.version, reason=f"trained {task.name}", kind="promote")
-        else:
+        elif not rejected:
             lineage.client.set_model_version_tag(lineage.name, version.version, "not_promoted",
                                                  f"current moved to v{now.version if now else '-'} during training")
         plots.lineage_tree(nodes, version.version if promoted else (now.version if now else None),
                            Path(tmp) / "plots" / "lineage.png")
         mlflow.log_artifacts(str(Path(tmp) / "plots"), "plots")
+        timings["register_s"] = time.perf_counter() - clock
 
     return StepResult(version.version, parent_version, task.name, task.dataset_id, result.decision.decision,
                       model.active_adapters, matrix.average_accuracy, matrix.final_accuracy, matrix.forgetting,
-                      promoted, run.info.run_id, set_uri)
+                      promoted, run.info.run_id, set_uri, rejected, timings)

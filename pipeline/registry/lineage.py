@@ -82,6 +82,15 @@ class Lineage:
             return []
         return sorted(found, key=lambda v: int(v.version))
 
+    def find_by_dataset(self, dataset_id: str) -> ModelVersion | None:
+        """The version a dataset already produced, if any (a retry must never train it twice)."""
+        try:
+            found = self._call("search versions", self.client.search_model_versions,
+                               f"name='{self.name}' and tags.dataset_id='{dataset_id}'")
+        except MlflowException:
+            return None
+        return min(found, key=lambda v: int(v.version)) if found else None
+
     def register(self, source: str, run_id: str | None, tags: dict[str, str], description: str = "") -> ModelVersion:
         self.ensure_model()
         return self._call("create a model version", self.client.create_model_version, self.name, source,

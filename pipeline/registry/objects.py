@@ -66,10 +66,34 @@ class Bucket:
             raise StorageError(f"cannot check {self.uri(key)}: {err}") from err
 
     def list(self, prefix: str) -> list[str]:
-        keys = []
+        return [obj["Key"] for obj in self.list_objects(prefix)]
+
+    def list_objects(self, prefix: str) -> list[dict]:
+        """Every object under `prefix` with its Key, LastModified (datetime) and Size."""
+        objects = []
         try:
             for page in self.client.get_paginator("list_objects_v2").paginate(Bucket=self.name, Prefix=prefix):
-                keys.extend(obj["Key"] for obj in page.get("Contents", []))
+                objects.extend(page.get("Contents", []))
         except (ClientError, BotoCoreError) as err:
             raise StorageError(f"cannot list {self.uri(prefix)}: {err}") from err
-        return keys
+        return objects
+
+    def put(self, key: str, data: bytes) -> None:
+        """Plain overwrite: only for mutable, non-lineage objects (drops, quarantine reasons)."""
+        try:
+            self.client.put_object(Bucket=self.name, Key=key, Body=data)
+        except (ClientError, BotoCoreError) as err:
+            raise StorageError(f"cannot write {self.uri(key)}: {err}") from err
+
+    def move(self, source: str, target: str) -> None:
+        try:
+            self.client.copy_object(Bucket=self.name, Key=target, CopySource={"Bucket": self.name, "Key": source})
+            self.client.delete_object(Bucket=self.name, Key=source)
+        except (ClientError, BotoCoreError) as err:
+            raise StorageError(f"cannot move {self.uri(source)} to {target}: {err}") from err
+
+    def delete(self, key: str) -> None:
+        try:
+            self.client.delete_object(Bucket=self.name, Key=key)
+        except (ClientError, BotoCoreError) as err:
+            raise StorageError(f"cannot delete {self.uri(key)}: {err}") from err

