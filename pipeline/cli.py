@@ -316,7 +316,7 @@ def submit(
 ) -> None:
     """Upload a dataset as a drop (files first, the _READY marker last), for `litelora watch` to train."""
     from pipeline.data.task_dataset import DATA_FILES, InvalidDataset, TaskDataset
-    from pipeline.orchestrator.watcher import INCOMING, READY, TASK_NAME
+    from pipeline.orchestrator.watcher import INCOMING, READY, READY_BODY, TASK_NAME
     from pipeline.registry.objects import Bucket
 
     if not TASK_NAME.match(task):
@@ -337,7 +337,7 @@ def submit(
         bucket = Bucket.connect(conn)
         for name, data in files.items():
             bucket.put(f"{INCOMING}{task}/{name}", data)
-        bucket.put(f"{INCOMING}{task}/{READY}", b"")
+        bucket.put(f"{INCOMING}{task}/{READY}", READY_BODY)
     except _registry_errors() as e:
         _fail(str(e))
     typer.echo(f"dropped {', '.join(files)} at s3://{conn.bucket}/{INCOMING}{task}/")
@@ -348,12 +348,22 @@ def watch(
     once: Annotated[bool, typer.Option("--once", help="Process the drops that are there, then exit.")] = False,
     quiet_period: Annotated[float, typer.Option(help="Seconds without change after which a drop without _READY is complete.")] = 30.0,
     poll: Annotated[float, typer.Option(help="Seconds between looks at the bucket.")] = 5.0,
+    workers: Annotated[int, typer.Option(help="Ray Train workers per job (DDP); 0 = train in this process without Ray.")] = 2,
+    gpu: Annotated[bool, typer.Option(help="One GPU per Ray Train worker (NCCL).")] = False,
 ) -> None:
-    """Run the orchestrator: claim each complete drop once, validate, train, register (Ctrl-C to stop)."""
+    """Run the orchestrator: claim each complete drop once, validate, train (Ray Train), register (Ctrl-C to stop)."""
+    from pipeline.orchestrator.step import train_on_current
     from pipeline.orchestrator.watcher import WatchConfig, Watcher
 
     conn = _connection()
-    watcher = Watcher(conn, WatchConfig(quiet_period_s=quiet_period, poll_s=poll), log=lambda m: err.print(m, highlight=False))
+    trainer = None
+    if workers > 0:
+        from pipeline.orchestrator.ray_train import ScalingSpec, ray_fit
+
+        fit = ray_fit(conn, ScalingSpec(num_workers=workers, use_gpu=gpu))
+        trainer = lambda ds, beat: train_on_current(ds, conn, fit=fit)  # noqa: E731
+    watcher = Watcher(conn, WatchConfig(quiet_period_s=quiet_period, poll_s=poll), trainer=trainer,
+                      log=lambda m: err.print(m, highlight=False))
     err.print(f"watching s3://{conn.bucket}/incoming/ as {watcher.ledger.watcher}" + (" (once)" if once else ""))
     try:
         done = watcher.run(once=once)
@@ -397,6 +407,37 @@ def status(as_json: Annotated[bool, typer.Option("--json", help="Print the ledge
         table.add_row(r["task"], r["dataset_id"][:12], r["state"], f"v{r['version']}" if r["version"] else "",
                       r["reason"] or "")
     Console().print(table)
+
+
+@app.command()
+def demo(
+    tier: Annotated[str, typer.Option(help="Data tier of the demo tasks: quick (150/100 per class) or ci (tiny).")] = "quick",
+    workers: Annotated[int, typer.Option(help="Ray Train workers per task (0 = no Ray).")] = 2,
+    tasks: Annotated[int, typer.Option(help="How many of the 5 demo tasks to drop.", min=1, max=5)] = 5,
+) -> None:
+    """The main job end to end: start the stack, drop the demo tasks, train each with Ray Train, show the lineage."""
+    from pipeline.demo import run_demo
+    from pipeline.stack import embedded
+    from pipeline.stack.process import StackError
+
+    settings = load_settings()
+    try:
+        with err.status("starting SeaweedFS and MLflow…"):
+            state, _ = embedded.up(settings.home)
+    except StackError as e:
+        _fail(str(e))
+    err.print(f"stack up: S3 {state.s3_endpoint}, MLflow {state.mlflow_uri}")
+    conn = _connection()
+    try:
+        done = run_demo(conn, tier=tier, workers=workers, tasks=tasks, log=lambda m: err.print(m, highlight=False))
+    except _registry_errors() as e:
+        _fail(str(e))
+    lineage()
+    failed = [d for d in done if d["state"] not in ("registered", "rejected", "duplicate")]
+    typer.echo(f"\nMLflow UI: {conn.mlflow_uri}/#/models/{conn.registered_model}  (lineage, decisions, plots)")
+    typer.echo("next: litelora status · litelora rollback VERSION · litelora down")
+    if failed:
+        raise typer.Exit(EXIT_FAILED)
 
 
 def main() -> None:  # pragma: no cover - console entry point

@@ -11,8 +11,8 @@ from __future__ import annotations
 
 import json
 import tempfile
-from collections.abc import Callable
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -26,6 +26,7 @@ from pipeline.learn.metrics import AccuracyMatrix
 from pipeline.learn.model import ContinualModel
 from pipeline.learn.recipe import EpochCallback, train_task
 from pipeline.learn.subspace import mean_overlap, overlap_matrices
+from pipeline.learn.task import Task
 from pipeline.registry import plots
 from pipeline.registry.lineage import TRAINING_EXPERIMENT, Lineage
 from pipeline.registry.objects import Bucket
@@ -79,12 +80,38 @@ def _flat(prefix: str, value, out: dict) -> dict:
     return out
 
 
-def load_current(lineage: Lineage, sets: AdapterSetStore) -> tuple[ContinualModel | None, dict | None, str | None]:
+@dataclass
+class Parent:
+    model: ContinualModel | None
+    manifest: dict | None
+    version: str | None
+    set_id: str | None
+
+
+def load_current(lineage: Lineage, sets: AdapterSetStore) -> Parent:
     parent = lineage.current()
     if parent is None:
-        return None, None, None
-    directory = sets.fetch(sets.set_id_from_uri(parent.source))
-    return ContinualModel.load(directory), read_manifest(directory), parent.version
+        return Parent(None, None, None, None)
+    set_id = sets.set_id_from_uri(parent.source)
+    directory = sets.fetch(set_id)
+    return Parent(ContinualModel.load(directory), read_manifest(directory), parent.version, set_id)
+
+
+@dataclass
+class Fitted:
+    model: ContinualModel
+    decision: str
+    logit: float
+    train_s: float
+
+
+# How a task is trained: in this process (`fit_locally`) or as a Ray Train job (`ray_train.ray_fit`).
+Fit = Callable[[ContinualModel, Task, Parent, str, EpochCallback], Fitted]
+
+
+def fit_locally(model: ContinualModel, task: Task, parent: Parent, run_id: str, on_epoch: EpochCallback) -> Fitted:
+    result = train_task(model, task, on_epoch=on_epoch)
+    return Fitted(model, result.decision.decision, result.decision.logit, result.wall_time)
 
 
 def train_on_current(
@@ -93,6 +120,7 @@ def train_on_current(
     config: TrainConfig | None = None,
     *,
     overrides: dict | None = None,
+    fit: Fit = fit_locally,
     on_epoch: EpochCallback | None = None,
     before_promote: Callable[[], None] | None = None,
     max_accuracy_drop: float = MAX_ACCURACY_DROP,
@@ -104,8 +132,9 @@ def train_on_current(
     timings, clock = {}, time.perf_counter()
     lineage, bucket = Lineage(conn), Bucket.connect(conn)
     sets, datasets = AdapterSetStore(bucket, conn.cache_dir), DatasetStore(bucket)
-    model, parent_manifest, parent_version = load_current(lineage, sets)
-    model = model or ContinualModel(config or TrainConfig())
+    parent = load_current(lineage, sets)
+    parent_manifest, parent_version = parent.manifest, parent.version
+    model = parent.model or ContinualModel(config or TrainConfig())
     if overrides:
         model.reconfigure(model.config.with_overrides(**overrides))
     task = dataset.to_task(HELD_OUT_SEED)
@@ -133,7 +162,8 @@ def train_on_current(
                 on_epoch(phase, epoch, loss)
 
         clock = time.perf_counter()
-        result = train_task(model, task, on_epoch=log_epoch)
+        fitted = fit(model, task, parent, run.info.run_id, log_epoch)
+        model = fitted.model
         timings["train_s"] = time.perf_counter() - clock
         clock = time.perf_counter()
         scores = evaluate_stage(model, [*earlier, task])
@@ -146,7 +176,7 @@ def train_on_current(
                                 scores.counts, max_accuracy_drop)
         summary = {"avg_accuracy": matrix.average_accuracy, "final_accuracy": matrix.final_accuracy,
                    "forgetting": matrix.forgetting, "active_adapters": model.active_adapters,
-                   "gate_logit": result.decision.logit, "train_seconds": result.wall_time}
+                   "gate_logit": fitted.logit, "train_seconds": fitted.train_s}
         mlflow.log_metrics(summary)
 
         local = Path(tmp) / "set"
@@ -165,7 +195,7 @@ def train_on_current(
 
         tags = {
             "parent_version": parent_version or "none", "task": task.name, "dataset_id": task.dataset_id,
-            "dataset_uri": dataset_uri, "decision": result.decision.decision,
+            "dataset_uri": dataset_uri, "decision": fitted.decision,
             "active_adapters": str(model.active_adapters), "avg_accuracy": f"{matrix.average_accuracy:.4f}",
             "final_accuracy": f"{matrix.final_accuracy:.4f}", "forgetting": f"{matrix.forgetting:.4f}",
             "set_id": set_id, "config": json.dumps(model.config.to_dict(), separators=(",", ":")),
@@ -174,7 +204,7 @@ def train_on_current(
         if rejected:
             tags["rejected_reason"] = rejected
         version = lineage.register(set_uri, run.info.run_id, tags,
-                                   description=f"{task.name}: {result.decision.decision} on v{parent_version or '-'}")
+                                   description=f"{task.name}: {fitted.decision} on v{parent_version or '-'}")
         mlflow.set_tag("adapter_set_version", version.version)
         nodes = [{"version": v.version, "parent": v.tags.get("parent_version") if v.tags.get("parent_version") != "none"
                   else None, "task": v.tags.get("task", ""), "decision": v.tags.get("decision", "")}
@@ -194,6 +224,6 @@ def train_on_current(
         mlflow.log_artifacts(str(Path(tmp) / "plots"), "plots")
         timings["register_s"] = time.perf_counter() - clock
 
-    return StepResult(version.version, parent_version, task.name, task.dataset_id, result.decision.decision,
+    return StepResult(version.version, parent_version, task.name, task.dataset_id, fitted.decision,
                       model.active_adapters, matrix.average_accuracy, matrix.final_accuracy, matrix.forgetting,
                       promoted, run.info.run_id, set_uri, rejected, timings)

@@ -23,6 +23,9 @@ from pipeline.settings import Connection
 
 INCOMING, QUARANTINE, FAILED = "incoming/", "quarantine/", "failed/"
 READY = "_READY"
+# Never an empty body: SeaweedFS 4.48 answers an empty PUT so that the next request on the same keep-alive
+# connection stalls until its read timeout (seen here; AWS S3 and MinIO are fine with empty markers).
+READY_BODY = b'{"ready": true}\n'
 TASK_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$")
 
 
@@ -91,6 +94,7 @@ class Watcher:
         self.ledger = Ledger(self.bucket, lease_s=self.config.lease_s)
         self.lineage = Lineage(conn)
         self.trainer = trainer or (lambda ds, beat: train_on_current(ds, conn, on_epoch=lambda *_: beat()))
+        # Ray Train reports epochs in its workers, not here: a training job must fit in one lease.
         self.log = log
 
     def run(self, once: bool = False, stop: Callable[[], bool] = lambda: False) -> list[dict]:

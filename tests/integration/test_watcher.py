@@ -6,6 +6,7 @@ import threading
 import uuid
 
 import boto3
+from botocore.config import Config
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
@@ -17,7 +18,7 @@ from pipeline.learn.backbone import BackboneConfig
 from pipeline.learn.config import TrainConfig
 from pipeline.orchestrator.ledger import Ledger, LostClaim
 from pipeline.orchestrator.step import train_on_current
-from pipeline.orchestrator.watcher import WatchConfig, Watcher
+from pipeline.orchestrator.watcher import READY_BODY, WatchConfig, Watcher
 from pipeline.registry.lineage import Lineage
 from pipeline.registry.objects import Bucket
 from pipeline.settings import connection, load_settings
@@ -41,7 +42,8 @@ def conn(stack_env, monkeypatch):
 def s3(conn):
     """What `aws s3 cp` does: plain puts into the bucket."""
     client = boto3.client("s3", endpoint_url=conn.s3_endpoint, aws_access_key_id=conn.access_key,
-                          aws_secret_access_key=conn.secret_key, region_name="us-east-1")
+                          aws_secret_access_key=conn.secret_key, region_name="us-east-1",
+                          config=Config(read_timeout=15, retries={"max_attempts": 2}))
     return lambda key, data: client.put_object(Bucket=conn.bucket, Key=key, Body=data)
 
 
@@ -63,17 +65,18 @@ def _drop(s3, task: str, files: dict, ready: bool = True) -> None:
     for name, data in files.items():
         s3(f"incoming/{task}/{name}", data)
     if ready:
-        s3(f"incoming/{task}/_READY", b"")
+        s3(f"incoming/{task}/_READY", READY_BODY)
 
 
 @pytest.fixture
 def watcher_factory(conn, tiny_backbone_dir):
     config = TrainConfig(backbone=BackboneConfig(name=str(tiny_backbone_dir)), epochs=1, batch_size=16, seed=0)
 
-    def make(**kw):
-        return Watcher(conn, WatchConfig(poll_s=0.2, **kw),
-                       trainer=lambda ds, beat: train_on_current(ds, conn, config, on_epoch=lambda *_: beat()),
-                       log=lambda m: None)
+    def make(max_accuracy_drop=1.0, **kw):
+        # The tiny random backbone forgets freely; the guard is off unless a test is about the guard.
+        return Watcher(conn, WatchConfig(poll_s=0.2, **kw), log=lambda m: None,
+                       trainer=lambda ds, beat: train_on_current(ds, conn, config, on_epoch=lambda *_: beat(),
+                                                                 max_accuracy_drop=max_accuracy_drop))
 
     return make
 
@@ -155,12 +158,44 @@ def test_two_watchers_started_together_train_each_drop_exactly_once(conn, s3, wo
     assert chain == {"task0": "none", "task1": by_task["task0"], "task2": by_task["task1"]}
 
 
+def test_the_promotion_guard_registers_a_harmful_set_as_rejected_and_current_stays(conn, s3, wordnet,
+                                                                                   watcher_factory):
+    _drop(s3, "first", wordnet[0])
+    _drop(s3, "second", wordnet[1])
+    done = watcher_factory(max_accuracy_drop=-1.0).run(once=True)  # a bound no set can meet
+    assert [d["state"] for d in done] == ["registered", "rejected"]
+    lineage = Lineage(conn)
+    assert lineage.current().version == done[0]["version"]
+    rejected = lineage.get(done[1]["version"])
+    assert rejected.tags["promotion"] == "rejected" and "would drop" in rejected.tags["rejected_reason"]
+    rows = {r["task"]: r for r in json.loads(runner.invoke(app, ["status", "--json"]).stdout)}
+    assert rows["second"]["state"] == "rejected" and "would drop" in rows["second"]["reason"]
+
+
 def test_an_expired_claim_is_taken_over_and_the_old_holder_stops(conn):
     bucket = Bucket.connect(conn)
     first, second = Ledger(bucket, "w1", lease_s=60), Ledger(bucket, "w2", lease_s=60)
-    entry = first.claim("abc", "t", now=1000.0)
-    assert entry is not None and second.claim("abc", "t") is None or True
+    entry = first.claim("abc", "t")
+    assert entry is not None
+    assert second.claim("abc", "t") is None, "a live claim is not taken over"
     taken = second.claim("abc", "t", now=entry.last_activity() + 61)
     assert taken is not None and taken.epoch == 1
     with pytest.raises(LostClaim):
         first.record(entry, "training", task="t")
+
+
+@pytest.mark.ray
+def test_a_drop_is_trained_by_a_two_worker_ray_train_job_and_registered(conn, s3, wordnet, tiny_backbone_dir):
+    from pipeline.orchestrator.ray_train import ScalingSpec, ray_fit
+
+    config = TrainConfig(backbone=BackboneConfig(name=str(tiny_backbone_dir)), epochs=1, batch_size=16, seed=0)
+    fit = ray_fit(conn, ScalingSpec(num_workers=2))
+    watcher = Watcher(conn, WatchConfig(poll_s=0.2), log=lambda m: None,
+                      trainer=lambda ds, beat: train_on_current(ds, conn, config, fit=fit, max_accuracy_drop=1.0))
+    _drop(s3, "ddp0", wordnet[0])
+    _drop(s3, "ddp1", wordnet[1])
+    done = watcher.run(once=True)
+    assert [d["state"] for d in done] == ["registered", "registered"]
+    versions = Lineage(conn).versions()
+    assert [v.tags["parent_version"] for v in versions] == ["none", versions[0].version]
+    assert Bucket.connect(conn).list("checkpoints/"), "Ray Train stores its checkpoints in the bucket"

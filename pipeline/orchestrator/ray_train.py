@@ -1,0 +1,148 @@
+"""Train one task as a Ray Train job: the core recipe, unchanged, in every worker (DDP: gloo on CPU, NCCL on GPU).
+
+Each worker loads the parent set and the task's dataset from the bucket, trains its shard of every batch
+sequence, and rank 0 reports the closed adapter set as the job's checkpoint (stored under
+s3://<bucket>/checkpoints/). If a worker dies, Ray Train restarts the group (FailureConfig); a restarted
+group that finds the finished checkpoint reports it again instead of training twice.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+import ray
+import ray.train
+import ray.train.torch
+from mlflow import MlflowClient
+from pyarrow import fs as pafs
+from ray.train import Checkpoint, CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
+from ray.train.torch import TorchTrainer
+from torch.nn.parallel import DistributedDataParallel
+
+from pipeline.learn.config import TrainConfig
+from pipeline.learn.model import ContinualModel
+from pipeline.learn.recipe import train_task
+from pipeline.settings import Connection
+
+
+@dataclass
+class ScalingSpec:
+    num_workers: int = 2
+    use_gpu: bool = False
+    cpus_per_worker: float = 0.5
+    """Fractional on small machines: with 1 CPU per worker on 2 cores, Ray's data tasks starve."""
+    max_failures: int = 2
+
+
+def init_ray(home: Path) -> None:
+    """Start (or join, with RAY_ADDRESS) Ray once per process, loopback-only and quiet."""
+    if ray.is_initialized():
+        return
+    os.environ.setdefault("RAY_AUTH_MODE", "disabled")
+    os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
+    os.environ.setdefault("RAY_TRAIN_V2_ENABLED", "1")
+    if os.environ.get("RAY_ADDRESS"):
+        ray.init(address=os.environ["RAY_ADDRESS"], log_to_driver=False)
+        return
+    # Unix socket paths are limited to 107 bytes: keep Ray's session dir short, keyed by the state dir.
+    temp = Path(tempfile.gettempdir()) / f"llray-{abs(hash(str(home))) % 10**8}"
+    ray.init(_node_ip_address="127.0.0.1", _temp_dir=str(temp), include_dashboard=False, log_to_driver=False,
+             configure_logging=False)
+
+
+def storage(conn: Connection) -> tuple[str, pafs.FileSystem]:
+    endpoint = (conn.s3_endpoint or "").removeprefix("http://").removeprefix("https://") or None
+    scheme = "https" if (conn.s3_endpoint or "https").startswith("https") else "http"
+    filesystem = pafs.S3FileSystem(access_key=conn.access_key, secret_key=conn.secret_key, region=conn.region,
+                                   endpoint_override=endpoint, scheme=scheme)
+    return f"{conn.bucket}/checkpoints", filesystem
+
+
+def train_loop_per_worker(cfg: dict) -> None:
+    """What every worker runs: plain PyTorch around the core's `train_task`."""
+    from pipeline.orchestrator.step import HELD_OUT_SEED
+    from pipeline.registry.objects import Bucket
+    from pipeline.registry.store import AdapterSetStore, DatasetStore
+
+    context = ray.train.get_context()
+    rank, world = context.get_world_rank(), context.get_world_size()
+    finished = ray.train.get_checkpoint()
+    if finished is not None:  # an earlier attempt completed the task: hand its result back, do not retrain
+        ray.train.report({"resumed": 1}, checkpoint=finished if rank == 0 else None)
+        return
+
+    conn: Connection = cfg["connection"]
+    bucket = Bucket.connect(conn)
+    config = TrainConfig.from_dict(cfg["config"])
+    if cfg["parent_set_id"]:
+        model = ContinualModel.load(AdapterSetStore(bucket, conn.cache_dir / f"rank{rank}").fetch(cfg["parent_set_id"]))
+        model.reconfigure(config)
+    else:
+        model = ContinualModel(config)
+    model.to(ray.train.torch.get_device())
+    task = DatasetStore(bucket).get(cfg["dataset_id"], cfg["task_name"]).to_task(HELD_OUT_SEED)
+
+    def wrap(module):
+        return DistributedDataParallel(module, find_unused_parameters=True) if world > 1 else module
+
+    tracker = MlflowClient(conn.mlflow_uri) if rank == 0 and cfg.get("mlflow_run_id") else None
+
+    def on_epoch(phase: str, epoch: int, loss: float) -> None:
+        if tracker is not None:  # only rank 0 talks to MLflow
+            tracker.log_metric(cfg["mlflow_run_id"], f"{phase}_loss", loss, step=epoch)
+        ray.train.report({"phase": phase, "epoch": epoch, "loss": loss})  # a barrier: every rank, every epoch
+
+    result = train_task(model, task, wrap=wrap, rank=rank, world_size=world, on_epoch=on_epoch)
+    with tempfile.TemporaryDirectory() as tmp:
+        checkpoint = None
+        if rank == 0:
+            model.save(tmp)
+            checkpoint = Checkpoint.from_directory(tmp)
+        ray.train.report({"done": 1, "keep": int(result.decision.keep), "logit": result.decision.logit,
+                          "trainable_parameters": result.trainable_parameters, "train_s": result.wall_time},
+                         checkpoint=checkpoint)
+
+
+def fit_with_ray_train(conn: Connection, config: TrainConfig, parent_set_id: str | None, dataset_id: str,
+                       task_name: str, scaling: ScalingSpec, mlflow_run_id: str | None = None,
+                       ) -> tuple[ContinualModel, dict]:
+    """Run the job; returns the trained model (loaded from the job's checkpoint) and rank 0's final metrics."""
+    init_ray(conn.cache_dir.parent)
+    storage_path, filesystem = storage(conn)
+    trainer = TorchTrainer(
+        train_loop_per_worker,
+        train_loop_config={"config": config.to_dict(), "parent_set_id": parent_set_id, "dataset_id": dataset_id,
+                           "task_name": task_name, "mlflow_run_id": mlflow_run_id,
+                           # Endpoints and bucket travel with the job; on a cloud cluster the keys are None and
+                           # workers use their instance profile.
+                           "connection": conn},
+        scaling_config=ScalingConfig(num_workers=scaling.num_workers, use_gpu=scaling.use_gpu,
+                                     resources_per_worker=None if scaling.use_gpu else {"CPU": scaling.cpus_per_worker}),
+        run_config=RunConfig(
+            name=f"{task_name}-{dataset_id[:12]}", storage_path=storage_path, storage_filesystem=filesystem,
+            failure_config=FailureConfig(max_failures=scaling.max_failures),
+            checkpoint_config=CheckpointConfig(num_to_keep=1),
+        ),
+    )
+    result = trainer.fit()
+    if result.checkpoint is None:
+        raise RuntimeError(f"Ray Train job for {task_name} ended without a checkpoint: {result.error}")
+    with result.checkpoint.as_directory() as directory:
+        model = ContinualModel.load(directory)
+    return model, dict(result.metrics or {})
+
+
+def ray_fit(conn: Connection, scaling: ScalingSpec):
+    """A `Fit` for `train_on_current` that trains as a Ray Train job."""
+    from pipeline.orchestrator.step import Fitted
+
+    def fit(model, task, parent, run_id, on_epoch) -> Fitted:
+        trained, metrics = fit_with_ray_train(conn, model.config, parent.set_id, task.dataset_id, task.name, scaling,
+                                              mlflow_run_id=run_id)
+        last = trained.tasks[-1]
+        return Fitted(trained, last.decision, last.logit, float(metrics.get("train_s", 0.0)))
+
+    return fit

@@ -1,0 +1,34 @@
+"""Pure rules of the orchestrator: which object keys are hostile, when a new set may become current."""
+
+import pytest
+
+from pipeline.orchestrator.step import guard_reason
+from pipeline.orchestrator.watcher import TASK_NAME, _unsafe
+
+
+@pytest.mark.parametrize("key", ["incoming/t/../ledger/x.json", "incoming/t/./train.parquet", "incoming//train.parquet",
+                                 "incoming/t/..", "incoming/t\\..\\x", "incoming/t/" + "a" * 1100])
+def test_keys_that_escape_or_abuse_the_prefix_are_unsafe(key):
+    assert _unsafe(key)
+
+
+@pytest.mark.parametrize("key", ["incoming/t/train.parquet", "incoming/t/_READY", "incoming/t/sub/test.parquet"])
+def test_ordinary_keys_are_safe(key):
+    assert not _unsafe(key)
+
+
+@pytest.mark.parametrize("name, ok", [("animals", True), ("task-2.v1_b", True), ("", False), ("-x", False),
+                                      ("a" * 101, False), ("ünïcode", False), ("a b", False)])
+def test_task_names_are_plain(name, ok):
+    assert bool(TASK_NAME.match(name)) is ok
+
+
+def test_the_guard_refuses_a_set_that_drops_an_earlier_task_beyond_the_bound():
+    parent = {"correct": [[90], [80, 95]], "counts": [100, 100]}
+    assert guard_reason(parent, [76, 90, 50], [100, 100, 100], 0.05) == ""  # drops of 4 and 5 points: allowed
+    reason = guard_reason(parent, [74, 94, 50], [100, 100, 100], 0.05)
+    assert "task 0" in reason and "6.0 points" in reason
+
+
+def test_the_first_set_has_nothing_to_guard():
+    assert guard_reason(None, [10], [100], 0.05) == ""
