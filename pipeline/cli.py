@@ -261,7 +261,8 @@ def lineage(as_json: Annotated[bool, typer.Option("--json", help="Print versions
     rows = [{"version": v.version, "parent": None if v.tags.get("parent_version") in (None, "none")
              else v.tags["parent_version"], "current": current is not None and v.version == current.version,
              **{k: v.tags.get(k) for k in ("task", "decision", "active_adapters", "avg_accuracy", "forgetting",
-                                           "dataset_id")}, "source": v.source} for v in versions]
+                                           "dataset_id", "promotion", "rejected_reason")}, "source": v.source}
+            for v in versions]
     if as_json:
         typer.echo(json.dumps({"model": conn.registered_model, "current": current.version if current else None,
                                "versions": rows, "alias_moves": moves}, indent=2))
@@ -275,6 +276,8 @@ def lineage(as_json: Annotated[bool, typer.Option("--json", help="Print versions
 
     def show(r: dict, depth: int) -> None:
         mark = "  <- current" if r["current"] else ""
+        if r["promotion"] == "rejected":
+            mark += "  (rejected by the promotion guard)"
         acc = f"A {100 * float(r['avg_accuracy']):.1f}%" if r["avg_accuracy"] else ""
         typer.echo(f"{'  ' * depth}v{r['version']}  {r['task']}  {r['decision']}  "
                    f"{r['active_adapters']} adapter(s)  {acc}{mark}")
@@ -363,7 +366,7 @@ def watch(
         fit = ray_fit(conn, ScalingSpec(num_workers=workers, use_gpu=gpu))
         trainer = lambda ds, beat: train_on_current(ds, conn, fit=fit)  # noqa: E731
     watcher = Watcher(conn, WatchConfig(quiet_period_s=quiet_period, poll_s=poll), trainer=trainer,
-                      log=lambda m: err.print(m, highlight=False))
+                      log=lambda m: err.print(m, highlight=False, soft_wrap=True))
     err.print(f"watching s3://{conn.bucket}/incoming/ as {watcher.ledger.watcher}" + (" (once)" if once else ""))
     try:
         done = watcher.run(once=once)
@@ -429,7 +432,7 @@ def demo(
     err.print(f"stack up: S3 {state.s3_endpoint}, MLflow {state.mlflow_uri}")
     conn = _connection()
     try:
-        done = run_demo(conn, tier=tier, workers=workers, tasks=tasks, log=lambda m: err.print(m, highlight=False))
+        done = run_demo(conn, tier=tier, workers=workers, tasks=tasks, log=lambda m: err.print(m, highlight=False, soft_wrap=True))
     except _registry_errors() as e:
         _fail(str(e))
     lineage()

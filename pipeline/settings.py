@@ -77,6 +77,8 @@ def apply_offline_defaults() -> None:
         os.environ.setdefault(var, "1")
     for var in ("MLFLOW_DISABLE_TELEMETRY", "DO_NOT_TRACK"):
         os.environ.setdefault(var, "true")
+    # stdout is for our own (often --json) output; MLflow's "View run at" lines would corrupt it.
+    os.environ.setdefault("MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT", "true")
     # MLflow's client retries for minutes by default; an unreachable server should fail within seconds.
     os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "2")
     os.environ.setdefault("MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR", "1")

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 
 import boto3
@@ -10,9 +12,16 @@ from botocore.exceptions import BotoCoreError, ClientError
 
 from pipeline.settings import Connection
 
+MISSING = ("NoSuchKey", "404", "NotFound")
+ALREADY_EXISTS = ("PreconditionFailed", "412", "ConditionalRequestConflict")
+
 
 class StorageError(RuntimeError):
     """S3 is unreachable or refused a request; the message names the bucket and key."""
+
+
+def _code(err: ClientError) -> str:
+    return err.response.get("Error", {}).get("Code", "")
 
 
 @dataclass
@@ -32,38 +41,45 @@ class Bucket:
     def uri(self, key: str) -> str:
         return f"s3://{self.name}/{key}"
 
+    @contextmanager
+    def _request(self, what: str, key: str) -> Iterator[None]:
+        """One line that names the operation and the object, whatever botocore raised."""
+        try:
+            yield
+        except ClientError as err:
+            if _code(err) in MISSING:
+                raise FileNotFoundError(self.uri(key)) from err
+            raise StorageError(f"cannot {what} {self.uri(key)}: {err}") from err
+        except BotoCoreError as err:
+            raise StorageError(f"cannot {what} {self.uri(key)}: {err}") from err
+
     def put_if_absent(self, key: str, data: bytes) -> bool:
         """Create `key` unless it exists (If-None-Match: *). True if this call created it."""
         try:
-            self.client.put_object(Bucket=self.name, Key=key, Body=data, IfNoneMatch="*")
-            return True
-        except ClientError as err:
-            if err.response.get("Error", {}).get("Code") in ("PreconditionFailed", "412", "ConditionalRequestConflict"):
+            with self._request("write", key):
+                self.client.put_object(Bucket=self.name, Key=key, Body=data, IfNoneMatch="*")
+        except StorageError as err:
+            if isinstance(err.__cause__, ClientError) and _code(err.__cause__) in ALREADY_EXISTS:
                 return False
-            raise StorageError(f"cannot write {self.uri(key)}: {err}") from err
-        except BotoCoreError as err:
-            raise StorageError(f"cannot write {self.uri(key)}: {err}") from err
+            raise
+        return True
+
+    def put(self, key: str, data: bytes) -> None:
+        """Plain overwrite: only for mutable, non-lineage objects (drops, quarantine reasons)."""
+        with self._request("write", key):
+            self.client.put_object(Bucket=self.name, Key=key, Body=data)
 
     def get(self, key: str) -> bytes:
-        try:
+        with self._request("read", key):
             return self.client.get_object(Bucket=self.name, Key=key)["Body"].read()
-        except ClientError as err:
-            if err.response.get("Error", {}).get("Code") in ("NoSuchKey", "404"):
-                raise FileNotFoundError(self.uri(key)) from err
-            raise StorageError(f"cannot read {self.uri(key)}: {err}") from err
-        except BotoCoreError as err:
-            raise StorageError(f"cannot read {self.uri(key)}: {err}") from err
 
     def exists(self, key: str) -> bool:
         try:
-            self.client.head_object(Bucket=self.name, Key=key)
-            return True
-        except ClientError as err:
-            if err.response.get("Error", {}).get("Code") in ("NoSuchKey", "404", "NotFound"):
-                return False
-            raise StorageError(f"cannot check {self.uri(key)}: {err}") from err
-        except BotoCoreError as err:
-            raise StorageError(f"cannot check {self.uri(key)}: {err}") from err
+            with self._request("check", key):
+                self.client.head_object(Bucket=self.name, Key=key)
+        except FileNotFoundError:
+            return False
+        return True
 
     def list(self, prefix: str) -> list[str]:
         return [obj["Key"] for obj in self.list_objects(prefix)]
@@ -71,29 +87,16 @@ class Bucket:
     def list_objects(self, prefix: str) -> list[dict]:
         """Every object under `prefix` with its Key, LastModified (datetime) and Size."""
         objects = []
-        try:
+        with self._request("list", prefix):
             for page in self.client.get_paginator("list_objects_v2").paginate(Bucket=self.name, Prefix=prefix):
                 objects.extend(page.get("Contents", []))
-        except (ClientError, BotoCoreError) as err:
-            raise StorageError(f"cannot list {self.uri(prefix)}: {err}") from err
         return objects
 
-    def put(self, key: str, data: bytes) -> None:
-        """Plain overwrite: only for mutable, non-lineage objects (drops, quarantine reasons)."""
-        try:
-            self.client.put_object(Bucket=self.name, Key=key, Body=data)
-        except (ClientError, BotoCoreError) as err:
-            raise StorageError(f"cannot write {self.uri(key)}: {err}") from err
-
     def move(self, source: str, target: str) -> None:
-        try:
+        with self._request(f"move to {target}", source):
             self.client.copy_object(Bucket=self.name, Key=target, CopySource={"Bucket": self.name, "Key": source})
             self.client.delete_object(Bucket=self.name, Key=source)
-        except (ClientError, BotoCoreError) as err:
-            raise StorageError(f"cannot move {self.uri(source)} to {target}: {err}") from err
 
     def delete(self, key: str) -> None:
-        try:
+        with self._request("delete", key):
             self.client.delete_object(Bucket=self.name, Key=key)
-        except (ClientError, BotoCoreError) as err:
-            raise StorageError(f"cannot delete {self.uri(key)}: {err}") from err

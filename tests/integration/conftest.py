@@ -1,21 +1,30 @@
 """Real SeaweedFS + MLflow processes for the integration tests: started once per session on free loopback
 ports in a temporary state directory, stopped by PID afterwards."""
 
+import signal
+
 import pytest
 
 from pipeline.stack import embedded
 from pipeline.stack.process import free_port
 
 
+def _interrupt(signum, frame):
+    raise KeyboardInterrupt(f"signal {signum}")
+
+
 @pytest.fixture(scope="session")
 def stack_home(tmp_path_factory):
     home = tmp_path_factory.mktemp("litelora-home")
+    # A killed test run (SIGTERM from CI or a timeout) must still stop the servers it started.
+    previous = signal.signal(signal.SIGTERM, _interrupt)
     state, started = embedded.up(home, ports={"s3": free_port(), "mlflow": free_port()})
     assert started
     try:
         yield home
     finally:
         embedded.down(home)
+        signal.signal(signal.SIGTERM, previous)
 
 
 @pytest.fixture

@@ -61,6 +61,16 @@ def test_the_stack_binds_loopback_with_per_installation_keys(stack_home):
         wrong.list_objects_v2(Bucket=exports["LITELORA_BUCKET"])
 
 
+def test_env_prints_exports_a_shell_can_eval(stack_env):
+    result = runner.invoke(app, ["env"])
+    assert result.exit_code == 0
+    exports = dict(line.removeprefix("export ").split("=", 1) for line in result.stdout.splitlines())
+    assert set(exports) >= {"AWS_ENDPOINT_URL", "AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "MLFLOW_TRACKING_URI",
+                            "LITELORA_BUCKET"}
+    status = json.loads(runner.invoke(app, ["up", "--json"]).stdout)
+    assert status["started"] is False and status["s3_endpoint"] == exports["AWS_ENDPOINT_URL"]
+
+
 def test_register_three_roll_back_and_the_next_task_branches(conn, drops, config):
     v1 = train_on_current(drops[0], conn, config)
     v2 = train_on_current(drops[1], conn, config)

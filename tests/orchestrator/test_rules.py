@@ -24,10 +24,15 @@ def test_task_names_are_plain(name, ok):
 
 
 def test_the_guard_refuses_a_set_that_drops_an_earlier_task_beyond_the_bound():
-    parent = {"correct": [[90], [80, 95]], "counts": [100, 100]}
+    parent = {"til_correct": [[90], [80, 95]], "correct": [[90], [60, 95]], "counts": [100, 100]}
     assert guard_reason(parent, [76, 90, 50], [100, 100, 100], 0.05) == ""  # drops of 4 and 5 points: allowed
     reason = guard_reason(parent, [74, 94, 50], [100, 100, 100], 0.05)
-    assert "task 0" in reason and "6.0 points" in reason
+    assert "task 0 TIL" in reason and "6.0 points" in reason
+
+
+def test_the_guard_can_judge_class_incremental_accuracy_instead():
+    parent = {"til_correct": [[90], [80, 95]], "correct": [[90], [60, 95]], "counts": [100, 100]}
+    assert "task 1 CIL" in guard_reason(parent, [60, 80, 50], [100, 100, 100], 0.05, metric="cil")
 
 
 def test_the_first_set_has_nothing_to_guard():
