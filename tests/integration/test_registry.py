@@ -22,6 +22,7 @@ from pipeline.settings import connection, load_settings
 from pipeline.stack import embedded
 
 pytestmark = pytest.mark.integration
+GUARD_OFF = 1.0  # the tiny random backbone forgets freely; these tests are about lineage, not the guard
 runner = CliRunner()
 
 
@@ -72,15 +73,15 @@ def test_env_prints_exports_a_shell_can_eval(stack_env):
 
 
 def test_register_three_roll_back_and_the_next_task_branches(conn, drops, config):
-    v1 = train_on_current(drops[0], conn, config)
-    v2 = train_on_current(drops[1], conn, config)
-    v3 = train_on_current(drops[2], conn, config)
+    v1 = train_on_current(drops[0], conn, config, max_accuracy_drop=GUARD_OFF)
+    v2 = train_on_current(drops[1], conn, config, max_accuracy_drop=GUARD_OFF)
+    v3 = train_on_current(drops[2], conn, config, max_accuracy_drop=GUARD_OFF)
     assert (v1.parent, v2.parent, v3.parent) == (None, v1.version, v2.version)
     assert all(r.promoted for r in (v1, v2, v3))
 
     result = runner.invoke(app, ["rollback", v1.version, "--reason", "t2 regressed"])
     assert result.exit_code == 0, result.output
-    v4 = train_on_current(drops[3], conn, config)
+    v4 = train_on_current(drops[3], conn, config, max_accuracy_drop=GUARD_OFF)
     assert v4.parent == v1.version and v4.promoted
 
     tree = json.loads(runner.invoke(app, ["lineage", "--json"]).stdout)
@@ -95,30 +96,30 @@ def test_register_three_roll_back_and_the_next_task_branches(conn, drops, config
 
 
 def test_a_crash_before_the_alias_move_leaves_current_on_the_last_complete_set(conn, drops, config):
-    first = train_on_current(drops[0], conn, config)
+    first = train_on_current(drops[0], conn, config, max_accuracy_drop=GUARD_OFF)
 
     def crash():
         raise KeyboardInterrupt("killed between registration and promotion")
 
     with pytest.raises(KeyboardInterrupt):
-        train_on_current(drops[1], conn, config, before_promote=crash)
+        train_on_current(drops[1], conn, config, before_promote=crash, max_accuracy_drop=GUARD_OFF)
     lineage = Lineage(conn)
     assert lineage.current().version == first.version
-    nxt = train_on_current(drops[1], conn, config)
+    nxt = train_on_current(drops[1], conn, config, max_accuracy_drop=GUARD_OFF)
     assert nxt.parent == first.version
 
 
 def test_moving_the_alias_in_mlflow_is_a_rollback_too(conn, drops, config):
-    v1 = train_on_current(drops[0], conn, config)
-    train_on_current(drops[1], conn, config)
+    v1 = train_on_current(drops[0], conn, config, max_accuracy_drop=GUARD_OFF)
+    train_on_current(drops[1], conn, config, max_accuracy_drop=GUARD_OFF)
     lineage = Lineage(conn)
     lineage.client.set_registered_model_alias(lineage.name, "current", v1.version)  # what the UI does
-    assert train_on_current(drops[2], conn, config).parent == v1.version
+    assert train_on_current(drops[2], conn, config, max_accuracy_drop=GUARD_OFF).parent == v1.version
 
 
 def test_rollback_to_a_missing_or_corrupt_set_is_refused_and_current_stays(conn, drops, config):
-    v1 = train_on_current(drops[0], conn, config)
-    v2 = train_on_current(drops[1], conn, config)
+    v1 = train_on_current(drops[0], conn, config, max_accuracy_drop=GUARD_OFF)
+    v2 = train_on_current(drops[1], conn, config, max_accuracy_drop=GUARD_OFF)
     bad = runner.invoke(app, ["rollback", "v999"])
     assert bad.exit_code == 1 and "does not exist" in bad.output and len(bad.output.strip().splitlines()) == 1
 
