@@ -36,6 +36,36 @@ class TaskResult:
 
 
 @dataclass
+class Progress:
+    """A task's state at an epoch boundary, enough to resume a killed run (optimizer moments restart)."""
+
+    phase: str
+    epochs_done: int
+    tensors: dict[str, torch.Tensor]
+
+
+def capture_progress(model: ContinualModel, phase: str, epochs_done: int) -> Progress:
+    tensors = {"gate.alpha": model.gate.alpha, "gate.current_logit": model.gate.current_logit.reshape(1)}
+    head = model.heads.heads[-1]
+    tensors |= {"head.weight": head.weight, "head.bias": head.bias}
+    for name, layer in model.adapters:
+        tensors |= {f"{name}.lora_a": layer.lora_a, f"{name}.lora_b": layer.lora_b}
+    return Progress(phase, epochs_done, {k: v.detach().cpu().clone() for k, v in tensors.items()})
+
+
+@torch.no_grad()
+def restore_progress(model: ContinualModel, progress: Progress) -> None:
+    t = progress.tensors
+    model.gate.alpha.copy_(t["gate.alpha"])
+    model.gate.current_logit.copy_(t["gate.current_logit"].reshape(()))
+    model.heads.heads[-1].weight.copy_(t["head.weight"])
+    model.heads.heads[-1].bias.copy_(t["head.bias"])
+    for name, layer in model.adapters:
+        layer.lora_a.copy_(t[f"{name}.lora_a"])
+        layer.lora_b.copy_(t[f"{name}.lora_b"])
+
+
+@dataclass
 class Batches:
     """Tokenised inputs of one task, cut into shuffled (and, under DDP, sharded) batches."""
 
@@ -85,6 +115,7 @@ def _run_epochs(
     seed: int,
     device: torch.device,
     sparsity: float = 0.0,
+    start: int = 0,
     phase: str,
     on_epoch: EpochCallback | None,
     rank: int,
@@ -92,7 +123,10 @@ def _run_epochs(
 ) -> list[float]:
     offset, width = model.heads.offsets()[-1], model.heads.sizes[-1]
     losses = []
-    for epoch in range(epochs):
+    for _ in range(start):  # a resumed run continues the schedule where it stopped
+        if scheduler is not None:
+            scheduler.step()
+    for epoch in range(start, epochs):
         total, steps = 0.0, 0
         for input_ids, mask, labels in batches.iterate(batch_size, seed * 1000 + epoch, device, rank, world_size):
             model.gate.clear_samples()
@@ -127,8 +161,11 @@ def train_task(
     wrap: Callable[[nn.Module], nn.Module] = lambda m: m,
     rank: int = 0,
     world_size: int = 1,
+    resume: Progress | None = None,
 ) -> TaskResult:
-    """Train `task` on top of `model` in place and close it with the gate's (or the method's) decision."""
+    """Train `task` on top of `model` in place and close it with the gate's (or the method's) decision.
+
+    `resume` continues from an epoch boundary captured by `capture_progress` in an earlier, killed attempt."""
     cfg = model.config
     device = model.gate.alpha.device
     start = time.perf_counter()
@@ -143,6 +180,11 @@ def train_task(
     model.gate.alpha.requires_grad_(train_alpha)
     model.gate.current_logit.requires_grad_(False)
     model.train()
+    if resume is not None:
+        restore_progress(model, resume)
+    in_phase2 = resume is not None and resume.phase == "phase2"
+    start1 = cfg.epochs if in_phase2 else (resume.epochs_done if resume else 0)
+    start2 = resume.epochs_done if in_phase2 else 0
 
     # Phase 1 (or the only phase): new direction, magnitudes, head; the gate is deterministic.
     groups = [
@@ -159,7 +201,7 @@ def train_task(
     losses = {
         "phase1": _run_epochs(
             model, wrap(model), batches, optimizer, scheduler, epochs=cfg.epochs, batch_size=cfg.batch_size,
-            seed=seed, phase="phase1", **common,
+            seed=seed, start=start1, phase="phase1", **common,
         )
     }
 
@@ -173,7 +215,7 @@ def train_task(
         optimizer = torch.optim.AdamW([model.gate.current_logit], lr=cfg.phase2_lr, weight_decay=cfg.weight_decay)
         losses["phase2"] = _run_epochs(
             model, wrap(model), batches, optimizer, None, epochs=cfg.phase2_epochs, batch_size=cfg.phase2_batch_size,
-            seed=seed + 1, sparsity=cfg.gate.sparsity, phase="phase2", **common,
+            seed=seed + 1, sparsity=cfg.gate.sparsity, start=start2, phase="phase2", **common,
         )
         model.gate.sampling = False
         model.gate.current_logit.requires_grad_(False)

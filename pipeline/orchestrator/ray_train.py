@@ -1,13 +1,15 @@
 """Train one task as a Ray Train job: the core recipe, unchanged, in every worker (DDP: gloo on CPU, NCCL on GPU).
 
-Each worker loads the parent set and the task's dataset from the bucket, trains its shard of every batch
-sequence, and rank 0 reports the closed adapter set as the job's checkpoint (stored under
-s3://<bucket>/checkpoints/). If a worker dies, Ray Train restarts the group (FailureConfig); a restarted
-group that finds the finished checkpoint reports it again instead of training twice.
+Each worker loads the parent set and the task's dataset from the bucket and trains its shard of every batch
+sequence. After every epoch rank 0 reports a checkpoint of the task's progress (safetensors + JSON, under
+s3://<bucket>/checkpoints/); at the end it reports the closed adapter set. If a worker dies, Ray Train restarts
+the group (FailureConfig) and the workers resume from the last epoch boundary; a group that finds the finished
+set reports it again instead of training twice.
 """
 
 from __future__ import annotations
 
+import json
 import os
 import tempfile
 from dataclasses import dataclass
@@ -20,11 +22,12 @@ from mlflow import MlflowClient
 from pyarrow import fs as pafs
 from ray.train import Checkpoint, CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
 from ray.train.torch import TorchTrainer
+from safetensors.torch import load_file, save_file
 from torch.nn.parallel import DistributedDataParallel
 
 from pipeline.learn.config import TrainConfig
 from pipeline.learn.model import ContinualModel
-from pipeline.learn.recipe import train_task
+from pipeline.learn.recipe import Progress, capture_progress, train_task
 from pipeline.settings import Connection
 
 
@@ -61,6 +64,16 @@ def storage(conn: Connection) -> tuple[str, pafs.FileSystem]:
     return f"{conn.bucket}/checkpoints", filesystem
 
 
+def write_progress(progress: Progress, directory: Path) -> None:
+    save_file(progress.tensors, directory / "progress.safetensors")
+    (directory / "progress.json").write_text(json.dumps({"phase": progress.phase, "epochs_done": progress.epochs_done}))
+
+
+def read_progress(directory: Path) -> Progress:
+    meta = json.loads((directory / "progress.json").read_text())
+    return Progress(meta["phase"], meta["epochs_done"], load_file(directory / "progress.safetensors"))
+
+
 def train_loop_per_worker(cfg: dict) -> None:
     """What every worker runs: plain PyTorch around the core's `train_task`."""
     from pipeline.orchestrator.step import HELD_OUT_SEED
@@ -69,10 +82,14 @@ def train_loop_per_worker(cfg: dict) -> None:
 
     context = ray.train.get_context()
     rank, world = context.get_world_rank(), context.get_world_size()
-    finished = ray.train.get_checkpoint()
-    if finished is not None:  # an earlier attempt completed the task: hand its result back, do not retrain
-        ray.train.report({"resumed": 1}, checkpoint=finished if rank == 0 else None)
-        return
+    resume = None
+    previous = ray.train.get_checkpoint()
+    if previous is not None:
+        with previous.as_directory() as directory:
+            if (Path(directory) / "manifest.json").exists():  # an earlier attempt finished: hand it back
+                ray.train.report({"done": 1, "resumed_epochs": -1}, checkpoint=previous if rank == 0 else None)
+                return
+            resume = read_progress(Path(directory))
 
     conn: Connection = cfg["connection"]
     bucket = Bucket.connect(conn)
@@ -93,15 +110,23 @@ def train_loop_per_worker(cfg: dict) -> None:
     def on_epoch(phase: str, epoch: int, loss: float) -> None:
         if tracker is not None:  # only rank 0 talks to MLflow
             tracker.log_metric(cfg["mlflow_run_id"], f"{phase}_loss", loss, step=epoch)
-        ray.train.report({"phase": phase, "epoch": epoch, "loss": loss})  # a barrier: every rank, every epoch
+        with tempfile.TemporaryDirectory() as tmp:
+            checkpoint = None
+            if rank == 0:
+                write_progress(capture_progress(model, phase, epoch + 1), Path(tmp))
+                checkpoint = Checkpoint.from_directory(tmp)
+            # A barrier: every rank reports once per epoch.
+            ray.train.report({"phase": phase, "epoch": epoch, "loss": loss}, checkpoint=checkpoint)
 
-    result = train_task(model, task, wrap=wrap, rank=rank, world_size=world, on_epoch=on_epoch)
+    result = train_task(model, task, wrap=wrap, rank=rank, world_size=world, on_epoch=on_epoch, resume=resume)
+    resumed_epochs = 0 if resume is None else resume.epochs_done + (config.epochs if resume.phase == "phase2" else 0)
     with tempfile.TemporaryDirectory() as tmp:
         checkpoint = None
         if rank == 0:
             model.save(tmp)
             checkpoint = Checkpoint.from_directory(tmp)
-        ray.train.report({"done": 1, "keep": int(result.decision.keep), "logit": result.decision.logit,
+        ray.train.report({"done": 1, "resumed_epochs": resumed_epochs, "keep": int(result.decision.keep),
+                          "logit": result.decision.logit,
                           "trainable_parameters": result.trainable_parameters, "train_s": result.wall_time},
                          checkpoint=checkpoint)
 
@@ -137,12 +162,15 @@ def fit_with_ray_train(conn: Connection, config: TrainConfig, parent_set_id: str
 
 def ray_fit(conn: Connection, scaling: ScalingSpec):
     """A `Fit` for `train_on_current` that trains as a Ray Train job."""
+    import mlflow
+
     from pipeline.orchestrator.step import Fitted
 
     def fit(model, task, parent, run_id, on_epoch) -> Fitted:
         trained, metrics = fit_with_ray_train(conn, model.config, parent.set_id, task.dataset_id, task.name, scaling,
                                               mlflow_run_id=run_id)
         last = trained.tasks[-1]
+        mlflow.set_tag("ray_train.resumed_epochs", str(metrics.get("resumed_epochs", 0)))
         return Fitted(trained, last.decision, last.logit, float(metrics.get("train_s", 0.0)))
 
     return fit

@@ -105,3 +105,22 @@ def test_a_task_that_repeats_learned_classes_is_refused(tiny_bert, tokenizer, wo
     train_task(model, wordnet_tasks[0])
     with pytest.raises(ValueError, match="already learned"):
         train_task(model, wordnet_tasks[0])
+
+
+def test_a_run_resumed_from_an_epoch_boundary_ends_where_the_uninterrupted_run_ends(tiny_bert, tokenizer,
+                                                                                      wordnet_tasks):
+    from pipeline.learn.recipe import capture_progress
+
+    spare = copy.deepcopy(tiny_bert)
+    config = replace(_config(init_logit=5.0), epochs=2, optimizer="sgd")
+    full = ContinualModel(config, backbone=tiny_bert, tokenizer=tokenizer)
+    train_task(full, wordnet_tasks[0])
+    saved = {}
+    train_task(full, wordnet_tasks[1], on_epoch=lambda p, e, _: saved.setdefault((p, e), capture_progress(full, p, e + 1)))
+
+    resumed = ContinualModel(config, backbone=spare, tokenizer=tokenizer)
+    train_task(resumed, wordnet_tasks[0])
+    train_task(resumed, wordnet_tasks[1], resume=saved[("phase1", 1)])  # killed after phase 1, resumed in phase 2
+    for (name, a), (_, b) in zip(full.adapters, resumed.adapters, strict=True):
+        assert torch.equal(a.frozen_a, b.frozen_a) and torch.equal(a.frozen_b, b.frozen_b), name
+    assert torch.equal(full.heads.heads[-1].weight, resumed.heads.heads[-1].weight)

@@ -1,0 +1,60 @@
+"""A Ray Train worker killed mid-training: the job resumes from its last epoch checkpoint, one version results."""
+
+import threading
+import time
+import uuid
+
+import psutil
+import pytest
+from mlflow import MlflowClient
+
+from pipeline.data.task_dataset import TaskDataset, write_drop
+from pipeline.data.wordnet import split_wordnet20
+from pipeline.learn.config import TrainConfig
+from pipeline.orchestrator.ray_train import ScalingSpec, ray_fit
+from pipeline.orchestrator.step import train_on_current
+from pipeline.registry.lineage import Lineage
+from pipeline.registry.objects import Bucket
+from pipeline.settings import connection, load_settings
+
+pytestmark = [pytest.mark.integration, pytest.mark.ray, pytest.mark.model]
+
+
+def _train_workers() -> list[psutil.Process]:
+    found = []
+    for proc in psutil.process_iter(["cmdline"]):
+        if "RayTrainWorker" in " ".join(proc.info["cmdline"] or []):
+            found.append(proc)
+    return found
+
+
+def test_killing_a_ray_train_worker_mid_training_resumes_from_its_checkpoint(stack_env, monkeypatch, tmp_path):
+    name = f"test-{uuid.uuid4().hex[:10]}"
+    monkeypatch.setenv("LITELORA_BUCKET", name)
+    monkeypatch.setenv("LITELORA_REGISTERED_MODEL", name)
+    conn = connection(load_settings())
+    bucket = Bucket.connect(conn)
+    bucket.client.create_bucket(Bucket=name)
+    # The real MiniLM on the quick tier's first task: seconds per epoch, long enough to be killed mid-task.
+    dataset = TaskDataset.from_dir(write_drop(split_wordnet20(1993, "quick")[0], tmp_path / "t0"), name="t0")
+    config = TrainConfig(epochs=3, seed=0)
+    fit = ray_fit(conn, ScalingSpec(num_workers=2, max_failures=2))
+    outcome: dict = {}
+    job = threading.Thread(target=lambda: outcome.update(
+        result=train_on_current(dataset, conn, config, fit=fit, max_accuracy_drop=1.0)))
+    job.start()
+
+    deadline = time.monotonic() + 300
+    while time.monotonic() < deadline and not any(k.endswith("progress.json") for k in bucket.list("checkpoints/")):
+        time.sleep(0.5)
+    time.sleep(3)  # the object is uploaded before Ray Train registers it as the latest checkpoint
+    victims = _train_workers()
+    assert victims, "no Ray Train worker process found to kill"
+    victims[0].kill()  # SIGKILL, mid-task: the first epoch checkpoint exists, training goes on
+    job.join(timeout=600)
+
+    result = outcome["result"]
+    assert result.promoted
+    assert [v.version for v in Lineage(conn).versions()] == [result.version]
+    tags = MlflowClient(conn.mlflow_uri).get_run(result.run_id).data.tags
+    assert int(tags["ray_train.resumed_epochs"]) >= 1, "the restarted workers should resume, not start over"
