@@ -39,7 +39,7 @@ class SDLoRALinear(nn.Module):
         object.__setattr__(self, "gate", gate)
         self.norm, self.norm_eps = norm, norm_eps
         d_out, d_in = base.weight.shape
-        kw = dict(device=base.weight.device, dtype=base.weight.dtype)
+        kw = {"device": base.weight.device, "dtype": base.weight.dtype}
         self.register_buffer("frozen_a", torch.empty(0, d_in, **kw))
         self.register_buffer("frozen_b", torch.empty(d_out, 0, **kw))
         self.register_buffer("norms", torch.empty(0, **kw))

@@ -64,9 +64,9 @@ def run_bench(plan: BenchPlan, on_task: Callable[[str, int, int], None] | None =
                 on_task(f"{REFERENCE} o{ordering}", len(tasks) - 1, len(tasks))
         for method in plan.methods:
             config = replace(plan.config, method=method, seed=ordering)  # the ordering also seeds training
-            label = f"{method} o{ordering}"
+            label, n = f"{method} o{ordering}", len(tasks)
             result, _ = run_stream(
-                tasks, config, on_task=(lambda t, _r, label=label: on_task(label, t, len(tasks))) if on_task else None
+                tasks, config, on_task=(lambda t, _r, label=label, n=n: on_task(label, t, n)) if on_task else None
             )
             rows.append({**result.row(), "ordering": ordering})
     return {

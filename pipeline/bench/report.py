@@ -40,23 +40,26 @@ def markdown(report: dict, command: str) -> str:
         f"# Split-WordNet-20 benchmark ({report['tier']} tier)",
         "",
         f"Command: `{command}`  ",
-        f"Started {report['started']}, took {report['duration_s']:.0f} s on {report['environment']['platform']} "
-        f"({report['environment']['device']}, {report['environment']['cpu_count']} threads).  ",
+        (f"Started {report['started']}, took {report['duration_s']:.0f} s on {report['environment']['platform']} "
+         f"({report['environment']['device']}, {report['environment']['cpu_count']} threads).  "),
         "Versions: " + ", ".join(f"{k} {v}" for k, v in report["environment"]["packages"].items()) + ".",
         "",
-        "Class-incremental accuracy in %: A = average anytime accuracy, final = after the last task, F = forgetting;"
-        " A (TIL) = task-incremental; #Ad = adapters kept; stored/task = adapter parameters stored per task.",
+        ("Class-incremental accuracy in %: A = average anytime accuracy, final = after the last task, F = forgetting;"
+         " A (TIL) = task-incremental; #Ad = adapters kept; stored/task = adapter parameters stored per task."),
         "",
         "## Mean ± spread over orderings",
         "",
         "| method | runs | A | final | F | A (TIL) | #Ad | stored/task |",
         "|---|---|---|---|---|---|---|---|",
     ]
+    def cell(s: dict, k: str) -> str:
+        return f"{_pct(s[k])} ± {_pct(s[k + '_std'])}"
+
     for s in report["summary"]:
-        cell = lambda k: f"{_pct(s[k])} ± {_pct(s[k + '_std'])}"  # noqa: E731
         lines.append(
-            f"| {s['method']} | {s['runs']} | {cell('avg_accuracy')} | {cell('final_accuracy')} | {cell('forgetting')}"
-            f" | {cell('til_avg_accuracy')} | {s['active_adapters']:.1f} | {s['stored_params_per_task']:,.0f} |"
+            f"| {s['method']} | {s['runs']} | {cell(s, 'avg_accuracy')} | {cell(s, 'final_accuracy')}"
+            f" | {cell(s, 'forgetting')} | {cell(s, 'til_avg_accuracy')} | {s['active_adapters']:.1f}"
+            f" | {s['stored_params_per_task']:,.0f} |"
         )
     lines += ["", "## Every run", "", "| method | ordering | A | final | F | A (TIL) | #Ad | decisions | time s |",
               "|---|---|---|---|---|---|---|---|---|"]

@@ -7,8 +7,8 @@ quarantined with a reason a user can act on.
 from __future__ import annotations
 
 import hashlib
-import random
 import json
+import random
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path

@@ -13,7 +13,13 @@ import torch
 from torch import nn
 
 from pipeline.adapters import GateDecision, LiteLoRAGate, inject_adapters
-from pipeline.adapters.adapter_set import FORMAT, read_manifest, read_tensor_file, tensor_file, write_adapter_set
+from pipeline.adapters.adapter_set import (
+    FORMAT,
+    read_manifest,
+    read_tensor_file,
+    tensor_file,
+    write_adapter_set,
+)
 from pipeline.learn.backbone import load_backbone, pick_device, pool
 from pipeline.learn.config import TrainConfig
 from pipeline.learn.heads import TaskHeads

@@ -197,7 +197,7 @@ def train_task(
         optimizer, _milestones(cfg.epochs, cfg.lr_milestones), gamma=cfg.lr_decay
     )
     trainable = sum(p.numel() for g in groups for p in g["params"])
-    common = dict(device=device, on_epoch=on_epoch, rank=rank, world_size=world_size)
+    common = {"device": device, "on_epoch": on_epoch, "rank": rank, "world_size": world_size}
     losses = {
         "phase1": _run_epochs(
             model, wrap(model), batches, optimizer, scheduler, epochs=cfg.epochs, batch_size=cfg.batch_size,

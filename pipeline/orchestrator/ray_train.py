@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import os
 import tempfile
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -80,6 +81,7 @@ def train_loop_per_worker(cfg: dict) -> None:
     from pipeline.registry.objects import Bucket
     from pipeline.registry.store import AdapterSetStore, DatasetStore
 
+    started = time.time()
     context = ray.train.get_context()
     rank, world = context.get_world_rank(), context.get_world_size()
     resume = None
@@ -125,7 +127,8 @@ def train_loop_per_worker(cfg: dict) -> None:
         if rank == 0:
             model.save(tmp)
             checkpoint = Checkpoint.from_directory(tmp)
-        ray.train.report({"done": 1, "resumed_epochs": resumed_epochs, "keep": int(result.decision.keep),
+        ray.train.report({"done": 1, "resumed_epochs": resumed_epochs, "worker_started_at": started,
+                          "keep": int(result.decision.keep),
                           "logit": result.decision.logit,
                           "trainable_parameters": result.trainable_parameters, "train_s": result.wall_time},
                          checkpoint=checkpoint)
@@ -135,6 +138,7 @@ def fit_with_ray_train(conn: Connection, config: TrainConfig, parent_set_id: str
                        task_name: str, scaling: ScalingSpec, mlflow_run_id: str | None = None,
                        ) -> tuple[ContinualModel, dict]:
     """Run the job; returns the trained model (loaded from the job's checkpoint) and rank 0's final metrics."""
+    clock = time.time()
     init_ray(conn.cache_dir.parent)
     storage_path, filesystem = storage(conn)
     trainer = TorchTrainer(
@@ -157,7 +161,11 @@ def fit_with_ray_train(conn: Connection, config: TrainConfig, parent_set_id: str
         raise RuntimeError(f"Ray Train job for {task_name} ended without a checkpoint: {result.error}")
     with result.checkpoint.as_directory() as directory:
         model = ContinualModel.load(directory)
-    return model, dict(result.metrics or {})
+    metrics = dict(result.metrics or {})
+    if "worker_started_at" in metrics:  # Ray start, scheduling and worker start-up, before any training
+        metrics["ray_start_s"] = metrics["worker_started_at"] - clock
+    metrics["ray_job_s"] = time.time() - clock
+    return model, metrics
 
 
 def ray_fit(conn: Connection, scaling: ScalingSpec):
@@ -171,6 +179,7 @@ def ray_fit(conn: Connection, scaling: ScalingSpec):
                                               mlflow_run_id=run_id)
         last = trained.tasks[-1]
         mlflow.set_tag("ray_train.resumed_epochs", str(metrics.get("resumed_epochs", 0)))
-        return Fitted(trained, last.decision, last.logit, float(metrics.get("train_s", 0.0)))
+        timings = {k: metrics[k] for k in ("ray_start_s", "ray_job_s") if k in metrics}
+        return Fitted(trained, last.decision, last.logit, float(metrics.get("train_s", 0.0)), timings)
 
     return fit

@@ -109,6 +109,7 @@ class Fitted:
     decision: str
     logit: float
     train_s: float
+    timings: dict = field(default_factory=dict)
 
 
 # How a task is trained: in this process (`fit_locally`) or as a Ray Train job (`ray_train.ray_fit`).
@@ -171,6 +172,7 @@ def train_on_current(
         fitted = fit(model, task, parent, run.info.run_id, log_epoch)
         model = fitted.model
         timings["train_s"] = time.perf_counter() - clock
+        timings |= fitted.timings
         clock = time.perf_counter()
         scores = evaluate_stage(model, [*earlier, task])
         timings["evaluate_s"] = time.perf_counter() - clock

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import socket
 import subprocess
 import time
@@ -65,16 +66,12 @@ class ServerProcess:
         proc = psutil.Process(self.pid)
         family = [*proc.children(recursive=True), proc]
         for p in family:
-            try:
+            with contextlib.suppress(psutil.NoSuchProcess):
                 p.terminate()
-            except psutil.NoSuchProcess:
-                pass
         _, survivors = psutil.wait_procs(family, timeout=timeout)
         for p in survivors:
-            try:
+            with contextlib.suppress(psutil.NoSuchProcess):
                 p.kill()
-            except psutil.NoSuchProcess:
-                pass
         psutil.wait_procs(survivors, timeout=5)
 
     def to_dict(self) -> dict:
@@ -102,7 +99,7 @@ def wait_healthy(server: ServerProcess, check: Callable[[], bool], timeout: floa
         try:
             if check():
                 return time.monotonic() - start_time
-        except Exception:  # noqa: BLE001 - any failure of a probe just means "not yet"
+        except Exception:  # noqa: BLE001, S110 - any failure of a probe just means "not yet"
             pass
         time.sleep(0.25)
     raise StackError(f"{server.name} not healthy after {timeout:.0f} s; last log lines:\n{_tail(server.log)}")

@@ -18,7 +18,7 @@ def stack_home(tmp_path_factory):
     home = tmp_path_factory.mktemp("litelora-home")
     # A killed test run (SIGTERM from CI or a timeout) must still stop the servers it started.
     previous = signal.signal(signal.SIGTERM, _interrupt)
-    state, started = embedded.up(home, ports={"s3": free_port(), "mlflow": free_port()})
+    _, started = embedded.up(home, ports={"s3": free_port(), "mlflow": free_port()})
     assert started
     try:
         yield home

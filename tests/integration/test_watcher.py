@@ -6,10 +6,10 @@ import threading
 import uuid
 
 import boto3
-from botocore.config import Config
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
+from botocore.config import Config
 from typer.testing import CliRunner
 
 from pipeline.cli import app
