@@ -42,7 +42,10 @@ class ScalingSpec:
 
 
 def init_ray(home: Path) -> None:
-    """Start (or join, with RAY_ADDRESS) Ray once per process, loopback-only and quiet."""
+    """Start (or join, with RAY_ADDRESS) Ray once per process, loopback-only and quiet.
+
+    Call it from the main thread: Ray installs its signal handlers only there, and a driver started from
+    another thread was seen to exit silently at its next Train job."""
     if ray.is_initialized():
         return
     os.environ.setdefault("RAY_AUTH_MODE", "disabled")

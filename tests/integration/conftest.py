@@ -43,3 +43,17 @@ def tiny_backbone_dir(tmp_path_factory, _tiny_bert_template, tokenizer):
     _tiny_bert_template.save_pretrained(path)
     tokenizer.save_pretrained(path)
     return path
+
+
+@pytest.fixture(scope="session")
+def ray_node(stack_home):
+    """One local Ray node for the session, started from the main thread (where Ray installs its handlers)."""
+    import ray
+
+    from pipeline.orchestrator.ray_train import init_ray
+
+    init_ray(stack_home)
+    try:
+        yield
+    finally:
+        ray.shutdown()

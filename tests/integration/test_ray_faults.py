@@ -28,7 +28,8 @@ def _train_workers() -> list[psutil.Process]:
     return found
 
 
-def test_killing_a_ray_train_worker_mid_training_resumes_from_its_checkpoint(stack_env, monkeypatch, tmp_path):
+def test_killing_a_ray_train_worker_mid_training_resumes_from_its_checkpoint(stack_env, ray_node, monkeypatch,
+                                                                          tmp_path):
     name = f"test-{uuid.uuid4().hex[:10]}"
     monkeypatch.setenv("LITELORA_BUCKET", name)
     monkeypatch.setenv("LITELORA_REGISTERED_MODEL", name)

@@ -185,7 +185,8 @@ def test_an_expired_claim_is_taken_over_and_the_old_holder_stops(conn):
 
 
 @pytest.mark.ray
-def test_a_drop_is_trained_by_a_two_worker_ray_train_job_and_registered(conn, s3, wordnet, tiny_backbone_dir):
+def test_a_drop_is_trained_by_a_two_worker_ray_train_job_and_registered(conn, s3, wordnet, tiny_backbone_dir,
+                                                                         ray_node):
     from pipeline.orchestrator.ray_train import ScalingSpec, ray_fit
 
     config = TrainConfig(backbone=BackboneConfig(name=str(tiny_backbone_dir)), epochs=1, batch_size=16, seed=0)
