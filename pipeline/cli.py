@@ -72,9 +72,9 @@ def bench(
     plan = BenchPlan(tier=tier, methods=tuple(chosen), orderings=seeds, reference=reference,
                      config=_train_config("litelora", epochs, sparsity, rank))
     with _progress() as progress:
-        bar = progress.add_task("bench", total=plan.runs * 5)
-        report = run_bench(plan, on_task=lambda label, t, n: progress.update(bar, advance=1 if t < n else 0,
-                                                                               description=label))
+        # One step per trained task, one per reference run (it scores all tasks at once).
+        bar = progress.add_task("bench", total=len(seeds) * (len(chosen) * 5 + int(reference)))
+        report = run_bench(plan, on_task=lambda label, t, n: progress.update(bar, advance=1, description=label))
     name = "quick" if quick else f"{tier}-o{'-'.join(map(str, seeds))}"
     command = "litelora " + " ".join(shlex.quote(a) for a in sys.argv[1:])
     json_path, md_path = write_report(report, out, name, command)

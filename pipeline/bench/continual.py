@@ -31,10 +31,6 @@ class BenchPlan:
     """Also score the frozen-backbone nearest-class-mean reference."""
     config: TrainConfig = field(default_factory=TrainConfig)
 
-    @property
-    def runs(self) -> int:
-        return len(self.orderings) * (len(self.methods) + self.reference)
-
 
 def environment() -> dict:
     def ver(name: str) -> str:

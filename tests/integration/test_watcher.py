@@ -200,3 +200,21 @@ def test_a_drop_is_trained_by_a_two_worker_ray_train_job_and_registered(conn, s3
     versions = Lineage(conn).versions()
     assert [v.tags["parent_version"] for v in versions] == ["none", versions[0].version]
     assert Bucket.connect(conn).list("checkpoints/"), "Ray Train stores its checkpoints in the bucket"
+
+
+def test_submit_uploads_a_valid_drop_and_refuses_an_invalid_one(conn, wordnet, tmp_path):
+    folder = tmp_path / "plants"
+    folder.mkdir()
+    for name, data in wordnet[0].items():
+        (folder / name).write_bytes(data)
+    ok = runner.invoke(app, ["submit", str(folder), "--task", "plants"])
+    assert ok.exit_code == 0, ok.output
+    objects = Bucket.connect(conn).list_objects("incoming/plants/")
+    keys = [o["Key"].rsplit("/", 1)[1] for o in sorted(objects, key=lambda o: o["LastModified"])]
+    assert set(keys) == {"train.parquet", "test.parquet", "_READY"}
+
+    (tmp_path / "bad").mkdir()
+    (tmp_path / "bad" / "train.parquet").write_bytes(_parquet(text=["a", "b"], label=["x", "x"]))
+    bad = runner.invoke(app, ["submit", str(tmp_path / "bad"), "--task", "bad"])
+    assert bad.exit_code == 1 and "single class" in bad.output
+    assert Bucket.connect(conn).list("incoming/bad/") == []
