@@ -364,7 +364,7 @@ def watch(
         from pipeline.orchestrator.ray_train import ScalingSpec, ray_fit
 
         fit = ray_fit(conn, ScalingSpec(num_workers=workers, use_gpu=gpu))
-        trainer = lambda ds, beat: train_on_current(ds, conn, fit=fit)
+        trainer = lambda ds: train_on_current(ds, conn, fit=fit)
     watcher = Watcher(conn, WatchConfig(quiet_period_s=quiet_period, poll_s=poll), trainer=trainer,
                       log=lambda m: err.print(m, highlight=False, soft_wrap=True))
     err.print(f"watching s3://{conn.bucket}/incoming/ as {watcher.ledger.watcher}" + (" (once)" if once else ""))

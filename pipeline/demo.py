@@ -25,7 +25,7 @@ def run_demo(conn: Connection, *, tier: str = "quick", workers: int = 2, tasks: 
     stream = split_wordnet20(ORDERINGS[0], tier)[:tasks]
     bucket = Bucket.connect(conn)
     fit = ray_fit(conn, ScalingSpec(num_workers=workers)) if workers > 0 else None
-    trainer = (lambda ds, beat: train_on_current(ds, conn, fit=fit)) if fit else None
+    trainer = (lambda ds: train_on_current(ds, conn, fit=fit)) if fit else None
     watcher = Watcher(conn, WatchConfig(poll_s=1.0), trainer=trainer, log=log)
     done = []
     with tempfile.TemporaryDirectory() as tmp:

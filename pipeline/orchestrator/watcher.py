@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import re
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -82,7 +83,7 @@ def detect(bucket: Bucket, config: WatchConfig, now: float | None = None) -> lis
     return sorted(drops, key=lambda d: (d.arrived, d.task))
 
 
-Trainer = Callable[[TaskDataset, Callable[[], None]], StepResult]
+Trainer = Callable[[TaskDataset], StepResult]
 
 
 class Watcher:
@@ -93,8 +94,7 @@ class Watcher:
         self.bucket = Bucket.connect(conn)
         self.ledger = Ledger(self.bucket, lease_s=self.config.lease_s)
         self.lineage = Lineage(conn)
-        self.trainer = trainer or (lambda ds, beat: train_on_current(ds, conn, on_epoch=lambda *_: beat()))
-        # Ray Train reports epochs in its workers, not here: a training job must fit in one lease.
+        self.trainer = trainer or (lambda ds: train_on_current(ds, conn))
         self.log = log
 
     def run(self, once: bool = False, stop: Callable[[], bool] = lambda: False) -> list[dict]:
@@ -168,21 +168,26 @@ class Watcher:
             return {"task": task, "dataset_id": entry.dataset_id, "state": "registered", "version": existing.version}
 
         self.ledger.record(entry, "training", task=task)
-        last_beat = [time.monotonic()]
+        # Keep the claim alive for as long as training takes, whatever runs it (this process or Ray Train).
+        done = threading.Event()
 
-        def beat() -> None:
-            if time.monotonic() - last_beat[0] >= self.config.heartbeat_s:
+        def heartbeat() -> None:
+            while not done.wait(self.config.heartbeat_s):
                 self.ledger.heartbeat(entry)
-                last_beat[0] = time.monotonic()
 
+        beats = threading.Thread(target=heartbeat, name=f"heartbeat-{task}", daemon=True)
+        beats.start()
         try:
-            result = self.trainer(dataset, beat)
+            result = self.trainer(dataset)
         except Exception as error:  # noqa: BLE001 - any failure ends in `failed`, with the reason, and the watcher goes on
             reason = f"{type(error).__name__}: {error}"
             self._clear(drop, to=f"{FAILED}{task}/{entry.dataset_id[:16]}/")
             self.ledger.record(entry, "failed", task=task, reason=reason, timings=timings)
             self.log(f"{task}: failed: {reason}")
             return {"task": task, "dataset_id": entry.dataset_id, "state": "failed", "reason": reason}
+        finally:
+            done.set()
+            beats.join()
         timings.update(result.timings)
         self.ledger.record(entry, "evaluating", task=task, timings=timings)
         state = "registered" if not result.rejected_reason else "rejected"

@@ -3,6 +3,7 @@
 import io
 import json
 import threading
+import time
 import uuid
 
 import boto3
@@ -75,8 +76,7 @@ def watcher_factory(conn, tiny_backbone_dir):
     def make(max_accuracy_drop=1.0, **kw):
         # The tiny random backbone forgets freely; the guard is off unless a test is about the guard.
         return Watcher(conn, WatchConfig(poll_s=0.2, **kw), log=lambda m: None,
-                       trainer=lambda ds, beat: train_on_current(ds, conn, config, on_epoch=lambda *_: beat(),
-                                                                 max_accuracy_drop=max_accuracy_drop))
+                       trainer=lambda ds: train_on_current(ds, conn, config, max_accuracy_drop=max_accuracy_drop))
 
     return make
 
@@ -192,7 +192,7 @@ def test_a_drop_is_trained_by_a_two_worker_ray_train_job_and_registered(conn, s3
     config = TrainConfig(backbone=BackboneConfig(name=str(tiny_backbone_dir)), epochs=1, batch_size=16, seed=0)
     fit = ray_fit(conn, ScalingSpec(num_workers=2))
     watcher = Watcher(conn, WatchConfig(poll_s=0.2), log=lambda m: None,
-                      trainer=lambda ds, beat: train_on_current(ds, conn, config, fit=fit, max_accuracy_drop=1.0))
+                      trainer=lambda ds: train_on_current(ds, conn, config, fit=fit, max_accuracy_drop=1.0))
     _drop(s3, "ddp0", wordnet[0])
     _drop(s3, "ddp1", wordnet[1])
     done = watcher.run(once=True)
@@ -218,3 +218,26 @@ def test_submit_uploads_a_valid_drop_and_refuses_an_invalid_one(conn, wordnet, t
     bad = runner.invoke(app, ["submit", str(tmp_path / "bad"), "--task", "bad"])
     assert bad.exit_code == 1 and "single class" in bad.output
     assert Bucket.connect(conn).list("incoming/bad/") == []
+
+
+def test_a_training_longer_than_the_lease_keeps_its_claim_through_heartbeats(conn, s3, wordnet):
+    from pipeline.data.task_dataset import dataset_id
+
+    started = threading.Event()
+
+    def slow_trainer(dataset):
+        started.set()
+        time.sleep(4.0)  # far beyond the 1.5 s lease below
+        raise RuntimeError("stopping here is enough for this test")
+
+    watcher = Watcher(conn, WatchConfig(poll_s=0.2, lease_s=1.5, heartbeat_s=0.3), trainer=slow_trainer,
+                      log=lambda m: None)
+    _drop(s3, "slow", wordnet[0])
+    job = threading.Thread(target=lambda: watcher.run(once=True))
+    job.start()
+    assert started.wait(60)
+    time.sleep(2.5)
+    rival = Ledger(Bucket.connect(conn), "rival", lease_s=1.5)
+    assert rival.claim(dataset_id(wordnet[0]), "slow") is None, "a heartbeating claim must not be taken over"
+    job.join(30)
+    assert rival.read(dataset_id(wordnet[0])).state == "failed"
