@@ -97,8 +97,10 @@ class Ledger:
         return self.bucket.put_if_absent(key, json.dumps(payload).encode())
 
     def read(self, dataset_id: str) -> Entry:
+        return self._entry(dataset_id, sorted(self.bucket.list(f"{PREFIX}/{dataset_id}/")))
+
+    def _entry(self, dataset_id: str, keys: list[str]) -> Entry:
         base = f"{PREFIX}/{dataset_id}/"
-        keys = sorted(self.bucket.list(base))
         claims = [json.loads(self.bucket.get(k)) for k in keys if k.startswith(base + "claims/")]
         events = [Event(**json.loads(self.bucket.get(k))) for k in keys if k.startswith(base + "events/")]
         beats = [k for k in keys if k.startswith(base + "heartbeats/")]
@@ -107,8 +109,11 @@ class Ledger:
         return Entry(dataset_id, events, claims, last_beat, dups)
 
     def entries(self) -> list[Entry]:
-        ids = sorted({k.split("/")[1] for k in self.bucket.list(f"{PREFIX}/")})
-        return [self.read(i) for i in ids]
+        """Every dataset's history, from one listing of the ledger."""
+        by_id: dict[str, list[str]] = {}
+        for key in sorted(self.bucket.list(f"{PREFIX}/")):
+            by_id.setdefault(key.split("/")[1], []).append(key)
+        return [self._entry(i, keys) for i, keys in by_id.items()]
 
     def claim(self, dataset_id: str, task: str, now: float | None = None) -> Entry | None:
         """Claim a dataset (or take over an expired claim). None if another watcher holds it or it is done."""
