@@ -278,7 +278,7 @@ def lineage(as_json: Annotated[bool, typer.Option("--json", help="Print versions
         mark = "  <- current" if r["current"] else ""
         if r["promotion"] == "rejected":
             mark += "  (rejected by the promotion guard)"
-        acc = f"A {100 * float(r['avg_accuracy']):.1f}%" if r["avg_accuracy"] else ""
+        acc = f"avg acc {100 * float(r['avg_accuracy']):.1f}%" if r["avg_accuracy"] else ""
         typer.echo(f"{'  ' * depth}v{r['version']}  {r['task']}  {r['decision']}  "
                    f"{r['active_adapters']} adapter(s)  {acc}{mark}")
         for child in children.get(r["version"], []):
@@ -286,12 +286,18 @@ def lineage(as_json: Annotated[bool, typer.Option("--json", help="Print versions
 
     for root in children.get(None, []):
         show(root, 0)
+    if moves:
+        typer.echo("\nrecent moves of `current` (all of them: --json, or the experiment litelora-alias-moves):")
+        for m in moves[-5:]:
+            typer.echo(f"  {m['when']}  {m['kind']}: v{m['from_version']} -> v{m['to_version']}  by {m['who']}"
+                       + (f"  ({m['reason']})" if m["reason"] not in (None, "-") else ""))
 
 
 @app.command()
 def rollback(
     version: Annotated[str, typer.Argument(help="The version to make current (e.g. 2 or v2).")],
     reason: Annotated[str, typer.Option(help="Why; recorded with the move.")] = "",
+    force: Annotated[bool, typer.Option("--force", help="Also make a version current that the promotion guard rejected.")] = False,
 ) -> None:
     """Make an earlier adapter set live again; the next task trains on top of it. Nothing is deleted."""
     from pipeline.registry.lineage import Lineage
@@ -303,6 +309,13 @@ def rollback(
     try:
         registry = Lineage(conn)
         target = registry.get(version)
+        now = registry.current()
+        if now is not None and now.version == target.version:
+            typer.echo(f"v{target.version} is already current; nothing to do")
+            return
+        if target.tags.get("promotion") == "rejected" and not force:
+            _fail(f"v{target.version} was rejected by the promotion guard ({target.tags.get('rejected_reason', '')}); "
+                  "add --force to make it current anyway")
         sets = AdapterSetStore(Bucket.connect(conn), conn.cache_dir)
         sets.verify(sets.set_id_from_uri(target.source))  # what the bucket holds, not a local cached copy
         move = registry.move_current(version, reason=reason, kind="rollback")
@@ -436,6 +449,10 @@ def demo(
     except _registry_errors() as e:
         _fail(str(e))
     lineage()
+    for d in done:
+        if d["state"] == "rejected":
+            typer.echo(f"note: {d['task']} (v{d['version']}) was rejected by the promotion guard, so `current` does "
+                       "not know its classes; `litelora rollback` can still make it current with --force")
     failed = [d for d in done if d["state"] not in ("registered", "rejected", "duplicate")]
     typer.echo(f"\nMLflow UI: {conn.mlflow_uri}/#/models/{conn.registered_model}  (lineage, decisions, plots)")
     typer.echo("next: litelora status · litelora rollback VERSION · litelora down")

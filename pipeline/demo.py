@@ -27,6 +27,8 @@ def run_demo(conn: Connection, *, tier: str = "quick", workers: int = 2, tasks: 
     fit = ray_fit(conn, ScalingSpec(num_workers=workers)) if workers > 0 else None
     trainer = (lambda ds: train_on_current(ds, conn, fit=fit)) if fit else None
     watcher = Watcher(conn, WatchConfig(poll_s=1.0), trainer=trainer, log=log)
+    if fit:
+        log(f"each task trains as a {workers}-worker Ray Train job; the first one also starts Ray (≈ 20 s)")
     done = []
     with tempfile.TemporaryDirectory() as tmp:
         for i, task in enumerate(stream):

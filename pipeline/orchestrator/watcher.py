@@ -168,6 +168,7 @@ class Watcher:
             return {"task": task, "dataset_id": entry.dataset_id, "state": "registered", "version": existing.version}
 
         self.ledger.record(entry, "training", task=task)
+        self.log(f"{task}: valid ({dataset.train.num_rows} training rows); training on the current adapter set…")
         # Keep the claim alive for as long as training takes, whatever runs it (this process or Ray Train).
         done = threading.Event()
 
@@ -194,6 +195,7 @@ class Watcher:
         self.ledger.record(entry, state, task=task, version=result.version, reason=result.rejected_reason,
                            timings=timings)
         self._clear(drop)
-        self.log(f"{task}: {state} as v{result.version} ({result.decision}, {result.active_adapters} adapters, "
-                 f"A {100 * result.avg_accuracy:.1f}%)" + (f": {result.rejected_reason}" if result.rejected_reason else ""))
+        self.log(f"{task}: {state} as v{result.version} ({result.decision}, {result.active_adapters} adapter(s) kept, "
+                 f"average accuracy {100 * result.avg_accuracy:.1f}%, {result.timings.get('train_s', 0):.0f} s training)"
+                 + (f": {result.rejected_reason}" if result.rejected_reason else ""))
         return {"task": task, "dataset_id": entry.dataset_id, "state": state, "version": result.version}

@@ -143,3 +143,16 @@ def test_an_unreachable_mlflow_is_one_clear_line_and_exit_1(stack_env, monkeypat
     result = runner.invoke(app, ["lineage"])
     assert result.exit_code == 1
     assert "unreachable" in result.output or "cannot" in result.output
+
+
+def test_rollback_to_a_rejected_version_needs_force_and_to_current_is_a_no_op(conn, drops, config):
+    v1 = train_on_current(drops[0], conn, config, max_accuracy_drop=GUARD_OFF)
+    v2 = train_on_current(drops[1], conn, config, max_accuracy_drop=-1.0)  # a bound no set can meet
+    assert not v2.promoted and v2.rejected_reason
+    same = runner.invoke(app, ["rollback", v1.version])
+    assert same.exit_code == 0 and "already current" in same.output
+    refused = runner.invoke(app, ["rollback", v2.version])
+    assert refused.exit_code == 1 and "rejected by the promotion guard" in refused.output
+    assert Lineage(conn).current().version == v1.version
+    forced = runner.invoke(app, ["rollback", v2.version, "--force", "--reason", "accept the regression"])
+    assert forced.exit_code == 0 and Lineage(conn).current().version == v2.version
