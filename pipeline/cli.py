@@ -254,15 +254,11 @@ def lineage(as_json: Annotated[bool, typer.Option("--json", help="Print versions
     try:
         registry = Lineage(conn)
         current = registry.current()
-        versions = registry.versions()
+        rows = [{**node, "current": current is not None and node["version"] == current.version}
+                for node in registry.nodes()]
         moves = registry.moves()
     except _registry_errors() as e:
         _fail(str(e))
-    rows = [{"version": v.version, "parent": None if v.tags.get("parent_version") in (None, "none")
-             else v.tags["parent_version"], "current": current is not None and v.version == current.version,
-             **{k: v.tags.get(k) for k in ("task", "decision", "active_adapters", "avg_accuracy", "forgetting",
-                                           "dataset_id", "promotion", "rejected_reason")}, "source": v.source}
-            for v in versions]
     if as_json:
         typer.echo(json.dumps({"model": conn.registered_model, "current": current.version if current else None,
                                "versions": rows, "alias_moves": moves}, indent=2))
@@ -459,6 +455,3 @@ def demo(
     if failed:
         raise typer.Exit(EXIT_FAILED)
 
-
-def main() -> None:  # pragma: no cover - console entry point
-    app()

@@ -124,14 +124,14 @@ class Ledger:
         if entry.claims and now - entry.last_activity() < self.lease_s:
             return None  # a live watcher holds it
         epoch = len(entry.claims)
-        if not self._put(f"{PREFIX}/{dataset_id}/claims/{epoch:06d}.json",
-                         {"watcher": self.watcher, "at": now, "epoch": epoch, "task": task}):
+        claim = {"watcher": self.watcher, "at": now, "epoch": epoch, "task": task}
+        if not self._put(f"{PREFIX}/{dataset_id}/claims/{epoch:06d}.json", claim):
             return None  # another watcher won this epoch
         self._beats = 0
-        entry = self.read(dataset_id)
+        entry.claims.append(claim)  # create-once: what we wrote is what is there
         reason = "" if epoch == 0 else f"taken over from an expired claim (epoch {epoch - 1})"
         self.record(entry, "claimed", task=task, reason=reason)
-        return self.read(dataset_id)
+        return entry
 
     def record(self, entry: Entry, state: str, **fields) -> None:
         """Append a state change; raises LostClaim if a newer claim exists or another writer took the slot."""

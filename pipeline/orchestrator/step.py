@@ -21,7 +21,7 @@ import mlflow
 from pipeline.adapters.adapter_set import read_manifest
 from pipeline.data.task_dataset import TaskDataset
 from pipeline.learn.config import TrainConfig
-from pipeline.learn.evaluate import evaluate_stage
+from pipeline.learn.evaluate import StageScores, evaluate_stage
 from pipeline.learn.metrics import AccuracyMatrix
 from pipeline.learn.model import ContinualModel
 from pipeline.learn.recipe import EpochCallback, train_task
@@ -41,13 +41,13 @@ MAX_ACCURACY_DROP = 0.05
 GUARD_METRIC = "til"
 
 
-def guard_reason(parent_metrics: dict | None, new_row: list[int], counts: list[int], max_drop: float,
-                 metric: str = GUARD_METRIC) -> str:
+def guard_reason(parent_metrics: dict | None, scores: StageScores, max_drop: float, metric: str = GUARD_METRIC) -> str:
     """Why a new set must not become current: an earlier task lost more than `max_drop` accuracy."""
     rows = (parent_metrics or {}).get("til_correct" if metric == "til" else "correct")
     if not rows:
         return ""
-    before = rows[-1]
+    before, counts = rows[-1], scores.counts
+    new_row = scores.til_correct if metric == "til" else scores.cil_correct
     worst, task = max(((before[j] - new_row[j]) / counts[j], j) for j in range(len(before)))
     if worst > max_drop:
         return (f"task {task} {metric.upper()} accuracy would drop by {100 * worst:.1f} points "
@@ -181,9 +181,7 @@ def train_on_current(
         matrix = AccuracyMatrix([list(row) for row in metrics["correct"]], list(metrics["counts"]))
         matrix.add_stage(scores.cil_correct, scores.counts)
         til_rows = [*metrics.get("til_correct", []), scores.til_correct]
-        new_row = scores.til_correct if GUARD_METRIC == "til" else scores.cil_correct
-        rejected = guard_reason(parent_manifest["metrics"] if parent_manifest else None, new_row,
-                                scores.counts, max_accuracy_drop)
+        rejected = guard_reason(parent_manifest["metrics"] if parent_manifest else None, scores, max_accuracy_drop)
         summary = {"avg_accuracy": matrix.average_accuracy, "final_accuracy": matrix.final_accuracy,
                    "forgetting": matrix.forgetting, "active_adapters": model.active_adapters,
                    "gate_logit": fitted.logit, "train_seconds": fitted.train_s}
@@ -216,9 +214,7 @@ def train_on_current(
         version = lineage.register(set_uri, run.info.run_id, tags,
                                    description=f"{task.name}: {fitted.decision} on v{parent_version or '-'}")
         mlflow.set_tag("adapter_set_version", version.version)
-        nodes = [{"version": v.version, "parent": v.tags.get("parent_version") if v.tags.get("parent_version") != "none"
-                  else None, "task": v.tags.get("task", ""), "decision": v.tags.get("decision", "")}
-                 for v in lineage.versions()]
+        nodes = lineage.nodes()
 
         if before_promote:
             before_promote()

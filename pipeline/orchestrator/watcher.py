@@ -46,7 +46,6 @@ class Drop:
     task: str
     prefix: str
     objects: list[dict]
-    ready: bool
     arrived: float
     problems: list[str] = field(default_factory=list)
 
@@ -74,8 +73,7 @@ def detect(bucket: Bucket, config: WatchConfig, now: float | None = None) -> lis
         marker = [o for o in objects if o["Key"] == f"{INCOMING}{task}/{READY}"]
         if not marker and now - newest < config.quiet_period_s:
             continue  # still uploading, or waiting for the quiet period
-        drop = Drop(task, f"{INCOMING}{task}/", objects, bool(marker),
-                    marker[0]["LastModified"].timestamp() if marker else newest)
+        drop = Drop(task, f"{INCOMING}{task}/", objects, marker[0]["LastModified"].timestamp() if marker else newest)
         if not TASK_NAME.match(task):
             drop.problems.append(f"task name {task!r} must be 1-100 letters, digits, '.', '_' or '-'")
         drop.problems += [f"object key {o['Key']!r} escapes the drop's prefix" for o in objects if _unsafe(o["Key"])]

@@ -18,6 +18,8 @@ from mlflow.exceptions import MlflowException
 from pipeline.settings import Connection
 
 ALIAS = "current"
+NODE_TAGS = ("task", "decision", "active_adapters", "avg_accuracy", "forgetting", "dataset_id", "promotion",
+             "rejected_reason")
 MOVES_EXPERIMENT = "litelora-alias-moves"
 TRAINING_EXPERIMENT = "litelora-training"
 
@@ -81,6 +83,15 @@ class Lineage:
         except MlflowException:
             return []
         return sorted(found, key=lambda v: int(v.version))
+
+    def nodes(self) -> list[dict]:
+        """Every version as a tree node: version, parent (None for a root), its tags and manifest URI."""
+        out = []
+        for v in self.versions():
+            parent = v.tags.get("parent_version")
+            out.append({"version": v.version, "parent": None if parent in (None, "none") else parent,
+                        **{k: v.tags.get(k) for k in NODE_TAGS}, "source": v.source})
+        return out
 
     def find_by_dataset(self, dataset_id: str) -> ModelVersion | None:
         """The version a dataset already produced, if any (a retry must never train it twice)."""

@@ -108,9 +108,9 @@ def _write_identities(home: Path, creds: Credentials) -> None:
         json.dump(identities, f)
 
 
-def _quiet_env(home: Path) -> dict[str, str]:
-    """Keep telemetry off and every stray file inside the state directory."""
-    return {**os.environ, "MLFLOW_DISABLE_TELEMETRY": "true", "DO_NOT_TRACK": "true", "HOME": os.environ.get("HOME", str(home))}
+def _quiet_env() -> dict[str, str]:
+    """The servers' environment, with telemetry off."""
+    return {**os.environ, "MLFLOW_DISABLE_TELEMETRY": "true", "DO_NOT_TRACK": "true"}
 
 
 def _mlflow_argv(home: Path, port: int, bucket: str) -> list[str]:
@@ -159,7 +159,7 @@ def up(home: Path, bucket: str = DEFAULT_BUCKET, ports: dict[str, int] | None = 
     if ports and ports.get("mlflow") and mlflow_port != ports["mlflow"]:
         raise StackError(f"port {ports['mlflow']} for MLflow is busy; choose another with --mlflow-port")
     s3_endpoint, mlflow_uri = f"http://127.0.0.1:{s3_port}", f"http://127.0.0.1:{mlflow_port}"
-    env = _quiet_env(home)
+    env = _quiet_env()
     mlflow_env = {
         **env, "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false", "MLFLOW_S3_ENDPOINT_URL": s3_endpoint,
         "AWS_ACCESS_KEY_ID": creds.access_key, "AWS_SECRET_ACCESS_KEY": creds.secret_key,

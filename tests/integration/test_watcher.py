@@ -227,17 +227,17 @@ def test_a_training_longer_than_the_lease_keeps_its_claim_through_heartbeats(con
 
     def slow_trainer(dataset):
         started.set()
-        time.sleep(4.0)  # far beyond the 1.5 s lease below
+        time.sleep(7.0)  # far beyond the 3 s lease below
         raise RuntimeError("stopping here is enough for this test")
 
-    watcher = Watcher(conn, WatchConfig(poll_s=0.2, lease_s=1.5, heartbeat_s=0.3), trainer=slow_trainer,
+    watcher = Watcher(conn, WatchConfig(poll_s=0.2, lease_s=3.0, heartbeat_s=0.3), trainer=slow_trainer,
                       log=lambda m: None)
     _drop(s3, "slow", wordnet[0])
     job = threading.Thread(target=lambda: watcher.run(once=True))
     job.start()
     assert started.wait(60)
-    time.sleep(2.5)
-    rival = Ledger(Bucket.connect(conn), "rival", lease_s=1.5)
+    time.sleep(4.5)  # the claim itself is older than the lease by now; only heartbeats keep it
+    rival = Ledger(Bucket.connect(conn), "rival", lease_s=3.0)
     assert rival.claim(dataset_id(wordnet[0]), "slow") is None, "a heartbeating claim must not be taken over"
     job.join(30)
     assert rival.read(dataset_id(wordnet[0])).state == "failed"

@@ -2,6 +2,7 @@
 
 import pytest
 
+from pipeline.learn.evaluate import StageScores
 from pipeline.orchestrator.step import guard_reason
 from pipeline.orchestrator.watcher import TASK_NAME, _unsafe
 
@@ -23,17 +24,22 @@ def test_task_names_are_plain(name, ok):
     assert bool(TASK_NAME.match(name)) is ok
 
 
+PARENT = {"til_correct": [[90], [80, 95]], "correct": [[90], [60, 95]], "counts": [100, 100]}
+
+
+def _scores(til: list[int], cil: list[int]) -> StageScores:
+    return StageScores(cil_correct=cil, til_correct=til, counts=[100] * len(til))
+
+
 def test_the_guard_refuses_a_set_that_drops_an_earlier_task_beyond_the_bound():
-    parent = {"til_correct": [[90], [80, 95]], "correct": [[90], [60, 95]], "counts": [100, 100]}
-    assert guard_reason(parent, [76, 90, 50], [100, 100, 100], 0.05) == ""  # drops of 4 and 5 points: allowed
-    reason = guard_reason(parent, [74, 94, 50], [100, 100, 100], 0.05)
+    assert guard_reason(PARENT, _scores([76, 90, 50], [0, 0, 0]), 0.05) == ""  # TIL drops of 4 and 5: allowed
+    reason = guard_reason(PARENT, _scores([74, 94, 50], [90, 95, 50]), 0.05)
     assert "task 0 TIL" in reason and "6.0 points" in reason
 
 
 def test_the_guard_can_judge_class_incremental_accuracy_instead():
-    parent = {"til_correct": [[90], [80, 95]], "correct": [[90], [60, 95]], "counts": [100, 100]}
-    assert "task 1 CIL" in guard_reason(parent, [60, 80, 50], [100, 100, 100], 0.05, metric="cil")
+    assert "task 1 CIL" in guard_reason(PARENT, _scores([90, 95, 50], [60, 80, 50]), 0.05, metric="cil")
 
 
 def test_the_first_set_has_nothing_to_guard():
-    assert guard_reason(None, [10], [100], 0.05) == ""
+    assert guard_reason(None, _scores([10], [10]), 0.05) == ""
