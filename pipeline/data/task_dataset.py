@@ -23,6 +23,8 @@ INPUT_COLUMNS = ("text", "image")
 DATA_FILES = ("train.parquet", "test.parquet", "task.json")
 MAX_BYTES = 2 * 1024**3
 HELD_OUT_FRACTION = 0.2
+HELD_OUT_SEED = 0
+"""The same seed on every read, so a task's held-out split never changes between training and evaluation."""
 
 
 class InvalidDataset(ValueError):
@@ -129,7 +131,7 @@ class TaskDataset:
         files = {f: (path / f).read_bytes() for f in DATA_FILES if (path / f).exists()}
         return cls.from_files(name or path.name, files, max_bytes)
 
-    def to_task(self, seed: int = 0) -> Task:
+    def to_task(self, seed: int = HELD_OUT_SEED) -> Task:
         """The core's view: class names sorted, a deterministic seeded held-out split when there is no test set."""
         if self.input_column != "text":
             raise InvalidDataset("image inputs need a vision backbone; the configured backbone reads text")

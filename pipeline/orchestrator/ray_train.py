@@ -19,13 +19,13 @@ from pathlib import Path
 import ray
 import ray.train
 import ray.train.torch
-from mlflow import MlflowClient
 from pyarrow import fs as pafs
 from ray.train import Checkpoint, CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
 from ray.train.torch import TorchTrainer
 from safetensors.torch import load_file, save_file
 from torch.nn.parallel import DistributedDataParallel
 
+from pipeline.data.task_dataset import DATA_FILES, TaskDataset
 from pipeline.learn.config import TrainConfig
 from pipeline.learn.model import ContinualModel
 from pipeline.learn.recipe import Progress, capture_progress, train_task
@@ -51,6 +51,9 @@ def init_ray(home: Path) -> None:
     os.environ.setdefault("RAY_AUTH_MODE", "disabled")
     os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
     os.environ.setdefault("RAY_TRAIN_V2_ENABLED", "1")
+    # The Train controller polls its workers this often (default 2 s); every job ends with a few polls, which
+    # cost ~4 s a task. Ray Train forwards RAY_TRAIN_* variables from the driver to its controller.
+    os.environ.setdefault("RAY_TRAIN_HEALTH_CHECK_INTERVAL_S", "0.5")
     if os.environ.get("RAY_ADDRESS"):
         ray.init(address=os.environ["RAY_ADDRESS"], log_to_driver=False)
         return
@@ -78,11 +81,25 @@ def read_progress(directory: Path) -> Progress:
     return Progress(meta["phase"], meta["epochs_done"], load_file(directory / "progress.safetensors"))
 
 
+def read_dataset(conn: Connection, dataset_id: str, name: str) -> TaskDataset:
+    """The stored task straight from the bucket through pyarrow's S3 filesystem, checked against its id."""
+    _, filesystem = storage(conn)
+    paths = [f"{conn.bucket}/datasets/{dataset_id}/{file}" for file in DATA_FILES]
+    files = {Path(info.path).name: filesystem.open_input_file(info.path).readall()
+             for info in filesystem.get_file_info(paths) if info.type == pafs.FileType.File}
+    dataset = TaskDataset.from_files(name, files)
+    if dataset.dataset_id != dataset_id:
+        raise RuntimeError(f"s3://{conn.bucket}/datasets/{dataset_id}/ holds other bytes ({dataset.dataset_id})")
+    return dataset
+
+
 def train_loop_per_worker(cfg: dict) -> None:
-    """What every worker runs: plain PyTorch around the core's `train_task`."""
-    from pipeline.orchestrator.step import HELD_OUT_SEED
+    """What every worker runs: plain PyTorch around the core's `train_task`.
+
+    Every rank reads the whole (small, already validated) task and trains its own shard of each epoch's
+    seeded permutation, like a `DistributedSampler`; the held-out split is the same seeded cut on every rank."""
     from pipeline.registry.objects import Bucket
-    from pipeline.registry.store import AdapterSetStore, DatasetStore
+    from pipeline.registry.store import AdapterSetStore
 
     started = time.time()
     context = ray.train.get_context()
@@ -105,15 +122,20 @@ def train_loop_per_worker(cfg: dict) -> None:
     else:
         model = ContinualModel(config)
     model.to(ray.train.torch.get_device())
-    task = DatasetStore(bucket).get(cfg["dataset_id"], cfg["task_name"]).to_task(HELD_OUT_SEED)
+    task = read_dataset(conn, cfg["dataset_id"], cfg["task_name"]).to_task()
 
     def wrap(module):
         return DistributedDataParallel(module, find_unused_parameters=True) if world > 1 else module
 
-    tracker = MlflowClient(conn.mlflow_uri) if rank == 0 and cfg.get("mlflow_run_id") else None
+    tracker = None
+    if rank == 0 and cfg.get("mlflow_run_id"):  # only rank 0 talks to MLflow (and pays for importing it)
+        from mlflow import MlflowClient
+
+        tracker = MlflowClient(conn.mlflow_uri)
+    ready = time.time()
 
     def on_epoch(phase: str, epoch: int, loss: float) -> None:
-        if tracker is not None:  # only rank 0 talks to MLflow
+        if tracker is not None:
             tracker.log_metric(cfg["mlflow_run_id"], f"{phase}_loss", loss, step=epoch)
         with tempfile.TemporaryDirectory() as tmp:
             checkpoint = None
@@ -124,13 +146,14 @@ def train_loop_per_worker(cfg: dict) -> None:
             ray.train.report({"phase": phase, "epoch": epoch, "loss": loss}, checkpoint=checkpoint)
 
     result = train_task(model, task, wrap=wrap, rank=rank, world_size=world, on_epoch=on_epoch, resume=resume)
+    trained = time.time()
     resumed_epochs = 0 if resume is None else resume.epochs_done + (config.epochs if resume.phase == "phase2" else 0)
     with tempfile.TemporaryDirectory() as tmp:
         checkpoint = None
         if rank == 0:
             model.save(tmp)
             checkpoint = Checkpoint.from_directory(tmp)
-        ray.train.report({"done": 1, "resumed_epochs": resumed_epochs, "worker_started_at": started,
+        ray.train.report({"done": 1, "resumed_epochs": resumed_epochs, "worker_started_at": started, "worker_ready_at": ready, "worker_trained_at": trained,
                           "keep": int(result.decision.keep),
                           "logit": result.decision.logit,
                           "trainable_parameters": result.trainable_parameters, "train_s": result.wall_time},
@@ -165,10 +188,18 @@ def fit_with_ray_train(conn: Connection, config: TrainConfig, parent_set_id: str
     with result.checkpoint.as_directory() as directory:
         model = ContinualModel.load(directory)
     metrics = dict(result.metrics or {})
-    if "worker_started_at" in metrics:  # Ray start, scheduling and worker start-up, before any training
-        metrics["ray_start_s"] = metrics["worker_started_at"] - clock
     metrics["ray_job_s"] = time.time() - clock
+    if "worker_started_at" in metrics:  # absent when a restarted group handed back a finished set
+        metrics |= {
+            "ray_start_s": metrics["worker_started_at"] - clock,  # Ray start, scheduling, worker processes
+            "worker_setup_s": metrics["worker_ready_at"] - metrics["worker_started_at"],  # parent set, backbone, data
+            "compute_s": metrics["worker_trained_at"] - metrics["worker_ready_at"],  # the phase loops
+            "ray_finish_s": clock + metrics["ray_job_s"] - metrics["worker_trained_at"],  # final checkpoint, teardown
+        }
     return model, metrics
+
+
+TIMINGS = ("ray_start_s", "worker_setup_s", "compute_s", "ray_finish_s", "ray_job_s")
 
 
 def ray_fit(conn: Connection, scaling: ScalingSpec):
@@ -182,7 +213,7 @@ def ray_fit(conn: Connection, scaling: ScalingSpec):
                                               mlflow_run_id=run_id)
         last = trained.tasks[-1]
         mlflow.set_tag("ray_train.resumed_epochs", str(metrics.get("resumed_epochs", 0)))
-        timings = {k: metrics[k] for k in ("ray_start_s", "ray_job_s") if k in metrics}
+        timings = {k: metrics[k] for k in TIMINGS if k in metrics}
         return Fitted(trained, last.decision, last.logit, float(metrics.get("train_s", 0.0)), timings)
 
     return fit

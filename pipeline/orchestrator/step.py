@@ -33,7 +33,6 @@ from pipeline.registry.objects import Bucket
 from pipeline.registry.store import AdapterSetStore, DatasetStore
 from pipeline.settings import Connection
 
-HELD_OUT_SEED = 0  # the same seed on every evaluation, so a task's held-out split never changes
 MAX_ACCURACY_DROP = 0.05
 # The guard compares task-incremental accuracy: in class-incremental scoring every old task loses accuracy as
 # soon as new classes compete for the argmax, which is expected, not breakage. "til" asks whether the new set
@@ -118,7 +117,8 @@ Fit = Callable[[ContinualModel, Task, Parent, str, EpochCallback], Fitted]
 
 def fit_locally(model: ContinualModel, task: Task, parent: Parent, run_id: str, on_epoch: EpochCallback) -> Fitted:
     result = train_task(model, task, on_epoch=on_epoch)
-    return Fitted(model, result.decision.decision, result.decision.logit, result.wall_time)
+    return Fitted(model, result.decision.decision, result.decision.logit, result.wall_time,
+                  {"compute_s": result.wall_time})
 
 
 def train_on_current(
@@ -144,10 +144,10 @@ def train_on_current(
     model = parent.model or ContinualModel(config or TrainConfig())
     if overrides:
         model.reconfigure(model.config.with_overrides(**overrides))
-    task = dataset.to_task(HELD_OUT_SEED)
+    task = dataset.to_task()
     earlier = []
     for record in model.tasks:
-        old = datasets.get(record.dataset_id, record.name).to_task(HELD_OUT_SEED)
+        old = datasets.get(record.dataset_id, record.name).to_task()
         if old.classes != record.classes:
             raise RuntimeError(f"stored dataset {record.dataset_id} no longer matches task {record.name!r}")
         earlier.append(old)

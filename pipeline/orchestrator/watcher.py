@@ -84,6 +84,15 @@ def detect(bucket: Bucket, config: WatchConfig, now: float | None = None) -> lis
 Trainer = Callable[[TaskDataset], StepResult]
 
 
+def orchestration_overhead(timings: dict, total_s: float) -> dict:
+    """What the orchestrator adds around the work itself (training compute and evaluation), per drop.
+
+    The stages run one after another, so the time to training start is the total minus what follows it."""
+    after_start = sum(timings.get(k, 0.0) for k in ("compute_s", "ray_finish_s", "evaluate_s", "register_s"))
+    return {"total_s": total_s, "to_training_start_s": total_s - after_start,
+            "overhead_s": total_s - timings.get("compute_s", 0.0) - timings.get("evaluate_s", 0.0)}
+
+
 class Watcher:
     def __init__(self, conn: Connection, config: WatchConfig | None = None, trainer: Trainer | None = None,
                  log: Callable[[str], None] = print):
@@ -188,12 +197,14 @@ class Watcher:
             done.set()
             beats.join()
         timings.update(result.timings)
+        timings |= orchestration_overhead(timings, total_s=time.time() - drop.arrived)
         self.ledger.record(entry, "evaluating", task=task, timings=timings)
         state = "registered" if not result.rejected_reason else "rejected"
         self.ledger.record(entry, state, task=task, version=result.version, reason=result.rejected_reason,
                            timings=timings)
         self._clear(drop)
         self.log(f"{task}: {state} as v{result.version} ({result.decision}, {result.active_adapters} adapter(s) kept, "
-                 f"average accuracy {100 * result.avg_accuracy:.1f}%, {result.timings.get('train_s', 0):.0f} s training)"
+                 f"average accuracy {100 * result.avg_accuracy:.1f}%, {timings.get('compute_s', 0):.0f} s training, "
+                 f"{timings['overhead_s']:.0f} s overhead)"
                  + (f": {result.rejected_reason}" if result.rejected_reason else ""))
         return {"task": task, "dataset_id": entry.dataset_id, "state": state, "version": result.version}
