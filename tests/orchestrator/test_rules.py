@@ -4,7 +4,7 @@ import pytest
 
 from pipeline.learn.evaluate import StageScores
 from pipeline.orchestrator.step import guard_reason
-from pipeline.orchestrator.watcher import TASK_NAME, _unsafe
+from pipeline.orchestrator.watcher import TASK_NAME, _unsafe, orchestration_overhead
 
 
 @pytest.mark.parametrize("key", ["incoming/t/../ledger/x.json", "incoming/t/./train.parquet", "incoming//train.parquet",
@@ -43,3 +43,12 @@ def test_the_guard_can_judge_class_incremental_accuracy_instead():
 
 def test_the_first_set_has_nothing_to_guard():
     assert guard_reason(None, _scores([10], [10]), 0.05) == ""
+
+
+def test_overhead_is_everything_but_training_compute_and_evaluation():
+    timings = {"detection_latency_s": 0.5, "ray_start_s": 7.0, "worker_setup_s": 3.0, "compute_s": 20.0,
+               "ray_finish_s": 1.5, "evaluate_s": 5.0, "register_s": 0.5}
+    out = orchestration_overhead(timings, total_s=38.0)
+    assert out["overhead_s"] == pytest.approx(13.0)
+    # Training starts once the drop is detected, validated and the workers are set up: total minus what follows.
+    assert out["to_training_start_s"] == pytest.approx(38.0 - 20.0 - 1.5 - 5.0 - 0.5)
