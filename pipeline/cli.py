@@ -38,7 +38,7 @@ def _progress() -> Progress:
 def _train_config(method: str, epochs: int | None, sparsity: float | None, rank: int | None):
     from pipeline.learn.config import TrainConfig
 
-    return TrainConfig(method=method, device=load_settings().device).with_overrides(epochs, sparsity, rank)
+    return TrainConfig(method=method, device=load_settings().device).with_overrides(epochs=epochs, sparsity=sparsity, rank=rank)
 
 
 @app.command()
@@ -116,7 +116,7 @@ def train(
         new_task = dataset.to_task()
         if parent:
             model = ContinualModel.load(parent)
-            model.reconfigure(model.config.with_overrides(epochs, sparsity))
+            model.reconfigure(model.config.with_overrides(epochs=epochs, sparsity=sparsity))
         else:
             model = ContinualModel(_train_config(method, epochs, sparsity, None))
     except (InvalidDataset, AdapterSetError, ValueError, RuntimeError) as e:
@@ -147,6 +147,82 @@ def train(
     else:
         typer.echo(f"{summary['task']}: {summary['decision']} (gate logit {summary['gate_logit']:+.3f}); "
                    f"{summary['active_adapters']} adapter(s) for {summary['tasks']} task(s); set written to {out}")
+
+
+@app.command()
+def tune(
+    data: Annotated[str, typer.Option(help="A drop folder, one parquet file, or s3://bucket/prefix/ of a drop.")],
+    task: Annotated[str | None, typer.Option(help="Task name (default: the folder name).")] = None,
+    trials: Annotated[int, typer.Option(min=1, help="Trials to run (random search, ASHA stops weak ones early).")] = 8,
+    subsample: Annotated[float, typer.Option(min=0.01, max=1.0, help="Share of the training rows each trial uses.")] = 0.5,
+    cost_per_adapter: Annotated[float, typer.Option(help="Objective = accuracy − this × adapters kept (0.01 = a point each).")] = 0.01,
+    space: Annotated[Path | None, typer.Option(help="JSON search space (fields: rank, sparsity, temperature, init_logit, lr, phase2_lr; null fixes a knob).")] = None,
+    register: Annotated[bool, typer.Option(help="Train the task with the best configuration and register it.")] = True,
+    workers: Annotated[int, typer.Option(help="Ray Train workers for the final training (0 = in this process).")] = 2,
+    gpu: Annotated[bool, typer.Option(help="Half a GPU per trial, one GPU per Ray Train worker.")] = False,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the search (and the version) as JSON on stdout.")] = False,
+) -> None:
+    """Search rank, λ, τ, init logit and learning rate for one task with Ray Tune (nested MLflow runs)."""
+    from pipeline.tuning.search import SearchInterrupted, TuneFailed, TuneSpec, tune_task, tune_then_train
+    from pipeline.tuning.space import InvalidSearchSpace, SearchSpace
+
+    conn = _connection()
+    try:
+        search_space = SearchSpace.from_file(space) if space else SearchSpace()
+        spec = TuneSpec(trials=trials, subsample=subsample, cost_per_adapter=cost_per_adapter,
+                        gpus_per_trial=0.5 if gpu else 0.0)
+        dataset = _load_drop(data, task, conn)
+    except (InvalidSearchSpace, ValueError) as e:
+        _fail(str(e))
+    log = lambda m: err.print(m, highlight=False, soft_wrap=True)
+    try:
+        with _progress() as progress:
+            bar = progress.add_task(f"tune {dataset.name}", total=trials)
+
+            def on_trial(message: str) -> None:
+                progress.console.print(message, highlight=False, soft_wrap=True)
+                progress.advance(bar)
+
+            if register:
+                fit = None
+                if workers > 0:
+                    from pipeline.orchestrator.ray_train import ScalingSpec, ray_fit
+
+                    fit = ray_fit(conn, ScalingSpec(num_workers=workers, use_gpu=gpu))
+                outcome, result = tune_then_train(dataset, conn, search_space, spec, fit=fit, log=log, on_trial=on_trial)
+            else:
+                outcome, result = tune_task(dataset, conn, search_space, spec, log=log, on_trial=on_trial), None
+    except TuneFailed as e:
+        _fail(str(e))
+    except SearchInterrupted as e:
+        err.print(str(e), highlight=False, soft_wrap=True)
+        raise typer.Exit(130) from None
+    except _registry_errors() as e:
+        _fail(str(e))
+    if as_json:
+        typer.echo(json.dumps({"search": outcome.to_dict(), "version": result.to_dict() if result else None}, indent=2))
+        return
+    from pipeline.tuning.pareto import markdown_table
+
+    typer.echo(markdown_table(outcome.rows, outcome.knobs, outcome.front).rstrip())
+    typer.echo(f"best: {outcome.best_trial.trial_id} {json.dumps(outcome.best, sort_keys=True)}"
+               + (" (resumed search)" if outcome.resumed else ""))
+    if result:
+        state = "now current" if result.promoted else ("rejected: " + result.rejected_reason if result.rejected_reason
+                                                       else "registered, not promoted")
+        typer.echo(f"v{result.version} ({state}): {result.task} {result.decision}; {result.active_adapters} adapter(s); "
+                   f"A {100 * result.avg_accuracy:.1f}%")
+    typer.echo(f"MLflow: {conn.mlflow_uri}/#/experiments/ (run {outcome.run_id}: trials nested, tune/pareto.png)")
+
+
+def _load_drop(data: str, task: str | None, conn):
+    from pipeline.data.task_dataset import TaskDataset
+
+    if data.startswith("s3://"):
+        from pipeline.registry.store import read_drop
+
+        return read_drop(conn, data, task or data.rstrip("/").rsplit("/", 1)[-1])
+    return TaskDataset.from_dir(Path(data), name=task)
 
 
 def _connection():
@@ -362,21 +438,33 @@ def watch(
     poll: Annotated[float, typer.Option(help="Seconds between looks at the bucket.")] = 5.0,
     workers: Annotated[int, typer.Option(help="Ray Train workers per job (DDP); 0 = train in this process without Ray.")] = 2,
     gpu: Annotated[bool, typer.Option(help="One GPU per Ray Train worker (NCCL).")] = False,
+    tune: Annotated[str | None, typer.Option(help="auto: search hyperparameters with Ray Tune before training each drop; off: train with the parent's configuration. Default: auto with --gpu, off on CPU.")] = None,
+    trials: Annotated[int, typer.Option(min=1, help="Trials per drop when tuning.")] = 8,
 ) -> None:
     """Run the orchestrator: claim each complete drop once, validate, train (Ray Train), register (Ctrl-C to stop)."""
     from pipeline.orchestrator.step import train_on_current
     from pipeline.orchestrator.watcher import WatchConfig, Watcher
 
+    tune = tune or ("auto" if gpu else "off")
+    if tune not in ("auto", "off"):
+        raise typer.BadParameter("--tune is auto or off")
     conn = _connection()
-    trainer = None
+    log = lambda m: err.print(m, highlight=False, soft_wrap=True)
+    fit = None
     if workers > 0:
         from pipeline.orchestrator.ray_train import ScalingSpec, ray_fit
 
         fit = ray_fit(conn, ScalingSpec(num_workers=workers, use_gpu=gpu))
-        trainer = lambda ds: train_on_current(ds, conn, fit=fit)
-    watcher = Watcher(conn, WatchConfig(quiet_period_s=quiet_period, poll_s=poll), trainer=trainer,
-                      log=lambda m: err.print(m, highlight=False, soft_wrap=True))
-    err.print(f"watching s3://{conn.bucket}/incoming/ as {watcher.ledger.watcher}" + (" (once)" if once else ""))
+    trainer = (lambda ds: train_on_current(ds, conn, fit=fit)) if fit else None
+    if tune == "auto":
+        from pipeline.tuning.search import TuneSpec, tune_then_train
+        from pipeline.tuning.space import SearchSpace
+
+        spec = TuneSpec(trials=trials, gpus_per_trial=0.5 if gpu else 0.0)
+        trainer = lambda ds: tune_then_train(ds, conn, SearchSpace(), spec, fit=fit, log=log)[1]
+    watcher = Watcher(conn, WatchConfig(quiet_period_s=quiet_period, poll_s=poll), trainer=trainer, log=log)
+    err.print(f"watching s3://{conn.bucket}/incoming/ as {watcher.ledger.watcher}" + (" (once)" if once else "")
+              + (f", tuning each drop with {trials} trials" if tune == "auto" else ""))
     try:
         done = watcher.run(once=once)
     except KeyboardInterrupt:

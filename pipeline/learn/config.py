@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import asdict, dataclass, field, fields, replace
 from typing import Literal
 
 from pipeline.adapters.config import AdapterConfig, GateConfig
@@ -49,15 +49,20 @@ class TrainConfig:
     def to_dict(self) -> dict:
         return asdict(self)
 
-    def with_overrides(self, epochs: int | None = None, sparsity: float | None = None,
-                       rank: int | None = None) -> TrainConfig:
-        """A copy with the knobs users most often change from the command line (None = keep)."""
-        out = replace(self, epochs=epochs if epochs is not None else self.epochs)
-        if sparsity is not None:
-            out.gate = replace(self.gate, sparsity=sparsity)
-        if rank is not None:
-            out.adapter = replace(self.adapter, rank=rank)
-        return out
+    def with_overrides(self, **changes) -> TrainConfig:
+        """A copy with knobs changed by their field name, wherever they live (`rank` → adapter, `sparsity` →
+        gate, `lr` → here); None keeps the current value."""
+        changes = {k: v for k, v in changes.items() if v is not None}
+        parts = {}
+        for name in ("adapter", "gate"):
+            part = getattr(self, name)
+            mine = {k: changes.pop(k) for k in list(changes) if k in {f.name for f in fields(part)}}
+            if mine:
+                parts[name] = replace(part, **mine)
+        unknown = set(changes) - {f.name for f in fields(self)}
+        if unknown:
+            raise ValueError(f"unknown training option(s): {', '.join(sorted(unknown))}")
+        return replace(self, **changes, **parts)
 
     @classmethod
     def from_dict(cls, data: dict) -> TrainConfig:

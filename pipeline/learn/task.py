@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+import random
+from collections import defaultdict
+from dataclasses import dataclass, field, replace
 
 
 @dataclass
@@ -23,3 +25,16 @@ class Task:
             raise ValueError(f"task {self.name!r}: inputs and labels differ in length")
         if len(set(self.classes)) != len(self.classes):
             raise ValueError(f"task {self.name!r}: duplicate class names")
+
+    def subsample(self, fraction: float, seed: int) -> Task:
+        """A seeded, class-stratified share of the training rows (at least one per class); held-out rows stay."""
+        if not 0 < fraction <= 1:
+            raise ValueError(f"subsample fraction must be in (0, 1] (got {fraction})")
+        if fraction == 1:
+            return self
+        rng, by_class = random.Random(seed), defaultdict(list)
+        for i, label in enumerate(self.train_labels):
+            by_class[label].append(i)
+        keep = sorted(i for rows in by_class.values() for i in rng.sample(rows, max(1, round(fraction * len(rows)))))
+        return replace(self, train_inputs=[self.train_inputs[i] for i in keep],
+                       train_labels=[self.train_labels[i] for i in keep])

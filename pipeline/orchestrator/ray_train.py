@@ -19,16 +19,17 @@ from pathlib import Path
 import ray
 import ray.train
 import ray.train.torch
-from pyarrow import fs as pafs
 from ray.train import Checkpoint, CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
 from ray.train.torch import TorchTrainer
 from safetensors.torch import load_file, save_file
 from torch.nn.parallel import DistributedDataParallel
 
-from pipeline.data.task_dataset import DATA_FILES, TaskDataset
+from pipeline.data.task_dataset import TaskDataset
 from pipeline.learn.config import TrainConfig
 from pipeline.learn.model import ContinualModel
 from pipeline.learn.recipe import Progress, capture_progress, train_task
+from pipeline.registry.objects import Bucket, arrow_filesystem
+from pipeline.registry.store import AdapterSetStore, read_drop
 from pipeline.settings import Connection
 
 
@@ -63,14 +64,6 @@ def init_ray(home: Path) -> None:
              configure_logging=False)
 
 
-def storage(conn: Connection) -> tuple[str, pafs.FileSystem]:
-    endpoint = (conn.s3_endpoint or "").removeprefix("http://").removeprefix("https://") or None
-    scheme = "https" if (conn.s3_endpoint or "https").startswith("https") else "http"
-    filesystem = pafs.S3FileSystem(access_key=conn.access_key, secret_key=conn.secret_key, region=conn.region,
-                                   endpoint_override=endpoint, scheme=scheme)
-    return f"{conn.bucket}/checkpoints", filesystem
-
-
 def write_progress(progress: Progress, directory: Path) -> None:
     save_file(progress.tensors, directory / "progress.safetensors")
     (directory / "progress.json").write_text(json.dumps({"phase": progress.phase, "epochs_done": progress.epochs_done}))
@@ -83,11 +76,7 @@ def read_progress(directory: Path) -> Progress:
 
 def read_dataset(conn: Connection, dataset_id: str, name: str) -> TaskDataset:
     """The stored task straight from the bucket through pyarrow's S3 filesystem, checked against its id."""
-    _, filesystem = storage(conn)
-    paths = [f"{conn.bucket}/datasets/{dataset_id}/{file}" for file in DATA_FILES]
-    files = {Path(info.path).name: filesystem.open_input_file(info.path).readall()
-             for info in filesystem.get_file_info(paths) if info.type == pafs.FileType.File}
-    dataset = TaskDataset.from_files(name, files)
+    dataset = read_drop(conn, f"{conn.bucket}/datasets/{dataset_id}", name)
     if dataset.dataset_id != dataset_id:
         raise RuntimeError(f"s3://{conn.bucket}/datasets/{dataset_id}/ holds other bytes ({dataset.dataset_id})")
     return dataset
@@ -98,9 +87,6 @@ def train_loop_per_worker(cfg: dict) -> None:
 
     Every rank reads the whole (small, already validated) task and trains its own shard of each epoch's
     seeded permutation, like a `DistributedSampler`; the held-out split is the same seeded cut on every rank."""
-    from pipeline.registry.objects import Bucket
-    from pipeline.registry.store import AdapterSetStore
-
     started = time.time()
     context = ray.train.get_context()
     rank, world = context.get_world_rank(), context.get_world_size()
@@ -166,7 +152,7 @@ def fit_with_ray_train(conn: Connection, config: TrainConfig, parent_set_id: str
     """Run the job; returns the trained model (loaded from the job's checkpoint) and rank 0's final metrics."""
     clock = time.time()
     init_ray(conn.cache_dir.parent)
-    storage_path, filesystem = storage(conn)
+    storage_path, filesystem = f"{conn.bucket}/checkpoints", arrow_filesystem(conn)
     trainer = TorchTrainer(
         train_loop_per_worker,
         train_loop_config={"config": config.to_dict(), "parent_set_id": parent_set_id, "dataset_id": dataset_id,

@@ -131,11 +131,14 @@ def train_on_current(
     on_epoch: EpochCallback | None = None,
     before_promote: Callable[[], None] | None = None,
     max_accuracy_drop: float = MAX_ACCURACY_DROP,
+    run_id: str | None = None,
+    version_tags: dict[str, str] | None = None,
 ) -> StepResult:
     """Train `dataset` on top of `current` and register the result.
 
     `config` configures the first set; later sets inherit their parent's configuration, with `overrides`
-    (epochs, sparsity, rank) applied. `before_promote` is a test hook (crash simulation)."""
+    (`TrainConfig.with_overrides` names) applied. `run_id` continues an MLflow run (a tuned task trains in its
+    search's run) and `version_tags` are added to the version. `before_promote` is a test hook (crash simulation)."""
     timings, clock = {}, time.perf_counter()
     lineage, bucket = Lineage(conn), Bucket.connect(conn)
     sets, datasets = AdapterSetStore(bucket, conn.cache_dir), DatasetStore(bucket)
@@ -156,7 +159,7 @@ def train_on_current(
 
     mlflow.set_tracking_uri(conn.mlflow_uri)
     mlflow.set_experiment(TRAINING_EXPERIMENT)
-    with mlflow.start_run(run_name=f"{task.name} on " + (f"v{parent_version}" if parent_version else "the bare backbone")) as run, \
+    with mlflow.start_run(run_id=run_id, run_name=f"{task.name} on " + (f"v{parent_version}" if parent_version else "the bare backbone")) as run, \
             tempfile.TemporaryDirectory() as tmp:
         mlflow.set_tags({"task": task.name, "dataset_id": task.dataset_id, "parent_version": parent_version or "none"})
         mlflow.log_params(_flat("", model.config.to_dict(), {}))
@@ -207,7 +210,7 @@ def train_on_current(
             "active_adapters": str(model.active_adapters), "avg_accuracy": f"{matrix.average_accuracy:.4f}",
             "final_accuracy": f"{matrix.final_accuracy:.4f}", "forgetting": f"{matrix.forgetting:.4f}",
             "set_id": set_id, "config": json.dumps(model.config.to_dict(), separators=(",", ":")),
-            "promotion": "rejected" if rejected else "accepted",
+            "promotion": "rejected" if rejected else "accepted", **(version_tags or {}),
         }
         if rejected:
             tags["rejected_reason"] = rejected

@@ -9,6 +9,7 @@ from dataclasses import dataclass
 import boto3
 from botocore.config import Config
 from botocore.exceptions import BotoCoreError, ClientError
+from pyarrow import fs as pafs
 
 from pipeline.settings import Connection
 
@@ -100,3 +101,11 @@ class Bucket:
     def delete(self, key: str) -> None:
         with self._request("delete", key):
             self.client.delete_object(Bucket=self.name, Key=key)
+
+
+def arrow_filesystem(conn: Connection) -> pafs.S3FileSystem:
+    """The same bucket through pyarrow: what Ray Train and Ray Tune persist to, and how workers read parquet."""
+    endpoint = (conn.s3_endpoint or "").removeprefix("http://").removeprefix("https://") or None
+    scheme = "https" if (conn.s3_endpoint or "https").startswith("https") else "http"
+    return pafs.S3FileSystem(access_key=conn.access_key, secret_key=conn.secret_key, region=conn.region,
+                             endpoint_override=endpoint, scheme=scheme)

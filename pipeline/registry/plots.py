@@ -99,3 +99,22 @@ def lineage_tree(nodes: list[dict], current: str | None, path: Path) -> Path:
     ax.axis("off")
     ax.set_title("Adapter-set lineage")
     return _save(fig, path)
+
+
+def pareto_plot(points: list[tuple[float, int, str]], front: list[tuple[float, int, str]], chosen: str | None,
+                path: Path) -> Path:
+    """Search trials as (accuracy, adapters kept, trial id); the Pareto front joined, the chosen trial ringed."""
+    fig, ax = plt.subplots(figsize=(5.5, 4.0))
+    ax.scatter([p[1] for p in points], [100 * p[0] for p in points], color="0.6", label="trial")
+    ax.plot([p[1] for p in front], [100 * p[0] for p in front], "o-", color="tab:blue", label="Pareto front")
+    for acc, adapters, trial in points:
+        if trial == chosen:
+            ax.scatter([adapters], [100 * acc], s=180, facecolors="none", edgecolors="tab:red", label="chosen")
+    ax.set_xlabel("adapters kept")
+    ax.set_ylabel("mean accuracy over tasks so far (%)")
+    counts = [p[1] for p in points] or [0]
+    ax.set_xticks(range(min(counts), max(counts) + 1))
+    ax.set_xlim(min(counts) - 0.5, max(counts) + 0.5)
+    ax.legend(fontsize=8)
+    ax.set_title("Accuracy vs adapters kept", fontsize=10)
+    return _save(fig, path)

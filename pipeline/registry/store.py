@@ -13,9 +13,12 @@ import json
 import tempfile
 from pathlib import Path
 
+from pyarrow import fs as pafs
+
 from pipeline.adapters.adapter_set import MANIFEST, AdapterSetError, read_manifest, verify_adapter_set
 from pipeline.data.task_dataset import DATA_FILES, TaskDataset
-from pipeline.registry.objects import Bucket
+from pipeline.registry.objects import Bucket, arrow_filesystem
+from pipeline.settings import Connection
 
 SETS = "adapter-sets"
 
@@ -100,3 +103,15 @@ class DatasetStore:
         if not files:
             raise FileNotFoundError(self.bucket.uri(f"datasets/{dataset_id}/"))
         return TaskDataset.from_files(name, files)
+
+
+def read_drop(conn: Connection, uri: str, name: str) -> TaskDataset:
+    """A drop folder in S3 (`s3://bucket/prefix/`), read through pyarrow's S3 filesystem and validated."""
+    root = uri.removeprefix("s3://").rstrip("/")
+    filesystem = arrow_filesystem(conn)
+    infos = filesystem.get_file_info([f"{root}/{file}" for file in DATA_FILES])
+    files = {file: filesystem.open_input_file(info.path).readall()
+             for file, info in zip(DATA_FILES, infos, strict=True) if info.type == pafs.FileType.File}
+    if not files:
+        raise FileNotFoundError(f"s3://{root}/ holds none of {', '.join(DATA_FILES)}")
+    return TaskDataset.from_files(name, files)

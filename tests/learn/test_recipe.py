@@ -10,6 +10,7 @@ from pipeline.adapters import GateConfig
 from pipeline.learn.config import TrainConfig
 from pipeline.learn.model import ContinualModel
 from pipeline.learn.recipe import train_task
+from pipeline.learn.task import Task
 
 
 def _config(method="litelora", **gate):
@@ -124,3 +125,19 @@ def test_a_run_resumed_from_an_epoch_boundary_ends_where_the_uninterrupted_run_e
     for (name, a), (_, b) in zip(full.adapters, resumed.adapters, strict=True):
         assert torch.equal(a.frozen_a, b.frozen_a) and torch.equal(a.frozen_b, b.frozen_b), name
     assert torch.equal(full.heads.heads[-1].weight, resumed.heads.heads[-1].weight)
+
+
+def test_overrides_reach_the_sub_config_that_owns_each_knob():
+    config = TrainConfig().with_overrides(rank=4, sparsity=1.5, temperature=0.7, init_logit=1.0, lr=1e-3, epochs=None)
+    assert (config.adapter.rank, config.gate.sparsity, config.gate.temperature, config.gate.init_logit) == (4, 1.5, 0.7, 1.0)
+    assert config.lr == 1e-3 and config.epochs == TrainConfig().epochs
+    with pytest.raises(ValueError, match="unknown training option"):
+        TrainConfig().with_overrides(ranks=4)
+
+
+def test_subsample_is_seeded_stratified_and_keeps_every_class():
+    task = Task("t", ["a", "b"], [str(i) for i in range(22)], [0] * 20 + [1] * 2, ["x"], [0])
+    half = task.subsample(0.5, seed=3)
+    assert half.train_labels.count(0) == 10 and half.train_labels.count(1) == 1
+    assert half.train_inputs == task.subsample(0.5, seed=3).train_inputs
+    assert half.test_inputs == task.test_inputs

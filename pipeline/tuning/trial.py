@@ -1,0 +1,103 @@
+"""One Ray Tune trial: the core's `train_task` (the code every Ray Train worker runs) on a seeded subsample
+of the task, on top of the same parent set, scored on the held-out splits of this task and every earlier one
+after each epoch, so ASHA can stop a weak trial early.
+
+    objective = mean accuracy over the tasks so far (class-incremental) − cost_per_adapter · active adapters
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import torch
+
+from pipeline.learn.config import TrainConfig
+from pipeline.learn.evaluate import StageScores, evaluate_stage
+from pipeline.learn.model import ContinualModel
+from pipeline.learn.recipe import train_task
+from pipeline.learn.task import Task
+from pipeline.settings import Connection
+
+
+@dataclass
+class TrialSetup:
+    """What every trial of one search shares (sent once through `tune.with_parameters`)."""
+
+    conn: Connection
+    base_config: dict
+    parent_set_id: str | None
+    dataset_id: str
+    task_name: str
+    earlier: list[tuple[str, str]] = field(default_factory=list)
+    """(dataset id, task name) of the parent's tasks, in head order."""
+    subsample: float = 0.5
+    cost_per_adapter: float = 0.01
+    threads: int = 1
+    seed: int = 0
+
+
+def objective(accuracy: float, active_adapters: int, cost_per_adapter: float) -> float:
+    return accuracy - cost_per_adapter * active_adapters
+
+
+def mean_accuracy(correct: list[int], counts: list[int]) -> float:
+    return sum(c / n for c, n in zip(correct, counts, strict=True)) / len(counts)
+
+
+def score_mid_task(model: ContinualModel, tasks: list[Task]) -> StageScores:
+    """Evaluate between epochs: the gate deterministic (as after closing), then back to training mode."""
+    sampling, model.gate.sampling = model.gate.sampling, False
+    try:
+        return evaluate_stage(model, tasks)
+    finally:
+        model.gate.sampling = sampling
+        model.train()
+
+
+def would_keep(model: ContinualModel) -> bool:
+    """Whether the open task's adapter would be kept if it closed now."""
+    if model.config.method != "litelora" or model.gate.current_task == 0:
+        return True
+    return float(model.gate.current_logit) > 0
+
+
+def run_trial(sample: dict, setup: TrialSetup) -> None:
+    """A Tune function trainable: reports metrics after every epoch and once more after the gate decides."""
+    from ray import tune
+
+    from pipeline.registry.objects import Bucket
+    from pipeline.registry.store import AdapterSetStore, DatasetStore
+
+    torch.set_num_threads(setup.threads)  # trials share the machine: one core each by default
+    bucket = Bucket.connect(setup.conn)
+    config = TrainConfig.from_dict(setup.base_config).with_overrides(**sample)
+    if setup.parent_set_id:
+        trial_dir = setup.conn.cache_dir / "tune" / tune.get_context().get_trial_id()
+        model = ContinualModel.load(AdapterSetStore(bucket, trial_dir).fetch(setup.parent_set_id))
+        model.reconfigure(config)
+    else:
+        model = ContinualModel(config)
+    datasets = DatasetStore(bucket)
+    task = datasets.get(setup.dataset_id, setup.task_name).to_task()
+    tasks = [*(datasets.get(i, name).to_task() for i, name in setup.earlier), task]
+    kept_before = model.active_adapters
+
+    def report(phase: str, epoch: int, loss: float, closed: bool = False) -> None:
+        scores = score_mid_task(model, tasks) if not closed else evaluate_stage(model, tasks)
+        active = model.active_adapters if closed else kept_before + int(would_keep(model))
+        accuracy = mean_accuracy(scores.cil_correct, scores.counts)
+        tune.report({
+            "objective": objective(accuracy, active, setup.cost_per_adapter),
+            "accuracy": accuracy,
+            "til_accuracy": mean_accuracy(scores.til_correct, scores.counts),
+            "active_adapters": active,
+            "gate_logit": float(model.gate.logits[-1] if closed else model.gate.current_logit),
+            "loss": loss,
+            "phase": phase,
+            "epoch": epoch,
+            "closed": int(closed),
+        })
+
+    result = train_task(model, task.subsample(setup.subsample, setup.seed), on_epoch=report)
+    last_loss = list(result.losses.values())[-1][-1]
+    report("closed", -1, last_loss, closed=True)

@@ -1,0 +1,107 @@
+"""Ray Tune searches on the real stack: nested MLflow runs, resume after Ctrl-C, and no version when every
+trial fails."""
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import time
+import uuid
+
+import pytest
+from mlflow import MlflowClient
+
+from pipeline.data.task_dataset import TaskDataset, write_drop
+from pipeline.data.wordnet import split_wordnet20
+from pipeline.learn.config import TrainConfig
+from pipeline.orchestrator.step import train_on_current
+from pipeline.registry.lineage import TRAINING_EXPERIMENT, Lineage
+from pipeline.registry.objects import Bucket
+from pipeline.settings import connection, load_settings
+from pipeline.tuning.search import TuneFailed, TuneSpec, tune_then_train
+from pipeline.tuning.space import SearchSpace
+
+pytestmark = [pytest.mark.integration, pytest.mark.ray, pytest.mark.model]
+
+
+@pytest.fixture
+def conn(stack_env, monkeypatch):
+    name = f"test-{uuid.uuid4().hex[:10]}"
+    monkeypatch.setenv("LITELORA_BUCKET", name)
+    monkeypatch.setenv("LITELORA_REGISTERED_MODEL", name)
+    conn = connection(load_settings())
+    Bucket.connect(conn).client.create_bucket(Bucket=name)
+    return conn
+
+
+@pytest.fixture
+def drops(conn, tmp_path):
+    """Two ci-tier Split-WordNet-20 drops; the first is trained and current (1 epoch, MiniLM)."""
+    tasks = split_wordnet20(1993, "ci")
+    folders = [write_drop(task, tmp_path / f"wordnet-{i}") for i, task in enumerate(tasks[:2])]
+    train_on_current(TaskDataset.from_dir(folders[0]), conn, TrainConfig(epochs=1))
+    return folders
+
+
+def _trial_runs(conn, status=None) -> list:
+    client = MlflowClient(conn.mlflow_uri)
+    experiment = client.get_experiment_by_name(TRAINING_EXPERIMENT)
+    query = "tags.kind = 'tune-trial'" + (f" and attributes.status = '{status}'" if status else "")
+    return client.search_runs([experiment.experiment_id], query)
+
+
+def _tune(folder, *extra) -> subprocess.Popen:
+    return subprocess.Popen([shutil.which("litelora"), "tune", "--data", str(folder), "--trials", "6",
+                             "--no-register", "--json", *extra],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=os.environ.copy())
+
+
+def test_an_interrupted_search_resumes_without_rerunning_finished_trials(conn, drops):
+    first = _tune(drops[1])
+    deadline = time.monotonic() + 300
+    while time.monotonic() < deadline and not _trial_runs(conn, "FINISHED") and first.poll() is None:
+        time.sleep(0.5)
+    first.send_signal(signal.SIGINT)  # what Ctrl-C does
+    _, stderr = first.communicate(timeout=120)
+    done_before = {r.info.run_name for r in _trial_runs(conn, "FINISHED")}
+    assert first.returncode == 130, stderr
+    assert "same command resumes it" in stderr
+    assert 1 <= len(done_before) < 6
+
+    second = _tune(drops[1])
+    stdout, stderr = second.communicate(timeout=600)
+    assert second.returncode == 0, stderr
+    search = json.loads(stdout)["search"]
+    assert search["resumed"] is True
+    assert len(search["trials"]) == 6
+    runs = _trial_runs(conn)
+    for name in done_before:  # a finished trial is never trained again
+        assert sum(r.info.run_name == name for r in runs) == 1
+    nested = {r.data.tags["mlflow.parentRunId"] for r in runs}
+    assert nested == {search["run_id"]}
+    assert Lineage(conn).find_by_dataset(TaskDataset.from_dir(drops[1]).dataset_id) is None  # --no-register
+
+
+def test_the_registered_version_is_trained_with_the_best_trials_configuration(conn, drops):
+    space = SearchSpace.parse({"rank": [2, 4], "sparsity": {"low": 0.1, "high": 1.0, "log": True},
+                               "temperature": None, "init_logit": None, "lr": None})
+    outcome, result = tune_then_train(TaskDataset.from_dir(drops[1]), conn, space, TuneSpec(trials=2), log=lambda _: None)
+    version = Lineage(conn).get(result.version)
+    assert json.loads(version.tags["tune.best_config"]) == outcome.best
+    trained = json.loads(version.tags["config"])
+    assert trained["adapter"]["rank"] == outcome.best["rank"]
+    assert trained["gate"]["sparsity"] == pytest.approx(outcome.best["sparsity"])
+    assert version.run_id == outcome.run_id  # the search's run is the version's run; the trials nest under it
+    artifacts = {a.path for a in MlflowClient(conn.mlflow_uri).list_artifacts(outcome.run_id, "tune")}
+    assert {"tune/pareto.png", "tune/trials.md", "tune/trials.json"} <= artifacts
+
+
+def test_a_search_in_which_every_trial_fails_says_why_and_registers_nothing(conn, drops):
+    # The first task's classes again: every trial's training refuses it.
+    again = TaskDataset.from_dir(drops[0], name="wordnet-0-again")
+    again = TaskDataset.from_files("wordnet-0-again", {**again.files, "task.json": b'{"note": "same classes"}'})
+    before = [v.version for v in Lineage(conn).versions()]
+    with pytest.raises(TuneFailed, match="none of the 2 trials finished.*already learned"):
+        tune_then_train(again, conn, SearchSpace(), TuneSpec(trials=2), log=lambda _: None)
+    assert [v.version for v in Lineage(conn).versions()] == before
