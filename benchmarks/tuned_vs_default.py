@@ -12,10 +12,10 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import platform
 import time
 import uuid
+from dataclasses import replace
 from pathlib import Path
 
 from pipeline.data.task_dataset import TaskDataset, write_drop
@@ -29,8 +29,7 @@ from pipeline.tuning.space import SearchSpace
 
 def arm(name: str, datasets: list[TaskDataset], tuned: bool, trials: int) -> dict:
     tag = f"bench-{name}-{uuid.uuid4().hex[:6]}"
-    os.environ["LITELORA_BUCKET"] = os.environ["LITELORA_REGISTERED_MODEL"] = tag
-    conn = connection(load_settings())
+    conn = replace(connection(load_settings()), bucket=tag, registered_model=tag)
     Bucket.connect(conn).client.create_bucket(Bucket=tag)
     clock, steps = time.perf_counter(), []
     for dataset in datasets:
