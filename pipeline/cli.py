@@ -225,6 +225,67 @@ def _load_drop(data: str, task: str | None, conn):
     return TaskDataset.from_dir(Path(data), name=task)
 
 
+@app.command()
+def predict(
+    text: Annotated[list[str] | None, typer.Option(help="Text to classify (repeat for several).")] = None,
+    image: Annotated[Path | None, typer.Option(help="An image file (needs a set trained on a vision backbone).")] = None,
+    version: Annotated[str | None, typer.Option(help="Registered version (default: `current`).")] = None,
+    top: Annotated[int, typer.Option(min=1, help="Scores of the top classes to show.")] = 3,
+    as_json: Annotated[bool, typer.Option("--json", help="Print predictions as JSON.")] = False,
+) -> None:
+    """Classify text with a registered adapter set (merged weights): label, the task it belongs to, scores."""
+    from pipeline.serving.predictor import BadRequest, Predictor
+
+    if image is not None:
+        _fail("--image needs an adapter set trained on a vision backbone; the registered sets read text (--text)")
+    if not text:
+        raise typer.BadParameter("give --text (repeatable)")
+    conn = _connection()
+    try:
+        predictor = Predictor.from_registry(conn, version.lstrip("vV") if version else None)
+        predictions = predictor.predict(list(text), top=top)
+    except BadRequest as e:
+        _fail(str(e))
+    except _registry_errors() as e:
+        _fail(str(e))
+    if as_json:
+        typer.echo(json.dumps({"version": predictor.version,
+                               "predictions": [p.__dict__ for p in predictions]}, indent=2))
+        return
+    for t, p in zip(text, predictions, strict=True):
+        scores = ", ".join(f"{label} {score:.2f}" for label, score in p.scores.items())
+        typer.echo(f"{p.label}  (task {p.task}; v{predictor.version}; {scores})  <- {t[:60]}")
+
+
+@app.command()
+def export(
+    version: Annotated[str, typer.Argument(help="Registered version to export (e.g. 3 or v3).")],
+    peft: Annotated[Path, typer.Option("--peft", help="Directory for the PEFT LoRA adapters, heads and labels.")],
+    as_json: Annotated[bool, typer.Option("--json", help="Print a summary as JSON.")] = False,
+) -> None:
+    """Write a version as standard PEFT LoRA adapters (combined and one per kept adapter) plus its heads."""
+    from pipeline.learn.model import ContinualModel
+    from pipeline.learn.peft_export import export_peft
+    from pipeline.registry.lineage import Lineage
+    from pipeline.registry.objects import Bucket
+    from pipeline.registry.store import AdapterSetStore
+
+    conn = _connection()
+    try:
+        found = Lineage(conn).get(version.lstrip("vV"))
+        sets = AdapterSetStore(Bucket.connect(conn), conn.cache_dir)
+        summary = export_peft(ContinualModel.load(sets.fetch(sets.set_id_from_uri(found.source))), peft)
+    except _registry_errors() as e:
+        _fail(str(e))
+    if as_json:
+        typer.echo(json.dumps({"version": found.version, "directory": str(peft), **summary}, indent=2))
+        return
+    typer.echo(f"v{found.version} -> {peft}/combined (rank {sum(summary['ranks'])}) and "
+               f"{len(summary['adapters'])} per-adapter LoRA(s) in {peft}/adapters/; heads and labels beside them\n"
+               f"load: PeftModel.from_pretrained(AutoModel.from_pretrained({summary['base_model']!r}), "
+               f"{str(peft / 'combined')!r})")
+
+
 def _connection():
     import logging
 

@@ -84,12 +84,13 @@ class ContinualModel(nn.Module):
     def stored_parameters(self) -> int:
         """Adapter parameters a saved set holds: kept adapters + one α (and one logit for LiteLoRA) per task."""
         per_task = 2 if self.config.method == "litelora" else 1
-        return sum(self.adapters.adapter_parameter_count(r) for r in self._ranks()) + per_task * len(self.tasks)
+        return sum(self.adapters.adapter_parameter_count(r) for r in self.adapter_ranks()) + per_task * len(self.tasks)
 
     def head_parameters(self) -> int:
         return sum(p.numel() for p in self.heads.parameters())
 
-    def _ranks(self) -> list[int]:
+    def adapter_ranks(self) -> list[int]:
+        """Rank of each kept adapter, in storage order."""
         return next(iter(self.adapters))[1].ranks
 
     # -- task lifecycle ----------------------------------------------------------------------------
@@ -139,7 +140,7 @@ class ContinualModel(nn.Module):
             raise RuntimeError("cannot save while a task is being trained")
         files: dict[str, bytes] = {}
         adapters = []
-        for index, (rank, slot) in enumerate(zip(self._ranks(), self._slots(), strict=True)):
+        for index, (rank, slot) in enumerate(zip(self.adapter_ranks(), self.adapter_slots(), strict=True)):
             rel, data = tensor_file("adapters", self.adapters.adapter_tensors(index))
             files[rel] = data
             adapters.append({"file": rel, "rank": rank, "slot": slot})
@@ -167,7 +168,8 @@ class ContinualModel(nn.Module):
         write_adapter_set(directory, manifest, files)
         return manifest
 
-    def _slots(self) -> list[int]:
+    def adapter_slots(self) -> list[int]:
+        """The task (gate slot) that recruited each kept adapter."""
         return next(iter(self.adapters))[1].slots.tolist()
 
     @classmethod

@@ -1,0 +1,75 @@
+"""Write an adapter set as standard PEFT LoRA adapters (files only: PEFT itself is not needed to export).
+
+    DIR/combined/          one LoRA of rank Σr holding every kept adapter: the set's exact backbone delta
+    DIR/adapters/<task>/   one LoRA per kept adapter, named after the task that recruited it
+    DIR/heads.safetensors  the task heads, concatenated (weight [classes × hidden], bias [classes])
+    DIR/labels.json        class names in head order, the task owning each, pooling and max length
+
+SD-LoRA's magnitudes are folded into B: PEFT computes ΔW = (lora_alpha / r) · B A, and with lora_alpha = r
+that is B A, so B_peft = B · diag(α_i / n_i) reproduces W + Σ_i α_i · B_i A_i / n_i. Loading `combined` (or
+every per-adapter LoRA at once) on the same backbone gives the set's features; the heads give its logits.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import torch
+from safetensors.torch import save_file
+
+from pipeline.learn.model import ContinualModel
+
+
+def _adapter_dir(directory: Path, targets: list[str], rank: int, base_model: str,
+                 tensors: dict[str, torch.Tensor]) -> None:
+    directory.mkdir(parents=True, exist_ok=True)
+    config = {
+        "peft_type": "LORA", "task_type": None, "base_model_name_or_path": base_model,
+        "r": rank, "lora_alpha": rank, "lora_dropout": 0.0, "bias": "none", "fan_in_fan_out": False,
+        "target_modules": targets, "inference_mode": True, "init_lora_weights": True,
+        "use_rslora": False, "use_dora": False, "modules_to_save": None,
+    }
+    (directory / "adapter_config.json").write_text(json.dumps(config, indent=2))
+    save_file({k: v.contiguous() for k, v in tensors.items()}, directory / "adapter_model.safetensors")
+
+
+@torch.no_grad()
+def export_peft(model: ContinualModel, directory: str | Path) -> dict:
+    """Write the set under `directory`; returns a summary (adapters written, ranks, classes)."""
+    if model.gate.task_open:
+        raise RuntimeError("cannot export while a task is being trained")
+    out = Path(directory)
+    base = model.config.backbone.name
+    layers = list(model.adapters)
+    targets = [name for name, _ in layers]
+    ranks, owners = model.adapter_ranks(), model.adapter_slots()
+    written = []
+    combined: dict[str, torch.Tensor] = {}
+    per_adapter: list[dict[str, torch.Tensor]] = [{} for _ in ranks]
+    for name, layer in layers:
+        factors = layer.delta_factors()
+        if factors is None:
+            continue
+        a, s, b = (t.detach().float().cpu() for t in factors)
+        b = b * s  # magnitudes folded into B (see module docstring)
+        key = f"base_model.model.{name}"
+        combined |= {f"{key}.lora_A.weight": a, f"{key}.lora_B.weight": b}
+        start = 0
+        for i, r in enumerate(ranks):
+            per_adapter[i] |= {f"{key}.lora_A.weight": a[start:start + r], f"{key}.lora_B.weight": b[:, start:start + r]}
+            start += r
+    if combined:
+        _adapter_dir(out / "combined", targets, sum(ranks), base, combined)
+        for i, tensors in enumerate(per_adapter):
+            task = model.tasks[owners[i]].name
+            _adapter_dir(out / "adapters" / task, targets, ranks[i], base, tensors)
+            written.append(task)
+    heads = model.heads.heads
+    save_file({"weight": torch.cat([h.weight for h in heads]).float().cpu().contiguous(),
+               "bias": torch.cat([h.bias for h in heads]).float().cpu().contiguous()}, out / "heads.safetensors")
+    labels = {"classes": model.classes, "task_of_class": [t.name for t in model.tasks for _ in t.classes],
+              "pooling": model.config.backbone.pooling, "max_length": model.config.backbone.max_length,
+              "base_model": base, "adapters": written, "ranks": ranks}
+    (out / "labels.json").write_text(json.dumps(labels, indent=2))
+    return labels

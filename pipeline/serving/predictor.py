@@ -1,0 +1,73 @@
+"""A registered adapter set, loaded once with its adapters merged into the backbone, answering predictions.
+
+Merged weights make a prediction cost exactly what the plain backbone costs; the set cannot train afterwards.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+from pipeline.learn.model import ContinualModel
+from pipeline.settings import Connection
+
+MAX_TEXT_CHARS = 10_000
+MAX_BATCH = 256
+
+
+class BadRequest(ValueError):
+    """The input cannot be predicted; the message says why (HTTP 4xx, CLI exit 1)."""
+
+
+@dataclass
+class Prediction:
+    label: str
+    task: str
+    scores: dict[str, float]
+    """Softmax over every class the set knows, the top ones only."""
+
+
+class Predictor:
+    def __init__(self, model: ContinualModel, version: str | None = None, set_id: str | None = None):
+        model.merge()
+        model.eval()
+        self.model, self.version, self.set_id = model, version, set_id
+        self.task_of_class = [t.name for t in model.tasks for _ in t.classes]
+
+    @classmethod
+    def from_registry(cls, conn: Connection, version: str | None = None) -> Predictor:
+        """The set under `current` (or `version`); raises LineageError if there is none."""
+        from pipeline.registry.lineage import Lineage, LineageError
+        from pipeline.registry.objects import Bucket
+        from pipeline.registry.store import AdapterSetStore
+
+        lineage = Lineage(conn)
+        found = lineage.get(version) if version else lineage.current()
+        if found is None:
+            raise LineageError("no adapter set is `current` yet: train and register a task first")
+        sets = AdapterSetStore(Bucket.connect(conn), conn.cache_dir)
+        set_id = sets.set_id_from_uri(found.source)
+        return cls(ContinualModel.load(sets.fetch(set_id)), found.version, set_id)
+
+    @torch.no_grad()
+    def predict(self, texts: list[str], top: int = 5) -> list[Prediction]:
+        if not texts:
+            raise BadRequest("no input: give at least one text")
+        if len(texts) > MAX_BATCH:
+            raise BadRequest(f"{len(texts)} inputs in one request; at most {MAX_BATCH}")
+        for text in texts:
+            if not isinstance(text, str):
+                raise BadRequest(f"inputs must be text (got {type(text).__name__}); this set's backbone reads text")
+            if len(text) > MAX_TEXT_CHARS:
+                raise BadRequest(f"an input of {len(text)} characters; at most {MAX_TEXT_CHARS}")
+        from pipeline.learn.evaluate import predict_logits
+
+        probs = predict_logits(self.model, texts, self.model.config.eval_batch_size).softmax(-1)
+        classes = self.model.classes
+        out = []
+        for row in probs:
+            best = row.topk(min(top, row.numel()))
+            out.append(Prediction(classes[int(best.indices[0])], self.task_of_class[int(best.indices[0])],
+                                  {classes[int(i)]: round(float(p), 6) for p, i in zip(best.values, best.indices)}))
+        return out

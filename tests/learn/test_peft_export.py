@@ -1,0 +1,46 @@
+"""PEFT export: the files PEFT loads reproduce the adapter set's logits on the same backbone."""
+
+import copy
+import json
+from dataclasses import replace
+
+import torch
+from safetensors.torch import load_file
+
+from pipeline.adapters import GateConfig
+from pipeline.learn.backbone import pool
+from pipeline.learn.config import TrainConfig
+from pipeline.learn.evaluate import predict_logits
+from pipeline.learn.model import ContinualModel
+from pipeline.learn.peft_export import export_peft
+from pipeline.learn.recipe import train_task
+
+TOLERANCE = 1e-5  # float32 on CPU; the export folds α/n into B, so only summation order differs
+
+
+def test_peft_loads_the_combined_export_and_gives_the_sets_logits(tiny_bert, tokenizer, wordnet_tasks, tmp_path):
+    from peft import PeftModel
+
+    fresh = copy.deepcopy(tiny_bert)
+    config = TrainConfig(epochs=1, batch_size=8, phase2_batch_size=4, lr=5e-3, seed=0, gate=GateConfig(init_logit=5.0))
+    model = ContinualModel(replace(config, adapter=replace(config.adapter, rank=4)), backbone=tiny_bert,
+                           tokenizer=tokenizer)
+    train_task(model, wordnet_tasks[0])
+    model.reconfigure(model.config.with_overrides(rank=2))  # mixed ranks, as a tuned stream produces
+    train_task(model, wordnet_tasks[1])
+    assert model.adapter_ranks() == [4, 2]
+
+    summary = export_peft(model, tmp_path)
+    peft_model = PeftModel.from_pretrained(fresh, tmp_path / "combined").eval()
+    texts = wordnet_tasks[0].test_inputs[:8] + wordnet_tasks[1].test_inputs[:8]
+    enc = tokenizer(texts, padding=True, truncation=True, max_length=model.config.backbone.max_length,
+                    return_tensors="pt")
+    heads = load_file(tmp_path / "heads.safetensors")
+    with torch.no_grad():
+        hidden = peft_model(input_ids=enc["input_ids"], attention_mask=enc["attention_mask"]).last_hidden_state
+        theirs = pool(hidden, enc["attention_mask"], summary["pooling"]) @ heads["weight"].T + heads["bias"]
+    ours = predict_logits(model, texts, 16)
+    assert (theirs - ours).abs().max() < TOLERANCE
+    labels = json.loads((tmp_path / "labels.json").read_text())
+    assert labels["classes"] == model.classes and labels["adapters"] == [t.name for t in wordnet_tasks[:2]]
+    assert json.loads((tmp_path / "adapters" / wordnet_tasks[1].name / "adapter_config.json").read_text())["r"] == 2
