@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import json
 import shlex
+import signal
 import sys
+import threading
 from pathlib import Path
 from typing import Annotated
 
@@ -284,6 +286,40 @@ def export(
                f"{len(summary['adapters'])} per-adapter LoRA(s) in {peft}/adapters/; heads and labels beside them\n"
                f"load: PeftModel.from_pretrained(AutoModel.from_pretrained({summary['base_model']!r}), "
                f"{str(peft / 'combined')!r})")
+
+
+@app.command()
+def serve(
+    port: Annotated[int, typer.Option(help="HTTP port.")] = 8000,
+    host: Annotated[str, typer.Option(help="Address to listen on (loopback by default).")] = "127.0.0.1",
+    poll: Annotated[float, typer.Option(min=0.1, help="Seconds between looks at the `current` alias.")] = 2.0,
+    version: Annotated[str | None, typer.Option(help="Serve this version only (default: follow `current`).")] = None,
+    replicas: Annotated[int, typer.Option(min=1, help="Ray Serve replicas.")] = 1,
+) -> None:
+    """Answer predictions over HTTP with the set under `current`; follow rollbacks without a restart."""
+    import ray
+    from ray import serve as ray_serve
+
+    from pipeline.serving.app import run_server
+
+    conn = _connection()
+    try:
+        with err.status("starting Ray Serve and loading the adapter set…"):
+            run_server(conn, host, port, poll, version.lstrip("vV") if version else None, replicas)
+    except _registry_errors() as e:
+        _fail(str(e))
+    except RuntimeError as e:  # a replica that failed to start (no `current`, unknown version) ends up here
+        _fail(str(e).strip().splitlines()[-1])
+    err.print(f"serving http://{host}:{port}/predict  (GET /healthz, /version); "
+              + ("following `current`" if version is None else f"pinned to v{version.lstrip('vV')}")
+              + "; Ctrl-C to stop", highlight=False)
+    stop = threading.Event()
+    for sig in (signal.SIGINT, signal.SIGTERM):  # Ray's own SIGINT handling would leave the server up
+        signal.signal(sig, lambda *_: stop.set())
+    stop.wait()
+    err.print("stopping…")
+    ray_serve.shutdown()
+    ray.shutdown()
 
 
 def _connection():

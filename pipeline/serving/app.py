@@ -1,0 +1,112 @@
+"""`litelora serve`: a Ray Serve deployment answering predictions with the adapter set under `current`.
+
+It polls MLflow for the alias and, when `current` moves (a new version, a rollback), loads the new set beside
+the old one and swaps one reference: a request takes the predictor once, so requests in flight finish on the
+set they started with and no request fails during a swap.
+
+    POST /predict  {"text": "…"} or {"texts": ["…", …]}, optional "top", "version"  → label, task, scores
+    GET  /healthz  GET /version
+"""
+
+
+import logging
+import threading
+import time
+
+from fastapi import FastAPI, HTTPException, Request
+from fastapi.responses import JSONResponse
+from pydantic import BaseModel, ConfigDict
+from ray import serve
+
+from pipeline.serving.predictor import BadRequest, Predictor
+from pipeline.settings import Connection
+
+MAX_BODY_BYTES = 4 * 1024 * 1024
+log = logging.getLogger("litelora.serve")
+api = FastAPI(title="LiteLoRA adapter-set server")
+
+
+class PredictRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    text: str | None = None
+    texts: list[str] | None = None
+    image: str | None = None
+    """Base64 image: refused (415) by sets whose backbone reads text."""
+    top: int = 3
+    version: str | None = None
+    """Answer only if this version is the one being served (409 otherwise)."""
+
+
+@api.middleware("http")
+async def refuse_oversize_bodies(request: Request, call_next):
+    size = request.headers.get("content-length")
+    if size is not None and size.isdigit() and int(size) > MAX_BODY_BYTES:
+        return JSONResponse({"detail": f"request body of {size} bytes; at most {MAX_BODY_BYTES}"}, status_code=413)
+    return await call_next(request)
+
+
+@serve.deployment(max_ongoing_requests=32)
+@serve.ingress(api)
+class AdapterSetServer:  # (no `from __future__ import annotations`: FastAPI must see real types)
+    def __init__(self, conn: Connection, poll_s: float = 2.0, version: str | None = None):
+        self.conn, self.poll_s = conn, poll_s
+        self.predictor = Predictor.from_registry(conn, version)
+        self.following = version is None  # a pinned version never moves
+        self.swaps, self.last_poll_error = 0, ""
+        if self.following:
+            threading.Thread(target=self._follow_current, name="follow-current", daemon=True).start()
+
+    def _follow_current(self) -> None:
+        from pipeline.registry.lineage import Lineage
+
+        lineage = Lineage(self.conn)
+        while True:
+            time.sleep(self.poll_s)
+            try:
+                now = lineage.current()
+                if now is not None and now.version != self.predictor.version:
+                    fresh = Predictor.from_registry(self.conn, now.version)  # loaded off the request path
+                    self.predictor = fresh
+                    self.swaps += 1
+                    log.warning("now serving v%s", fresh.version)
+                self.last_poll_error = ""
+            except Exception as error:  # noqa: BLE001 - MLflow or S3 away: keep serving the set we have
+                self.last_poll_error = f"{type(error).__name__}: {error}"
+
+    @api.post("/predict")
+    def predict(self, body: PredictRequest) -> dict:
+        predictor = self.predictor  # one read: this request finishes on this set, whatever swaps meanwhile
+        if body.image is not None:
+            raise HTTPException(415, "this adapter set's backbone reads text; send \"text\" or \"texts\"")
+        if body.version is not None and body.version.lstrip("vV") != predictor.version:
+            raise HTTPException(409, f"v{body.version.lstrip('vV')} is not being served; this server serves "
+                                     f"v{predictor.version} (the set under `current`)")
+        texts = body.texts if body.texts is not None else ([body.text] if body.text is not None else [])
+        try:
+            predictions = predictor.predict(texts, top=body.top)
+        except BadRequest as error:
+            raise HTTPException(413 if "at most" in str(error) else 422, str(error)) from None
+        return {"version": predictor.version, "predictions": [p.__dict__ for p in predictions]}
+
+    @api.get("/healthz")
+    def healthz(self) -> dict:
+        return {"status": "ok", "version": self.predictor.version}
+
+    @api.get("/version")
+    def version(self) -> dict:
+        p = self.predictor
+        return {"version": p.version, "set_id": p.set_id, "tasks": [t.name for t in p.model.tasks],
+                "following_current": self.following, "swaps": self.swaps, "poll_s": self.poll_s,
+                "last_poll_error": self.last_poll_error}
+
+
+def run_server(conn: Connection, host: str = "127.0.0.1", port: int = 8000, poll_s: float = 2.0,
+               version: str | None = None, replicas: int = 1) -> None:
+    """Start Ray Serve (in the local or `RAY_ADDRESS` Ray) and deploy; returns once the app is healthy."""
+    from pipeline.orchestrator.ray_train import init_ray
+
+    init_ray(conn.cache_dir.parent)
+    serve.start(http_options={"host": host, "port": port})
+    serve.run(AdapterSetServer.options(num_replicas=replicas).bind(conn, poll_s, version), name="litelora",
+              route_prefix="/")

@@ -1,0 +1,108 @@
+"""`litelora serve` as a user runs it: a real HTTP client against the server, a rollback mid-stream."""
+
+import os
+import shutil
+import signal
+import subprocess
+import threading
+import time
+import uuid
+
+import pytest
+import requests
+
+from pipeline.data.task_dataset import TaskDataset, write_drop
+from pipeline.data.wordnet import split_wordnet20
+from pipeline.learn.config import TrainConfig
+from pipeline.orchestrator.step import train_on_current
+from pipeline.registry.lineage import Lineage
+from pipeline.registry.objects import Bucket
+from pipeline.serving.predictor import Predictor
+from pipeline.settings import connection, load_settings
+from pipeline.stack.process import free_port
+
+pytestmark = [pytest.mark.integration, pytest.mark.ray, pytest.mark.model]
+
+
+@pytest.fixture
+def registry(stack_env, monkeypatch, tmp_path):
+    """Two registered versions of the ci-tier stream (1 epoch each, MiniLM); v2 is current."""
+    name = f"test-{uuid.uuid4().hex[:10]}"
+    monkeypatch.setenv("LITELORA_BUCKET", name)
+    monkeypatch.setenv("LITELORA_REGISTERED_MODEL", name)
+    conn = connection(load_settings())
+    Bucket.connect(conn).client.create_bucket(Bucket=name)
+    tasks = split_wordnet20(1993, "ci")[:2]
+    for i, task in enumerate(tasks):
+        train_on_current(TaskDataset.from_dir(write_drop(task, tmp_path / f"t{i}")), conn, TrainConfig(epochs=1),
+                         max_accuracy_drop=1.0)
+    return conn, tasks
+
+
+@pytest.fixture
+def server(registry):
+    port = free_port()
+    proc = subprocess.Popen([shutil.which("litelora"), "serve", "--port", str(port), "--poll", "0.5"],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=os.environ.copy())
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 180
+    while time.monotonic() < deadline and proc.poll() is None:
+        try:
+            if requests.get(f"{url}/healthz", timeout=5).ok:
+                break
+        except requests.RequestException:  # not listening yet, or the proxy is up before the app
+            pass
+        time.sleep(1)
+    try:
+        yield url
+    finally:
+        proc.send_signal(signal.SIGINT)
+        try:
+            proc.wait(timeout=60)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+
+
+def test_served_predictions_match_the_predictor_and_bad_input_gets_a_4xx(registry, server):
+    conn, tasks = registry
+    texts = tasks[0].test_inputs[:3] + tasks[1].test_inputs[:3]
+    answer = requests.post(f"{server}/predict", json={"texts": texts, "top": 2}, timeout=30).json()
+    local = Predictor.from_registry(conn).predict(texts, top=2)
+    assert answer["version"] == "2"
+    assert [p["label"] for p in answer["predictions"]] == [p.label for p in local]
+    for served, mine in zip(answer["predictions"], local, strict=True):
+        assert served["scores"] == pytest.approx(mine.scores, abs=1e-5)
+
+    bad = {"image": {"image": "aGVsbG8="}, "empty": {"texts": []}, "unknown version": {"text": "x", "version": "99"},
+           "too long": {"text": "a" * 20_000}}
+    codes = {name: requests.post(f"{server}/predict", json=body, timeout=30).status_code for name, body in bad.items()}
+    assert codes == {"image": 415, "empty": 422, "unknown version": 409, "too long": 413}
+    assert requests.get(f"{server}/healthz", timeout=5).json() == {"status": "ok", "version": "2"}
+
+
+def test_a_rollback_during_a_stream_of_requests_switches_versions_without_a_failed_request(registry, server):
+    conn, tasks = registry
+    seen, failures, stop = [], [], threading.Event()
+
+    def stream():
+        while not stop.is_set():
+            try:
+                reply = requests.post(f"{server}/predict", json={"text": tasks[0].test_inputs[0]}, timeout=30)
+                (seen if reply.ok else failures).append(reply.json().get("version") if reply.ok else reply.text)
+            except requests.RequestException as error:
+                failures.append(str(error))
+
+    client = threading.Thread(target=stream)
+    client.start()
+    time.sleep(2)
+    Lineage(conn).move_current("1", reason="test rollback", kind="rollback")
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline and (not seen or seen[-1] != "1"):
+        time.sleep(0.2)
+    time.sleep(1)
+    stop.set()
+    client.join()
+    assert failures == []
+    assert seen[0] == "2" and seen[-1] == "1"
+    assert seen == sorted(seen, reverse=True), "once swapped, never back"
+    assert requests.get(f"{server}/version", timeout=5).json()["swaps"] == 1
