@@ -58,24 +58,27 @@ def main() -> None:
     datasets = [TaskDataset.from_dir(write_drop(task, tmp / f"wordnet-{i}"))
                 for i, task in enumerate(split_wordnet20(args.ordering, "quick"))]
     arms = [arm("default", datasets, False, args.trials), arm("tuned", datasets, True, args.trials)]
-    command = f"python benchmarks/tuned_vs_default.py --trials {args.trials} --ordering {args.ordering}"
-    lines = [f"# Tuned vs default hyperparameters (Split-WordNet-20 quick, ordering {args.ordering})", "",
+    print(write_report(arms, args.trials, args.ordering, args.out))
+
+
+def write_report(arms: list[dict], trials: int, ordering: int, out: Path) -> str:
+    command = f"python benchmarks/tuned_vs_default.py --trials {trials} --ordering {ordering}"
+    lines = [f"# Tuned vs default hyperparameters (Split-WordNet-20 quick, ordering {ordering})", "",
              (f"`{command}` on {platform.node()} ({platform.processor() or platform.machine()}); "
-             f"{args.trials} Ray Tune trials per task on half of its training rows, objective = mean accuracy "
-             "− 0.01 × adapters kept; promotion guard off."), "",
+              f"{trials} Ray Tune trials per task on half of its training rows, objective = mean accuracy "
+              "− 0.01 × adapters kept; promotion guard off."), "",
              "| arm | A (%) | final (%) | adapters kept | decisions | wall (s) |", "|---|---|---|---|---|---|"]
     for a in arms:
-        decisions = " ".join(s["decision"][0] for s in a["steps"])
+        decisions = ", ".join(s["decision"] for s in a["steps"])
         lines.append(f"| {a['arm']} | {100 * a['A']:.1f} | {100 * a['final']:.1f} | {a['active_adapters']} | "
                      f"{decisions} | {a['wall_s']:.0f} |")
     lines += ["", "Chosen configuration per task (tuned arm):", ""]
     lines += [f"- {s['task']}: " + ", ".join(f"{k}={v:.3g}" if isinstance(v, float) else f"{k}={v}"
                                              for k, v in sorted(s["config"].items())) for s in arms[1]["steps"]]
-    args.out.mkdir(parents=True, exist_ok=True)
-    (args.out / "tuned-vs-default.md").write_text("\n".join(lines) + "\n")
-    (args.out / "tuned-vs-default.json").write_text(json.dumps({"command": command, "arms": arms}, indent=2))
-    print("\n".join(lines))
-
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "tuned-vs-default.md").write_text("\n".join(lines) + "\n")
+    (out / "tuned-vs-default.json").write_text(json.dumps({"command": command, "arms": arms}, indent=2))
+    return "\n".join(lines)
 
 if __name__ == "__main__":
     main()

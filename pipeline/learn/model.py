@@ -129,9 +129,14 @@ class ContinualModel(nn.Module):
         self.tasks.append(TaskRecord(task.name, list(task.classes), label, decision.logit, task.dataset_id))
         return decision
 
-    def merge(self) -> None:
-        """Fold all adapters into the backbone weights for inference."""
+    def merge(self, unwrap: bool = False) -> None:
+        """Fold all adapters into the backbone weights for inference. `unwrap` also puts the plain nn.Linear
+        modules back, so a forward is exactly the plain backbone's (the model cannot train afterwards)."""
         self.adapters.merge()
+        if unwrap:
+            for name, layer in self.adapters:
+                parent_name, _, child = name.rpartition(".")
+                setattr(self.backbone.get_submodule(parent_name) if parent_name else self.backbone, child, layer.base)
 
     # -- adapter set -------------------------------------------------------------------------------
     def save(self, directory: str | Path, extra: dict | None = None) -> dict:

@@ -1,6 +1,7 @@
 """A registered adapter set, loaded once with its adapters merged into the backbone, answering predictions.
 
-Merged weights make a prediction cost exactly what the plain backbone costs; the set cannot train afterwards.
+Merged and unwrapped (plain nn.Linear modules again), a prediction costs exactly what the plain backbone
+costs; the set cannot train afterwards.
 """
 
 from __future__ import annotations
@@ -30,7 +31,7 @@ class Prediction:
 
 class Predictor:
     def __init__(self, model: ContinualModel, version: str | None = None, set_id: str | None = None):
-        model.merge()
+        model.merge(unwrap=True)
         model.eval()
         self.model, self.version, self.set_id = model, version, set_id
         self.task_of_class = [t.name for t in model.tasks for _ in t.classes]

@@ -6,6 +6,7 @@ import os
 import shutil
 import subprocess
 import tempfile
+import time
 import uuid
 from pathlib import Path
 
@@ -61,11 +62,14 @@ def test_ray_job_submit_of_the_watcher_entry_point_registers_a_version(stack_env
     keys = ("LITELORA_BUCKET", "LITELORA_REGISTERED_MODEL", "MLFLOW_TRACKING_URI", "AWS_ENDPOINT_URL",
             "AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY")
     runtime_env = {"env_vars": {k: os.environ[k] for k in keys}}
-    job = subprocess.run(
-        [shutil.which("ray"), "job", "submit", "--address", ray_head, "--working-dir", str(REPO),
-         "--runtime-env-json", json.dumps(runtime_env), "--", "python", "jobs/watch.py", "--once", "--workers", "2"],
-        check=False, env={**os.environ, "RAY_AUTH_MODE": "disabled"}, capture_output=True, text=True, timeout=600,
-    )
+    submit = [shutil.which("ray"), "job", "submit", "--address", ray_head, "--working-dir", str(REPO),
+              "--runtime-env-json", json.dumps(runtime_env), "--", "python", "jobs/watch.py", "--once", "--workers", "2"]
+    for _ in range(30):  # a fresh head answers before its job agent has registered: Ray says to try again
+        job = subprocess.run(submit, check=False, env={**os.environ, "RAY_AUTH_MODE": "disabled"},
+                             capture_output=True, text=True, timeout=600)
+        if "No available agent" not in job.stderr:
+            break
+        time.sleep(2)
     assert job.returncode == 0, job.stdout[-3000:] + job.stderr[-3000:]
     assert "wn0: registered as v1" in job.stdout
     current = Lineage(conn).current()

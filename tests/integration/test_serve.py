@@ -45,15 +45,15 @@ def server(registry):
     proc = subprocess.Popen([shutil.which("litelora"), "serve", "--port", str(port), "--poll", "0.5"],
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=os.environ.copy())
     url = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 180
-    while time.monotonic() < deadline and proc.poll() is None:
-        try:
-            if requests.get(f"{url}/healthz", timeout=5).ok:
-                break
-        except requests.RequestException:  # not listening yet, or the proxy is up before the app
-            pass
-        time.sleep(1)
-    try:
+    try:  # from here on the server is stopped whatever happens, even if it never became healthy
+        deadline = time.monotonic() + 180
+        while time.monotonic() < deadline and proc.poll() is None:
+            try:
+                if requests.get(f"{url}/healthz", timeout=5).ok:
+                    break
+            except requests.RequestException:  # not listening yet, or the proxy is up before the app
+                pass
+            time.sleep(1)
         yield url
     finally:
         proc.send_signal(signal.SIGINT)

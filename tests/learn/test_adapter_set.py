@@ -97,3 +97,12 @@ def test_a_manifest_pointing_outside_the_set_is_rejected(trained, tokenizer):
 def test_a_missing_manifest_says_the_set_is_incomplete(tmp_path):
     with pytest.raises(AdapterSetError, match="not completely written"):
         read_manifest(tmp_path)
+
+
+def test_an_unwrapped_merge_leaves_plain_linear_modules_and_the_same_logits(trained, wordnet_tasks):
+    model, _, _ = trained
+    inputs = wordnet_tasks[1].test_inputs
+    before = predict_logits(model, inputs, 16)
+    model.merge(unwrap=True)
+    assert not any(type(m).__name__ == "SDLoRALinear" for m in model.backbone.modules())
+    assert torch.allclose(predict_logits(model, inputs, 16), before, atol=1e-4, rtol=1e-4)
