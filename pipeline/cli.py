@@ -55,11 +55,16 @@ def bench(
     rank: Annotated[int | None, typer.Option(help="Adapter rank.")] = None,
     out: Annotated[Path, typer.Option(help="Directory for the JSON and markdown report.")] = Path("benchmarks"),
     as_json: Annotated[bool, typer.Option("--json", help="Print the report as JSON on stdout.")] = False,
+    speed: Annotated[bool, typer.Option("--speed", help="Instead: training-step time with 0–20 kept adapters vs a PEFT LoRA step, and merged vs plain inference (needs peft).")] = False,
 ) -> None:
     """Train Split-WordNet-20 with each method and ordering; print accuracy, forgetting and adapters kept."""
     from pipeline.bench.continual import BenchPlan, run_bench
     from pipeline.bench.report import print_report, write_report
     from pipeline.learn.config import METHODS
+
+    if speed:
+        _bench_speed(_train_config("litelora", epochs, sparsity, rank), out, as_json)
+        return
 
     chosen = _csv(methods)
     unknown = set(chosen) - set(METHODS)
@@ -85,6 +90,22 @@ def bench(
     else:
         print_report(report, Console())
     err.print(f"report: {md_path} and {json_path}")
+
+
+def _bench_speed(config, out: Path, as_json: bool) -> None:
+    from pipeline.bench.speed import SpeedPlan, run_speed, speed_markdown
+
+    try:
+        result = run_speed(SpeedPlan(config=config), log=lambda m: err.print(m, highlight=False))
+    except ImportError as e:
+        _fail(f"the speed benchmark compares against PEFT: pip install peft ({e})")
+    command = "litelora " + " ".join(shlex.quote(a) for a in sys.argv[1:])
+    out.mkdir(parents=True, exist_ok=True)
+    markdown = speed_markdown(result, command)
+    (out / "speed.md").write_text(markdown)
+    (out / "speed.json").write_text(json.dumps({**result, "command": command}, indent=2))
+    typer.echo(json.dumps(result, indent=2) if as_json else markdown.rstrip())
+    err.print(f"report: {out / 'speed.md'} and {out / 'speed.json'}")
 
 
 @app.command()

@@ -2,9 +2,12 @@
 ports in a temporary state directory, stopped by PID afterwards."""
 
 import signal
+import uuid
 
 import pytest
 
+from pipeline.registry.objects import Bucket
+from pipeline.settings import connection, load_settings
 from pipeline.stack import embedded
 from pipeline.stack.process import free_port
 
@@ -34,6 +37,17 @@ def stack_env(stack_home, monkeypatch):
     for key, value in embedded.env_exports(stack_home).items():
         monkeypatch.setenv(key, value)
     return stack_home
+
+
+@pytest.fixture
+def conn(stack_env, monkeypatch):
+    """A bucket and a registered model of this test's own, on the session's stack."""
+    name = f"test-{uuid.uuid4().hex[:10]}"
+    monkeypatch.setenv("LITELORA_BUCKET", name)
+    monkeypatch.setenv("LITELORA_REGISTERED_MODEL", name)
+    conn = connection(load_settings())
+    Bucket.connect(conn).client.create_bucket(Bucket=name)
+    return conn
 
 
 @pytest.fixture(scope="session")

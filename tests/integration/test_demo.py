@@ -1,6 +1,5 @@
 """The README's main job on the real stack: demo drops → Ray Train jobs → versions, with every timing recorded."""
 
-import uuid
 
 import pytest
 
@@ -8,18 +7,12 @@ from pipeline.demo import run_demo
 from pipeline.orchestrator.ledger import Ledger
 from pipeline.registry.lineage import Lineage
 from pipeline.registry.objects import Bucket
-from pipeline.settings import connection, load_settings
 
 pytestmark = [pytest.mark.integration, pytest.mark.ray, pytest.mark.model]
 
 
-def test_demo_trains_each_drop_as_a_ray_train_job_and_records_its_overhead(stack_env, ray_node, monkeypatch):
-    name = f"test-{uuid.uuid4().hex[:10]}"
-    monkeypatch.setenv("LITELORA_BUCKET", name)
-    monkeypatch.setenv("LITELORA_REGISTERED_MODEL", name)
-    conn = connection(load_settings())
+def test_demo_trains_each_drop_as_a_ray_train_job_and_records_its_overhead(conn, ray_node):
     bucket = Bucket.connect(conn)
-    bucket.client.create_bucket(Bucket=name)
 
     done = run_demo(conn, tier="ci", workers=2, tasks=2, log=lambda _: None)
 

@@ -2,7 +2,6 @@
 
 import threading
 import time
-import uuid
 
 import psutil
 import pytest
@@ -15,7 +14,6 @@ from pipeline.orchestrator.ray_train import ScalingSpec, ray_fit
 from pipeline.orchestrator.step import train_on_current
 from pipeline.registry.lineage import Lineage
 from pipeline.registry.objects import Bucket
-from pipeline.settings import connection, load_settings
 
 pytestmark = [pytest.mark.integration, pytest.mark.ray, pytest.mark.model]
 
@@ -28,14 +26,8 @@ def _train_workers() -> list[psutil.Process]:
     return found
 
 
-def test_killing_a_ray_train_worker_mid_training_resumes_from_its_checkpoint(stack_env, ray_node, monkeypatch,
-                                                                          tmp_path):
-    name = f"test-{uuid.uuid4().hex[:10]}"
-    monkeypatch.setenv("LITELORA_BUCKET", name)
-    monkeypatch.setenv("LITELORA_REGISTERED_MODEL", name)
-    conn = connection(load_settings())
+def test_killing_a_ray_train_worker_mid_training_resumes_from_its_checkpoint(conn, ray_node, tmp_path):
     bucket = Bucket.connect(conn)
-    bucket.client.create_bucket(Bucket=name)
     # The real MiniLM on the quick tier's first task: seconds per epoch, long enough to be killed mid-task.
     dataset = TaskDataset.from_dir(write_drop(split_wordnet20(1993, "quick")[0], tmp_path / "t0"), name="t0")
     config = TrainConfig(epochs=3, seed=0)

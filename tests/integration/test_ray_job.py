@@ -7,7 +7,6 @@ import shutil
 import subprocess
 import tempfile
 import time
-import uuid
 from pathlib import Path
 
 import psutil
@@ -17,7 +16,6 @@ from pipeline.data.task_dataset import write_drop
 from pipeline.data.wordnet import split_wordnet20
 from pipeline.registry.lineage import Lineage
 from pipeline.registry.objects import Bucket
-from pipeline.settings import connection, load_settings
 from pipeline.stack.process import free_port
 
 pytestmark = [pytest.mark.integration, pytest.mark.ray, pytest.mark.model]
@@ -33,6 +31,10 @@ def ray_head():
     env = {**os.environ, "RAY_AUTH_MODE": "disabled"}
     subprocess.run([shutil.which("ray"), "start", "--head", "--node-ip-address=127.0.0.1", f"--port={free_port()}",
                     "--dashboard-host=127.0.0.1", f"--dashboard-port={dashboard}", "--num-cpus=2",
+                    # Agent ports of its own: a second Ray node on the machine (the session's) holds the defaults,
+                    # and a head whose job agent cannot bind answers every submission "No available agent".
+                    f"--dashboard-agent-listen-port={free_port()}", f"--dashboard-agent-grpc-port={free_port()}",
+                    f"--runtime-env-agent-port={free_port()}", f"--metrics-export-port={free_port()}",
                     f"--temp-dir={temp}", "--disable-usage-stats"], check=True, env=env, capture_output=True)
     try:
         yield f"http://127.0.0.1:{dashboard}"
@@ -46,13 +48,8 @@ def ray_head():
         shutil.rmtree(temp, ignore_errors=True)
 
 
-def test_ray_job_submit_of_the_watcher_entry_point_registers_a_version(stack_env, ray_head, monkeypatch, tmp_path):
-    name = f"test-{uuid.uuid4().hex[:10]}"
-    monkeypatch.setenv("LITELORA_BUCKET", name)
-    monkeypatch.setenv("LITELORA_REGISTERED_MODEL", name)
-    conn = connection(load_settings())
+def test_ray_job_submit_of_the_watcher_entry_point_registers_a_version(conn, ray_head, tmp_path):
     bucket = Bucket.connect(conn)
-    bucket.client.create_bucket(Bucket=name)
     folder = write_drop(split_wordnet20(1993, "ci")[0], tmp_path / "wn0")
     for file in folder.iterdir():
         bucket.put(f"incoming/wn0/{file.name}", file.read_bytes())

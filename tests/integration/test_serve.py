@@ -6,7 +6,6 @@ import signal
 import subprocess
 import threading
 import time
-import uuid
 
 import pytest
 import requests
@@ -16,22 +15,15 @@ from pipeline.data.wordnet import split_wordnet20
 from pipeline.learn.config import TrainConfig
 from pipeline.orchestrator.step import train_on_current
 from pipeline.registry.lineage import Lineage
-from pipeline.registry.objects import Bucket
 from pipeline.serving.predictor import Predictor
-from pipeline.settings import connection, load_settings
 from pipeline.stack.process import free_port
 
 pytestmark = [pytest.mark.integration, pytest.mark.ray, pytest.mark.model]
 
 
 @pytest.fixture
-def registry(stack_env, monkeypatch, tmp_path):
+def registry(conn, tmp_path):
     """Two registered versions of the ci-tier stream (1 epoch each, MiniLM); v2 is current."""
-    name = f"test-{uuid.uuid4().hex[:10]}"
-    monkeypatch.setenv("LITELORA_BUCKET", name)
-    monkeypatch.setenv("LITELORA_REGISTERED_MODEL", name)
-    conn = connection(load_settings())
-    Bucket.connect(conn).client.create_bucket(Bucket=name)
     tasks = split_wordnet20(1993, "ci")[:2]
     for i, task in enumerate(tasks):
         train_on_current(TaskDataset.from_dir(write_drop(task, tmp_path / f"t{i}")), conn, TrainConfig(epochs=1),

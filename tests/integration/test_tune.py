@@ -7,7 +7,6 @@ import shutil
 import signal
 import subprocess
 import time
-import uuid
 
 import pytest
 from mlflow import MlflowClient
@@ -17,22 +16,10 @@ from pipeline.data.wordnet import split_wordnet20
 from pipeline.learn.config import TrainConfig
 from pipeline.orchestrator.step import train_on_current
 from pipeline.registry.lineage import TRAINING_EXPERIMENT, Lineage
-from pipeline.registry.objects import Bucket
-from pipeline.settings import connection, load_settings
 from pipeline.tuning.search import TuneFailed, TuneSpec, tune_then_train
 from pipeline.tuning.space import SearchSpace
 
 pytestmark = [pytest.mark.integration, pytest.mark.ray, pytest.mark.model]
-
-
-@pytest.fixture
-def conn(stack_env, monkeypatch):
-    name = f"test-{uuid.uuid4().hex[:10]}"
-    monkeypatch.setenv("LITELORA_BUCKET", name)
-    monkeypatch.setenv("LITELORA_REGISTERED_MODEL", name)
-    conn = connection(load_settings())
-    Bucket.connect(conn).client.create_bucket(Bucket=name)
-    return conn
 
 
 @pytest.fixture

@@ -4,7 +4,6 @@ import io
 import json
 import threading
 import time
-import uuid
 
 import boto3
 import pyarrow as pa
@@ -22,21 +21,9 @@ from pipeline.orchestrator.step import train_on_current
 from pipeline.orchestrator.watcher import READY_BODY, WatchConfig, Watcher
 from pipeline.registry.lineage import Lineage
 from pipeline.registry.objects import Bucket
-from pipeline.settings import connection, load_settings
 
 pytestmark = pytest.mark.integration
 runner = CliRunner()
-
-
-@pytest.fixture
-def conn(stack_env, monkeypatch):
-    """A bucket and a registered model of this test's own."""
-    name = f"test-{uuid.uuid4().hex[:10]}"
-    monkeypatch.setenv("LITELORA_BUCKET", name)
-    monkeypatch.setenv("LITELORA_REGISTERED_MODEL", name)
-    conn = connection(load_settings())
-    Bucket.connect(conn).client.create_bucket(Bucket=name)
-    return conn
 
 
 @pytest.fixture

@@ -1,0 +1,137 @@
+"""Speed of the core: one training step with T kept adapters against a PEFT LoRA step on the same backbone and
+batch, and merged inference against the plain backbone. Medians over repeats in one process, as ratios.
+
+Device-agnostic: on CUDA the same code runs under bf16 autocast and synchronises before reading the clock.
+PEFT is needed only here (`pip install peft`); the core never imports it.
+"""
+
+from __future__ import annotations
+
+import copy
+import statistics
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import torch
+import torch.nn.functional as F
+
+from pipeline.data.wordnet import split_wordnet20
+from pipeline.learn.backbone import autocast, load_backbone, pick_device, pool
+from pipeline.learn.config import TrainConfig
+from pipeline.learn.model import ContinualModel
+from pipeline.learn.task import Task
+
+KEPT = (0, 1, 5, 10, 20)
+
+
+@dataclass
+class SpeedPlan:
+    kept: tuple[int, ...] = KEPT
+    batch_size: int = 32
+    repeats: int = 20
+    warmup: int = 3
+    config: TrainConfig = field(default_factory=TrainConfig)
+
+
+def _median_ms(step: Callable[[], None], device: torch.device, repeats: int, warmup: int) -> float:
+    times = []
+    for i in range(warmup + repeats):
+        if device.type == "cuda":
+            torch.cuda.synchronize()
+        start = time.perf_counter()
+        step()
+        if device.type == "cuda":
+            torch.cuda.synchronize()
+        if i >= warmup:
+            times.append(time.perf_counter() - start)
+    return 1000 * statistics.median(times)
+
+
+def _dummy_task(i: int) -> Task:
+    return Task(f"t{i}", [f"c{i}a", f"c{i}b"], ["x"], [0], ["x"], [0])
+
+
+def model_with_kept(config: TrainConfig, backbone, tokenizer, kept: int) -> ContinualModel:
+    """A model holding `kept` frozen adapters (values do not matter for speed) and a task open for training."""
+    model = ContinualModel(config, backbone=copy.deepcopy(backbone), tokenizer=tokenizer)
+    for i in range(kept):
+        model.begin_task(_dummy_task(i))
+        model.end_task(_dummy_task(i), keep=True)
+    model.begin_task(_dummy_task(kept))
+    model.train()
+    return model
+
+
+def _train_step(forward: Callable[[], torch.Tensor], labels: torch.Tensor, optimizer, device) -> Callable[[], None]:
+    def step() -> None:
+        with autocast(device):
+            logits = forward()
+        loss = F.cross_entropy(logits.float(), labels)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+    return step
+
+
+def run_speed(plan: SpeedPlan, log: Callable[[str], None] = print) -> dict:
+    from peft import LoraConfig, get_peft_model
+
+    config = plan.config
+    device = pick_device(config.device)
+    backbone, tokenizer = load_backbone(config.backbone)
+    texts = [t for task in split_wordnet20(1993, "ci") for t in task.train_inputs][: plan.batch_size]
+    enc = tokenizer(texts, padding=True, truncation=True, max_length=config.backbone.max_length, return_tensors="pt")
+    ids, mask = enc["input_ids"].to(device), enc["attention_mask"].to(device)
+    labels = torch.zeros(len(texts), dtype=torch.long, device=device)
+    rank = config.adapter.rank
+
+    # PEFT LoRA on the same query/value projections, with a linear head: what one task costs in PEFT.
+    peft_model = get_peft_model(copy.deepcopy(backbone), LoraConfig(r=rank, lora_alpha=rank, target_modules=["query", "value"],
+                                                                    lora_dropout=0.0)).to(device)
+    head = torch.nn.Linear(backbone.config.hidden_size, 2).to(device)
+    peft_opt = torch.optim.AdamW([p for p in peft_model.parameters() if p.requires_grad] + list(head.parameters()),
+                                 lr=config.lr)
+    peft_ms = _median_ms(_train_step(
+        lambda: head(pool(peft_model(input_ids=ids, attention_mask=mask).last_hidden_state, mask, "mean")),
+        labels, peft_opt, device), device, plan.repeats, plan.warmup)
+    log(f"PEFT LoRA step: {peft_ms:.1f} ms")
+
+    steps = []
+    for kept in plan.kept:
+        model = model_with_kept(config, backbone, tokenizer, kept).to(device)
+        params = model.adapters.trainable_parameters() + [model.gate.alpha] + list(model.heads.heads[-1].parameters())
+        model.gate.alpha.requires_grad_(True)
+        optimizer = torch.optim.AdamW(params, lr=config.lr)
+        offset = model.heads.offsets()[-1]
+        ms = _median_ms(_train_step(lambda m=model, o=offset: m(ids, mask)[:, o:o + 2], labels, optimizer, device),
+                        device, plan.repeats, plan.warmup)
+        steps.append({"kept": kept, "step_ms": ms, "vs_peft": ms / peft_ms})
+        log(f"core step with {kept} kept adapter(s): {ms:.1f} ms ({ms / peft_ms:.2f}× PEFT)")
+
+    merged = model_with_kept(config, backbone, tokenizer, max(plan.kept))
+    merged.end_task(_dummy_task(max(plan.kept)), keep=True)
+    merged.merge(unwrap=True)
+    merged.eval().to(device)
+    plain = copy.deepcopy(backbone).eval().to(device)
+    with torch.no_grad():
+        merged_ms = _median_ms(lambda: merged(ids, mask), device, plan.repeats, plan.warmup)
+        plain_ms = _median_ms(lambda: plain(input_ids=ids, attention_mask=mask), device, plan.repeats, plan.warmup)
+    log(f"inference, {max(plan.kept) + 1} adapters merged: {merged_ms:.1f} ms; plain backbone {plain_ms:.1f} ms")
+    return {"device": str(device), "threads": torch.get_num_threads(), "batch_size": len(texts), "rank": rank,
+            "backbone": config.backbone.name, "peft_step_ms": peft_ms, "steps": steps,
+            "inference": {"kept": max(plan.kept) + 1, "merged_ms": merged_ms, "plain_ms": plain_ms,
+                          "ratio": merged_ms / plain_ms}}
+
+
+def speed_markdown(result: dict, command: str) -> str:
+    lines = [f"# Speed: core vs PEFT LoRA ({result['backbone']}, {result['device']}, {result['threads']} threads)",
+             "", f"`{command}`; batch {result['batch_size']}, rank {result['rank']}, medians of repeated steps.", "",
+             "| kept adapters | core step (ms) | PEFT LoRA step (ms) | ratio |", "|---|---|---|---|"]
+    lines += [f"| {s['kept']} | {s['step_ms']:.1f} | {result['peft_step_ms']:.1f} | {s['vs_peft']:.2f} |"
+              for s in result["steps"]]
+    inf = result["inference"]
+    row = f"| batch {result['batch_size']} | {inf['merged_ms']:.1f} | {inf['plain_ms']:.1f} | {inf['ratio']:.3f} |"
+    lines += ["", f"| inference | merged, {inf['kept']} adapters (ms) | plain backbone (ms) | ratio |",
+              "|---|---|---|---|", row]
+    return "\n".join(lines) + "\n"
