@@ -57,7 +57,8 @@ def bench(
     as_json: Annotated[bool, typer.Option("--json", help="Print the report as JSON on stdout.")] = False,
     speed: Annotated[bool, typer.Option("--speed", help="Instead: training-step time with 0–20 kept adapters vs a PEFT LoRA step, and merged vs plain inference (needs peft).")] = False,
 ) -> None:
-    """Train Split-WordNet-20 with each method and ordering; print accuracy, forgetting and adapters kept."""
+    """Train Split-WordNet-20 with each method and ordering; print accuracy, forgetting and adapters kept
+    (--speed: training-step and inference time against PEFT instead)."""
     from pipeline.bench.continual import BenchPlan, run_bench
     from pipeline.bench.report import print_report, write_report
     from pipeline.learn.config import METHODS
