@@ -288,17 +288,16 @@ def export(
     as_json: Annotated[bool, typer.Option("--json", help="Print a summary as JSON.")] = False,
 ) -> None:
     """Write a version as standard PEFT LoRA adapters (combined and one per kept adapter) plus its heads."""
-    from pipeline.learn.model import ContinualModel
     from pipeline.learn.peft_export import export_peft
+    from pipeline.orchestrator.step import load_current
     from pipeline.registry.lineage import Lineage
     from pipeline.registry.objects import Bucket
     from pipeline.registry.store import AdapterSetStore
 
     conn = _connection()
     try:
-        found = Lineage(conn).get(version.lstrip("vV"))
-        sets = AdapterSetStore(Bucket.connect(conn), conn.cache_dir)
-        summary = export_peft(ContinualModel.load(sets.fetch(sets.set_id_from_uri(found.source))), peft)
+        found = load_current(Lineage(conn), AdapterSetStore(Bucket.connect(conn), conn.cache_dir), version.lstrip("vV"))
+        summary = export_peft(found.model, peft)
     except _registry_errors() as e:
         _fail(str(e))
     if as_json:

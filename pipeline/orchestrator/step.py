@@ -93,8 +93,9 @@ class Parent:
     set_id: str | None
 
 
-def load_current(lineage: Lineage, sets: AdapterSetStore) -> Parent:
-    parent = lineage.current()
+def load_current(lineage: Lineage, sets: AdapterSetStore, version: str | None = None) -> Parent:
+    """The set under `current` (or registered `version`), fetched and loaded; empty if nothing is current."""
+    parent = lineage.get(version) if version else lineage.current()
     if parent is None:
         return Parent(None, None, None, None)
     set_id = sets.set_id_from_uri(parent.source)

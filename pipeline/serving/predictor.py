@@ -39,17 +39,15 @@ class Predictor:
     @classmethod
     def from_registry(cls, conn: Connection, version: str | None = None) -> Predictor:
         """The set under `current` (or `version`); raises LineageError if there is none."""
+        from pipeline.orchestrator.step import load_current
         from pipeline.registry.lineage import Lineage, LineageError
         from pipeline.registry.objects import Bucket
         from pipeline.registry.store import AdapterSetStore
 
-        lineage = Lineage(conn)
-        found = lineage.get(version) if version else lineage.current()
-        if found is None:
+        found = load_current(Lineage(conn), AdapterSetStore(Bucket.connect(conn), conn.cache_dir), version)
+        if found.model is None:
             raise LineageError("no adapter set is `current` yet: train and register a task first")
-        sets = AdapterSetStore(Bucket.connect(conn), conn.cache_dir)
-        set_id = sets.set_id_from_uri(found.source)
-        return cls(ContinualModel.load(sets.fetch(set_id)), found.version, set_id)
+        return cls(found.model, found.version, found.set_id)
 
     @torch.no_grad()
     def predict(self, texts: list[str], top: int = 5) -> list[Prediction]:

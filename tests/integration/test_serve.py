@@ -1,5 +1,6 @@
 """`litelora serve` as a user runs it: a real HTTP client against the server, a rollback mid-stream."""
 
+import json
 import os
 import shutil
 import signal
@@ -98,3 +99,22 @@ def test_a_rollback_during_a_stream_of_requests_switches_versions_without_a_fail
     assert seen[0] == "2" and seen[-1] == "1"
     assert seen == sorted(seen, reverse=True), "once swapped, never back"
     assert requests.get(f"{server}/version", timeout=5).json()["swaps"] == 1
+
+
+def test_export_and_predict_commands_read_the_registry_like_the_server(registry, tmp_path):
+    from typer.testing import CliRunner
+
+    from pipeline.cli import app
+
+    conn, tasks = registry
+    runner = CliRunner()
+    exported = runner.invoke(app, ["export", "v2", "--peft", str(tmp_path / "peft"), "--json"])
+    assert exported.exit_code == 0, exported.output
+    assert json.loads(exported.stdout)["adapters"][0] == "t0"  # the first task recruits; folders name the tasks
+    assert (tmp_path / "peft" / "combined" / "adapter_model.safetensors").exists()
+    predicted = runner.invoke(app, ["predict", "--text", tasks[1].test_inputs[0], "--json"])
+    assert predicted.exit_code == 0, predicted.output
+    expected = Predictor.from_registry(conn).predict([tasks[1].test_inputs[0]])[0]
+    assert json.loads(predicted.stdout)["predictions"][0]["label"] == expected.label
+    missing = runner.invoke(app, ["export", "v99", "--peft", str(tmp_path / "none")])
+    assert missing.exit_code == 1 and "does not exist" in missing.output
