@@ -196,7 +196,7 @@ def tune(
         spec = TuneSpec(trials=trials, subsample=subsample, cost_per_adapter=cost_per_adapter,
                         gpus_per_trial=0.5 if gpu else 0.0)
         dataset = _load_drop(data, task, conn)
-    except (InvalidSearchSpace, ValueError) as e:
+    except (InvalidSearchSpace, ValueError, OSError, *_registry_errors()) as e:
         _fail(str(e))
     log = lambda m: err.print(m, highlight=False, soft_wrap=True)
     try:
@@ -321,16 +321,24 @@ def serve(
     import ray
     from ray import serve as ray_serve
 
+    from pipeline.registry.lineage import Lineage
     from pipeline.serving.app import run_server
 
     conn = _connection()
-    try:
-        with err.status("starting Ray Serve and loading the adapter set…"):
-            run_server(conn, host, port, poll, version.lstrip("vV") if version else None, replicas)
+    pinned = version.lstrip("vV") if version else None
+    try:  # fail here, before Ray Serve retries a replica that cannot load
+        found = Lineage(conn).get(pinned) if pinned else Lineage(conn).current()
     except _registry_errors() as e:
         _fail(str(e))
-    except RuntimeError as e:  # a replica that failed to start (no `current`, unknown version) ends up here
-        _fail(str(e).strip().splitlines()[-1])
+    if found is None:
+        _fail("no adapter set is `current` yet: train and register a task first")
+    try:
+        with err.status("starting Ray Serve and loading the adapter set…"):
+            run_server(conn, host, port, poll, pinned, replicas)
+    except _registry_errors() as e:
+        _fail(str(e))
+    except RuntimeError as e:  # a replica that failed to start
+        _fail((str(e).strip().splitlines() or [type(e).__name__])[-1])
     err.print(f"serving http://{host}:{port}/predict  (GET /healthz, /version); "
               + ("following `current`" if version is None else f"pinned to v{version.lstrip('vV')}")
               + "; Ctrl-C to stop", highlight=False)
@@ -339,7 +347,7 @@ def serve(
         signal.signal(sig, lambda *_: stop.set())
     stop.wait()
     err.print("stopping…")
-    ray_serve.shutdown()
+    ray_serve.delete("litelora")  # only our app: on a shared cluster other Serve apps keep running
     ray.shutdown()
 
 
@@ -575,11 +583,16 @@ def watch(
         fit = ray_fit(conn, ScalingSpec(num_workers=workers, use_gpu=gpu))
     trainer = (lambda ds: train_on_current(ds, conn, fit=fit)) if fit else None
     if tune == "auto":
-        from pipeline.tuning.search import TuneSpec, tune_then_train
+        from pipeline.tuning.search import SearchInterrupted, TuneSpec, tune_then_train
         from pipeline.tuning.space import SearchSpace
 
         spec = TuneSpec(trials=trials, gpus_per_trial=0.5 if gpu else 0.0)
-        trainer = lambda ds: tune_then_train(ds, conn, SearchSpace(), spec, fit=fit, log=log)[1]
+
+        def trainer(ds):
+            try:
+                return tune_then_train(ds, conn, SearchSpace(), spec, fit=fit, log=log)[1]
+            except SearchInterrupted as stopped:  # Ctrl-C reached Tune first: stop watching, the claim expires
+                raise KeyboardInterrupt(str(stopped)) from stopped
     watcher = Watcher(conn, WatchConfig(quiet_period_s=quiet_period, poll_s=poll), trainer=trainer, log=log)
     err.print(f"watching s3://{conn.bucket}/incoming/ as {watcher.ledger.watcher}" + (" (once)" if once else "")
               + (f", tuning each drop with {trials} trials" if tune == "auto" else ""))

@@ -1,12 +1,13 @@
 """Write an adapter set as standard PEFT LoRA adapters (files only: PEFT itself is not needed to export).
 
     DIR/combined/          one LoRA of rank Σr holding every kept adapter: the set's exact backbone delta
-    DIR/adapters/<task>/   one LoRA per kept adapter, named after the task that recruited it
+    DIR/adapters/<t>-<task>/  one LoRA per kept adapter, named after the task (index, name) that recruited it
     DIR/heads.safetensors  the task heads, concatenated (weight [classes × hidden], bias [classes])
     DIR/labels.json        class names in head order, the task owning each, pooling and max length
 
 SD-LoRA's magnitudes are folded into B: PEFT computes ΔW = (lora_alpha / r) · B A, and with lora_alpha = r
-that is B A, so B_peft = B · diag(α_i / n_i) reproduces W + Σ_i α_i · B_i A_i / n_i. Loading `combined` (or
+that is B A, so B_peft = B · diag(s_i) reproduces W + Σ_i s_i · B_i A_i, with s_i = α_i / n_i (the newest kept
+adapter is still unnormalised, n = 1), exactly the scales the layer itself applies (`delta_factors`). Loading `combined` (or
 every per-adapter LoRA at once) on the same backbone gives the set's features; the heads give its logits.
 """
 
@@ -40,6 +41,7 @@ def export_peft(model: ContinualModel, directory: str | Path) -> dict:
     if model.gate.task_open:
         raise RuntimeError("cannot export while a task is being trained")
     out = Path(directory)
+    out.mkdir(parents=True, exist_ok=True)
     base = model.config.backbone.name
     layers = list(model.adapters)
     targets = [name for name, _ in layers]
@@ -62,9 +64,9 @@ def export_peft(model: ContinualModel, directory: str | Path) -> dict:
     if combined:
         _adapter_dir(out / "combined", targets, sum(ranks), base, combined)
         for i, tensors in enumerate(per_adapter):
-            task = model.tasks[owners[i]].name
-            _adapter_dir(out / "adapters" / task, targets, ranks[i], base, tensors)
-            written.append(task)
+            name = f"{owners[i]:02d}-{model.tasks[owners[i]].name}"  # task names may repeat across drops
+            _adapter_dir(out / "adapters" / name, targets, ranks[i], base, tensors)
+            written.append(name)
     heads = model.heads.heads
     save_file({"weight": torch.cat([h.weight for h in heads]).float().cpu().contiguous(),
                "bias": torch.cat([h.bias for h in heads]).float().cpu().contiguous()}, out / "heads.safetensors")

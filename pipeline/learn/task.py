@@ -26,15 +26,27 @@ class Task:
         if len(set(self.classes)) != len(self.classes):
             raise ValueError(f"task {self.name!r}: duplicate class names")
 
-    def subsample(self, fraction: float, seed: int) -> Task:
-        """A seeded, class-stratified share of the training rows (at least one per class); held-out rows stay."""
+    def _stratified(self, fraction: float, seed: int) -> list[int]:
         if not 0 < fraction <= 1:
-            raise ValueError(f"subsample fraction must be in (0, 1] (got {fraction})")
-        if fraction == 1:
-            return self
+            raise ValueError(f"fraction must be in (0, 1] (got {fraction})")
         rng, by_class = random.Random(seed), defaultdict(list)
         for i, label in enumerate(self.train_labels):
             by_class[label].append(i)
-        keep = sorted(i for rows in by_class.values() for i in rng.sample(rows, max(1, round(fraction * len(rows)))))
-        return replace(self, train_inputs=[self.train_inputs[i] for i in keep],
-                       train_labels=[self.train_labels[i] for i in keep])
+        return sorted(i for rows in by_class.values() for i in rng.sample(rows, max(1, round(fraction * len(rows)))))
+
+    def _train_rows(self, rows: list[int]) -> dict:
+        return {"train_inputs": [self.train_inputs[i] for i in rows], "train_labels": [self.train_labels[i] for i in rows]}
+
+    def subsample(self, fraction: float, seed: int) -> Task:
+        """A seeded, class-stratified share of the training rows (at least one per class); held-out rows stay."""
+        return self if fraction == 1 else replace(self, **self._train_rows(self._stratified(fraction, seed)))
+
+    def split_validation(self, fraction: float, seed: int) -> tuple[Task, Task]:
+        """(the other training rows, a task whose held-out rows are a seeded, class-stratified `fraction` of the
+        training rows): model selection that never looks at the held-out split the registry reports."""
+        held = set(self._stratified(fraction, seed))
+        rest = [i for i in range(len(self.train_labels)) if i not in held]
+        validation = replace(self, train_inputs=[], train_labels=[],
+                             test_inputs=[self.train_inputs[i] for i in sorted(held)],
+                             test_labels=[self.train_labels[i] for i in sorted(held)])
+        return replace(self, **self._train_rows(rest)), validation

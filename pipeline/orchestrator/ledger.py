@@ -67,11 +67,15 @@ class Entry:
         times = [e.at for e in self.events] + [c["at"] for c in self.claims] + [self.last_heartbeat]
         return max(times, default=0.0)
 
+    @property
+    def task(self) -> str:
+        return next((e.task for e in self.events if e.task), "")
+
     def summary(self) -> dict:
         last = self.events[-1] if self.events else None
         first = self.events[0].at if self.events else None
         return {
-            "dataset_id": self.dataset_id, "task": next((e.task for e in self.events if e.task), ""),
+            "dataset_id": self.dataset_id, "task": self.task,
             "state": self.state, "reason": last.reason if last else "", "version": last.version if last else None,
             "claimed_by": self.claims[-1]["watcher"] if self.claims else None, "first_seen": first,
             "updated": last.at if last else None, "timings": _merged_timings(self.events),

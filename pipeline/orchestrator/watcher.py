@@ -137,8 +137,11 @@ class Watcher:
         files = {name: self.bucket.get(key) for name, key in drop.data_keys.items()}
         ds_id = dataset_id(files) if files else f"empty-{drop.task}-{int(drop.arrived)}"
         entry = self.ledger.read(ds_id)
-        if entry.terminal and entry.claims and drop.arrived <= entry.claims[0]["at"]:
-            return None  # the very drop another watcher just finished and is about to clear: not a re-drop
+        if (entry.terminal and entry.claims and drop.task == entry.task and drop.arrived <= entry.claims[0]["at"]
+                and time.time() - entry.last_activity() < self.ledger.lease_s):
+            # The very drop another watcher just finished and is clearing: not a re-drop. Past the lease (its
+            # watcher died before clearing) it falls through and is cleared as a duplicate.
+            return None
         if entry.terminal:  # the same bytes again: nothing to train
             self.ledger.record_duplicate(ds_id, drop.task, drop.prefix)
             self._clear(drop)

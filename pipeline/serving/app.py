@@ -15,7 +15,7 @@ import time
 
 from fastapi import FastAPI, HTTPException, Request
 from fastapi.responses import JSONResponse
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, Field
 from ray import serve
 
 from pipeline.serving.predictor import BadRequest, Predictor
@@ -33,7 +33,7 @@ class PredictRequest(BaseModel):
     texts: list[str] | None = None
     image: str | None = None
     """Base64 image: refused (415) by sets whose backbone reads text."""
-    top: int = 3
+    top: int = Field(3, ge=1, le=1000)
     version: str | None = None
     """Answer only if this version is the one being served (409 otherwise)."""
 

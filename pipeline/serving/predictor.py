@@ -6,6 +6,8 @@ costs; the set cannot train afterwards.
 
 from __future__ import annotations
 
+import os
+import threading
 from dataclasses import dataclass
 
 import torch
@@ -35,6 +37,8 @@ class Predictor:
         model.eval()
         self.model, self.version, self.set_id = model, version, set_id
         self.task_of_class = [t.name for t in model.tasks for _ in t.classes]
+        # One request at a time per set: a fast tokenizer used from two threads at once raises "Already borrowed".
+        self._lock = threading.Lock()
 
     @classmethod
     def from_registry(cls, conn: Connection, version: str | None = None) -> Predictor:
@@ -44,7 +48,9 @@ class Predictor:
         from pipeline.registry.objects import Bucket
         from pipeline.registry.store import AdapterSetStore
 
-        found = load_current(Lineage(conn), AdapterSetStore(Bucket.connect(conn), conn.cache_dir), version)
+        # A cache of this process's own: several replicas fetching into one directory could interleave files.
+        sets = AdapterSetStore(Bucket.connect(conn), conn.cache_dir / "predict" / str(os.getpid()))
+        found = load_current(Lineage(conn), sets, version)
         if found.model is None:
             raise LineageError("no adapter set is `current` yet: train and register a task first")
         return cls(found.model, found.version, found.set_id)
@@ -53,6 +59,8 @@ class Predictor:
     def predict(self, texts: list[str], top: int = 5) -> list[Prediction]:
         if not texts:
             raise BadRequest("no input: give at least one text")
+        if top < 1:
+            raise BadRequest(f"top must be >= 1 (got {top})")
         if len(texts) > MAX_BATCH:
             raise BadRequest(f"{len(texts)} inputs in one request; at most {MAX_BATCH}")
         for text in texts:
@@ -62,7 +70,8 @@ class Predictor:
                 raise BadRequest(f"an input of {len(text)} characters; at most {MAX_TEXT_CHARS}")
         from pipeline.learn.evaluate import predict_logits
 
-        probs = predict_logits(self.model, texts, self.model.config.eval_batch_size).softmax(-1)
+        with self._lock:
+            probs = predict_logits(self.model, texts, self.model.config.eval_batch_size).softmax(-1)
         classes = self.model.classes
         out = []
         for row in probs:

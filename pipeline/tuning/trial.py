@@ -1,6 +1,6 @@
 """One Ray Tune trial: the core's `train_task` (the code every Ray Train worker runs) on a seeded subsample
-of the task, on top of the same parent set, scored on the held-out splits of this task and every earlier one
-after each epoch, so ASHA can stop a weak trial early.
+of the task, on top of the same parent set, scored after each epoch on validation rows of this task and every
+earlier one (cut from their training rows), so ASHA can stop a weak trial early.
 
     objective = mean accuracy over the tasks so far (class-incremental) − cost_per_adapter · active adapters
 """
@@ -17,6 +17,8 @@ from pipeline.learn.model import ContinualModel
 from pipeline.learn.recipe import train_task
 from pipeline.learn.task import Task
 from pipeline.settings import Connection
+
+VALIDATION_FRACTION = 0.2
 
 
 @dataclass
@@ -78,8 +80,12 @@ def run_trial(sample: dict, setup: TrialSetup) -> None:
     else:
         model = ContinualModel(config)
     datasets = DatasetStore(bucket)
-    task = datasets.get(setup.dataset_id, setup.task_name).to_task()
-    tasks = [*(datasets.get(i, name).to_task() for i, name in setup.earlier), task]
+    # Trials are scored on validation rows cut from each task's training rows, never on the held-out rows
+    # that the registered version's accuracy and the promotion guard are measured on.
+    task, validation = datasets.get(setup.dataset_id, setup.task_name).to_task().split_validation(
+        VALIDATION_FRACTION, setup.seed)
+    tasks = [*(datasets.get(i, n).to_task().split_validation(VALIDATION_FRACTION, setup.seed)[1]
+               for i, n in setup.earlier), validation]
     kept_before = model.active_adapters
 
     def report(phase: str, epoch: int, loss: float, closed: bool = False) -> None:

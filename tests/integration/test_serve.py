@@ -110,7 +110,7 @@ def test_export_and_predict_commands_read_the_registry_like_the_server(registry,
     runner = CliRunner()
     exported = runner.invoke(app, ["export", "v2", "--peft", str(tmp_path / "peft"), "--json"])
     assert exported.exit_code == 0, exported.output
-    assert json.loads(exported.stdout)["adapters"][0] == "t0"  # the first task recruits; folders name the tasks
+    assert json.loads(exported.stdout)["adapters"][0] == "00-t0"  # the first task recruits; folders name the tasks
     assert (tmp_path / "peft" / "combined" / "adapter_model.safetensors").exists()
     predicted = runner.invoke(app, ["predict", "--text", tasks[1].test_inputs[0], "--json"])
     assert predicted.exit_code == 0, predicted.output

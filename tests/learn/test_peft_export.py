@@ -42,5 +42,5 @@ def test_peft_loads_the_combined_export_and_gives_the_sets_logits(tiny_bert, tok
     ours = predict_logits(model, texts, 16)
     assert (theirs - ours).abs().max() < TOLERANCE
     labels = json.loads((tmp_path / "labels.json").read_text())
-    assert labels["classes"] == model.classes and labels["adapters"] == [t.name for t in wordnet_tasks[:2]]
-    assert json.loads((tmp_path / "adapters" / wordnet_tasks[1].name / "adapter_config.json").read_text())["r"] == 2
+    assert labels["classes"] == model.classes and labels["adapters"] == [f"{i:02d}-{t.name}" for i, t in enumerate(wordnet_tasks[:2])]
+    assert json.loads((tmp_path / "adapters" / f"01-{wordnet_tasks[1].name}" / "adapter_config.json").read_text())["r"] == 2

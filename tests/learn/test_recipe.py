@@ -141,3 +141,12 @@ def test_subsample_is_seeded_stratified_and_keeps_every_class():
     assert half.train_labels.count(0) == 10 and half.train_labels.count(1) == 1
     assert half.train_inputs == task.subsample(0.5, seed=3).train_inputs
     assert half.test_inputs == task.test_inputs
+
+
+def test_validation_rows_are_cut_from_training_rows_and_never_overlap_them():
+    task = Task("t", ["a", "b"], [str(i) for i in range(20)], [0] * 10 + [1] * 10, ["held"], [0])
+    rest, validation = task.split_validation(0.2, seed=1)
+    assert validation.test_labels.count(0) == 2 and validation.test_labels.count(1) == 2
+    assert not set(rest.train_inputs) & set(validation.test_inputs)
+    assert len(rest.train_inputs) + len(validation.test_inputs) == 20
+    assert "held" not in validation.test_inputs
