@@ -85,12 +85,12 @@ Trainer = Callable[[TaskDataset], StepResult]
 
 
 def orchestration_overhead(timings: dict, total_s: float) -> dict:
-    """What the orchestrator adds around the work itself (training compute and evaluation), per drop.
+    """What the orchestrator adds around the work itself (training compute, evaluation, a search), per drop.
 
     The stages run one after another, so the time to training start is the total minus what follows it."""
     after_start = sum(timings.get(k, 0.0) for k in ("compute_s", "ray_finish_s", "evaluate_s", "register_s"))
     return {"total_s": total_s, "to_training_start_s": total_s - after_start,
-            "overhead_s": total_s - timings.get("compute_s", 0.0) - timings.get("evaluate_s", 0.0)}
+            "overhead_s": total_s - sum(timings.get(k, 0.0) for k in ("compute_s", "evaluate_s", "tune_s"))}
 
 
 class Watcher:

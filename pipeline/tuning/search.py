@@ -14,6 +14,7 @@ import hashlib
 import json
 import os
 import tempfile
+import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -278,9 +279,12 @@ def tune_then_train(dataset: TaskDataset, conn: Connection, space: SearchSpace, 
     trained with exactly the configuration its `tune.best_config` tag names."""
     from pipeline.orchestrator.step import fit_locally, train_on_current
 
+    clock = time.perf_counter()
     outcome = tune_task(dataset, conn, space, spec, base_config=base_config, log=log, on_trial=on_trial)
+    tune_s = time.perf_counter() - clock
     log(f"best of {len(outcome.rows)} trials: {_short(outcome.best)} (objective {outcome.best_trial.objective:.4f}); "
         "training the task with it")
     result = train_on_current(dataset, conn, base_config, overrides=outcome.best, fit=fit or fit_locally,
                               run_id=outcome.run_id, version_tags=outcome.version_tags(), **train_options)
+    result.timings["tune_s"] = tune_s
     return outcome, result
