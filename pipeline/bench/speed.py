@@ -110,7 +110,7 @@ def run_speed(plan: SpeedPlan, log: Callable[[str], None] = print) -> dict:
         offset = model.heads.offsets()[-1]
         ms = _median_ms(_train_step(lambda m=model, o=offset: m(ids, mask)[:, o:o + 2], labels, optimizer, device),
                         device, plan.repeats, plan.warmup)
-        steps.append({"kept": kept, "step_ms": ms, "vs_peft": ms / peft_ms})
+        steps.append({"kept": kept, "step_ms": ms})
         log(f"core step with {kept} kept adapter(s): {ms:.1f} ms")
 
     peft_runs.append(_median_ms(peft_step, device, plan.repeats, plan.warmup))

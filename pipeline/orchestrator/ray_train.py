@@ -24,12 +24,11 @@ from ray.train.torch import TorchTrainer
 from safetensors.torch import load_file, save_file
 from torch.nn.parallel import DistributedDataParallel
 
-from pipeline.data.task_dataset import TaskDataset
 from pipeline.learn.config import TrainConfig
 from pipeline.learn.model import ContinualModel
 from pipeline.learn.recipe import Progress, capture_progress, train_task
 from pipeline.registry.objects import Bucket, arrow_filesystem
-from pipeline.registry.store import AdapterSetStore, read_drop
+from pipeline.registry.store import AdapterSetStore, read_dataset
 from pipeline.settings import Connection
 
 
@@ -72,14 +71,6 @@ def write_progress(progress: Progress, directory: Path) -> None:
 def read_progress(directory: Path) -> Progress:
     meta = json.loads((directory / "progress.json").read_text())
     return Progress(meta["phase"], meta["epochs_done"], load_file(directory / "progress.safetensors"))
-
-
-def read_dataset(conn: Connection, dataset_id: str, name: str) -> TaskDataset:
-    """The stored task straight from the bucket through pyarrow's S3 filesystem, checked against its id."""
-    dataset = read_drop(conn, f"{conn.bucket}/datasets/{dataset_id}", name)
-    if dataset.dataset_id != dataset_id:
-        raise RuntimeError(f"s3://{conn.bucket}/datasets/{dataset_id}/ holds other bytes ({dataset.dataset_id})")
-    return dataset
 
 
 def train_loop_per_worker(cfg: dict) -> None:

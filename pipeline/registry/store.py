@@ -115,3 +115,12 @@ def read_drop(conn: Connection, uri: str, name: str) -> TaskDataset:
     if not files:
         raise FileNotFoundError(f"s3://{root}/ holds none of {', '.join(DATA_FILES)}")
     return TaskDataset.from_files(name, files)
+
+
+def read_dataset(conn: Connection, dataset_id: str, name: str) -> TaskDataset:
+    """A stored task read the way Ray workers and Tune trials read it (pyarrow, no local copy), checked against
+    its id."""
+    dataset = read_drop(conn, f"{conn.bucket}/datasets/{dataset_id}", name)
+    if dataset.dataset_id != dataset_id:
+        raise RuntimeError(f"s3://{conn.bucket}/datasets/{dataset_id}/ holds other bytes ({dataset.dataset_id})")
+    return dataset

@@ -68,7 +68,7 @@ def run_trial(sample: dict, setup: TrialSetup) -> None:
     from ray import tune
 
     from pipeline.registry.objects import Bucket
-    from pipeline.registry.store import AdapterSetStore, DatasetStore
+    from pipeline.registry.store import AdapterSetStore, read_dataset
 
     torch.set_num_threads(setup.threads)  # trials share the machine: one core each by default
     bucket = Bucket.connect(setup.conn)
@@ -79,12 +79,11 @@ def run_trial(sample: dict, setup: TrialSetup) -> None:
         model.reconfigure(config)
     else:
         model = ContinualModel(config)
-    datasets = DatasetStore(bucket)
     # Trials are scored on validation rows cut from each task's training rows, never on the held-out rows
     # that the registered version's accuracy and the promotion guard are measured on.
-    task, validation = datasets.get(setup.dataset_id, setup.task_name).to_task().split_validation(
+    task, validation = read_dataset(setup.conn, setup.dataset_id, setup.task_name).to_task().split_validation(
         VALIDATION_FRACTION, setup.seed)
-    tasks = [*(datasets.get(i, n).to_task().split_validation(VALIDATION_FRACTION, setup.seed)[1]
+    tasks = [*(read_dataset(setup.conn, i, n).to_task().split_validation(VALIDATION_FRACTION, setup.seed)[1]
                for i, n in setup.earlier), validation]
     kept_before = model.active_adapters
 
