@@ -37,10 +37,25 @@ def _progress() -> Progress:
                     console=err, transient=False)
 
 
-def _train_config(method: str, epochs: int | None, sparsity: float | None, rank: int | None):
+def _train_config(method: str, epochs: int | None, sparsity: float | None, rank: int | None, head: str | None = None):
     from pipeline.learn.config import TrainConfig
 
-    return TrainConfig(method=method, device=load_settings().device).with_overrides(epochs=epochs, sparsity=sparsity, rank=rank)
+    settings = load_settings()
+    try:
+        return TrainConfig(method=method, device=settings.device, head=head or settings.head).with_overrides(
+            epochs=epochs, sparsity=sparsity, rank=rank)
+    except ValueError as e:
+        raise typer.BadParameter(str(e)) from None
+
+
+def _check_heads(value: str | None) -> str | None:
+    """Typer callback: every comma-separated head option is known."""
+    from pipeline.learn.head_options import HEAD_OPTIONS
+
+    unknown = sorted(set(_csv(value or "")) - set(HEAD_OPTIONS))
+    if unknown:
+        raise typer.BadParameter(f"unknown head option(s) {unknown}; choose from {', '.join(HEAD_OPTIONS)}")
+    return value
 
 
 @app.command()
@@ -53,6 +68,7 @@ def bench(
     epochs: Annotated[int | None, typer.Option(help="Epochs per task (phase 1).")] = None,
     sparsity: Annotated[float | None, typer.Option(help="LiteLoRA sparsity weight λ.")] = None,
     rank: Annotated[int | None, typer.Option(help="Adapter rank.")] = None,
+    heads: Annotated[str, typer.Option(help="Comma-separated head options to score (one training run serves all): linear, prototype, aligned, calibrated.", callback=_check_heads)] = "linear",
     out: Annotated[Path, typer.Option(help="Directory for the JSON and markdown report.")] = Path("benchmarks"),
     as_json: Annotated[bool, typer.Option("--json", help="Print the report as JSON on stdout.")] = False,
     speed: Annotated[bool, typer.Option("--speed", help="Instead: training-step time with 0–20 kept adapters vs a PEFT LoRA step, and merged vs plain inference (needs peft).")] = False,
@@ -77,13 +93,16 @@ def bench(
         raise typer.BadParameter("orderings must be integers, e.g. 1993,1995,2000") from None
     if quick:
         tier, seeds = "quick", seeds[:1]
-    plan = BenchPlan(tier=tier, methods=tuple(chosen), orderings=seeds, reference=reference,
-                     config=_train_config("litelora", epochs, sparsity, rank))
+    head_options = tuple(_csv(heads))
+    plan = BenchPlan(tier=tier, methods=tuple(chosen), orderings=seeds, reference=reference, heads=head_options,
+                     config=_train_config("litelora", epochs, sparsity, rank, head_options[0]))
     with _progress() as progress:
         # One step per trained task, one per reference run (it scores all tasks at once).
         bar = progress.add_task("bench", total=len(seeds) * (len(chosen) * 5 + int(reference)))
         report = run_bench(plan, on_task=lambda label, t, n: progress.update(bar, advance=1, description=label))
     name = "quick" if quick else f"{tier}-o{'-'.join(map(str, seeds))}"
+    if head_options != ("linear",):
+        name += "-heads"
     command = "litelora " + " ".join(shlex.quote(a) for a in sys.argv[1:])
     json_path, md_path = write_report(report, out, name, command)
     if as_json:
@@ -118,6 +137,7 @@ def train(
     method: Annotated[str, typer.Option(help="litelora, sdlora or seq-lora (ignored with --parent).")] = "litelora",
     epochs: Annotated[int | None, typer.Option(help="Epochs per task (phase 1).")] = None,
     sparsity: Annotated[float | None, typer.Option(help="LiteLoRA sparsity weight λ.")] = None,
+    head: Annotated[str | None, typer.Option(help="Head option of a new lineage: linear (paper), prototype, aligned or calibrated; default LITELORA_HEAD or linear. A set keeps its parent's.", callback=_check_heads)] = None,
     register: Annotated[bool, typer.Option("--register", help="Train on the registry's `current` set and register the result (S3 + MLflow) instead of --parent/--out.")] = False,
     as_json: Annotated[bool, typer.Option("--json", help="Print the result as JSON on stdout.")] = False,
 ) -> None:
@@ -130,7 +150,7 @@ def train(
 
     load_settings()
     if register:
-        _train_registered(data, task, _train_config(method, epochs, sparsity, None),
+        _train_registered(data, task, _train_config(method, epochs, sparsity, None, head),
                           {"epochs": epochs, "sparsity": sparsity}, as_json)
         return
     if out is None:
@@ -142,7 +162,7 @@ def train(
             model = ContinualModel.load(parent)
             model.reconfigure(model.config.with_overrides(epochs=epochs, sparsity=sparsity))
         else:
-            model = ContinualModel(_train_config(method, epochs, sparsity, None))
+            model = ContinualModel(_train_config(method, epochs, sparsity, None, head))
     except (InvalidDataset, AdapterSetError, ValueError, RuntimeError) as e:
         _fail(str(e))
     with _progress() as progress:

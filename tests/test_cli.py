@@ -22,11 +22,16 @@ def test_every_command_has_help():
 def test_bench_json_rows_carry_the_documented_fields(tmp_path):
     result = runner.invoke(
         app, ["bench", "--tier", "ci", "--methods", "litelora", "--orderings", "1993", "--epochs", "1",
-              "--out", str(tmp_path), "--json"],
+              "--heads", "linear,aligned", "--out", str(tmp_path), "--json"],
     )
     assert result.exit_code == 0, result.output
     report = json.loads(result.stdout)
-    rows = {r["method"]: r for r in report["rows"]}
+    by_head = {r["head"]: r for r in report["rows"] if r["method"] == "litelora"}
+    assert set(by_head) == {"linear", "aligned"}
+    # One training run scored two ways: same decisions and adapters, only the aligned head keeps statistics.
+    assert by_head["linear"]["decisions"] == by_head["aligned"]["decisions"]
+    assert by_head["linear"]["scoring_bytes_per_class"] == 0 < by_head["aligned"]["scoring_bytes_per_class"]
+    rows = {r["method"]: r for r in report["rows"] if r["head"] != "aligned"}
     assert set(rows) == {"litelora", "ncm-frozen"}
     for row in rows.values():
         for key in ("method", "ordering", "avg_accuracy", "forgetting", "active_adapters", "stored_params"):
@@ -35,7 +40,7 @@ def test_bench_json_rows_carry_the_documented_fields(tmp_path):
         assert 0.0 <= row["avg_accuracy"] <= 1.0
     assert 1 <= rows["litelora"]["active_adapters"] <= 5
     assert rows["ncm-frozen"]["avg_accuracy"] > 0.4  # a real backbone on real data, far above chance (0.25 → 0.05)
-    assert (tmp_path / "ci-o1993.md").read_text().startswith("# Split-WordNet-20 benchmark")
+    assert (tmp_path / "ci-o1993-heads.md").read_text().startswith("# Split-WordNet-20 benchmark")
 
 
 @pytest.mark.model
@@ -43,7 +48,7 @@ def test_train_builds_a_set_then_a_child_set_on_top_of_it(tmp_path):
     tasks = split_wordnet20(1993, "ci")
     drops = [write_drop(t, tmp_path / f"task{i}") for i, t in enumerate(tasks[:2])]
     first = runner.invoke(app, ["train", "--data", str(drops[0]), "--out", str(tmp_path / "v1"), "--epochs", "1",
-                                "--json"])
+                                "--head", "prototype", "--json"])
     assert first.exit_code == 0, first.output
     assert json.loads(first.stdout)["decision"] == "recruit"
     second = runner.invoke(app, ["train", "--data", str(drops[1]), "--parent", str(tmp_path / "v1"),
@@ -53,6 +58,7 @@ def test_train_builds_a_set_then_a_child_set_on_top_of_it(tmp_path):
     assert summary["tasks"] == 2 and summary["decision"] in ("recruit", "reuse")
     manifest = json.loads((tmp_path / "v2" / "manifest.json").read_text())
     assert manifest["parent"] == str(tmp_path / "v1")
+    assert manifest["config"]["head"] == "prototype"  # a child keeps its lineage's head option
 
 
 def test_train_on_an_invalid_dataset_exits_1_with_one_line_reason(tmp_path):
@@ -67,3 +73,8 @@ def test_train_on_an_invalid_dataset_exits_1_with_one_line_reason(tmp_path):
 def test_unknown_method_is_a_usage_error():
     result = runner.invoke(app, ["bench", "--methods", "nope"])
     assert result.exit_code == 2
+
+
+def test_unknown_head_option_is_a_usage_error():
+    assert runner.invoke(app, ["bench", "--heads", "linear,nope"]).exit_code == 2
+    assert runner.invoke(app, ["train", "--data", ".", "--out", "x", "--head", "nope"]).exit_code == 2

@@ -3,6 +3,7 @@
     <set>/manifest.json
     <set>/adapters/<sha256>.safetensors   one per kept adapter: `<module>.lora_A`, `<module>.lora_B`
     <set>/heads/<sha256>.safetensors      one per task: `weight`, `bias`
+    <set>/scoring/<sha256>.safetensors    optional: class statistics, calibration, aligned classifier
 
 A file's name is the SHA-256 of its bytes, so sets that share an adapter share its file and a corrupt or
 substituted file is detected on load. Tensors are only ever read with safetensors, never with pickle.
@@ -88,9 +89,15 @@ def read_tensor_file(directory: str | Path, rel: str) -> dict[str, torch.Tensor]
         raise AdapterSetError(f"{path}: not a safetensors file ({err})") from err
 
 
+def set_files(manifest: dict) -> list[str]:
+    """Every tensor file a manifest refers to, relative to the set."""
+    files = [a["file"] for a in manifest.get("adapters", [])] + [t["head"] for t in manifest.get("tasks", [])]
+    return files + ([manifest["scoring"]] if manifest.get("scoring") else [])
+
+
 def verify_adapter_set(directory: str | Path) -> dict:
     """Read the manifest and every file it lists (hash and safetensors format); return the manifest."""
     manifest = read_manifest(directory)
-    for rel in [a["file"] for a in manifest.get("adapters", [])] + [t["head"] for t in manifest.get("tasks", [])]:
+    for rel in set_files(manifest):
         read_tensor_file(directory, rel)
     return manifest

@@ -19,7 +19,7 @@ from pipeline.learn.stream import run_stream
 
 REFERENCE = "ncm-frozen"
 SUMMARY_KEYS = ("avg_accuracy", "final_accuracy", "forgetting", "til_avg_accuracy", "active_adapters",
-                "stored_params_per_task", "wall_time")
+                "stored_params_per_task", "scoring_bytes_per_class", "wall_time")
 
 
 @dataclass
@@ -29,6 +29,8 @@ class BenchPlan:
     orderings: tuple[int, ...] = ORDERINGS[:1]
     reference: bool = True
     """Also score the frozen-backbone nearest-class-mean reference."""
+    heads: tuple[str, ...] = ("linear",)
+    """Head options to score; one training run per method and ordering serves them all."""
     config: TrainConfig = field(default_factory=TrainConfig)
 
 
@@ -61,10 +63,11 @@ def run_bench(plan: BenchPlan, on_task: Callable[[str, int, int], None] | None =
         for method in plan.methods:
             config = replace(plan.config, method=method, seed=ordering)  # the ordering also seeds training
             label, n = f"{method} o{ordering}", len(tasks)
-            result, _ = run_stream(
-                tasks, config, on_task=(lambda t, _r, label=label, n=n: on_task(label, t, n)) if on_task else None
+            results, _ = run_stream(
+                tasks, config, head_options=plan.heads,
+                on_task=(lambda t, _r, label=label, n=n: on_task(label, t, n)) if on_task else None,
             )
-            rows.append({**result.row(), "ordering": ordering})
+            rows += [{**result.row(), "ordering": ordering} for result in results.values()]
     return {
         "tier": plan.tier,
         "orderings": list(plan.orderings),
@@ -78,11 +81,11 @@ def run_bench(plan: BenchPlan, on_task: Callable[[str, int, int], None] | None =
 
 
 def summarise(rows: list[dict]) -> list[dict]:
-    """Mean and spread (population std) over orderings, per method."""
+    """Mean and spread (population std) over orderings, per method and head option."""
     out = []
-    for method in dict.fromkeys(r["method"] for r in rows):
-        mine = [r for r in rows if r["method"] == method]
-        entry = {"method": method, "runs": len(mine)}
+    for method, head in dict.fromkeys((r["method"], r["head"]) for r in rows):
+        mine = [r for r in rows if r["method"] == method and r["head"] == head]
+        entry = {"method": method, "head": head, "runs": len(mine)}
         for key in SUMMARY_KEYS:
             values = [float(r[key]) for r in mine]
             entry[key] = statistics.fmean(values)

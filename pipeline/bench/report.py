@@ -15,11 +15,11 @@ def _pct(x: float) -> str:
 
 def rows_table(report: dict) -> Table:
     table = Table(title=f"Split-WordNet-20 ({report['tier']} tier), class-incremental; accuracies in %")
-    for col in ("method", "ordering", "A", "final", "F", "A (TIL)", "#Ad", "stored/task", "time s", "decisions"):
-        table.add_column(col, justify="left" if col in ("method", "decisions") else "right")
+    for col in ("method", "head", "ordering", "A", "final", "F", "A (TIL)", "#Ad", "stored/task", "time s", "decisions"):
+        table.add_column(col, justify="left" if col in ("method", "head", "decisions") else "right")
     for r in report["rows"]:
         table.add_row(
-            r["method"], str(r["ordering"]), _pct(r["avg_accuracy"]), _pct(r["final_accuracy"]),
+            r["method"], r["head"], str(r["ordering"]), _pct(r["avg_accuracy"]), _pct(r["final_accuracy"]),
             _pct(r["forgetting"]), _pct(r["til_avg_accuracy"]), str(r["active_adapters"]),
             f"{r['stored_params_per_task']:,.0f}", f"{r['wall_time']:.0f}", " ".join(d[:3] for d in r["decisions"]),
         )
@@ -30,7 +30,7 @@ def print_report(report: dict, console: Console | None = None) -> None:
     console = console or Console()
     console.print(rows_table(report))
     for r in report["rows"]:
-        console.print(f"\n{r['method']} o{r['ordering']}: accuracy matrix R[task][after task] (%)")
+        console.print(f"\n{r['method']} ({r['head']} head) o{r['ordering']}: accuracy matrix R[task][after task] (%)")
         for j, row in enumerate(r["accuracy_matrix"]):
             console.print(f"  task {j}: " + " ".join(f"{_pct(v):>5}" if t >= j else "    ." for t, v in enumerate(row)))
 
@@ -45,27 +45,30 @@ def markdown(report: dict, command: str) -> str:
         "Versions: " + ", ".join(f"{k} {v}" for k, v in report["environment"]["packages"].items()) + ".",
         "",
         ("Class-incremental accuracy in %: A = average anytime accuracy, final = after the last task, F = forgetting;"
-         " A (TIL) = task-incremental; #Ad = adapters kept; stored/task = adapter parameters stored per task."),
+         " A (TIL) = task-incremental; #Ad = adapters kept; stored/task = adapter parameters stored per task;"
+         " head bytes/class = what the head option keeps per class beyond its linear head (statistics, calibration,"
+         " classifier; never examples)."),
         "",
         "## Mean ± spread over orderings",
         "",
-        "| method | runs | A | final | F | A (TIL) | #Ad | stored/task |",
-        "|---|---|---|---|---|---|---|---|",
+        "| method | head | runs | A | final | F | A (TIL) | #Ad | stored/task | head bytes/class |",
+        "|---|---|---|---|---|---|---|---|---|---|",
     ]
     def cell(s: dict, k: str) -> str:
         return f"{_pct(s[k])} ± {_pct(s[k + '_std'])}"
 
     for s in report["summary"]:
         lines.append(
-            f"| {s['method']} | {s['runs']} | {cell(s, 'avg_accuracy')} | {cell(s, 'final_accuracy')}"
+            f"| {s['method']} | {s['head']} | {s['runs']} | {cell(s, 'avg_accuracy')} | {cell(s, 'final_accuracy')}"
             f" | {cell(s, 'forgetting')} | {cell(s, 'til_avg_accuracy')} | {s['active_adapters']:.1f}"
-            f" | {s['stored_params_per_task']:,.0f} |"
+            f" | {s['stored_params_per_task']:,.0f} | {s['scoring_bytes_per_class']:,.0f} |"
         )
-    lines += ["", "## Every run", "", "| method | ordering | A | final | F | A (TIL) | #Ad | decisions | time s |",
-              "|---|---|---|---|---|---|---|---|---|"]
+    lines += ["", "## Every run", "",
+              "| method | head | ordering | A | final | F | A (TIL) | #Ad | decisions | time s |",
+              "|---|---|---|---|---|---|---|---|---|---|"]
     for r in report["rows"]:
         lines.append(
-            f"| {r['method']} | {r['ordering']} | {_pct(r['avg_accuracy'])} | {_pct(r['final_accuracy'])}"
+            f"| {r['method']} | {r['head']} | {r['ordering']} | {_pct(r['avg_accuracy'])} | {_pct(r['final_accuracy'])}"
             f" | {_pct(r['forgetting'])} | {_pct(r['til_avg_accuracy'])} | {r['active_adapters']}"
             f" | {' '.join(r['decisions'])} | {r['wall_time']:.0f} |"
         )

@@ -7,6 +7,7 @@ from typing import Literal
 
 from pipeline.adapters.config import AdapterConfig, GateConfig
 from pipeline.learn.backbone import BackboneConfig
+from pipeline.learn.head_options import HEAD_OPTIONS, HeadOption
 
 Method = Literal["litelora", "sdlora", "seq-lora"]
 METHODS: tuple[str, ...] = ("litelora", "sdlora", "seq-lora")
@@ -35,6 +36,13 @@ class TrainConfig:
     phase2_lr: float = 0.05
     sdlora_alpha_init: float = 0.8
     """SD-LoRA re-creates every magnitude at this value at the start of each task."""
+    head: HeadOption = "linear"
+    """How the set scores classes (head_options.py); "linear" is the paper's per-task heads."""
+    stats_rank: int = 16
+    """Principal directions kept per class covariance (prototype and aligned heads)."""
+    drift_compensation: bool = True
+    """Move stored class means along the feature drift each later task causes."""
+    align_steps: int = 300
     eval_batch_size: int = 128
     seed: int = 1993
     device: str = "auto"
@@ -42,6 +50,8 @@ class TrainConfig:
     def __post_init__(self) -> None:
         if self.method not in METHODS:
             raise ValueError(f"unknown method {self.method!r}; choose one of {', '.join(METHODS)}")
+        if self.head not in HEAD_OPTIONS:
+            raise ValueError(f"unknown head option {self.head!r}; choose one of {', '.join(HEAD_OPTIONS)}")
         for name in ("epochs", "batch_size", "phase2_batch_size", "eval_batch_size"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be >= 1")

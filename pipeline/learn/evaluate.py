@@ -6,7 +6,7 @@ from dataclasses import dataclass
 
 import torch
 
-from pipeline.learn.backbone import autocast
+from pipeline.learn.head_options import features_of, score
 from pipeline.learn.task import Task
 
 
@@ -18,28 +18,27 @@ class StageScores:
 
 
 @torch.no_grad()
-def predict_logits(model, inputs: list[str], batch_size: int) -> torch.Tensor:
-    """Logits over every class seen so far, on CPU in float32."""
-    model.eval()
-    device = model.gate.alpha.device
-    out = []
-    for start in range(0, len(inputs), batch_size):
-        enc = model.encode(inputs[start : start + batch_size])
-        with autocast(device):
-            logits = model(enc["input_ids"].to(device), enc["attention_mask"].to(device))
-        out.append(logits.float().cpu())
-    return torch.cat(out)
+def predict_logits(model, inputs: list[str], head: str | None = None) -> torch.Tensor:
+    """Scores over every class seen so far (the configured head option unless `head`), on CPU in float32."""
+    return score(model, features_of(model, inputs), head or model.config.head)
 
 
-def evaluate_stage(model, tasks: list[Task]) -> StageScores:
+def evaluate_stage(model, tasks: list[Task], head: str | None = None) -> StageScores:
     """Score every task seen so far; `tasks[j]` must be the task that owns head j."""
+    return evaluate_heads(model, tasks, (head or model.config.head,))[head or model.config.head]
+
+
+def evaluate_heads(model, tasks: list[Task], options: tuple[str, ...]) -> dict[str, StageScores]:
+    """`evaluate_stage` under several head options, from one pass of features."""
     offsets, sizes = model.heads.offsets(), model.heads.sizes
-    cil, til, counts = [], [], []
+    out = {option: StageScores([], [], []) for option in options}
     for j, task in enumerate(tasks):
-        logits = predict_logits(model, task.test_inputs, model.config.eval_batch_size)
+        features = features_of(model, task.test_inputs)
         labels = torch.tensor(task.test_labels)
-        cil.append(int((logits.argmax(1) == labels + offsets[j]).sum()))
-        own = logits[:, offsets[j] : offsets[j] + sizes[j]]
-        til.append(int((own.argmax(1) == labels).sum()))
-        counts.append(len(task.test_labels))
-    return StageScores(cil, til, counts)
+        for option, scores in out.items():
+            logits = score(model, features, option)
+            scores.cil_correct.append(int((logits.argmax(1) == labels + offsets[j]).sum()))
+            own = logits[:, offsets[j] : offsets[j] + sizes[j]]
+            scores.til_correct.append(int((own.argmax(1) == labels).sum()))
+            scores.counts.append(len(task.test_labels))
+    return out

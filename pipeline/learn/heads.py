@@ -1,4 +1,7 @@
-"""Per-task linear classifier heads; class-incremental logits are the concatenation over all tasks."""
+"""Per-task linear classifier heads; class-incremental logits are the concatenation over all tasks.
+
+The heads also carry what the `calibrated` and `aligned` head options fit after each task (head_options.py).
+"""
 
 from __future__ import annotations
 
@@ -11,6 +14,11 @@ class TaskHeads(nn.Module):
         super().__init__()
         self.dim = dim
         self.heads = nn.ModuleList()
+        self.calibration = torch.zeros(0, 2)
+        """[tasks, 2]: scale and bias of each head's logits (calibrated option)."""
+        self.aligned_weight: torch.Tensor | None = None
+        self.aligned_bias: torch.Tensor | None = None
+        """One classifier over every class, re-fitted after each task (aligned option)."""
 
     def add_task(self, num_classes: int) -> nn.Linear:
         ref = next(iter(self.heads.parameters()), None)

@@ -21,7 +21,9 @@ from pipeline.adapters.adapter_set import (
     write_adapter_set,
 )
 from pipeline.learn.backbone import load_backbone, pick_device, pool
+from pipeline.learn.class_stats import ClassStatistics
 from pipeline.learn.config import TrainConfig
+from pipeline.learn.head_options import STORED, score
 from pipeline.learn.heads import TaskHeads
 from pipeline.learn.task import Task
 
@@ -46,6 +48,7 @@ class ContinualModel(nn.Module):
         self.gate = LiteLoRAGate(config.gate)
         self.adapters = inject_adapters(backbone, self.gate, config.adapter)
         self.heads = TaskHeads(backbone.config.hidden_size)
+        self.class_stats = ClassStatistics.empty(backbone.config.hidden_size, config.stats_rank)
         self.tasks: list[TaskRecord] = []
         self.to(pick_device(config.device))
 
@@ -69,8 +72,13 @@ class ContinualModel(nn.Module):
         hidden = self.backbone(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
         return pool(hidden, attention_mask, self.config.backbone.pooling)
 
-    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
-        return self.heads(self.features(input_ids, attention_mask).float())
+    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor, head: str | None = None) -> torch.Tensor:
+        """Scores over every class seen: in training the linear heads being learned, in eval mode the
+        configured head option (or `head`)."""
+        features = self.features(input_ids, attention_mask).float()
+        if self.training:
+            return self.heads(features)
+        return score(self, features, head or self.config.head)
 
     # -- bookkeeping -------------------------------------------------------------------------------
     @property
@@ -154,6 +162,10 @@ class ContinualModel(nn.Module):
             rel, data = tensor_file("heads", {"weight": head.weight, "bias": head.bias})
             files[rel] = data
             tasks.append({**asdict(record), "head": rel})
+        scoring, scoring_file = self.scoring_tensors(), None
+        if scoring:
+            scoring_file, data = tensor_file("scoring", scoring)
+            files[scoring_file] = data
         latest = next(iter(self.adapters))[1].latest_unnormalised if adapters else False
         manifest = {
             "format": FORMAT,
@@ -168,10 +180,33 @@ class ContinualModel(nn.Module):
                 "keep": self.gate.keep.cpu().tolist(),
             },
             "tasks": tasks,
+            "scoring": scoring_file,
             **(extra or {}),
         }
         write_adapter_set(directory, manifest, files)
         return manifest
+
+    def scoring_tensors(self, option: str | None = None) -> dict[str, torch.Tensor]:
+        """What a head option (default: the configured one) keeps beyond the linear heads: class statistics
+        (never examples), calibration, the aligned classifier."""
+        out = {}
+        if self.class_stats.num_classes:
+            out |= {f"stats.{k}": v for k, v in self.class_stats.tensors().items()}
+        if len(self.heads.calibration):
+            out["calibration"] = self.heads.calibration
+        if self.heads.aligned_weight is not None:
+            out |= {"aligned.weight": self.heads.aligned_weight, "aligned.bias": self.heads.aligned_bias}
+        keep = STORED[option or self.config.head]
+        return {k: v for k, v in out.items() if k.startswith(keep)} if keep else {}
+
+    def load_scoring(self, tensors: dict[str, torch.Tensor]) -> None:
+        stats = {k.removeprefix("stats."): v for k, v in tensors.items() if k.startswith("stats.")}
+        if stats:
+            self.class_stats = ClassStatistics.from_tensors(stats)
+        if "calibration" in tensors:
+            self.heads.calibration = tensors["calibration"]
+        if "aligned.weight" in tensors:
+            self.heads.aligned_weight, self.heads.aligned_bias = tensors["aligned.weight"], tensors["aligned.bias"]
 
     def adapter_slots(self) -> list[int]:
         """The task (gate slot) that recruited each kept adapter."""
@@ -194,4 +229,6 @@ class ContinualModel(nn.Module):
             state = read_tensor_file(directory, entry.pop("head"))
             model.heads.add_task(state["weight"].shape[0]).to(model.gate.alpha.device).load_state_dict(state)
             model.tasks.append(TaskRecord(**entry))
+        if manifest.get("scoring"):
+            model.load_scoring(read_tensor_file(directory, manifest["scoring"]))
         return model

@@ -37,7 +37,7 @@ def run_ncm(tasks: list[Task], config: BackboneConfig | None = None, device: str
     start = time.perf_counter()
     backbone, tokenizer = load_backbone(config)
     backbone.to(pick_device(device))
-    result = StreamResult("ncm-frozen")
+    result = StreamResult("ncm-frozen", "prototype")
     means: list[torch.Tensor] = []
     test_features = []
     for t, task in enumerate(tasks):

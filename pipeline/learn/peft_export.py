@@ -2,8 +2,9 @@
 
     DIR/combined/          one LoRA of rank Σr holding every kept adapter: the set's exact backbone delta
     DIR/adapters/<t>-<task>/  one LoRA per kept adapter, named after the task (index, name) that recruited it
-    DIR/heads.safetensors  the task heads, concatenated (weight [classes × hidden], bias [classes])
-    DIR/labels.json        class names in head order, the task owning each, pooling and max length
+    DIR/heads.safetensors  the set's head option as one linear map (weight [classes × hidden], bias [classes])
+    DIR/labels.json        class names in head order, the task owning each, pooling, max length, head option and
+                           whether features are L2-normalised before the map (prototype head)
 
 SD-LoRA's magnitudes are folded into B: PEFT computes ΔW = (lora_alpha / r) · B A, and with lora_alpha = r
 that is B A, so B_peft = B · diag(s_i) reproduces W + Σ_i s_i · B_i A_i, with s_i = α_i / n_i (the newest kept
@@ -19,6 +20,7 @@ from pathlib import Path
 import torch
 from safetensors.torch import save_file
 
+from pipeline.learn.head_options import classifier
 from pipeline.learn.model import ContinualModel
 
 
@@ -67,11 +69,12 @@ def export_peft(model: ContinualModel, directory: str | Path) -> dict:
             name = f"{owners[i]:02d}-{model.tasks[owners[i]].name}"  # task names may repeat across drops
             _adapter_dir(out / "adapters" / name, targets, ranks[i], base, tensors)
             written.append(name)
-    heads = model.heads.heads
-    save_file({"weight": torch.cat([h.weight for h in heads]).float().cpu().contiguous(),
-               "bias": torch.cat([h.bias for h in heads]).float().cpu().contiguous()}, out / "heads.safetensors")
+    weight, bias, normalise = classifier(model, model.config.head)
+    save_file({"weight": weight.detach().float().cpu().contiguous(), "bias": bias.detach().float().cpu().contiguous()},
+              out / "heads.safetensors")
     labels = {"classes": model.classes, "task_of_class": [t.name for t in model.tasks for _ in t.classes],
               "pooling": model.config.backbone.pooling, "max_length": model.config.backbone.max_length,
+              "head": model.config.head, "normalize_features": normalise,
               "base_model": base, "adapters": written, "ranks": ranks}
     (out / "labels.json").write_text(json.dumps(labels, indent=2))
     return labels

@@ -21,6 +21,7 @@ from torch import nn
 
 from pipeline.adapters import GateDecision
 from pipeline.learn.backbone import autocast
+from pipeline.learn.head_options import check_fittable, features_of, fit_heads, needs_statistics
 from pipeline.learn.model import ContinualModel
 from pipeline.learn.task import Task
 
@@ -162,13 +163,23 @@ def train_task(
     rank: int = 0,
     world_size: int = 1,
     resume: Progress | None = None,
+    head_options: tuple[str, ...] | None = None,
 ) -> TaskResult:
-    """Train `task` on top of `model` in place and close it with the gate's (or the method's) decision.
+    """Train `task` on top of `model` in place, close it with the gate's (or the method's) decision and fit
+    the head options (by default the configured one).
 
     `resume` continues from an epoch boundary captured by `capture_progress` in an earlier, killed attempt."""
     cfg = model.config
     device = model.gate.alpha.device
     start = time.perf_counter()
+    head_options = head_options or (cfg.head,)
+    check_fittable(model, head_options)
+    # Every rank computes the drift reference on the whole task: identical on all ranks, and tasks are small.
+    drift_reference = (
+        features_of(model, task.train_inputs)
+        if needs_statistics(head_options) and cfg.drift_compensation and model.class_stats.num_classes
+        else None
+    )
     torch.manual_seed(cfg.seed + len(model.tasks))
     t = model.begin_task(task)
     batches = Batches.of(model, task.train_inputs, task.train_labels)
@@ -224,4 +235,6 @@ def train_task(
     decision = model.end_task(task, keep=keep)
     model.gate.alpha.requires_grad_(False)
     model.eval()
+    if set(head_options) != {"linear"}:
+        fit_heads(model, task, drift_reference, head_options)
     return TaskResult(decision, trainable, time.perf_counter() - start, losses)

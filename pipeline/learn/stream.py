@@ -7,7 +7,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from pipeline.learn.config import TrainConfig
-from pipeline.learn.evaluate import evaluate_stage
+from pipeline.learn.evaluate import evaluate_heads
 from pipeline.learn.metrics import AccuracyMatrix
 from pipeline.learn.model import ContinualModel
 from pipeline.learn.recipe import EpochCallback, train_task
@@ -17,12 +17,15 @@ from pipeline.learn.task import Task
 @dataclass
 class StreamResult:
     method: str
+    head: str = "linear"
     cil: AccuracyMatrix = field(default_factory=AccuracyMatrix)
     til: AccuracyMatrix = field(default_factory=AccuracyMatrix)
     decisions: list[str] = field(default_factory=list)
     active_adapters: int = 0
     stored_params: int = 0
     head_params: int = 0
+    scoring_numbers_per_class: float = 0.0
+    """Numbers the head option keeps per class beyond the linear heads (statistics, calibration, classifier)."""
     trainable_params: list[int] = field(default_factory=list)
     task_seconds: list[float] = field(default_factory=list)
     wall_time: float = 0.0
@@ -32,6 +35,7 @@ class StreamResult:
         cil = self.cil.summary()
         return {
             "method": self.method,
+            "head": self.head,
             "avg_accuracy": cil["avg_accuracy"],
             "final_accuracy": cil["final_accuracy"],
             "forgetting": cil["forgetting"],
@@ -42,6 +46,7 @@ class StreamResult:
             "stored_params": self.stored_params,
             "stored_params_per_task": self.stored_params / max(self.cil.num_tasks, 1),
             "head_params": self.head_params,
+            "scoring_bytes_per_class": 4 * self.scoring_numbers_per_class,
             "trainable_params_per_task": self.trainable_params,
             "decisions": self.decisions,
             "accuracy_matrix": cil["accuracy_matrix"],
@@ -56,24 +61,32 @@ def run_stream(
     config: TrainConfig,
     *,
     model: ContinualModel | None = None,
+    head_options: tuple[str, ...] | None = None,
     on_task: Callable[[int, StreamResult], None] | None = None,
     on_epoch: EpochCallback | None = None,
-) -> tuple[StreamResult, ContinualModel]:
+) -> tuple[dict[str, StreamResult], ContinualModel]:
+    """Train and evaluate the stream once; score it under each head option (default: the configured one).
+    Head options do not change training, so one run serves them all."""
     start = time.perf_counter()
     model = model or ContinualModel(config)
-    result = StreamResult(config.method)
+    head_options = head_options or (config.head,)
+    results = {option: StreamResult(config.method, option) for option in head_options}
     for t, task in enumerate(tasks):
-        trained = train_task(model, task, on_epoch=on_epoch)
-        scores = evaluate_stage(model, tasks[: t + 1])
-        result.cil.add_stage(scores.cil_correct, scores.counts)
-        result.til.add_stage(scores.til_correct, scores.counts)
-        result.decisions.append(model.tasks[-1].decision)
-        result.trainable_params.append(trained.trainable_parameters)
-        result.task_seconds.append(trained.wall_time)
+        trained = train_task(model, task, on_epoch=on_epoch, head_options=head_options)
+        scores = evaluate_heads(model, tasks[: t + 1], head_options)
+        for option, result in results.items():
+            result.cil.add_stage(scores[option].cil_correct, scores[option].counts)
+            result.til.add_stage(scores[option].til_correct, scores[option].counts)
+            result.decisions.append(model.tasks[-1].decision)
+            result.trainable_params.append(trained.trainable_parameters)
+            result.task_seconds.append(trained.wall_time)
         if on_task is not None:
-            on_task(t, result)
-    result.active_adapters = model.active_adapters
-    result.stored_params = model.stored_parameters()
-    result.head_params = model.head_parameters()
-    result.wall_time = time.perf_counter() - start
-    return result, model
+            on_task(t, results[head_options[0]])
+    for option, result in results.items():
+        result.active_adapters = model.active_adapters
+        result.stored_params = model.stored_parameters()
+        result.head_params = model.head_parameters()
+        stored = sum(v.numel() for v in model.scoring_tensors(option).values())
+        result.scoring_numbers_per_class = stored / max(len(model.classes), 1)
+        result.wall_time = time.perf_counter() - start
+    return results, model

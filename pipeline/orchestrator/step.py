@@ -31,7 +31,7 @@ from pipeline.registry import plots
 from pipeline.registry.lineage import TRAINING_EXPERIMENT, Lineage
 from pipeline.registry.objects import Bucket
 from pipeline.registry.store import AdapterSetStore, DatasetStore
-from pipeline.settings import Connection
+from pipeline.settings import Connection, load_settings
 
 MAX_ACCURACY_DROP = 0.05
 # The guard compares task-incremental accuracy: in class-incremental scoring every old task loses accuracy as
@@ -145,7 +145,7 @@ def train_on_current(
     sets, datasets = AdapterSetStore(bucket, conn.cache_dir), DatasetStore(bucket)
     parent = load_current(lineage, sets)
     parent_manifest, parent_version = parent.manifest, parent.version
-    model = parent.model or ContinualModel(config or TrainConfig())
+    model = parent.model or ContinualModel(config or TrainConfig(head=load_settings().head))
     if overrides:
         model.reconfigure(model.config.with_overrides(**overrides))
     task = dataset.to_task()

@@ -15,7 +15,7 @@ from pathlib import Path
 
 from pyarrow import fs as pafs
 
-from pipeline.adapters.adapter_set import MANIFEST, AdapterSetError, read_manifest, verify_adapter_set
+from pipeline.adapters.adapter_set import MANIFEST, AdapterSetError, read_manifest, set_files, verify_adapter_set
 from pipeline.data.task_dataset import DATA_FILES, TaskDataset
 from pipeline.registry.objects import Bucket, arrow_filesystem
 from pipeline.settings import Connection
@@ -38,7 +38,7 @@ class AdapterSetStore:
     def publish(self, directory: Path) -> tuple[str, str]:
         """Upload a local adapter set: its files first, then the manifest. Returns (set id, manifest URI)."""
         manifest = read_manifest(directory)
-        for rel in [a["file"] for a in manifest["adapters"]] + [t["head"] for t in manifest["tasks"]]:
+        for rel in set_files(manifest):
             self.bucket.put_if_absent(f"{SETS}/objects/{rel}", (directory / rel).read_bytes())
         data = (directory / MANIFEST).read_bytes()
         set_id = set_id_of(data)
@@ -68,7 +68,7 @@ class AdapterSetStore:
         if set_id_of(data) != set_id:
             raise AdapterSetError(f"adapter set {set_id}: manifest content does not match its id (corrupt)")
         manifest = json.loads(data)
-        for rel in [a["file"] for a in manifest["adapters"]] + [t["head"] for t in manifest["tasks"]]:
+        for rel in set_files(manifest):
             if Path(rel).is_absolute() or ".." in Path(rel).parts:
                 raise AdapterSetError(f"adapter set {set_id}: manifest refers to {rel!r}, outside the set")
             path = target / rel

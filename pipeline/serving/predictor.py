@@ -71,7 +71,7 @@ class Predictor:
         from pipeline.learn.evaluate import predict_logits
 
         with self._lock:
-            probs = predict_logits(self.model, texts, self.model.config.eval_batch_size).softmax(-1)
+            probs = predict_logits(self.model, texts).softmax(-1)
         classes = self.model.classes
         out = []
         for row in probs:

@@ -29,16 +29,16 @@ def test_save_then_load_reproduces_identical_logits(trained, tokenizer, wordnet_
     model, fresh, path = trained
     loaded = ContinualModel.load(path, backbone=fresh, tokenizer=tokenizer)
     inputs = wordnet_tasks[0].test_inputs + wordnet_tasks[1].test_inputs
-    assert torch.equal(predict_logits(loaded, inputs, 16), predict_logits(model, inputs, 16))
+    assert torch.equal(predict_logits(loaded, inputs), predict_logits(model, inputs))
     assert [t.name for t in loaded.tasks] == [t.name for t in wordnet_tasks[:2]]
 
 
 def test_merged_model_gives_the_same_logits(trained, wordnet_tasks):
     model, _, _ = trained
     inputs = wordnet_tasks[1].test_inputs
-    before = predict_logits(model, inputs, 16)
+    before = predict_logits(model, inputs)
     model.merge()
-    assert torch.allclose(predict_logits(model, inputs, 16), before, atol=1e-4, rtol=1e-4)
+    assert torch.allclose(predict_logits(model, inputs), before, atol=1e-4, rtol=1e-4)
 
 
 def test_a_loaded_set_trains_the_next_task(trained, tokenizer, wordnet_tasks, tmp_path):
@@ -102,7 +102,7 @@ def test_a_missing_manifest_says_the_set_is_incomplete(tmp_path):
 def test_an_unwrapped_merge_leaves_plain_linear_modules_and_the_same_logits(trained, wordnet_tasks):
     model, _, _ = trained
     inputs = wordnet_tasks[1].test_inputs
-    before = predict_logits(model, inputs, 16)
+    before = predict_logits(model, inputs)
     model.merge(unwrap=True)
     assert not any(type(m).__name__ == "SDLoRALinear" for m in model.backbone.modules())
-    assert torch.allclose(predict_logits(model, inputs, 16), before, atol=1e-4, rtol=1e-4)
+    assert torch.allclose(predict_logits(model, inputs), before, atol=1e-4, rtol=1e-4)

@@ -4,13 +4,16 @@ import copy
 import json
 from dataclasses import replace
 
+import pytest
 import torch
+import torch.nn.functional as F
 from safetensors.torch import load_file
 
 from pipeline.adapters import GateConfig
 from pipeline.learn.backbone import pool
 from pipeline.learn.config import TrainConfig
 from pipeline.learn.evaluate import predict_logits
+from pipeline.learn.head_options import HEAD_OPTIONS
 from pipeline.learn.model import ContinualModel
 from pipeline.learn.peft_export import export_peft
 from pipeline.learn.recipe import train_task
@@ -18,11 +21,13 @@ from pipeline.learn.recipe import train_task
 TOLERANCE = 1e-5  # float32 on CPU; the export folds α/n into B, so only summation order differs
 
 
-def test_peft_loads_the_combined_export_and_gives_the_sets_logits(tiny_bert, tokenizer, wordnet_tasks, tmp_path):
+@pytest.mark.parametrize("head", HEAD_OPTIONS)
+def test_peft_loads_the_combined_export_and_gives_the_sets_logits(tiny_bert, tokenizer, wordnet_tasks, tmp_path, head):
     from peft import PeftModel
 
     fresh = copy.deepcopy(tiny_bert)
-    config = TrainConfig(epochs=1, batch_size=8, phase2_batch_size=4, lr=5e-3, seed=0, gate=GateConfig(init_logit=5.0))
+    config = TrainConfig(epochs=1, batch_size=8, phase2_batch_size=4, lr=5e-3, seed=0, gate=GateConfig(init_logit=5.0),
+                         head=head, align_steps=20)
     model = ContinualModel(replace(config, adapter=replace(config.adapter, rank=4)), backbone=tiny_bert,
                            tokenizer=tokenizer)
     train_task(model, wordnet_tasks[0])
@@ -36,11 +41,15 @@ def test_peft_loads_the_combined_export_and_gives_the_sets_logits(tiny_bert, tok
     enc = tokenizer(texts, padding=True, truncation=True, max_length=model.config.backbone.max_length,
                     return_tensors="pt")
     heads = load_file(tmp_path / "heads.safetensors")
+    labels = json.loads((tmp_path / "labels.json").read_text())
     with torch.no_grad():
         hidden = peft_model(input_ids=enc["input_ids"], attention_mask=enc["attention_mask"]).last_hidden_state
-        theirs = pool(hidden, enc["attention_mask"], summary["pooling"]) @ heads["weight"].T + heads["bias"]
-    ours = predict_logits(model, texts, 16)
+        features = pool(hidden, enc["attention_mask"], summary["pooling"])
+        if labels["normalize_features"]:
+            features = F.normalize(features, dim=-1)
+        theirs = features @ heads["weight"].T + heads["bias"]
+    ours = predict_logits(model, texts)
+    assert labels["head"] == head
     assert (theirs - ours).abs().max() < TOLERANCE
-    labels = json.loads((tmp_path / "labels.json").read_text())
     assert labels["classes"] == model.classes and labels["adapters"] == [f"{i:02d}-{t.name}" for i, t in enumerate(wordnet_tasks[:2])]
     assert json.loads((tmp_path / "adapters" / f"01-{wordnet_tasks[1].name}" / "adapter_config.json").read_text())["r"] == 2

@@ -1,0 +1,99 @@
+"""Per-class feature statistics that stand in for old training examples: a mean and a low-rank covariance.
+
+They let a set score classes by their mean (prototype head) and re-fit every head on features sampled from
+the classes' Gaussians (aligned head) without keeping a single example. The covariance is probabilistic PCA,
+Σ ≈ F Fᵀ + σ² I with F = V_k diag(√(λ_k − σ²)), so a class costs d·(k+1) + 2 numbers instead of d².
+
+When a later task changes the adapted features (new adapters, re-learned magnitudes), the stored means
+follow the drift measured on that task's own data: each old mean moves by the average displacement of the
+new task's features, weighted by their closeness to it (semantic drift compensation, Yu et al., CVPR 2020).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+DRIFT_WIDTH = 0.1
+"""Kernel width as a fraction of the median squared distance from a mean to the new task's features. Narrow
+(nearly the nearest features' drift) beat wide on Split-WordNet-20: 0.1 → A 71.9, 1.0 → 69.0, a plain average
+of all drifts → 66 (aligned head, litelora, ordering 1995)."""
+
+
+@dataclass
+class ClassStatistics:
+    means: torch.Tensor  # [C, d]
+    factors: torch.Tensor  # [C, d, k]
+    noise: torch.Tensor  # [C] residual variance σ²
+    counts: torch.Tensor  # [C] examples each class was estimated from
+
+    @classmethod
+    def empty(cls, dim: int, rank: int) -> ClassStatistics:
+        return cls(torch.zeros(0, dim), torch.zeros(0, dim, rank), torch.zeros(0), torch.zeros(0, dtype=torch.long))
+
+    @property
+    def num_classes(self) -> int:
+        return self.means.shape[0]
+
+    @property
+    def rank(self) -> int:
+        return self.factors.shape[2]
+
+    def numbers_per_class(self) -> int:
+        return self.means.shape[1] * (self.rank + 1) + 2
+
+    def add_classes(self, features: torch.Tensor, labels: torch.Tensor, num_classes: int) -> None:
+        """Append the statistics of classes 0..num_classes-1 of one task (labels are task-local)."""
+        features = features.double()
+        means, factors, noise, counts = [], [], [], []
+        d, k = features.shape[1], self.rank
+        for c in range(num_classes):
+            x = features[labels == c]
+            if len(x) == 0:
+                raise ValueError(f"class {c} has no examples to estimate its statistics from")
+            mean = x.mean(0)
+            cov = torch.cov(x.T, correction=0).reshape(d, d) if len(x) > 1 else torch.zeros(d, d, dtype=x.dtype)
+            eigvals, eigvecs = torch.linalg.eigh(cov)  # ascending
+            eigvals = eigvals.clamp_min(0).flip(0)
+            eigvecs = eigvecs.flip(1)
+            sigma2 = eigvals[k:].mean() if k < d else eigvals.new_zeros(())
+            factors.append(eigvecs[:, :k] * (eigvals[:k] - sigma2).clamp_min(0).sqrt())
+            means.append(mean)
+            noise.append(sigma2)
+            counts.append(len(x))
+        self.means = torch.cat([self.means, torch.stack(means).float()])
+        self.factors = torch.cat([self.factors, torch.stack(factors).float()])
+        self.noise = torch.cat([self.noise, torch.stack(noise).float()])
+        self.counts = torch.cat([self.counts, torch.tensor(counts)])
+
+    def compensate_drift(self, before: torch.Tensor, after: torch.Tensor) -> None:
+        """Move every stored mean by the drift of nearby features: `before`/`after` are the same inputs'
+        features before and after a task was trained."""
+        if self.num_classes == 0:
+            return
+        before, delta = before.double(), (after - before).double()
+        d2 = torch.cdist(self.means.double(), before).square()  # [C, N]
+        # The width scales with the typical distance from each mean to the new task's features, so the weights
+        # neither vanish nor flatten whatever the feature scale.
+        width = DRIFT_WIDTH * d2.median(dim=1, keepdim=True).values.clamp_min(1e-12)
+        weights = torch.softmax(-d2 / width, dim=1)
+        self.means = (self.means.double() + weights @ delta).float()
+
+    def sample(self, per_class: int, generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+        """`per_class` draws from every class's Gaussian, and their global class indices."""
+        c, d, k = self.factors.shape
+        z = torch.randn(c, per_class, k, generator=generator)
+        e = torch.randn(c, per_class, d, generator=generator)
+        x = self.means[:, None] + torch.einsum("cdk,cnk->cnd", self.factors, z) + self.noise.sqrt()[:, None, None] * e
+        return x.reshape(c * per_class, d), torch.arange(c).repeat_interleave(per_class)
+
+    def tensors(self) -> dict[str, torch.Tensor]:
+        return {"means": self.means, "factors": self.factors, "noise": self.noise, "counts": self.counts}
+
+    @classmethod
+    def from_tensors(cls, tensors: dict[str, torch.Tensor]) -> ClassStatistics:
+        """Statistics from stored tensors; a set that kept only means gets no covariance (rank 0)."""
+        means = tensors["means"]
+        factors = tensors.get("factors", torch.zeros(means.shape[0], means.shape[1], 0))
+        return cls(means, factors, tensors.get("noise", torch.zeros(means.shape[0])), tensors["counts"])

@@ -1,0 +1,139 @@
+"""Head options: how a set turns adapted features into scores over every class seen (`TrainConfig.head`).
+
+    linear      the paper's per-task heads, trained with their adapter (the reference; biased to recent tasks)
+    prototype   cosine similarity to each class's mean adapted feature
+    aligned     one classifier over all classes, re-fitted after every task on features sampled from each
+                class's Gaussian (classifier alignment, as in SLCA, Zhang et al., ICCV 2023)
+    calibrated  the linear heads, each with a scale and bias fitted on its own task's features
+
+Only the linear heads train with the adapter; the other options are fitted after the task closes, from the
+task's features and the stored class statistics. They never change what the adapters learn, so one
+training run can be scored under every option (the bench does).
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+import torch
+import torch.nn.functional as F
+
+from pipeline.learn.backbone import autocast
+from pipeline.learn.class_stats import ClassStatistics
+from pipeline.learn.task import Task
+
+HeadOption = Literal["linear", "prototype", "aligned", "calibrated"]
+HEAD_OPTIONS: tuple[str, ...] = ("linear", "prototype", "aligned", "calibrated")
+PROTOTYPE_SCALE = 10.0
+"""Cosines lie in [-1, 1]; scaled so that a softmax over them gives usable probabilities (argmax unchanged)."""
+
+
+STORED = {"linear": (), "prototype": ("stats.means", "stats.counts"), "aligned": ("stats.", "aligned."),
+          "calibrated": ("calibration",)}
+"""Which scoring tensors (by name prefix) a set trained with each option keeps beyond its linear heads."""
+
+
+def needs_statistics(options: tuple[str, ...]) -> bool:
+    return bool({"prototype", "aligned"} & set(options))
+
+
+def check_fittable(model, options: tuple[str, ...]) -> None:
+    """Refuse, before any training, an option whose state for earlier tasks the set does not have."""
+    for option in options:
+        if option not in HEAD_OPTIONS:
+            raise ValueError(f"unknown head option {option!r}; choose one of {', '.join(HEAD_OPTIONS)}")
+    lacking = [o for o in options if o in ("prototype", "aligned") and model.class_stats.num_classes != len(model.classes)]
+    if "calibrated" in options and len(model.heads.calibration) != len(model.tasks):
+        lacking.append("calibrated")
+    if lacking:
+        raise ValueError(
+            f"head option {lacking[0]!r} needs what it fits after every task, but the set's earlier tasks were "
+            f"trained with head {model.config.head!r}; keep that head or start a new lineage"
+        )
+
+
+@torch.no_grad()
+def features_of(model, texts: list[str]) -> torch.Tensor:
+    """Adapted, pooled features of `texts` (eval mode: deterministic gate), on CPU in float32."""
+    was_training = model.training
+    model.eval()
+    device = model.gate.alpha.device
+    out = []
+    for start in range(0, len(texts), model.config.eval_batch_size):
+        enc = model.encode(texts[start : start + model.config.eval_batch_size])
+        with autocast(device):
+            feats = model.features(enc["input_ids"].to(device), enc["attention_mask"].to(device))
+        out.append(feats.float().cpu())
+    model.train(was_training)
+    return torch.cat(out)
+
+
+def classifier(model, option: str) -> tuple[torch.Tensor, torch.Tensor, bool]:
+    """Every option as one linear map over all classes: (weight [C, d], bias [C], normalise features first)."""
+    heads = model.heads
+    if option == "linear":
+        return torch.cat([h.weight for h in heads.heads]), torch.cat([h.bias for h in heads.heads]), False
+    if option == "calibrated":
+        scale = torch.cat([c[0].expand(h.out_features) for c, h in zip(heads.calibration, heads.heads, strict=True)])
+        shift = torch.cat([c[1].expand(h.out_features) for c, h in zip(heads.calibration, heads.heads, strict=True)])
+        weight, bias, _ = classifier(model, "linear")
+        scale, shift = scale.to(weight.device), shift.to(weight.device)
+        return weight / scale[:, None], (bias - shift) / scale, False
+    if option == "prototype":
+        means = F.normalize(model.class_stats.means, dim=-1)
+        return PROTOTYPE_SCALE * means, torch.zeros(len(means)), True
+    if option == "aligned":
+        return heads.aligned_weight, heads.aligned_bias, False
+    raise ValueError(f"unknown head option {option!r}; choose one of {', '.join(HEAD_OPTIONS)}")
+
+
+def score(model, features: torch.Tensor, option: str) -> torch.Tensor:
+    """Scores over every class seen, in head order, for already computed features."""
+    weight, bias, normalise = classifier(model, option)
+    if normalise:
+        features = F.normalize(features, dim=-1)
+    return features @ weight.to(features.device, features.dtype).T + bias.to(features.device, features.dtype)
+
+
+def fit_heads(model, task: Task, before: torch.Tensor | None, options: tuple[str, ...]) -> None:
+    """After `task` closed: update the class statistics and fit what each option in `options` needs.
+
+    `before` holds the task's training features under the model as it was before the task (for drift)."""
+    after = features_of(model, task.train_inputs)
+    labels = torch.tensor(task.train_labels)
+    cfg = model.config
+    if needs_statistics(options):
+        if before is not None and cfg.drift_compensation:
+            model.class_stats.compensate_drift(before, after)
+        model.class_stats.add_classes(after, labels, len(task.classes))
+    if "aligned" in options:
+        model.heads.aligned_weight, model.heads.aligned_bias = align_classifier(
+            model.heads, model.class_stats, steps=cfg.align_steps, seed=cfg.seed + len(model.tasks)
+        )
+    if "calibrated" in options:
+        model.heads.calibration = torch.cat([model.heads.calibration, calibration_of(model.heads.heads[-1], after)])
+
+
+def calibration_of(head: torch.nn.Linear, features: torch.Tensor) -> torch.Tensor:
+    """[[scale, bias]] standardising the head's top logit on its own task's features."""
+    with torch.no_grad():
+        top = head(features.to(head.weight.device)).max(dim=1).values.float().cpu()
+    return torch.stack([top.std().clamp_min(1e-6), top.mean()]).reshape(1, 2)
+
+
+def align_classifier(heads, stats: ClassStatistics, *, steps: int, seed: int, per_class: int = 32,
+                     lr: float = 0.01) -> tuple[torch.Tensor, torch.Tensor]:
+    """One linear classifier over every class, started from the trained heads and fitted by cross-entropy
+    on features drawn from the class Gaussians (deterministic for a seed, so every DDP rank agrees)."""
+    weight = torch.cat([h.weight.detach().float().cpu() for h in heads.heads]).clone().requires_grad_(True)
+    bias = torch.cat([h.bias.detach().float().cpu() for h in heads.heads]).clone().requires_grad_(True)
+    optimizer = torch.optim.SGD([weight, bias], lr=lr, momentum=0.9)
+    generator = torch.Generator().manual_seed(seed)
+    with torch.enable_grad():
+        for _ in range(steps):
+            x, y = stats.sample(per_class, generator)
+            loss = F.cross_entropy(x @ weight.T + bias, y)
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+    return weight.detach(), bias.detach()
