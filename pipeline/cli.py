@@ -61,8 +61,9 @@ def _check_heads(value: str | None) -> str | None:
 @app.command()
 def bench(
     quick: Annotated[bool, typer.Option("--quick", help="Quick tier (150/100 per class), one ordering: ≤ 10 min on 2 cores.")] = False,
+    full: Annotated[bool, typer.Option("--full", help="Every method (also share and lora-per-task), the three orderings, linear and aligned heads, plots: the full report (≈ 45 min on 2 cores at the quick tier).")] = False,
     tier: Annotated[str, typer.Option(help="Data tier: ci, quick or full (full needs Debian's wordnet-base).")] = "quick",
-    methods: Annotated[str, typer.Option(help="Comma-separated: litelora, sdlora, seq-lora.")] = "litelora,sdlora,seq-lora",
+    methods: Annotated[str, typer.Option(help="Comma-separated: litelora, sdlora, seq-lora, share, lora-per-task (the last two need the task id: task-incremental only).")] = "litelora,sdlora,seq-lora",
     orderings: Annotated[str, typer.Option(help="Comma-separated class-ordering seeds.")] = "1993,1995,2000",
     reference: Annotated[bool, typer.Option(help="Also score the frozen nearest-class-mean reference.")] = True,
     epochs: Annotated[int | None, typer.Option(help="Epochs per task (phase 1).")] = None,
@@ -73,27 +74,26 @@ def bench(
     as_json: Annotated[bool, typer.Option("--json", help="Print the report as JSON on stdout.")] = False,
     speed: Annotated[bool, typer.Option("--speed", help="Instead: training-step time with 0–20 kept adapters vs a PEFT LoRA step, and merged vs plain inference (needs peft).")] = False,
 ) -> None:
-    """Train Split-WordNet-20 with each method and ordering; print accuracy, forgetting and adapters kept
-    (--speed: training-step and inference time against PEFT instead)."""
-    from pipeline.bench.continual import BenchPlan, run_bench
+    """Train Split-WordNet-20 with each method and ordering; print accuracy, forgetting, adapters and parameters
+    kept; write markdown, JSON and plots (--speed: training-step and inference time against PEFT instead)."""
+    from pipeline.bench.continual import ALL_METHODS, BenchPlan, run_bench
     from pipeline.bench.report import print_report, write_report
-    from pipeline.learn.config import METHODS
 
     if speed:
         _bench_speed(_train_config("litelora", epochs, sparsity, rank), out, as_json)
         return
 
-    chosen = _csv(methods)
-    unknown = set(chosen) - set(METHODS)
+    chosen = list(ALL_METHODS) if full else _csv(methods)
+    unknown = set(chosen) - set(ALL_METHODS)
     if unknown:
-        raise typer.BadParameter(f"unknown method(s) {sorted(unknown)}; choose from {', '.join(METHODS)}")
+        raise typer.BadParameter(f"unknown method(s) {sorted(unknown)}; choose from {', '.join(ALL_METHODS)}")
     try:
         seeds = tuple(int(o) for o in _csv(orderings))
     except ValueError:
         raise typer.BadParameter("orderings must be integers, e.g. 1993,1995,2000") from None
     if quick:
         tier, seeds = "quick", seeds[:1]
-    head_options = tuple(_csv(heads))
+    head_options = ("linear", "aligned") if full else tuple(_csv(heads))
     plan = BenchPlan(tier=tier, methods=tuple(chosen), orderings=seeds, reference=reference, heads=head_options,
                      config=_train_config("litelora", epochs, sparsity, rank, head_options[0]))
     with _progress() as progress:
@@ -101,7 +101,9 @@ def bench(
         bar = progress.add_task("bench", total=len(seeds) * (len(chosen) * 5 + int(reference)))
         report = run_bench(plan, on_task=lambda label, t, n: progress.update(bar, advance=1, description=label))
     name = "quick" if quick else f"{tier}-o{'-'.join(map(str, seeds))}"
-    if head_options != ("linear",):
+    if full:
+        name = f"full-{tier}"
+    elif head_options != ("linear",):
         name += "-heads"
     command = "litelora " + " ".join(shlex.quote(a) for a in sys.argv[1:])
     json_path, md_path = write_report(report, out, name, command)
@@ -327,6 +329,65 @@ def export(
                f"{len(summary['adapters'])} per-adapter LoRA(s) in {peft}/adapters/; heads and labels beside them\n"
                f"load: PeftModel.from_pretrained(AutoModel.from_pretrained({summary['base_model']!r}), "
                f"{str(peft / 'combined')!r})")
+
+
+@app.command()
+def analyze(
+    version: Annotated[str | None, typer.Argument(help="Registered version to analyse (e.g. 3 or v3); default `current`.")] = None,
+    bench_report: Annotated[Path | None, typer.Option("--bench", help="Analyse a bench JSON report instead (e.g. benchmarks/full-quick.json).")] = None,
+    out: Annotated[Path | None, typer.Option(help="Directory for the markdown and figures (default: benchmarks/ for --bench, else a temporary one).")] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the analysis as JSON.")] = False,
+) -> None:
+    """How much the adapters' subspaces overlap, per layer, and whether the gate pruned the tasks already covered.
+    A version's analysis is also logged to its MLflow run under analysis/."""
+    import tempfile
+
+    from pipeline.bench import analysis
+
+    if bench_report is not None:
+        try:
+            report = json.loads(bench_report.read_text())
+            result = analysis.analyze_report(report)
+        except (OSError, json.JSONDecodeError, KeyError) as e:
+            _fail(f"{bench_report}: not a bench report with LiteLoRA rows ({e})")
+        directory = out or bench_report.parent
+        figure = analysis.coverage_plot(result, directory / f"{bench_report.stem}-coverage.png")
+        (directory / f"{bench_report.stem}-analysis.md").write_text(
+            analysis.markdown(result, f"bench report {bench_report.name}", (figure.name,)))
+        _print_analysis(result, as_json, directory / f"{bench_report.stem}-analysis.md")
+        return
+
+    from pipeline.orchestrator.step import load_current
+    from pipeline.registry.lineage import Lineage
+    from pipeline.registry.objects import Bucket
+    from pipeline.registry.store import AdapterSetStore
+
+    conn = _connection()
+    try:
+        lineage = Lineage(conn)
+        found = load_current(lineage, AdapterSetStore(Bucket.connect(conn), conn.cache_dir),
+                             version.lstrip("vV") if version else None)
+        if found.model is None:
+            _fail("no adapter set is `current` yet: train and register a task first")
+        result = analysis.analyze_model(found.model)
+        directory = out or Path(tempfile.mkdtemp(prefix="litelora-analysis-"))
+        figures = (analysis.layer_overlap_plot(result, directory / "layer_overlap.png"),
+                   analysis.coverage_plot(result, directory / "coverage.png"))
+        (directory / "analysis.md").write_text(
+            analysis.markdown(result, f"v{found.version}", tuple(f.name for f in figures)))
+        (directory / "analysis.json").write_text(json.dumps(result, indent=2))
+        lineage.client.log_artifacts(lineage.get(found.version).run_id, str(directory), "analysis")
+    except _registry_errors() as e:
+        _fail(str(e))
+    _print_analysis(result, as_json, directory / "analysis.md")
+
+
+def _print_analysis(result: dict, as_json: bool, markdown_path: Path) -> None:
+    if as_json:
+        typer.echo(json.dumps(result, indent=2))
+    else:
+        typer.echo(markdown_path.read_text().rstrip())
+    err.print(f"analysis: {markdown_path}")
 
 
 @app.command()

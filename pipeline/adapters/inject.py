@@ -1,9 +1,9 @@
-"""Model surgery: find the nn.Linear layers to adapt by name and wrap them in SDLoRALinear."""
+"""Model surgery: find the nn.Linear layers to adapt by name and wrap them in SDLoRALinear (or another layer)."""
 
 from __future__ import annotations
 
 import re
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
 import torch
 from torch import nn
@@ -92,12 +92,10 @@ class InjectedAdapters:
         return sum(rank * (m.in_features + m.out_features) for m in self.layers.values())
 
 
-def inject_adapters(model: nn.Module, gate: LiteLoRAGate, config: AdapterConfig | None = None) -> InjectedAdapters:
-    """Replace every targeted nn.Linear of `model` in place; the rest of the model is frozen."""
-    config = config or AdapterConfig()
-    if any(isinstance(m, SDLoRALinear) for m in model.modules()):
-        raise ValueError("this model already carries adapters; inject into a fresh copy of the backbone")
-    targets = config.targets or detect_targets(model)
+def replace_linears(model: nn.Module, targets: tuple[str, ...] | None,
+                    wrap: Callable[[nn.Linear], nn.Module]) -> dict[str, nn.Module]:
+    """Replace every targeted nn.Linear of `model` in place by `wrap(linear)`; the rest of the model is frozen."""
+    targets = targets or detect_targets(model)
     for p in model.parameters():
         p.requires_grad_(False)
     names = [n for n, m in model.named_modules() if isinstance(m, nn.Linear) and any(_matches(n, t) for t in targets)]
@@ -107,7 +105,16 @@ def inject_adapters(model: nn.Module, gate: LiteLoRAGate, config: AdapterConfig 
     for name in names:
         parent_name, _, child = name.rpartition(".")
         parent = model.get_submodule(parent_name) if parent_name else model
-        layer = SDLoRALinear(getattr(parent, child), gate, norm=config.norm, norm_eps=config.norm_eps)
-        setattr(parent, child, layer)
-        layers[name] = layer
-    return InjectedAdapters(layers)
+        layers[name] = wrap(getattr(parent, child))
+        setattr(parent, child, layers[name])
+    return layers
+
+
+def inject_adapters(model: nn.Module, gate: LiteLoRAGate, config: AdapterConfig | None = None) -> InjectedAdapters:
+    """Wrap every targeted nn.Linear of `model` in an SDLoRALinear sharing `gate`."""
+    config = config or AdapterConfig()
+    if any(isinstance(m, SDLoRALinear) for m in model.modules()):
+        raise ValueError("this model already carries adapters; inject into a fresh copy of the backbone")
+    return InjectedAdapters(replace_linears(
+        model, config.targets, lambda linear: SDLoRALinear(linear, gate, norm=config.norm, norm_eps=config.norm_eps)
+    ))

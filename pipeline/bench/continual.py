@@ -16,10 +16,12 @@ from pipeline.data.wordnet import ORDERINGS, split_wordnet20
 from pipeline.learn.config import METHODS, TrainConfig
 from pipeline.learn.ncm import run_ncm
 from pipeline.learn.stream import run_stream
+from pipeline.learn.task_id_stream import TASK_ID_METHODS, run_task_id_stream
 
 REFERENCE = "ncm-frozen"
-SUMMARY_KEYS = ("avg_accuracy", "final_accuracy", "forgetting", "til_avg_accuracy", "active_adapters",
-                "stored_params_per_task", "scoring_bytes_per_class", "wall_time")
+ALL_METHODS: tuple[str, ...] = (*METHODS, *TASK_ID_METHODS)
+SUMMARY_KEYS = ("avg_accuracy", "final_accuracy", "forgetting", "til_avg_accuracy", "til_forgetting",
+                "active_adapters", "stored_params_per_task", "scoring_bytes_per_class", "wall_time")
 
 
 @dataclass
@@ -61,12 +63,14 @@ def run_bench(plan: BenchPlan, on_task: Callable[[str, int, int], None] | None =
             if on_task:
                 on_task(f"{REFERENCE} o{ordering}", len(tasks) - 1, len(tasks))
         for method in plan.methods:
-            config = replace(plan.config, method=method, seed=ordering)  # the ordering also seeds training
             label, n = f"{method} o{ordering}", len(tasks)
-            results, _ = run_stream(
-                tasks, config, head_options=plan.heads,
-                on_task=(lambda t, _r, label=label, n=n: on_task(label, t, n)) if on_task else None,
-            )
+            progress = (lambda t, _r, label=label, n=n: on_task(label, t, n)) if on_task else None
+            if method in TASK_ID_METHODS:
+                result = run_task_id_stream(tasks, replace(plan.config, seed=ordering), method, on_task=progress)
+                rows.append({**result.row(), "ordering": ordering})
+                continue
+            config = replace(plan.config, method=method, seed=ordering)  # the ordering also seeds training
+            results, _ = run_stream(tasks, config, head_options=plan.heads, on_task=progress)
             rows += [{**result.row(), "ordering": ordering} for result in results.values()]
     return {
         "tier": plan.tier,
@@ -81,14 +85,15 @@ def run_bench(plan: BenchPlan, on_task: Callable[[str, int, int], None] | None =
 
 
 def summarise(rows: list[dict]) -> list[dict]:
-    """Mean and spread (population std) over orderings, per method and head option."""
+    """Mean and spread (population std) over orderings, per method and head option (None where a method has no
+    such score: class-incremental accuracy of the task-id methods)."""
     out = []
     for method, head in dict.fromkeys((r["method"], r["head"]) for r in rows):
         mine = [r for r in rows if r["method"] == method and r["head"] == head]
         entry = {"method": method, "head": head, "runs": len(mine)}
         for key in SUMMARY_KEYS:
-            values = [float(r[key]) for r in mine]
-            entry[key] = statistics.fmean(values)
-            entry[f"{key}_std"] = statistics.pstdev(values) if len(values) > 1 else 0.0
+            values = [float(r[key]) for r in mine if r[key] is not None]
+            entry[key] = statistics.fmean(values) if values else None
+            entry[f"{key}_std"] = statistics.pstdev(values) if len(values) > 1 else (0.0 if values else None)
         out.append(entry)
     return out

@@ -8,9 +8,11 @@ from pathlib import Path
 from rich.console import Console
 from rich.table import Table
 
+from pipeline.bench import plots
 
-def _pct(x: float) -> str:
-    return f"{100 * x:.1f}"
+
+def _pct(x: float | None) -> str:
+    return "—" if x is None else f"{100 * x:.1f}"
 
 
 def rows_table(report: dict) -> Table:
@@ -30,12 +32,14 @@ def print_report(report: dict, console: Console | None = None) -> None:
     console = console or Console()
     console.print(rows_table(report))
     for r in report["rows"]:
-        console.print(f"\n{r['method']} ({r['head']} head) o{r['ordering']}: accuracy matrix R[task][after task] (%)")
-        for j, row in enumerate(r["accuracy_matrix"]):
+        cil = r["accuracy_matrix"] is not None
+        console.print(f"\n{r['method']} ({r['head']} head) o{r['ordering']}: "
+                      f"{'' if cil else 'task-incremental '}accuracy matrix R[task][after task] (%)")
+        for j, row in enumerate(r["accuracy_matrix"] if cil else r["til_accuracy_matrix"]):
             console.print(f"  task {j}: " + " ".join(f"{_pct(v):>5}" if t >= j else "    ." for t, v in enumerate(row)))
 
 
-def markdown(report: dict, command: str) -> str:
+def markdown(report: dict, command: str, figures: tuple[str, ...] = ()) -> str:
     lines = [
         f"# Split-WordNet-20 benchmark ({report['tier']} tier)",
         "",
@@ -45,23 +49,25 @@ def markdown(report: dict, command: str) -> str:
         "Versions: " + ", ".join(f"{k} {v}" for k, v in report["environment"]["packages"].items()) + ".",
         "",
         ("Class-incremental accuracy in %: A = average anytime accuracy, final = after the last task, F = forgetting;"
-         " A (TIL) = task-incremental; #Ad = adapters kept; stored/task = adapter parameters stored per task;"
+         " A (TIL) = task-incremental (the only protocol for share and lora-per-task, which need the task id: — marks"
+         " the class-incremental scores they do not have); #Ad = adapters kept; stored/task = adapter parameters stored per task;"
          " head bytes/class = what the head option keeps per class beyond its linear head (statistics, calibration,"
          " classifier; never examples)."),
         "",
         "## Mean ± spread over orderings",
         "",
-        "| method | head | runs | A | final | F | A (TIL) | #Ad | stored/task | head bytes/class |",
-        "|---|---|---|---|---|---|---|---|---|---|",
+        "| method | head | runs | A | final | F | A (TIL) | F (TIL) | #Ad | stored/task | head bytes/class | time s |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     def cell(s: dict, k: str) -> str:
-        return f"{_pct(s[k])} ± {_pct(s[k + '_std'])}"
+        return "—" if s[k] is None else f"{_pct(s[k])} ± {_pct(s[k + '_std'])}"
 
     for s in report["summary"]:
         lines.append(
             f"| {s['method']} | {s['head']} | {s['runs']} | {cell(s, 'avg_accuracy')} | {cell(s, 'final_accuracy')}"
-            f" | {cell(s, 'forgetting')} | {cell(s, 'til_avg_accuracy')} | {s['active_adapters']:.1f}"
-            f" | {s['stored_params_per_task']:,.0f} | {s['scoring_bytes_per_class']:,.0f} |"
+            f" | {cell(s, 'forgetting')} | {cell(s, 'til_avg_accuracy')} | {cell(s, 'til_forgetting')}"
+            f" | {s['active_adapters']:.1f} | {s['stored_params_per_task']:,.0f} | {s['scoring_bytes_per_class']:,.0f}"
+            f" | {s['wall_time']:.0f} |"
         )
     lines += ["", "## Every run", "",
               "| method | head | ordering | A | final | F | A (TIL) | #Ad | decisions | time s |",
@@ -72,15 +78,19 @@ def markdown(report: dict, command: str) -> str:
             f" | {_pct(r['forgetting'])} | {_pct(r['til_avg_accuracy'])} | {r['active_adapters']}"
             f" | {' '.join(r['decisions'])} | {r['wall_time']:.0f} |"
         )
+    lines += [line for name in figures for line in ("", f"![{name}]({name})")]
     lines += ["", "## Configuration", "", "```json", json.dumps(report["config"], indent=2), "```", ""]
     return "\n".join(lines)
 
 
 def write_report(report: dict, directory: str | Path, name: str, command: str) -> tuple[Path, Path]:
+    """JSON, markdown and two figures (accuracy against stored parameters, accuracy matrices)."""
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
     report = {**report, "command": command}
     json_path, md_path = directory / f"{name}.json", directory / f"{name}.md"
+    storage = plots.accuracy_vs_storage(report, directory / f"{name}-storage.png")
+    matrices = plots.accuracy_matrices(report, directory / f"{name}-matrices.png")
     json_path.write_text(json.dumps(report, indent=2) + "\n")
-    md_path.write_text(markdown(report, command))
+    md_path.write_text(markdown(report, command, (storage.name, matrices.name)))
     return json_path, md_path

@@ -25,6 +25,7 @@ from pipeline.learn.class_stats import ClassStatistics
 from pipeline.learn.config import TrainConfig
 from pipeline.learn.head_options import STORED, score
 from pipeline.learn.heads import TaskHeads
+from pipeline.learn.subspace import chance_coverage, coverage
 from pipeline.learn.task import Task
 
 
@@ -35,6 +36,10 @@ class TaskRecord:
     decision: str  # "recruit" | "reuse" | "continue" (sequential LoRA keeps training one adapter)
     logit: float
     dataset_id: str = ""
+    coverage: float | None = None
+    """Share of the task's trained adapter inside the span of the adapters kept before it (subspace.coverage)."""
+    chance_coverage: float | None = None
+    """The same for a random subspace of that rank: what coverage means nothing beyond."""
 
 
 class ContinualModel(nn.Module):
@@ -128,13 +133,16 @@ class ContinualModel(nn.Module):
         return self.gate.current_task
 
     def end_task(self, task: Task, keep: bool | None = None) -> GateDecision:
+        covered = coverage(self)  # measured before a pruned adapter disappears
+        chance = chance_coverage(self) if covered is not None else None
         decision = self.gate.close_task(keep=keep)
         if decision.keep:
             self.adapters.freeze_adapter(slot=decision.task)
         else:
             self.adapters.drop_adapter()  # pruned: neither stored nor computed from now on
         label = "continue" if self.config.method == "seq-lora" and self.tasks else decision.decision
-        self.tasks.append(TaskRecord(task.name, list(task.classes), label, decision.logit, task.dataset_id))
+        self.tasks.append(TaskRecord(task.name, list(task.classes), label, decision.logit, task.dataset_id, covered,
+                                     chance))
         return decision
 
     def merge(self, unwrap: bool = False) -> None:

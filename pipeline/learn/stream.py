@@ -11,6 +11,7 @@ from pipeline.learn.evaluate import evaluate_heads
 from pipeline.learn.metrics import AccuracyMatrix
 from pipeline.learn.model import ContinualModel
 from pipeline.learn.recipe import EpochCallback, train_task
+from pipeline.learn.subspace import mean_overlap, overlap_matrices
 from pipeline.learn.task import Task
 
 
@@ -18,6 +19,8 @@ from pipeline.learn.task import Task
 class StreamResult:
     method: str
     head: str = "linear"
+    task_incremental_only: bool = False
+    """Methods that need the task id (Share, one LoRA per task) have no class-incremental scores."""
     cil: AccuracyMatrix = field(default_factory=AccuracyMatrix)
     til: AccuracyMatrix = field(default_factory=AccuracyMatrix)
     decisions: list[str] = field(default_factory=list)
@@ -28,11 +31,19 @@ class StreamResult:
     """Numbers the head option keeps per class beyond the linear heads (statistics, calibration, classifier)."""
     trainable_params: list[int] = field(default_factory=list)
     task_seconds: list[float] = field(default_factory=list)
+    coverage: list[float | None] = field(default_factory=list)
+    """Per task: share of its trained adapter inside the span of the adapters kept before it."""
+    chance_coverage: list[float | None] = field(default_factory=list)
+    overlap: list[list[float]] = field(default_factory=list)
+    """Kept adapters × kept adapters: subspace overlap at the end, averaged over layers."""
+    reprojection_errors: list[float] = field(default_factory=list)
+    """Share: mean relative error of earlier tasks' factors re-projected onto the new basis, per task."""
     wall_time: float = 0.0
 
     def row(self) -> dict:
         """One benchmark row: the fields every report and the JSON output carry."""
-        cil = self.cil.summary()
+        cil = (dict.fromkeys(("avg_accuracy", "final_accuracy", "forgetting", "accuracy_matrix"))
+               if self.task_incremental_only else self.cil.summary())
         return {
             "method": self.method,
             "head": self.head,
@@ -42,15 +53,20 @@ class StreamResult:
             "til_avg_accuracy": self.til.average_accuracy,
             "til_final_accuracy": self.til.final_accuracy,
             "active_adapters": self.active_adapters,
-            "num_tasks": self.cil.num_tasks,
+            "num_tasks": self.til.num_tasks,
             "stored_params": self.stored_params,
-            "stored_params_per_task": self.stored_params / max(self.cil.num_tasks, 1),
+            "stored_params_per_task": self.stored_params / max(self.til.num_tasks, 1),
             "head_params": self.head_params,
             "scoring_bytes_per_class": 4 * self.scoring_numbers_per_class,
             "trainable_params_per_task": self.trainable_params,
             "decisions": self.decisions,
             "accuracy_matrix": cil["accuracy_matrix"],
             "til_accuracy_matrix": self.til.matrix(),
+            "til_forgetting": self.til.forgetting,
+            "reprojection_errors": self.reprojection_errors,
+            "coverage": self.coverage,
+            "chance_coverage": self.chance_coverage,
+            "overlap": self.overlap,
             "task_seconds": self.task_seconds,
             "wall_time": self.wall_time,
         }
@@ -88,5 +104,8 @@ def run_stream(
         result.head_params = model.head_parameters()
         stored = sum(v.numel() for v in model.scoring_tensors(option).values())
         result.scoring_numbers_per_class = stored / max(len(model.classes), 1)
+        result.coverage = [t.coverage for t in model.tasks]
+        result.chance_coverage = [t.chance_coverage for t in model.tasks]
+        result.overlap = mean_overlap(overlap_matrices(model))
         result.wall_time = time.perf_counter() - start
     return results, model

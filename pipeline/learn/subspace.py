@@ -23,6 +23,23 @@ def overlap(b_i: torch.Tensor, b_j: torch.Tensor) -> float:
     return float((cos**2).sum() / min(qi.shape[1], qj.shape[1]))
 
 
+def coverage(model) -> float | None:
+    """How much of the adapter being trained lies in the span of the kept ones: per layer the mean cos² of the
+    principal angles between col(B_t) and col([B_kept]), averaged over layers. None without both."""
+    values = []
+    for _, layer in model.adapters:
+        if layer.lora_b is None or layer.num_frozen == 0:
+            return None
+        values.append(overlap(layer.lora_b.detach(), layer.frozen_b))
+    return sum(values) / len(values) if values else None
+
+
+def chance_coverage(model) -> float:
+    """What `coverage` a random rank-r subspace would get against the kept span: dim(kept) / d, per layer."""
+    values = [min(1.0, sum(layer.ranks) / layer.out_features) for _, layer in model.adapters]
+    return sum(values) / len(values)
+
+
 def overlap_matrices(model) -> dict[str, list[list[float]]]:
     """Per adapted layer, the K × K overlap between kept adapters (K = model.active_adapters)."""
     out = {}

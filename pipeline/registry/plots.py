@@ -10,7 +10,7 @@ matplotlib.use("Agg")  # files only; never needs a display
 import matplotlib.pyplot as plt
 
 
-def _save(fig, path: Path) -> Path:
+def save_figure(fig, path: Path) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=110, bbox_inches="tight")
     plt.close(fig)
@@ -30,7 +30,7 @@ def accuracy_heatmap(matrix: list[list[float]], tasks: list[str], path: Path) ->
     ax.set_yticks(range(n), tasks)
     ax.set_title("Accuracy (%) per task\n(rows: task; columns: after training task …)", fontsize=10)
     fig.colorbar(im, ax=ax, fraction=0.046)
-    return _save(fig, path)
+    return save_figure(fig, path)
 
 
 def adapter_usage(tasks: list[dict], adapters: list[dict], path: Path) -> Path:
@@ -46,7 +46,7 @@ def adapter_usage(tasks: list[dict], adapters: list[dict], path: Path) -> Path:
     ax.set_xticks(range(len(slots)), [f"adapter of\n{tasks[s]['name']}" for s in slots], fontsize=8)
     ax.set_yticks(range(n), [f"{t['name']} ({t['decision']})" for t in tasks], fontsize=8)
     ax.set_title("Kept adapters serving each task", fontsize=10)
-    return _save(fig, path)
+    return save_figure(fig, path)
 
 
 def overlap_heatmap(matrix: list[list[float]], labels: list[str], path: Path) -> Path:
@@ -61,7 +61,7 @@ def overlap_heatmap(matrix: list[list[float]], labels: list[str], path: Path) ->
         ax.set_yticks(range(k), labels)
         fig.colorbar(im, ax=ax, fraction=0.046)
     ax.set_title("Subspace overlap of kept adapters\nmean cos² of principal angles,\naveraged over layers", fontsize=10)
-    return _save(fig, path)
+    return save_figure(fig, path)
 
 
 def lineage_tree(nodes: list[dict], current: str | None, path: Path) -> Path:
@@ -98,7 +98,7 @@ def lineage_tree(nodes: list[dict], current: str | None, path: Path) -> Path:
     ax.invert_yaxis()
     ax.axis("off")
     ax.set_title("Adapter-set lineage")
-    return _save(fig, path)
+    return save_figure(fig, path)
 
 
 def pareto_plot(points: list[tuple[float, int, str]], front: list[tuple[float, int, str]], chosen: str | None,
@@ -117,4 +117,4 @@ def pareto_plot(points: list[tuple[float, int, str]], front: list[tuple[float, i
     ax.set_xlim(min(counts) - 0.5, max(counts) + 0.5)
     ax.legend(fontsize=8)
     ax.set_title("Accuracy vs adapters kept", fontsize=10)
-    return _save(fig, path)
+    return save_figure(fig, path)

@@ -15,7 +15,13 @@ from pathlib import Path
 
 from pyarrow import fs as pafs
 
-from pipeline.adapters.adapter_set import MANIFEST, AdapterSetError, read_manifest, set_files, verify_adapter_set
+from pipeline.adapters.adapter_set import (
+    MANIFEST,
+    AdapterSetError,
+    read_manifest,
+    set_files,
+    verify_adapter_set,
+)
 from pipeline.data.task_dataset import DATA_FILES, TaskDataset
 from pipeline.registry.objects import Bucket, arrow_filesystem
 from pipeline.settings import Connection

@@ -118,3 +118,13 @@ def test_export_and_predict_commands_read_the_registry_like_the_server(registry,
     assert json.loads(predicted.stdout)["predictions"][0]["label"] == expected.label
     missing = runner.invoke(app, ["export", "v99", "--peft", str(tmp_path / "none")])
     assert missing.exit_code == 1 and "does not exist" in missing.output
+
+    analysed = runner.invoke(app, ["analyze", "v2", "--out", str(tmp_path / "analysis"), "--json"])
+    assert analysed.exit_code == 0, analysed.output
+    result = json.loads(analysed.stdout)
+    assert [t["task"] for t in result["tasks"]] == ["t0", "t1"] and result["tasks"][0]["coverage"] is None
+    assert 0.0 <= result["tasks"][1]["coverage"] <= 1.0  # measured against t0's adapter when the gate decided
+    assert len(result["overlap_per_layer"]) == 12  # query and value of MiniLM's 6 blocks
+    run_id = Lineage(conn).get("2").run_id
+    logged = {a.path for a in Lineage(conn).client.list_artifacts(run_id, "analysis")}
+    assert {"analysis/analysis.md", "analysis/layer_overlap.png", "analysis/coverage.png"} <= logged

@@ -1,0 +1,136 @@
+"""Task-selected LoRA on one nn.Linear: h = W x + B̂_j Â_j x, with j the task the caller names.
+
+Two ways to store the per-task factors (algorithms.md §7):
+
+    lora   one LoRA per task, kept as trained (the storage reference "per-task PEFT LoRA")
+    share  one basis per side, U_A (d_in × k) and U_B (d_out × k), and per-task coefficients L (k × p):
+           Â_j = (U_A L_A^j)ᵀ, B̂_j = U_B L_B^j. Task 0 trains a plain LoRA that seeds the basis; a later task
+           trains only its coefficients plus a temporary rank-φ expansion (P Q) with the basis frozen; after the
+           task the basis is recomputed from the centred stack of every task's factors and all tasks are
+           re-projected onto it.
+
+Both need the task id at inference, so they are scored task-incrementally only.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+
+def basis_of(columns: torch.Tensor, size: float) -> torch.Tensor:
+    """Top left singular vectors of the row-centred `columns` (d × n): `size` of them if an int, else as many as
+    reach that fraction of the variance."""
+    centred = columns - columns.mean(dim=1, keepdim=True)
+    u, s, _ = torch.linalg.svd(centred.double(), full_matrices=False)
+    energy = s.square()
+    # Rank as numpy's matrix_rank counts it, at the precision the factors were trained in.
+    informative = int((s > torch.finfo(columns.dtype).eps * max(columns.shape) * s.max().clamp_min(1e-30)).sum())
+    if isinstance(size, float):
+        k = int(torch.searchsorted(energy.cumsum(0) / energy.sum().clamp_min(1e-30), torch.tensor(size, dtype=energy.dtype))) + 1
+    else:
+        k = size
+    return u[:, : max(1, min(k, informative))].to(columns.dtype)
+
+
+class TaskLoRALinear(nn.Module):
+    def __init__(self, base: nn.Linear, kind: str, rank: int):
+        super().__init__()
+        if kind not in ("lora", "share"):
+            raise ValueError(f"unknown kind {kind!r}")
+        self.base, self.kind, self.rank = base, kind, rank
+        for p in self.base.parameters():
+            p.requires_grad_(False)
+        self.stored_a: list[torch.Tensor] = []  # lora: Aᵀ (d_in × p); share: L_A (k × p)
+        self.stored_b: list[torch.Tensor] = []  # lora: B (d_out × p); share: L_B (k × p)
+        self.basis_a: torch.Tensor | None = None
+        self.basis_b: torch.Tensor | None = None
+        self.train_params = nn.ParameterDict()
+        self.task: int | None = None
+        """The stored task applied at inference; None while a task trains (or before any)."""
+        self.reprojection_errors: list[float] = []
+
+    @property
+    def in_features(self) -> int:
+        return self.base.in_features
+
+    @property
+    def out_features(self) -> int:
+        return self.base.out_features
+
+    # -- training ----------------------------------------------------------------------------------
+    def begin_task(self, expansion: int) -> None:
+        w = self.base.weight
+        kw = {"device": w.device, "dtype": w.dtype}
+        if self.kind == "lora" or self.basis_a is None:  # a plain LoRA: A Kaiming, B = 0
+            a = torch.empty(self.rank, self.in_features, **kw)
+            nn.init.kaiming_uniform_(a, a=math.sqrt(5))
+            params = {"a": a, "b": torch.zeros(self.out_features, self.rank, **kw)}
+        else:  # coefficients from the previous task, plus the temporary expansion
+            u = lambda *shape: torch.empty(*shape, **kw).uniform_(-0.5, 0.5)
+            params = {
+                "coef_a": self.stored_a[-1].clone(), "coef_b": self.stored_b[-1].clone(),
+                "pa": u(self.in_features, expansion), "qa": u(expansion, self.rank),
+                "pb": u(self.rank, expansion), "qb": u(expansion, self.out_features),
+            }
+        self.train_params = nn.ParameterDict({k: nn.Parameter(v) for k, v in params.items()})
+        self.task = None
+
+    def _trained_factors(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """The task being trained, tall: (Âᵀ d_in × p, B̂ d_out × p)."""
+        p = self.train_params
+        if "a" in p:
+            return p["a"].T, p["b"]
+        return self.basis_a @ p["coef_a"] + p["pa"] @ p["qa"], self.basis_b @ p["coef_b"] + (p["pb"] @ p["qb"]).T
+
+    @torch.no_grad()
+    def end_task(self, basis_size: float) -> None:
+        """Store the trained task; Share re-computes its basis and re-projects every task onto it."""
+        a, b = (t.detach().clone() for t in self._trained_factors())
+        self.train_params = nn.ParameterDict()
+        if self.kind == "lora":
+            self.stored_a.append(a)
+            self.stored_b.append(b)
+            return
+        old = [self.stored_factors(j) for j in range(len(self.stored_a))]
+        tall_a = [x for x, _ in old] + [a]
+        tall_b = [y for _, y in old] + [b]
+        self.basis_a = basis_of(torch.cat(tall_a, dim=1), basis_size)
+        self.basis_b = basis_of(torch.cat(tall_b, dim=1), basis_size)
+        self.stored_a = [self.basis_a.T @ x for x in tall_a]
+        self.stored_b = [self.basis_b.T @ y for y in tall_b]
+        errors = [
+            float((r - basis @ basis.T @ r).norm() / r.norm().clamp_min(1e-12))
+            for tall, basis in ((tall_a, self.basis_a), (tall_b, self.basis_b))
+            for r in tall[:-1]
+        ]
+        self.reprojection_errors.append(sum(errors) / len(errors) if errors else 0.0)
+
+    # -- maths -------------------------------------------------------------------------------------
+    def stored_factors(self, j: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """Task j's factors, tall: (Âᵀ d_in × p, B̂ d_out × p)."""
+        if self.kind == "lora":
+            return self.stored_a[j], self.stored_b[j]
+        return self.basis_a @ self.stored_a[j], self.basis_b @ self.stored_b[j]
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        out = self.base(x)
+        if self.train_params:
+            a, b = self._trained_factors()
+        elif self.task is not None:
+            a, b = self.stored_factors(self.task)
+        else:
+            return out
+        return out + F.linear(F.linear(x, a.T.to(x.dtype)), b.to(x.dtype))
+
+    def stored_parameters(self) -> int:
+        stored = sum(t.numel() for t in self.stored_a + self.stored_b)
+        if self.basis_a is not None:
+            stored += self.basis_a.numel() + self.basis_b.numel()
+        return stored
+
+    def trainable_parameters(self) -> int:
+        return sum(p.numel() for p in self.train_params.values())

@@ -1,0 +1,135 @@
+"""The baselines that select a delta by task id: Share and one LoRA per task (the storage reference).
+
+Same tasks, backbone, targets, rank, heads, optimiser, epochs and metrics as the adapter methods; they need
+the task id at inference, so only task-incremental accuracy is reported for them (algorithms.md §9).
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+
+from pipeline.adapters.inject import replace_linears
+from pipeline.adapters.share_layer import TaskLoRALinear
+from pipeline.learn.backbone import autocast, load_backbone, pick_device, pool
+from pipeline.learn.config import TrainConfig
+from pipeline.learn.heads import TaskHeads
+from pipeline.learn.recipe import Batches
+from pipeline.learn.stream import StreamResult
+from pipeline.learn.task import Task
+
+TASK_ID_METHODS: dict[str, str] = {"share": "share", "lora-per-task": "lora"}
+"""Bench method name → how the per-task factors are stored."""
+
+
+@dataclass
+class ShareConfig:
+    basis: float | int = 0.6
+    """Basis size k per side: a float is the explained-variance fraction that picks k (the paper's guidance is
+    about 60%), an int a fixed k."""
+    expansion: int = 2
+    """φ, rank of the temporary expansion trained beside the coefficients."""
+
+
+class TaskSelectedModel(torch.nn.Module):
+    def __init__(self, config: TrainConfig, kind: str, backbone: torch.nn.Module | None = None, tokenizer=None):
+        super().__init__()
+        self.config = config
+        if backbone is None:
+            backbone, tokenizer = load_backbone(config.backbone)
+        self.backbone, self.tokenizer = backbone, tokenizer
+        self.layers = replace_linears(
+            self.backbone, config.adapter.targets, lambda linear: TaskLoRALinear(linear, kind, config.adapter.rank)
+        )
+        self.heads = TaskHeads(self.backbone.config.hidden_size)
+        self.device = pick_device(config.device)
+        self.to(self.device)
+
+    def select(self, task: int | None) -> None:
+        for layer in self.layers.values():
+            layer.task = task
+
+    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+        hidden = self.backbone(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
+        return self.heads(pool(hidden, attention_mask, self.config.backbone.pooling).float())
+
+    def encode(self, texts: list[str]) -> dict[str, torch.Tensor]:
+        return self.tokenizer(texts, padding=True, truncation=True, max_length=self.config.backbone.max_length,
+                              return_tensors="pt")
+
+
+def train_selected_task(model: TaskSelectedModel, task: Task, t: int, share: ShareConfig) -> int:
+    """Train task t's delta and head (the backbone and any basis frozen); returns its trainable parameters."""
+    cfg = model.config
+    torch.manual_seed(cfg.seed + t)
+    for layer in model.layers.values():
+        layer.begin_task(share.expansion)
+    head = model.heads.add_task(len(task.classes)).to(model.device)
+    params = [p for layer in model.layers.values() for p in layer.train_params.values()] + list(head.parameters())
+    optimizer = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=0.0)
+    offset = model.heads.offsets()[-1]
+    batches = Batches.of(model, task.train_inputs, task.train_labels)
+    model.train()
+    model.backbone.eval()
+    for epoch in range(cfg.epochs):
+        for input_ids, mask, labels in batches.iterate(cfg.batch_size, cfg.seed + 7919 * t + epoch, model.device):
+            with autocast(model.device):
+                logits = model(input_ids, mask)
+            loss = F.cross_entropy(logits[:, offset : offset + len(task.classes)].float(), labels)
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+    trainable = sum(p.numel() for p in params)
+    for layer in model.layers.values():
+        layer.end_task(share.basis)
+    model.eval()
+    return trainable
+
+
+@torch.no_grad()
+def task_accuracy(model: TaskSelectedModel, task: Task, j: int) -> int:
+    """Correct task-incremental predictions on task j's test set, with task j's delta and head."""
+    model.select(j)
+    offset, width = model.heads.offsets()[j], model.heads.sizes[j]
+    correct = 0
+    for start in range(0, len(task.test_inputs), model.config.eval_batch_size):
+        enc = model.encode(task.test_inputs[start : start + model.config.eval_batch_size])
+        with autocast(model.device):
+            logits = model(enc["input_ids"].to(model.device), enc["attention_mask"].to(model.device))
+        labels = torch.tensor(task.test_labels[start : start + model.config.eval_batch_size])
+        correct += int((logits[:, offset : offset + width].float().cpu().argmax(1) == labels).sum())
+    model.select(None)
+    return correct
+
+
+def run_task_id_stream(tasks: list[Task], config: TrainConfig, method: str, share: ShareConfig | None = None,
+                       on_task: Callable[[int, StreamResult], None] | None = None,
+                       model: TaskSelectedModel | None = None) -> StreamResult:
+    share = share or ShareConfig()
+    start = time.perf_counter()
+    model = model or TaskSelectedModel(config, TASK_ID_METHODS[method])
+    result = StreamResult(method, task_incremental_only=True)
+    for t, task in enumerate(tasks):
+        task_start = time.perf_counter()
+        result.trainable_params.append(train_selected_task(model, task, t, share))
+        result.task_seconds.append(time.perf_counter() - task_start)
+        correct = [task_accuracy(model, seen, j) for j, seen in enumerate(tasks[: t + 1])]
+        result.til.add_stage(correct, [len(seen.test_labels) for seen in tasks[: t + 1]])
+        layers = list(model.layers.values())
+        if method == "share":
+            k = sum(layer.basis_a.shape[1] + layer.basis_b.shape[1] for layer in layers) / (2 * len(layers))
+            result.decisions.append(f"k={k:.1f}")
+            result.reprojection_errors.append(sum(layer.reprojection_errors[-1] for layer in layers) / len(layers))
+        else:
+            result.decisions.append("store")
+        if on_task is not None:
+            on_task(t, result)
+    result.active_adapters = 1 if method == "share" else len(tasks)
+    result.stored_params = sum(layer.stored_parameters() for layer in model.layers.values())
+    result.head_params = sum(p.numel() for p in model.heads.parameters())
+    result.wall_time = time.perf_counter() - start
+    return result
