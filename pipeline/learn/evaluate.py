@@ -18,7 +18,7 @@ class StageScores:
 
 
 @torch.no_grad()
-def predict_logits(model, inputs: list[str], head: str | None = None) -> torch.Tensor:
+def predict_logits(model, inputs: list, head: str | None = None) -> torch.Tensor:
     """Scores over every class seen so far (the configured head option unless `head`), on CPU in float32."""
     return score(model, features_of(model, inputs), head or model.config.head)
 

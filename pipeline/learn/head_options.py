@@ -53,16 +53,16 @@ def check_fittable(model, options: tuple[str, ...]) -> None:
 
 
 @torch.no_grad()
-def features_of(model, texts: list[str]) -> torch.Tensor:
-    """Adapted, pooled features of `texts` (eval mode: deterministic gate), on CPU in float32."""
+def features_of(model, inputs: list) -> torch.Tensor:
+    """Adapted, pooled features of `inputs` (eval mode: deterministic gate), on CPU in float32."""
     was_training = model.training
     model.eval()
     device = model.gate.alpha.device
     out = []
-    for start in range(0, len(texts), model.config.eval_batch_size):
-        enc = model.encode(texts[start : start + model.config.eval_batch_size])
+    for start in range(0, len(inputs), model.config.eval_batch_size):
+        batch = model.encode(inputs[start : start + model.config.eval_batch_size])
         with autocast(device):
-            feats = model.features(enc["input_ids"].to(device), enc["attention_mask"].to(device))
+            feats = model.features(**{name: tensor.to(device) for name, tensor in batch.items()})
         out.append(feats.float().cpu())
     model.train(was_training)
     return torch.cat(out)

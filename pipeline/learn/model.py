@@ -20,7 +20,7 @@ from pipeline.adapters.adapter_set import (
     tensor_file,
     write_adapter_set,
 )
-from pipeline.learn.backbone import load_backbone, pick_device, pool
+from pipeline.learn.backbone import load_backbone, pick_device
 from pipeline.learn.class_stats import ClassStatistics
 from pipeline.learn.config import TrainConfig
 from pipeline.learn.head_options import STORED, score
@@ -44,16 +44,15 @@ class TaskRecord:
 
 class ContinualModel(nn.Module):
     def __init__(self, config: TrainConfig, backbone: nn.Module | None = None, tokenizer=None):
+        """`backbone` (and, for text, `tokenizer`): a fresh network to adapt instead of loading the configured one."""
         super().__init__()
         self.config = config
-        if backbone is None:
-            backbone, tokenizer = load_backbone(config.backbone)
-        self.backbone = backbone
-        self.tokenizer = tokenizer
+        self.encoder = load_backbone(config.backbone, backbone, tokenizer)
+        self.backbone = self.encoder.network  # registered here: the module that carries the adapters
         self.gate = LiteLoRAGate(config.gate)
-        self.adapters = inject_adapters(backbone, self.gate, config.adapter)
-        self.heads = TaskHeads(backbone.config.hidden_size)
-        self.class_stats = ClassStatistics.empty(backbone.config.hidden_size, config.stats_rank)
+        self.adapters = inject_adapters(self.backbone, self.gate, config.adapter)
+        self.heads = TaskHeads(self.encoder.hidden_size)
+        self.class_stats = ClassStatistics.empty(self.encoder.hidden_size, config.stats_rank)
         self.tasks: list[TaskRecord] = []
         self.to(pick_device(config.device))
 
@@ -68,19 +67,17 @@ class ContinualModel(nn.Module):
         self.backbone.eval()  # the frozen encoder never runs dropout; only adapters, gate and heads learn
         return self
 
-    def encode(self, texts: list[str]) -> dict[str, torch.Tensor]:
-        return self.tokenizer(
-            texts, padding=True, truncation=True, max_length=self.config.backbone.max_length, return_tensors="pt"
-        )
+    def encode(self, inputs: list) -> dict[str, torch.Tensor]:
+        """Raw inputs (texts, or image bytes) → one batch of tensors on the CPU."""
+        return self.encoder.encode(inputs)
 
-    def features(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
-        hidden = self.backbone(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
-        return pool(hidden, attention_mask, self.config.backbone.pooling)
+    def features(self, **batch: torch.Tensor) -> torch.Tensor:
+        return self.encoder.features(**batch)
 
-    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor, head: str | None = None) -> torch.Tensor:
+    def forward(self, head: str | None = None, **batch: torch.Tensor) -> torch.Tensor:
         """Scores over every class seen: in training the linear heads being learned, in eval mode the
         configured head option (or `head`)."""
-        features = self.features(input_ids, attention_mask).float()
+        features = self.features(**batch).float()
         if self.training:
             return self.heads(features)
         return score(self, features, head or self.config.head)

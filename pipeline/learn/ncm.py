@@ -11,23 +11,21 @@ import time
 import torch
 import torch.nn.functional as F
 
-from pipeline.learn.backbone import BackboneConfig, autocast, load_backbone, pick_device, pool
+from pipeline.learn.backbone import Backbone, BackboneConfig, autocast, load_backbone, pick_device
 from pipeline.learn.stream import StreamResult
 from pipeline.learn.task import Task
 
 
 @torch.no_grad()
-def embed(backbone, tokenizer, config: BackboneConfig, texts: list[str], batch_size: int = 128) -> torch.Tensor:
-    device = next(backbone.parameters()).device
+def embed(backbone: Backbone, inputs: list, batch_size: int = 128) -> torch.Tensor:
+    """Frozen pooled features of texts or images, on CPU in float32."""
+    device = next(backbone.network.parameters()).device
     out = []
-    for start in range(0, len(texts), batch_size):
-        enc = tokenizer(
-            texts[start : start + batch_size], padding=True, truncation=True,
-            max_length=config.max_length, return_tensors="pt",
-        ).to(device)
+    for start in range(0, len(inputs), batch_size):
+        batch = backbone.encode(inputs[start : start + batch_size])
         with autocast(device):
-            hidden = backbone(**enc).last_hidden_state
-        out.append(pool(hidden, enc["attention_mask"], config.pooling).float().cpu())
+            feats = backbone.features(**{name: tensor.to(device) for name, tensor in batch.items()})
+        out.append(feats.float().cpu())
     return torch.cat(out)
 
 
@@ -35,17 +33,17 @@ def run_ncm(tasks: list[Task], config: BackboneConfig | None = None, device: str
     """Cosine nearest-class-mean over frozen features, evaluated after every task like the other methods."""
     config = config or BackboneConfig()
     start = time.perf_counter()
-    backbone, tokenizer = load_backbone(config)
-    backbone.to(pick_device(device))
+    backbone = load_backbone(config)
+    backbone.network.to(pick_device(device))
     result = StreamResult("ncm-frozen", "prototype")
     means: list[torch.Tensor] = []
     test_features = []
     for t, task in enumerate(tasks):
         task_start = time.perf_counter()
-        feats = F.normalize(embed(backbone, tokenizer, config, task.train_inputs), dim=1)
+        feats = F.normalize(embed(backbone, task.train_inputs), dim=1)
         labels = torch.tensor(task.train_labels)
         means.extend(F.normalize(feats[labels == c].mean(0), dim=0) for c in range(len(task.classes)))
-        test_features.append(F.normalize(embed(backbone, tokenizer, config, task.test_inputs), dim=1))
+        test_features.append(F.normalize(embed(backbone, task.test_inputs), dim=1))
         centroids = torch.stack(means)
         offset, cil, til, counts = 0, [], [], []
         for j, seen in enumerate(tasks[: t + 1]):

@@ -68,23 +68,22 @@ def restore_progress(model: ContinualModel, progress: Progress) -> None:
 
 @dataclass
 class Batches:
-    """Tokenised inputs of one task, cut into shuffled (and, under DDP, sharded) batches."""
+    """Encoded inputs of one task (a dict of tensors, one row per example), cut into shuffled (and, under DDP,
+    sharded) batches."""
 
-    input_ids: torch.Tensor
-    attention_mask: torch.Tensor
+    inputs: dict[str, torch.Tensor]
     labels: torch.Tensor
 
     @classmethod
-    def of(cls, model: ContinualModel, inputs: list[str], labels: list[int]) -> Batches:
-        enc = model.encode(inputs)
-        return cls(enc["input_ids"], enc["attention_mask"], torch.tensor(labels, dtype=torch.long))
+    def of(cls, model, inputs: list, labels: list[int]) -> Batches:
+        return cls(dict(model.encode(inputs)), torch.tensor(labels, dtype=torch.long))
 
     def __len__(self) -> int:
         return self.labels.numel()
 
     def iterate(
         self, batch_size: int, seed: int | None, device: torch.device, rank: int = 0, world_size: int = 1
-    ) -> Iterator[tuple[torch.Tensor, torch.Tensor, torch.Tensor]]:
+    ) -> Iterator[tuple[dict[str, torch.Tensor], torch.Tensor]]:
         n = len(self)
         order = torch.randperm(n, generator=torch.Generator().manual_seed(seed)) if seed is not None else torch.arange(n)
         if world_size > 1:  # every worker gets the same number of batches: DDP steps are collective
@@ -92,9 +91,11 @@ class Batches:
             order = order.repeat(math.ceil(per_rank * world_size / n))[: per_rank * world_size][rank::world_size]
         for start in range(0, order.numel(), batch_size):
             idx = order[start : start + batch_size]
-            mask = self.attention_mask[idx]
-            width = int(mask.sum(1).max())  # trim padding to the longest sequence of this batch
-            yield self.input_ids[idx, :width].to(device), mask[:, :width].to(device), self.labels[idx].to(device)
+            batch = {name: tensor[idx] for name, tensor in self.inputs.items()}
+            if "attention_mask" in batch:  # padded sequences: trim to the longest one of this batch
+                width = int(batch["attention_mask"].sum(1).max())
+                batch = {name: tensor[:, :width] for name, tensor in batch.items()}
+            yield {name: tensor.to(device) for name, tensor in batch.items()}, self.labels[idx].to(device)
 
 
 def _optimizer(kind: str, groups: list[dict], lr: float) -> torch.optim.Optimizer:
@@ -129,10 +130,10 @@ def _run_epochs(
             scheduler.step()
     for epoch in range(start, epochs):
         total, steps = 0.0, 0
-        for input_ids, mask, labels in batches.iterate(batch_size, seed * 1000 + epoch, device, rank, world_size):
+        for batch, labels in batches.iterate(batch_size, seed * 1000 + epoch, device, rank, world_size):
             model.gate.clear_samples()
             with autocast(device):
-                logits = forward(input_ids, mask)
+                logits = forward(**batch)
             # Train on the current task's logits only, with task-local targets (algorithms.md §1).
             loss = F.cross_entropy(logits[:, offset : offset + width].float(), labels)
             if sparsity:

@@ -12,10 +12,11 @@ class Task:
     name: str
     classes: list[str]
     """Label names of this task, in the order of its head's outputs."""
-    train_inputs: list[str]
+    train_inputs: list[str] | list[bytes]
+    """Texts, or encoded PNG/JPEG images: whatever the backbone's `encode` reads."""
     train_labels: list[int]
     """Indices into `classes`."""
-    test_inputs: list[str]
+    test_inputs: list[str] | list[bytes]
     test_labels: list[int]
     dataset_id: str = ""
     meta: dict = field(default_factory=dict)

@@ -15,7 +15,7 @@ import torch.nn.functional as F
 
 from pipeline.adapters.inject import replace_linears
 from pipeline.adapters.share_layer import TaskLoRALinear
-from pipeline.learn.backbone import autocast, load_backbone, pick_device, pool
+from pipeline.learn.backbone import autocast, load_backbone, pick_device
 from pipeline.learn.config import TrainConfig
 from pipeline.learn.heads import TaskHeads
 from pipeline.learn.recipe import Batches
@@ -39,13 +39,12 @@ class TaskSelectedModel(torch.nn.Module):
     def __init__(self, config: TrainConfig, kind: str, backbone: torch.nn.Module | None = None, tokenizer=None):
         super().__init__()
         self.config = config
-        if backbone is None:
-            backbone, tokenizer = load_backbone(config.backbone)
-        self.backbone, self.tokenizer = backbone, tokenizer
+        self.encoder = load_backbone(config.backbone, backbone, tokenizer)
+        self.backbone = self.encoder.network
         self.layers = replace_linears(
             self.backbone, config.adapter.targets, lambda linear: TaskLoRALinear(linear, kind, config.adapter.rank)
         )
-        self.heads = TaskHeads(self.backbone.config.hidden_size)
+        self.heads = TaskHeads(self.encoder.hidden_size)
         self.device = pick_device(config.device)
         self.to(self.device)
 
@@ -53,13 +52,11 @@ class TaskSelectedModel(torch.nn.Module):
         for layer in self.layers.values():
             layer.task = task
 
-    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
-        hidden = self.backbone(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
-        return self.heads(pool(hidden, attention_mask, self.config.backbone.pooling).float())
+    def forward(self, **batch: torch.Tensor) -> torch.Tensor:
+        return self.heads(self.encoder.features(**batch).float())
 
-    def encode(self, texts: list[str]) -> dict[str, torch.Tensor]:
-        return self.tokenizer(texts, padding=True, truncation=True, max_length=self.config.backbone.max_length,
-                              return_tensors="pt")
+    def encode(self, inputs: list) -> dict[str, torch.Tensor]:
+        return self.encoder.encode(inputs)
 
 
 def train_selected_task(model: TaskSelectedModel, task: Task, t: int, share: ShareConfig) -> int:
@@ -76,9 +73,9 @@ def train_selected_task(model: TaskSelectedModel, task: Task, t: int, share: Sha
     model.train()
     model.backbone.eval()
     for epoch in range(cfg.epochs):
-        for input_ids, mask, labels in batches.iterate(cfg.batch_size, cfg.seed + 7919 * t + epoch, model.device):
+        for batch, labels in batches.iterate(cfg.batch_size, cfg.seed + 7919 * t + epoch, model.device):
             with autocast(model.device):
-                logits = model(input_ids, mask)
+                logits = model(**batch)
             loss = F.cross_entropy(logits[:, offset : offset + len(task.classes)].float(), labels)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
@@ -97,9 +94,9 @@ def task_accuracy(model: TaskSelectedModel, task: Task, j: int) -> int:
     offset, width = model.heads.offsets()[j], model.heads.sizes[j]
     correct = 0
     for start in range(0, len(task.test_inputs), model.config.eval_batch_size):
-        enc = model.encode(task.test_inputs[start : start + model.config.eval_batch_size])
+        batch = model.encode(task.test_inputs[start : start + model.config.eval_batch_size])
         with autocast(model.device):
-            logits = model(enc["input_ids"].to(model.device), enc["attention_mask"].to(model.device))
+            logits = model(**{name: tensor.to(model.device) for name, tensor in batch.items()})
         labels = torch.tensor(task.test_labels[start : start + model.config.eval_batch_size])
         correct += int((logits[:, offset : offset + width].float().cpu().argmax(1) == labels).sum())
     model.select(None)
