@@ -19,7 +19,8 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from pipeline.data.wordnet import ORDERINGS, class_order
+from pipeline.data.class_split import class_order, split_by_class
+from pipeline.data.wordnet import ORDERINGS
 from pipeline.learn.task import Task
 
 IDX_DIR = Path("/usr/share/datasets/fashion-mnist")
@@ -95,23 +96,8 @@ def split_fashion_mnist(ordering: int = ORDERINGS[0], tier: str = "quick") -> li
     table = load_pool(tier)
     images, labels, splits = (table[c].to_pylist() for c in ("image", "label", "split"))
     classes = class_order(list(CLASSES), ordering)
-    tasks = []
-    for t in range(len(classes) // CLASSES_PER_TASK):
-        own = classes[t * CLASSES_PER_TASK : (t + 1) * CLASSES_PER_TASK]
-        index = {c: i for i, c in enumerate(own)}
-        picked = [(x, index[y], s) for x, y, s in zip(images, labels, splits, strict=True) if y in index]
-        tr = [(x, y) for x, y, s in picked if s == "train"]
-        te = [(x, y) for x, y, s in picked if s == "test"]
-        tasks.append(Task(
-            name=f"fashion-{ordering}-t{t}",
-            classes=own,
-            train_inputs=[x for x, _ in tr],
-            train_labels=[y for _, y in tr],
-            test_inputs=[x for x, _ in te],
-            test_labels=[y for _, y in te],
-            meta={"ordering": ordering, "tier": tier},
-        ))
-    return tasks
+    return split_by_class(images, labels, splits, classes, CLASSES_PER_TASK, f"fashion-{ordering}",
+                          {"ordering": ordering, "tier": tier})
 
 
 def write_shipped_pool(target_dir: Path) -> Path:

@@ -13,10 +13,10 @@ from collections import defaultdict
 from importlib import resources
 from pathlib import Path
 
-import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from pipeline.data.class_split import class_order, split_by_class
 from pipeline.learn.task import Task
 
 DATA_NOUN = Path("/usr/share/wordnet/data.noun")
@@ -97,35 +97,12 @@ def load_pool(tier: str) -> pa.Table:
     return table.take(keep)
 
 
-def class_order(classes: list[str], ordering: int) -> list[str]:
-    """The seeded class permutation of the official code: numpy.random.seed(o); permutation(n)."""
-    np.random.seed(ordering)
-    return [classes[i] for i in np.random.permutation(len(classes))]
-
-
 def split_wordnet20(ordering: int = ORDERINGS[0], tier: str = "quick") -> list[Task]:
     table = load_pool(tier)
     texts, labels, splits = (table[c].to_pylist() for c in ("text", "label", "split"))
     classes = class_order(sorted(set(labels)), ordering)
-    tasks = []
-    for t in range(len(classes) // CLASSES_PER_TASK):
-        own = classes[t * CLASSES_PER_TASK : (t + 1) * CLASSES_PER_TASK]
-        index = {c: i for i, c in enumerate(own)}
-        picked = [(x, index[y], s) for x, y, s in zip(texts, labels, splits, strict=True) if y in index]
-        tr = [(x, y) for x, y, s in picked if s == "train"]
-        te = [(x, y) for x, y, s in picked if s == "test"]
-        tasks.append(
-            Task(
-                name=f"wordnet-{ordering}-t{t}",
-                classes=own,
-                train_inputs=[x for x, _ in tr],
-                train_labels=[y for _, y in tr],
-                test_inputs=[x for x, _ in te],
-                test_labels=[y for _, y in te],
-                meta={"ordering": ordering, "tier": tier},
-            )
-        )
-    return tasks
+    return split_by_class(texts, labels, splits, classes, CLASSES_PER_TASK, f"wordnet-{ordering}",
+                          {"ordering": ordering, "tier": tier})
 
 
 def write_shipped_pool(target_dir: Path) -> Path:

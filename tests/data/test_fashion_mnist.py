@@ -6,8 +6,8 @@ import io
 import numpy as np
 from PIL import Image
 
+from pipeline.data.class_split import class_order
 from pipeline.data.fashion_mnist import CLASSES, read_idx, split_fashion_mnist
-from pipeline.data.wordnet import class_order
 
 
 def test_ci_tier_has_five_two_class_tasks_of_png_images():
