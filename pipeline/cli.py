@@ -342,7 +342,7 @@ def export(
 def analyze(
     version: Annotated[str | None, typer.Argument(help="Registered version to analyse (e.g. 3 or v3); default `current`.")] = None,
     bench_report: Annotated[Path | None, typer.Option("--bench", help="Analyse a bench JSON report instead (e.g. benchmarks/full-quick.json).")] = None,
-    out: Annotated[Path | None, typer.Option(help="Directory for the markdown and figures (default: benchmarks/ for --bench, else a temporary one).")] = None,
+    out: Annotated[Path | None, typer.Option(help="Directory for the markdown and figures (default: beside the report for --bench, else a new temporary one).")] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print the analysis as JSON.")] = False,
 ) -> None:
     """How much the adapters' subspaces overlap, per layer, and whether the gate pruned the tasks already covered.
