@@ -57,5 +57,6 @@ def accuracy_matrices(report: dict, path: Path, ordering: int | None = None) -> 
         ax.set_ylabel("task", fontsize=8)
     for ax in list(axes.flat)[len(rows):]:
         ax.axis("off")
+    fig.subplots_adjust(hspace=0.55)  # room for each panel's axis label above the next row's title
     fig.suptitle(f"Accuracy (%) per task, ordering {ordering}", fontsize=10)
     return save_figure(fig, path)
