@@ -2,7 +2,12 @@
 
 from __future__ import annotations
 
+from collections import defaultdict
+from importlib import resources
+
 import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
 
 from pipeline.learn.task import Task
 
@@ -11,6 +16,18 @@ def class_order(classes: list[str], ordering: int) -> list[str]:
     """The seeded class permutation of the official code: numpy.random.seed(o); permutation(n)."""
     np.random.seed(ordering)
     return [classes[i] for i in np.random.permutation(len(classes))]
+
+
+def shipped_tier(pool_file: str, n_train: int, n_test: int) -> pa.Table:
+    """A tier of the pool shipped in pipeline/data/assets: the head of each class's train and test sample (a
+    smaller tier is the head of the quick pool)."""
+    table = pq.read_table(resources.files("pipeline.data.assets").joinpath(pool_file))
+    keep, seen = [], defaultdict(int)
+    for i, (label, split) in enumerate(zip(table["label"].to_pylist(), table["split"].to_pylist(), strict=True)):
+        seen[(label, split)] += 1
+        if seen[(label, split)] <= (n_train if split == "train" else n_test):
+            keep.append(i)
+    return table.take(keep)
 
 
 def split_by_class(inputs: list, labels: list[str], splits: list[str], classes: list[str], per_task: int,

@@ -12,14 +12,13 @@ import gzip
 import io
 import random
 from collections import defaultdict
-from importlib import resources
 from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from pipeline.data.class_split import class_order, split_by_class
+from pipeline.data.class_split import class_order, shipped_tier, split_by_class
 from pipeline.data.wordnet import ORDERINGS
 from pipeline.learn.task import Task
 
@@ -81,15 +80,7 @@ def load_pool(tier: str) -> pa.Table:
         return build_pool({"train": None, "test": None})
     if tier not in TIERS:
         raise ValueError(f"unknown tier {tier!r}; choose ci, quick or full")
-    table = pq.read_table(resources.files("pipeline.data.assets").joinpath(POOL_FILE))
-    n_train, n_test = TIERS[tier]
-    # The smaller tier is the head of each class's sample in the shipped quick pool.
-    keep, seen = [], defaultdict(int)
-    for i, (label, split) in enumerate(zip(table["label"].to_pylist(), table["split"].to_pylist(), strict=True)):
-        seen[(label, split)] += 1
-        if seen[(label, split)] <= (n_train if split == "train" else n_test):
-            keep.append(i)
-    return table.take(keep)
+    return shipped_tier(POOL_FILE, *TIERS[tier])
 
 
 def split_fashion_mnist(ordering: int = ORDERINGS[0], tier: str = "quick") -> list[Task]:
