@@ -6,7 +6,10 @@ from pathlib import Path
 
 import matplotlib.pyplot as plt
 
-from pipeline.registry.plots import save_figure  # also selects the file-only Agg backend
+from pipeline.registry.plots import (  # also selects the file-only Agg backend
+    draw_accuracy_matrix,
+    save_figure,
+)
 
 
 def _label(row: dict) -> str:
@@ -44,12 +47,7 @@ def accuracy_matrices(report: dict, path: Path, ordering: int | None = None) -> 
     for ax, row in zip(axes.flat, rows, strict=False):
         matrix = row["accuracy_matrix"] or row["til_accuracy_matrix"]
         n = len(matrix)
-        data = [[100 * matrix[j][t] if t >= j else float("nan") for t in range(n)] for j in range(n)]
-        ax.imshow(data, vmin=0, vmax=100, cmap="viridis")
-        for j in range(n):
-            for t in range(j, n):
-                ax.text(t, j, f"{data[j][t]:.0f}", ha="center", va="center", fontsize=7,
-                        color="w" if data[j][t] < 60 else "k")
+        draw_accuracy_matrix(ax, matrix, fontsize=7)
         ax.set_title(f"{_label(row)}{'' if row['accuracy_matrix'] else ' (TIL)'}", fontsize=9)
         ax.set_xticks(range(n))
         ax.set_yticks(range(n))

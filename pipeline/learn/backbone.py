@@ -121,3 +121,16 @@ def pick_device(requested: str = "auto") -> torch.device:
 def autocast(device: torch.device):
     """bf16 autocast where CUDA exists; a no-op context on CPU."""
     return torch.autocast(device_type=device.type, dtype=torch.bfloat16, enabled=device.type == "cuda")
+
+
+@torch.no_grad()
+def embed(encoder, inputs: list, batch_size: int, device: torch.device) -> torch.Tensor:
+    """Pooled features of `inputs` from anything with `encode` and `features` (a backbone, a continual model),
+    in batches, on CPU in float32."""
+    out = []
+    for start in range(0, len(inputs), batch_size):
+        batch = encoder.encode(inputs[start : start + batch_size])
+        with autocast(device):
+            feats = encoder.features(**{name: tensor.to(device) for name, tensor in batch.items()})
+        out.append(feats.float().cpu())
+    return torch.cat(out)

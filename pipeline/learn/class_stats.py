@@ -40,9 +40,6 @@ class ClassStatistics:
     def rank(self) -> int:
         return self.factors.shape[2]
 
-    def numbers_per_class(self) -> int:
-        return self.means.shape[1] * (self.rank + 1) + 2
-
     def add_classes(self, features: torch.Tensor, labels: torch.Tensor, num_classes: int) -> None:
         """Append the statistics of classes 0..num_classes-1 of one task (labels are task-local)."""
         features = features.double()

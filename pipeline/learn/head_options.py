@@ -18,7 +18,7 @@ from typing import Literal
 import torch
 import torch.nn.functional as F
 
-from pipeline.learn.backbone import autocast
+from pipeline.learn.backbone import embed
 from pipeline.learn.class_stats import ClassStatistics
 from pipeline.learn.task import Task
 
@@ -52,20 +52,14 @@ def check_fittable(model, options: tuple[str, ...]) -> None:
         )
 
 
-@torch.no_grad()
 def features_of(model, inputs: list) -> torch.Tensor:
     """Adapted, pooled features of `inputs` (eval mode: deterministic gate), on CPU in float32."""
     was_training = model.training
     model.eval()
-    device = model.gate.alpha.device
-    out = []
-    for start in range(0, len(inputs), model.config.eval_batch_size):
-        batch = model.encode(inputs[start : start + model.config.eval_batch_size])
-        with autocast(device):
-            feats = model.features(**{name: tensor.to(device) for name, tensor in batch.items()})
-        out.append(feats.float().cpu())
-    model.train(was_training)
-    return torch.cat(out)
+    try:
+        return embed(model, inputs, model.config.eval_batch_size, model.gate.alpha.device)
+    finally:
+        model.train(was_training)
 
 
 def classifier(model, option: str) -> tuple[torch.Tensor, torch.Tensor, bool]:

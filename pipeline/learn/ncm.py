@@ -11,22 +11,9 @@ import time
 import torch
 import torch.nn.functional as F
 
-from pipeline.learn.backbone import Backbone, BackboneConfig, autocast, load_backbone, pick_device
+from pipeline.learn.backbone import BackboneConfig, embed, load_backbone, pick_device
 from pipeline.learn.stream import StreamResult
 from pipeline.learn.task import Task
-
-
-@torch.no_grad()
-def embed(backbone: Backbone, inputs: list, batch_size: int = 128) -> torch.Tensor:
-    """Frozen pooled features of texts or images, on CPU in float32."""
-    device = next(backbone.network.parameters()).device
-    out = []
-    for start in range(0, len(inputs), batch_size):
-        batch = backbone.encode(inputs[start : start + batch_size])
-        with autocast(device):
-            feats = backbone.features(**{name: tensor.to(device) for name, tensor in batch.items()})
-        out.append(feats.float().cpu())
-    return torch.cat(out)
 
 
 def run_ncm(tasks: list[Task], config: BackboneConfig | None = None, device: str = "auto") -> StreamResult:
@@ -34,16 +21,17 @@ def run_ncm(tasks: list[Task], config: BackboneConfig | None = None, device: str
     config = config or BackboneConfig()
     start = time.perf_counter()
     backbone = load_backbone(config)
-    backbone.network.to(pick_device(device))
+    device = pick_device(device)
+    backbone.network.to(device)
     result = StreamResult("ncm-frozen", "prototype")
     means: list[torch.Tensor] = []
     test_features = []
     for t, task in enumerate(tasks):
         task_start = time.perf_counter()
-        feats = F.normalize(embed(backbone, task.train_inputs), dim=1)
+        feats = F.normalize(embed(backbone, task.train_inputs, 128, device), dim=1)
         labels = torch.tensor(task.train_labels)
         means.extend(F.normalize(feats[labels == c].mean(0), dim=0) for c in range(len(task.classes)))
-        test_features.append(F.normalize(embed(backbone, task.test_inputs), dim=1))
+        test_features.append(F.normalize(embed(backbone, task.test_inputs, 128, device), dim=1))
         centroids = torch.stack(means)
         offset, cil, til, counts = 0, [], [], []
         for j, seen in enumerate(tasks[: t + 1]):

@@ -98,6 +98,7 @@ def run_stream(
             result.task_seconds.append(trained.wall_time)
         if on_task is not None:
             on_task(t, results[head_options[0]])
+    overlap, wall_time = mean_overlap(overlap_matrices(model)), time.perf_counter() - start
     for option, result in results.items():
         result.active_adapters = model.active_adapters
         result.stored_params = model.stored_parameters()
@@ -106,6 +107,6 @@ def run_stream(
         result.scoring_numbers_per_class = stored / max(len(model.classes), 1)
         result.coverage = [t.coverage for t in model.tasks]
         result.chance_coverage = [t.chance_coverage for t in model.tasks]
-        result.overlap = mean_overlap(overlap_matrices(model))
-        result.wall_time = time.perf_counter() - start
+        result.overlap = overlap
+        result.wall_time = wall_time
     return results, model

@@ -15,7 +15,7 @@ import torch.nn.functional as F
 
 from pipeline.adapters.inject import replace_linears
 from pipeline.adapters.share_layer import TaskLoRALinear
-from pipeline.learn.backbone import autocast, load_backbone, pick_device
+from pipeline.learn.backbone import autocast, embed, load_backbone, pick_device
 from pipeline.learn.config import TrainConfig
 from pipeline.learn.heads import TaskHeads
 from pipeline.learn.recipe import Batches
@@ -87,20 +87,15 @@ def train_selected_task(model: TaskSelectedModel, task: Task, t: int, share: Sha
     return trainable
 
 
-@torch.no_grad()
 def task_accuracy(model: TaskSelectedModel, task: Task, j: int) -> int:
     """Correct task-incremental predictions on task j's test set, with task j's delta and head."""
     model.select(j)
-    offset, width = model.heads.offsets()[j], model.heads.sizes[j]
-    correct = 0
-    for start in range(0, len(task.test_inputs), model.config.eval_batch_size):
-        batch = model.encode(task.test_inputs[start : start + model.config.eval_batch_size])
-        with autocast(model.device):
-            logits = model(**{name: tensor.to(model.device) for name, tensor in batch.items()})
-        labels = torch.tensor(task.test_labels[start : start + model.config.eval_batch_size])
-        correct += int((logits[:, offset : offset + width].float().cpu().argmax(1) == labels).sum())
+    features = embed(model.encoder, task.test_inputs, model.config.eval_batch_size, model.device)
     model.select(None)
-    return correct
+    head = model.heads.heads[j]
+    with torch.no_grad():
+        logits = head(features.to(head.weight.device)).cpu()
+    return int((logits.argmax(1) == torch.tensor(task.test_labels)).sum())
 
 
 def run_task_id_stream(tasks: list[Task], config: TrainConfig, method: str, share: ShareConfig | None = None,

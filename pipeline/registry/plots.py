@@ -17,15 +17,23 @@ def save_figure(fig, path: Path) -> Path:
     return path
 
 
-def accuracy_heatmap(matrix: list[list[float]], tasks: list[str], path: Path) -> Path:
-    """R[task][after task] in %, upper triangle (future tasks) left blank."""
+def draw_accuracy_matrix(ax, matrix: list[list[float]], fontsize: float | None = None):
+    """R[task][after task] in % on `ax`, each cell labelled, the upper triangle (future tasks) blank."""
     n = len(matrix)
-    fig, ax = plt.subplots(figsize=(3.5 + 0.9 * n, 2.5 + 0.7 * n))
     data = [[100 * matrix[j][t] if t >= j else float("nan") for t in range(n)] for j in range(n)]
     im = ax.imshow(data, vmin=0, vmax=100, cmap="viridis")
     for j in range(n):
         for t in range(j, n):
-            ax.text(t, j, f"{data[j][t]:.0f}", ha="center", va="center", color="w" if data[j][t] < 60 else "k")
+            ax.text(t, j, f"{data[j][t]:.0f}", ha="center", va="center", fontsize=fontsize,
+                    color="w" if data[j][t] < 60 else "k")
+    return im
+
+
+def accuracy_heatmap(matrix: list[list[float]], tasks: list[str], path: Path) -> Path:
+    """R[task][after task] in %, upper triangle (future tasks) left blank."""
+    n = len(matrix)
+    fig, ax = plt.subplots(figsize=(3.5 + 0.9 * n, 2.5 + 0.7 * n))
+    im = draw_accuracy_matrix(ax, matrix)
     ax.set_xticks(range(n), [f"after {i}" for i in range(n)], rotation=45, ha="right")
     ax.set_yticks(range(n), tasks)
     ax.set_title("Accuracy (%) per task\n(rows: task; columns: after training task …)", fontsize=10)

@@ -120,7 +120,7 @@ def test_low_rank_statistics_keep_the_total_variance():
     stats.add_classes(x, torch.zeros(400, dtype=torch.long), 1)
     total = stats.factors[0].square().sum() + 12 * stats.noise[0]
     assert torch.isclose(total, torch.cov(x.T, correction=0).trace(), rtol=1e-4)
-    assert stats.numbers_per_class() == 12 * 4 + 2
+    assert stats.factors.shape == (1, 12, 3) and stats.noise.shape == (1,)  # d·(k+1) + 2 numbers, not d²
 
 
 def test_a_uniform_feature_drift_moves_every_stored_mean_by_it():
