@@ -31,6 +31,23 @@ class InvalidDataset(ValueError):
     """The drop breaks the dataset contract; the message names the problem and the fix."""
 
 
+@dataclass(frozen=True)
+class DatasetLimits:
+    """What a drop may cost to read. Checked from sizes and parquet footers before any column is decoded, so a
+    small file that would expand into gigabytes (millions of repeated rows) is refused without expanding it."""
+
+    max_bytes: int = MAX_BYTES
+    """All files of the drop, as stored."""
+    max_rows: int = 1_000_000
+    """Per parquet file."""
+    max_decoded_bytes: int = 4 * 1024**3
+    """Per parquet file, uncompressed, as its footer declares."""
+    max_text_bytes: int = 1024**2
+    """One `text` value (the tokenizer keeps a few hundred tokens of it anyway)."""
+    max_image_bytes: int = 16 * 1024**2
+    """One encoded `image` value."""
+
+
 def dataset_id(files: dict[str, bytes]) -> str:
     """Content hash of a drop: the same bytes always give the same id, whatever the task name."""
     h = hashlib.sha256()
@@ -39,14 +56,50 @@ def dataset_id(files: dict[str, bytes]) -> str:
     return h.hexdigest()
 
 
-def _read_parquet(name: str, data: bytes) -> pa.Table:
+def _read_parquet(name: str, data: bytes, limits: DatasetLimits) -> pa.Table:
+    """Read a parquet file without ever holding more than the limits allow in memory.
+
+    Strings and bytes are read dictionary-encoded and their decoded size is summed before decoding: a tiny file
+    can repeat one huge value a million times through its dictionary."""
     try:
-        return pq.read_table(pa.BufferReader(data))
+        meta = pq.ParquetFile(pa.BufferReader(data)).metadata
+        if meta.num_rows > limits.max_rows:
+            raise InvalidDataset(f"{name} has {meta.num_rows:,} rows, over the {limits.max_rows:,}-row limit")
+        encoded = sum(meta.row_group(i).total_byte_size for i in range(meta.num_row_groups))
+        variable = [f.name for f in meta.schema.to_arrow_schema() if _variable_width(f.type)]
+        table = pq.ParquetFile(pa.BufferReader(data), read_dictionary=variable).read()
     except (pa.ArrowInvalid, OSError) as err:
         raise InvalidDataset(f"{name} is not a readable parquet file (truncated or another format): {err}") from err
+    decoded = encoded + sum(_dictionary_decoded_bytes(table[c]) for c in variable)
+    if decoded > limits.max_decoded_bytes:
+        raise InvalidDataset(f"{name} decodes to {decoded:,} bytes, over the {limits.max_decoded_bytes:,}-byte limit")
+    return pa.table({c: table[c].cast(table.schema.field(c).type.value_type) if c in variable else table[c]
+                     for c in table.column_names})
 
 
-def _check_columns(name: str, table: pa.Table, input_column: str | None) -> str:
+def _variable_width(kind: pa.DataType) -> bool:
+    if pa.types.is_dictionary(kind):
+        kind = kind.value_type
+    return pa.types.is_string(kind) or pa.types.is_large_string(kind) or pa.types.is_binary(kind) \
+        or pa.types.is_large_binary(kind)
+
+
+def _dictionary_decoded_bytes(column: pa.ChunkedArray) -> int:
+    total = 0
+    for chunk in column.chunks:
+        lengths = pc.binary_length(chunk.dictionary)
+        total += pc.sum(pc.take(lengths, chunk.indices)).as_py() or 0
+    return total
+
+
+def _check_value_sizes(name: str, table: pa.Table, column: str, limits: DatasetLimits) -> None:
+    limit = limits.max_text_bytes if column == "text" else limits.max_image_bytes
+    longest = pc.max(pc.binary_length(table[column])).as_py() or 0
+    if longest > limit:
+        raise InvalidDataset(f"{name}: a '{column}' value is {longest:,} bytes, over the {limit:,}-byte limit per row")
+
+
+def _check_columns(name: str, table: pa.Table, input_column: str | None, limits: DatasetLimits) -> str:
     names = set(table.column_names)
     if "label" not in names:
         raise InvalidDataset(f"{name} has no 'label' column (columns: {sorted(names)})")
@@ -73,6 +126,7 @@ def _check_columns(name: str, table: pa.Table, input_column: str | None) -> str:
         raise InvalidDataset(f"{name}: column '{inputs[0]}' has type {column.type}")
     if column.null_count:
         raise InvalidDataset(f"{name} has {column.null_count} rows with a null '{inputs[0]}'")
+    _check_value_sizes(name, table, inputs[0], limits)
     return inputs[0]
 
 
@@ -88,11 +142,11 @@ class TaskDataset:
     """The contract's files as dropped (what the registry stores under datasets/<id>/)."""
 
     @classmethod
-    def from_files(cls, name: str, files: dict[str, bytes], max_bytes: int = MAX_BYTES) -> TaskDataset:
+    def from_files(cls, name: str, files: dict[str, bytes], limits: DatasetLimits = DatasetLimits()) -> TaskDataset:
         """Validate a drop given as {file name: bytes} (from a folder or from S3)."""
         size = sum(len(b) for b in files.values())
-        if size > max_bytes:
-            raise InvalidDataset(f"drop is {size:,} bytes, over the {max_bytes:,}-byte limit")
+        if size > limits.max_bytes:
+            raise InvalidDataset(f"drop is {size:,} bytes, over the {limits.max_bytes:,}-byte limit")
         if "train.parquet" not in files:
             raise InvalidDataset(f"no train.parquet in the drop (found: {sorted(files) or 'nothing'})")
         info = {}
@@ -103,14 +157,18 @@ class TaskDataset:
                 raise InvalidDataset(f"task.json is not valid JSON: {err}") from err
             if not isinstance(info, dict):
                 raise InvalidDataset("task.json must hold a JSON object")
-        train = _read_parquet("train.parquet", files["train.parquet"])
-        column = _check_columns("train.parquet", train, info.get("input_column"))
+            if info.get("input_column", "text") not in INPUT_COLUMNS:
+                raise InvalidDataset(f"task.json: input_column must be one of {list(INPUT_COLUMNS)}")
+            if not isinstance(info.get("name", name), str) or not 0 < len(info.get("name", name)) <= 100:
+                raise InvalidDataset("task.json: name must be a string of 1-100 characters")
+        train = _read_parquet("train.parquet", files["train.parquet"], limits)
+        column = _check_columns("train.parquet", train, info.get("input_column"), limits)
         if pc.count_distinct(train["label"]).as_py() < 2:
             raise InvalidDataset("train.parquet has a single class; a task needs at least two")
         test = None
         if "test.parquet" in files:
-            test = _read_parquet("test.parquet", files["test.parquet"])
-            if _check_columns("test.parquet", test, column) != column:
+            test = _read_parquet("test.parquet", files["test.parquet"], limits)
+            if _check_columns("test.parquet", test, column, limits) != column:
                 raise InvalidDataset("test.parquet and train.parquet use different input columns")
             if test["label"].type != train["label"].type:
                 raise InvalidDataset("test.parquet labels are not of the same type as train.parquet labels")
@@ -121,15 +179,15 @@ class TaskDataset:
         return cls(info.get("name", name), train, test, column, dataset_id(known), info, known)
 
     @classmethod
-    def from_dir(cls, path: str | Path, name: str | None = None, max_bytes: int = MAX_BYTES) -> TaskDataset:
+    def from_dir(cls, path: str | Path, name: str | None = None, limits: DatasetLimits = DatasetLimits()) -> TaskDataset:
         path = Path(path)
         if path.is_file() and path.suffix == ".parquet":
             files = {"train.parquet": path.read_bytes()}
-            return cls.from_files(name or path.stem, files, max_bytes)
+            return cls.from_files(name or path.stem, files, limits)
         if not path.is_dir():
             raise InvalidDataset(f"{path} is neither a drop folder nor a parquet file")
         files = {f: (path / f).read_bytes() for f in DATA_FILES if (path / f).exists()}
-        return cls.from_files(name or path.name, files, max_bytes)
+        return cls.from_files(name or path.name, files, limits)
 
     def to_task(self, seed: int = HELD_OUT_SEED) -> Task:
         """The core's view: class names sorted, a deterministic seeded held-out split when there is no test set."""

@@ -98,7 +98,8 @@ def load_text_encoder(config: BackboneConfig) -> tuple[nn.Module, object]:
     logging.disable_progress_bar()  # a per-load progress bar is noise on the CLI's stderr
     path = resolve_model_path(config.name)
     tokenizer = AutoTokenizer.from_pretrained(path, revision=config.revision)
-    model = AutoModel.from_pretrained(path, revision=config.revision)
+    # A manifest names its backbone: only ever load safetensors weights, never a pickled .bin.
+    model = AutoModel.from_pretrained(path, revision=config.revision, use_safetensors=True)
     model.eval()  # no dropout in the frozen backbone: the adapters are the only thing that learns
     return model, tokenizer
 

@@ -6,7 +6,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from pipeline.data.task_dataset import InvalidDataset, TaskDataset, write_drop
+from pipeline.data.task_dataset import DatasetLimits, InvalidDataset, TaskDataset, write_drop
 
 
 def _parquet(**columns) -> bytes:
@@ -55,6 +55,13 @@ def test_extra_columns_are_ignored_with_a_warning():
         ({"train.parquet": _parquet(text=[1, 2], label=["x", "y"])}, "column 'text' has type"),
         ({"train.parquet": _parquet(**GOOD), "test.parquet": _parquet(text=["z"], label=["fungus"])}, "never shows"),
         ({"train.parquet": _parquet(**GOOD), "task.json": b"{not json"}, "task.json is not valid JSON"),
+        ({"train.parquet": _parquet(**GOOD), "task.json": b'{"input_column": "label"}'}, "input_column must be one of"),
+        ({"train.parquet": _parquet(**GOOD), "task.json": b'{"name": ""}'}, "name must be a string"),
+        # hostile shapes: nested values, float or struct labels, one enormous value
+        ({"train.parquet": _parquet(text=[["a"], ["b"]], label=["x", "y"])}, "column 'text' has type list"),
+        ({"train.parquet": _parquet(text=["a", "b"], label=[{"id": 1}, {"id": 2}])}, "integers or strings, not struct"),
+        ({"train.parquet": _parquet(text=["a", "b"], label=[1.0, 2.0])}, "integers or strings, not double"),
+        ({"train.parquet": _parquet(text=["a" * (2 * 1024**2), "b"], label=["x", "y"])}, "over the 1,048,576-byte limit per row"),
     ],
 )
 def test_an_invalid_drop_is_refused_with_a_reason(files, reason):
@@ -64,7 +71,32 @@ def test_an_invalid_drop_is_refused_with_a_reason(files, reason):
 
 def test_a_drop_over_the_size_limit_is_refused():
     with pytest.raises(InvalidDataset, match="over the 100-byte limit"):
-        TaskDataset.from_files("t", {"train.parquet": _parquet(**GOOD)}, max_bytes=100)
+        TaskDataset.from_files("t", {"train.parquet": _parquet(**GOOD)}, DatasetLimits(max_bytes=100))
+
+
+def test_millions_of_rows_in_a_small_file_are_refused_from_the_footer():
+    # Two million identical rows compress to a few kilobytes: the byte limit alone would let them through.
+    rows = 2_000_000
+    data = _parquet(text=pa.repeat(pa.scalar("spam"), rows), label=pa.repeat(pa.scalar("x"), rows))
+    assert len(data) < 100_000
+    with pytest.raises(InvalidDataset, match="2,000,000 rows, over the 1,000,000-row limit"):
+        TaskDataset.from_files("t", {"train.parquet": data})
+
+
+def test_one_huge_value_repeated_through_the_dictionary_is_refused_without_decoding_it():
+    # 200,000 references to one 512 KiB string: ~100 GB once decoded, well under a megabyte on disk.
+    rows = 200_000
+    bomb = pa.DictionaryArray.from_arrays(pa.array([0] * rows, pa.int32()), pa.array(["w" * 512 * 1024]))
+    data = _parquet(text=bomb, label=pa.array(["x", "y"] * (rows // 2)))
+    assert len(data) < 1024**2
+    with pytest.raises(InvalidDataset, match="decodes to 104,8.* bytes, over the 4,294,967,296-byte limit"):
+        TaskDataset.from_files("t", {"train.parquet": data})
+
+
+def test_a_file_that_decodes_past_the_limit_is_refused_before_decoding():
+    with pytest.raises(InvalidDataset, match="decodes to .* over the 1,000-byte limit"):
+        TaskDataset.from_files("t", {"train.parquet": _parquet(text=["word"] * 500, label=["x", "y"] * 250)},
+                               DatasetLimits(max_decoded_bytes=1000))
 
 
 def test_a_written_drop_reads_back_as_the_same_task(tmp_path, wordnet_tasks):
