@@ -120,12 +120,16 @@ class Ledger:
         return [self._entry(i, keys) for i, keys in by_id.items()]
 
     def claim(self, dataset_id: str, task: str, now: float | None = None) -> Entry | None:
-        """Claim a dataset (or take over an expired claim). None if another watcher holds it or it is done."""
+        """Claim a dataset (or take over an expired claim). None if another watcher holds it or it is done.
+
+        A dataset queued again by `litelora retry`, or one this very watcher gave up on half-way (its storage
+        went away mid-step), is claimed at once: nobody else is working on it."""
         now = time.time() if now is None else now
         entry = self.read(dataset_id)
         if entry.terminal:
             return None
-        if entry.claims and now - entry.last_activity() < self.lease_s:
+        ours = entry.claims and entry.claims[-1]["watcher"] == self.watcher
+        if entry.claims and not ours and entry.state != "pending" and now - entry.last_activity() < self.lease_s:
             return None  # a live watcher holds it
         epoch = len(entry.claims)
         claim = {"watcher": self.watcher, "at": now, "epoch": epoch, "task": task}
@@ -133,7 +137,8 @@ class Ledger:
             return None  # another watcher won this epoch
         self._beats = 0
         entry.claims.append(claim)  # create-once: what we wrote is what is there
-        reason = "" if epoch == 0 else f"taken over from an expired claim (epoch {epoch - 1})"
+        reason = ("" if epoch == 0 else "retry requested" if entry.state == "pending"
+                  else "resumed by the same watcher" if ours else f"taken over from an expired claim (epoch {epoch - 1})")
         self.record(entry, "claimed", task=task, reason=reason)
         return entry
 
@@ -151,6 +156,17 @@ class Ledger:
             if fresh.epoch != entry.epoch or fresh.claims[-1]["watcher"] != self.watcher:
                 raise LostClaim(f"dataset {entry.dataset_id} was taken over by {fresh.claims[-1]['watcher']}")
             entry.events, seq = fresh.events, len(fresh.events)
+
+    def requeue(self, entry: Entry, who: str) -> None:
+        """Mark a failed dataset as pending again (`litelora retry`): its next claim trains it afresh."""
+        if entry.state not in ("failed", "pending"):
+            raise ValueError(f"dataset {entry.dataset_id[:12]} is {entry.state}; only a failed drop can be retried")
+        if entry.state == "failed":
+            event = Event(state="pending", at=time.time(), watcher=who, epoch=entry.epoch, task=entry.task,
+                          reason=f"retry requested by {who}")
+            if not self._put(f"{PREFIX}/{entry.dataset_id}/events/{len(entry.events):06d}.json", asdict(event)):
+                raise ValueError(f"dataset {entry.dataset_id[:12]} changed meanwhile; look at `litelora status`")
+            entry.events.append(event)
 
     def heartbeat(self, entry: Entry) -> None:
         self._beats += 1

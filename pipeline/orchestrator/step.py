@@ -9,10 +9,11 @@ A crash before the last step leaves `current` on the last complete set.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -85,6 +86,16 @@ def _flat(prefix: str, value, out: dict) -> dict:
     return out
 
 
+def promote_if_parent_current(lineage: Lineage, version: str, parent: str | None, reason: str) -> bool:
+    """Move `current` to `version` if it still points at `parent` (a set never lands on a lineage it was not
+    trained on). True if it moved."""
+    now = lineage.current()
+    if (now.version if now else None) != parent:
+        return False
+    lineage.move_current(version, reason=reason, kind="promote")
+    return True
+
+
 @dataclass
 class Parent:
     model: ContinualModel | None
@@ -112,6 +123,20 @@ class Fitted:
     timings: dict = field(default_factory=dict)
 
 
+@contextlib.contextmanager
+def _training_run(run_id: str | None, run_name: str) -> Iterator[mlflow.ActiveRun]:
+    """An MLflow run that ends FAILED on an error, and lets that error (not a failure to end the run while
+    MLflow is down) be what the caller sees."""
+    run = mlflow.start_run(run_id=run_id, run_name=run_name)
+    try:
+        yield run
+    except BaseException:
+        with contextlib.suppress(Exception):
+            mlflow.end_run("FAILED")
+        raise
+    mlflow.end_run()
+
+
 # How a task is trained: in this process (`fit_locally`) or as a Ray Train job (`ray_train.ray_fit`).
 Fit = Callable[[ContinualModel, Task, Parent, str, EpochCallback], Fitted]
 
@@ -130,7 +155,7 @@ def train_on_current(
     overrides: dict | None = None,
     fit: Fit = fit_locally,
     on_epoch: EpochCallback | None = None,
-    before_promote: Callable[[], None] | None = None,
+    at_stage: Callable[[str], None] | None = None,
     max_accuracy_drop: float = MAX_ACCURACY_DROP,
     run_id: str | None = None,
     version_tags: dict[str, str] | None = None,
@@ -139,7 +164,9 @@ def train_on_current(
 
     `config` configures the first set; later sets inherit their parent's configuration, with `overrides`
     (`TrainConfig.with_overrides` names) applied. `run_id` continues an MLflow run (a tuned task trains in its
-    search's run) and `version_tags` are added to the version. `before_promote` is a test hook (crash simulation)."""
+    search's run) and `version_tags` are added to the version. `at_stage` is called with "published" (the set is in
+    the bucket, not yet in MLflow) and "registered" (a version exists, `current` has not moved): fault injection."""
+    at_stage = at_stage or (lambda stage: None)
     timings, clock = {}, time.perf_counter()
     lineage, bucket = Lineage(conn), Bucket.connect(conn)
     sets, datasets = AdapterSetStore(bucket, conn.cache_dir), DatasetStore(bucket)
@@ -160,8 +187,8 @@ def train_on_current(
 
     mlflow.set_tracking_uri(conn.mlflow_uri)
     mlflow.set_experiment(TRAINING_EXPERIMENT)
-    with mlflow.start_run(run_id=run_id, run_name=f"{task.name} on " + (f"v{parent_version}" if parent_version else "the bare backbone")) as run, \
-            tempfile.TemporaryDirectory() as tmp:
+    run_name = f"{task.name} on " + (f"v{parent_version}" if parent_version else "the bare backbone")
+    with _training_run(run_id, run_name) as run, tempfile.TemporaryDirectory() as tmp:
         mlflow.set_tags({"task": task.name, "dataset_id": task.dataset_id, "parent_version": parent_version or "none"})
         mlflow.log_params(_flat("", model.config.to_dict(), {}))
         mlflow.log_input(mlflow.data.from_pandas(dataset.train.to_pandas(), source=dataset_uri, name=task.name),
@@ -197,6 +224,7 @@ def train_on_current(
             "metrics": {"correct": matrix.correct, "til_correct": til_rows, "counts": matrix.counts, **summary},
         })
         set_id, set_uri = sets.publish(local)
+        at_stage("published")
         mlflow.log_dict(manifest, "adapter_set/manifest.json")
         names = [t["name"] for t in manifest["tasks"]]
         plots.accuracy_heatmap(matrix.matrix(), names, Path(tmp) / "plots" / "accuracy_matrix.png")
@@ -217,21 +245,19 @@ def train_on_current(
             tags["rejected_reason"] = rejected
         version = lineage.register(set_uri, run.info.run_id, tags,
                                    description=f"{task.name}: {fitted.decision} on v{parent_version or '-'}")
+        at_stage("registered")
         mlflow.set_tag("adapter_set_version", version.version)
-        nodes = lineage.nodes()
-
-        if before_promote:
-            before_promote()
         now = lineage.current()
-        promoted = not rejected and (now.version if now else None) == parent_version
-        if promoted:
-            lineage.move_current(version.version, reason=f"trained {task.name}", kind="promote")
-        elif not rejected:
-            lineage.client.set_model_version_tag(lineage.name, version.version, "not_promoted",
-                                                 f"current moved to v{now.version if now else '-'} during training")
-        plots.lineage_tree(nodes, version.version if promoted else (now.version if now else None),
+        promotable = not rejected and (now.version if now else None) == parent_version
+        plots.lineage_tree(lineage.nodes(), version.version if promotable else (now.version if now else None),
                            Path(tmp) / "plots" / "lineage.png")
         mlflow.log_artifacts(str(Path(tmp) / "plots"), "plots")
+        # The alias move is the commit point, so it comes last: whatever fails before it leaves `current` alone.
+        promoted = promotable and promote_if_parent_current(lineage, version.version, parent_version,
+                                                            reason=f"trained {task.name}")
+        if not rejected and not promoted:
+            lineage.client.set_model_version_tag(lineage.name, version.version, "not_promoted",
+                                                 f"current moved to v{now.version if now else '-'} during training")
         timings["register_s"] = time.perf_counter() - clock
 
     return StepResult(version.version, parent_version, task.name, task.dataset_id, fitted.decision,

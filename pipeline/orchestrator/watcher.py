@@ -7,6 +7,7 @@ builds on the set after task t-1; parallelism lives inside a training job.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import re
 import threading
@@ -15,11 +16,11 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import PurePosixPath
 
-from pipeline.data.task_dataset import DATA_FILES, MAX_BYTES, InvalidDataset, TaskDataset, dataset_id
+from pipeline.data.task_dataset import DATA_FILES, DatasetLimits, InvalidDataset, TaskDataset, dataset_id
 from pipeline.orchestrator.ledger import Entry, Ledger, LostClaim
-from pipeline.orchestrator.step import StepResult, train_on_current
-from pipeline.registry.lineage import Lineage
-from pipeline.registry.objects import Bucket
+from pipeline.orchestrator.step import StepResult, promote_if_parent_current, train_on_current
+from pipeline.registry.lineage import Lineage, LineageError
+from pipeline.registry.objects import Bucket, StorageError
 from pipeline.settings import Connection
 
 INCOMING, QUARANTINE, FAILED = "incoming/", "quarantine/", "failed/"
@@ -38,7 +39,11 @@ class WatchConfig:
     lease_s: float = 300.0
     """A claim whose watcher has been silent this long is taken over."""
     heartbeat_s: float = 30.0
-    max_bytes: int = MAX_BYTES
+    """At most a third of the lease, whatever is asked: a claim must survive one lost heartbeat."""
+    limits: DatasetLimits = field(default_factory=DatasetLimits)
+
+    def __post_init__(self) -> None:
+        self.heartbeat_s = min(self.heartbeat_s, self.lease_s / 3)
 
 
 @dataclass
@@ -50,9 +55,15 @@ class Drop:
     problems: list[str] = field(default_factory=list)
 
     @property
-    def data_keys(self) -> dict[str, str]:
-        return {PurePosixPath(o["Key"]).name: o["Key"] for o in self.objects
+    def data_objects(self) -> dict[str, dict]:
+        return {PurePosixPath(o["Key"]).name: o for o in self.objects
                 if PurePosixPath(o["Key"]).name in DATA_FILES and PurePosixPath(o["Key"]).parent.name == self.task}
+
+    def listing_id(self) -> str:
+        """An id for a drop that is refused before its bytes are read: its keys, sizes and ETags."""
+        digest = hashlib.sha256(json.dumps(sorted((o["Key"], o["Size"], o.get("ETag", "")) for o in self.objects))
+                                .encode()).hexdigest()
+        return f"refused-{digest[:40]}"
 
 
 def _unsafe(key: str) -> bool:
@@ -77,6 +88,9 @@ def detect(bucket: Bucket, config: WatchConfig, now: float | None = None) -> lis
         if not TASK_NAME.match(task):
             drop.problems.append(f"task name {task!r} must be 1-100 letters, digits, '.', '_' or '-'")
         drop.problems += [f"object key {o['Key']!r} escapes the drop's prefix" for o in objects if _unsafe(o["Key"])]
+        size = sum(o["Size"] for o in drop.data_objects.values())
+        if size > config.limits.max_bytes:  # refused from the listing: an oversized drop is never downloaded
+            drop.problems.append(f"drop is {size:,} bytes, over the {config.limits.max_bytes:,}-byte limit")
         drops.append(drop)
     return sorted(drops, key=lambda d: (d.arrived, d.task))
 
@@ -105,14 +119,22 @@ class Watcher:
         self.log = log
 
     def run(self, once: bool = False, stop: Callable[[], bool] = lambda: False) -> list[dict]:
-        """Process drops until stopped (or, with `once`, until none is left). Returns what was processed."""
+        """Process drops until stopped (or, with `once`, until none is left). Returns what was processed.
+
+        A long-running watcher outlives S3 or MLflow outages: it says so and looks again at the next poll (a drop
+        it was working on is resumed then). With `once` the outage is the caller's error."""
         done = []
         while not stop():
-            for drop in detect(self.bucket, self.config):
-                outcome = self.process(drop)
-                if outcome is None:
-                    break  # another watcher holds the oldest drop: later ones must wait for it (arrival order)
-                done.append(outcome)
+            try:
+                for drop in detect(self.bucket, self.config):
+                    outcome = self.process(drop)
+                    if outcome is None:
+                        break  # another watcher holds the oldest drop: later ones must wait for it (arrival order)
+                    done.append(outcome)
+            except (StorageError, LineageError) as outage:
+                if once:
+                    raise
+                self.log(f"{outage}; looking again in {self.config.poll_s:.0f} s")
             if once:
                 return done
             time.sleep(self.config.poll_s)
@@ -134,8 +156,11 @@ class Watcher:
 
     def process(self, drop: Drop) -> dict | None:
         detected = time.time()
-        files = {name: self.bucket.get(key) for name, key in drop.data_keys.items()}
-        ds_id = dataset_id(files) if files else f"empty-{drop.task}-{int(drop.arrived)}"
+        if drop.problems:  # refused on its keys or sizes alone: never download it
+            files, ds_id = {}, drop.listing_id()
+        else:
+            files = {name: self.bucket.get(o["Key"]) for name, o in drop.data_objects.items()}
+            ds_id = dataset_id(files) if files else drop.listing_id()
         entry = self.ledger.read(ds_id)
         if (entry.terminal and entry.claims and drop.task == entry.task and drop.arrived <= entry.claims[0]["at"]
                 and time.time() - entry.last_activity() < self.ledger.lease_s):
@@ -164,7 +189,7 @@ class Watcher:
         try:
             if drop.problems:
                 raise InvalidDataset("; ".join(drop.problems))
-            dataset = TaskDataset.from_files(task, files, self.config.max_bytes)
+            dataset = TaskDataset.from_files(task, files, self.config.limits)
         except InvalidDataset as bad:
             self._quarantine(drop, entry.dataset_id[:16], str(bad))
             self.ledger.record(entry, "quarantined", task=task, reason=str(bad), timings=timings)
@@ -173,11 +198,8 @@ class Watcher:
         timings["validation_s"] = time.perf_counter() - clock
 
         existing = self.lineage.find_by_dataset(entry.dataset_id)
-        if existing is not None:  # a previous watcher registered it, then died before the ledger said so
-            self.ledger.record(entry, "registered", task=task, version=existing.version,
-                               reason="already registered by an earlier attempt", timings=timings)
-            self._clear(drop)
-            return {"task": task, "dataset_id": entry.dataset_id, "state": "registered", "version": existing.version}
+        if existing is not None:  # an earlier attempt registered it, then died before the ledger said so
+            return self._finish_earlier_attempt(drop, entry, existing, timings)
 
         self.ledger.record(entry, "training", task=task)
         self.log(f"{task}: valid ({dataset.train.num_rows} training rows); training on the current adapter set…")
@@ -186,7 +208,10 @@ class Watcher:
 
         def heartbeat() -> None:
             while not done.wait(self.config.heartbeat_s):
-                self.ledger.heartbeat(entry)
+                try:
+                    self.ledger.heartbeat(entry)
+                except StorageError as outage:  # the next beat may get through; the lease allows missing some
+                    self.log(f"{task}: heartbeat not written: {outage}")
 
         beats = threading.Thread(target=heartbeat, name=f"heartbeat-{task}", daemon=True)
         beats.start()
@@ -213,3 +238,21 @@ class Watcher:
                  f"{timings['overhead_s']:.0f} s overhead)"
                  + (f": {result.rejected_reason}" if result.rejected_reason else ""))
         return {"task": task, "dataset_id": entry.dataset_id, "state": state, "version": result.version}
+
+    def _finish_earlier_attempt(self, drop: Drop, entry: Entry, version, timings: dict) -> dict:
+        """Complete what a dead attempt left: its version exists; `current` moves to it if the attempt died
+        before its commit point and the version's parent is still current."""
+        tags = version.tags
+        state, reason = ("rejected", tags.get("rejected_reason", "")) if tags.get("promotion") == "rejected" \
+            else ("registered", "registered by an earlier attempt")
+        if state == "registered" and "not_promoted" not in tags:
+            parent = None if tags.get("parent_version") in (None, "none") else tags["parent_version"]
+            current = self.lineage.current()
+            if current is None or current.version != version.version:
+                moved = promote_if_parent_current(self.lineage, version.version, parent,
+                                                  reason=f"trained {drop.task} (promotion resumed after a crash)")
+                reason += "; promoted now" if moved else "; not promoted: current moved on since"
+        self.ledger.record(entry, state, task=drop.task, version=version.version, reason=reason, timings=timings)
+        self._clear(drop)
+        self.log(f"{drop.task}: {reason} (v{version.version})")
+        return {"task": drop.task, "dataset_id": entry.dataset_id, "state": state, "version": version.version}

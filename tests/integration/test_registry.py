@@ -98,11 +98,12 @@ def test_register_three_roll_back_and_the_next_task_branches(conn, drops, config
 def test_a_crash_before_the_alias_move_leaves_current_on_the_last_complete_set(conn, drops, config):
     first = train_on_current(drops[0], conn, config, max_accuracy_drop=GUARD_OFF)
 
-    def crash():
-        raise KeyboardInterrupt("killed between registration and promotion")
+    def crash(stage):
+        if stage == "registered":
+            raise KeyboardInterrupt("killed between registration and promotion")
 
     with pytest.raises(KeyboardInterrupt):
-        train_on_current(drops[1], conn, config, before_promote=crash, max_accuracy_drop=GUARD_OFF)
+        train_on_current(drops[1], conn, config, at_stage=crash, max_accuracy_drop=GUARD_OFF)
     lineage = Lineage(conn)
     assert lineage.current().version == first.version
     nxt = train_on_current(drops[1], conn, config, max_accuracy_drop=GUARD_OFF)
