@@ -84,6 +84,17 @@ class Lineage:
             return []
         return sorted(found, key=lambda v: int(v.version))
 
+    def all_sources(self) -> set[str]:
+        """The source of every version of every registered model on this server (what must never be deleted)."""
+        sources, token = set(), None
+        while True:
+            page = self._call("list every model version", self.client.search_model_versions,
+                              max_results=1000, page_token=token)
+            sources |= {v.source for v in page}
+            token = page.token
+            if not token:
+                return sources
+
     def nodes(self) -> list[dict]:
         """Every version as a tree node: version, parent (None for a root), its tags and manifest URI."""
         out = []

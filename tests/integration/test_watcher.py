@@ -74,7 +74,7 @@ def test_a_good_drop_becomes_the_current_version(conn, s3, wordnet, watcher_fact
     assert [d["state"] for d in done] == ["registered"]
     assert Lineage(conn).current().version == done[0]["version"]
     assert Bucket.connect(conn).list("incoming/") == []
-    rows = json.loads(runner.invoke(app, ["status", "--json"]).stdout)
+    rows = json.loads(runner.invoke(app, ["status", "--json"]).stdout)["drops"]
     assert rows[0]["state"] == "registered" and rows[0]["task"] == "animals" and rows[0]["version"] == done[0]["version"]
     states = [s for s, _ in rows[0]["history"]]
     assert states == ["claimed", "validating", "training", "evaluating", "registered"]
@@ -155,7 +155,7 @@ def test_the_promotion_guard_registers_a_harmful_set_as_rejected_and_current_sta
     assert lineage.current().version == done[0]["version"]
     rejected = lineage.get(done[1]["version"])
     assert rejected.tags["promotion"] == "rejected" and "would drop" in rejected.tags["rejected_reason"]
-    rows = {r["task"]: r for r in json.loads(runner.invoke(app, ["status", "--json"]).stdout)}
+    rows = {r["task"]: r for r in json.loads(runner.invoke(app, ["status", "--json"]).stdout)["drops"]}
     assert rows["second"]["state"] == "rejected" and "would drop" in rows["second"]["reason"]
 
 

@@ -1,0 +1,77 @@
+"""Objects in the bucket that no registered version needs: what a job killed before its commit point leaves.
+
+A set's files and manifest are written before its MLflow version exists, and a task's dataset before it trains,
+so a crash in between leaves them unreferenced. They are harmless (nothing reads them) and `litelora gc`
+deletes them. What counts as referenced is read from every registered model on the MLflow server, so sets
+of another model sharing the bucket are safe; objects younger than the grace period are left alone, because
+they may belong to a job that is still running.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import asdict, dataclass
+
+from pipeline.adapters.adapter_set import set_files
+from pipeline.registry.lineage import Lineage
+from pipeline.registry.objects import Bucket
+from pipeline.registry.store import SETS
+
+GRACE_S = 3600.0
+DATASETS = "datasets/"
+
+
+@dataclass
+class Orphan:
+    key: str
+    size: int
+    age_s: float
+    why: str
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def referenced_keys(bucket: Bucket, lineage: Lineage) -> tuple[set[str], set[str]]:
+    """(every object key a registered set needs, every dataset id a registered set was trained on)."""
+    manifests = {source.removeprefix(bucket.uri("")) for source in lineage.all_sources()
+                 if source.startswith(bucket.uri(f"{SETS}/manifests/"))}
+    keys, datasets = set(manifests), set()
+    for key in manifests:
+        try:
+            manifest = json.loads(bucket.get(key))
+        except FileNotFoundError:
+            continue  # a version whose set is gone: nothing of it to keep
+        keys |= {f"{SETS}/objects/{rel}" for rel in set_files(manifest)}
+        datasets |= {t.get("dataset_id", "") for t in manifest.get("tasks", [])}
+    return keys, datasets
+
+
+def find_orphans(bucket: Bucket, lineage: Lineage, grace_s: float = GRACE_S, busy: set[str] = frozenset()) -> list[Orphan]:
+    """Unreferenced set files, manifests and stored datasets older than `grace_s`. `busy`: dataset ids that a
+    watcher is working on right now (never orphans, whatever their age)."""
+    keys, datasets = referenced_keys(bucket, lineage)
+    now, found = time.time(), []
+    for obj in bucket.list_objects(f"{SETS}/") + bucket.list_objects(DATASETS):
+        key, age = obj["Key"], now - obj["LastModified"].timestamp()
+        if key in keys or age < grace_s:
+            continue
+        if key.startswith(DATASETS):
+            dataset = key[len(DATASETS):].split("/", 1)[0]
+            if dataset in datasets or dataset in busy:
+                continue
+            why = "dataset no registered set was trained on (its job failed or died)"
+        elif key.startswith(f"{SETS}/manifests/"):
+            why = "manifest of a set that was never registered (its job died before MLflow)"
+        else:
+            why = "adapter-set file no registered set refers to"
+        found.append(Orphan(key, obj["Size"], age, why))
+    return found
+
+
+def delete_orphans(bucket: Bucket, orphans: list[Orphan]) -> None:
+    # Manifests first: a set whose manifest is gone is invisible, so a gc stopped half-way leaves no set that
+    # refers to deleted files.
+    for orphan in sorted(orphans, key=lambda o: not o.key.startswith(f"{SETS}/manifests/")):
+        bucket.delete(orphan.key)
