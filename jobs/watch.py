@@ -6,7 +6,7 @@ that cluster; S3 and MLflow come from the usual variables (LITELORA_BUCKET, MLFL
 
 import sys
 
-from pipeline.cli import app
+from pipeline.cli import main
 
 if __name__ == "__main__":
-    app(["watch", *sys.argv[1:]])
+    main(["watch", *sys.argv[1:]])

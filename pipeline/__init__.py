@@ -4,4 +4,12 @@ Layers (inner to outer): `pipeline.adapters` and `pipeline.learn` are the learni
 transformers only); `pipeline.data` reads task datasets; `pipeline.bench` and `pipeline.cli` sit on top.
 """
 
+import os
+
 __version__ = "0.1.0"
+
+# Ray reads this once, when it is imported, and without it a local node listens on every interface whatever
+# `_node_ip_address` says. So it is set here, before any of our modules imports ray. A driver joining a cluster
+# (RAY_ADDRESS) must advertise its routable address instead.
+if not os.environ.get("RAY_ADDRESS"):
+    os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")

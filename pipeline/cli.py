@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import json
 import shlex
 import signal
@@ -21,6 +22,8 @@ app = typer.Typer(help="LiteLoRA Pipeline: continual fine-tuning with gated low-
 err = Console(stderr=True)
 
 EXIT_FAILED = 1
+# A full disk or a directory we may not write (state directory, cache) is the user's to fix: one line, not a trace.
+STATE_ERRNOS = {errno.ENOSPC, errno.EDQUOT, errno.EACCES, errno.EPERM, errno.EROFS}
 
 
 def _fail(message: str) -> None:
@@ -654,6 +657,7 @@ def watch(
     gpu: Annotated[bool, typer.Option(help="One GPU per Ray Train worker (NCCL).")] = False,
     tune: Annotated[str | None, typer.Option(help="auto: search hyperparameters with Ray Tune before training each drop; off: train with the parent's configuration. Default: auto with --gpu, off on CPU.")] = None,
     trials: Annotated[int, typer.Option(min=1, help="Trials per drop when tuning.")] = 8,
+    lease: Annotated[float, typer.Option(min=1, help="Seconds of silence after which another watcher takes a drop over.")] = 300.0,
 ) -> None:
     """Run the orchestrator: claim each complete drop once, validate, train (Ray Train), register (Ctrl-C to stop)."""
     from pipeline.orchestrator.step import train_on_current
@@ -681,7 +685,8 @@ def watch(
                 return tune_then_train(ds, conn, SearchSpace(), spec, fit=fit, log=log)[1]
             except SearchInterrupted as stopped:  # Ctrl-C reached Tune first: stop watching, the claim expires
                 raise KeyboardInterrupt(str(stopped)) from stopped
-    watcher = Watcher(conn, WatchConfig(quiet_period_s=quiet_period, poll_s=poll), trainer=trainer, log=log)
+    watcher = Watcher(conn, WatchConfig(quiet_period_s=quiet_period, poll_s=poll, lease_s=lease), trainer=trainer,
+                      log=log)
     err.print(f"watching s3://{conn.bucket}/incoming/ as {watcher.ledger.watcher}" + (" (once)" if once else "")
               + (f", tuning each drop with {trials} trials" if tune == "auto" else ""))
     try:
@@ -698,16 +703,23 @@ def watch(
 
 
 @app.command()
-def status(as_json: Annotated[bool, typer.Option("--json", help="Print the ledger as JSON.")] = False) -> None:
-    """Every drop the orchestrator has seen: task, dataset id, state, reason, resulting version, timings."""
+def status(
+    as_json: Annotated[bool, typer.Option("--json", help="Print drops and orphans as JSON.")] = False,
+    grace: Annotated[float, typer.Option(help="Seconds before an unreferenced object counts as an orphan.")] = 3600.0,
+) -> None:
+    """Every drop the orchestrator has seen (task, dataset id, state, reason, version) and the orphan objects
+    `litelora gc` would delete."""
     from rich.table import Table
 
     from pipeline.orchestrator.ledger import Ledger
+    from pipeline.registry.lineage import Lineage, LineageError
     from pipeline.registry.objects import Bucket
+    from pipeline.registry.orphans import find_orphans
 
     conn = _connection()
+    bucket = Bucket.connect(conn)
     try:
-        entries = Ledger(Bucket.connect(conn)).entries()
+        entries = Ledger(bucket).entries()
     except _registry_errors() as e:
         _fail(str(e))
     rows = []
@@ -716,8 +728,13 @@ def status(as_json: Annotated[bool, typer.Option("--json", help="Print the ledge
         rows += [{"dataset_id": entry.dataset_id, "task": d["task"], "state": "duplicate",
                   "reason": f"same bytes as a drop that ended {entry.state}", "version": None,
                   "first_seen": d["at"], "timings": {}} for d in entry.duplicates]
+    try:  # the ledger lives in S3 alone; orphans need MLflow too, and status must work without it
+        busy = {e.dataset_id for e in entries if not e.terminal}
+        orphans = [o.to_dict() for o in find_orphans(bucket, Lineage(conn), grace, busy)]
+    except LineageError as e:
+        orphans, orphan_error = None, str(e)
     if as_json:
-        typer.echo(json.dumps(rows, indent=2))
+        typer.echo(json.dumps({"drops": rows, "orphans": orphans}, indent=2))
         return
     table = Table(title=f"drops in s3://{conn.bucket}")
     for col in ("task", "dataset", "state", "version", "reason"):
@@ -726,6 +743,65 @@ def status(as_json: Annotated[bool, typer.Option("--json", help="Print the ledge
         table.add_row(r["task"], r["dataset_id"][:12], r["state"], f"v{r['version']}" if r["version"] else "",
                       r["reason"] or "")
     Console().print(table)
+    if orphans is None:
+        typer.echo(f"orphans: not checked ({orphan_error})")
+    elif orphans:
+        typer.echo(f"{len(orphans)} orphan object(s), {sum(o['size'] for o in orphans):,} bytes, that no version "
+                   "refers to (left by jobs that died before registering): `litelora gc` deletes them")
+
+
+@app.command()
+def gc(
+    dry_run: Annotated[bool, typer.Option("--dry-run", help="List what would be deleted; delete nothing.")] = False,
+    grace: Annotated[float, typer.Option(help="Seconds before an unreferenced object counts as an orphan (a running job's files are younger).")] = 3600.0,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the orphans as JSON.")] = False,
+) -> None:
+    """Delete objects no registered version refers to: sets and datasets left by jobs that died before registering.
+    Never deletes anything a version (of any registered model on the server) needs."""
+    from pipeline.orchestrator.ledger import Ledger
+    from pipeline.registry.lineage import Lineage
+    from pipeline.registry.objects import Bucket
+    from pipeline.registry.orphans import delete_orphans, find_orphans
+
+    conn = _connection()
+    bucket = Bucket.connect(conn)
+    try:
+        busy = {e.dataset_id for e in Ledger(bucket).entries() if not e.terminal}
+        orphans = find_orphans(bucket, Lineage(conn), grace, busy)
+        if not dry_run:
+            delete_orphans(bucket, orphans)
+    except _registry_errors() as e:
+        _fail(str(e))
+    if as_json:
+        typer.echo(json.dumps({"deleted": not dry_run, "orphans": [o.to_dict() for o in orphans]}, indent=2))
+        return
+    for o in orphans:
+        typer.echo(f"{'would delete' if dry_run else 'deleted'} s3://{conn.bucket}/{o.key} ({o.size:,} bytes): {o.why}")
+    typer.echo(f"{len(orphans)} orphan object(s), {sum(o.size for o in orphans):,} bytes"
+               + (" (dry run: nothing deleted)" if dry_run else ""))
+
+
+@app.command()
+def retry(
+    drop: Annotated[str, typer.Argument(help="Task name or dataset id (6+ characters) of a failed drop, as `status` shows.")],
+    as_json: Annotated[bool, typer.Option("--json", help="Print what was requeued as JSON.")] = False,
+) -> None:
+    """Queue a failed drop again: its files go back under incoming/ and the next watcher pass trains it."""
+    from pipeline.orchestrator.ledger import Ledger
+    from pipeline.orchestrator.retry import RetryRefused, requeue
+    from pipeline.registry.objects import Bucket
+
+    conn = _connection()
+    bucket = Bucket.connect(conn)
+    try:
+        info = requeue(bucket, Ledger(bucket), drop)
+    except (RetryRefused, *_registry_errors()) as e:
+        _fail(str(e))
+    if as_json:
+        typer.echo(json.dumps(info, indent=2))
+        return
+    typer.echo(f"requeued {info['task']} (dataset {info['dataset_id'][:12]}) at {info['to']}; it failed with: "
+               f"{info['reason_it_failed']}\nthe running watcher picks it up (or: litelora watch --once)")
 
 
 @app.command()
@@ -762,3 +838,17 @@ def demo(
     if failed:
         raise typer.Exit(EXIT_FAILED)
 
+
+
+def main(argv: list[str] | None = None) -> None:
+    """The console script: `app`, with file-system errors (disk full, permission denied) as one clear line."""
+    try:
+        app(args=argv, prog_name="litelora")
+    except OSError as e:
+        if e.errno not in STATE_ERRNOS:
+            raise
+        where = e.filename or "a file"
+        err.print(f"[red]error:[/red] cannot write {where}: {e.strerror} (state directory {load_settings().home}; "
+                  "free some space, fix its permissions or point LITELORA_HOME elsewhere)", highlight=False,
+                  soft_wrap=True)
+        raise SystemExit(EXIT_FAILED) from None

@@ -9,10 +9,12 @@ set reports it again instead of training twice.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import tempfile
 import time
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -49,7 +51,6 @@ def init_ray(home: Path) -> None:
     if ray.is_initialized():
         return
     os.environ.setdefault("RAY_AUTH_MODE", "disabled")
-    os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
     os.environ.setdefault("RAY_TRAIN_V2_ENABLED", "1")
     # The Train controller polls its workers this often (default 2 s); every job ends with a few polls, which
     # cost ~4 s a task. Ray Train forwards RAY_TRAIN_* variables from the driver to its controller.
@@ -58,9 +59,12 @@ def init_ray(home: Path) -> None:
         ray.init(address=os.environ["RAY_ADDRESS"], log_to_driver=False)
         return
     # Unix socket paths are limited to 107 bytes: keep Ray's session dir short, keyed by the state dir.
-    temp = Path(tempfile.gettempdir()) / f"llray-{abs(hash(str(home))) % 10**8}"
+    temp = Path(tempfile.gettempdir()) / f"llray-{hashlib.sha256(str(home).encode()).hexdigest()[:8]}"
     ray.init(_node_ip_address="127.0.0.1", _temp_dir=str(temp), include_dashboard=False, log_to_driver=False,
              configure_logging=False)
+    if ray.util.get_node_ip_address() != "127.0.0.1":  # ray was imported before `pipeline` (see its __init__)
+        warnings.warn(f"the local Ray node listens on {ray.util.get_node_ip_address()}, not only on loopback: "
+                      "set RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER=0 before Python imports ray", stacklevel=2)
 
 
 def write_progress(progress: Progress, directory: Path) -> None:

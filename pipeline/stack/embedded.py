@@ -108,9 +108,14 @@ def _write_identities(home: Path, creds: Credentials) -> None:
         json.dump(identities, f)
 
 
-def _quiet_env() -> dict[str, str]:
-    """The servers' environment, with telemetry off."""
-    return {**os.environ, "MLFLOW_DISABLE_TELEMETRY": "true", "DO_NOT_TRACK": "true"}
+def _server_env(name: str, creds: Credentials, s3_endpoint: str) -> dict[str, str]:
+    """A server's environment, with telemetry off; MLflow gets the S3 keys to proxy artifacts into the bucket."""
+    env = {**os.environ, "MLFLOW_DISABLE_TELEMETRY": "true", "DO_NOT_TRACK": "true"}
+    if name == "mlflow":
+        env |= {"MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false", "MLFLOW_S3_ENDPOINT_URL": s3_endpoint,
+                "AWS_ACCESS_KEY_ID": creds.access_key, "AWS_SECRET_ACCESS_KEY": creds.secret_key,
+                "AWS_DEFAULT_REGION": "us-east-1"}
+    return env
 
 
 def _mlflow_argv(home: Path, port: int, bucket: str) -> list[str]:
@@ -159,25 +164,17 @@ def up(home: Path, bucket: str = DEFAULT_BUCKET, ports: dict[str, int] | None = 
     if ports and ports.get("mlflow") and mlflow_port != ports["mlflow"]:
         raise StackError(f"port {ports['mlflow']} for MLflow is busy; choose another with --mlflow-port")
     s3_endpoint, mlflow_uri = f"http://127.0.0.1:{s3_port}", f"http://127.0.0.1:{mlflow_port}"
-    env = _quiet_env()
-    mlflow_env = {
-        **env, "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false", "MLFLOW_S3_ENDPOINT_URL": s3_endpoint,
-        "AWS_ACCESS_KEY_ID": creds.access_key, "AWS_SECRET_ACCESS_KEY": creds.secret_key,
-        "AWS_DEFAULT_REGION": "us-east-1",
-    }
     started = time.monotonic()
     logs = home / "logs"
-    seaweed = start("seaweedfs", _seaweed_argv(home, s3_port, taken, bucket), env, logs, home)
-    mlflow = start("mlflow", _mlflow_argv(home, mlflow_port, bucket), mlflow_env, logs, home)
+    seaweed = start("seaweedfs", _seaweed_argv(home, s3_port, taken, bucket), _server_env("seaweedfs", creds, s3_endpoint),
+                    logs, home)
+    mlflow = start("mlflow", _mlflow_argv(home, mlflow_port, bucket), _server_env("mlflow", creds, s3_endpoint), logs,
+                   home)
     state = StackState(s3_endpoint, mlflow_uri, bucket, [seaweed, mlflow], time.time())
     state.save(home)  # record PIDs at once, so `down` can stop a stack whose start-up failed half-way
     try:
         with ThreadPoolExecutor(2) as pool:
-            checks = [
-                pool.submit(wait_healthy, seaweed, lambda: _s3_healthy(s3_endpoint, creds, bucket), HEALTH_TIMEOUT_S),
-                pool.submit(wait_healthy, mlflow, lambda: _http_ok(f"{mlflow_uri}/health"), HEALTH_TIMEOUT_S),
-            ]
-            for check in checks:
+            for check in [pool.submit(_wait_healthy, state, p, creds) for p in state.processes]:
                 check.result()
     except StackError:
         down(home)
@@ -185,6 +182,30 @@ def up(home: Path, bucket: str = DEFAULT_BUCKET, ports: dict[str, int] | None = 
     state.startup_s = time.monotonic() - started
     state.save(home)
     return state, True
+
+
+def _wait_healthy(state: StackState, server: ServerProcess, creds: Credentials) -> float:
+    if server.name == "seaweedfs":
+        return wait_healthy(server, lambda: _s3_healthy(state.s3_endpoint, creds, state.bucket), HEALTH_TIMEOUT_S)
+    return wait_healthy(server, lambda: _http_ok(f"{state.mlflow_uri}/health"), HEALTH_TIMEOUT_S)
+
+
+def stop_server(home: Path, name: str) -> None:
+    """Stop one server of the running stack (an outage, for the reliability suite); `start_server` brings it back."""
+    state = StackState.load(home)
+    next(p for p in state.processes if p.name == name).stop()
+
+
+def start_server(home: Path, name: str) -> float:
+    """Start a stopped server again exactly as `up` did (same ports, same data); seconds until it is healthy."""
+    state = StackState.load(home)
+    index, old = next((i, p) for i, p in enumerate(state.processes) if p.name == name)
+    if old.alive():
+        return 0.0
+    creds = Credentials.load_or_create(home)
+    state.processes[index] = start(name, old.argv, _server_env(name, creds, state.s3_endpoint), home / "logs", home)
+    state.save(home)
+    return _wait_healthy(state, state.processes[index], creds)
 
 
 def down(home: Path) -> list[str]:

@@ -7,7 +7,7 @@ import socket
 import subprocess
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import psutil
@@ -51,6 +51,8 @@ class ServerProcess:
     pid: int
     create_time: float
     log: str
+    argv: list[str] = field(default_factory=list)
+    """How it was started (no secrets: those travel in the environment), so it can be started again alike."""
 
     def alive(self) -> bool:
         """True only for the very process we started (a reused PID is not ours)."""
@@ -87,7 +89,7 @@ def start(name: str, argv: list[str], env: dict[str, str], log_dir: Path, cwd: P
                                     cwd=cwd, start_new_session=True)
         except FileNotFoundError as err:
             raise StackError(f"cannot start {name}: {argv[0]} not found") from err
-    return ServerProcess(name, proc.pid, psutil.Process(proc.pid).create_time(), str(log))
+    return ServerProcess(name, proc.pid, psutil.Process(proc.pid).create_time(), str(log), list(argv))
 
 
 def wait_healthy(server: ServerProcess, check: Callable[[], bool], timeout: float) -> float:
