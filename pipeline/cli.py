@@ -658,9 +658,10 @@ def watch(
     tune: Annotated[str | None, typer.Option(help="auto: search hyperparameters with Ray Tune before training each drop; off: train with the parent's configuration. Default: auto with --gpu, off on CPU.")] = None,
     trials: Annotated[int, typer.Option(min=1, help="Trials per drop when tuning.")] = 8,
     lease: Annotated[float, typer.Option(min=1, help="Seconds of silence after which another watcher takes a drop over.")] = 300.0,
+    guard: Annotated[float | None, typer.Option(min=0, help="Promotion guard: the most (0-1) an earlier task's accuracy may drop for a new set to become current; 1 turns it off. [default: 0.05]")] = None,
 ) -> None:
     """Run the orchestrator: claim each complete drop once, validate, train (Ray Train), register (Ctrl-C to stop)."""
-    from pipeline.orchestrator.step import train_on_current
+    from pipeline.orchestrator.step import fit_locally, train_on_current
     from pipeline.orchestrator.watcher import WatchConfig, Watcher
 
     tune = tune or ("auto" if gpu else "off")
@@ -673,7 +674,8 @@ def watch(
         from pipeline.orchestrator.ray_train import ScalingSpec, ray_fit
 
         fit = ray_fit(conn, ScalingSpec(num_workers=workers, use_gpu=gpu))
-    trainer = (lambda ds: train_on_current(ds, conn, fit=fit)) if fit else None
+    guarded = {} if guard is None else {"max_accuracy_drop": guard}
+    trainer = lambda ds: train_on_current(ds, conn, fit=fit or fit_locally, **guarded)
     if tune == "auto":
         from pipeline.tuning.search import SearchInterrupted, TuneSpec, tune_then_train
         from pipeline.tuning.space import SearchSpace
@@ -682,7 +684,7 @@ def watch(
 
         def trainer(ds):
             try:
-                return tune_then_train(ds, conn, SearchSpace(), spec, fit=fit, log=log)[1]
+                return tune_then_train(ds, conn, SearchSpace(), spec, fit=fit, log=log, **guarded)[1]
             except SearchInterrupted as stopped:  # Ctrl-C reached Tune first: stop watching, the claim expires
                 raise KeyboardInterrupt(str(stopped)) from stopped
     watcher = Watcher(conn, WatchConfig(quiet_period_s=quiet_period, poll_s=poll, lease_s=lease), trainer=trainer,
@@ -852,3 +854,7 @@ def main(argv: list[str] | None = None) -> None:
                   "free some space, fix its permissions or point LITELORA_HOME elsewhere)", highlight=False,
                   soft_wrap=True)
         raise SystemExit(EXIT_FAILED) from None
+
+
+if __name__ == "__main__":
+    main()

@@ -45,3 +45,34 @@ def wordnet_tasks():
         t.train_inputs, t.train_labels = t.train_inputs[::5][:24], t.train_labels[::5][:24]
         t.test_inputs, t.test_labels = t.test_inputs[::8][:8], t.test_labels[::8][:8]
     return tasks
+
+
+# The reliability suite (marker `chaos`) records what each injected fault did; the table is printed at the end
+# of the run and, with LITELORA_CHAOS_REPORT=path.json, written out for the release notes.
+_CHAOS_ROWS: list[dict] = []
+
+
+@pytest.fixture
+def chaos_report(request):
+    """record(expected=..., observed=..., recover_s=...) adds this test's row to the reliability table."""
+
+    def record(expected: str, observed: str, recover_s: float | None = None, case: str | None = None) -> None:
+        _CHAOS_ROWS.append({"case": case or request.node.name.removeprefix("test_"), "expected": expected,
+                            "observed": observed, "recover_s": None if recover_s is None else round(recover_s, 1)})
+
+    return record
+
+
+def pytest_terminal_summary(terminalreporter):
+    if not _CHAOS_ROWS:
+        return
+    import json
+
+    terminalreporter.section("reliability suite: injected faults and what happened")
+    for row in _CHAOS_ROWS:
+        recover = "-" if row["recover_s"] is None else f"{row['recover_s']} s"
+        terminalreporter.write_line(f"{row['case']}\n    expected:  {row['expected']}\n    observed:  {row['observed']}"
+                                    f"\n    recovered: {recover}")
+    if os.environ.get("LITELORA_CHAOS_REPORT"):
+        with open(os.environ["LITELORA_CHAOS_REPORT"], "w") as out:
+            json.dump(_CHAOS_ROWS, out, indent=2)

@@ -83,10 +83,19 @@ class AdapterSetStore:
                     blob = self.bucket.get(f"{SETS}/objects/{rel}")
                 except FileNotFoundError as err:
                     raise AdapterSetError(f"adapter set {set_id}: file {err} is missing") from err
-                path.parent.mkdir(parents=True, exist_ok=True)
-                path.write_bytes(blob)
-        (target / MANIFEST).write_bytes(data)  # last, so a half-fetched cache entry is never taken as complete
+                _write(path, blob)
+        _write(target / MANIFEST, data)  # last, so a half-fetched cache entry is never taken as complete
         return target
+
+
+def _write(path: Path, data: bytes) -> None:
+    """Write into the local cache; a failure (disk full, no permission) names the file, which a failed write
+    alone does not."""
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(data)
+    except OSError as err:
+        raise type(err)(err.errno, err.strerror, str(path)) from err
 
 
 class DatasetStore:

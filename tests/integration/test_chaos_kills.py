@@ -1,0 +1,119 @@
+"""A watcher SIGKILLed at each stage of a drop: `current` stays on the last complete set, another watcher takes
+the drop over once the lease expires and finishes it exactly once, and `litelora gc` removes what the dead one
+left behind without touching anything a version needs."""
+
+import json
+import subprocess
+import sys
+import textwrap
+import time
+
+import pytest
+from typer.testing import CliRunner
+
+from pipeline.cli import app
+from pipeline.data.task_dataset import TaskDataset, write_drop
+from pipeline.data.wordnet import split_wordnet20
+from pipeline.learn.backbone import BackboneConfig
+from pipeline.learn.config import TrainConfig
+from pipeline.orchestrator.ledger import Ledger
+from pipeline.orchestrator.step import train_on_current
+from pipeline.orchestrator.watcher import INCOMING, READY, READY_BODY, WatchConfig, Watcher
+from pipeline.registry.lineage import Lineage
+from pipeline.registry.objects import Bucket
+from pipeline.registry.store import AdapterSetStore
+
+pytestmark = [pytest.mark.integration, pytest.mark.chaos]
+runner = CliRunner()
+LEASE_S = 1.5
+
+# A real watcher process that kills itself (SIGKILL: no handler, no cleanup) when the drop reaches `stage`.
+DOOMED_WATCHER = textwrap.dedent("""
+    import os, signal, sys
+    from pipeline.learn.backbone import BackboneConfig
+    from pipeline.learn.config import TrainConfig
+    from pipeline.orchestrator.step import train_on_current
+    from pipeline.orchestrator.watcher import WatchConfig, Watcher
+    from pipeline.settings import connection
+
+    stage, backbone = sys.argv[1], sys.argv[2]
+    conn = connection()
+    config = TrainConfig(backbone=BackboneConfig(name=backbone), epochs=1, batch_size=16, seed=0)
+
+    def die(at):
+        if at == stage:
+            os.kill(os.getpid(), signal.SIGKILL)
+
+    def trainer(dataset):
+        return train_on_current(dataset, conn, config, max_accuracy_drop=1.0, at_stage=die,
+                                on_epoch=lambda phase, epoch, loss: die("training"))
+
+    Watcher(conn, WatchConfig(poll_s=0.2), trainer=trainer, log=print).run(once=True)
+    sys.exit(3)  # never killed: the stage was not reached
+""")
+
+
+@pytest.fixture(scope="module")
+def drops(tmp_path_factory):
+    root = tmp_path_factory.mktemp("kill-drops")
+    tasks = split_wordnet20(1993, "ci")[:2]
+    for t in tasks:
+        t.train_inputs, t.train_labels = t.train_inputs[::4], t.train_labels[::4]
+        t.test_inputs, t.test_labels = t.test_inputs[::4], t.test_labels[::4]
+    return [TaskDataset.from_dir(write_drop(t, root / f"t{i}"), name=f"t{i}") for i, t in enumerate(tasks)]
+
+
+def _drop(bucket: Bucket, task: str, dataset: TaskDataset) -> None:
+    for name, data in dataset.files.items():
+        bucket.put(f"{INCOMING}{task}/{name}", data)
+    bucket.put(f"{INCOMING}{task}/{READY}", READY_BODY)
+
+
+@pytest.mark.parametrize("stage", ["training", "published", "registered"])
+def test_a_watcher_killed_mid_drop_is_taken_over_and_the_drop_ends_registered_once(
+        stage, conn, drops, tiny_backbone_dir, chaos_report):
+    config = TrainConfig(backbone=BackboneConfig(name=str(tiny_backbone_dir)), epochs=1, batch_size=16, seed=0)
+    first = train_on_current(drops[0], conn, config, max_accuracy_drop=1.0)
+    bucket, lineage = Bucket.connect(conn), Lineage(conn)
+    _drop(bucket, "victim", drops[1])
+
+    doomed = subprocess.run([sys.executable, "-c", DOOMED_WATCHER, stage, str(tiny_backbone_dir)],
+                            capture_output=True, text=True, timeout=300)
+    killed_at = time.monotonic()
+    assert doomed.returncode == -9, doomed.stdout + doomed.stderr
+    assert lineage.current().version == first.version, "current must stay on the last complete set"
+    stranded = Ledger(bucket).read(drops[1].dataset_id)
+    assert stranded.state == "training"
+    status = json.loads(runner.invoke(app, ["status", "--json", "--grace", "0"]).stdout)
+    orphaned = [o["key"] for o in status["orphans"]]
+    if stage == "published":
+        assert any(k.startswith("adapter-sets/manifests/") for k in orphaned), "the dead job's set must be reported"
+    assert not any(k.startswith(f"datasets/{drops[1].dataset_id}") for k in orphaned), "a claimed drop is busy"
+
+    time.sleep(LEASE_S + 0.5)  # the dead watcher's heartbeats have stopped; its lease runs out
+    rescuer = Watcher(conn, WatchConfig(poll_s=0.2, lease_s=LEASE_S), log=lambda m: None,
+                      trainer=lambda ds: train_on_current(ds, conn, config, max_accuracy_drop=1.0))
+    done = rescuer.run(once=True)
+    recovered = time.monotonic() - killed_at
+
+    assert [d["state"] for d in done] == ["registered"]
+    versions = [v for v in lineage.versions() if v.tags["dataset_id"] == drops[1].dataset_id]
+    assert len(versions) == 1, "one version per dataset, whoever finished it"
+    assert lineage.current().version == versions[0].version
+    assert [c["epoch"] for c in Ledger(bucket).read(drops[1].dataset_id).claims] == [0, 1]
+
+    dry = json.loads(runner.invoke(app, ["gc", "--grace", "0", "--dry-run", "--json"]).stdout)
+    assert all(bucket.exists(o["key"]) for o in dry["orphans"]), "a dry run deletes nothing"
+    cleaned = json.loads(runner.invoke(app, ["gc", "--grace", "0", "--json"]).stdout)["orphans"]
+    assert [o["key"] for o in cleaned] == [o["key"] for o in dry["orphans"]]
+    sets = AdapterSetStore(bucket, conn.cache_dir)
+    for version in lineage.versions():
+        sets.verify(sets.set_id_from_uri(version.source))  # gc never deletes what a version needs
+    assert json.loads(runner.invoke(app, ["status", "--json", "--grace", "0"]).stdout)["orphans"] == []
+    chaos_report(
+        case=f"watcher SIGKILLed at '{stage}'",
+        expected="current stays on the last set; a second watcher takes over after the lease; one version; "
+                 "gc removes the leftovers",
+        observed=f"current stayed v{first.version}; {len(orphaned)} orphan(s) reported; taken over at epoch 1; "
+                 f"registered v{versions[0].version} once; gc deleted {len(cleaned)} object(s); every set verifies",
+        recover_s=recovered)
