@@ -23,7 +23,8 @@ def full_disk(tmp_path):
     """A real 256 KiB filesystem, filled up (a tmpfs: needs the right to mount, as root in a container has)."""
     mount = tmp_path / "full"
     mount.mkdir()
-    result = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=256k", "tmpfs", str(mount)], capture_output=True)
+    result = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=256k", "tmpfs", str(mount)], check=False,
+                            capture_output=True)
     if result.returncode != 0:
         pytest.skip(f"cannot mount a small tmpfs here to fill up: {result.stderr.decode().strip()}")
     try:
@@ -79,7 +80,8 @@ def test_a_state_directory_that_cannot_be_written_is_one_line_and_exit_1(tmp_pat
     locked = tmp_path / f"locked-{uuid.uuid4().hex[:6]}"
     locked.mkdir(mode=0o700)  # root's: nobody may create anything in it
     env = {**os.environ, "LITELORA_HOME": str(locked / "home")}
-    result = subprocess.run([sys.executable, "-c", AS_NOBODY], env=env, capture_output=True, text=True, timeout=120)
+    result = subprocess.run([sys.executable, "-c", AS_NOBODY], env=env, check=False, capture_output=True, text=True,
+                            timeout=120)
     message = result.stderr.strip()
     assert result.returncode == 1, message
     assert "Permission denied" in message and str(locked / "home") in message, message
