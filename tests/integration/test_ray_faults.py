@@ -15,7 +15,7 @@ from pipeline.orchestrator.step import train_on_current
 from pipeline.registry.lineage import Lineage
 from pipeline.registry.objects import Bucket
 
-pytestmark = [pytest.mark.integration, pytest.mark.ray, pytest.mark.model]
+pytestmark = [pytest.mark.integration, pytest.mark.ray, pytest.mark.model, pytest.mark.chaos]
 
 
 def _train_workers() -> list[psutil.Process]:
@@ -26,7 +26,7 @@ def _train_workers() -> list[psutil.Process]:
     return found
 
 
-def test_killing_a_ray_train_worker_mid_training_resumes_from_its_checkpoint(conn, ray_node, tmp_path):
+def test_killing_a_ray_train_worker_mid_training_resumes_from_its_checkpoint(conn, ray_node, tmp_path, chaos_report):
     bucket = Bucket.connect(conn)
     # The real MiniLM on the quick tier's first task: seconds per epoch, long enough to be killed mid-task.
     dataset = TaskDataset.from_dir(write_drop(split_wordnet20(1993, "quick")[0], tmp_path / "t0"), name="t0")
@@ -44,10 +44,16 @@ def test_killing_a_ray_train_worker_mid_training_resumes_from_its_checkpoint(con
     victims = _train_workers()
     assert victims, "no Ray Train worker process found to kill"
     victims[0].kill()  # SIGKILL, mid-task: the first epoch checkpoint exists, training goes on
+    killed_at = time.monotonic()
     job.join(timeout=600)
+    recovered = time.monotonic() - killed_at
 
     result = outcome["result"]
     assert result.promoted
     assert [v.version for v in Lineage(conn).versions()] == [result.version]
     tags = MlflowClient(conn.mlflow_uri).get_run(result.run_id).data.tags
     assert int(tags["ray_train.resumed_epochs"]) >= 1, "the restarted workers should resume, not start over"
+    chaos_report(case="Ray Train worker SIGKILLed mid-task (2 workers, MiniLM)",
+                 expected="the group restarts from the last epoch checkpoint; one version",
+                 observed=f"resumed after {tags['ray_train.resumed_epochs']} epoch(s); v{result.version} registered once",
+                 recover_s=recovered)
