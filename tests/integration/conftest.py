@@ -6,6 +6,8 @@ import uuid
 
 import pytest
 
+from pipeline.data.task_dataset import TaskDataset, write_drop
+from pipeline.data.wordnet import split_wordnet20
 from pipeline.registry.objects import Bucket
 from pipeline.settings import connection, load_settings
 from pipeline.stack import embedded
@@ -57,6 +59,17 @@ def tiny_backbone_dir(tmp_path_factory, _tiny_bert_template, tokenizer):
     _tiny_bert_template.save_pretrained(path)
     tokenizer.save_pretrained(path)
     return path
+
+
+@pytest.fixture(scope="session")
+def wordnet_drops(tmp_path_factory):
+    """The five Split-WordNet-20 CI tasks cut to a quarter, as validated drops named wn-t0 … wn-t4."""
+    root = tmp_path_factory.mktemp("wordnet-drops")
+    tasks = split_wordnet20(1993, "ci")
+    for t in tasks:
+        t.train_inputs, t.train_labels = t.train_inputs[::4], t.train_labels[::4]
+        t.test_inputs, t.test_labels = t.test_inputs[::4], t.test_labels[::4]
+    return [TaskDataset.from_dir(write_drop(t, root / f"t{i}"), name=f"wn-t{i}") for i, t in enumerate(tasks)]
 
 
 @pytest.fixture(scope="session")

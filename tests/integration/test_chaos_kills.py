@@ -12,8 +12,7 @@ import pytest
 from typer.testing import CliRunner
 
 from pipeline.cli import app
-from pipeline.data.task_dataset import TaskDataset, write_drop
-from pipeline.data.wordnet import split_wordnet20
+from pipeline.data.task_dataset import TaskDataset
 from pipeline.learn.backbone import BackboneConfig
 from pipeline.learn.config import TrainConfig
 from pipeline.orchestrator.ledger import Ledger
@@ -53,14 +52,9 @@ DOOMED_WATCHER = textwrap.dedent("""
 """)
 
 
-@pytest.fixture(scope="module")
-def drops(tmp_path_factory):
-    root = tmp_path_factory.mktemp("kill-drops")
-    tasks = split_wordnet20(1993, "ci")[:2]
-    for t in tasks:
-        t.train_inputs, t.train_labels = t.train_inputs[::4], t.train_labels[::4]
-        t.test_inputs, t.test_labels = t.test_inputs[::4], t.test_labels[::4]
-    return [TaskDataset.from_dir(write_drop(t, root / f"t{i}"), name=f"t{i}") for i, t in enumerate(tasks)]
+@pytest.fixture
+def drops(wordnet_drops):
+    return wordnet_drops[:2]
 
 
 def _drop(bucket: Bucket, task: str, dataset: TaskDataset) -> None:

@@ -5,14 +5,11 @@ stack is never stopped). Whatever the timing, the drop ends registered exactly o
 
 import threading
 import time
-import uuid
 
 import pytest
 from typer.testing import CliRunner
 
 from pipeline.cli import app
-from pipeline.data.task_dataset import TaskDataset, write_drop
-from pipeline.data.wordnet import split_wordnet20
 from pipeline.learn.backbone import BackboneConfig
 from pipeline.learn.config import TrainConfig
 from pipeline.orchestrator.ledger import Ledger
@@ -21,7 +18,6 @@ from pipeline.orchestrator.watcher import INCOMING, READY, READY_BODY, WatchConf
 from pipeline.registry.lineage import Lineage, LineageError
 from pipeline.registry.objects import Bucket, StorageError
 from pipeline.registry.store import AdapterSetStore
-from pipeline.settings import connection, load_settings
 from pipeline.stack import embedded
 from pipeline.stack.process import free_port
 
@@ -31,7 +27,8 @@ S3_DOWN_S = 3.0
 
 
 @pytest.fixture(scope="module")
-def outage_home(tmp_path_factory):
+def stack_home(tmp_path_factory):
+    """A stack of this module's own, in place of the session's: these tests stop its servers."""
     home = tmp_path_factory.mktemp("outage-home")
     embedded.up(home, ports={"s3": free_port(), "mlflow": free_port()})
     try:
@@ -41,26 +38,8 @@ def outage_home(tmp_path_factory):
 
 
 @pytest.fixture
-def conn(outage_home, monkeypatch):
-    monkeypatch.setenv("LITELORA_HOME", str(outage_home))
-    for key, value in embedded.env_exports(outage_home).items():
-        monkeypatch.setenv(key, value)
-    name = f"outage-{uuid.uuid4().hex[:8]}"
-    monkeypatch.setenv("LITELORA_BUCKET", name)
-    monkeypatch.setenv("LITELORA_REGISTERED_MODEL", name)
-    conn = connection(load_settings())
-    Bucket.connect(conn).client.create_bucket(Bucket=name)
-    return conn
-
-
-@pytest.fixture(scope="module")
-def drops(tmp_path_factory):
-    root = tmp_path_factory.mktemp("outage-drops")
-    tasks = split_wordnet20(1993, "ci")[:2]
-    for t in tasks:
-        t.train_inputs, t.train_labels = t.train_inputs[::4], t.train_labels[::4]
-        t.test_inputs, t.test_labels = t.test_inputs[::4], t.test_labels[::4]
-    return [TaskDataset.from_dir(write_drop(t, root / f"t{i}"), name=f"t{i}") for i, t in enumerate(tasks)]
+def drops(wordnet_drops):
+    return wordnet_drops[:2]
 
 
 class Outage:
@@ -146,8 +125,8 @@ def _run_fault(conn, drops, tiny_backbone_dir, outage: Outage, stage: str) -> tu
 
 @pytest.mark.parametrize("stage", ["training", "published"])
 def test_seaweedfs_stopped_for_seconds_mid_drop_ends_registered_once(stage, conn, drops, tiny_backbone_dir,
-                                                                      outage_home, chaos_report):
-    outage = Outage(outage_home, "seaweedfs", down_s=S3_DOWN_S)
+                                                                      stack_home, chaos_report):
+    outage = Outage(stack_home, "seaweedfs", down_s=S3_DOWN_S)
     states, reason, recovered = _run_fault(conn, drops, tiny_backbone_dir, outage, stage)
     chaos_report(
         case=f"SeaweedFS stopped ~{S3_DOWN_S:.0f} s + restart, at '{stage}'",
@@ -159,8 +138,8 @@ def test_seaweedfs_stopped_for_seconds_mid_drop_ends_registered_once(stage, conn
 
 @pytest.mark.parametrize("stage", ["published", "registered"])
 def test_mlflow_stopped_during_registration_fails_with_a_reason_and_a_retry_registers_once(
-        stage, conn, drops, tiny_backbone_dir, outage_home, chaos_report):
-    outage = Outage(outage_home, "mlflow", down_s=None)  # stays down until the drop has failed
+        stage, conn, drops, tiny_backbone_dir, stack_home, chaos_report):
+    outage = Outage(stack_home, "mlflow", down_s=None)  # stays down until the drop has failed
     states, reason, recovered = _run_fault(conn, drops, tiny_backbone_dir, outage, stage)
     assert states == ["failed", "registered"]
     assert "127.0.0.1" in reason and ("Connection refused" in reason or "unreachable" in reason), reason

@@ -11,8 +11,6 @@ from botocore.exceptions import ClientError
 from typer.testing import CliRunner
 
 from pipeline.cli import app
-from pipeline.data.task_dataset import TaskDataset, write_drop
-from pipeline.data.wordnet import split_wordnet20
 from pipeline.learn.backbone import BackboneConfig
 from pipeline.learn.config import TrainConfig
 from pipeline.orchestrator.step import train_on_current
@@ -33,14 +31,9 @@ def conn(stack_env, monkeypatch):
     return connection(load_settings())
 
 
-@pytest.fixture(scope="module")
-def drops(tmp_path_factory):
-    root = tmp_path_factory.mktemp("drops")
-    tasks = split_wordnet20(1993, "ci")
-    for t in tasks:
-        t.train_inputs, t.train_labels = t.train_inputs[::4], t.train_labels[::4]
-        t.test_inputs, t.test_labels = t.test_inputs[::4], t.test_labels[::4]
-    return [TaskDataset.from_dir(write_drop(t, root / f"t{i}"), name=f"wn-t{i}") for i, t in enumerate(tasks)]
+@pytest.fixture
+def drops(wordnet_drops):
+    return wordnet_drops
 
 
 @pytest.fixture
