@@ -44,7 +44,10 @@ def requeue(bucket: Bucket, ledger: Ledger, selector: str) -> dict:
     target = f"{INCOMING}{entry.task}/"
     if bucket.list(target):
         raise RetryRefused(f"another drop is waiting under s3://{bucket.name}/{target}; retry once it is processed")
-    ledger.requeue(entry, who=getpass.getuser())
+    try:
+        ledger.requeue(entry, who=getpass.getuser())
+    except ValueError as err:
+        raise RetryRefused(str(err)) from err
     for key in files:
         bucket.move(key, target + key[len(kept):])
     if f"{kept}{READY}" not in files:

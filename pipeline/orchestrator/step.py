@@ -256,6 +256,7 @@ def train_on_current(
         promoted = promotable and promote_if_parent_current(lineage, version.version, parent_version,
                                                             reason=f"trained {task.name}")
         if not rejected and not promoted:
+            now = lineage.current()
             lineage.client.set_model_version_tag(lineage.name, version.version, "not_promoted",
                                                  f"current moved to v{now.version if now else '-'} during training")
         timings["register_s"] = time.perf_counter() - clock
