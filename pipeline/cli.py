@@ -578,7 +578,8 @@ def lineage(as_json: Annotated[bool, typer.Option("--json", help="Print versions
     if moves:
         typer.echo("\nrecent moves of `current` (all of them: --json, or the experiment litelora-alias-moves):")
         for m in moves[-5:]:
-            typer.echo(f"  {m['when']}  {m['kind']}: v{m['from_version']} -> v{m['to_version']}  by {m['who']}"
+            before = "-" if m["from_version"] in (None, "none") else f"v{m['from_version']}"
+            typer.echo(f"  {m['when']}  {m['kind']}: {before} -> v{m['to_version']}  by {m['who']}"
                        + (f"  ({m['reason']})" if m["reason"] not in (None, "-") else ""))
 
 
@@ -657,7 +658,7 @@ def watch(
     gpu: Annotated[bool, typer.Option(help="One GPU per Ray Train worker (NCCL).")] = False,
     tune: Annotated[str | None, typer.Option(help="auto: search hyperparameters with Ray Tune before training each drop; off: train with the parent's configuration. Default: auto with --gpu, off on CPU.")] = None,
     trials: Annotated[int, typer.Option(min=1, help="Trials per drop when tuning.")] = 8,
-    lease: Annotated[float, typer.Option(min=1, help="Seconds of silence after which another watcher takes a drop over.")] = 300.0,
+    lease: Annotated[float, typer.Option(min=10, help="Seconds of silence after which another watcher takes a drop over.")] = 300.0,
     guard: Annotated[float | None, typer.Option(min=0, help="Promotion guard: the most (0-1) an earlier task's accuracy may drop for a new set to become current; 1 turns it off. [default: 0.05]")] = None,
 ) -> None:
     """Run the orchestrator: claim each complete drop once, validate, train (Ray Train), register (Ctrl-C to stop)."""
@@ -707,7 +708,7 @@ def watch(
 @app.command()
 def status(
     as_json: Annotated[bool, typer.Option("--json", help="Print drops and orphans as JSON.")] = False,
-    grace: Annotated[float, typer.Option(help="Seconds before an unreferenced object counts as an orphan.")] = 3600.0,
+    grace: Annotated[float, typer.Option(min=0, help="Seconds before an unreferenced object counts as an orphan.")] = 3600.0,
 ) -> None:
     """Every drop the orchestrator has seen (task, dataset id, state, reason, version) and the orphan objects
     `litelora gc` would delete."""
@@ -749,13 +750,13 @@ def status(
         typer.echo(f"orphans: not checked ({orphan_error})")
     elif orphans:
         typer.echo(f"{len(orphans)} orphan object(s), {sum(o['size'] for o in orphans):,} bytes, that no version "
-                   "refers to (left by jobs that died before registering): `litelora gc` deletes them")
+                   f"refers to (left by jobs that died before registering): `litelora gc --grace {grace:g}` deletes them")
 
 
 @app.command()
 def gc(
     dry_run: Annotated[bool, typer.Option("--dry-run", help="List what would be deleted; delete nothing.")] = False,
-    grace: Annotated[float, typer.Option(help="Seconds before an unreferenced object counts as an orphan (a running job's files are younger).")] = 3600.0,
+    grace: Annotated[float, typer.Option(min=0, help="Seconds before an unreferenced object counts as an orphan (a running job's files are younger).")] = 3600.0,
     as_json: Annotated[bool, typer.Option("--json", help="Print the orphans as JSON.")] = False,
 ) -> None:
     """Delete objects no registered version refers to: sets and datasets left by jobs that died before registering.
@@ -847,10 +848,11 @@ def main(argv: list[str] | None = None) -> None:
     try:
         app(args=argv, prog_name="litelora")
     except OSError as e:
-        if e.errno not in STATE_ERRNOS:
+        home = load_settings().home
+        in_home = e.filename is not None and Path(e.filename).is_relative_to(home)
+        if e.errno not in STATE_ERRNOS and not (in_home and e.errno in (errno.ENOENT, errno.ENOTDIR, errno.EISDIR)):
             raise
-        where = e.filename or "a file"
-        err.print(f"[red]error:[/red] cannot write {where}: {e.strerror} (state directory {load_settings().home}; "
+        err.print(f"[red]error:[/red] cannot write {e.filename or 'a file'}: {e.strerror} (state directory {home}; "
                   "free some space, fix its permissions or point LITELORA_HOME elsewhere)", highlight=False,
                   soft_wrap=True)
         raise SystemExit(EXIT_FAILED) from None

@@ -56,30 +56,47 @@ def dataset_id(files: dict[str, bytes]) -> str:
     return h.hexdigest()
 
 
-def _read_parquet(name: str, data: bytes, limits: DatasetLimits) -> pa.Table:
-    """Read a parquet file without ever holding more than the limits allow in memory.
+def _read_parquet(name: str, data: bytes, limits: DatasetLimits, input_column: str | None) -> tuple[pa.Table, str]:
+    """Read the label and input columns of a parquet file, never holding more than the limits allow in memory.
 
-    Strings and bytes are read dictionary-encoded and their decoded size is summed before decoding: a tiny file
-    can repeat one huge value a million times through its dictionary."""
+    Everything that can be checked on the footer is checked before any value is decoded: row count, column
+    names and types (a nested or fixed-size column can expand a tiny file into gigabytes), declared sizes.
+    Other columns are never read. Strings and bytes are read dictionary-encoded and their decoded size summed
+    before decoding: a tiny file can repeat one huge value a million times through its dictionary.
+    Returns (table with `label` and the input column, the input column's name)."""
     try:
         meta = pq.ParquetFile(pa.BufferReader(data)).metadata
-        if meta.num_rows > limits.max_rows:
-            raise InvalidDataset(f"{name} has {meta.num_rows:,} rows, over the {limits.max_rows:,}-row limit")
-        encoded = sum(meta.row_group(i).total_byte_size for i in range(meta.num_row_groups))
-        variable = [f.name for f in meta.schema.to_arrow_schema() if _variable_width(f.type)]
-        table = pq.ParquetFile(pa.BufferReader(data), read_dictionary=variable).read()
+        schema = meta.schema.to_arrow_schema()
     except (pa.ArrowInvalid, OSError) as err:
         raise InvalidDataset(f"{name} is not a readable parquet file (truncated or another format): {err}") from err
-    decoded = encoded + sum(_dictionary_decoded_bytes(table[c]) for c in variable)
+    if meta.num_rows > limits.max_rows:
+        raise InvalidDataset(f"{name} has {meta.num_rows:,} rows, over the {limits.max_rows:,}-row limit")
+    column = _check_schema(name, schema, input_column)
+    wanted = ["label", column]
+    indices = [schema.get_field_index(c) for c in wanted]
+    declared = sum(meta.row_group(g).column(i).total_uncompressed_size
+                   for g in range(meta.num_row_groups) for i in indices)
+    if declared > limits.max_decoded_bytes:
+        raise InvalidDataset(f"{name} decodes to {declared:,} bytes, over the {limits.max_decoded_bytes:,}-byte limit")
+    variable = [c for c in wanted if _variable_width(schema.field(c).type)]
+    try:
+        table = pq.ParquetFile(pa.BufferReader(data), read_dictionary=variable).read(columns=wanted)
+    except (pa.ArrowInvalid, OSError) as err:
+        raise InvalidDataset(f"{name} is not a readable parquet file (truncated or another format): {err}") from err
+    decoded = declared + sum(_dictionary_decoded_bytes(table[c]) for c in variable)
     if decoded > limits.max_decoded_bytes:
         raise InvalidDataset(f"{name} decodes to {decoded:,} bytes, over the {limits.max_decoded_bytes:,}-byte limit")
-    return pa.table({c: table[c].cast(table.schema.field(c).type.value_type) if c in variable else table[c]
-                     for c in table.column_names})
+    table = pa.table({c: table[c].cast(_plain(table.schema.field(c).type)) for c in wanted})
+    _check_values(name, table, column, limits)
+    return table, column
+
+
+def _plain(kind: pa.DataType) -> pa.DataType:
+    return kind.value_type if pa.types.is_dictionary(kind) else kind
 
 
 def _variable_width(kind: pa.DataType) -> bool:
-    if pa.types.is_dictionary(kind):
-        kind = kind.value_type
+    kind = _plain(kind)
     return pa.types.is_string(kind) or pa.types.is_large_string(kind) or pa.types.is_binary(kind) \
         or pa.types.is_large_binary(kind)
 
@@ -92,15 +109,11 @@ def _dictionary_decoded_bytes(column: pa.ChunkedArray) -> int:
     return total
 
 
-def _check_value_sizes(name: str, table: pa.Table, column: str, limits: DatasetLimits) -> None:
-    limit = limits.max_text_bytes if column == "text" else limits.max_image_bytes
-    longest = pc.max(pc.binary_length(table[column])).as_py() or 0
-    if longest > limit:
-        raise InvalidDataset(f"{name}: a '{column}' value is {longest:,} bytes, over the {limit:,}-byte limit per row")
-
-
-def _check_columns(name: str, table: pa.Table, input_column: str | None, limits: DatasetLimits) -> str:
-    names = set(table.column_names)
+def _check_schema(name: str, schema: pa.Schema, input_column: str | None) -> str:
+    """The label and input columns exist once and have flat types of the contract. Returns the input column."""
+    names = set(schema.names)
+    if len(names) != len(schema.names):
+        raise InvalidDataset(f"{name} has repeated column names")
     if "label" not in names:
         raise InvalidDataset(f"{name} has no 'label' column (columns: {sorted(names)})")
     inputs = [c for c in INPUT_COLUMNS if c in names]
@@ -112,22 +125,27 @@ def _check_columns(name: str, table: pa.Table, input_column: str | None, limits:
         )
     extra = names - {"label", inputs[0]}
     if extra:
-        warnings.warn(f"{name}: ignoring extra columns {sorted(extra)}", stacklevel=3)
+        warnings.warn(f"{name}: ignoring extra columns {sorted(extra)}", stacklevel=4)
+    label = _plain(schema.field("label").type)
+    if not (pa.types.is_integer(label) or pa.types.is_string(label) or pa.types.is_large_string(label)):
+        raise InvalidDataset(f"{name}: 'label' must hold integers or strings, not {label}")
+    kind = _plain(schema.field(inputs[0]).type)
+    expected = pa.types.is_string if inputs[0] == "text" else pa.types.is_binary
+    if not (expected(kind) or (inputs[0] == "text" and pa.types.is_large_string(kind))):
+        raise InvalidDataset(f"{name}: column '{inputs[0]}' has type {kind}")
+    return inputs[0]
+
+
+def _check_values(name: str, table: pa.Table, column: str, limits: DatasetLimits) -> None:
     if table.num_rows == 0:
         raise InvalidDataset(f"{name} is empty")
-    label = table["label"]
-    if label.null_count:
-        raise InvalidDataset(f"{name} has {label.null_count} rows with a null label")
-    if not (pa.types.is_integer(label.type) or pa.types.is_string(label.type) or pa.types.is_large_string(label.type)):
-        raise InvalidDataset(f"{name}: 'label' must hold integers or strings, not {label.type}")
-    column = table[inputs[0]]
-    expected = pa.types.is_string if inputs[0] == "text" else pa.types.is_binary
-    if not (expected(column.type) or (inputs[0] == "text" and pa.types.is_large_string(column.type))):
-        raise InvalidDataset(f"{name}: column '{inputs[0]}' has type {column.type}")
-    if column.null_count:
-        raise InvalidDataset(f"{name} has {column.null_count} rows with a null '{inputs[0]}'")
-    _check_value_sizes(name, table, inputs[0], limits)
-    return inputs[0]
+    for c in ("label", column):
+        if table[c].null_count:
+            raise InvalidDataset(f"{name} has {table[c].null_count} rows with a null " + ("label" if c == "label" else f"'{c}'"))
+    limit = limits.max_text_bytes if column == "text" else limits.max_image_bytes
+    longest = pc.max(pc.binary_length(table[column])).as_py() or 0
+    if longest > limit:
+        raise InvalidDataset(f"{name}: a '{column}' value is {longest:,} bytes, over the {limit:,}-byte limit per row")
 
 
 @dataclass
@@ -161,14 +179,13 @@ class TaskDataset:
                 raise InvalidDataset(f"task.json: input_column must be one of {list(INPUT_COLUMNS)}")
             if not isinstance(info.get("name", name), str) or not 0 < len(info.get("name", name)) <= 100:
                 raise InvalidDataset("task.json: name must be a string of 1-100 characters")
-        train = _read_parquet("train.parquet", files["train.parquet"], limits)
-        column = _check_columns("train.parquet", train, info.get("input_column"), limits)
+        train, column = _read_parquet("train.parquet", files["train.parquet"], limits, info.get("input_column"))
         if pc.count_distinct(train["label"]).as_py() < 2:
             raise InvalidDataset("train.parquet has a single class; a task needs at least two")
         test = None
         if "test.parquet" in files:
-            test = _read_parquet("test.parquet", files["test.parquet"], limits)
-            if _check_columns("test.parquet", test, column, limits) != column:
+            test, test_column = _read_parquet("test.parquet", files["test.parquet"], limits, column)
+            if test_column != column:
                 raise InvalidDataset("test.parquet and train.parquet use different input columns")
             if test["label"].type != train["label"].type:
                 raise InvalidDataset("test.parquet labels are not of the same type as train.parquet labels")

@@ -129,7 +129,9 @@ class Ledger:
         if entry.terminal:
             return None
         ours = entry.claims and entry.claims[-1]["watcher"] == self.watcher
-        if entry.claims and not ours and entry.state != "pending" and now - entry.last_activity() < self.lease_s:
+        # Requeued and nobody has claimed it since (a claim is written before its "claimed" event).
+        requeued = entry.state == "pending" and entry.claims and entry.events[-1].epoch == entry.epoch
+        if entry.claims and not ours and not requeued and now - entry.last_activity() < self.lease_s:
             return None  # a live watcher holds it
         epoch = len(entry.claims)
         claim = {"watcher": self.watcher, "at": now, "epoch": epoch, "task": task}
@@ -137,7 +139,7 @@ class Ledger:
             return None  # another watcher won this epoch
         self._beats = 0
         entry.claims.append(claim)  # create-once: what we wrote is what is there
-        reason = ("" if epoch == 0 else "retry requested" if entry.state == "pending"
+        reason = ("" if epoch == 0 else "retry requested" if requeued
                   else "resumed by the same watcher" if ours else f"taken over from an expired claim (epoch {epoch - 1})")
         self.record(entry, "claimed", task=task, reason=reason)
         return entry

@@ -117,6 +117,7 @@ class Watcher:
         self.lineage = Lineage(conn)
         self.trainer = trainer or (lambda ds: train_on_current(ds, conn))
         self.log = log
+        self._held_logged: tuple[str, int] | None = None
 
     def run(self, once: bool = False, stop: Callable[[], bool] = lambda: False) -> list[dict]:
         """Process drops until stopped (or, with `once`, until none is left). Returns what was processed.
@@ -172,15 +173,24 @@ class Watcher:
             self._clear(drop)
             self.log(f"{drop.task}: duplicate of dataset {ds_id[:12]} ({entry.state}); nothing trained")
             return {"task": drop.task, "dataset_id": ds_id, "state": "duplicate"}
-        entry = self.ledger.claim(ds_id, drop.task)
-        if entry is None:
-            return None  # another watcher holds it
-        timings = {"detection_latency_s": detected - drop.arrived}
         try:
-            return self._work(drop, files, entry, timings)
+            entry = self.ledger.claim(ds_id, drop.task)
+            if entry is None:
+                self._log_held(drop, ds_id)
+                return None
+            return self._work(drop, files, entry, {"detection_latency_s": detected - drop.arrived})
         except LostClaim as lost:
             self.log(f"{drop.task}: {lost}")
             return None
+
+    def _log_held(self, drop: Drop, ds_id: str) -> None:
+        """Say who holds a drop, once per holder: a watcher that died keeps it until its lease runs out."""
+        entry = self.ledger.read(ds_id)
+        if entry.claims and self._held_logged != (ds_id, entry.epoch):
+            self._held_logged = (ds_id, entry.epoch)
+            idle = time.time() - entry.last_activity()
+            self.log(f"{drop.task}: held by {entry.claims[-1]['watcher']}, last active {idle:.0f} s ago; waiting "
+                     f"(a holder silent for {self.ledger.lease_s:.0f} s is taken over)")
 
     def _work(self, drop: Drop, files: dict[str, bytes], entry: Entry, timings: dict) -> dict:
         task = drop.task
@@ -252,6 +262,9 @@ class Watcher:
                 moved = promote_if_parent_current(self.lineage, version.version, parent,
                                                   reason=f"trained {drop.task} (promotion resumed after a crash)")
                 reason += "; promoted now" if moved else "; not promoted: current moved on since"
+                if not moved:
+                    self.lineage.client.set_model_version_tag(self.lineage.name, version.version, "not_promoted",
+                                                              "current moved on before an interrupted attempt finished")
         self.ledger.record(entry, state, task=drop.task, version=version.version, reason=reason, timings=timings)
         self._clear(drop)
         self.log(f"{drop.task}: {reason} (v{version.version})")

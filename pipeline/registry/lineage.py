@@ -95,6 +95,16 @@ class Lineage:
             if not token:
                 return sources
 
+    def running_datasets(self) -> set[str]:
+        """Dataset ids of training runs still marked RUNNING (a job in progress, or one killed mid-way)."""
+        experiment = self._call("read the training experiment", self.client.get_experiment_by_name,
+                                TRAINING_EXPERIMENT)
+        if experiment is None:
+            return set()
+        runs = self._call("list running trainings", self.client.search_runs, [experiment.experiment_id],
+                          filter_string="attributes.status = 'RUNNING'", max_results=10000)
+        return {r.data.tags["dataset_id"] for r in runs if "dataset_id" in r.data.tags}
+
     def nodes(self) -> list[dict]:
         """Every version as a tree node: version, parent (None for a root), its tags and manifest URI."""
         out = []

@@ -65,6 +65,14 @@ class Bucket:
             raise
         return True
 
+    def put_immutable(self, key: str, data: bytes) -> None:
+        """Create a content-addressed object, or, if it exists (same key, same bytes), mark it as wanted again:
+        its LastModified is what `litelora gc`'s grace period counts from."""
+        if not self.put_if_absent(key, data):
+            with self._request("refresh", key):
+                self.client.copy_object(Bucket=self.name, Key=key, CopySource={"Bucket": self.name, "Key": key},
+                                        MetadataDirective="REPLACE")
+
     def put(self, key: str, data: bytes) -> None:
         """Plain overwrite: only for mutable, non-lineage objects (drops, quarantine reasons)."""
         with self._request("write", key):

@@ -3,8 +3,9 @@
 A set's files and manifest are written before its MLflow version exists, and a task's dataset before it trains,
 so a crash in between leaves them unreferenced. They are harmless (nothing reads them) and `litelora gc`
 deletes them. What counts as referenced is read from every registered model on the MLflow server, so sets
-of another model sharing the bucket are safe; objects younger than the grace period are left alone, because
-they may belong to a job that is still running.
+of another model sharing the bucket are safe. A job in progress is protected twice: objects younger than the
+grace period are left alone (publishing a set refreshes the age of files it reuses), and so are the datasets of
+drops being worked on and of training runs still marked RUNNING.
 """
 
 from __future__ import annotations
@@ -52,6 +53,7 @@ def find_orphans(bucket: Bucket, lineage: Lineage, grace_s: float = GRACE_S, bus
     """Unreferenced set files, manifests and stored datasets older than `grace_s`. `busy`: dataset ids that a
     watcher is working on right now (never orphans, whatever their age)."""
     keys, datasets = referenced_keys(bucket, lineage)
+    busy = set(busy) | lineage.running_datasets()
     now, found = time.time(), []
     for obj in bucket.list_objects(f"{SETS}/") + bucket.list_objects(DATASETS):
         key, age = obj["Key"], now - obj["LastModified"].timestamp()

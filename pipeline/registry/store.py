@@ -45,10 +45,10 @@ class AdapterSetStore:
         """Upload a local adapter set: its files first, then the manifest. Returns (set id, manifest URI)."""
         manifest = read_manifest(directory)
         for rel in set_files(manifest):
-            self.bucket.put_if_absent(f"{SETS}/objects/{rel}", (directory / rel).read_bytes())
+            self.bucket.put_immutable(f"{SETS}/objects/{rel}", (directory / rel).read_bytes())
         data = (directory / MANIFEST).read_bytes()
         set_id = set_id_of(data)
-        self.bucket.put_if_absent(self.manifest_key(set_id), data)
+        self.bucket.put_immutable(self.manifest_key(set_id), data)
         return set_id, self.bucket.uri(self.manifest_key(set_id))
 
     def set_id_from_uri(self, uri: str) -> str:
@@ -106,7 +106,7 @@ class DatasetStore:
 
     def put(self, dataset: TaskDataset) -> str:
         for name, data in dataset.files.items():
-            self.bucket.put_if_absent(f"datasets/{dataset.dataset_id}/{name}", data)
+            self.bucket.put_immutable(f"datasets/{dataset.dataset_id}/{name}", data)
         return self.bucket.uri(f"datasets/{dataset.dataset_id}/")
 
     def get(self, dataset_id: str, name: str) -> TaskDataset:

@@ -93,6 +93,20 @@ def test_one_huge_value_repeated_through_the_dictionary_is_refused_without_decod
         TaskDataset.from_files("t", {"train.parquet": data})
 
 
+def test_columns_besides_label_and_input_are_never_decoded():
+    # A nested extra column that compresses 20 MB of values into a few kilobytes: ignored, never read.
+    rows, width = 20, 1_000_000
+    offsets = pa.array(range(0, (rows + 1) * width, width), pa.int32())
+    bomb = pa.ListArray.from_arrays(offsets, pa.repeat(pa.scalar(0, pa.int8()), rows * width))
+    buf = io.BytesIO()
+    pq.write_table(pa.table({"text": [f"t{i}" for i in range(rows)], "label": ["x", "y"] * (rows // 2),
+                             "extra": bomb}), buf, compression="zstd")
+    assert buf.tell() < 200_000
+    with pytest.warns(UserWarning, match="ignoring extra columns"):
+        dataset = TaskDataset.from_files("t", {"train.parquet": buf.getvalue()}, DatasetLimits(max_decoded_bytes=10**6))
+    assert dataset.train.column_names == ["label", "text"]
+
+
 def test_a_file_that_decodes_past_the_limit_is_refused_before_decoding():
     with pytest.raises(InvalidDataset, match="decodes to .* over the 1,000-byte limit"):
         TaskDataset.from_files("t", {"train.parquet": _parquet(text=["word"] * 500, label=["x", "y"] * 250)},

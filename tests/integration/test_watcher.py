@@ -233,8 +233,9 @@ def test_a_training_longer_than_the_lease_keeps_its_claim_through_heartbeats(con
 def test_retry_refuses_a_drop_that_did_not_fail_with_one_line(conn, s3, wordnet, watcher_factory):
     _drop(s3, "fine", wordnet[0])
     watcher_factory().run(once=True)
-    for name in ("fine", "no-such-task"):
+    for name, reason in (("fine", "'fine' is registered (v1); only a failed drop can be retried"),
+                         ("no-such-task", "no drop is named 'no-such-task'")):
         result = runner.invoke(app, ["retry", name])
-        assert result.exit_code == 1 and "no failed drop is named" in result.output
+        assert result.exit_code == 1 and reason in result.output
         assert len(result.output.strip().splitlines()) == 1
     assert len(Lineage(conn).versions()) == 1

@@ -1,0 +1,55 @@
+"""What `litelora gc` may delete: never a file a set being published reuses, never the dataset of a job in
+progress; and a claim written in the instant after a requeue is not stolen."""
+
+import time
+
+import mlflow
+import pytest
+
+from pipeline.learn.backbone import BackboneConfig
+from pipeline.learn.config import TrainConfig
+from pipeline.learn.model import ContinualModel
+from pipeline.learn.recipe import train_task
+from pipeline.orchestrator.ledger import Ledger
+from pipeline.registry.lineage import TRAINING_EXPERIMENT, Lineage
+from pipeline.registry.objects import Bucket
+from pipeline.registry.orphans import find_orphans
+from pipeline.registry.store import AdapterSetStore
+
+pytestmark = pytest.mark.integration
+
+
+def test_publishing_a_set_again_refreshes_the_files_it_reuses_so_gc_spares_them(conn, tiny_backbone_dir,
+                                                                                 wordnet_drops, tmp_path):
+    model = ContinualModel(TrainConfig(backbone=BackboneConfig(name=str(tiny_backbone_dir)), epochs=1, seed=0))
+    train_task(model, wordnet_drops[0].to_task())
+    model.save(tmp_path / "set")
+    bucket, lineage = Bucket.connect(conn), Lineage(conn)
+    sets = AdapterSetStore(bucket, conn.cache_dir)
+    sets.publish(tmp_path / "set")
+    time.sleep(2.5)  # S3 times have one-second resolution
+    assert find_orphans(bucket, lineage, grace_s=1.0), "an unregistered set older than the grace is an orphan"
+    sets.publish(tmp_path / "set")  # what a retried job that trains the same bytes does, just before registering
+    assert find_orphans(bucket, lineage, grace_s=1.0) == []
+
+
+def test_the_dataset_of_a_training_run_in_progress_is_never_an_orphan(conn):
+    bucket, lineage = Bucket.connect(conn), Lineage(conn)
+    bucket.put("datasets/abc123/train.parquet", b"PAR1")
+    mlflow.set_tracking_uri(conn.mlflow_uri)
+    mlflow.set_experiment(TRAINING_EXPERIMENT)
+    with mlflow.start_run(tags={"dataset_id": "abc123"}):
+        assert find_orphans(bucket, lineage, grace_s=0) == []
+    assert [o.key for o in find_orphans(bucket, lineage, grace_s=0)] == ["datasets/abc123/train.parquet"]
+
+
+def test_a_claim_written_just_after_a_requeue_is_not_stolen(conn):
+    bucket = Bucket.connect(conn)
+    first, rival = Ledger(bucket, "first", lease_s=60), Ledger(bucket, "rival", lease_s=60)
+    entry = first.claim("ds1", "t")
+    first.record(entry, "failed", task="t", reason="boom")
+    first.requeue(first.read("ds1"), who="someone")
+    # Watcher A has written its claim for the next epoch but not yet its "claimed" event.
+    bucket.put_if_absent("ledger/ds1/claims/000001.json",
+                         b'{"watcher": "A", "at": %f, "epoch": 1, "task": "t"}' % time.time())
+    assert rival.claim("ds1", "t") is None
