@@ -12,6 +12,7 @@ has been silent for longer than the lease is expired and can be taken over by wr
 
 from __future__ import annotations
 
+import hashlib
 import json
 import time
 import uuid
@@ -175,7 +176,9 @@ class Ledger:
         self._put(f"{PREFIX}/{entry.dataset_id}/heartbeats/{entry.epoch:06d}-{self._beats:06d}.json",
                   {"at": time.time(), "watcher": self.watcher})
 
-    def record_duplicate(self, dataset_id: str, task: str, source: str) -> None:
-        stamp = f"{time.time():.6f}-{uuid.uuid4().hex[:6]}"
-        self._put(f"{PREFIX}/{dataset_id}/duplicates/{stamp}.json",
-                  {"at": time.time(), "task": task, "source": source, "watcher": self.watcher})
+    def record_duplicate(self, dataset_id: str, task: str, source: str, arrived: float) -> bool:
+        """Record a re-drop of finished bytes, once per drop (keyed by where and when it arrived, which every
+        watcher sees alike). False if another watcher recorded it first."""
+        drop = hashlib.sha256(f"{source}\0{arrived:.6f}".encode()).hexdigest()[:16]
+        return self._put(f"{PREFIX}/{dataset_id}/duplicates/{arrived:.6f}-{drop}.json",
+                         {"at": time.time(), "task": task, "source": source, "watcher": self.watcher})

@@ -169,8 +169,10 @@ class Watcher:
             # watcher died before clearing) it falls through and is cleared as a duplicate.
             return None
         if entry.terminal:  # the same bytes again: nothing to train
-            self.ledger.record_duplicate(ds_id, drop.task, drop.prefix)
+            first = self.ledger.record_duplicate(ds_id, drop.task, drop.prefix, drop.arrived)
             self._clear(drop)
+            if not first:
+                return None  # another watcher is dealing with this very drop
             self.log(f"{drop.task}: duplicate of dataset {ds_id[:12]} ({entry.state}); nothing trained")
             return {"task": drop.task, "dataset_id": ds_id, "state": "duplicate"}
         try:

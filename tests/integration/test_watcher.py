@@ -239,3 +239,12 @@ def test_retry_refuses_a_drop_that_did_not_fail_with_one_line(conn, s3, wordnet,
         assert result.exit_code == 1 and reason in result.output
         assert len(result.output.strip().splitlines()) == 1
     assert len(Lineage(conn).versions()) == 1
+
+
+def test_a_duplicate_drop_seen_by_two_watchers_is_recorded_once(conn):
+    bucket = Bucket.connect(conn)
+    first, second = Ledger(bucket, "w1"), Ledger(bucket, "w2")
+    assert first.record_duplicate("ds", "again", "incoming/again/", arrived=1700000000.0)
+    assert not second.record_duplicate("ds", "again", "incoming/again/", arrived=1700000000.0)
+    assert first.record_duplicate("ds", "again", "incoming/again/", arrived=1700000042.0), "a later re-drop counts"
+    assert len(first.read("ds").duplicates) == 2
