@@ -131,7 +131,7 @@ class Ledger:
             return None
         ours = entry.claims and entry.claims[-1]["watcher"] == self.watcher
         # Requeued and nobody has claimed it since (a claim is written before its "claimed" event).
-        requeued = entry.state == "pending" and entry.claims and entry.events[-1].epoch == entry.epoch
+        requeued = bool(entry.events) and entry.state == "pending" and entry.events[-1].epoch == entry.epoch
         if entry.claims and not ours and not requeued and now - entry.last_activity() < self.lease_s:
             return None  # a live watcher holds it
         epoch = len(entry.claims)

@@ -248,3 +248,10 @@ def test_a_duplicate_drop_seen_by_two_watchers_is_recorded_once(conn):
     assert not second.record_duplicate("ds", "again", "incoming/again/", arrived=1700000000.0)
     assert first.record_duplicate("ds", "again", "incoming/again/", arrived=1700000042.0), "a later re-drop counts"
     assert len(first.read("ds").duplicates) == 2
+
+
+def test_a_claim_whose_first_event_is_not_written_yet_is_held(conn):
+    bucket = Bucket.connect(conn)
+    bucket.put_if_absent("ledger/fresh/claims/000000.json", b'{"watcher": "A", "at": %f, "epoch": 0, "task": "t"}'
+                         % time.time())
+    assert Ledger(bucket, "rival", lease_s=60).claim("fresh", "t") is None
