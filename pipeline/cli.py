@@ -622,7 +622,7 @@ def submit(
 ) -> None:
     """Upload a dataset as a drop (files first, the _READY marker last), for `litelora watch` to train."""
     from pipeline.data.task_dataset import DATA_FILES, InvalidDataset, TaskDataset
-    from pipeline.orchestrator.watcher import INCOMING, READY, READY_BODY, TASK_NAME
+    from pipeline.orchestrator.watcher import TASK_NAME, put_drop
     from pipeline.registry.objects import Bucket
 
     if not TASK_NAME.match(task):
@@ -640,13 +640,10 @@ def submit(
             _fail(f"{path}: {e} (use --no-check to upload anyway)")
     conn = _connection()
     try:
-        bucket = Bucket.connect(conn)
-        for name, data in files.items():
-            bucket.put(f"{INCOMING}{task}/{name}", data)
-        bucket.put(f"{INCOMING}{task}/{READY}", READY_BODY)
+        prefix = put_drop(Bucket.connect(conn), task, files)
     except _registry_errors() as e:
         _fail(str(e))
-    typer.echo(f"dropped {', '.join(files)} at s3://{conn.bucket}/{INCOMING}{task}/")
+    typer.echo(f"dropped {', '.join(files)} at s3://{conn.bucket}/{prefix}")
 
 
 @app.command()

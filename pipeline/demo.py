@@ -15,7 +15,7 @@ from pipeline.data.task_dataset import DATA_FILES, write_drop
 from pipeline.data.wordnet import ORDERINGS, split_wordnet20
 from pipeline.orchestrator.ray_train import ScalingSpec, ray_fit
 from pipeline.orchestrator.step import train_on_current
-from pipeline.orchestrator.watcher import INCOMING, READY, READY_BODY, WatchConfig, Watcher
+from pipeline.orchestrator.watcher import WatchConfig, Watcher, put_drop
 from pipeline.registry.objects import Bucket
 from pipeline.settings import Connection
 
@@ -34,10 +34,7 @@ def run_demo(conn: Connection, *, tier: str = "quick", workers: int = 2, tasks: 
         for i, task in enumerate(stream):
             name = f"wordnet-{i}"
             folder = write_drop(task, Path(tmp) / name)
-            for file in DATA_FILES:
-                if (folder / file).exists():
-                    bucket.put(f"{INCOMING}{name}/{file}", (folder / file).read_bytes())
-            bucket.put(f"{INCOMING}{name}/{READY}", READY_BODY)
-            log(f"dropped s3://{conn.bucket}/{INCOMING}{name}/ ({len(task.classes)} classes: {', '.join(task.classes)})")
+            prefix = put_drop(bucket, name, {f: (folder / f).read_bytes() for f in DATA_FILES if (folder / f).exists()})
+            log(f"dropped s3://{conn.bucket}/{prefix} ({len(task.classes)} classes: {', '.join(task.classes)})")
             done += watcher.run(once=True)
     return done

@@ -6,10 +6,12 @@ quarantined with a reason a user can act on.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import random
 import warnings
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -56,6 +58,14 @@ def dataset_id(files: dict[str, bytes]) -> str:
     return h.hexdigest()
 
 
+@contextlib.contextmanager
+def _unreadable(name: str) -> Iterator[None]:
+    try:
+        yield
+    except (pa.ArrowInvalid, OSError) as err:
+        raise InvalidDataset(f"{name} is not a readable parquet file (truncated or another format): {err}") from err
+
+
 def _read_parquet(name: str, data: bytes, limits: DatasetLimits, input_column: str | None) -> tuple[pa.Table, str]:
     """Read the label and input columns of a parquet file, never holding more than the limits allow in memory.
 
@@ -64,11 +74,9 @@ def _read_parquet(name: str, data: bytes, limits: DatasetLimits, input_column: s
     Other columns are never read. Strings and bytes are read dictionary-encoded and their decoded size summed
     before decoding: a tiny file can repeat one huge value a million times through its dictionary.
     Returns (table with `label` and the input column, the input column's name)."""
-    try:
+    with _unreadable(name):
         meta = pq.ParquetFile(pa.BufferReader(data)).metadata
         schema = meta.schema.to_arrow_schema()
-    except (pa.ArrowInvalid, OSError) as err:
-        raise InvalidDataset(f"{name} is not a readable parquet file (truncated or another format): {err}") from err
     if meta.num_rows > limits.max_rows:
         raise InvalidDataset(f"{name} has {meta.num_rows:,} rows, over the {limits.max_rows:,}-row limit")
     column = _check_schema(name, schema, input_column)
@@ -79,10 +87,8 @@ def _read_parquet(name: str, data: bytes, limits: DatasetLimits, input_column: s
     if declared > limits.max_decoded_bytes:
         raise InvalidDataset(f"{name} decodes to {declared:,} bytes, over the {limits.max_decoded_bytes:,}-byte limit")
     variable = [c for c in wanted if _variable_width(schema.field(c).type)]
-    try:
+    with _unreadable(name):
         table = pq.ParquetFile(pa.BufferReader(data), read_dictionary=variable).read(columns=wanted)
-    except (pa.ArrowInvalid, OSError) as err:
-        raise InvalidDataset(f"{name} is not a readable parquet file (truncated or another format): {err}") from err
     decoded = declared + sum(_dictionary_decoded_bytes(table[c]) for c in variable)
     if decoded > limits.max_decoded_bytes:
         raise InvalidDataset(f"{name} decodes to {decoded:,} bytes, over the {limits.max_decoded_bytes:,}-byte limit")

@@ -150,15 +150,18 @@ class Ledger:
         if state not in STATES:
             raise ValueError(f"unknown state {state!r}")
         event = Event(state=state, at=time.time(), watcher=self.watcher, epoch=entry.epoch, **fields)
-        seq = len(entry.events)
-        while True:
-            if self._put(f"{PREFIX}/{entry.dataset_id}/events/{seq:06d}.json", asdict(event)):
-                entry.events.append(event)
-                return
+        while not self._append(entry, event):
             fresh = self.read(entry.dataset_id)
             if fresh.epoch != entry.epoch or fresh.claims[-1]["watcher"] != self.watcher:
                 raise LostClaim(f"dataset {entry.dataset_id} was taken over by {fresh.claims[-1]['watcher']}")
-            entry.events, seq = fresh.events, len(fresh.events)
+            entry.events = fresh.events
+
+    def _append(self, entry: Entry, event: Event) -> bool:
+        """Write `event` into the next event slot; False if another writer took that slot first."""
+        if not self._put(f"{PREFIX}/{entry.dataset_id}/events/{len(entry.events):06d}.json", asdict(event)):
+            return False
+        entry.events.append(event)
+        return True
 
     def requeue(self, entry: Entry, who: str) -> None:
         """Mark a failed dataset as pending again (`litelora retry`): its next claim trains it afresh."""
@@ -167,9 +170,8 @@ class Ledger:
         if entry.state == "failed":
             event = Event(state="pending", at=time.time(), watcher=who, epoch=entry.epoch, task=entry.task,
                           reason=f"retry requested by {who}")
-            if not self._put(f"{PREFIX}/{entry.dataset_id}/events/{len(entry.events):06d}.json", asdict(event)):
+            if not self._append(entry, event):
                 raise ValueError(f"dataset {entry.dataset_id[:12]} changed meanwhile; look at `litelora status`")
-            entry.events.append(event)
 
     def heartbeat(self, entry: Entry) -> None:
         self._beats += 1

@@ -88,9 +88,12 @@ def _flat(prefix: str, value, out: dict) -> dict:
 
 def promote_if_parent_current(lineage: Lineage, version: str, parent: str | None, reason: str) -> bool:
     """Move `current` to `version` if it still points at `parent` (a set never lands on a lineage it was not
-    trained on). True if it moved."""
+    trained on). True if it moved; otherwise the version is tagged `not_promoted`, saying where `current` was."""
     now = lineage.current()
     if (now.version if now else None) != parent:
+        lineage.client.set_model_version_tag(lineage.name, version, "not_promoted",
+                                             f"current was v{now.version if now else '-'} when this set was ready, "
+                                             f"not its parent v{parent or '-'}")
         return False
     lineage.move_current(version, reason=reason, kind="promote")
     return True
@@ -253,12 +256,8 @@ def train_on_current(
                            Path(tmp) / "plots" / "lineage.png")
         mlflow.log_artifacts(str(Path(tmp) / "plots"), "plots")
         # The alias move is the commit point, so it comes last: whatever fails before it leaves `current` alone.
-        promoted = promotable and promote_if_parent_current(lineage, version.version, parent_version,
-                                                            reason=f"trained {task.name}")
-        if not rejected and not promoted:
-            now = lineage.current()
-            lineage.client.set_model_version_tag(lineage.name, version.version, "not_promoted",
-                                                 f"current moved to v{now.version if now else '-'} during training")
+        promoted = not rejected and promote_if_parent_current(lineage, version.version, parent_version,
+                                                              reason=f"trained {task.name}")
         timings["register_s"] = time.perf_counter() - clock
 
     return StepResult(version.version, parent_version, task.name, task.dataset_id, fitted.decision,

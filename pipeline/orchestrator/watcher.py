@@ -66,6 +66,15 @@ class Drop:
         return f"refused-{digest[:40]}"
 
 
+def put_drop(bucket: Bucket, task: str, files: dict[str, bytes]) -> str:
+    """Drop a dataset as a user does: its files under incoming/<task>/, the `_READY` marker last (so a half-upload
+    never looks complete). Returns the drop's prefix."""
+    for name, data in files.items():
+        bucket.put(f"{INCOMING}{task}/{name}", data)
+    bucket.put(f"{INCOMING}{task}/{READY}", READY_BODY)
+    return f"{INCOMING}{task}/"
+
+
 def _unsafe(key: str) -> bool:
     parts = key.split("/")
     return any(p in ("", ".", "..") for p in parts[:-1]) or parts[-1] in (".", "..") or "\\" in key or len(key) > 1024
@@ -264,9 +273,6 @@ class Watcher:
                 moved = promote_if_parent_current(self.lineage, version.version, parent,
                                                   reason=f"trained {drop.task} (promotion resumed after a crash)")
                 reason += "; promoted now" if moved else "; not promoted: current moved on since"
-                if not moved:
-                    self.lineage.client.set_model_version_tag(self.lineage.name, version.version, "not_promoted",
-                                                              "current moved on before an interrupted attempt finished")
         self.ledger.record(entry, state, task=drop.task, version=version.version, reason=reason, timings=timings)
         self._clear(drop)
         self.log(f"{drop.task}: {reason} (v{version.version})")

@@ -12,12 +12,11 @@ import pytest
 from typer.testing import CliRunner
 
 from pipeline.cli import app
-from pipeline.data.task_dataset import TaskDataset
 from pipeline.learn.backbone import BackboneConfig
 from pipeline.learn.config import TrainConfig
 from pipeline.orchestrator.ledger import Ledger
 from pipeline.orchestrator.step import train_on_current
-from pipeline.orchestrator.watcher import INCOMING, READY, READY_BODY, WatchConfig, Watcher
+from pipeline.orchestrator.watcher import WatchConfig, Watcher, put_drop
 from pipeline.registry.lineage import Lineage
 from pipeline.registry.objects import Bucket
 from pipeline.registry.store import AdapterSetStore
@@ -57,19 +56,13 @@ def drops(wordnet_drops):
     return wordnet_drops[:2]
 
 
-def _drop(bucket: Bucket, task: str, dataset: TaskDataset) -> None:
-    for name, data in dataset.files.items():
-        bucket.put(f"{INCOMING}{task}/{name}", data)
-    bucket.put(f"{INCOMING}{task}/{READY}", READY_BODY)
-
-
 @pytest.mark.parametrize("stage", ["training", "published", "registered"])
 def test_a_watcher_killed_mid_drop_is_taken_over_and_the_drop_ends_registered_once(
         stage, conn, drops, tiny_backbone_dir, chaos_report):
     config = TrainConfig(backbone=BackboneConfig(name=str(tiny_backbone_dir)), epochs=1, batch_size=16, seed=0)
     first = train_on_current(drops[0], conn, config, max_accuracy_drop=1.0)
     bucket, lineage = Bucket.connect(conn), Lineage(conn)
-    _drop(bucket, "victim", drops[1])
+    put_drop(bucket, "victim", drops[1].files)
 
     doomed = subprocess.run([sys.executable, "-c", DOOMED_WATCHER, stage, str(tiny_backbone_dir)],
                             check=False, capture_output=True, text=True, timeout=300)

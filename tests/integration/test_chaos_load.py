@@ -23,7 +23,7 @@ from pipeline.learn.backbone import BackboneConfig
 from pipeline.learn.config import TrainConfig
 from pipeline.orchestrator.ledger import Ledger
 from pipeline.orchestrator.step import train_on_current
-from pipeline.orchestrator.watcher import INCOMING, READY, READY_BODY
+from pipeline.orchestrator.watcher import INCOMING, put_drop
 from pipeline.registry.lineage import Lineage
 from pipeline.registry.objects import Bucket
 
@@ -89,9 +89,7 @@ def test_twenty_drops_under_two_watchers_end_once_each_in_arrival_order(conn, ti
 
     bucket = Bucket.connect(conn)
     for task, files, _ in plan:  # one after the other: arrival order is this order
-        for name, data in files.items():
-            bucket.put(f"{INCOMING}{task}/{name}", data)
-        bucket.put(f"{INCOMING}{task}/{READY}", READY_BODY)
+        put_drop(bucket, task, files)
 
     started = time.monotonic()
     logs = [tmp_path / f"watcher-{i}.log" for i in range(2)]

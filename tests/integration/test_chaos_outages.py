@@ -14,7 +14,7 @@ from pipeline.learn.backbone import BackboneConfig
 from pipeline.learn.config import TrainConfig
 from pipeline.orchestrator.ledger import Ledger
 from pipeline.orchestrator.step import train_on_current
-from pipeline.orchestrator.watcher import INCOMING, READY, READY_BODY, WatchConfig, Watcher
+from pipeline.orchestrator.watcher import INCOMING, WatchConfig, Watcher, put_drop
 from pipeline.registry.lineage import Lineage, LineageError
 from pipeline.registry.objects import Bucket, StorageError
 from pipeline.registry.store import AdapterSetStore
@@ -87,9 +87,7 @@ def _run_fault(conn, drops, tiny_backbone_dir, outage: Outage, stage: str) -> tu
     config = TrainConfig(backbone=BackboneConfig(name=str(tiny_backbone_dir)), epochs=1, batch_size=16, seed=0)
     first = train_on_current(drops[0], conn, config, max_accuracy_drop=1.0)
     bucket, lineage = Bucket.connect(conn), Lineage(conn)
-    for name, data in drops[1].files.items():
-        bucket.put(f"{INCOMING}victim/{name}", data)
-    bucket.put(f"{INCOMING}victim/{READY}", READY_BODY)
+    put_drop(bucket, "victim", drops[1].files)
 
     def trainer(dataset):
         return train_on_current(dataset, conn, config, max_accuracy_drop=1.0,
