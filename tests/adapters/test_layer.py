@@ -56,13 +56,16 @@ def test_fused_forward_includes_the_trainable_adapter_unnormalised():
     assert torch.allclose(layer(x), expected, rtol=1e-10, atol=1e-10)
 
 
-def test_new_adapter_is_an_exact_no_op():
+def test_new_adapter_adds_nothing_to_the_output():
     layer, gate, _ = _layer()
     x = torch.randn(4, 12, dtype=torch.float64)
     before = layer(x)
     gate.begin_task()
     layer.new_adapter(rank=4)
-    assert torch.equal(layer(x), before)
+    # Equal in exact arithmetic (B = 0), not bit for bit: the new block widens the stacked matmuls from 9 to 13
+    # inner terms, and a BLAS may sum another shape in another order, so the last bits can move. rtol=1e-12 is
+    # ~4000 float64 ulps: rounding, never a real contribution (a rank-4 block with B ≠ 0 moves outputs by ~1).
+    torch.testing.assert_close(layer(x), before, rtol=1e-12, atol=1e-12)
 
 
 def test_product_norm_from_gram_matrices_equals_frobenius_norm_of_product():

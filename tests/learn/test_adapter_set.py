@@ -29,6 +29,8 @@ def test_save_then_load_reproduces_identical_logits(trained, tokenizer, wordnet_
     model, fresh, path = trained
     loaded = ContinualModel.load(path, backbone=fresh, tokenizer=tokenizer)
     inputs = wordnet_tasks[0].test_inputs + wordnet_tasks[1].test_inputs
+    # Bit for bit: the loaded set holds the very same tensors in the same shapes, and both forwards run in this
+    # process on the same batches, so they are the same computation.
     assert torch.equal(predict_logits(loaded, inputs), predict_logits(model, inputs))
     assert [t.name for t in loaded.tasks] == [t.name for t in wordnet_tasks[:2]]
 

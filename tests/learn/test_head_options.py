@@ -45,6 +45,7 @@ def test_a_head_option_round_trips_through_save_and_load_with_identical_predicti
     loaded = ContinualModel.load(tmp_path, backbone=fresh, tokenizer=tokenizer)
     texts = wordnet_tasks[0].test_inputs + wordnet_tasks[1].test_inputs
     assert loaded.config.head == head
+    # Bit for bit: the same tensors in the same shapes, the same batches, one process: the same computation.
     assert torch.equal(predict_logits(loaded, texts), predict_logits(model, texts))
 
 

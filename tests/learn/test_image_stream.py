@@ -65,4 +65,5 @@ def test_an_image_adapter_set_loads_back_with_identical_logits(network, tasks, t
     loaded = ContinualModel.load(tmp_path / "set", backbone=copy.deepcopy(network))
     inputs = tasks[0].test_inputs + tasks[1].test_inputs
     assert loaded.config.backbone == IMAGE
+    # Bit for bit: the same tensors in the same shapes, the same batches, one process: the same computation.
     assert torch.equal(predict_logits(loaded, inputs), predict_logits(model, inputs))

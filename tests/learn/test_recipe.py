@@ -122,6 +122,7 @@ def test_a_run_resumed_from_an_epoch_boundary_ends_where_the_uninterrupted_run_e
     resumed = ContinualModel(config, backbone=spare, tokenizer=tokenizer)
     train_task(resumed, wordnet_tasks[0])
     train_task(resumed, wordnet_tasks[1], resume=saved[("phase1", 1)])  # killed after phase 1, resumed in phase 2
+    # Bit for bit: one process runs the very same phase-2 computation (same tensors, shapes, seeds, threads).
     for (name, a), (_, b) in zip(full.adapters, resumed.adapters, strict=True):
         assert torch.equal(a.frozen_a, b.frozen_a) and torch.equal(a.frozen_b, b.frozen_b), name
     assert torch.equal(full.heads.heads[-1].weight, resumed.heads.heads[-1].weight)
