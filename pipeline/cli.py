@@ -45,8 +45,8 @@ def _train_config(method: str, epochs: int | None, sparsity: float | None, rank:
 
     settings = load_settings()
     try:
-        return TrainConfig(method=method, device=settings.device, head=head or settings.head).with_overrides(
-            epochs=epochs, sparsity=sparsity, rank=rank)
+        return TrainConfig(method=method, device=settings.device).with_overrides(
+            epochs=epochs, sparsity=sparsity, rank=rank, head=head or settings.head)
     except ValueError as e:
         raise typer.BadParameter(str(e)) from None
 
@@ -284,22 +284,26 @@ def _load_drop(data: str, task: str | None, conn):
 @app.command()
 def predict(
     text: Annotated[list[str] | None, typer.Option(help="Text to classify (repeat for several).")] = None,
+    file: Annotated[typer.FileText | None, typer.Option(
+        "--file", help="Texts to classify, one per line ('-' reads stdin).")] = None,
     image: Annotated[Path | None, typer.Option(help="An image file (needs a set trained on a vision backbone).")] = None,
     version: Annotated[str | None, typer.Option(help="Registered version (default: `current`).")] = None,
     top: Annotated[int, typer.Option(min=1, help="Scores of the top classes to show.")] = 3,
     as_json: Annotated[bool, typer.Option("--json", help="Print predictions as JSON.")] = False,
 ) -> None:
     """Classify text with a registered adapter set (merged weights): label, the task it belongs to, scores."""
-    from pipeline.serving.predictor import BadRequest, Predictor
+    from pipeline.serving.predictor import MAX_BATCH, BadRequest, Predictor
 
     if image is not None:
         _fail("--image needs an adapter set trained on a vision backbone; the registered sets read text (--text)")
+    text = [*(text or []), *(line.rstrip("\n") for line in file or [] if line.strip())]
     if not text:
-        raise typer.BadParameter("give --text (repeatable)")
+        raise typer.BadParameter("give --text (repeatable) or --file")
     conn = _connection()
     try:
         predictor = Predictor.from_registry(conn, version.lstrip("vV") if version else None)
-        predictions = predictor.predict(list(text), top=top)
+        predictions = [p for start in range(0, len(text), MAX_BATCH)
+                       for p in predictor.predict(text[start : start + MAX_BATCH], top=top)]
     except BadRequest as e:
         _fail(str(e))
     except _registry_errors() as e:
@@ -832,6 +836,12 @@ def demo(
         if d["state"] == "rejected":
             typer.echo(f"note: {d['task']} (v{d['version']}) was rejected by the promotion guard, so `current` does "
                        "not know its classes; `litelora rollback` can still make it current with --force")
+    trained = [d for d in done if d["state"] in ("registered", "rejected")]
+    if trained:
+        last = trained[-1]
+        typer.echo(f"\n{last['task']} (v{last['version']}): accuracy {100 * last['final_accuracy']:.1f}% over every class "
+                   f"so far (average over the stream {100 * last['avg_accuracy']:.1f}%); the frozen encoder with the "
+                   f"same head: {100 * last['frozen_final_accuracy']:.1f}% ({100 * last['frozen_avg_accuracy']:.1f}%)")
     failed = [d for d in done if d["state"] not in ("registered", "rejected", "duplicate")]
     typer.echo(f"\nMLflow UI: {conn.mlflow_uri}/#/models/{conn.registered_model}  (lineage, decisions, plots)")
     typer.echo("next: litelora status · litelora rollback VERSION · litelora down")

@@ -23,9 +23,9 @@ class Settings(BaseSettings):
     """State directory: embedded stack data, logs, credentials, local cache."""
     device: str = "auto"
     """auto = CUDA when present, else CPU."""
-    head: str = "linear"
-    """Head option of a new lineage's first set (later sets keep their parent's): linear, prototype, aligned,
-    calibrated."""
+    head: str | None = None
+    """Head option of a new lineage's first set (later sets keep their parent's): ridge, linear, prototype,
+    aligned, calibrated; None = the default of TrainConfig."""
     bucket: str | None = None
     s3_endpoint: str | None = Field(None, validation_alias=AliasChoices("LITELORA_S3_ENDPOINT", "AWS_ENDPOINT_URL"))
     access_key: str | None = Field(None, validation_alias="AWS_ACCESS_KEY_ID")

@@ -24,8 +24,8 @@ class AdapterConfig:
     """LoRA rank of each new adapter (the papers use 10; 8 is the usual PEFT default)."""
     targets: tuple[str, ...] | None = None
     """Module-name suffixes or regexes of the nn.Linear layers to adapt; None = detect from the model."""
-    norm: Literal["factors", "product"] = "factors"
-    """How a frozen direction is normalised: ‖B‖_F·‖A‖_F (official code) or ‖BA‖_F (paper)."""
+    norm: Literal["factors", "product", "none"] = "factors"
+    """How a frozen direction is normalised: ‖B‖_F·‖A‖_F (official code), ‖BA‖_F (paper), or not at all."""
     norm_eps: float = 1e-8
 
 

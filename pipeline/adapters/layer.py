@@ -21,7 +21,10 @@ if TYPE_CHECKING:
 
 
 def direction_norm(a: torch.Tensor, b: torch.Tensor, mode: str, eps: float) -> torch.Tensor:
-    """n = ‖B‖_F‖A‖_F ('factors', official code) or ‖BA‖_F ('product', paper) via r×r Gram matrices."""
+    """n = ‖B‖_F‖A‖_F ('factors', official code) or ‖BA‖_F ('product', paper) via r×r Gram matrices; 1 ('none':
+    the adapter keeps the scale it was trained at)."""
+    if mode == "none":
+        return a.new_ones(())
     if mode == "factors":
         return b.norm() * a.norm() + eps
     # ‖BA‖_F² = tr(Aᵀ Bᵀ B A) = tr((BᵀB)(AAᵀ)): two r×r Grams, never the d_out×d_in product.

@@ -13,19 +13,23 @@ from importlib.metadata import PackageNotFoundError, version
 
 import torch
 
+from pipeline.bench.joint import run_joint
 from pipeline.data.fashion_mnist import split_fashion_mnist
 from pipeline.data.wordnet import ORDERINGS, split_wordnet20
 from pipeline.learn.backbone import BackboneConfig
 from pipeline.learn.config import METHODS, TrainConfig
+from pipeline.learn.frozen import FeatureCache
 from pipeline.learn.ncm import run_ncm
 from pipeline.learn.stream import run_stream
 from pipeline.learn.task import Task
 from pipeline.learn.task_id_stream import TASK_ID_METHODS, run_task_id_stream
 
 REFERENCE = "ncm-frozen"
-ALL_METHODS: tuple[str, ...] = (*METHODS, *TASK_ID_METHODS)
+CEILING = "joint"
+"""All tasks trained at once (bench/joint.py): the upper bound adaptation could reach on a stream."""
+ALL_METHODS: tuple[str, ...] = (*METHODS, *TASK_ID_METHODS, CEILING)
 SUMMARY_KEYS = ("avg_accuracy", "final_accuracy", "forgetting", "til_avg_accuracy", "til_forgetting",
-                "active_adapters", "stored_params_per_task", "scoring_bytes_per_class", "wall_time")
+                "active_adapters", "stored_params_per_task", "scoring_bytes", "scoring_bytes_per_class", "wall_time")
 
 
 @dataclass(frozen=True)
@@ -83,6 +87,7 @@ def run_bench(plan: BenchPlan, on_task: Callable[[str, int, int], None] | None =
     rows = []
     for ordering in plan.orderings:
         tasks = STREAMS[plan.stream].tasks(ordering, plan.tier)
+        frozen = FeatureCache(plan.config.backbone, device=plan.config.device)  # the `frozen` method's features
         if plan.reference:
             rows.append({**run_ncm(tasks, plan.config.backbone, plan.config.device).row(), "ordering": ordering})
             if on_task:
@@ -94,8 +99,11 @@ def run_bench(plan: BenchPlan, on_task: Callable[[str, int, int], None] | None =
                 result = run_task_id_stream(tasks, replace(plan.config, seed=ordering), method, on_task=progress)
                 rows.append({**result.row(), "ordering": ordering})
                 continue
-            config = replace(plan.config, method=method, seed=ordering)  # the ordering also seeds training
-            results, _ = run_stream(tasks, config, head_options=plan.heads, on_task=progress)
+            if method == CEILING:
+                results = run_joint(tasks, replace(plan.config, seed=ordering), plan.heads)
+            else:
+                config = replace(plan.config, method=method, seed=ordering)  # the ordering also seeds training
+                results, _ = run_stream(tasks, config, head_options=plan.heads, on_task=progress, features=frozen)
             rows += [{**result.row(), "ordering": ordering} for result in results.values()]
     return {
         "stream": plan.stream,
@@ -119,7 +127,7 @@ def summarise(rows: list[dict]) -> list[dict]:
         mine = [r for r in rows if r["method"] == method and r["head"] == head]
         entry = {"method": method, "head": head, "runs": len(mine)}
         for key in SUMMARY_KEYS:
-            values = [float(r[key]) for r in mine if r[key] is not None]
+            values = [float(r[key]) for r in mine if r.get(key) is not None]
             entry[key] = statistics.fmean(values) if values else None
             entry[f"{key}_std"] = statistics.pstdev(values) if len(values) > 1 else (0.0 if values else None)
         out.append(entry)

@@ -19,6 +19,22 @@ def _title(report: dict) -> str:
     return report.get("title", "Split-WordNet-20")  # reports written before the stream was recorded
 
 
+def frozen_gaps(report: dict, entry: dict) -> tuple[float | None, float | None]:
+    """A of `entry` (a summary entry) minus A of the frozen encoder with the same head, and minus ncm-frozen."""
+    def mean_a(method: str, head: str | None) -> float | None:
+        found = [s for s in report["summary"] if s["method"] == method and (head is None or s["head"] == head)]
+        return found[0]["avg_accuracy"] if found and found[0]["avg_accuracy"] is not None else None
+
+    a = entry["avg_accuracy"]
+    same, ncm = mean_a("frozen", entry["head"]), mean_a("ncm-frozen", None)
+    return (None if a is None or same is None or entry["method"] == "frozen" else a - same,
+            None if a is None or ncm is None or entry["method"] == "ncm-frozen" else a - ncm)
+
+
+def _delta(x: float | None) -> str:
+    return "—" if x is None else f"{100 * x:+.1f}"
+
+
 def rows_table(report: dict) -> Table:
     table = Table(title=f"{_title(report)} ({report['tier']} tier), class-incremental; accuracies in %")
     for col in ("method", "head", "ordering", "A", "final", "F", "A (TIL)", "#Ad", "stored/task", "time s", "decisions"):
@@ -54,24 +70,29 @@ def markdown(report: dict, command: str, figures: tuple[str, ...] = ()) -> str:
         "",
         ("Class-incremental accuracy in %: A = average anytime accuracy, final = after the last task, F = forgetting;"
          " A (TIL) = task-incremental (the only protocol for share and lora-per-task, which need the task id: — marks"
-         " the class-incremental scores they do not have); #Ad = adapters kept; stored/task = adapter parameters stored per task;"
-         " head bytes/class = what the head option keeps per class beyond its linear head (statistics, calibration,"
+         " the class-incremental scores they do not have); ΔA frozen = A minus A of the frozen encoder (`frozen`: no"
+         " adapters) with the same head, ΔA NCM = A minus A of the frozen nearest class mean (`ncm-frozen`): a gain"
+         " that disappears against them is not a gain; `joint` trains every task at once (the ceiling, not"
+         " continual); #Ad = adapters kept; stored/task = adapter parameters stored per task;"
+         " head bytes/set = what the head option keeps beyond its linear heads (statistics, sums, calibration,"
          " classifier; never examples)."),
         "",
         "## Mean ± spread over orderings",
         "",
-        "| method | head | runs | A | final | F | A (TIL) | F (TIL) | #Ad | stored/task | head bytes/class | time s |",
-        "|---|---|---|---|---|---|---|---|---|---|---|---|",
+        ("| method | head | runs | A | ΔA frozen | ΔA NCM | final | F | A (TIL) | F (TIL) | #Ad | stored/task"
+         " | head bytes/set | time s |"),
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     def cell(s: dict, k: str) -> str:
         return "—" if s[k] is None else f"{_pct(s[k])} ± {_pct(s[k + '_std'])}"
 
     for s in report["summary"]:
+        same, ncm = frozen_gaps(report, s)
         lines.append(
-            f"| {s['method']} | {s['head']} | {s['runs']} | {cell(s, 'avg_accuracy')} | {cell(s, 'final_accuracy')}"
-            f" | {cell(s, 'forgetting')} | {cell(s, 'til_avg_accuracy')} | {cell(s, 'til_forgetting')}"
-            f" | {s['active_adapters']:.1f} | {s['stored_params_per_task']:,.0f} | {s['scoring_bytes_per_class']:,.0f}"
-            f" | {s['wall_time']:.0f} |"
+            f"| {s['method']} | {s['head']} | {s['runs']} | {cell(s, 'avg_accuracy')} | {_delta(same)} | {_delta(ncm)}"
+            f" | {cell(s, 'final_accuracy')} | {cell(s, 'forgetting')} | {cell(s, 'til_avg_accuracy')}"
+            f" | {cell(s, 'til_forgetting')} | {s['active_adapters']:.1f} | {s['stored_params_per_task']:,.0f}"
+            f" | {s.get('scoring_bytes') or 0:,.0f} | {s['wall_time']:.0f} |"
         )
     lines += ["", "## Every run", "",
               "| method | head | ordering | A | final | F | A (TIL) | #Ad | decisions | time s |",

@@ -11,7 +11,7 @@ import copy
 import statistics
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import torch
 import torch.nn.functional as F
@@ -53,8 +53,9 @@ def _dummy_task(i: int) -> Task:
 
 
 def model_with_kept(config: TrainConfig, backbone, tokenizer, kept: int) -> ContinualModel:
-    """A model holding `kept` frozen adapters (values do not matter for speed) and a task open for training."""
-    model = ContinualModel(config, backbone=copy.deepcopy(backbone), tokenizer=tokenizer)
+    """A model holding `kept` frozen adapters (values do not matter for speed) and a task open for training. It
+    scores with its linear heads: every head option is one matmul over the features, and none is fitted here."""
+    model = ContinualModel(replace(config, head="linear"), backbone=copy.deepcopy(backbone), tokenizer=tokenizer)
     for i in range(kept):
         model.begin_task(_dummy_task(i))
         model.end_task(_dummy_task(i), keep=True)

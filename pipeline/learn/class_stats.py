@@ -69,13 +69,7 @@ class ClassStatistics:
         features before and after a task was trained."""
         if self.num_classes == 0:
             return
-        before, delta = before.double(), (after - before).double()
-        d2 = torch.cdist(self.means.double(), before).square()  # [C, N]
-        # The width scales with the typical distance from each mean to the new task's features, so the weights
-        # neither vanish nor flatten whatever the feature scale.
-        width = DRIFT_WIDTH * d2.median(dim=1, keepdim=True).values.clamp_min(1e-12)
-        weights = torch.softmax(-d2 / width, dim=1)
-        self.means = (self.means.double() + weights @ delta).float()
+        self.means = drift_of_means(self.means, before, after).float()
 
     def sample(self, per_class: int, generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
         """`per_class` draws from every class's Gaussian, and their global class indices."""
@@ -94,3 +88,13 @@ class ClassStatistics:
         means = tensors["means"]
         factors = tensors.get("factors", torch.zeros(means.shape[0], means.shape[1], 0))
         return cls(means, factors, tensors.get("noise", torch.zeros(means.shape[0])), tensors["counts"])
+
+
+def drift_of_means(means: torch.Tensor, before: torch.Tensor, after: torch.Tensor) -> torch.Tensor:
+    """`means` moved by the kernel-weighted displacement `before` → `after` of nearby rows (float64)."""
+    means, before, delta = means.double(), before.double(), (after - before).double()
+    d2 = torch.cdist(means, before).square()  # [C, N]
+    # The width scales with the typical distance from each mean to the new task's features, so the weights
+    # neither vanish nor flatten whatever the feature scale.
+    width = DRIFT_WIDTH * d2.median(dim=1, keepdim=True).values.clamp_min(1e-12)
+    return means + torch.softmax(-d2 / width, dim=1) @ delta

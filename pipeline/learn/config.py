@@ -9,8 +9,9 @@ from pipeline.adapters.config import AdapterConfig, GateConfig
 from pipeline.learn.backbone import BackboneConfig
 from pipeline.learn.head_options import HEAD_OPTIONS, HeadOption
 
-Method = Literal["litelora", "sdlora", "seq-lora"]
-METHODS: tuple[str, ...] = ("litelora", "sdlora", "seq-lora")
+Method = Literal["litelora", "sdlora", "seq-lora", "frozen"]
+METHODS: tuple[str, ...] = ("litelora", "sdlora", "seq-lora", "frozen")
+"""`frozen` adapts nothing and fits the same heads on the bare backbone: the reference adaptation must beat."""
 
 
 @dataclass
@@ -27,7 +28,15 @@ class TrainConfig:
     weight_decay: float = 2e-4
     """Applied to the magnitudes in phase 1 and to the gate logit in phase 2; adapters and head get none."""
     epochs: int = 2
-    """Epochs of task 0, of LiteLoRA's phase 1 and of the baselines' single phase."""
+    """Epochs of LiteLoRA's phase 1 and of the baselines' single phase (task 0 too unless `first_epochs`)."""
+    first_epochs: int | None = 5
+    """Epochs of task 0, which adapts the bare backbone (None: `epochs`). Heavier than later tasks: the first
+    adaptation is the one later tasks mostly reuse (what RanPAC and APER do by hand; see docs/method.md)."""
+    adapter_lr: float | None = None
+    """Learning rate of the adapter factors (None: `lr`); lower than the head's, a slow learner (SLCA)."""
+    relearn_magnitudes: bool = False
+    """LiteLoRA phase 1 re-learns every task's α on normalised directions (the paper). False trains α_t alone and
+    normalises nothing, so a reused task leaves the features of every earlier task exactly as they were."""
     batch_size: int = 32
     lr_milestones: tuple[float, ...] = (0.6, 0.8)
     lr_decay: float = 0.5
@@ -36,13 +45,15 @@ class TrainConfig:
     phase2_lr: float = 0.05
     sdlora_alpha_init: float = 0.8
     """SD-LoRA re-creates every magnitude at this value at the start of each task."""
-    head: HeadOption = "linear"
+    head: HeadOption = "ridge"
     """How the set scores classes (head_options.py); "linear" is the paper's per-task heads."""
     stats_rank: int = 16
     """Principal directions kept per class covariance (prototype and aligned heads)."""
     drift_compensation: bool = True
     """Move stored class means along the feature drift each later task causes."""
     align_steps: int = 300
+    ridge_dim: int = 0
+    """Ridge head: random ReLU features of this size (RanPAC's M), 0 = the normalised features themselves."""
     eval_batch_size: int = 128
     seed: int = 1993
     device: str = "auto"
@@ -55,6 +66,9 @@ class TrainConfig:
         for name in ("epochs", "batch_size", "phase2_batch_size", "eval_batch_size"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be >= 1")
+
+    def task_epochs(self, task_index: int) -> int:
+        return self.first_epochs if task_index == 0 and self.first_epochs else self.epochs
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -76,7 +90,8 @@ class TrainConfig:
 
     @classmethod
     def from_dict(cls, data: dict) -> TrainConfig:
-        data = dict(data)
+        """A configuration as `to_dict` wrote it; fields added since keep the behaviour the set was trained with."""
+        data = {**BEFORE_FIELDS_EXISTED, **data}
         nested = {"backbone": BackboneConfig, "adapter": AdapterConfig, "gate": GateConfig}
         for key, kind in nested.items():
             if isinstance(data.get(key), dict):
@@ -87,3 +102,7 @@ class TrainConfig:
         if "lr_milestones" in data:
             data["lr_milestones"] = tuple(data["lr_milestones"])
         return cls(**data)
+
+
+BEFORE_FIELDS_EXISTED = {"relearn_magnitudes": True, "first_epochs": None, "adapter_lr": None}
+"""What a configuration written before these fields existed meant (its sets were trained that way)."""

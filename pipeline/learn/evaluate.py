@@ -28,15 +28,17 @@ def evaluate_stage(model, tasks: list[Task], head: str | None = None) -> StageSc
     return evaluate_heads(model, tasks, (head or model.config.head,))[head or model.config.head]
 
 
-def evaluate_heads(model, tasks: list[Task], options: tuple[str, ...]) -> dict[str, StageScores]:
-    """`evaluate_stage` under several head options, from one pass of features."""
+def evaluate_heads(model, tasks: list[Task], options: tuple[str, ...],
+                   features: list[torch.Tensor] | None = None) -> dict[str, StageScores]:
+    """`evaluate_stage` under several head options, from one pass of features (or given ones: `features[j]` of
+    `tasks[j].test_inputs`, for a frozen model whose features are cached)."""
     offsets, sizes = model.heads.offsets(), model.heads.sizes
     out = {option: StageScores([], [], []) for option in options}
     for j, task in enumerate(tasks):
-        features = features_of(model, task.test_inputs)
+        features_j = features_of(model, task.test_inputs) if features is None else features[j]
         labels = torch.tensor(task.test_labels)
         for option, scores in out.items():
-            logits = score(model, features, option)
+            logits = score(model, features_j, option)
             scores.cil_correct.append(int((logits.argmax(1) == labels + offsets[j]).sum()))
             own = logits[:, offsets[j] : offsets[j] + sizes[j]]
             scores.til_correct.append(int((own.argmax(1) == labels).sum()))

@@ -5,6 +5,8 @@
     aligned     one classifier over all classes, re-fitted after every task on features sampled from each
                 class's Gaussian (classifier alignment, as in SLCA, Zhang et al., ICCV 2023)
     calibrated  the linear heads, each with a scale and bias fitted on its own task's features
+    ridge       ridge regression to one-hot labels from running sums of the features (ridge.py, after RanPAC,
+                McDonnell et al., NeurIPS 2023)
 
 Only the linear heads train with the adapter; the other options are fitted after the task closes, from the
 task's features and the stored class statistics. They never change what the adapters learn, so one
@@ -20,21 +22,31 @@ import torch.nn.functional as F
 
 from pipeline.learn.backbone import embed
 from pipeline.learn.class_stats import ClassStatistics
+from pipeline.learn.ridge import held_out
 from pipeline.learn.task import Task
 
-HeadOption = Literal["linear", "prototype", "aligned", "calibrated"]
-HEAD_OPTIONS: tuple[str, ...] = ("linear", "prototype", "aligned", "calibrated")
-PROTOTYPE_SCALE = 10.0
-"""Cosines lie in [-1, 1]; scaled so that a softmax over them gives usable probabilities (argmax unchanged)."""
+HeadOption = Literal["linear", "prototype", "aligned", "calibrated", "ridge"]
+HEAD_OPTIONS: tuple[str, ...] = ("linear", "prototype", "aligned", "calibrated", "ridge")
+SCORE_SCALE = 10.0
+"""Cosines lie in [-1, 1] and ridge scores near [0, 1]; scaled so that a softmax over them gives usable
+probabilities (argmax unchanged)."""
 
 
 STORED = {"linear": (), "prototype": ("stats.means", "stats.counts"), "aligned": ("stats.", "aligned."),
-          "calibrated": ("calibration",)}
+          "calibrated": ("calibration",), "ridge": ("ridge.",)}
 """Which scoring tensors (by name prefix) a set trained with each option keeps beyond its linear heads."""
 
 
 def needs_statistics(options: tuple[str, ...]) -> bool:
     return bool({"prototype", "aligned"} & set(options))
+
+
+def needs_drift_reference(model, options: tuple[str, ...]) -> bool:
+    """Whether fitting `options` after the next task needs the task's features from before it trained."""
+    if model.config.method == "frozen":  # features that never change never drift
+        return False
+    stored = model.class_stats.num_classes if needs_statistics(options) else 0
+    return model.config.drift_compensation and bool(stored or ("ridge" in options and model.ridge.num_classes))
 
 
 def check_fittable(model, options: tuple[str, ...]) -> None:
@@ -43,6 +55,8 @@ def check_fittable(model, options: tuple[str, ...]) -> None:
         if option not in HEAD_OPTIONS:
             raise ValueError(f"unknown head option {option!r}; choose one of {', '.join(HEAD_OPTIONS)}")
     lacking = [o for o in options if o in ("prototype", "aligned") and model.class_stats.num_classes != len(model.classes)]
+    if "ridge" in options and model.ridge.num_classes != len(model.classes):
+        lacking.append("ridge")
     if "calibrated" in options and len(model.heads.calibration) != len(model.tasks):
         lacking.append("calibrated")
     if lacking:
@@ -75,7 +89,11 @@ def classifier(model, option: str) -> tuple[torch.Tensor, torch.Tensor, bool]:
         return weight / scale[:, None], (bias - shift) / scale, False
     if option == "prototype":
         means = F.normalize(model.class_stats.means, dim=-1)
-        return PROTOTYPE_SCALE * means, torch.zeros(len(means)), True
+        return SCORE_SCALE * means, torch.zeros(len(means)), True
+    if option == "ridge":
+        if model.ridge.dim:
+            raise ValueError("a ridge head over random features is not one linear map of the features")
+        return SCORE_SCALE * model.ridge.weight, torch.zeros(model.ridge.num_classes), True
     if option == "aligned":
         return heads.aligned_weight, heads.aligned_bias, False
     raise ValueError(f"unknown head option {option!r}; choose one of {', '.join(HEAD_OPTIONS)}")
@@ -83,17 +101,21 @@ def classifier(model, option: str) -> tuple[torch.Tensor, torch.Tensor, bool]:
 
 def score(model, features: torch.Tensor, option: str) -> torch.Tensor:
     """Scores over every class seen, in head order, for already computed features."""
+    if option == "ridge" and model.ridge.dim:
+        return SCORE_SCALE * model.ridge.scores(features)
     weight, bias, normalise = classifier(model, option)
     if normalise:
         features = F.normalize(features, dim=-1)
     return features @ weight.to(features.device, features.dtype).T + bias.to(features.device, features.dtype)
 
 
-def fit_heads(model, task: Task, before: torch.Tensor | None, options: tuple[str, ...]) -> None:
+def fit_heads(model, task: Task, before: torch.Tensor | None, options: tuple[str, ...],
+              after: torch.Tensor | None = None) -> None:
     """After `task` closed: update the class statistics and fit what each option in `options` needs.
 
-    `before` holds the task's training features under the model as it was before the task (for drift)."""
-    after = features_of(model, task.train_inputs)
+    `before` holds the task's training features under the model as it was before the task (for drift); `after`
+    the same under the model now (computed unless given)."""
+    after = features_of(model, task.train_inputs) if after is None else after
     labels = torch.tensor(task.train_labels)
     cfg = model.config
     if needs_statistics(options):
@@ -106,6 +128,13 @@ def fit_heads(model, task: Task, before: torch.Tensor | None, options: tuple[str
         )
     if "calibrated" in options:
         model.heads.calibration = torch.cat([model.heads.calibration, calibration_of(model.heads.heads[-1], after)])
+    if "ridge" in options:
+        ridge = model.ridge
+        if before is not None and cfg.drift_compensation and not torch.equal(before, after):
+            ridge.compensate_drift(before, after)
+        offset = len(model.classes) - len(task.classes)
+        ridge.add(after, labels + offset, len(model.classes), held_out(task.train_inputs))
+        ridge.fit()
 
 
 def calibration_of(head: torch.nn.Linear, features: torch.Tensor) -> torch.Tensor:

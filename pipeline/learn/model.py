@@ -6,7 +6,7 @@ to and from an adapter set on disk. The training loops live in `recipe.py`.
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 import torch
@@ -25,6 +25,7 @@ from pipeline.learn.class_stats import ClassStatistics
 from pipeline.learn.config import TrainConfig
 from pipeline.learn.head_options import STORED, score
 from pipeline.learn.heads import TaskHeads
+from pipeline.learn.ridge import RidgeHead
 from pipeline.learn.subspace import chance_coverage, coverage
 from pipeline.learn.task import Task
 
@@ -33,7 +34,7 @@ from pipeline.learn.task import Task
 class TaskRecord:
     name: str
     classes: list[str]
-    decision: str  # "recruit" | "reuse" | "continue" (sequential LoRA keeps training one adapter)
+    decision: str  # "recruit" | "reuse" | "continue" (sequential LoRA keeps training one adapter) | "none" (frozen)
     logit: float
     dataset_id: str = ""
     coverage: float | None = None
@@ -50,7 +51,10 @@ class ContinualModel(nn.Module):
         self.encoder = load_backbone(config.backbone, backbone, tokenizer)
         self.backbone = self.encoder.network  # registered here: the module that carries the adapters
         self.gate = LiteLoRAGate(config.gate)
-        self.adapters = inject_adapters(self.backbone, self.gate, config.adapter)
+        # Fixed magnitudes leave nothing to re-learn a normalised direction's scale: adapters keep their own.
+        adapter = config.adapter if config.relearn_magnitudes else replace(config.adapter, norm="none")
+        self.adapters = inject_adapters(self.backbone, self.gate, adapter)
+        self.ridge = RidgeHead(config.ridge_dim, config.seed)
         self.heads = TaskHeads(self.encoder.hidden_size)
         self.class_stats = ClassStatistics.empty(self.encoder.hidden_size, config.stats_rank)
         self.tasks: list[TaskRecord] = []
@@ -93,7 +97,7 @@ class ContinualModel(nn.Module):
 
     def stored_parameters(self) -> int:
         """Adapter parameters a saved set holds: kept adapters + one α (and one logit for LiteLoRA) per task."""
-        per_task = 2 if self.config.method == "litelora" else 1
+        per_task = {"litelora": 2, "frozen": 0}.get(self.config.method, 1)
         return sum(self.adapters.adapter_parameter_count(r) for r in self.adapter_ranks()) + per_task * len(self.tasks)
 
     def head_parameters(self) -> int:
@@ -114,7 +118,9 @@ class ContinualModel(nn.Module):
             )
         first = not self.tasks
         method = self.config.method
-        if method == "seq-lora":
+        if method == "frozen":
+            self.gate.begin_task()  # a slot for the task's bookkeeping; no adapter
+        elif method == "seq-lora":
             self.gate.begin_task(init_alpha=1.0)
             if first:
                 self.adapters.new_adapter(self.config.adapter.rank)
@@ -132,12 +138,14 @@ class ContinualModel(nn.Module):
     def end_task(self, task: Task, keep: bool | None = None) -> GateDecision:
         covered = coverage(self)  # measured before a pruned adapter disappears
         chance = chance_coverage(self) if covered is not None else None
-        decision = self.gate.close_task(keep=keep)
+        frozen = self.config.method == "frozen"
+        decision = self.gate.close_task(keep=False if frozen else keep)
         if decision.keep:
             self.adapters.freeze_adapter(slot=decision.task)
         else:
             self.adapters.drop_adapter()  # pruned: neither stored nor computed from now on
         label = "continue" if self.config.method == "seq-lora" and self.tasks else decision.decision
+        label = "none" if frozen else label
         self.tasks.append(TaskRecord(task.name, list(task.classes), label, decision.logit, task.dataset_id, covered,
                                      chance))
         return decision
@@ -201,6 +209,8 @@ class ContinualModel(nn.Module):
             out["calibration"] = self.heads.calibration
         if self.heads.aligned_weight is not None:
             out |= {"aligned.weight": self.heads.aligned_weight, "aligned.bias": self.heads.aligned_bias}
+        if self.ridge.num_classes:
+            out |= {f"ridge.{k}": v for k, v in self.ridge.tensors().items()}
         keep = STORED[option or self.config.head]
         return {k: v for k, v in out.items() if k.startswith(keep)} if keep else {}
 
@@ -212,6 +222,9 @@ class ContinualModel(nn.Module):
             self.heads.calibration = tensors["calibration"]
         if "aligned.weight" in tensors:
             self.heads.aligned_weight, self.heads.aligned_bias = tensors["aligned.weight"], tensors["aligned.bias"]
+        ridge = {k.removeprefix("ridge."): v for k, v in tensors.items() if k.startswith("ridge.")}
+        if ridge:
+            self.ridge = RidgeHead.from_tensors(ridge)
 
     def adapter_slots(self) -> list[int]:
         """The task (gate slot) that recruited each kept adapter."""

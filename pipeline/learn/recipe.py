@@ -21,7 +21,7 @@ from torch import nn
 
 from pipeline.adapters import GateDecision
 from pipeline.learn.backbone import autocast
-from pipeline.learn.head_options import check_fittable, features_of, fit_heads, needs_statistics
+from pipeline.learn.head_options import check_fittable, features_of, fit_heads, needs_drift_reference
 from pipeline.learn.model import ContinualModel
 from pipeline.learn.task import Task
 
@@ -50,7 +50,8 @@ def capture_progress(model: ContinualModel, phase: str, epochs_done: int) -> Pro
     head = model.heads.heads[-1]
     tensors |= {"head.weight": head.weight, "head.bias": head.bias}
     for name, layer in model.adapters:
-        tensors |= {f"{name}.lora_a": layer.lora_a, f"{name}.lora_b": layer.lora_b}
+        if layer.lora_a is not None:  # the frozen method trains no adapter
+            tensors |= {f"{name}.lora_a": layer.lora_a, f"{name}.lora_b": layer.lora_b}
     return Progress(phase, epochs_done, {k: v.detach().cpu().clone() for k, v in tensors.items()})
 
 
@@ -62,8 +63,9 @@ def restore_progress(model: ContinualModel, progress: Progress) -> None:
     model.heads.heads[-1].weight.copy_(t["head.weight"])
     model.heads.heads[-1].bias.copy_(t["head.bias"])
     for name, layer in model.adapters:
-        layer.lora_a.copy_(t[f"{name}.lora_a"])
-        layer.lora_b.copy_(t[f"{name}.lora_b"])
+        if layer.lora_a is not None:
+            layer.lora_a.copy_(t[f"{name}.lora_a"])
+            layer.lora_b.copy_(t[f"{name}.lora_b"])
 
 
 @dataclass
@@ -165,54 +167,69 @@ def train_task(
     world_size: int = 1,
     resume: Progress | None = None,
     head_options: tuple[str, ...] | None = None,
+    features: torch.Tensor | None = None,
 ) -> TaskResult:
     """Train `task` on top of `model` in place, close it with the gate's (or the method's) decision and fit
     the head options (by default the configured one).
 
-    `resume` continues from an epoch boundary captured by `capture_progress` in an earlier, killed attempt."""
+    `resume` continues from an epoch boundary captured by `capture_progress` in an earlier, killed attempt.
+    `features`: the task's training features for the `frozen` method, which never change (so can be cached)."""
     cfg = model.config
     device = model.gate.alpha.device
     start = time.perf_counter()
     head_options = head_options or (cfg.head,)
     check_fittable(model, head_options)
     # Every rank computes the drift reference on the whole task: identical on all ranks, and tasks are small.
-    drift_reference = (
-        features_of(model, task.train_inputs)
-        if needs_statistics(head_options) and cfg.drift_compensation and model.class_stats.num_classes
-        else None
-    )
+    drift_reference = features_of(model, task.train_inputs) if needs_drift_reference(model, head_options) else None
     torch.manual_seed(cfg.seed + len(model.tasks))
     t = model.begin_task(task)
-    batches = Batches.of(model, task.train_inputs, task.train_labels)
     seed = cfg.seed + 7919 * t
+    if cfg.method == "frozen":
+        # Nothing adapts, so the head trains on features computed once: the batches are features, the network
+        # is the heads alone.
+        features = features_of(model, task.train_inputs) if features is None else features
+        batches = Batches({"features": features}, torch.tensor(task.train_labels, dtype=torch.long))
+        network = model.heads
+    else:
+        batches = Batches.of(model, task.train_inputs, task.train_labels)
+        network, features = model, None
 
     adapter_params = model.adapters.trainable_parameters()
     head_params = list(model.heads.heads[-1].parameters())
     train_alpha = cfg.method == "sdlora" or (cfg.method == "litelora" and t > 0)
     model.gate.alpha.requires_grad_(train_alpha)
+    epochs = cfg.task_epochs(t)
+    hooks = []
+    if cfg.method == "litelora" and train_alpha and not cfg.relearn_magnitudes:
+        # Only α_t learns: the earlier magnitudes, and so the features every earlier task was fitted on, stay.
+        mask = torch.zeros_like(model.gate.alpha)
+        mask[t] = 1.0
+        hooks.append(model.gate.alpha.register_hook(lambda grad: grad * mask))
     model.gate.current_logit.requires_grad_(False)
     model.train()
     if resume is not None:
         restore_progress(model, resume)
     in_phase2 = resume is not None and resume.phase == "phase2"
-    start1 = cfg.epochs if in_phase2 else (resume.epochs_done if resume else 0)
+    start1 = epochs if in_phase2 else (resume.epochs_done if resume else 0)
     start2 = resume.epochs_done if in_phase2 else 0
 
     # Phase 1 (or the only phase): new direction, magnitudes, head; the gate is deterministic.
     groups = [
-        {"params": adapter_params, "lr": cfg.lr, "weight_decay": 0.0},
-        {"params": [model.gate.alpha] if train_alpha else [], "lr": cfg.alpha_lr, "weight_decay": cfg.weight_decay},
+        {"params": adapter_params, "lr": cfg.adapter_lr or cfg.lr, "weight_decay": 0.0},
+        # Decoupled weight decay would still shrink magnitudes whose gradient is masked to zero.
+        {"params": [model.gate.alpha] if train_alpha else [], "lr": cfg.alpha_lr,
+         "weight_decay": 0.0 if hooks else cfg.weight_decay},
         {"params": head_params, "lr": cfg.lr, "weight_decay": 0.0},
     ]
     optimizer = _optimizer(cfg.optimizer, groups, cfg.lr)
     scheduler = torch.optim.lr_scheduler.MultiStepLR(
-        optimizer, _milestones(cfg.epochs, cfg.lr_milestones), gamma=cfg.lr_decay
+        optimizer, _milestones(epochs, cfg.lr_milestones), gamma=cfg.lr_decay
     )
     trainable = sum(p.numel() for g in groups for p in g["params"])
     common = {"device": device, "on_epoch": on_epoch, "rank": rank, "world_size": world_size}
     losses = {
         "phase1": _run_epochs(
-            model, wrap(model), batches, optimizer, scheduler, epochs=cfg.epochs, batch_size=cfg.batch_size,
+            model, wrap(network), batches, optimizer, scheduler, epochs=epochs, batch_size=cfg.batch_size,
             seed=seed, start=start1, phase="phase1", **common,
         )
     }
@@ -233,9 +250,11 @@ def train_task(
         model.gate.current_logit.requires_grad_(False)
         keep = None  # decided by the sign of l_t
 
+    for hook in hooks:
+        hook.remove()
     decision = model.end_task(task, keep=keep)
     model.gate.alpha.requires_grad_(False)
     model.eval()
     if set(head_options) != {"linear"}:
-        fit_heads(model, task, drift_reference, head_options)
+        fit_heads(model, task, drift_reference, head_options, after=features)
     return TaskResult(decision, trainable, time.perf_counter() - start, losses)

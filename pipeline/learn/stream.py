@@ -6,6 +6,8 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
+import torch
+
 from pipeline.learn.config import TrainConfig
 from pipeline.learn.evaluate import evaluate_heads
 from pipeline.learn.metrics import AccuracyMatrix
@@ -27,8 +29,9 @@ class StreamResult:
     active_adapters: int = 0
     stored_params: int = 0
     head_params: int = 0
-    scoring_numbers_per_class: float = 0.0
-    """Numbers the head option keeps per class beyond the linear heads (statistics, calibration, classifier)."""
+    scoring_bytes: int = 0
+    """Bytes a set keeps for its head option beyond the linear heads (statistics, sums, calibration, classifier)."""
+    num_classes: int = 0
     trainable_params: list[int] = field(default_factory=list)
     task_seconds: list[float] = field(default_factory=list)
     coverage: list[float | None] = field(default_factory=list)
@@ -57,7 +60,8 @@ class StreamResult:
             "stored_params": self.stored_params,
             "stored_params_per_task": self.stored_params / max(self.til.num_tasks, 1),
             "head_params": self.head_params,
-            "scoring_bytes_per_class": 4 * self.scoring_numbers_per_class,
+            "scoring_bytes": self.scoring_bytes,
+            "scoring_bytes_per_class": self.scoring_bytes / max(self.num_classes, 1),
             "trainable_params_per_task": self.trainable_params,
             "decisions": self.decisions,
             "accuracy_matrix": cil["accuracy_matrix"],
@@ -80,16 +84,21 @@ def run_stream(
     head_options: tuple[str, ...] | None = None,
     on_task: Callable[[int, StreamResult], None] | None = None,
     on_epoch: EpochCallback | None = None,
+    features: Callable[[Task, str], torch.Tensor] | None = None,
 ) -> tuple[dict[str, StreamResult], ContinualModel]:
     """Train and evaluate the stream once; score it under each head option (default: the configured one).
-    Head options do not change training, so one run serves them all."""
+    Head options do not change training, so one run serves them all. `features(task, split)` gives the bare
+    backbone's features (cached) to the `frozen` method, whose features never change."""
     start = time.perf_counter()
     model = model or ContinualModel(config)
     head_options = head_options or (config.head,)
     results = {option: StreamResult(config.method, option) for option in head_options}
+    cached = features if config.method == "frozen" else None
     for t, task in enumerate(tasks):
-        trained = train_task(model, task, on_epoch=on_epoch, head_options=head_options)
-        scores = evaluate_heads(model, tasks[: t + 1], head_options)
+        trained = train_task(model, task, on_epoch=on_epoch, head_options=head_options,
+                             features=cached(task, "train") if cached else None)
+        scores = evaluate_heads(model, tasks[: t + 1], head_options,
+                                [cached(u, "test") for u in tasks[: t + 1]] if cached else None)
         for option, result in results.items():
             result.cil.add_stage(scores[option].cil_correct, scores[option].counts)
             result.til.add_stage(scores[option].til_correct, scores[option].counts)
@@ -103,8 +112,8 @@ def run_stream(
         result.active_adapters = model.active_adapters
         result.stored_params = model.stored_parameters()
         result.head_params = model.head_parameters()
-        stored = sum(v.numel() for v in model.scoring_tensors(option).values())
-        result.scoring_numbers_per_class = stored / max(len(model.classes), 1)
+        result.scoring_bytes = sum(v.numel() * v.element_size() for v in model.scoring_tensors(option).values())
+        result.num_classes = len(model.classes)
         result.coverage = [t.coverage for t in model.tasks]
         result.chance_coverage = [t.chance_coverage for t in model.tasks]
         result.overlap = overlap

@@ -23,6 +23,7 @@ from pipeline.adapters.adapter_set import read_manifest
 from pipeline.data.task_dataset import TaskDataset
 from pipeline.learn.config import TrainConfig
 from pipeline.learn.evaluate import StageScores, evaluate_stage
+from pipeline.learn.frozen import FeatureCache, frozen_reference
 from pipeline.learn.metrics import AccuracyMatrix
 from pipeline.learn.model import ContinualModel
 from pipeline.learn.recipe import EpochCallback, train_task
@@ -72,6 +73,9 @@ class StepResult:
     rejected_reason: str = ""
     """Why the promotion guard kept `current` where it was (empty if it did not)."""
     timings: dict = field(default_factory=dict)
+    frozen_avg_accuracy: float | None = None
+    frozen_final_accuracy: float | None = None
+    """The same head fitted on the bare backbone's features of the same tasks, scored on the same rows."""
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -175,7 +179,7 @@ def train_on_current(
     sets, datasets = AdapterSetStore(bucket, conn.cache_dir), DatasetStore(bucket)
     parent = load_current(lineage, sets)
     parent_manifest, parent_version = parent.manifest, parent.version
-    model = parent.model or ContinualModel(config or TrainConfig(head=load_settings().head))
+    model = parent.model or ContinualModel(config or TrainConfig().with_overrides(head=load_settings().head))
     if overrides:
         model.reconfigure(model.config.with_overrides(**overrides))
     task = dataset.to_task()
@@ -209,6 +213,9 @@ def train_on_current(
         timings |= fitted.timings
         clock = time.perf_counter()
         scores = evaluate_stage(model, [*earlier, task])
+        # The same head on the bare backbone, on the same rows: what the adapters must beat to earn their keep.
+        reference = frozen_reference(model.config, [*earlier, task],
+                                     FeatureCache(model.config.backbone, conn.cache_dir / "features"))
         timings["evaluate_s"] = time.perf_counter() - clock
         clock = time.perf_counter()
         metrics = parent_manifest["metrics"] if parent_manifest else {"correct": [], "counts": []}
@@ -218,7 +225,10 @@ def train_on_current(
         rejected = guard_reason(parent_manifest["metrics"] if parent_manifest else None, scores, max_accuracy_drop)
         summary = {"avg_accuracy": matrix.average_accuracy, "final_accuracy": matrix.final_accuracy,
                    "forgetting": matrix.forgetting, "active_adapters": model.active_adapters,
-                   "gate_logit": fitted.logit, "train_seconds": fitted.train_s}
+                   "gate_logit": fitted.logit, "train_seconds": fitted.train_s,
+                   "frozen_avg_accuracy": reference.cil.average_accuracy,
+                   "frozen_final_accuracy": reference.cil.final_accuracy,
+                   "gain_over_frozen": matrix.final_accuracy - reference.cil.final_accuracy}
         mlflow.log_metrics(summary)
 
         local = Path(tmp) / "set"
@@ -241,6 +251,7 @@ def train_on_current(
             "dataset_uri": dataset_uri, "decision": fitted.decision,
             "active_adapters": str(model.active_adapters), "avg_accuracy": f"{matrix.average_accuracy:.4f}",
             "final_accuracy": f"{matrix.final_accuracy:.4f}", "forgetting": f"{matrix.forgetting:.4f}",
+            "frozen_final_accuracy": f"{reference.cil.final_accuracy:.4f}",
             "set_id": set_id, "config": json.dumps(model.config.to_dict(), separators=(",", ":")),
             "promotion": "rejected" if rejected else "accepted", **(version_tags or {}),
         }
@@ -262,4 +273,5 @@ def train_on_current(
 
     return StepResult(version.version, parent_version, task.name, task.dataset_id, fitted.decision,
                       model.active_adapters, matrix.average_accuracy, matrix.final_accuracy, matrix.forgetting,
-                      promoted, run.info.run_id, set_uri, rejected, timings)
+                      promoted, run.info.run_id, set_uri, rejected, timings,
+                      reference.cil.average_accuracy, reference.cil.final_accuracy)

@@ -255,10 +255,13 @@ class Watcher:
                            timings=timings)
         self._clear(drop)
         self.log(f"{task}: {state} as v{result.version} ({result.decision}, {result.active_adapters} adapter(s) kept, "
-                 f"average accuracy {100 * result.avg_accuracy:.1f}%, {timings.get('compute_s', 0):.0f} s training, "
+                 f"accuracy {100 * result.final_accuracy:.1f}% on every class so far, frozen encoder with the same head "
+                 f"{100 * result.frozen_final_accuracy:.1f}%; {timings.get('compute_s', 0):.0f} s training, "
                  f"{timings['overhead_s']:.0f} s overhead)"
                  + (f": {result.rejected_reason}" if result.rejected_reason else ""))
-        return {"task": task, "dataset_id": entry.dataset_id, "state": state, "version": result.version}
+        return {"task": task, "dataset_id": entry.dataset_id, "state": state, "version": result.version,
+                "final_accuracy": result.final_accuracy, "frozen_final_accuracy": result.frozen_final_accuracy,
+                "avg_accuracy": result.avg_accuracy, "frozen_avg_accuracy": result.frozen_avg_accuracy}
 
     def _finish_earlier_attempt(self, drop: Drop, entry: Entry, version, timings: dict) -> dict:
         """Complete what a dead attempt left: its version exists; `current` moves to it if the attempt died

@@ -177,7 +177,7 @@ def _tuner(name: str, setup: TrialSetup, space: SearchSpace, spec: TuneSpec, run
 def setup_epochs(setup: TrialSetup) -> int:
     config = TrainConfig.from_dict(setup.base_config)
     phase2 = config.phase2_epochs if config.method == "litelora" and setup.earlier else 0
-    return config.epochs + phase2
+    return config.task_epochs(len(setup.earlier)) + phase2
 
 
 def _short(config: dict) -> str:

@@ -88,6 +88,22 @@ def test_register_three_roll_back_and_the_next_task_branches(conn, drops, config
     assert len(manifest["metrics"]["correct"]) == 2 and [t["name"] for t in manifest["tasks"]] == ["wn-t0", "wn-t3"]
 
 
+def test_every_version_records_the_frozen_encoder_with_the_same_head_on_the_same_rows(conn, drops, config):
+    steps = [train_on_current(d, conn, config, max_accuracy_drop=GUARD_OFF) for d in drops[:2]]
+    lineage = Lineage(conn)
+    for step in steps:
+        version = lineage.get(step.version)
+        metrics = lineage.client.get_run(step.run_id).data.metrics
+        assert float(version.tags["frozen_final_accuracy"]) == pytest.approx(step.frozen_final_accuracy, abs=1e-4)
+        assert metrics["frozen_final_accuracy"] == pytest.approx(step.frozen_final_accuracy)
+        assert metrics["frozen_avg_accuracy"] == pytest.approx(step.frozen_avg_accuracy)
+        assert metrics["gain_over_frozen"] == pytest.approx(step.final_accuracy - step.frozen_final_accuracy)
+        assert 0 < step.frozen_final_accuracy <= 1
+    # The bare backbone's features of each dataset were cached once, by backbone and dataset id.
+    cached = {p.name for p in (conn.cache_dir / "features").rglob("*.safetensors")}
+    assert {f"{d.dataset_id}-{split}.safetensors" for d in drops[:2] for split in ("train", "test")} <= cached
+
+
 def test_a_crash_before_the_alias_move_leaves_current_on_the_last_complete_set(conn, drops, config):
     first = train_on_current(drops[0], conn, config, max_accuracy_drop=GUARD_OFF)
 

@@ -49,12 +49,13 @@ def test_a_head_option_round_trips_through_save_and_load_with_identical_predicti
     assert torch.equal(predict_logits(loaded, texts), predict_logits(model, texts))
 
 
-def test_no_training_example_is_stored_in_an_adapter_set(tiny_bert, tokenizer, wordnet_tasks, tmp_path):
+@pytest.mark.parametrize("head, kept", [("aligned", "scoring.stats.factors"), ("ridge", "scoring.ridge.fit.gram")])
+def test_no_training_example_is_stored_in_an_adapter_set(tiny_bert, tokenizer, wordnet_tasks, tmp_path, head, kept):
     # What a set stores must not grow with the training data: the same tasks with half the examples give the
     # same files with the same tensor shapes. And no training text appears anywhere in the set.
     shapes = []
     for per_class, backbone in ((2, copy.deepcopy(tiny_bert)), (6, tiny_bert)):
-        model = _model(backbone, tokenizer, "aligned")
+        model = _model(backbone, tokenizer, head)
         for task in wordnet_tasks[:2]:
             train_task(model, _first(task, per_class))
         directory = tmp_path / str(per_class)
@@ -68,7 +69,7 @@ def test_no_training_example_is_stored_in_an_adapter_set(tiny_bert, tokenizer, w
         for text in (t for task in wordnet_tasks[:2] for t in task.train_inputs):
             assert text.encode() not in everything
     assert shapes[0] == shapes[1]
-    assert any(name.startswith("scoring.stats.factors") for name, _ in shapes[0])
+    assert any(name.startswith(kept) for name, _ in shapes[0])
 
 
 def test_head_options_leave_training_untouched(tiny_bert, tokenizer, wordnet_tasks):

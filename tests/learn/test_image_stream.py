@@ -47,7 +47,7 @@ def test_a_two_task_litelora_stream_runs_on_images_and_adapts_the_pointwise_maps
     results, model = run_stream(tasks, config, model=model)
     assert len(model.tasks) == 2 and model.adapters.num_frozen in (1, 2)
     assert all(name.endswith(("_expand_conv.linear", "_project_conv.linear")) for name, _ in model.adapters)
-    matrix = results["linear"].cil.matrix()
+    matrix = results[config.head].cil.matrix()
     assert len(matrix) == 2 and all(0.0 <= v <= 1.0 for row in matrix for v in row if v is not None)
 
 

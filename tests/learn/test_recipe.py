@@ -8,6 +8,7 @@ import torch
 
 from pipeline.adapters import GateConfig
 from pipeline.learn.config import TrainConfig
+from pipeline.learn.head_options import features_of
 from pipeline.learn.model import ContinualModel
 from pipeline.learn.recipe import train_task
 from pipeline.learn.task import Task
@@ -91,6 +92,32 @@ def test_sdlora_restarts_every_magnitude_while_litelora_carries_them_over(tiny_b
     learned = lite.gate.alpha.detach().clone()
     lite.begin_task(wordnet_tasks[2])
     assert torch.equal(lite.gate.alpha.detach()[:2], learned) and lite.gate.alpha[2].item() == 1.0
+
+
+def test_with_fixed_magnitudes_a_reused_task_leaves_every_earlier_feature_exactly_as_it_was(
+        tiny_bert, tokenizer, wordnet_tasks):
+    gate = {"init_logit": 0.1, "sparsity": 50.0}  # a heavy sparsity weight: the gate reuses
+    spare = copy.deepcopy(tiny_bert)
+    for relearn, backbone in ((False, tiny_bert), (True, spare)):
+        model = ContinualModel(replace(_config(**gate), relearn_magnitudes=relearn), backbone=backbone,
+                               tokenizer=tokenizer)
+        train_task(model, wordnet_tasks[0])
+        before, alpha = features_of(model, wordnet_tasks[0].test_inputs), model.gate.alpha[0].item()
+        assert train_task(model, wordnet_tasks[1]).decision.decision == "reuse"
+        after = features_of(model, wordnet_tasks[0].test_inputs)
+        if relearn:  # the paper: the earlier direction is normalised and its α re-learned, so the features move
+            assert not torch.allclose(after, before) and model.gate.alpha[0].item() != alpha
+        else:  # bit for bit: the model runs the very same computation as before the task
+            assert torch.equal(after, before) and model.gate.alpha[0].item() == alpha
+
+
+def test_the_first_task_trains_its_own_number_of_epochs(tiny_bert, tokenizer, wordnet_tasks):
+    model = ContinualModel(replace(_config(init_logit=5.0), first_epochs=3, epochs=2), backbone=tiny_bert,
+                           tokenizer=tokenizer)
+    for task in wordnet_tasks[:2]:
+        epochs = []
+        train_task(model, task, on_epoch=lambda phase, epoch, loss, epochs=epochs: epochs.append(phase))
+        assert epochs.count("phase1") == (3 if task is wordnet_tasks[0] else 2)
 
 
 def test_sequential_lora_keeps_training_one_adapter(tiny_bert, tokenizer, wordnet_tasks):

@@ -1,0 +1,84 @@
+"""The frozen reference: the same head fitted on the bare backbone's features, scored on the same rows.
+
+Adapting the backbone is worth its cost only where it beats this number, so the bench reports it beside every
+method and every registered version records it. The bare backbone's features never change, so they are
+computed once per (backbone, dataset, split) and cached.
+"""
+
+from __future__ import annotations
+
+import copy
+import hashlib
+import json
+import os
+from collections.abc import Callable
+from dataclasses import asdict, replace
+from pathlib import Path
+
+import torch
+from safetensors.torch import load_file, save_file
+
+from pipeline.learn.backbone import BackboneConfig, embed, load_backbone, pick_device
+from pipeline.learn.config import TrainConfig
+from pipeline.learn.model import ContinualModel
+from pipeline.learn.stream import StreamResult, run_stream
+from pipeline.learn.task import Task
+
+Features = Callable[[Task, str], torch.Tensor]
+"""(task, "train" | "test") → the bare backbone's pooled features of that split's inputs."""
+
+
+def backbone_key(config: BackboneConfig) -> str:
+    """Names everything that changes a backbone's features (model, revision, pooling, lengths, image size)."""
+    return hashlib.sha256(json.dumps(asdict(config), sort_keys=True).encode()).hexdigest()[:16]
+
+
+class FeatureCache:
+    """Frozen features on local disk: `<directory>/<backbone key>/<dataset id>-<split>.safetensors`. Tasks without
+    a dataset id (benchmark tasks built in memory, named uniquely) are cached in memory by name."""
+
+    def __init__(self, config: BackboneConfig, directory: Path | None = None, device: str = "auto", backbone=None):
+        """`backbone`: an already loaded bare backbone for `config` (default: loaded on first use)."""
+        self.config, self.device = config, pick_device(device)
+        self.directory = directory / backbone_key(config) if directory else None
+        self._backbone = backbone
+        self._memory: dict[tuple[str, str], torch.Tensor] = {}
+
+    def __call__(self, task: Task, split: str) -> torch.Tensor:
+        inputs = task.train_inputs if split == "train" else task.test_inputs
+        path = self.directory / f"{task.dataset_id}-{split}.safetensors" if self.directory and task.dataset_id else None
+        if path is not None and path.exists():
+            cached = load_file(path)["features"]
+            if len(cached) == len(inputs):
+                return cached
+        key = (task.name, split)
+        if path is None and key in self._memory:
+            return self._memory[key]
+        features = self.compute(inputs)
+        if path is None:
+            self._memory[key] = features
+        else:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            partial = path.with_suffix(f".{os.getpid()}.partial")
+            save_file({"features": features.contiguous()}, partial)
+            partial.replace(path)  # atomic: a reader never sees half a file
+        return features
+
+    def backbone(self):
+        if self._backbone is None:
+            self._backbone = load_backbone(self.config)
+            self._backbone.network.to(self.device)
+        return self._backbone
+
+    def compute(self, inputs: list) -> torch.Tensor:
+        return embed(self.backbone(), inputs, 128, self.device)
+
+
+def frozen_reference(config: TrainConfig, tasks: list[Task], features: FeatureCache) -> StreamResult:
+    """`config`'s head (and recipe, for linear heads) fitted on the bare backbone's features of `tasks`, in order,
+    each stage scored on the tasks' held-out rows."""
+    frozen = replace(config, method="frozen")
+    bare = features.backbone()
+    model = ContinualModel(frozen, copy.deepcopy(bare.network), getattr(bare, "tokenizer", None))
+    results, _ = run_stream(tasks, frozen, model=model, features=features)
+    return results[config.head]

@@ -1,0 +1,47 @@
+"""The frozen reference: the same head on the bare backbone, from features cached by backbone and dataset."""
+
+import copy
+
+import torch
+
+from pipeline.learn.backbone import BackboneConfig, TextBackbone, embed
+from pipeline.learn.config import TrainConfig
+from pipeline.learn.frozen import FeatureCache, frozen_reference
+from pipeline.learn.model import ContinualModel
+from pipeline.learn.recipe import train_task
+from pipeline.learn.stream import run_stream
+
+
+def _config(**changes):
+    return TrainConfig(epochs=1, batch_size=8, phase2_batch_size=4, lr=5e-3, seed=0, head="ridge", **changes)
+
+
+def test_the_frozen_method_trains_heads_only_and_keeps_the_bare_features(tiny_bert, tokenizer, wordnet_tasks):
+    bare = TextBackbone(copy.deepcopy(tiny_bert), tokenizer, BackboneConfig())
+    model = ContinualModel(_config(method="frozen"), backbone=tiny_bert, tokenizer=tokenizer)
+    for task in wordnet_tasks[:2]:
+        train_task(model, task)
+    assert model.active_adapters == 0 and [t.decision for t in model.tasks] == ["none", "none"]
+    assert model.stored_parameters() == 0
+    inputs = wordnet_tasks[0].test_inputs
+    # The wrapped layers add nothing: within float rounding of the bare encoder (other modules, same maths).
+    torch.testing.assert_close(embed(model, inputs, 8, torch.device("cpu")), embed(bare, inputs, 8, torch.device("cpu")),
+                               rtol=1e-5, atol=1e-6)
+
+
+def test_the_frozen_reference_from_cached_features_matches_a_frozen_run(tiny_bert, tokenizer, wordnet_tasks, tmp_path):
+    config = _config()
+    direct, _ = run_stream(wordnet_tasks, config.with_overrides(method="frozen"),
+                           model=ContinualModel(config.with_overrides(method="frozen"), backbone=copy.deepcopy(tiny_bert),
+                                                tokenizer=tokenizer))
+    cache = FeatureCache(config.backbone, tmp_path, backbone=TextBackbone(tiny_bert, tokenizer, BackboneConfig()))
+    ids = [copy.copy(t) for t in wordnet_tasks]
+    for i, t in enumerate(ids):
+        t.dataset_id = f"dataset{i}"
+    reference = frozen_reference(config, ids, cache)
+    assert reference.cil.correct == direct["ridge"].cil.correct and reference.til.correct == direct["ridge"].til.correct
+    files = sorted(p.name for p in tmp_path.rglob("*.safetensors"))
+    assert files == sorted(f"dataset{i}-{s}.safetensors" for i in range(3) for s in ("train", "test"))
+    # A second reference reads the files: the backbone is never run again.
+    cache.compute = lambda inputs: (_ for _ in ()).throw(AssertionError("recomputed cached features"))
+    assert frozen_reference(config, ids, cache).cil.correct == reference.cil.correct
