@@ -64,16 +64,16 @@ def _check_heads(value: str | None) -> str | None:
 @app.command()
 def bench(
     quick: Annotated[bool, typer.Option("--quick", help="Quick tier (150/100 per class), one ordering: ≤ 10 min on 2 cores.")] = False,
-    full: Annotated[bool, typer.Option("--full", help="Every method (also share and lora-per-task), the three orderings, linear and aligned heads, plots: the full report (≈ 45 min on 2 cores at the quick tier).")] = False,
+    full: Annotated[bool, typer.Option("--full", help="Every method (also share, lora-per-task and the joint ceiling), the three orderings, the default, linear and aligned heads, plots: the full report (≈ 1 h on 2 cores at the quick tier).")] = False,
     stream: Annotated[str, typer.Option(help="wordnet (Split-WordNet-20, MiniLM) or fashion-mnist (Split-FashionMNIST, EfficientNet-Lite0 at 64 px, rank 4 unless --rank).")] = "wordnet",
     tier: Annotated[str, typer.Option(help="Data tier: ci, quick or full (full needs Debian's wordnet-base or dataset-fashion-mnist).")] = "quick",
-    methods: Annotated[str, typer.Option(help="Comma-separated: litelora, sdlora, seq-lora, share, lora-per-task (the last two need the task id: task-incremental only).")] = "litelora,sdlora,seq-lora",
+    methods: Annotated[str, typer.Option(help="Comma-separated: litelora, sdlora, seq-lora, frozen (no adapters, the same heads), share, lora-per-task (these two need the task id: task-incremental only), joint (all tasks at once: the ceiling).")] = "litelora,sdlora,seq-lora,frozen",
     orderings: Annotated[str, typer.Option(help="Comma-separated class-ordering seeds.")] = "1993,1995,2000",
     reference: Annotated[bool, typer.Option(help="Also score the frozen nearest-class-mean reference.")] = True,
     epochs: Annotated[int | None, typer.Option(help="Epochs per task (phase 1).")] = None,
     sparsity: Annotated[float | None, typer.Option(help="LiteLoRA sparsity weight λ.")] = None,
     rank: Annotated[int | None, typer.Option(help="Adapter rank.")] = None,
-    heads: Annotated[str, typer.Option(help="Comma-separated head options to score (one training run serves all): linear, prototype, aligned, calibrated.", callback=_check_heads)] = "linear",
+    heads: Annotated[str | None, typer.Option(help="Comma-separated head options to score (one training run serves all): ridge, linear, prototype, aligned, calibrated; default: the default head.", callback=_check_heads)] = None,
     out: Annotated[Path, typer.Option(help="Directory for the JSON and markdown report.")] = Path("benchmarks"),
     as_json: Annotated[bool, typer.Option("--json", help="Print the report as JSON on stdout.")] = False,
     speed: Annotated[bool, typer.Option("--speed", help="Instead: training-step time with 0–20 kept adapters vs a PEFT LoRA step, and merged vs plain inference (needs peft).")] = False,
@@ -101,7 +101,8 @@ def bench(
         raise typer.BadParameter("orderings must be integers, e.g. 1993,1995,2000") from None
     if quick:
         tier, seeds = "quick", seeds[:1]
-    head_options = ("linear", "aligned") if full else tuple(_csv(heads))
+    default_head = _train_config("litelora", None, None, None).head
+    head_options = tuple(dict.fromkeys((default_head, "linear", "aligned") if full else _csv(heads or default_head)))
     config = _train_config("litelora", epochs, sparsity, rank or STREAMS[stream].rank, head_options[0])
     plan = BenchPlan(stream=stream, tier=tier, methods=tuple(chosen), orderings=seeds, reference=reference,
                      heads=head_options, config=replace(config, backbone=STREAMS[stream].backbone))
@@ -112,7 +113,7 @@ def bench(
     name = "quick" if quick else f"{tier}-o{'-'.join(map(str, seeds))}"
     if full:
         name = f"full-{tier}"
-    elif head_options != ("linear",):
+    elif head_options != (default_head,):
         name += "-heads"
     name = STREAMS[stream].report_prefix + name
     command = "litelora " + " ".join(shlex.quote(a) for a in sys.argv[1:])
@@ -149,7 +150,7 @@ def train(
     method: Annotated[str, typer.Option(help="litelora, sdlora or seq-lora (ignored with --parent).")] = "litelora",
     epochs: Annotated[int | None, typer.Option(help="Epochs per task (phase 1).")] = None,
     sparsity: Annotated[float | None, typer.Option(help="LiteLoRA sparsity weight λ.")] = None,
-    head: Annotated[str | None, typer.Option(help="Head option of a new lineage: linear (paper), prototype, aligned or calibrated; default LITELORA_HEAD or linear. A set keeps its parent's.", callback=_check_heads)] = None,
+    head: Annotated[str | None, typer.Option(help="Head option of a new lineage: ridge (default), linear (paper), prototype, aligned or calibrated; LITELORA_HEAD sets the default. A set keeps its parent's.", callback=_check_heads)] = None,
     register: Annotated[bool, typer.Option("--register", help="Train on the registry's `current` set and register the result (S3 + MLflow) instead of --parent/--out.")] = False,
     as_json: Annotated[bool, typer.Option("--json", help="Print the result as JSON on stdout.")] = False,
 ) -> None:

@@ -101,6 +101,8 @@ def run_bench(plan: BenchPlan, on_task: Callable[[str, int, int], None] | None =
                 continue
             if method == CEILING:
                 results = run_joint(tasks, replace(plan.config, seed=ordering), plan.heads)
+                for t in range(n if progress else 0):  # one training run stands for every task
+                    progress(t, None)
             else:
                 config = replace(plan.config, method=method, seed=ordering)  # the ordering also seeds training
                 results, _ = run_stream(tasks, config, head_options=plan.heads, on_task=progress, features=frozen)

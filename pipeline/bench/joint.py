@@ -34,7 +34,7 @@ def merge_tasks(tasks: list[Task]) -> Task:
 
 
 def run_joint(tasks: list[Task], config: TrainConfig, head_options: tuple[str, ...]) -> dict[str, StreamResult]:
-    """Train one adapter (task 0's recipe: `first_epochs`) and the heads on all tasks at once; score each stage."""
+    """Train one adapter (task 0's recipe: `first_examples`) and the heads on all tasks at once; score each stage."""
     start = time.perf_counter()
     model = ContinualModel(replace(config, method="litelora"))
     trained = train_task(model, merge_tasks(tasks), head_options=head_options)

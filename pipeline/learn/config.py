@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from dataclasses import asdict, dataclass, field, fields, replace
 from typing import Literal
 
@@ -29,9 +30,10 @@ class TrainConfig:
     """Applied to the magnitudes in phase 1 and to the gate logit in phase 2; adapters and head get none."""
     epochs: int = 2
     """Epochs of LiteLoRA's phase 1 and of the baselines' single phase (task 0 too unless `first_epochs`)."""
-    first_epochs: int | None = 5
-    """Epochs of task 0, which adapts the bare backbone (None: `epochs`). Heavier than later tasks: the first
-    adaptation is the one later tasks mostly reuse (what RanPAC and APER do by hand; see docs/method.md)."""
+    first_examples: int | None = 3000
+    """Task 0, which adapts the bare backbone, trains whole epochs until it has seen this many examples (at least
+    `epochs`; None: `epochs`): the first adaptation is the one later tasks mostly reuse (what RanPAC and APER do
+    by hand), and a budget in examples gives a 2-class first task as many steps as a 4-class one (docs/method.md)."""
     adapter_lr: float | None = None
     """Learning rate of the adapter factors (None: `lr`); lower than the head's, a slow learner (SLCA)."""
     relearn_magnitudes: bool = False
@@ -67,8 +69,11 @@ class TrainConfig:
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be >= 1")
 
-    def task_epochs(self, task_index: int) -> int:
-        return self.first_epochs if task_index == 0 and self.first_epochs else self.epochs
+    def task_epochs(self, task_index: int, rows: int) -> int:
+        """Phase-1 epochs of task `task_index` (0-based) with `rows` training rows."""
+        if task_index or not self.first_examples:
+            return self.epochs
+        return max(self.epochs, math.ceil(self.first_examples / max(rows, 1)))
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -104,5 +109,5 @@ class TrainConfig:
         return cls(**data)
 
 
-BEFORE_FIELDS_EXISTED = {"relearn_magnitudes": True, "first_epochs": None, "adapter_lr": None}
+BEFORE_FIELDS_EXISTED = {"relearn_magnitudes": True, "first_examples": None, "adapter_lr": None}
 """What a configuration written before these fields existed meant (its sets were trained that way)."""

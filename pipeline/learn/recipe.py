@@ -198,7 +198,7 @@ def train_task(
     head_params = list(model.heads.heads[-1].parameters())
     train_alpha = cfg.method == "sdlora" or (cfg.method == "litelora" and t > 0)
     model.gate.alpha.requires_grad_(train_alpha)
-    epochs = cfg.task_epochs(t)
+    epochs = cfg.task_epochs(t, len(task.train_labels))
     hooks = []
     if cfg.method == "litelora" and train_alpha and not cfg.relearn_magnitudes:
         # Only α_t learns: the earlier magnitudes, and so the features every earlier task was fitted on, stay.

@@ -128,7 +128,7 @@ def train_loop_per_worker(cfg: dict) -> None:
 
     result = train_task(model, task, wrap=wrap, rank=rank, world_size=world, on_epoch=on_epoch, resume=resume)
     trained = time.time()
-    phase1_epochs = config.task_epochs(len(model.tasks) - 1)
+    phase1_epochs = config.task_epochs(len(model.tasks) - 1, len(task.train_labels))
     resumed_epochs = 0 if resume is None else resume.epochs_done + (phase1_epochs if resume.phase == "phase2" else 0)
     with tempfile.TemporaryDirectory() as tmp:
         checkpoint = None

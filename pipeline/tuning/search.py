@@ -33,7 +33,7 @@ from pipeline.registry.store import AdapterSetStore, DatasetStore
 from pipeline.settings import Connection
 from pipeline.tuning.pareto import TrialRow, markdown_table, pareto_front
 from pipeline.tuning.space import SearchSpace
-from pipeline.tuning.trial import TrialSetup, run_trial
+from pipeline.tuning.trial import TrialSetup, run_trial, trial_rows
 
 TUNE_PREFIX = "tune/"
 
@@ -177,7 +177,7 @@ def _tuner(name: str, setup: TrialSetup, space: SearchSpace, spec: TuneSpec, run
 def setup_epochs(setup: TrialSetup) -> int:
     config = TrainConfig.from_dict(setup.base_config)
     phase2 = config.phase2_epochs if config.method == "litelora" and setup.earlier else 0
-    return config.task_epochs(len(setup.earlier)) + phase2
+    return config.task_epochs(len(setup.earlier), setup.train_rows) + phase2
 
 
 def _short(config: dict) -> str:
@@ -203,7 +203,8 @@ def tune_task(dataset: TaskDataset, conn: Connection, space: SearchSpace | None 
     name = search_name(dataset.name, dataset.dataset_id, space, spec, parent_set_id)
     setup = TrialSetup(conn, config.to_dict(), parent_set_id, dataset.dataset_id, dataset.name,
                        [(t["dataset_id"], t["name"]) for t in (manifest or {}).get("tasks", [])],
-                       spec.subsample, spec.cost_per_adapter, max(1, int(spec.cpus_per_trial)), spec.seed)
+                       spec.subsample, spec.cost_per_adapter, max(1, int(spec.cpus_per_trial)), spec.seed,
+                       train_rows=trial_rows(dataset.train.num_rows, spec.subsample))
 
     mlflow.set_tracking_uri(conn.mlflow_uri)
     experiment = mlflow.set_experiment(TRAINING_EXPERIMENT)

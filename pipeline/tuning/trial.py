@@ -21,6 +21,11 @@ from pipeline.settings import Connection
 VALIDATION_FRACTION = 0.2
 
 
+def trial_rows(rows: int, subsample: float) -> int:
+    """A lower bound of the rows a trial trains on (validation rows cut, then a subsample; at least 1)."""
+    return max(1, int(rows * (1 - VALIDATION_FRACTION) * subsample))
+
+
 @dataclass
 class TrialSetup:
     """What every trial of one search shares (sent once through `tune.with_parameters`)."""
@@ -36,6 +41,8 @@ class TrialSetup:
     cost_per_adapter: float = 0.01
     threads: int = 1
     seed: int = 0
+    train_rows: int = 1
+    """About how many rows a trial trains on (`trial_rows`): sets the first task's epochs in the schedule."""
 
 
 def objective(accuracy: float, active_adapters: int, cost_per_adapter: float) -> float:

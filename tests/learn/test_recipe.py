@@ -112,12 +112,14 @@ def test_with_fixed_magnitudes_a_reused_task_leaves_every_earlier_feature_exactl
 
 
 def test_the_first_task_trains_its_own_number_of_epochs(tiny_bert, tokenizer, wordnet_tasks):
-    model = ContinualModel(replace(_config(init_logit=5.0), first_epochs=3, epochs=2), backbone=tiny_bert,
+    # 24 training rows: a budget of 60 examples is 3 epochs (whole epochs, rounded up), later tasks `epochs`.
+    model = ContinualModel(replace(_config(init_logit=5.0), first_examples=60, epochs=2), backbone=tiny_bert,
                            tokenizer=tokenizer)
     for task in wordnet_tasks[:2]:
         epochs = []
         train_task(model, task, on_epoch=lambda phase, epoch, loss, epochs=epochs: epochs.append(phase))
         assert epochs.count("phase1") == (3 if task is wordnet_tasks[0] else 2)
+    assert model.config.task_epochs(0, 1000) == 2  # never fewer than `epochs`
 
 
 def test_sequential_lora_keeps_training_one_adapter(tiny_bert, tokenizer, wordnet_tasks):
