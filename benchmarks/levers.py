@@ -17,8 +17,8 @@ import time
 from dataclasses import replace
 from pathlib import Path
 
+from pipeline.baselines.joint import run_joint
 from pipeline.bench.continual import STREAMS
-from pipeline.bench.joint import run_joint
 from pipeline.learn.config import TrainConfig
 from pipeline.learn.stream import run_stream
 

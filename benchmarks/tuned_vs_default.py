@@ -20,8 +20,9 @@ from pathlib import Path
 
 from pipeline.data.task_dataset import TaskDataset, write_drop
 from pipeline.data.wordnet import split_wordnet20
-from pipeline.orchestrator.step import train_on_current
-from pipeline.registry.objects import Bucket
+from pipeline.orchestrator.transaction import train_on_current
+from pipeline.registry.bucket import Bucket
+from pipeline.registry.store import Registry
 from pipeline.settings import connection, load_settings
 from pipeline.tuning.search import TuneSpec, tune_then_train
 from pipeline.tuning.space import SearchSpace
@@ -38,7 +39,7 @@ def arm(name: str, datasets: list[TaskDataset], tuned: bool, trials: int) -> dic
                                               max_accuracy_drop=1.0, log=print)
             chosen = outcome.best
         else:
-            result, chosen = train_on_current(dataset, conn, max_accuracy_drop=1.0), {}
+            result, chosen = train_on_current(dataset, Registry.connect(conn), max_accuracy_drop=1.0), {}
         steps.append({"task": dataset.name, "decision": result.decision, "active_adapters": result.active_adapters,
                       "avg_accuracy": result.avg_accuracy, "final_accuracy": result.final_accuracy,
                       "config": chosen})

@@ -14,19 +14,20 @@ from pathlib import Path
 from pipeline.data.task_dataset import DATA_FILES, write_drop
 from pipeline.data.wordnet import ORDERINGS, split_wordnet20
 from pipeline.orchestrator.ray_train import ScalingSpec, ray_fit
-from pipeline.orchestrator.step import train_on_current
+from pipeline.orchestrator.transaction import train_on_current
 from pipeline.orchestrator.watcher import WatchConfig, Watcher, put_drop
-from pipeline.registry.objects import Bucket
+from pipeline.registry.store import Registry
 from pipeline.settings import Connection
 
 
 def run_demo(conn: Connection, *, tier: str = "quick", workers: int = 2, tasks: int = 5,
              log: Callable[[str], None] = print) -> list[dict]:
     stream = split_wordnet20(ORDERINGS[0], tier)[:tasks]
-    bucket = Bucket.connect(conn)
+    registry = Registry.connect(conn)
+    bucket = registry.bucket
     fit = ray_fit(conn, ScalingSpec(num_workers=workers)) if workers > 0 else None
-    trainer = (lambda ds: train_on_current(ds, conn, fit=fit)) if fit else None
-    watcher = Watcher(conn, WatchConfig(poll_s=1.0), trainer=trainer, log=log)
+    trainer = (lambda ds: train_on_current(ds, registry, fit=fit)) if fit else None
+    watcher = Watcher(registry, WatchConfig(poll_s=1.0), trainer=trainer, log=log)
     if fit:
         log(f"each task trains as a {workers}-worker Ray Train job; the first one also starts Ray (≈ 20 s)")
     done = []

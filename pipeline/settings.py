@@ -34,6 +34,8 @@ class Settings(BaseSettings):
     mlflow_uri: str | None = Field(None, validation_alias="MLFLOW_TRACKING_URI")
     registered_model: str = REGISTERED_MODEL
     """Name of the MLflow registered model holding the adapter-set versions."""
+    debug: bool = False
+    """Show a command's traceback instead of its one-line error."""
 
 
 @dataclass(frozen=True)

@@ -36,6 +36,15 @@ def tiny_bert(_tiny_bert_template):
 
 
 @pytest.fixture(scope="session")
+def tiny_backbone_dir(tmp_path_factory, _tiny_bert_template, tokenizer):
+    """The tiny random BERT saved like any local HF model, so the pipeline loads it through from_pretrained."""
+    path = tmp_path_factory.mktemp("tiny-bert")
+    _tiny_bert_template.save_pretrained(path)
+    tokenizer.save_pretrained(path)
+    return path
+
+
+@pytest.fixture(scope="session")
 def wordnet_tasks():
     """Three small real tasks from the shipped Split-WordNet-20 CI tier, cut to 24 train / 8 test each."""
     from pipeline.data.wordnet import split_wordnet20

@@ -13,9 +13,11 @@ runner = CliRunner()
 
 
 def test_every_command_has_help():
-    for args in ([], ["bench"], ["train"]):
+    names = [c.name or c.callback.__name__ for c in app.registered_commands]
+    assert len(names) == 18
+    for args in ([], *([name] for name in names)):
         result = runner.invoke(app, [*args, "--help"])
-        assert result.exit_code == 0 and "Usage" in result.output
+        assert result.exit_code == 0 and "Usage" in result.output, args
 
 
 @pytest.mark.model
@@ -78,3 +80,14 @@ def test_unknown_method_is_a_usage_error():
 def test_unknown_head_option_is_a_usage_error():
     assert runner.invoke(app, ["bench", "--heads", "linear,nope"]).exit_code == 2
     assert runner.invoke(app, ["train", "--data", ".", "--out", "x", "--head", "nope"]).exit_code == 2
+
+
+def test_a_version_is_written_3_or_v3_and_anything_else_is_a_usage_error():
+    from pipeline.registry.lineage import LineageError, parse_version
+
+    assert parse_version("3") == parse_version("v3") == parse_version("V3") == "3"
+    with pytest.raises(LineageError, match="not a version"):
+        parse_version("latest")
+    for args in (["rollback", "latest"], ["export", "v3x", "--peft", "out"], ["predict", "--version", "x", "--text", "a"]):
+        result = runner.invoke(app, args)
+        assert result.exit_code == 2 and "not a version" in result.output, args

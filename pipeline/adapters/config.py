@@ -6,7 +6,7 @@ from dataclasses import dataclass
 from typing import Literal
 
 # Module-name suffixes that receive adapters, by architecture family. The method adapts the query and
-# value projections of every attention block and nothing else (algorithms.md §1).
+# value projections of every attention block and nothing else (docs/method.md §2).
 DEFAULT_TARGETS: dict[str, tuple[str, ...]] = {
     "bert": ("query", "value"),  # BERT, RoBERTa, MiniLM (`attention.self.query`)
     "decoder-vit": ("q_proj", "v_proj"),  # LLaMA, Mistral, Qwen, and ViT/DeiT in transformers >= 5

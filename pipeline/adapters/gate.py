@@ -1,7 +1,7 @@
 """The LiteLoRA gate: one magnitude α_i and one logit l_i per task, shared by every adapted matrix.
 
 While task t trains, old kept tasks have fixed logits > 0 (β = 1); the current task's β_t is a hard 0/1
-value in the forward pass with a straight-through gradient to l_t (algorithms.md §3.3). Noise is added
+value in the forward pass with a straight-through gradient to l_t (docs/method.md §3). Noise is added
 only in phase 2 (`sampling = True`) and only to l_t. After phase 2, the task is kept iff l_t > 0.
 """
 

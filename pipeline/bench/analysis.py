@@ -121,3 +121,41 @@ def layer_overlap_plot(analysis: dict, path: Path) -> Path:
         ax.axis("off")
     fig.suptitle("Overlap of kept adapters per layer (mean cos², 0–1)", fontsize=10)
     return save_figure(fig, path)
+
+
+def write_report_analysis(report_path: Path, out: Path | None = None) -> tuple[dict, Path]:
+    """Analyse a bench JSON report; markdown and figure beside it (or in `out`). Returns (analysis, markdown)."""
+    import json
+
+    try:
+        result = analyze_report(json.loads(report_path.read_text()))
+    except (OSError, json.JSONDecodeError, KeyError) as e:
+        raise ValueError(f"{report_path}: not a bench report with LiteLoRA rows ({e})") from e
+    directory = out or report_path.parent
+    figure = coverage_plot(result, directory / f"{report_path.stem}-coverage.png")
+    path = directory / f"{report_path.stem}-analysis.md"
+    path.write_text(markdown(result, f"bench report {report_path.name}", (figure.name,)))
+    return result, path
+
+
+def write_version_analysis(registry, version: str | None, out: Path | None = None) -> tuple[dict, Path]:
+    """Analyse a registered version (default `current`); files in `out` (default a new temporary directory),
+    also logged to the version's MLflow run under analysis/. Returns (analysis, markdown)."""
+    import json
+    import tempfile
+
+    from pipeline.registry.current import load_current
+    from pipeline.registry.lineage import LineageError
+
+    found = load_current(registry, version)
+    if found.model is None:
+        raise LineageError("no adapter set is `current` yet: train and register a task first")
+    result = analyze_model(found.model)
+    directory = out or Path(tempfile.mkdtemp(prefix="litelora-analysis-"))
+    figures = (layer_overlap_plot(result, directory / "layer_overlap.png"),
+               coverage_plot(result, directory / "coverage.png"))
+    path = directory / "analysis.md"
+    path.write_text(markdown(result, f"v{found.version}", tuple(f.name for f in figures)))
+    (directory / "analysis.json").write_text(json.dumps(result, indent=2))
+    registry.lineage.run(registry.lineage.get(found.version).run_id).log_artifacts(str(directory), "analysis")
+    return result, path

@@ -13,20 +13,20 @@ from importlib.metadata import PackageNotFoundError, version
 
 import torch
 
-from pipeline.bench.joint import run_joint
+from pipeline.baselines.joint import run_joint
+from pipeline.baselines.ncm import run_ncm
+from pipeline.baselines.task_id_stream import TASK_ID_METHODS, run_task_id_stream
 from pipeline.data.fashion_mnist import split_fashion_mnist
 from pipeline.data.wordnet import ORDERINGS, split_wordnet20
 from pipeline.learn.backbone import BackboneConfig
 from pipeline.learn.config import METHODS, TrainConfig
 from pipeline.learn.frozen import FeatureCache
-from pipeline.learn.ncm import run_ncm
 from pipeline.learn.stream import run_stream
 from pipeline.learn.task import Task
-from pipeline.learn.task_id_stream import TASK_ID_METHODS, run_task_id_stream
 
 REFERENCE = "ncm-frozen"
 CEILING = "joint"
-"""All tasks trained at once (bench/joint.py): the upper bound adaptation could reach on a stream."""
+"""All tasks trained at once (baselines/joint.py): the upper bound adaptation could reach on a stream."""
 ALL_METHODS: tuple[str, ...] = (*METHODS, *TASK_ID_METHODS, CEILING)
 SUMMARY_KEYS = ("avg_accuracy", "final_accuracy", "forgetting", "til_avg_accuracy", "til_forgetting",
                 "active_adapters", "stored_params_per_task", "scoring_bytes", "scoring_bytes_per_class", "wall_time")

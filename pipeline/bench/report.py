@@ -119,3 +119,13 @@ def write_report(report: dict, directory: str | Path, name: str, command: str) -
     json_path.write_text(json.dumps(report, indent=2) + "\n")
     md_path.write_text(markdown(report, command, (storage.name, matrices.name)))
     return json_path, md_path
+
+
+def report_name(stream_prefix: str, tier: str, orderings: tuple[int, ...], heads: tuple[str, ...], default_head: str,
+                quick: bool = False, full: bool = False) -> str:
+    """The file stem of a bench report: `quick`, `full-<tier>`, or `<tier>-o<orderings>[-heads]`, after the
+    stream's prefix (`fashion-…`)."""
+    if full:
+        return f"{stream_prefix}full-{tier}"
+    name = "quick" if quick else f"{tier}-o{'-'.join(map(str, orderings))}"
+    return stream_prefix + name + ("-heads" if heads != (default_head,) else "")

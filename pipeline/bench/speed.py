@@ -8,10 +8,12 @@ PEFT is needed only here (`pip install peft`); the core never imports it.
 from __future__ import annotations
 
 import copy
+import json
 import statistics
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
+from pathlib import Path
 
 import torch
 import torch.nn.functional as F
@@ -147,3 +149,11 @@ def speed_markdown(result: dict, command: str) -> str:
     lines += ["", f"| inference | merged, {inf['kept']} adapters (ms) | plain backbone (ms) | ratio |",
               "|---|---|---|---|", row]
     return "\n".join(lines) + "\n"
+
+
+def write_speed_report(result: dict, out: Path, command: str) -> tuple[Path, Path]:
+    """`speed.md` and `speed.json` in `out`."""
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "speed.md").write_text(speed_markdown(result, command))
+    (out / "speed.json").write_text(json.dumps({**result, "command": command}, indent=2))
+    return out / "speed.md", out / "speed.json"

@@ -1,1 +1,1 @@
-"""Task datasets: the drop-folder contract (design.md §3), validation, and the Split-WordNet-20 stream."""
+"""Task datasets: the drop-folder contract (docs/architecture.md §3), validation, and the Split-WordNet-20 stream."""

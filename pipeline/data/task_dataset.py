@@ -1,4 +1,4 @@
-"""A task dataset drop (design.md §3): `train.parquet`, optional `test.parquet` and `task.json`, validated.
+"""A task dataset drop (docs/architecture.md §3): `train.parquet`, optional `test.parquet` and `task.json`, validated.
 
 Every problem is reported as an `InvalidDataset` whose message says what to fix, so a drop can be
 quarantined with a reason a user can act on.
@@ -154,6 +154,16 @@ def _check_values(name: str, table: pa.Table, column: str, limits: DatasetLimits
         raise InvalidDataset(f"{name}: a '{column}' value is {longest:,} bytes, over the {limit:,}-byte limit per row")
 
 
+def drop_files(path: str | Path) -> dict[str, bytes]:
+    """The contract's files of a local drop: a folder holding them, or one parquet file (the training rows)."""
+    path = Path(path)
+    if path.is_file() and path.suffix == ".parquet":
+        return {"train.parquet": path.read_bytes()}
+    if not path.is_dir():
+        raise InvalidDataset(f"{path} is neither a drop folder nor a parquet file")
+    return {f: (path / f).read_bytes() for f in DATA_FILES if (path / f).exists()}
+
+
 @dataclass
 class TaskDataset:
     name: str
@@ -204,13 +214,11 @@ class TaskDataset:
     @classmethod
     def from_dir(cls, path: str | Path, name: str | None = None, limits: DatasetLimits = DatasetLimits()) -> TaskDataset:
         path = Path(path)
-        if path.is_file() and path.suffix == ".parquet":
-            files = {"train.parquet": path.read_bytes()}
-            return cls.from_files(name or path.stem, files, limits)
-        if not path.is_dir():
-            raise InvalidDataset(f"{path} is neither a drop folder nor a parquet file")
-        files = {f: (path / f).read_bytes() for f in DATA_FILES if (path / f).exists()}
-        return cls.from_files(name or path.name, files, limits)
+        return cls.from_files(name or (path.stem if path.is_file() else path.name), drop_files(path), limits)
+
+    def schema(self) -> dict[str, str]:
+        """Column → type of the training table (what the lineage records instead of the rows)."""
+        return {f.name: str(f.type) for f in self.train.schema}
 
     def to_task(self, seed: int = HELD_OUT_SEED) -> Task:
         """The core's view: class names sorted, a deterministic seeded held-out split when there is no test set."""

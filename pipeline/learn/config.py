@@ -10,6 +10,8 @@ from pipeline.adapters.config import AdapterConfig, GateConfig
 from pipeline.learn.backbone import BackboneConfig
 from pipeline.learn.head_options import HEAD_OPTIONS, HeadOption
 
+FIRST_EPOCHS_CAP = 10
+
 Method = Literal["litelora", "sdlora", "seq-lora", "frozen"]
 METHODS: tuple[str, ...] = ("litelora", "sdlora", "seq-lora", "frozen")
 """`frozen` adapts nothing and fits the same heads on the bare backbone: the reference adaptation must beat."""
@@ -32,8 +34,9 @@ class TrainConfig:
     """Epochs of LiteLoRA's phase 1 and of the baselines' single phase (task 0 too unless `first_epochs`)."""
     first_examples: int | None = 3000
     """Task 0, which adapts the bare backbone, trains whole epochs until it has seen this many examples (at least
-    `epochs`; None: `epochs`): the first adaptation is the one later tasks mostly reuse (what RanPAC and APER do
-    by hand), and a budget in examples gives a 2-class first task as many steps as a 4-class one (docs/method.md)."""
+    `epochs`, at most 10 × `epochs`; None: `epochs`): the first adaptation is the one later tasks mostly reuse (what
+    RanPAC and APER do by hand), and a budget in examples gives a 2-class first task as many steps as a 4-class one
+    (docs/method.md)."""
     adapter_lr: float | None = None
     """Learning rate of the adapter factors (None: `lr`); lower than the head's, a slow learner (SLCA)."""
     relearn_magnitudes: bool = False
@@ -73,7 +76,8 @@ class TrainConfig:
         """Phase-1 epochs of task `task_index` (0-based) with `rows` training rows."""
         if task_index or not self.first_examples:
             return self.epochs
-        return max(self.epochs, math.ceil(self.first_examples / max(rows, 1)))
+        # Capped: a tiny first task would otherwise repeat its few rows for ever.
+        return max(self.epochs, min(math.ceil(self.first_examples / max(rows, 1)), FIRST_EPOCHS_CAP * self.epochs))
 
     def to_dict(self) -> dict:
         return asdict(self)

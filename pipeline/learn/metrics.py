@@ -1,4 +1,4 @@
-"""Continual-learning metrics as the official code computes them (algorithms.md §4), as fractions in [0, 1].
+"""Continual-learning metrics as the official code computes them (docs/method.md §6), as fractions in [0, 1].
 
 R[j][t] is the accuracy on task j's test set after training task t (zero for j > t), indexed by task id.
 """

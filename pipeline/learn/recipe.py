@@ -136,7 +136,7 @@ def _run_epochs(
             model.gate.clear_samples()
             with autocast(device):
                 logits = forward(**batch)
-            # Train on the current task's logits only, with task-local targets (algorithms.md §1).
+            # Train on the current task's logits only, with task-local targets (docs/method.md §3).
             loss = F.cross_entropy(logits[:, offset : offset + width].float(), labels)
             if sparsity:
                 loss = loss + sparsity * model.gate.sparsity_penalty()

@@ -18,7 +18,7 @@ import time
 import uuid
 from dataclasses import asdict, dataclass, field
 
-from pipeline.registry.objects import Bucket
+from pipeline.registry.bucket import Bucket
 
 STATES = ("pending", "claimed", "validating", "training", "evaluating",
           "registered", "rejected", "quarantined", "failed", "duplicate")

@@ -29,7 +29,7 @@ from torch.nn.parallel import DistributedDataParallel
 from pipeline.learn.config import TrainConfig
 from pipeline.learn.model import ContinualModel
 from pipeline.learn.recipe import Progress, capture_progress, train_task
-from pipeline.registry.objects import Bucket, arrow_filesystem
+from pipeline.registry.bucket import Bucket, arrow_filesystem
 from pipeline.registry.store import AdapterSetStore, read_dataset
 from pipeline.settings import Connection
 
@@ -110,14 +110,14 @@ def train_loop_per_worker(cfg: dict) -> None:
 
     tracker = None
     if rank == 0 and cfg.get("mlflow_run_id"):  # only rank 0 talks to MLflow (and pays for importing it)
-        from mlflow import MlflowClient
+        from pipeline.registry.lineage import Lineage
 
-        tracker = MlflowClient(conn.mlflow_uri)
+        tracker = Lineage(conn).run(cfg["mlflow_run_id"])
     ready = time.time()
 
     def on_epoch(phase: str, epoch: int, loss: float) -> None:
         if tracker is not None:
-            tracker.log_metric(cfg["mlflow_run_id"], f"{phase}_loss", loss, step=epoch)
+            tracker.log_metric(f"{phase}_loss", loss, step=epoch)
         with tempfile.TemporaryDirectory() as tmp:
             checkpoint = None
             if rank == 0:
@@ -186,15 +186,13 @@ TIMINGS = ("ray_start_s", "worker_setup_s", "compute_s", "ray_finish_s", "ray_jo
 
 def ray_fit(conn: Connection, scaling: ScalingSpec):
     """A `Fit` for `train_on_current` that trains as a Ray Train job."""
-    import mlflow
+    from pipeline.orchestrator.transaction import Fitted
 
-    from pipeline.orchestrator.step import Fitted
-
-    def fit(model, task, parent, run_id, on_epoch) -> Fitted:
+    def fit(model, task, parent, run, on_epoch) -> Fitted:
         trained, metrics = fit_with_ray_train(conn, model.config, parent.set_id, task.dataset_id, task.name, scaling,
-                                              mlflow_run_id=run_id)
+                                              mlflow_run_id=run.run_id)
         last = trained.tasks[-1]
-        mlflow.set_tag("ray_train.resumed_epochs", str(metrics.get("resumed_epochs", 0)))
+        run.set_tags({"ray_train.resumed_epochs": metrics.get("resumed_epochs", 0)})
         timings = {k: metrics[k] for k in TIMINGS if k in metrics}
         return Fitted(trained, last.decision, last.logit, float(metrics.get("train_s", 0.0)), timings)
 

@@ -18,10 +18,11 @@ from pathlib import PurePosixPath
 
 from pipeline.data.task_dataset import DATA_FILES, DatasetLimits, InvalidDataset, TaskDataset, dataset_id
 from pipeline.orchestrator.ledger import Entry, Ledger, LostClaim
-from pipeline.orchestrator.step import StepResult, promote_if_parent_current, train_on_current
-from pipeline.registry.lineage import Lineage, LineageError
-from pipeline.registry.objects import Bucket, StorageError
-from pipeline.settings import Connection
+from pipeline.orchestrator.promotion import promote_if_parent_current
+from pipeline.orchestrator.transaction import StepResult, train_on_current
+from pipeline.registry.bucket import Bucket, StorageError
+from pipeline.registry.lineage import LineageError, parent_of
+from pipeline.registry.store import Registry
 
 INCOMING, QUARANTINE, FAILED = "incoming/", "quarantine/", "failed/"
 READY = "_READY"
@@ -117,14 +118,12 @@ def orchestration_overhead(timings: dict, total_s: float) -> dict:
 
 
 class Watcher:
-    def __init__(self, conn: Connection, config: WatchConfig | None = None, trainer: Trainer | None = None,
+    def __init__(self, registry: Registry, config: WatchConfig | None = None, trainer: Trainer | None = None,
                  log: Callable[[str], None] = print):
-        self.conn = conn
         self.config = config or WatchConfig()
-        self.bucket = Bucket.connect(conn)
+        self.bucket, self.lineage = registry.bucket, registry.lineage
         self.ledger = Ledger(self.bucket, lease_s=self.config.lease_s)
-        self.lineage = Lineage(conn)
-        self.trainer = trainer or (lambda ds: train_on_current(ds, conn))
+        self.trainer = trainer or (lambda ds: train_on_current(ds, registry))
         self.log = log
         self._held_logged: tuple[str, int] | None = None
 
@@ -270,7 +269,7 @@ class Watcher:
         state, reason = ("rejected", tags.get("rejected_reason", "")) if tags.get("promotion") == "rejected" \
             else ("registered", "registered by an earlier attempt")
         if state == "registered" and "not_promoted" not in tags:
-            parent = None if tags.get("parent_version") in (None, "none") else tags["parent_version"]
+            parent = parent_of(tags)
             current = self.lineage.current()
             if current is None or current.version != version.version:
                 moved = promote_if_parent_current(self.lineage, version.version, parent,

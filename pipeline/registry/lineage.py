@@ -1,23 +1,32 @@
-"""Lineage in MLflow: one registered model, a version per adapter set, the alias `current` as the live pointer.
+"""Lineage in MLflow, and the one place that writes to MLflow: versions, the alias, training runs.
 
-`current` is always read from MLflow, so moving the alias in the MLflow UI is a rollback too. MLflow keeps no
-alias history, so every move made through the pipeline is also recorded as a run of the experiment
-`litelora-alias-moves` (append-only, visible in the UI).
+One registered model, a version per adapter set, the alias `current` as the live pointer. `current` is always
+read from MLflow, so moving the alias in the MLflow UI is a rollback too. MLflow keeps no alias history, so
+every move made through the pipeline is also recorded as a run of the experiment `litelora-alias-moves`
+(append-only, visible in the UI). Training runs are written through the client (`TrainingRun`), never through
+MLflow's process-wide active run. See docs/architecture.md.
 """
 
 from __future__ import annotations
 
+import contextlib
 import getpass
+import json
+import re
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass
 
 from mlflow import MlflowClient
+from mlflow.entities import Dataset, DatasetInput, InputTag, Metric, Param
 from mlflow.entities.model_registry import ModelVersion
 from mlflow.exceptions import MlflowException
 
 from pipeline.settings import Connection
 
 ALIAS = "current"
+NO_PARENT = "none"
+"""The `parent_version` tag of a lineage's first set."""
 NODE_TAGS = ("task", "decision", "active_adapters", "avg_accuracy", "forgetting", "dataset_id", "promotion",
              "rejected_reason")
 MOVES_EXPERIMENT = "litelora-alias-moves"
@@ -26,6 +35,68 @@ TRAINING_EXPERIMENT = "litelora-training"
 
 class LineageError(RuntimeError):
     """MLflow is unreachable, or a version does not exist; the message says which."""
+
+
+def parse_version(text: str) -> str:
+    """A version as users write it ("3", "v3", "V3") → "3"; anything else is refused."""
+    version = text.strip().lstrip("vV")
+    if not re.fullmatch(r"[0-9]+", version):
+        raise LineageError(f"{text!r} is not a version: give a number such as 3 or v3")
+    return version
+
+
+def parent_of(tags: dict) -> str | None:
+    """The parent version a version's tags name (None for a lineage's first set)."""
+    parent = tags.get("parent_version")
+    return None if parent in (None, NO_PARENT) else parent
+
+
+def flatten(value, prefix: str = "") -> dict:
+    """Nested dicts as MLflow params: {"gate": {"sparsity": 0.5}} → {"gate.sparsity": 0.5}."""
+    if not isinstance(value, dict):
+        return {prefix: value}
+    out = {}
+    for key, item in value.items():
+        out |= flatten(item, f"{prefix}.{key}" if prefix else key)
+    return out
+
+
+class TrainingRun:
+    """One MLflow run, written through the client."""
+
+    def __init__(self, client: MlflowClient, run_id: str):
+        self.client, self.run_id = client, run_id
+
+    def log_params(self, params: dict) -> None:
+        items = [Param(k, str(v)) for k, v in flatten(params).items()]
+        for start in range(0, len(items), 100):  # MLflow takes at most 100 params a batch
+            self.client.log_batch(self.run_id, params=items[start : start + 100])
+
+    def log_metrics(self, metrics: dict, step: int = 0) -> None:
+        now = int(time.time() * 1000)
+        self.client.log_batch(self.run_id, metrics=[Metric(k, float(v), now, step) for k, v in metrics.items()])
+
+    def log_metric(self, key: str, value: float, step: int = 0) -> None:
+        self.client.log_metric(self.run_id, key, value, step=step)
+
+    def set_tags(self, tags: dict) -> None:
+        for key, value in tags.items():
+            self.client.set_tag(self.run_id, key, str(value))
+
+    def log_dict(self, data: dict, path: str) -> None:
+        self.client.log_dict(self.run_id, data, path)
+
+    def log_artifacts(self, directory: str, path: str) -> None:
+        self.client.log_artifacts(self.run_id, directory, path)
+
+    def log_dataset(self, name: str, digest: str, source: str, schema: dict, rows: int) -> None:
+        """Link the run to the dataset that trained it, from its metadata (the rows are never loaded for this)."""
+        dataset = Dataset(name=name, digest=digest[:36], source_type="s3", source=json.dumps({"uri": source}),
+                          schema=json.dumps(schema), profile=json.dumps({"num_rows": rows}))
+        self.client.log_inputs(self.run_id, [DatasetInput(dataset, [InputTag("mlflow.data.context", "training")])])
+
+    def end(self, status: str = "FINISHED") -> None:
+        self.client.set_terminated(self.run_id, status)
 
 
 @dataclass
@@ -107,12 +178,8 @@ class Lineage:
 
     def nodes(self) -> list[dict]:
         """Every version as a tree node: version, parent (None for a root), its tags and manifest URI."""
-        out = []
-        for v in self.versions():
-            parent = v.tags.get("parent_version")
-            out.append({"version": v.version, "parent": None if parent in (None, "none") else parent,
-                        **{k: v.tags.get(k) for k in NODE_TAGS}, "source": v.source})
-        return out
+        return [{"version": v.version, "parent": parent_of(v.tags), **{k: v.tags.get(k) for k in NODE_TAGS},
+                 "source": v.source} for v in self.versions()]
 
     def find_by_dataset(self, dataset_id: str) -> ModelVersion | None:
         """The version a dataset already produced, if any (a retry must never train it twice)."""
@@ -128,6 +195,54 @@ class Lineage:
         return self._call("create a model version", self.client.create_model_version, self.name, source,
                           run_id=run_id, tags=tags, description=description)
 
+    def tag_version(self, version: str, key: str, value: str) -> None:
+        self._call(f"tag version {version}", self.client.set_model_version_tag, self.name, version, key, value)
+
+    # -- runs ----------------------------------------------------------------------------------------
+    def _experiment_id(self, name: str) -> str:
+        experiment = self._call(f"read experiment {name}", self.client.get_experiment_by_name, name)
+        return experiment.experiment_id if experiment else self._call(f"create experiment {name}",
+                                                                      self.client.create_experiment, name)
+
+    def run(self, run_id: str) -> TrainingRun:
+        return TrainingRun(self.client, run_id)
+
+    def new_run(self, name: str, tags: dict[str, str], experiment: str = TRAINING_EXPERIMENT) -> TrainingRun:
+        run = self._call("start a run", self.client.create_run, self._experiment_id(experiment), tags=tags,
+                         run_name=name)
+        return TrainingRun(self.client, run.info.run_id)
+
+    @contextlib.contextmanager
+    def training_run(self, name: str, tags: dict[str, str], run_id: str | None = None) -> Iterator[TrainingRun]:
+        """A run of the training experiment (a new one, or `run_id` reopened) that ends FAILED on an error: the
+        error, not a failure to end the run while MLflow is down, is what the caller sees."""
+        if run_id is None:
+            run = self.new_run(name, tags)
+        else:
+            self._call("reopen a run", self.client.update_run, run_id, status="RUNNING")
+            run = self.run(run_id)
+            run.set_tags(tags)
+        try:
+            yield run
+        except BaseException:
+            with contextlib.suppress(Exception):
+                run.end("FAILED")
+            raise
+        run.end()
+
+    def find_run(self, tag: str, value: str, experiment: str = TRAINING_EXPERIMENT) -> str | None:
+        """The id of a run of `experiment` tagged `tag` = `value`, if any."""
+        runs = self._call("search runs", self.client.search_runs, [self._experiment_id(experiment)],
+                          f"tags.{tag} = '{value}'", max_results=1)
+        return runs[0].info.run_id if runs else None
+
+    def end_running_children(self, parent_run_id: str, status: str = "KILLED",
+                             experiment: str = TRAINING_EXPERIMENT) -> None:
+        """End the nested runs of `parent_run_id` still marked RUNNING (their process died)."""
+        for run in self._call("search runs", self.client.search_runs, [self._experiment_id(experiment)],
+                              f"tags.mlflow.parentRunId = '{parent_run_id}' and attributes.status = 'RUNNING'"):
+            self.run(run.info.run_id).end(status)
+
     def move_current(self, version: str, reason: str, kind: str) -> AliasMove:
         """Point `current` at `version` and record the move (who, when, from, to, why)."""
         target = self.get(version)
@@ -138,14 +253,11 @@ class Lineage:
         return move
 
     def _record(self, move: AliasMove) -> None:
-        experiment = self.client.get_experiment_by_name(MOVES_EXPERIMENT)
-        experiment_id = experiment.experiment_id if experiment else self.client.create_experiment(MOVES_EXPERIMENT)
-        tags = {"model": self.name, "from_version": move.from_version or "none", "to_version": move.to_version,
+        tags = {"model": self.name, "from_version": move.from_version or NO_PARENT, "to_version": move.to_version,
                 "who": move.who, "reason": move.reason or "-", "kind": move.kind,
-                "when": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(move.when)),
-                "mlflow.runName": f"{move.kind}: {move.from_version or 'none'} → {move.to_version}"}
-        run = self.client.create_run(experiment_id, tags=tags)
-        self.client.set_terminated(run.info.run_id)
+                "when": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(move.when))}
+        self.new_run(f"{move.kind}: {move.from_version or NO_PARENT} → {move.to_version}", tags,
+                     experiment=MOVES_EXPERIMENT).end()
 
     def moves(self) -> list[dict]:
         experiment = self.client.get_experiment_by_name(MOVES_EXPERIMENT)
@@ -153,5 +265,8 @@ class Lineage:
             return []
         runs = self.client.search_runs([experiment.experiment_id], filter_string=f"tags.model = '{self.name}'",
                                        order_by=["attributes.start_time ASC"])
-        return [{k: r.data.tags.get(k) for k in ("kind", "from_version", "to_version", "who", "when", "reason")}
-                for r in runs]
+        moves = [{k: r.data.tags.get(k) for k in ("kind", "from_version", "to_version", "who", "when", "reason")}
+                 for r in runs]
+        for move in moves:
+            move["from_version"] = None if move["from_version"] in (None, NO_PARENT) else move["from_version"]
+        return moves

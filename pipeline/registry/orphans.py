@@ -15,8 +15,8 @@ import time
 from dataclasses import asdict, dataclass
 
 from pipeline.adapters.adapter_set import set_files
+from pipeline.registry.bucket import Bucket
 from pipeline.registry.lineage import Lineage
-from pipeline.registry.objects import Bucket
 from pipeline.registry.store import SETS
 
 GRACE_S = 3600.0

@@ -23,7 +23,8 @@ from pipeline.adapters.adapter_set import (
     verify_adapter_set,
 )
 from pipeline.data.task_dataset import DATA_FILES, TaskDataset
-from pipeline.registry.objects import Bucket, arrow_filesystem
+from pipeline.registry.bucket import Bucket, arrow_filesystem
+from pipeline.registry.lineage import Lineage
 from pipeline.settings import Connection
 
 SETS = "adapter-sets"
@@ -139,3 +140,25 @@ def read_dataset(conn: Connection, dataset_id: str, name: str) -> TaskDataset:
     if dataset.dataset_id != dataset_id:
         raise RuntimeError(f"s3://{conn.bucket}/datasets/{dataset_id}/ holds other bytes ({dataset.dataset_id})")
     return dataset
+
+
+class Registry:
+    """Everything a lineage lives in: the bucket (sets, datasets, ledger), MLflow (versions, alias, runs) and a
+    local cache. Built from a `Connection`, or from any bucket and lineage with the same methods (the tests'
+    in-memory ones)."""
+
+    def __init__(self, bucket: Bucket, lineage: Lineage, cache_dir: Path):
+        self.bucket, self.lineage, self.cache_dir = bucket, lineage, cache_dir
+        self.sets = AdapterSetStore(bucket, cache_dir)
+        self.datasets = DatasetStore(bucket)
+
+    @classmethod
+    def connect(cls, conn: Connection) -> Registry:
+        return cls(Bucket.connect(conn), Lineage(conn), conn.cache_dir)
+
+
+def load_drop(conn: Connection, data: str, name: str | None = None) -> TaskDataset:
+    """A drop from a local folder or parquet file, or from `s3://bucket/prefix/`, validated."""
+    if data.startswith("s3://"):
+        return read_drop(conn, data, name or data.rstrip("/").rsplit("/", 1)[-1])
+    return TaskDataset.from_dir(Path(data), name=name)

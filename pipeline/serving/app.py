@@ -110,3 +110,29 @@ def run_server(conn: Connection, host: str = "127.0.0.1", port: int = 8000, poll
     serve.start(http_options={"host": host, "port": port})
     serve.run(AdapterSetServer.options(num_replicas=replicas).bind(conn, poll_s, version), name="litelora",
               route_prefix="/")
+
+
+def serve_until_stopped(conn: Connection, host: str, port: int, poll_s: float, version: str | None, replicas: int,
+                        on_ready=lambda: None) -> None:
+    """Check there is a set to serve (before Ray Serve retries a replica that cannot load), serve it, and block
+    until SIGINT or SIGTERM; then remove our app only (on a shared cluster other Serve apps keep running)."""
+    import signal
+
+    import ray
+
+    from pipeline.registry.lineage import Lineage, LineageError
+
+    lineage = Lineage(conn)
+    if (lineage.get(version) if version else lineage.current()) is None:
+        raise LineageError("no adapter set is `current` yet: train and register a task first")
+    try:
+        run_server(conn, host, port, poll_s, version, replicas)
+    except RuntimeError as e:  # a replica that failed to start: its last line says why
+        raise RuntimeError((str(e).strip().splitlines() or [type(e).__name__])[-1]) from None
+    on_ready()
+    stop = threading.Event()
+    for sig in (signal.SIGINT, signal.SIGTERM):  # Ray's own SIGINT handling would leave the server up
+        signal.signal(sig, lambda *_: stop.set())
+    stop.wait()
+    serve.delete("litelora")
+    ray.shutdown()

@@ -43,17 +43,21 @@ class Predictor:
     @classmethod
     def from_registry(cls, conn: Connection, version: str | None = None) -> Predictor:
         """The set under `current` (or `version`); raises LineageError if there is none."""
-        from pipeline.orchestrator.step import load_current
+        from pipeline.registry.bucket import Bucket
+        from pipeline.registry.current import load_current
         from pipeline.registry.lineage import Lineage, LineageError
-        from pipeline.registry.objects import Bucket
-        from pipeline.registry.store import AdapterSetStore
+        from pipeline.registry.store import Registry
 
         # A cache of this process's own: several replicas fetching into one directory could interleave files.
-        sets = AdapterSetStore(Bucket.connect(conn), conn.cache_dir / "predict" / str(os.getpid()))
-        found = load_current(Lineage(conn), sets, version)
+        registry = Registry(Bucket.connect(conn), Lineage(conn), conn.cache_dir / "predict" / str(os.getpid()))
+        found = load_current(registry, version)
         if found.model is None:
             raise LineageError("no adapter set is `current` yet: train and register a task first")
         return cls(found.model, found.version, found.set_id)
+
+    def predict_all(self, texts: list[str], top: int = 5) -> list[Prediction]:
+        """`predict` for any number of texts, `MAX_BATCH` at a time."""
+        return [p for start in range(0, len(texts), MAX_BATCH) for p in self.predict(texts[start : start + MAX_BATCH], top)]
 
     @torch.no_grad()
     def predict(self, texts: list[str], top: int = 5) -> list[Prediction]:

@@ -19,17 +19,15 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-import mlflow
-from mlflow import MlflowClient
 from ray.tune import Callback, ExperimentAnalysis
 
 from pipeline.adapters.adapter_set import read_manifest
 from pipeline.data.task_dataset import TaskDataset
 from pipeline.learn.config import TrainConfig
 from pipeline.registry import plots
-from pipeline.registry.lineage import TRAINING_EXPERIMENT, Lineage
-from pipeline.registry.objects import Bucket, arrow_filesystem
-from pipeline.registry.store import AdapterSetStore, DatasetStore
+from pipeline.registry.bucket import arrow_filesystem
+from pipeline.registry.lineage import NO_PARENT, TRAINING_EXPERIMENT, TrainingRun
+from pipeline.registry.store import Registry
 from pipeline.settings import Connection
 from pipeline.tuning.pareto import TrialRow, markdown_table, pareto_front
 from pipeline.tuning.space import SearchSpace
@@ -193,33 +191,29 @@ def tune_task(dataset: TaskDataset, conn: Connection, space: SearchSpace | None 
     from pipeline.orchestrator.ray_train import init_ray
 
     space, spec = space or SearchSpace(), spec or TuneSpec()
-    lineage, bucket = Lineage(conn), Bucket.connect(conn)
-    sets = AdapterSetStore(bucket, conn.cache_dir)
+    registry = Registry.connect(conn)
+    lineage, sets = registry.lineage, registry.sets
     parent = lineage.current()
     parent_set_id = sets.set_id_from_uri(parent.source) if parent else None
     manifest = read_manifest(sets.fetch(parent_set_id)) if parent_set_id else None
     config = TrainConfig.from_dict(manifest["config"]) if manifest else (base_config or TrainConfig())
-    DatasetStore(bucket).put(dataset)  # trials read the task by id, like the Ray Train workers
+    registry.datasets.put(dataset)  # trials read the task by id, like the Ray Train workers
     name = search_name(dataset.name, dataset.dataset_id, space, spec, parent_set_id)
     setup = TrialSetup(conn, config.to_dict(), parent_set_id, dataset.dataset_id, dataset.name,
                        [(t["dataset_id"], t["name"]) for t in (manifest or {}).get("tasks", [])],
                        spec.subsample, spec.cost_per_adapter, max(1, int(spec.cpus_per_trial)), spec.seed,
                        train_rows=trial_rows(dataset.train.num_rows, spec.subsample))
 
-    mlflow.set_tracking_uri(conn.mlflow_uri)
-    experiment = mlflow.set_experiment(TRAINING_EXPERIMENT)
-    client = MlflowClient(conn.mlflow_uri)
-    earlier = client.search_runs([experiment.experiment_id], f"tags.tune_search = '{name}'", max_results=1)
-    if earlier:
-        run_id = earlier[0].info.run_id
-        _close_orphans(client, experiment.experiment_id, run_id)
+    run_id = lineage.find_run("tune_search", name)
+    if run_id:  # a resumed search: trial runs a killed search left RUNNING are re-run under new runs
+        lineage.end_running_children(run_id, "KILLED")
     else:
-        run = client.create_run(experiment.experiment_id, run_name=f"{dataset.name} on "
-                                + (f"v{parent.version}" if parent else "the bare backbone") + " (tuned)",
-                                tags={"task": dataset.name, "dataset_id": dataset.dataset_id, "tune_search": name,
-                                      "parent_version": parent.version if parent else "none"})
-        run_id = run.info.run_id
-        client.log_dict(run_id, {"space": space.model_dump(), "spec": asdict(spec)}, "tune/search.json")
+        run = lineage.new_run(f"{dataset.name} on " + (f"v{parent.version}" if parent else "the bare backbone")
+                              + " (tuned)", {"task": dataset.name, "dataset_id": dataset.dataset_id,
+                                             "tune_search": name, "parent_version": parent.version if parent else NO_PARENT})
+        run.log_dict({"space": space.model_dump(), "spec": asdict(spec)}, "tune/search.json")
+        run_id = run.run_id
+    run = lineage.run(run_id)
 
     init_ray(conn.cache_dir.parent)
     tuner, path, resumed = _tuner(name, setup, space, spec, run_id, conn, log)
@@ -233,36 +227,28 @@ def tune_task(dataset: TaskDataset, conn: Connection, space: SearchSpace | None 
     saved = ExperimentAnalysis(path, storage_filesystem=arrow_filesystem(conn)).trials
     ended = sum(trial.status in ("TERMINATED", "ERROR") for trial in saved)
     if ended < spec.trials:
-        client.set_terminated(run_id, "KILLED")
+        run.end("KILLED")
         raise SearchInterrupted(f"search interrupted after {ended} of {spec.trials} trials; its state is in "
                                 f"s3://{conn.bucket}/{TUNE_PREFIX}{name}/ and the same command resumes it")
     finished = [r for r in rows if r.status == "finished"]
     if not finished:
         errors = [r.error for r in rows if r.error]
-        client.set_terminated(run_id, "FAILED")
+        run.end("FAILED")
         raise TuneFailed(f"none of the {len(rows)} trials finished" + (f"; first error: {errors[0]}" if errors else ""))
     best = max(finished, key=lambda r: r.objective)
     front = pareto_front(rows)
     outcome = TuneOutcome({k: best.config[k] for k in space.knobs() if k in best.config}, best, rows, front, run_id,
                           resumed, space.knobs())
-    _log_search(client, outcome)
-    client.set_terminated(run_id)  # `train_on_current(run_id=…)` reopens it to train with the winner
+    _log_search(run, outcome)
+    run.end()  # `train_on_current(run_id=…)` reopens it to train with the winner
     return outcome
 
 
-def _close_orphans(client: MlflowClient, experiment_id: str, parent_run_id: str) -> None:
-    """Trial runs a killed search left RUNNING: the resumed search re-runs those trials under new runs."""
-    for run in client.search_runs([experiment_id], f"tags.mlflow.parentRunId = '{parent_run_id}' "
-                                  "and attributes.status = 'RUNNING'"):
-        client.set_terminated(run.info.run_id, "KILLED")
-
-
-def _log_search(client: MlflowClient, outcome: TuneOutcome) -> None:
-    run_id, best = outcome.run_id, outcome.best_trial
-    client.log_batch(run_id, params=[mlflow.entities.Param(f"tune.best.{k}", str(v)) for k, v in outcome.best.items()],
-                     metrics=[mlflow.entities.Metric(f"tune.best_{k}", float(getattr(best, k)), 0, 0)
-                              for k in ("objective", "accuracy", "active_adapters")])
-    client.set_tag(run_id, "tune.best_trial", best.trial_id)
+def _log_search(run: TrainingRun, outcome: TuneOutcome) -> None:
+    best = outcome.best_trial
+    run.log_params({f"tune.best.{k}": v for k, v in outcome.best.items()})
+    run.log_metrics({f"tune.best_{k}": float(getattr(best, k)) for k in ("objective", "accuracy", "active_adapters")})
+    run.set_tags({"tune.best_trial": best.trial_id})
     with tempfile.TemporaryDirectory() as tmp:
         table = markdown_table(outcome.rows, outcome.knobs, outcome.front)
         (Path(tmp) / "trials.md").write_text(table)
@@ -270,7 +256,7 @@ def _log_search(client: MlflowClient, outcome: TuneOutcome) -> None:
         plots.pareto_plot([(r.accuracy, r.active_adapters, r.trial_id) for r in outcome.rows if r.status == "finished"],
                           [(r.accuracy, r.active_adapters, r.trial_id) for r in outcome.front], best.trial_id,
                           Path(tmp) / "pareto.png")
-        client.log_artifacts(run_id, tmp, "tune")
+        run.log_artifacts(tmp, "tune")
 
 
 def tune_then_train(dataset: TaskDataset, conn: Connection, space: SearchSpace, spec: TuneSpec, *, fit=None,
@@ -278,14 +264,15 @@ def tune_then_train(dataset: TaskDataset, conn: Connection, space: SearchSpace, 
                     on_trial: Callable[[str], None] | None = None, **train_options):
     """Search, then train the task with the winning knobs in the search's run: the registered version is
     trained with exactly the configuration its `tune.best_config` tag names."""
-    from pipeline.orchestrator.step import fit_locally, train_on_current
+    from pipeline.orchestrator.transaction import fit_locally, train_on_current
 
     clock = time.perf_counter()
     outcome = tune_task(dataset, conn, space, spec, base_config=base_config, log=log, on_trial=on_trial)
     tune_s = time.perf_counter() - clock
     log(f"best of {len(outcome.rows)} trials: {_short(outcome.best)} (objective {outcome.best_trial.objective:.4f}); "
         "training the task with it")
-    result = train_on_current(dataset, conn, base_config, overrides=outcome.best, fit=fit or fit_locally,
-                              run_id=outcome.run_id, version_tags=outcome.version_tags(), **train_options)
+    result = train_on_current(dataset, Registry.connect(conn), base_config, overrides=outcome.best,
+                              fit=fit or fit_locally, run_id=outcome.run_id, extra_tags=outcome.version_tags(),
+                              **train_options)
     result.timings["tune_s"] = tune_s
     return outcome, result

@@ -75,7 +75,7 @@ def run_trial(sample: dict, setup: TrialSetup) -> None:
     """A Tune function trainable: reports metrics after every epoch and once more after the gate decides."""
     from ray import tune
 
-    from pipeline.registry.objects import Bucket
+    from pipeline.registry.bucket import Bucket
     from pipeline.registry.store import AdapterSetStore, read_dataset
 
     torch.set_num_threads(setup.threads)  # trials share the machine: one core each by default

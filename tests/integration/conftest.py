@@ -8,7 +8,7 @@ import pytest
 
 from pipeline.data.task_dataset import TaskDataset, write_drop
 from pipeline.data.wordnet import split_wordnet20
-from pipeline.registry.objects import Bucket
+from pipeline.registry.bucket import Bucket
 from pipeline.settings import connection, load_settings
 from pipeline.stack import embedded
 from pipeline.stack.process import free_port
@@ -50,15 +50,6 @@ def conn(stack_env, monkeypatch):
     conn = connection(load_settings())
     Bucket.connect(conn).client.create_bucket(Bucket=name)
     return conn
-
-
-@pytest.fixture(scope="session")
-def tiny_backbone_dir(tmp_path_factory, _tiny_bert_template, tokenizer):
-    """The tiny random BERT saved like any local HF model, so the pipeline loads it through from_pretrained."""
-    path = tmp_path_factory.mktemp("tiny-bert")
-    _tiny_bert_template.save_pretrained(path)
-    tokenizer.save_pretrained(path)
-    return path
 
 
 @pytest.fixture(scope="session")

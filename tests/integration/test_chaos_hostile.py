@@ -20,10 +20,11 @@ from pipeline.data.task_dataset import TaskDataset, write_drop
 from pipeline.data.wordnet import split_wordnet20
 from pipeline.learn.backbone import BackboneConfig
 from pipeline.learn.config import TrainConfig
-from pipeline.orchestrator.step import train_on_current
+from pipeline.orchestrator.transaction import train_on_current
 from pipeline.orchestrator.watcher import WatchConfig, Watcher
+from pipeline.registry.bucket import Bucket
 from pipeline.registry.lineage import Lineage
-from pipeline.registry.objects import Bucket
+from pipeline.registry.store import Registry
 
 pytestmark = [pytest.mark.integration, pytest.mark.chaos]
 runner = CliRunner()
@@ -59,7 +60,7 @@ def registered(conn, config, tmp_path):
     """One registered version, to tamper with copies of its set."""
     task = split_wordnet20(1993, "ci")[0]
     task.train_inputs, task.train_labels = task.train_inputs[::4], task.train_labels[::4]
-    return train_on_current(TaskDataset.from_dir(write_drop(task, tmp_path / "t0"), name="t0"), conn, config,
+    return train_on_current(TaskDataset.from_dir(write_drop(task, tmp_path / "t0"), name="t0"), Registry.connect(conn), config,
                             max_accuracy_drop=1.0)
 
 
@@ -76,8 +77,8 @@ def test_keys_that_escape_or_abuse_the_drop_prefix_are_refused_by_s3_or_quaranti
     buckets_before = {b["Name"] for b in client.list_buckets()["Buckets"]}
     listed = [o["Key"] for o in client.list_objects_v2(Bucket=conn.bucket).get("Contents", [])]
 
-    watcher = Watcher(conn, WatchConfig(quiet_period_s=0, poll_s=0.2), log=lambda m: None,
-                      trainer=lambda ds: train_on_current(ds, conn, config, max_accuracy_drop=1.0))
+    watcher = Watcher(Registry.connect(conn), WatchConfig(quiet_period_s=0, poll_s=0.2), log=lambda m: None,
+                      trainer=lambda ds: train_on_current(ds, Registry.connect(conn), config, max_accuracy_drop=1.0))
     done = {d["task"]: d for d in watcher.run(once=True)}
 
     bucket = Bucket.connect(conn)

@@ -15,11 +15,11 @@ from pipeline.cli import app
 from pipeline.learn.backbone import BackboneConfig
 from pipeline.learn.config import TrainConfig
 from pipeline.orchestrator.ledger import Ledger
-from pipeline.orchestrator.step import train_on_current
+from pipeline.orchestrator.transaction import train_on_current
 from pipeline.orchestrator.watcher import WatchConfig, Watcher, put_drop
+from pipeline.registry.bucket import Bucket
 from pipeline.registry.lineage import Lineage
-from pipeline.registry.objects import Bucket
-from pipeline.registry.store import AdapterSetStore
+from pipeline.registry.store import AdapterSetStore, Registry
 
 pytestmark = [pytest.mark.integration, pytest.mark.chaos]
 runner = CliRunner()
@@ -30,8 +30,9 @@ DOOMED_WATCHER = textwrap.dedent("""
     import os, signal, sys
     from pipeline.learn.backbone import BackboneConfig
     from pipeline.learn.config import TrainConfig
-    from pipeline.orchestrator.step import train_on_current
+    from pipeline.orchestrator.transaction import train_on_current
     from pipeline.orchestrator.watcher import WatchConfig, Watcher
+    from pipeline.registry.store import Registry
     from pipeline.settings import connection
 
     stage, backbone = sys.argv[1], sys.argv[2]
@@ -43,10 +44,10 @@ DOOMED_WATCHER = textwrap.dedent("""
             os.kill(os.getpid(), signal.SIGKILL)
 
     def trainer(dataset):
-        return train_on_current(dataset, conn, config, max_accuracy_drop=1.0, at_stage=die,
+        return train_on_current(dataset, Registry.connect(conn), config, max_accuracy_drop=1.0, at_stage=die,
                                 on_epoch=lambda phase, epoch, loss: die("training"))
 
-    Watcher(conn, WatchConfig(poll_s=0.2), trainer=trainer, log=print).run(once=True)
+    Watcher(Registry.connect(conn), WatchConfig(poll_s=0.2), trainer=trainer, log=print).run(once=True)
     sys.exit(3)  # never killed: the stage was not reached
 """)
 
@@ -60,7 +61,7 @@ def drops(wordnet_drops):
 def test_a_watcher_killed_mid_drop_is_taken_over_and_the_drop_ends_registered_once(
         stage, conn, drops, tiny_backbone_dir, chaos_report):
     config = TrainConfig(backbone=BackboneConfig(name=str(tiny_backbone_dir)), epochs=1, batch_size=16, seed=0)
-    first = train_on_current(drops[0], conn, config, max_accuracy_drop=1.0)
+    first = train_on_current(drops[0], Registry.connect(conn), config, max_accuracy_drop=1.0)
     bucket, lineage = Bucket.connect(conn), Lineage(conn)
     put_drop(bucket, "victim", drops[1].files)
 
@@ -78,8 +79,8 @@ def test_a_watcher_killed_mid_drop_is_taken_over_and_the_drop_ends_registered_on
     assert not any(k.startswith(f"datasets/{drops[1].dataset_id}") for k in orphaned), "a claimed drop is busy"
 
     time.sleep(LEASE_S + 0.5)  # the dead watcher's heartbeats have stopped; its lease runs out
-    rescuer = Watcher(conn, WatchConfig(poll_s=0.2, lease_s=LEASE_S), log=lambda m: None,
-                      trainer=lambda ds: train_on_current(ds, conn, config, max_accuracy_drop=1.0))
+    rescuer = Watcher(Registry.connect(conn), WatchConfig(poll_s=0.2, lease_s=LEASE_S), log=lambda m: None,
+                      trainer=lambda ds: train_on_current(ds, Registry.connect(conn), config, max_accuracy_drop=1.0))
     done = rescuer.run(once=True)
     recovered = time.monotonic() - killed_at
 

@@ -22,10 +22,11 @@ from pipeline.data.wordnet import split_wordnet20
 from pipeline.learn.backbone import BackboneConfig
 from pipeline.learn.config import TrainConfig
 from pipeline.orchestrator.ledger import Ledger
-from pipeline.orchestrator.step import train_on_current
+from pipeline.orchestrator.transaction import train_on_current
 from pipeline.orchestrator.watcher import INCOMING, put_drop
+from pipeline.registry.bucket import Bucket
 from pipeline.registry.lineage import Lineage
-from pipeline.registry.objects import Bucket
+from pipeline.registry.store import Registry
 
 pytestmark = [pytest.mark.integration, pytest.mark.chaos]
 runner = CliRunner()
@@ -75,7 +76,7 @@ def test_twenty_drops_under_two_watchers_end_once_each_in_arrival_order(conn, ti
     config = TrainConfig(backbone=BackboneConfig(name=str(tiny_backbone_dir)), epochs=1, batch_size=16, seed=0)
     tasks = split_wordnet20(1993, "ci")
     seed_dir = write_drop(tasks[0], tmp_path / "seed")
-    base = train_on_current(TaskDataset.from_dir(seed_dir, name="seed"), conn, config, max_accuracy_drop=1.0)
+    base = train_on_current(TaskDataset.from_dir(seed_dir, name="seed"), Registry.connect(conn), config, max_accuracy_drop=1.0)
 
     plan: list[tuple[str, dict, str]] = []  # (task, files, expected state)
     for i in range(DROPS):

@@ -13,11 +13,11 @@ from pipeline.cli import app
 from pipeline.learn.backbone import BackboneConfig
 from pipeline.learn.config import TrainConfig
 from pipeline.orchestrator.ledger import Ledger
-from pipeline.orchestrator.step import train_on_current
+from pipeline.orchestrator.transaction import train_on_current
 from pipeline.orchestrator.watcher import INCOMING, WatchConfig, Watcher, put_drop
+from pipeline.registry.bucket import Bucket, StorageError
 from pipeline.registry.lineage import Lineage, LineageError
-from pipeline.registry.objects import Bucket, StorageError
-from pipeline.registry.store import AdapterSetStore
+from pipeline.registry.store import AdapterSetStore, Registry
 from pipeline.stack import embedded
 from pipeline.stack.process import free_port
 
@@ -85,16 +85,16 @@ def _run_fault(conn, drops, tiny_backbone_dir, outage: Outage, stage: str) -> tu
     """Drop task 2 on top of a registered task 1, inject the outage at `stage`, and watch until the drop is
     registered, retrying it once if it failed. Returns (states seen, first failure reason, seconds to recover)."""
     config = TrainConfig(backbone=BackboneConfig(name=str(tiny_backbone_dir)), epochs=1, batch_size=16, seed=0)
-    first = train_on_current(drops[0], conn, config, max_accuracy_drop=1.0)
+    first = train_on_current(drops[0], Registry.connect(conn), config, max_accuracy_drop=1.0)
     bucket, lineage = Bucket.connect(conn), Lineage(conn)
     put_drop(bucket, "victim", drops[1].files)
 
     def trainer(dataset):
-        return train_on_current(dataset, conn, config, max_accuracy_drop=1.0,
+        return train_on_current(dataset, Registry.connect(conn), config, max_accuracy_drop=1.0,
                                 at_stage=lambda at: outage.begin() if at == stage else None,
                                 on_epoch=outage.begin if stage == "training" else None)
 
-    watcher = Watcher(conn, WatchConfig(poll_s=0.5, heartbeat_s=0.5), trainer=trainer, log=lambda m: None)
+    watcher = Watcher(Registry.connect(conn), WatchConfig(poll_s=0.5, heartbeat_s=0.5), trainer=trainer, log=lambda m: None)
     states = [_watch_until_settled(watcher, drops[1].dataset_id)]
     reason = Ledger(bucket).read(drops[1].dataset_id).events[-1].reason
     if states[-1] == "failed":

@@ -13,7 +13,8 @@ from pipeline.data.task_dataset import TaskDataset, write_drop
 from pipeline.data.wordnet import split_wordnet20
 from pipeline.learn.backbone import BackboneConfig
 from pipeline.learn.config import TrainConfig
-from pipeline.orchestrator.step import train_on_current
+from pipeline.orchestrator.transaction import train_on_current
+from pipeline.registry.store import Registry
 
 pytestmark = [pytest.mark.integration, pytest.mark.chaos]
 
@@ -45,7 +46,7 @@ def test_a_full_state_directory_is_one_line_and_exit_1(conn, tiny_backbone_dir, 
     task = split_wordnet20(1993, "ci")[0]
     task.train_inputs, task.train_labels = task.train_inputs[::4], task.train_labels[::4]
     config = TrainConfig(backbone=BackboneConfig(name=str(tiny_backbone_dir)), epochs=1, batch_size=16, seed=0)
-    train_on_current(TaskDataset.from_dir(write_drop(task, tmp_path / "t0"), name="t0"), conn, config,
+    train_on_current(TaskDataset.from_dir(write_drop(task, tmp_path / "t0"), name="t0"), Registry.connect(conn), config,
                      max_accuracy_drop=1.0)
     monkeypatch.setenv("LITELORA_HOME", str(full_disk))  # predict caches the set here: the disk is full
     capsys.readouterr()
@@ -67,7 +68,9 @@ AS_NOBODY = textwrap.dedent("""
     import pipeline.cli, pipeline.stack.embedded, pipeline.stack.process
     with contextlib.suppress(SystemExit):
         pipeline.cli.main(["up", "--help"])
-    with pipeline.cli.err.status("warming up"):
+    from pipeline.cli.app import err, known_errors
+    known_errors()  # imports the error types (torch among them) while they can still be read
+    with err.status("warming up"):
         pass
     os.setegid(65534)
     os.seteuid(65534)

@@ -5,8 +5,8 @@ import pytest
 
 from pipeline.demo import run_demo
 from pipeline.orchestrator.ledger import Ledger
+from pipeline.registry.bucket import Bucket
 from pipeline.registry.lineage import Lineage
-from pipeline.registry.objects import Bucket
 
 pytestmark = [pytest.mark.integration, pytest.mark.ray, pytest.mark.model]
 

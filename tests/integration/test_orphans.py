@@ -1,18 +1,16 @@
-"""What `litelora gc` may delete: never a file a set being published reuses, never the dataset of a job in
-progress; and a claim written in the instant after a requeue is not stolen."""
+"""What `litelora gc` may delete on the real stack: never a file a set being published reuses (S3 refreshes its
+age), never the dataset of a training MLflow shows RUNNING."""
 
 import time
 
-import mlflow
 import pytest
 
 from pipeline.learn.backbone import BackboneConfig
 from pipeline.learn.config import TrainConfig
 from pipeline.learn.model import ContinualModel
 from pipeline.learn.recipe import train_task
-from pipeline.orchestrator.ledger import Ledger
-from pipeline.registry.lineage import TRAINING_EXPERIMENT, Lineage
-from pipeline.registry.objects import Bucket
+from pipeline.registry.bucket import Bucket
+from pipeline.registry.lineage import Lineage
 from pipeline.registry.orphans import find_orphans
 from pipeline.registry.store import AdapterSetStore
 
@@ -36,20 +34,6 @@ def test_publishing_a_set_again_refreshes_the_files_it_reuses_so_gc_spares_them(
 def test_the_dataset_of_a_training_run_in_progress_is_never_an_orphan(conn):
     bucket, lineage = Bucket.connect(conn), Lineage(conn)
     bucket.put("datasets/abc123/train.parquet", b"PAR1")
-    mlflow.set_tracking_uri(conn.mlflow_uri)
-    mlflow.set_experiment(TRAINING_EXPERIMENT)
-    with mlflow.start_run(tags={"dataset_id": "abc123"}):
+    with lineage.training_run("a job in progress", {"dataset_id": "abc123"}):
         assert find_orphans(bucket, lineage, grace_s=0) == []
     assert [o.key for o in find_orphans(bucket, lineage, grace_s=0)] == ["datasets/abc123/train.parquet"]
-
-
-def test_a_claim_written_just_after_a_requeue_is_not_stolen(conn):
-    bucket = Bucket.connect(conn)
-    first, rival = Ledger(bucket, "first", lease_s=60), Ledger(bucket, "rival", lease_s=60)
-    entry = first.claim("ds1", "t")
-    first.record(entry, "failed", task="t", reason="boom")
-    first.requeue(first.read("ds1"), who="someone")
-    # Watcher A has written its claim for the next epoch but not yet its "claimed" event.
-    bucket.put_if_absent("ledger/ds1/claims/000001.json",
-                         b'{"watcher": "A", "at": %f, "epoch": 1, "task": "t"}' % time.time())
-    assert rival.claim("ds1", "t") is None

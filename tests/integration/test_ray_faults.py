@@ -11,9 +11,10 @@ from pipeline.data.task_dataset import TaskDataset, write_drop
 from pipeline.data.wordnet import split_wordnet20
 from pipeline.learn.config import TrainConfig
 from pipeline.orchestrator.ray_train import ScalingSpec, ray_fit
-from pipeline.orchestrator.step import train_on_current
+from pipeline.orchestrator.transaction import train_on_current
+from pipeline.registry.bucket import Bucket
 from pipeline.registry.lineage import Lineage
-from pipeline.registry.objects import Bucket
+from pipeline.registry.store import Registry
 
 pytestmark = [pytest.mark.integration, pytest.mark.ray, pytest.mark.model, pytest.mark.chaos]
 
@@ -34,7 +35,7 @@ def test_killing_a_ray_train_worker_mid_training_resumes_from_its_checkpoint(con
     fit = ray_fit(conn, ScalingSpec(num_workers=2, max_failures=2))
     outcome: dict = {}
     job = threading.Thread(target=lambda: outcome.update(
-        result=train_on_current(dataset, conn, config, fit=fit, max_accuracy_drop=1.0)))
+        result=train_on_current(dataset, Registry.connect(conn), config, fit=fit, max_accuracy_drop=1.0)))
     job.start()
 
     deadline = time.monotonic() + 300

@@ -14,8 +14,8 @@ import pytest
 
 from pipeline.data.task_dataset import write_drop
 from pipeline.data.wordnet import split_wordnet20
+from pipeline.registry.bucket import Bucket
 from pipeline.registry.lineage import Lineage
-from pipeline.registry.objects import Bucket
 from pipeline.stack.process import free_port
 
 pytestmark = [pytest.mark.integration, pytest.mark.ray, pytest.mark.model]

@@ -13,9 +13,10 @@ from typer.testing import CliRunner
 from pipeline.cli import app
 from pipeline.learn.backbone import BackboneConfig
 from pipeline.learn.config import TrainConfig
-from pipeline.orchestrator.step import train_on_current
+from pipeline.orchestrator.transaction import train_on_current
+from pipeline.registry.bucket import Bucket
 from pipeline.registry.lineage import Lineage
-from pipeline.registry.objects import Bucket
+from pipeline.registry.store import Registry
 from pipeline.settings import connection, load_settings
 from pipeline.stack import embedded
 
@@ -66,15 +67,15 @@ def test_env_prints_exports_a_shell_can_eval(stack_env):
 
 
 def test_register_three_roll_back_and_the_next_task_branches(conn, drops, config):
-    v1 = train_on_current(drops[0], conn, config, max_accuracy_drop=GUARD_OFF)
-    v2 = train_on_current(drops[1], conn, config, max_accuracy_drop=GUARD_OFF)
-    v3 = train_on_current(drops[2], conn, config, max_accuracy_drop=GUARD_OFF)
+    v1 = train_on_current(drops[0], Registry.connect(conn), config, max_accuracy_drop=GUARD_OFF)
+    v2 = train_on_current(drops[1], Registry.connect(conn), config, max_accuracy_drop=GUARD_OFF)
+    v3 = train_on_current(drops[2], Registry.connect(conn), config, max_accuracy_drop=GUARD_OFF)
     assert (v1.parent, v2.parent, v3.parent) == (None, v1.version, v2.version)
     assert all(r.promoted for r in (v1, v2, v3))
 
     result = runner.invoke(app, ["rollback", v1.version, "--reason", "t2 regressed"])
     assert result.exit_code == 0, result.output
-    v4 = train_on_current(drops[3], conn, config, max_accuracy_drop=GUARD_OFF)
+    v4 = train_on_current(drops[3], Registry.connect(conn), config, max_accuracy_drop=GUARD_OFF)
     assert v4.parent == v1.version and v4.promoted
 
     tree = json.loads(runner.invoke(app, ["lineage", "--json"]).stdout)
@@ -89,7 +90,7 @@ def test_register_three_roll_back_and_the_next_task_branches(conn, drops, config
 
 
 def test_every_version_records_the_frozen_encoder_with_the_same_head_on_the_same_rows(conn, drops, config):
-    steps = [train_on_current(d, conn, config, max_accuracy_drop=GUARD_OFF) for d in drops[:2]]
+    steps = [train_on_current(d, Registry.connect(conn), config, max_accuracy_drop=GUARD_OFF) for d in drops[:2]]
     lineage = Lineage(conn)
     for step in steps:
         version = lineage.get(step.version)
@@ -105,31 +106,31 @@ def test_every_version_records_the_frozen_encoder_with_the_same_head_on_the_same
 
 
 def test_a_crash_before_the_alias_move_leaves_current_on_the_last_complete_set(conn, drops, config):
-    first = train_on_current(drops[0], conn, config, max_accuracy_drop=GUARD_OFF)
+    first = train_on_current(drops[0], Registry.connect(conn), config, max_accuracy_drop=GUARD_OFF)
 
     def crash(stage):
         if stage == "registered":
             raise KeyboardInterrupt("killed between registration and promotion")
 
     with pytest.raises(KeyboardInterrupt):
-        train_on_current(drops[1], conn, config, at_stage=crash, max_accuracy_drop=GUARD_OFF)
+        train_on_current(drops[1], Registry.connect(conn), config, at_stage=crash, max_accuracy_drop=GUARD_OFF)
     lineage = Lineage(conn)
     assert lineage.current().version == first.version
-    nxt = train_on_current(drops[1], conn, config, max_accuracy_drop=GUARD_OFF)
+    nxt = train_on_current(drops[1], Registry.connect(conn), config, max_accuracy_drop=GUARD_OFF)
     assert nxt.parent == first.version
 
 
 def test_moving_the_alias_in_mlflow_is_a_rollback_too(conn, drops, config):
-    v1 = train_on_current(drops[0], conn, config, max_accuracy_drop=GUARD_OFF)
-    train_on_current(drops[1], conn, config, max_accuracy_drop=GUARD_OFF)
+    v1 = train_on_current(drops[0], Registry.connect(conn), config, max_accuracy_drop=GUARD_OFF)
+    train_on_current(drops[1], Registry.connect(conn), config, max_accuracy_drop=GUARD_OFF)
     lineage = Lineage(conn)
     lineage.client.set_registered_model_alias(lineage.name, "current", v1.version)  # what the UI does
-    assert train_on_current(drops[2], conn, config, max_accuracy_drop=GUARD_OFF).parent == v1.version
+    assert train_on_current(drops[2], Registry.connect(conn), config, max_accuracy_drop=GUARD_OFF).parent == v1.version
 
 
 def test_rollback_to_a_missing_or_corrupt_set_is_refused_and_current_stays(conn, drops, config):
-    v1 = train_on_current(drops[0], conn, config, max_accuracy_drop=GUARD_OFF)
-    v2 = train_on_current(drops[1], conn, config, max_accuracy_drop=GUARD_OFF)
+    v1 = train_on_current(drops[0], Registry.connect(conn), config, max_accuracy_drop=GUARD_OFF)
+    v2 = train_on_current(drops[1], Registry.connect(conn), config, max_accuracy_drop=GUARD_OFF)
     bad = runner.invoke(app, ["rollback", "v999"])
     assert bad.exit_code == 1 and "does not exist" in bad.output and len(bad.output.strip().splitlines()) == 1
 
@@ -156,8 +157,8 @@ def test_an_unreachable_mlflow_is_one_clear_line_and_exit_1(stack_env, monkeypat
 
 
 def test_rollback_to_a_rejected_version_needs_force_and_to_current_is_a_no_op(conn, drops, config):
-    v1 = train_on_current(drops[0], conn, config, max_accuracy_drop=GUARD_OFF)
-    v2 = train_on_current(drops[1], conn, config, max_accuracy_drop=-1.0)  # a bound no set can meet
+    v1 = train_on_current(drops[0], Registry.connect(conn), config, max_accuracy_drop=GUARD_OFF)
+    v2 = train_on_current(drops[1], Registry.connect(conn), config, max_accuracy_drop=-1.0)  # a bound no set can meet
     assert not v2.promoted and v2.rejected_reason
     same = runner.invoke(app, ["rollback", v1.version])
     assert same.exit_code == 0 and "already current" in same.output

@@ -14,8 +14,9 @@ import requests
 from pipeline.data.task_dataset import TaskDataset, write_drop
 from pipeline.data.wordnet import split_wordnet20
 from pipeline.learn.config import TrainConfig
-from pipeline.orchestrator.step import train_on_current
+from pipeline.orchestrator.transaction import train_on_current
 from pipeline.registry.lineage import Lineage
+from pipeline.registry.store import Registry
 from pipeline.serving.predictor import Predictor
 from pipeline.stack.process import free_port
 
@@ -27,7 +28,7 @@ def registry(conn, tmp_path):
     """Two registered versions of the ci-tier stream (1 epoch each, MiniLM); v2 is current."""
     tasks = split_wordnet20(1993, "ci")[:2]
     for i, task in enumerate(tasks):
-        train_on_current(TaskDataset.from_dir(write_drop(task, tmp_path / f"t{i}")), conn, TrainConfig(epochs=1),
+        train_on_current(TaskDataset.from_dir(write_drop(task, tmp_path / f"t{i}")), Registry.connect(conn), TrainConfig(epochs=1),
                          max_accuracy_drop=1.0)
     return conn, tasks
 

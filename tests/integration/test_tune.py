@@ -14,8 +14,9 @@ from mlflow import MlflowClient
 from pipeline.data.task_dataset import TaskDataset, write_drop
 from pipeline.data.wordnet import split_wordnet20
 from pipeline.learn.config import TrainConfig
-from pipeline.orchestrator.step import train_on_current
+from pipeline.orchestrator.transaction import train_on_current
 from pipeline.registry.lineage import TRAINING_EXPERIMENT, Lineage
+from pipeline.registry.store import Registry
 from pipeline.tuning.search import TuneFailed, TuneSpec, tune_then_train
 from pipeline.tuning.space import SearchSpace
 
@@ -27,7 +28,7 @@ def drops(conn, tmp_path):
     """Two ci-tier Split-WordNet-20 drops; the first is trained and current (1 epoch, MiniLM)."""
     tasks = split_wordnet20(1993, "ci")
     folders = [write_drop(task, tmp_path / f"wordnet-{i}") for i, task in enumerate(tasks[:2])]
-    train_on_current(TaskDataset.from_dir(folders[0]), conn, TrainConfig(epochs=1))
+    train_on_current(TaskDataset.from_dir(folders[0]), Registry.connect(conn), TrainConfig(epochs=1))
     return folders
 
 

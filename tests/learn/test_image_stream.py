@@ -6,12 +6,12 @@ import pytest
 import torch
 
 from pipeline.adapters import GateConfig
+from pipeline.baselines.ncm import run_ncm
 from pipeline.data.fashion_mnist import split_fashion_mnist
 from pipeline.learn.backbone import BackboneConfig
 from pipeline.learn.config import TrainConfig
 from pipeline.learn.evaluate import predict_logits
 from pipeline.learn.model import ContinualModel
-from pipeline.learn.ncm import run_ncm
 from pipeline.learn.stream import run_stream
 
 pytestmark = pytest.mark.model

@@ -1,4 +1,4 @@
-"""Average anytime accuracy, final accuracy and forgetting exactly as algorithms.md §4 defines them."""
+"""Average anytime accuracy, final accuracy and forgetting exactly as docs/method.md §6 defines them."""
 
 import pytest
 

@@ -3,7 +3,7 @@
 import pytest
 
 from pipeline.learn.evaluate import StageScores
-from pipeline.orchestrator.step import guard_reason
+from pipeline.orchestrator.promotion import guard_reason
 from pipeline.orchestrator.watcher import TASK_NAME, _unsafe, orchestration_overhead
 
 

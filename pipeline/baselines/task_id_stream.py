@@ -1,7 +1,7 @@
 """The baselines that select a delta by task id: Share and one LoRA per task (the storage reference).
 
 Same tasks, backbone, targets, rank, heads, optimiser, epochs and metrics as the adapter methods; they need
-the task id at inference, so only task-incremental accuracy is reported for them (algorithms.md §9).
+the task id at inference, so only task-incremental accuracy is reported for them (docs/method.md §8).
 """
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ import torch
 import torch.nn.functional as F
 
 from pipeline.adapters.inject import replace_linears
-from pipeline.adapters.share_layer import TaskLoRALinear
+from pipeline.baselines.share_layer import TaskLoRALinear
 from pipeline.learn.backbone import autocast, embed, load_backbone, pick_device
 from pipeline.learn.config import TrainConfig
 from pipeline.learn.heads import TaskHeads

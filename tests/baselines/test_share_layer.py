@@ -4,7 +4,7 @@ import pytest
 import torch
 from torch import nn
 
-from pipeline.adapters.share_layer import TaskLoRALinear, basis_of
+from pipeline.baselines.share_layer import TaskLoRALinear, basis_of
 
 
 def _layer(kind, d_in=12, d_out=10, rank=3):

@@ -1,6 +1,6 @@
 """Task-selected LoRA on one nn.Linear: h = W x + B̂_j Â_j x, with j the task the caller names.
 
-Two ways to store the per-task factors (algorithms.md §7):
+Two ways to store the per-task factors (docs/method.md §8):
 
     lora   one LoRA per task, kept as trained (the storage reference "per-task PEFT LoRA")
     share  one basis per side, U_A (d_in × k) and U_B (d_out × k), and per-task coefficients L (k × p):

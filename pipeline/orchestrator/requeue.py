@@ -11,7 +11,7 @@ import getpass
 
 from pipeline.orchestrator.ledger import Entry, Ledger
 from pipeline.orchestrator.watcher import FAILED, INCOMING, READY, READY_BODY
-from pipeline.registry.objects import Bucket
+from pipeline.registry.bucket import Bucket
 
 MIN_ID_PREFIX = 6
 

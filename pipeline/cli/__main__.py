@@ -1,0 +1,5 @@
+"""`python -m pipeline.cli` is `litelora`."""
+
+from pipeline.cli.app import main
+
+main()

@@ -1,0 +1,159 @@
+"""The `litelora` application and what every command shares: one mapping from errors to exit codes and one-line
+messages, option parsing, progress, connections."""
+
+from __future__ import annotations
+
+import errno
+import functools
+import json
+import shlex
+import sys
+from pathlib import Path
+from typing import Annotated
+
+import click
+import typer
+from rich.console import Console
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    SpinnerColumn,
+    TextColumn,
+    TimeElapsedColumn,
+)
+
+from pipeline.settings import load_settings
+
+app = typer.Typer(help="LiteLoRA Pipeline: continual fine-tuning with gated low-rank adapter sets.",
+                  no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False)
+err = Console(stderr=True)
+EXIT_FAILED, EXIT_INTERRUPTED = 1, 130
+# A full disk or a directory we may not write (state directory, cache) is the user's to fix: one line, not a trace.
+STATE_ERRNOS = {errno.ENOSPC, errno.EDQUOT, errno.EACCES, errno.EPERM, errno.EROFS}
+JSON = Annotated[bool, typer.Option("--json", help="Print the result as JSON on stdout.")]
+
+
+def known_errors() -> tuple[type[Exception], ...]:
+    """What a command reports as one line (the message says what to do), never as a traceback."""
+    from pipeline.adapters.adapter_set import AdapterSetError
+    from pipeline.data.task_dataset import InvalidDataset
+    from pipeline.orchestrator.requeue import RetryRefused
+    from pipeline.orchestrator.rollback import RollbackRefused
+    from pipeline.registry.bucket import StorageError
+    from pipeline.registry.lineage import LineageError
+    from pipeline.serving.predictor import BadRequest
+    from pipeline.settings import NotConfigured
+    from pipeline.stack.process import StackError
+
+    return (AdapterSetError, InvalidDataset, LineageError, StorageError, FileNotFoundError, NotConfigured,
+            StackError, RollbackRefused, RetryRefused, BadRequest, ValueError, RuntimeError)
+
+
+def command(fn):
+    """Register `fn` as a command whose known failures end in one line on stderr and exit 1 (LITELORA_DEBUG=1: the
+    traceback instead)."""
+    @functools.wraps(fn)
+    def run(*args, **kwargs):
+        try:
+            return fn(*args, **kwargs)
+        except KeyboardInterrupt:
+            raise typer.Exit(EXIT_INTERRUPTED) from None
+        except (typer.Exit, click.ClickException):  # an exit code or usage error already decided
+            raise
+        except known_errors() as e:
+            if load_settings().debug:
+                raise
+            fail(str(e))
+
+    return app.command()(run)
+
+
+def fail(message: str) -> None:
+    err.print(f"[red]error:[/red] {message}", highlight=False, soft_wrap=True)
+    raise typer.Exit(EXIT_FAILED)
+
+
+def log(message: str) -> None:
+    err.print(message, highlight=False, soft_wrap=True)
+
+
+def echo_json(data) -> None:
+    typer.echo(json.dumps(data, indent=2, default=str))
+
+
+def csv(value: str) -> list[str]:
+    return [v.strip() for v in value.split(",") if v.strip()]
+
+
+def version_option(value: str | None) -> str | None:
+    """Typer callback: "3", "v3" → "3"."""
+    from pipeline.registry.lineage import LineageError, parse_version
+
+    try:
+        return None if value is None else parse_version(value)
+    except LineageError as e:
+        raise typer.BadParameter(str(e)) from None
+
+
+def check_heads(value: str | None) -> str | None:
+    from pipeline.learn.head_options import HEAD_OPTIONS
+
+    unknown = sorted(set(csv(value or "")) - set(HEAD_OPTIONS))
+    if unknown:
+        raise typer.BadParameter(f"unknown head option(s) {unknown}; choose from {', '.join(HEAD_OPTIONS)}")
+    return value
+
+
+def progress_bar(total_known: bool = True) -> Progress:
+    counter = (BarColumn(), MofNCompleteColumn()) if total_known else (SpinnerColumn(),)
+    return Progress(TextColumn("{task.description}"), *counter, TimeElapsedColumn(), console=err, transient=False)
+
+
+def train_config(method: str = "litelora", epochs=None, sparsity=None, rank=None, head=None):
+    from pipeline.learn.config import TrainConfig
+
+    settings = load_settings()
+    try:
+        return TrainConfig(method=method, device=settings.device).with_overrides(
+            epochs=epochs, sparsity=sparsity, rank=rank, head=head or settings.head)
+    except ValueError as e:
+        raise typer.BadParameter(str(e)) from None
+
+
+def open_connection():
+    import logging
+
+    from pipeline.settings import connection
+
+    logging.getLogger("mlflow").setLevel(logging.WARNING)  # its per-run "View run at" lines are noise here
+    return connection()
+
+
+def open_registry():
+    from pipeline.registry.store import Registry
+
+    return Registry.connect(open_connection())
+
+
+def command_line() -> str:
+    return "litelora " + " ".join(shlex.quote(a) for a in sys.argv[1:])
+
+
+def main(argv: list[str] | None = None) -> None:
+    """The console script: `app`, with file-system errors (disk full, permission denied) as one clear line."""
+    try:
+        app(args=argv, prog_name="litelora")
+    except OSError as e:
+        home = load_settings().home
+        in_home = e.filename is not None and Path(e.filename).is_relative_to(home)
+        if e.errno not in STATE_ERRNOS and not (in_home and e.errno in (errno.ENOENT, errno.ENOTDIR, errno.EISDIR)):
+            raise
+        err.print(f"[red]error:[/red] cannot write {e.filename or 'a file'}: {e.strerror} (state directory {home}; "
+                  "free some space, fix its permissions or point LITELORA_HOME elsewhere)", highlight=False,
+                  soft_wrap=True)
+        raise SystemExit(EXIT_FAILED) from None
+
+
+if __name__ == "__main__":
+    main()

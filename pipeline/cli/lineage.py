@@ -1,0 +1,77 @@
+"""The version tree in MLflow, and moving `current` back."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+import typer
+
+from pipeline.cli.app import (
+    JSON,
+    command,
+    echo_json,
+    fail,
+    known_errors,
+    open_connection,
+    open_registry,
+    version_option,
+)
+
+
+@command
+def lineage(as_json: JSON = False) -> None:
+    """The adapter-set version tree: parent, task, decision, adapters kept, accuracy; `current` marked."""
+    from pipeline.registry.lineage import Lineage
+
+    conn = open_connection()
+    registry = Lineage(conn)
+    current = registry.current()
+    rows = [{**node, "current": current is not None and node["version"] == current.version} for node in registry.nodes()]
+    moves = registry.moves()
+    if as_json:
+        echo_json({"model": conn.registered_model, "current": current.version if current else None,
+                    "versions": rows, "alias_moves": moves})
+        return
+    if not rows:
+        typer.echo("no adapter sets registered yet")
+        return
+    children: dict = {}
+    for r in rows:
+        children.setdefault(r["parent"], []).append(r)
+
+    def show(r: dict, depth: int) -> None:
+        mark = ("  <- current" if r["current"] else "") + (
+            "  (rejected by the promotion guard)" if r["promotion"] == "rejected" else "")
+        acc = f"avg acc {100 * float(r['avg_accuracy']):.1f}%" if r["avg_accuracy"] else ""
+        typer.echo(f"{'  ' * depth}v{r['version']}  {r['task']}  {r['decision']}  {r['active_adapters']} adapter(s)  "
+                   f"{acc}{mark}")
+        for child in children.get(r["version"], []):
+            show(child, depth + 1)
+
+    for root in children.get(None, []):
+        show(root, 0)
+    if moves:
+        typer.echo("\nrecent moves of `current` (all of them: --json, or the experiment litelora-alias-moves):")
+    for m in moves[-5:]:
+        before = "-" if m["from_version"] is None else f"v{m['from_version']}"
+        typer.echo(f"  {m['when']}  {m['kind']}: {before} -> v{m['to_version']}  by {m['who']}"
+                   + (f"  ({m['reason']})" if m["reason"] not in (None, "-") else ""))
+
+
+@command
+def rollback(
+    version: Annotated[str, typer.Argument(help="The version to make current (e.g. 2 or v2).", callback=version_option)],
+    reason: Annotated[str, typer.Option(help="Why; recorded with the move.")] = "",
+    force: Annotated[bool, typer.Option("--force", help="Also make a version current that the promotion guard rejected.")] = False,
+) -> None:
+    """Make an earlier adapter set live again; the next task trains on top of it. Nothing is deleted."""
+    from pipeline.orchestrator import rollback as rollbacks
+
+    try:
+        move = rollbacks.rollback(open_registry(), version, reason, force)
+    except known_errors() as e:
+        fail(f"rollback refused, current unchanged: {e}")
+    typer.echo(f"v{version} is already current; nothing to do" if move is None
+               else f"current: v{move.from_version or '-'} -> v{move.to_version}")
+
+

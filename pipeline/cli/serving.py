@@ -1,0 +1,95 @@
+"""Using a registered set: predict from the shell, export to PEFT, serve over HTTP."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from pipeline.cli.app import (
+    JSON,
+    command,
+    echo_json,
+    err,
+    fail,
+    log,
+    open_connection,
+    open_registry,
+    version_option,
+)
+
+
+@command
+def predict(
+    text: Annotated[list[str] | None, typer.Option(help="Text to classify (repeat for several).")] = None,
+    file: Annotated[typer.FileText | None, typer.Option("--file", help="Texts to classify, one per line ('-' reads stdin).")] = None,
+    image: Annotated[Path | None, typer.Option(help="An image file (needs a set trained on a vision backbone).")] = None,
+    version: Annotated[str | None, typer.Option(help="Registered version (default: `current`).", callback=version_option)] = None,
+    top: Annotated[int, typer.Option(min=1, help="Scores of the top classes to show.")] = 3,
+    as_json: JSON = False,
+) -> None:
+    """Classify text with a registered adapter set (merged weights): label, the task it belongs to, scores."""
+    from pipeline.serving.predictor import Predictor
+
+    if image is not None:
+        fail("--image needs an adapter set trained on a vision backbone; the registered sets read text (--text)")
+    texts = [*(text or []), *(line.rstrip("\n") for line in file or [] if line.strip())]
+    if not texts:
+        raise typer.BadParameter("give --text (repeatable) or --file")
+    predictor = Predictor.from_registry(open_connection(), version)
+    predictions = predictor.predict_all(texts, top=top)
+    if as_json:
+        echo_json({"version": predictor.version, "predictions": [p.__dict__ for p in predictions]})
+        return
+    for t, p in zip(texts, predictions, strict=True):
+        scores = ", ".join(f"{label} {score:.2f}" for label, score in p.scores.items())
+        typer.echo(f"{p.label}  (task {p.task}; v{predictor.version}; {scores})  <- {t[:60]}")
+
+
+@command
+def export(
+    version: Annotated[str, typer.Argument(help="Registered version to export (e.g. 3 or v3).", callback=version_option)],
+    peft: Annotated[Path, typer.Option("--peft", help="Directory for the PEFT LoRA adapters, heads and labels.")],
+    as_json: JSON = False,
+) -> None:
+    """Write a version as standard PEFT LoRA adapters (combined and one per kept adapter) plus its heads."""
+    from pipeline.learn.peft_export import export_peft
+    from pipeline.registry.current import load_current
+
+    found = load_current(open_registry(), version)
+    summary = export_peft(found.model, peft)
+    if as_json:
+        echo_json({"version": found.version, "directory": str(peft), **summary})
+        return
+    typer.echo(f"v{found.version} -> {peft}/combined (rank {sum(summary['ranks'])}) and {len(summary['adapters'])} "
+               f"per-adapter LoRA(s) in {peft}/adapters/; heads and labels beside them\nload: PeftModel.from_pretrained("
+               f"AutoModel.from_pretrained({summary['base_model']!r}), {str(peft / 'combined')!r})")
+
+
+@command
+def serve(
+    port: Annotated[int, typer.Option(help="HTTP port.")] = 8000,
+    host: Annotated[str, typer.Option(help="Address to listen on (loopback by default).")] = "127.0.0.1",
+    poll: Annotated[float, typer.Option(min=0.1, help="Seconds between looks at the `current` alias.")] = 2.0,
+    version: Annotated[str | None, typer.Option(help="Serve this version only (default: follow `current`).", callback=version_option)] = None,
+    replicas: Annotated[int, typer.Option(min=1, help="Ray Serve replicas.")] = 1,
+) -> None:
+    """Answer predictions over HTTP with the set under `current`; follow rollbacks without a restart."""
+    from pipeline.serving.app import serve_until_stopped
+
+    starting = err.status("starting Ray Serve and loading the adapter set…")
+
+    def ready() -> None:
+        starting.stop()
+        following = "following `current`" if version is None else f"pinned to v{version}"
+        log(f"serving http://{host}:{port}/predict  (GET /healthz, /version); {following}; Ctrl-C to stop")
+
+    starting.start()
+    try:
+        serve_until_stopped(open_connection(), host, port, poll, version, replicas, on_ready=ready)
+    finally:
+        starting.stop()
+    log("stopped")
+
+

@@ -1,0 +1,40 @@
+"""When a new set may become `current`: the promotion guard, and the move itself, the commit point of a task.
+
+The guard compares task-incremental accuracy: in class-incremental scoring every old task loses accuracy as
+soon as new classes compete for the argmax, which is expected, not breakage. "til" asks whether the new set
+damaged an earlier task's features; "cil" is the stricter option.
+"""
+
+from __future__ import annotations
+
+from pipeline.learn.evaluate import StageScores
+from pipeline.registry.lineage import Lineage
+
+MAX_ACCURACY_DROP = 0.05
+GUARD_METRIC = "til"
+
+
+def guard_reason(parent_metrics: dict | None, scores: StageScores, max_drop: float, metric: str = GUARD_METRIC) -> str:
+    """Why a new set must not become current: an earlier task lost more than `max_drop` accuracy."""
+    rows = (parent_metrics or {}).get("til_correct" if metric == "til" else "correct")
+    if not rows:
+        return ""
+    before, counts = rows[-1], scores.counts
+    new_row = scores.til_correct if metric == "til" else scores.cil_correct
+    worst, task = max(((before[j] - new_row[j]) / counts[j], j) for j in range(len(before)))
+    if worst > max_drop:
+        return (f"task {task} {metric.upper()} accuracy would drop by {100 * worst:.1f} points "
+                f"(bound {100 * max_drop:.1f}); current stays on the parent")
+    return ""
+
+
+def promote_if_parent_current(lineage: Lineage, version: str, parent: str | None, reason: str) -> bool:
+    """Move `current` to `version` if it still points at `parent` (a set never lands on a lineage it was not
+    trained on). True if it moved; otherwise the version is tagged `not_promoted`, saying where `current` was."""
+    now = lineage.current()
+    if (now.version if now else None) != parent:
+        lineage.tag_version(version, "not_promoted", f"current was v{now.version if now else '-'} when this set was "
+                                                     f"ready, not its parent v{parent or '-'}")
+        return False
+    lineage.move_current(version, reason=reason, kind="promote")
+    return True

@@ -1,0 +1,25 @@
+"""`litelora rollback`: make an earlier set `current` again. Nothing is deleted; the next task builds on it."""
+
+from __future__ import annotations
+
+from pipeline.registry.lineage import AliasMove
+from pipeline.registry.store import Registry
+
+
+class RollbackRefused(ValueError):
+    """The version must not become current (the promotion guard rejected it); `current` is unchanged."""
+
+
+def rollback(registry: Registry, version: str, reason: str = "", force: bool = False) -> AliasMove | None:
+    """Move `current` to `version` after checking its files in the bucket (not a cached copy); None if it is
+    current already. A version the promotion guard rejected needs `force`."""
+    lineage = registry.lineage
+    target = lineage.get(version)
+    now = lineage.current()
+    if now is not None and now.version == target.version:
+        return None
+    if target.tags.get("promotion") == "rejected" and not force:
+        raise RollbackRefused(f"v{target.version} was rejected by the promotion guard "
+                              f"({target.tags.get('rejected_reason', '')}); add --force to make it current anyway")
+    registry.sets.verify(registry.sets.set_id_from_uri(target.source))
+    return lineage.move_current(target.version, reason=reason, kind="rollback")

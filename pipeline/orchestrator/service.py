@@ -1,0 +1,55 @@
+"""The orchestrator as a service (`litelora watch`, `jobs/watch.py`): a watcher whose trainer is a Ray Train job,
+optionally preceded by a Ray Tune search, per drop."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from pipeline.orchestrator.transaction import fit_locally, train_on_current
+from pipeline.orchestrator.watcher import WatchConfig, Watcher
+from pipeline.registry.store import Registry
+from pipeline.settings import Connection
+
+
+@dataclass
+class WatchOptions:
+    workers: int = 2
+    """Ray Train workers per job (DDP); 0 trains in this process without Ray."""
+    gpu: bool = False
+    tune: str | None = None
+    """"auto": a Ray Tune search before each drop; "off": the parent's configuration. None: auto with a GPU."""
+    trials: int = 8
+    max_accuracy_drop: float | None = None
+    """The promotion guard's bound (None: its default)."""
+    config: WatchConfig = field(default_factory=WatchConfig)
+
+    def __post_init__(self) -> None:
+        self.tune = self.tune or ("auto" if self.gpu else "off")
+        if self.tune not in ("auto", "off"):
+            raise ValueError("--tune is auto or off")
+
+
+def build_watcher(conn: Connection, options: WatchOptions, log: Callable[[str], None] = print) -> Watcher:
+    registry = Registry.connect(conn)
+    fit = None
+    if options.workers > 0:
+        from pipeline.orchestrator.ray_train import ScalingSpec, ray_fit
+
+        fit = ray_fit(conn, ScalingSpec(num_workers=options.workers, use_gpu=options.gpu))
+    guarded = {} if options.max_accuracy_drop is None else {"max_accuracy_drop": options.max_accuracy_drop}
+
+    def trained(dataset):
+        return train_on_current(dataset, registry, fit=fit or fit_locally, **guarded)
+
+    def tuned(dataset):
+        from pipeline.tuning.search import SearchInterrupted, TuneSpec, tune_then_train
+        from pipeline.tuning.space import SearchSpace
+
+        spec = TuneSpec(trials=options.trials, gpus_per_trial=0.5 if options.gpu else 0.0)
+        try:
+            return tune_then_train(dataset, conn, SearchSpace(), spec, fit=fit, log=log, **guarded)[1]
+        except SearchInterrupted as stopped:  # Ctrl-C reached Tune first: stop watching, the claim expires
+            raise KeyboardInterrupt(str(stopped)) from stopped
+
+    return Watcher(registry, options.config, trainer=tuned if options.tune == "auto" else trained, log=log)

@@ -1,0 +1,236 @@
+"""One task against the registry: the set under `current` + a task dataset → a new version.
+
+    load the parent → train (here, or as a Ray Train job) → evaluate every task so far, beside the frozen encoder
+    → publish the set (files, then manifest) → register an MLflow version with lineage tags → plots → move
+    `current` (the commit point; only if the parent is still `current`)
+
+A crash before the last step leaves `current` on the last complete set. docs/architecture.md has the failure
+model.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import tempfile
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+from pipeline.data.task_dataset import TaskDataset
+from pipeline.learn.config import TrainConfig
+from pipeline.learn.evaluate import StageScores, evaluate_stage
+from pipeline.learn.frozen import FeatureCache, frozen_reference
+from pipeline.learn.metrics import AccuracyMatrix
+from pipeline.learn.model import ContinualModel
+from pipeline.learn.recipe import EpochCallback, train_task
+from pipeline.learn.subspace import mean_overlap, overlap_matrices
+from pipeline.learn.task import Task
+from pipeline.orchestrator.promotion import MAX_ACCURACY_DROP, guard_reason, promote_if_parent_current
+from pipeline.registry import plots
+from pipeline.registry.current import Parent, load_current
+from pipeline.registry.lineage import NO_PARENT, TrainingRun
+from pipeline.registry.store import Registry
+from pipeline.settings import load_settings
+
+
+@dataclass
+class StepResult:
+    version: str
+    parent: str | None
+    task: str
+    dataset_id: str
+    decision: str
+    active_adapters: int
+    avg_accuracy: float
+    final_accuracy: float
+    forgetting: float
+    promoted: bool
+    run_id: str
+    set_uri: str
+    rejected_reason: str = ""
+    """Why the promotion guard kept `current` where it was (empty if it did not)."""
+    timings: dict = field(default_factory=dict)
+    frozen_avg_accuracy: float | None = None
+    frozen_final_accuracy: float | None = None
+    """The same head fitted on the bare backbone's features of the same tasks, scored on the same rows."""
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+@dataclass
+class Fitted:
+    model: ContinualModel
+    decision: str
+    logit: float
+    train_s: float
+    timings: dict = field(default_factory=dict)
+
+
+# How a task is trained: in this process (`fit_locally`) or as a Ray Train job (`ray_train.ray_fit`).
+Fit = Callable[[ContinualModel, Task, Parent, TrainingRun, EpochCallback], Fitted]
+
+
+def fit_locally(model: ContinualModel, task: Task, parent: Parent, run: TrainingRun,
+                on_epoch: EpochCallback) -> Fitted:
+    result = train_task(model, task, on_epoch=on_epoch)
+    return Fitted(model, result.decision.decision, result.decision.logit, result.wall_time,
+                  {"compute_s": result.wall_time})
+
+
+@contextlib.contextmanager
+def stopwatch(timings: dict, name: str) -> Iterator[None]:
+    clock = time.perf_counter()
+    try:
+        yield
+    finally:
+        timings[name] = timings.get(name, 0.0) + time.perf_counter() - clock
+
+
+@dataclass
+class Scored:
+    """A new set's row of the lineage's accuracy matrix, and the frozen encoder's beside it."""
+
+    matrix: AccuracyMatrix
+    til_rows: list[list[int]]
+    scores: StageScores
+    frozen_avg: float
+    frozen_final: float
+
+    def summary(self, model: ContinualModel, fitted: Fitted) -> dict:
+        return {"avg_accuracy": self.matrix.average_accuracy, "final_accuracy": self.matrix.final_accuracy,
+                "forgetting": self.matrix.forgetting, "active_adapters": model.active_adapters,
+                "gate_logit": fitted.logit, "train_seconds": fitted.train_s,
+                "frozen_avg_accuracy": self.frozen_avg, "frozen_final_accuracy": self.frozen_final,
+                "gain_over_frozen": self.matrix.final_accuracy - self.frozen_final}
+
+
+def starting_model(parent: Parent, config: TrainConfig | None, overrides: dict | None) -> ContinualModel:
+    """The parent's model (its configuration, with `overrides`), or a new one for a lineage's first set."""
+    model = parent.model or ContinualModel(config or TrainConfig().with_overrides(head=load_settings().head))
+    if overrides:
+        model.reconfigure(model.config.with_overrides(**overrides))
+    return model
+
+
+def earlier_tasks(registry: Registry, model: ContinualModel) -> list[Task]:
+    """The tasks the model already knows, read back from the stored datasets, to evaluate every one of them."""
+    tasks = []
+    for record in model.tasks:
+        old = registry.datasets.get(record.dataset_id, record.name).to_task()
+        if old.classes != record.classes:
+            raise RuntimeError(f"stored dataset {record.dataset_id} no longer matches task {record.name!r}")
+        tasks.append(old)
+    return tasks
+
+
+def score(registry: Registry, model: ContinualModel, tasks: list[Task], parent: Parent) -> Scored:
+    """Evaluate every task so far; the same head on the bare backbone's (cached) features gives the reference."""
+    scores = evaluate_stage(model, tasks)
+    reference = frozen_reference(model.config, tasks, FeatureCache(model.config.backbone, registry.cache_dir / "features"))
+    metrics = parent.manifest["metrics"] if parent.manifest else {"correct": [], "counts": []}
+    matrix = AccuracyMatrix([list(row) for row in metrics["correct"]], list(metrics["counts"]))
+    matrix.add_stage(scores.cil_correct, scores.counts)
+    til_rows = [*metrics.get("til_correct", []), scores.til_correct]
+    return Scored(matrix, til_rows, scores, reference.cil.average_accuracy, reference.cil.final_accuracy)
+
+
+def draw_plots(model: ContinualModel, manifest: dict, scored: Scored, directory: Path) -> None:
+    names = [t["name"] for t in manifest["tasks"]]
+    plots.accuracy_heatmap(scored.matrix.matrix(), names, directory / "accuracy_matrix.png")
+    plots.adapter_usage(manifest["tasks"], manifest["adapters"], directory / "adapter_usage.png")
+    plots.overlap_heatmap(mean_overlap(overlap_matrices(model)), [names[a["slot"]] for a in manifest["adapters"]],
+                          directory / "subspace_overlap.png")
+
+
+def version_tags(task: Task, parent: Parent, fitted: Fitted, model: ContinualModel, scored: Scored, set_id: str,
+                 dataset_uri: str, rejected: str) -> dict[str, str]:
+    matrix = scored.matrix
+    tags = {
+        "parent_version": parent.version or NO_PARENT, "task": task.name, "dataset_id": task.dataset_id,
+        "dataset_uri": dataset_uri, "decision": fitted.decision, "active_adapters": str(model.active_adapters),
+        "avg_accuracy": f"{matrix.average_accuracy:.4f}", "final_accuracy": f"{matrix.final_accuracy:.4f}",
+        "forgetting": f"{matrix.forgetting:.4f}", "frozen_final_accuracy": f"{scored.frozen_final:.4f}",
+        "set_id": set_id, "config": json.dumps(model.config.to_dict(), separators=(",", ":")),
+        "promotion": "rejected" if rejected else "accepted",
+    }
+    return tags | ({"rejected_reason": rejected} if rejected else {})
+
+
+def train_on_current(
+    dataset: TaskDataset,
+    registry: Registry,
+    config: TrainConfig | None = None,
+    *,
+    overrides: dict | None = None,
+    fit: Fit = fit_locally,
+    on_epoch: EpochCallback | None = None,
+    at_stage: Callable[[str], None] | None = None,
+    max_accuracy_drop: float = MAX_ACCURACY_DROP,
+    run_id: str | None = None,
+    extra_tags: dict[str, str] | None = None,
+) -> StepResult:
+    """Train `dataset` on top of `current` and register the result.
+
+    `config` configures the first set; later sets inherit their parent's configuration, with `overrides`
+    (`TrainConfig.with_overrides` names) applied. `run_id` continues an MLflow run (a tuned task trains in its
+    search's run) and `extra_tags` are added to the version. `at_stage` is called with "published" (the set is in
+    the bucket, not yet in MLflow) and "registered" (a version exists, `current` has not moved): fault injection."""
+    at_stage = at_stage or (lambda stage: None)
+    lineage, timings = registry.lineage, {}
+    with stopwatch(timings, "load_s"):
+        parent = load_current(registry)
+        model = starting_model(parent, config, overrides)
+        task = dataset.to_task()
+        earlier = earlier_tasks(registry, model)
+        dataset_uri = registry.datasets.put(dataset)
+
+    name = f"{task.name} on " + (f"v{parent.version}" if parent.version else "the bare backbone")
+    tags = {"task": task.name, "dataset_id": task.dataset_id, "parent_version": parent.version or NO_PARENT}
+    with lineage.training_run(name, tags, run_id) as run, tempfile.TemporaryDirectory() as tmp:
+        run.log_params(model.config.to_dict())
+        run.log_dataset(task.name, task.dataset_id, dataset_uri, dataset.schema(), dataset.train.num_rows)
+
+        def log_epoch(phase: str, epoch: int, loss: float) -> None:
+            run.log_metric(f"{phase}_loss", loss, step=epoch)
+            if on_epoch:
+                on_epoch(phase, epoch, loss)
+
+        with stopwatch(timings, "train_s"):
+            fitted = fit(model, task, parent, run, log_epoch)
+        model = fitted.model
+        timings |= fitted.timings
+        with stopwatch(timings, "evaluate_s"):
+            scored = score(registry, model, [*earlier, task], parent)
+        with stopwatch(timings, "register_s"):
+            rejected = guard_reason(parent.manifest["metrics"] if parent.manifest else None, scored.scores,
+                                    max_accuracy_drop)
+            summary = scored.summary(model, fitted)
+            run.log_metrics(summary)
+            manifest = model.save(Path(tmp) / "set", extra={"parent_version": parent.version, "metrics": {
+                "correct": scored.matrix.correct, "til_correct": scored.til_rows, "counts": scored.matrix.counts,
+                **summary}})
+            set_id, set_uri = registry.sets.publish(Path(tmp) / "set")
+            at_stage("published")
+            run.log_dict(manifest, "adapter_set/manifest.json")
+            draw_plots(model, manifest, scored, Path(tmp) / "plots")
+            tags = version_tags(task, parent, fitted, model, scored, set_id, dataset_uri, rejected)
+            version = lineage.register(set_uri, run.run_id, tags | (extra_tags or {}),
+                                       description=f"{task.name}: {fitted.decision} on v{parent.version or '-'}")
+            at_stage("registered")
+            run.set_tags({"adapter_set_version": version.version})
+            now = lineage.current()
+            promotable = not rejected and (now.version if now else None) == parent.version
+            plots.lineage_tree(lineage.nodes(), version.version if promotable else (now.version if now else None),
+                               Path(tmp) / "plots" / "lineage.png")
+            run.log_artifacts(str(Path(tmp) / "plots"), "plots")
+            # The alias move is the commit point, so it comes last: whatever fails before it leaves `current` alone.
+            promoted = not rejected and promote_if_parent_current(lineage, version.version, parent.version,
+                                                                  reason=f"trained {task.name}")
+
+    matrix = scored.matrix
+    return StepResult(version.version, parent.version, task.name, task.dataset_id, fitted.decision,
+                      model.active_adapters, matrix.average_accuracy, matrix.final_accuracy, matrix.forgetting,
+                      promoted, run.run_id, set_uri, rejected, timings, scored.frozen_avg, scored.frozen_final)

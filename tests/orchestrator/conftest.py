@@ -1,0 +1,64 @@
+"""The orchestration logic on in-memory stand-ins for the bucket and MLflow (tests/fakes.py): seconds, no servers."""
+
+import io
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+
+from pipeline.data.task_dataset import TaskDataset
+from pipeline.data.wordnet import split_wordnet20
+from pipeline.learn.backbone import BackboneConfig
+from pipeline.learn.config import TrainConfig
+from pipeline.orchestrator.transaction import train_on_current
+from pipeline.orchestrator.watcher import READY_BODY, WatchConfig, Watcher
+from pipeline.registry.store import Registry
+from tests.fakes import MemoryBucket, MemoryLineage
+
+
+def parquet(**columns) -> bytes:
+    buf = io.BytesIO()
+    pq.write_table(pa.table(columns), buf)
+    return buf.getvalue()
+
+
+def drop(bucket, task: str, files: dict, ready: bool = True) -> None:
+    """What `aws s3 cp` of a drop folder does: plain puts, the marker last."""
+    for name, data in files.items():
+        bucket.put(f"incoming/{task}/{name}", data)
+    if ready:
+        bucket.put(f"incoming/{task}/_READY", READY_BODY)
+
+
+@pytest.fixture
+def registry(tmp_path):
+    return Registry(MemoryBucket(), MemoryLineage(), tmp_path / "cache")
+
+
+@pytest.fixture(scope="session")
+def wordnet_files():
+    """The five CI-tier Split-WordNet-20 tasks, cut to a quarter, as drop files."""
+    return [{"train.parquet": parquet(text=t.train_inputs[::4], label=[t.classes[y] for y in t.train_labels[::4]]),
+             "test.parquet": parquet(text=t.test_inputs[::4], label=[t.classes[y] for y in t.test_labels[::4]])}
+            for t in split_wordnet20(1993, "ci")]
+
+
+@pytest.fixture
+def datasets(wordnet_files):
+    return [TaskDataset.from_files(f"wn-t{i}", files) for i, files in enumerate(wordnet_files)]
+
+
+@pytest.fixture
+def config(tiny_backbone_dir):
+    return TrainConfig(backbone=BackboneConfig(name=str(tiny_backbone_dir)), epochs=1, first_examples=None,
+                       batch_size=16, seed=0)
+
+
+@pytest.fixture
+def make_watcher(registry, config):
+    def make(max_accuracy_drop=1.0, trainer=None, **settings) -> Watcher:
+        # The tiny random backbone forgets freely: the guard is off unless a test is about the guard.
+        trainer = trainer or (lambda ds: train_on_current(ds, registry, config, max_accuracy_drop=max_accuracy_drop))
+        return Watcher(registry, WatchConfig(poll_s=0.01, **settings), trainer=trainer, log=lambda m: None)
+
+    return make

@@ -1,0 +1,196 @@
+"""The watcher and its ledger on in-memory stand-ins: each drop ends once, in arrival order; bad drops are
+quarantined with a reason; claims expire, heartbeats keep them, duplicates are recorded once."""
+
+import json
+import threading
+import time
+
+import pyarrow as pa
+import pytest
+
+from pipeline.data.task_dataset import dataset_id
+from pipeline.orchestrator.ledger import Ledger, LostClaim
+from pipeline.orchestrator.requeue import RetryRefused, requeue
+from pipeline.orchestrator.status import read_status
+from tests.orchestrator.conftest import drop, parquet
+
+
+def test_a_good_drop_becomes_the_current_version_and_the_ledger_tells_its_story(registry, wordnet_files, make_watcher):
+    drop(registry.bucket, "animals", wordnet_files[0])
+    done = make_watcher().run(once=True)
+    assert [d["state"] for d in done] == ["registered"]
+    assert registry.lineage.current().version == done[0]["version"]
+    assert registry.bucket.list("incoming/") == []
+    row = read_status(registry, grace_s=3600).drops[0]
+    assert (row["state"], row["task"], row["version"]) == ("registered", "animals", done[0]["version"])
+    assert [s for s, _ in row["history"]] == ["claimed", "validating", "training", "evaluating", "registered"]
+    for key in ("detection_latency_s", "validation_s", "train_s", "evaluate_s", "register_s"):
+        assert row["timings"][key] >= 0
+
+
+def test_a_half_upload_without_marker_waits_for_the_quiet_period(registry, wordnet_files, make_watcher):
+    drop(registry.bucket, "partial", {"train.parquet": wordnet_files[0]["train.parquet"]}, ready=False)
+    assert make_watcher(quiet_period_s=3600).run(once=True) == []
+    assert registry.bucket.list("incoming/partial/") == ["incoming/partial/train.parquet"]
+    registry.bucket.objects["incoming/partial/train.parquet"] = (wordnet_files[0]["train.parquet"], time.time() - 7200)
+    assert [d["state"] for d in make_watcher(quiet_period_s=3600).run(once=True)] == ["registered"]
+
+
+BAD = {
+    "not-parquet": ({"train.parquet": b"PAR1 garbage"}, "not a readable parquet"),
+    "no-label": ({"train.parquet": parquet(text=["a", "b"])}, "no 'label' column"),
+    "one-class": ({"train.parquet": parquet(text=["a", "b"], label=["x", "x"])}, "single class"),
+    "null-label": ({"train.parquet": parquet(text=["a", "b"], label=["x", None])}, "null label"),
+    "float-label": ({"train.parquet": parquet(text=["a", "b"], label=[0.1, 0.2])}, "integers or strings"),
+    "empty": ({"train.parquet": parquet(text=pa.array([], pa.string()), label=pa.array([], pa.string()))}, "is empty"),
+}
+
+
+def test_each_bad_drop_is_quarantined_with_its_reason_and_the_next_good_drop_trains(registry, wordnet_files,
+                                                                                     make_watcher):
+    for task, (files, _) in BAD.items():
+        drop(registry.bucket, task, files)
+    drop(registry.bucket, "good", wordnet_files[0])
+    done = {d["task"]: d for d in make_watcher().run(once=True)}
+    assert done["good"]["state"] == "registered"
+    for task, (_, reason) in BAD.items():
+        assert done[task]["state"] == "quarantined" and reason in done[task]["reason"], task
+        [key] = [k for k in registry.bucket.list(f"quarantine/{task}/") if k.endswith("reason.json")]
+        assert reason in json.loads(registry.bucket.get(key))["reason"]
+    assert registry.bucket.list("incoming/") == []
+
+
+def test_the_same_bytes_dropped_twice_train_once(registry, wordnet_files, make_watcher):
+    drop(registry.bucket, "first", wordnet_files[0])
+    make_watcher().run(once=True)
+    drop(registry.bucket, "again", wordnet_files[0])
+    assert [d["state"] for d in make_watcher().run(once=True)] == ["duplicate"]
+    assert len(registry.lineage.versions()) == 1
+
+
+def test_two_watchers_started_together_train_each_drop_exactly_once_in_arrival_order(registry, wordnet_files,
+                                                                                     make_watcher):
+    for i in range(3):
+        drop(registry.bucket, f"task{i}", wordnet_files[i])
+        time.sleep(0.01)  # distinct arrival times
+    watchers, results = [make_watcher(), make_watcher()], []
+    threads = [threading.Thread(target=lambda w=w: results.extend(
+        w.run(stop=lambda: not registry.bucket.list("incoming/")))) for w in watchers]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=120)
+    versions = registry.lineage.versions()
+    assert sorted(d["task"] for d in results) == ["task0", "task1", "task2"]
+    assert len(versions) == 3 and len({v.tags["dataset_id"] for v in versions}) == 3
+    by_task = {v.tags["task"]: v for v in versions}  # each version builds on the previous one
+    assert [by_task[f"task{i}"].tags["parent_version"] for i in range(3)] == [
+        "none", by_task["task0"].version, by_task["task1"].version]
+
+
+def test_the_promotion_guard_registers_a_harmful_set_as_rejected_and_current_stays(registry, wordnet_files,
+                                                                                   make_watcher):
+    drop(registry.bucket, "first", wordnet_files[0])
+    drop(registry.bucket, "second", wordnet_files[1])
+    done = make_watcher(max_accuracy_drop=-1.0).run(once=True)  # a bound no set can meet
+    assert [d["state"] for d in done] == ["registered", "rejected"]
+    assert registry.lineage.current().version == done[0]["version"]
+    rejected = registry.lineage.get(done[1]["version"])
+    assert rejected.tags["promotion"] == "rejected" and "would drop" in rejected.tags["rejected_reason"]
+    rows = {r["task"]: r for r in read_status(registry, 3600).drops}
+    assert rows["second"]["state"] == "rejected" and "would drop" in rows["second"]["reason"]
+
+
+def test_a_version_an_earlier_attempt_registered_is_finished_not_trained_again(registry, datasets, wordnet_files,
+                                                                               config, make_watcher):
+    from pipeline.orchestrator.transaction import train_on_current
+
+    def killed_before_the_alias_move(stage):
+        if stage == "registered":
+            raise KeyboardInterrupt("killed")
+
+    with pytest.raises(KeyboardInterrupt):
+        train_on_current(datasets[0], registry, config, at_stage=killed_before_the_alias_move)
+    assert registry.lineage.current() is None and len(registry.lineage.versions()) == 1
+    drop(registry.bucket, "wn-t0", wordnet_files[0])
+    trained = []
+    done = make_watcher(trainer=lambda ds: trained.append(ds)).run(once=True)
+    assert trained == [] and done[0]["state"] == "registered"
+    assert registry.lineage.current().version == "1" and len(registry.lineage.versions()) == 1
+
+
+def test_an_expired_claim_is_taken_over_and_the_old_holder_stops(registry):
+    first, second = Ledger(registry.bucket, "w1", lease_s=60), Ledger(registry.bucket, "w2", lease_s=60)
+    entry = first.claim("abc", "t")
+    assert entry is not None
+    assert second.claim("abc", "t") is None, "a live claim is not taken over"
+    taken = second.claim("abc", "t", now=entry.last_activity() + 61)
+    assert taken is not None and taken.epoch == 1
+    with pytest.raises(LostClaim):
+        first.record(entry, "training", task="t")
+
+
+def test_a_training_longer_than_the_lease_keeps_its_claim_through_heartbeats(registry, wordnet_files, make_watcher):
+    started = threading.Event()
+
+    def slow_trainer(dataset):
+        started.set()
+        time.sleep(1.5)  # five leases
+        raise RuntimeError("stopping here is enough for this test")
+
+    watcher = make_watcher(trainer=slow_trainer, lease_s=0.3, heartbeat_s=0.05)
+    drop(registry.bucket, "slow", wordnet_files[0])
+    job = threading.Thread(target=lambda: watcher.run(once=True))
+    job.start()
+    assert started.wait(30)
+    time.sleep(0.8)  # the claim itself is older than the lease by now; only heartbeats keep it
+    rival = Ledger(registry.bucket, "rival", lease_s=0.3)
+    assert rival.claim(dataset_id(wordnet_files[0]), "slow") is None, "a heartbeating claim must not be taken over"
+    job.join(30)
+    assert rival.read(dataset_id(wordnet_files[0])).state == "failed"
+
+
+def test_a_failed_drop_is_requeued_marker_last_and_other_drops_are_refused_with_a_reason(registry, wordnet_files,
+                                                                                         make_watcher):
+    drop(registry.bucket, "flaky", wordnet_files[0])
+
+    def broken(dataset):
+        raise RuntimeError("MLflow was down")
+
+    assert make_watcher(trainer=broken).run(once=True)[0]["state"] == "failed"
+    info = requeue(registry.bucket, Ledger(registry.bucket), "flaky")
+    assert info["reason_it_failed"] == "RuntimeError: MLflow was down"
+    assert Ledger(registry.bucket).read(dataset_id(wordnet_files[0])).state == "pending"
+    assert {k.rsplit("/", 1)[1] for k in registry.bucket.list("incoming/flaky/")} == {
+        "train.parquet", "test.parquet", "_READY"}
+    assert [d["state"] for d in make_watcher().run(once=True)] == ["registered"]
+    for name, reason in (("flaky", "'flaky' is registered (v1); only a failed drop can be retried"),
+                         ("no-such-task", "no drop is named 'no-such-task'")):
+        with pytest.raises(RetryRefused, match=reason.replace("(", r"\(").replace(")", r"\)")):
+            requeue(registry.bucket, Ledger(registry.bucket), name)
+    assert len(registry.lineage.versions()) == 1
+
+
+def test_a_duplicate_drop_seen_by_two_watchers_is_recorded_once(registry):
+    first, second = Ledger(registry.bucket, "w1"), Ledger(registry.bucket, "w2")
+    assert first.record_duplicate("ds", "again", "incoming/again/", arrived=1700000000.0)
+    assert not second.record_duplicate("ds", "again", "incoming/again/", arrived=1700000000.0)
+    assert first.record_duplicate("ds", "again", "incoming/again/", arrived=1700000042.0), "a later re-drop counts"
+    assert len(first.read("ds").duplicates) == 2
+
+
+def test_a_claim_whose_first_event_is_not_written_yet_is_held(registry):
+    registry.bucket.put_if_absent("ledger/fresh/claims/000000.json",
+                                  b'{"watcher": "A", "at": %f, "epoch": 0, "task": "t"}' % time.time())
+    assert Ledger(registry.bucket, "rival", lease_s=60).claim("fresh", "t") is None
+
+
+def test_a_claim_written_just_after_a_requeue_is_not_stolen(registry):
+    first, rival = Ledger(registry.bucket, "first", lease_s=60), Ledger(registry.bucket, "rival", lease_s=60)
+    entry = first.claim("ds1", "t")
+    first.record(entry, "failed", task="t", reason="boom")
+    first.requeue(first.read("ds1"), who="someone")
+    # Watcher A has written its claim for the next epoch but not yet its "claimed" event.
+    registry.bucket.put_if_absent("ledger/ds1/claims/000001.json",
+                                  b'{"watcher": "A", "at": %f, "epoch": 1, "task": "t"}' % time.time())
+    assert rival.claim("ds1", "t") is None
