@@ -31,9 +31,16 @@ from pipeline.learn.recipe import train_task
 VARIANTS = ("stale", "drift", "refreshed")
 
 
-def cil_accuracy(weight: torch.Tensor, bias: torch.Tensor, tests: list[tuple[torch.Tensor, torch.Tensor]],
-                 offsets: list[int]) -> float:
-    accs = [float(((x @ weight.T + bias).argmax(1) == y + off).float().mean()) for (x, y), off in zip(tests, offsets)]
+def cil_accuracy(
+    weight: torch.Tensor,
+    bias: torch.Tensor,
+    tests: list[tuple[torch.Tensor, torch.Tensor]],
+    offsets: list[int],
+) -> float:
+    accs = [
+        float(((x @ weight.T + bias).argmax(1) == y + off).float().mean())
+        for (x, y), off in zip(tests, offsets)
+    ]
     return statistics.fmean(accs)
 
 
@@ -53,15 +60,27 @@ def run(ordering: int) -> dict:
             s.add_classes(after, labels, len(task.classes))
         refreshed = ClassStatistics.empty(dim, rank)
         for seen in tasks[: t + 1]:
-            refreshed.add_classes(features_of(model, seen.train_inputs), torch.tensor(seen.train_labels),
-                                  len(seen.classes))
-        tests = [(features_of(model, seen.test_inputs), torch.tensor(seen.test_labels)) for seen in tasks[: t + 1]]
+            refreshed.add_classes(
+                features_of(model, seen.train_inputs), torch.tensor(seen.train_labels), len(seen.classes)
+            )
+        tests = [
+            (features_of(model, seen.test_inputs), torch.tensor(seen.test_labels)) for seen in tasks[: t + 1]
+        ]
         for name, s in (("stale", stats["stale"]), ("drift", stats["drift"]), ("refreshed", refreshed)):
             weight, bias = align_classifier(model.heads, s, steps=model.config.align_steps, seed=ordering + t)
             curve[name].append(cil_accuracy(weight, bias, tests, model.heads.offsets()))
-        print(f"o{ordering} task {t}: " + " ".join(f"{v} {100 * curve[v][-1]:.1f}" for v in VARIANTS), flush=True)
-    return {"ordering": ordering, "adapters": model.active_adapters,
-            **{v: {"avg_accuracy": statistics.fmean(c), "final_accuracy": c[-1], "curve": c} for v, c in curve.items()}}
+        print(
+            f"o{ordering} task {t}: " + " ".join(f"{v} {100 * curve[v][-1]:.1f}" for v in VARIANTS),
+            flush=True,
+        )
+    return {
+        "ordering": ordering,
+        "adapters": model.active_adapters,
+        **{
+            v: {"avg_accuracy": statistics.fmean(c), "final_accuracy": c[-1], "curve": c}
+            for v, c in curve.items()
+        },
+    }
 
 
 def main() -> None:
@@ -70,17 +89,33 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=Path(__file__).parent)
     args = parser.parse_args()
     runs = [run(int(o)) for o in args.orderings.split(",")]
-    lines = ["# Aligned head: stale vs drift-compensated vs refreshed class statistics", "",
-             "LiteLoRA, Split-WordNet-20 quick tier, default configuration; class-incremental accuracy in %.",
-             f"Command: `python benchmarks/head_drift.py --orderings {args.orderings}`", "",
-             "| ordering | adapters | " + " | ".join(f"A {v} | final {v}" for v in VARIANTS) + " |",
-             "|---|---|" + "---|---|" * len(VARIANTS)]
+    lines = [
+        "# Aligned head: stale vs drift-compensated vs refreshed class statistics",
+        "",
+        "LiteLoRA, Split-WordNet-20 quick tier, default configuration; class-incremental accuracy in %.",
+        f"Command: `python benchmarks/head_drift.py --orderings {args.orderings}`",
+        "",
+        "| ordering | adapters | " + " | ".join(f"A {v} | final {v}" for v in VARIANTS) + " |",
+        "|---|---|" + "---|---|" * len(VARIANTS),
+    ]
     for r in runs:
-        lines.append(f"| {r['ordering']} | {r['adapters']} | " + " | ".join(
-            f"{100 * r[v]['avg_accuracy']:.1f} | {100 * r[v]['final_accuracy']:.1f}" for v in VARIANTS) + " |")
-    mean = {v: (statistics.fmean(r[v]["avg_accuracy"] for r in runs), statistics.fmean(r[v]["final_accuracy"] for r in runs))
-            for v in VARIANTS}
-    lines.append("| mean | | " + " | ".join(f"{100 * a:.1f} | {100 * f:.1f}" for a, f in mean.values()) + " |")
+        lines.append(
+            f"| {r['ordering']} | {r['adapters']} | "
+            + " | ".join(
+                f"{100 * r[v]['avg_accuracy']:.1f} | {100 * r[v]['final_accuracy']:.1f}" for v in VARIANTS
+            )
+            + " |"
+        )
+    mean = {
+        v: (
+            statistics.fmean(r[v]["avg_accuracy"] for r in runs),
+            statistics.fmean(r[v]["final_accuracy"] for r in runs),
+        )
+        for v in VARIANTS
+    }
+    lines.append(
+        "| mean | | " + " | ".join(f"{100 * a:.1f} | {100 * f:.1f}" for a, f in mean.values()) + " |"
+    )
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / "head-drift.md").write_text("\n".join(lines) + "\n")
     (args.out / "head-drift.json").write_text(json.dumps({"runs": runs, "mean": mean}, indent=2) + "\n")

@@ -32,8 +32,24 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 DATA_VERB = Path("/usr/share/wordnet/data.verb")
-SECTIONS = ("utils", "net", "science", "admin", "games", "x11", "text", "sound", "graphics", "fonts", "web", "math",
-            "mail", "editors", "database", "video")
+SECTIONS = (
+    "utils",
+    "net",
+    "science",
+    "admin",
+    "games",
+    "x11",
+    "text",
+    "sound",
+    "graphics",
+    "fonts",
+    "web",
+    "math",
+    "mail",
+    "editors",
+    "database",
+    "video",
+)
 CLASS_SEED = 7  # not one of the benchmark orderings
 
 
@@ -56,7 +72,9 @@ def debian_pool() -> dict[str, list[str]]:
     text = subprocess.run(["lz4cat", lists[0]], capture_output=True, check=True, text=True).stdout
     by_class, seen = defaultdict(list), set()
     for stanza in text.split("\n\n"):
-        fields = dict(line.split(": ", 1) for line in stanza.splitlines() if ": " in line and not line.startswith(" "))
+        fields = dict(
+            line.split(": ", 1) for line in stanza.splitlines() if ": " in line and not line.startswith(" ")
+        )
         section, description = fields.get("Section"), fields.get("Description")
         if section in SECTIONS and description and description.lower() not in seen:
             seen.add(description.lower())
@@ -64,8 +82,15 @@ def debian_pool() -> dict[str, list[str]]:
     return by_class
 
 
-def drops(by_class: dict[str, list[str]], n_classes: int, per_task: int, train: int, test: int, name: str,
-          root: Path) -> list[Path]:
+def drops(
+    by_class: dict[str, list[str]],
+    n_classes: int,
+    per_task: int,
+    train: int,
+    test: int,
+    name: str,
+    root: Path,
+) -> list[Path]:
     """Write one drop folder per task (train.parquet, test.parquet, task.json); classes in a seeded order."""
     rng = random.Random(CLASS_SEED)
     classes = sorted(sorted(by_class, key=lambda c: (-len(by_class[c]), c))[:n_classes])
@@ -105,7 +130,10 @@ def frozen_references(folders: list[Path]) -> dict:
     config = TrainConfig()
     same_head = frozen_reference(config, tasks, FeatureCache(config.backbone))
     ncm = run_ncm(tasks, config.backbone)
-    return {"frozen_same_head": same_head.cil.summary() | {"head": config.head}, "ncm_frozen": ncm.cil.summary()}
+    return {
+        "frozen_same_head": same_head.cil.summary() | {"head": config.head},
+        "ncm_frozen": ncm.cil.summary(),
+    }
 
 
 def run_stream(folders: list[Path]) -> dict:
@@ -118,25 +146,45 @@ def run_stream(folders: list[Path]) -> dict:
             for t, folder in enumerate(folders):
                 clock = time.time()
                 step = litelora(env, "train", "--data", str(folder), "--register")
-                steps.append({k: step.get(k) for k in ("version", "decision", "active_adapters", "promoted",
-                                                        "frozen_final_accuracy")} | {"seconds": time.time() - clock})
+                steps.append(
+                    {
+                        k: step.get(k)
+                        for k in (
+                            "version",
+                            "decision",
+                            "active_adapters",
+                            "promoted",
+                            "frozen_final_accuracy",
+                        )
+                    }
+                    | {"seconds": time.time() - clock}
+                )
                 correct, total = [], []
                 for seen in folders[: t + 1]:
                     test = pq.read_table(seen / "test.parquet").to_pydict()
                     with tempfile.NamedTemporaryFile("w", suffix=".txt") as texts:
                         texts.write("\n".join(x.replace("\n", " ") for x in test["text"]))
                         texts.flush()
-                        predicted = litelora(env, "predict", "--file", texts.name, "--version", step["version"])
+                        predicted = litelora(
+                            env, "predict", "--file", texts.name, "--version", step["version"]
+                        )
                     labels = [p["label"] for p in predicted["predictions"]]
                     correct.append(sum(a == b for a, b in zip(labels, test["label"], strict=True)))
                     total.append(len(labels))
                 stages.append({"correct": correct, "counts": total, "accuracy": sum(correct) / sum(total)})
-                print(f"  {folder.name}: {step['decision']}, accuracy {100 * stages[-1]['accuracy']:.1f}", flush=True)
+                print(
+                    f"  {folder.name}: {step['decision']}, accuracy {100 * stages[-1]['accuracy']:.1f}",
+                    flush=True,
+                )
         finally:
             subprocess.run(["litelora", "down"], env=env, capture_output=True, check=False)
     accuracies = [s["accuracy"] for s in stages]
-    return {"stages": stages, "steps": steps, "avg_accuracy": sum(accuracies) / len(accuracies),
-            "final_accuracy": accuracies[-1]}
+    return {
+        "stages": stages,
+        "steps": steps,
+        "avg_accuracy": sum(accuracies) / len(accuracies),
+        "final_accuracy": accuracies[-1],
+    }
 
 
 def main() -> None:
@@ -144,10 +192,15 @@ def main() -> None:
     parser.add_argument("--streams", default="verbs,debian")
     parser.add_argument("--out", type=Path, default=Path("benchmarks"))
     args = parser.parse_args()
-    builders = {"verbs": lambda root: drops(verb_pool(), 12, 3, 150, 100, "verbs", root),
-                "debian": lambda root: drops(debian_pool(), 16, 4, 150, 75, "debian", root)}
-    report = {"command": "python " + " ".join(sys.argv), "started": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-              "streams": {}}
+    builders = {
+        "verbs": lambda root: drops(verb_pool(), 12, 3, 150, 100, "verbs", root),
+        "debian": lambda root: drops(debian_pool(), 16, 4, 150, 75, "debian", root),
+    }
+    report = {
+        "command": "python " + " ".join(sys.argv),
+        "started": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        "streams": {},
+    }
     args.out.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory() as root:
         for name in args.streams.split(","):
@@ -160,19 +213,35 @@ def main() -> None:
 
 
 def markdown(report: dict) -> str:
-    lines = ["# Held-out text streams (never tuned on)", "", f"Command: `{report['command']}`  ", "",
-             ("Trained one drop at a time with `litelora train --register` (shipped defaults), scored with `litelora "
-              "predict` on every seen task's test rows after each version. Class-incremental accuracy in %."), "",
-             "| stream | shipped defaults A | final | frozen, same head A | final | frozen NCM A | final | adapters kept |",
-             "|---|---|---|---|---|---|---|---|"]
+    lines = [
+        "# Held-out text streams (never tuned on)",
+        "",
+        f"Command: `{report['command']}`  ",
+        "",
+        (
+            "Trained one drop at a time with `litelora train --register` (shipped defaults), scored with `litelora "
+            "predict` on every seen task's test rows after each version. Class-incremental accuracy in %."
+        ),
+        "",
+        "| stream | shipped defaults A | final | frozen, same head A | final | frozen NCM A | final | adapters kept |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
     for name, s in report["streams"].items():
         same, ncm = s["frozen_same_head"], s["ncm_frozen"]
-        lines.append(f"| {name} | {100 * s['avg_accuracy']:.1f} | {100 * s['final_accuracy']:.1f} | "
-                     f"{100 * same['avg_accuracy']:.1f} | {100 * same['final_accuracy']:.1f} | "
-                     f"{100 * ncm['avg_accuracy']:.1f} | {100 * ncm['final_accuracy']:.1f} | "
-                     f"{s['steps'][-1]['active_adapters']} |")
-    lines += ["", "Decisions: " + "; ".join(f"{n}: " + " ".join(step["decision"] for step in s["steps"])
-                                            for n, s in report["streams"].items()), ""]
+        lines.append(
+            f"| {name} | {100 * s['avg_accuracy']:.1f} | {100 * s['final_accuracy']:.1f} | "
+            f"{100 * same['avg_accuracy']:.1f} | {100 * same['final_accuracy']:.1f} | "
+            f"{100 * ncm['avg_accuracy']:.1f} | {100 * ncm['final_accuracy']:.1f} | "
+            f"{s['steps'][-1]['active_adapters']} |"
+        )
+    lines += [
+        "",
+        "Decisions: "
+        + "; ".join(
+            f"{n}: " + " ".join(step["decision"] for step in s["steps"]) for n, s in report["streams"].items()
+        ),
+        "",
+    ]
     return "\n".join(lines)
 
 

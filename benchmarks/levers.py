@@ -22,35 +22,57 @@ from pipeline.bench.continual import STREAMS
 from pipeline.learn.config import TrainConfig
 from pipeline.learn.stream import run_stream
 
-QKVO_MLP = ("query", "key", "value", "attention.output.dense", "intermediate.dense", r".*layer\.[0-9]+\.output\.dense")
+QKVO_MLP = (
+    "query",
+    "key",
+    "value",
+    "attention.output.dense",
+    "intermediate.dense",
+    r".*layer\.[0-9]+\.output\.dense",
+)
 PAPER = {"relearn_magnitudes": True, "first_examples": 0}
 SHIPPED = {"relearn_magnitudes": False, "first_examples": 3000, "sparsity": 0.5}
 LEVERS: dict[str, tuple[str, dict]] = {
     "frozen": ("no adapters: the same heads on the bare backbone", {"method": "frozen", **SHIPPED}),
-    "paper": ("LiteLoRA as the paper runs it: every α re-learned on normalised directions, 2 epochs per task",
-              PAPER),
-    "paper + first task": ("the paper's α handling with the shipped first task (≥ 3,000 examples)",
-                           {**PAPER, "first_examples": 3000}),
-    "shipped": ("fixed magnitudes (a reused task changes nothing), task 0 ≥ 3,000 examples, 2 epochs after, λ = 0.5",
-                SHIPPED),
+    "paper": (
+        "LiteLoRA as the paper runs it: every α re-learned on normalised directions, 2 epochs per task",
+        PAPER,
+    ),
+    "paper + first task": (
+        "the paper's α handling with the shipped first task (≥ 3,000 examples)",
+        {**PAPER, "first_examples": 3000},
+    ),
+    "shipped": (
+        "fixed magnitudes (a reused task changes nothing), task 0 ≥ 3,000 examples, 2 epochs after, λ = 0.5",
+        SHIPPED,
+    ),
     "λ = 0.1": ("a lighter sparsity weight: the gate recruits more", {**SHIPPED, "sparsity": 0.1}),
     "λ = 2": ("a heavier sparsity weight", {**SHIPPED, "sparsity": 2.0}),
     "slow learner": ("adapter learning rate 5e-4, head 2e-3 (SLCA)", {**SHIPPED, "adapter_lr": 5e-4}),
     "5 epochs every task": ("later tasks trained as long as the first", {**SHIPPED, "epochs": 5}),
     "rank 16": ("twice the adapter rank", {**SHIPPED, "rank": 16}),
-    "q/k/v/o + MLP": ("adapters on every linear map of each block, not query/value only",
-                      {**SHIPPED, "targets": QKVO_MLP}),
-    "SGD": ("SGD with momentum 0.9 (the papers' optimiser), lr 0.05", {**SHIPPED, "optimizer": "sgd", "lr": 0.05,
-                                                                       "alpha_lr": 0.05}),
-    "joint (ceiling)": ("every task at once, the shipped task-0 recipe (not continual)", {**SHIPPED, "joint": True}),
+    "q/k/v/o + MLP": (
+        "adapters on every linear map of each block, not query/value only",
+        {**SHIPPED, "targets": QKVO_MLP},
+    ),
+    "SGD": (
+        "SGD with momentum 0.9 (the papers' optimiser), lr 0.05",
+        {**SHIPPED, "optimizer": "sgd", "lr": 0.05, "alpha_lr": 0.05},
+    ),
+    "joint (ceiling)": (
+        "every task at once, the shipped task-0 recipe (not continual)",
+        {**SHIPPED, "joint": True},
+    ),
 }
 HEADS = ("ridge", "linear")
 
 
 def validation_tasks(tasks, ordering: int):
     """Each task trained on 80% of its training rows and scored on the other 20% (seeded, class-stratified)."""
-    return [replace(rest, test_inputs=val.test_inputs, test_labels=val.test_labels)
-            for rest, val in (t.split_validation(0.2, seed=ordering + i) for i, t in enumerate(tasks))]
+    return [
+        replace(rest, test_inputs=val.test_inputs, test_labels=val.test_labels)
+        for rest, val in (t.split_validation(0.2, seed=ordering + i) for i, t in enumerate(tasks))
+    ]
 
 
 def run_lever(stream: str, ordering: int, settings: dict, test: bool) -> dict:
@@ -64,27 +86,40 @@ def run_lever(stream: str, ordering: int, settings: dict, test: bool) -> dict:
     clock = time.process_time()
     wall = time.perf_counter()
     results = run_joint(tasks, config, HEADS) if joint else run_stream(tasks, config, head_options=HEADS)[0]
-    return {"config": config.to_dict(), "cpu_s": time.process_time() - clock, "wall_s": time.perf_counter() - wall,
-            "rows": {head: result.row() for head, result in results.items()}}
+    return {
+        "config": config.to_dict(),
+        "cpu_s": time.process_time() - clock,
+        "wall_s": time.perf_counter() - wall,
+        "rows": {head: result.row() for head, result in results.items()},
+    }
 
 
 def markdown(report: dict) -> str:
-    lines = [f"# Levers on {report['title']}, ordering {report['ordering']} ({report['split']} rows)", "",
-             f"Command: `{report['command']}`  ", "",
-             ("Class-incremental accuracy in %; A = average anytime accuracy, final = after the last task, A (TIL) = "
-              "task-incremental; ΔA frozen = A minus the frozen encoder's A with the same head; #Ad = adapters kept; "
-              "CPU s = process CPU time of the whole stream (2 threads)."), "",
-             "| lever | what changes | head | A | ΔA frozen | final | A (TIL) | #Ad | decisions | CPU s |",
-             "|---|---|---|---|---|---|---|---|---|---|"]
+    lines = [
+        f"# Levers on {report['title']}, ordering {report['ordering']} ({report['split']} rows)",
+        "",
+        f"Command: `{report['command']}`  ",
+        "",
+        (
+            "Class-incremental accuracy in %; A = average anytime accuracy, final = after the last task, A (TIL) = "
+            "task-incremental; ΔA frozen = A minus the frozen encoder's A with the same head; #Ad = adapters kept; "
+            "CPU s = process CPU time of the whole stream (2 threads)."
+        ),
+        "",
+        "| lever | what changes | head | A | ΔA frozen | final | A (TIL) | #Ad | decisions | CPU s |",
+        "|---|---|---|---|---|---|---|---|---|---|",
+    ]
     frozen = report["levers"].get("frozen", {}).get("rows", {})
     for name, lever in report["levers"].items():
         for head, row in lever["rows"].items():
             base = frozen.get(head) if name != "frozen" else None
             delta = "—" if base is None else f"{100 * (row['avg_accuracy'] - base['avg_accuracy']):+.1f}"
-            lines.append(f"| {name} | {LEVERS[name][0]} | {head} | {100 * row['avg_accuracy']:.1f} | {delta} | "
-                         f"{100 * row['final_accuracy']:.1f} | {100 * row['til_avg_accuracy']:.1f} | "
-                         f"{row['active_adapters']} | {' '.join(d[:3] for d in row['decisions'])} | "
-                         f"{lever['cpu_s']:.0f} |")
+            lines.append(
+                f"| {name} | {LEVERS[name][0]} | {head} | {100 * row['avg_accuracy']:.1f} | {delta} | "
+                f"{100 * row['final_accuracy']:.1f} | {100 * row['til_avg_accuracy']:.1f} | "
+                f"{row['active_adapters']} | {' '.join(d[:3] for d in row['decisions'])} | "
+                f"{lever['cpu_s']:.0f} |"
+            )
     return "\n".join(lines) + "\n"
 
 
@@ -97,14 +132,25 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=Path("benchmarks"))
     args = parser.parse_args()
     split = "test" if args.test else "validation"
-    report = {"title": STREAMS[args.stream].title, "ordering": args.ordering, "split": split,
-              "command": "python " + " ".join(sys.argv), "levers": {}}
+    report = {
+        "title": STREAMS[args.stream].title,
+        "ordering": args.ordering,
+        "split": split,
+        "command": "python " + " ".join(sys.argv),
+        "levers": {},
+    }
     for name in args.levers.split(","):
         report["levers"][name] = run_lever(args.stream, args.ordering, LEVERS[name][1], args.test)
         row = report["levers"][name]["rows"][HEADS[0]]
-        print(f"{name}: A {100 * row['avg_accuracy']:.1f}, final {100 * row['final_accuracy']:.1f}, "
-              f"{row['active_adapters']} adapter(s)", flush=True)
-    stem = args.out / f"levers-{STREAMS[args.stream].report_prefix}o{args.ordering}{'-test' if args.test else ''}"
+        print(
+            f"{name}: A {100 * row['avg_accuracy']:.1f}, final {100 * row['final_accuracy']:.1f}, "
+            f"{row['active_adapters']} adapter(s)",
+            flush=True,
+        )
+    stem = (
+        args.out
+        / f"levers-{STREAMS[args.stream].report_prefix}o{args.ordering}{'-test' if args.test else ''}"
+    )
     stem.with_suffix(".json").write_text(json.dumps(report, indent=2) + "\n")
     stem.with_suffix(".md").write_text(markdown(report))
     print(markdown(report))

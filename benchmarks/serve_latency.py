@@ -33,8 +33,11 @@ def http(url: str, texts: list[str], batch: int, requests_n: int) -> dict:
         start = time.perf_counter()
         session.post(f"{url}/predict", json={"texts": chunk}, timeout=60).raise_for_status()
         times.append(time.perf_counter() - start)
-    return {"p50_ms": 1000 * percentile(times, 0.5), "p99_ms": 1000 * percentile(times, 0.99),
-            "texts_per_s": batch * len(times) / sum(times)}
+    return {
+        "p50_ms": 1000 * percentile(times, 0.5),
+        "p99_ms": 1000 * percentile(times, 0.99),
+        "texts_per_s": batch * len(times) / sum(times),
+    }
 
 
 @torch.no_grad()
@@ -49,7 +52,9 @@ def forward_ms(model, tokenizer, texts: list[str], max_length: int, repeats: int
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--url", default="http://127.0.0.1:8000")
     parser.add_argument("--requests", type=int, default=200)
     args = parser.parse_args()
@@ -63,10 +68,14 @@ def main() -> None:
         served = http(args.url, texts, batch, args.requests if batch == 1 else args.requests // 4)
         merged = forward_ms(predictor.model.backbone, tokenizer, texts[:batch], length, 50)
         base = forward_ms(plain, tokenizer, texts[:batch], length, 50)
-        rows.append(f"| {batch} | {served['p50_ms']:.1f} | {served['p99_ms']:.1f} | {served['texts_per_s']:.0f} | "
-                    f"{merged:.2f} | {base:.2f} | {merged / base:.3f} |")
+        rows.append(
+            f"| {batch} | {served['p50_ms']:.1f} | {served['p99_ms']:.1f} | {served['texts_per_s']:.0f} | "
+            f"{merged:.2f} | {base:.2f} | {merged / base:.3f} |"
+        )
     print(f"v{predictor.version}, {torch.get_num_threads()} torch threads\n")
-    print("| batch | HTTP p50 (ms) | HTTP p99 (ms) | texts/s | merged forward (ms) | plain backbone (ms) | ratio |")
+    print(
+        "| batch | HTTP p50 (ms) | HTTP p99 (ms) | texts/s | merged forward (ms) | plain backbone (ms) | ratio |"
+    )
     print("|---|---|---|---|---|---|---|")
     print("\n".join(rows))
 

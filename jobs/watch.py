@@ -20,14 +20,25 @@ def main() -> int:
     parser.add_argument("--tune", choices=("auto", "off"), default=None, help="Ray Tune before each drop")
     parser.add_argument("--trials", type=int, default=8)
     parser.add_argument("--poll", type=float, default=5.0, help="seconds between looks at the bucket")
-    parser.add_argument("--quiet-period", type=float, default=30.0, help="seconds after which a drop without "
-                        "_READY is complete")
+    parser.add_argument(
+        "--quiet-period",
+        type=float,
+        default=30.0,
+        help="seconds after which a drop without _READY is complete",
+    )
     parser.add_argument("--lease", type=float, default=300.0, help="seconds of silence before a takeover")
-    parser.add_argument("--guard", type=float, default=None, help="promotion guard bound (0-1; 1 turns it off)")
+    parser.add_argument(
+        "--guard", type=float, default=None, help="promotion guard bound (0-1; 1 turns it off)"
+    )
     args = parser.parse_args()
-    options = WatchOptions(workers=args.workers, gpu=args.gpu, tune=args.tune, trials=args.trials,
-                           max_accuracy_drop=args.guard,
-                           config=WatchConfig(quiet_period_s=args.quiet_period, poll_s=args.poll, lease_s=args.lease))
+    options = WatchOptions(
+        workers=args.workers,
+        gpu=args.gpu,
+        tune=args.tune,
+        trials=args.trials,
+        max_accuracy_drop=args.guard,
+        config=WatchConfig(quiet_period_s=args.quiet_period, poll_s=args.poll, lease_s=args.lease),
+    )
     done = build_watcher(connection(load_settings()), options).run(once=args.once)
     print(f"processed {len(done)} drop(s)")
     return 1 if any(d["state"] == "failed" for d in done) else 0

@@ -20,8 +20,14 @@ from pipeline.registry.store import Registry
 from pipeline.settings import Connection
 
 
-def run_demo(conn: Connection, *, tier: str = "quick", workers: int = 2, tasks: int = 5,
-             log: Callable[[str], None] = print) -> list[dict]:
+def run_demo(
+    conn: Connection,
+    *,
+    tier: str = "quick",
+    workers: int = 2,
+    tasks: int = 5,
+    log: Callable[[str], None] = print,
+) -> list[dict]:
     stream = split_wordnet20(ORDERINGS[0], tier)[:tasks]
     registry = Registry.connect(conn)
     bucket = registry.bucket
@@ -35,7 +41,11 @@ def run_demo(conn: Connection, *, tier: str = "quick", workers: int = 2, tasks: 
         for i, task in enumerate(stream):
             name = f"wordnet-{i}"
             folder = write_drop(task, Path(tmp) / name)
-            prefix = put_drop(bucket, name, {f: (folder / f).read_bytes() for f in DATA_FILES if (folder / f).exists()})
-            log(f"dropped s3://{conn.bucket}/{prefix} ({len(task.classes)} classes: {', '.join(task.classes)})")
+            prefix = put_drop(
+                bucket, name, {f: (folder / f).read_bytes() for f in DATA_FILES if (folder / f).exists()}
+            )
+            log(
+                f"dropped s3://{conn.bucket}/{prefix} ({len(task.classes)} classes: {', '.join(task.classes)})"
+            )
             done += watcher.run(once=True)
     return done

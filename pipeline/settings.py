@@ -27,7 +27,9 @@ class Settings(BaseSettings):
     """Head option of a new lineage's first set (later sets keep their parent's): ridge, linear, prototype,
     aligned, calibrated; None = the default of TrainConfig."""
     bucket: str | None = None
-    s3_endpoint: str | None = Field(None, validation_alias=AliasChoices("LITELORA_S3_ENDPOINT", "AWS_ENDPOINT_URL"))
+    s3_endpoint: str | None = Field(
+        None, validation_alias=AliasChoices("LITELORA_S3_ENDPOINT", "AWS_ENDPOINT_URL")
+    )
     access_key: str | None = Field(None, validation_alias="AWS_ACCESS_KEY_ID")
     secret_key: str | None = Field(None, validation_alias="AWS_SECRET_ACCESS_KEY")
     region: str = Field("us-east-1", validation_alias=AliasChoices("AWS_REGION", "AWS_DEFAULT_REGION"))
@@ -72,8 +74,16 @@ def connection(settings: Settings | None = None) -> Connection:
         creds = Credentials.load_or_create(settings.home)
         s3, key, secret = s3 or state.s3_endpoint, key or creds.access_key, secret or creds.secret_key
         bucket, mlflow_uri = bucket or state.bucket, mlflow_uri or state.mlflow_uri
-    return Connection(s3, key, secret, settings.region, bucket, mlflow_uri, settings.registered_model,
-                      settings.home / "cache")
+    return Connection(
+        s3,
+        key,
+        secret,
+        settings.region,
+        bucket,
+        mlflow_uri,
+        settings.registered_model,
+        settings.home / "cache",
+    )
 
 
 def apply_offline_defaults() -> None:

@@ -24,8 +24,14 @@ def _tiny_bert_template(tokenizer):
     from transformers import BertConfig, BertModel
 
     torch.manual_seed(0)
-    config = BertConfig(vocab_size=tokenizer.vocab_size, hidden_size=32, num_hidden_layers=2,
-                        num_attention_heads=2, intermediate_size=64, max_position_embeddings=64)
+    config = BertConfig(
+        vocab_size=tokenizer.vocab_size,
+        hidden_size=32,
+        num_hidden_layers=2,
+        num_attention_heads=2,
+        intermediate_size=64,
+        max_position_embeddings=64,
+    )
     return BertModel(config).eval()
 
 
@@ -66,8 +72,14 @@ def chaos_report(request):
     """record(expected=..., observed=..., recover_s=...) adds this test's row to the reliability table."""
 
     def record(expected: str, observed: str, recover_s: float | None = None, case: str | None = None) -> None:
-        _CHAOS_ROWS.append({"case": case or request.node.name.removeprefix("test_"), "expected": expected,
-                            "observed": observed, "recover_s": None if recover_s is None else round(recover_s, 1)})
+        _CHAOS_ROWS.append(
+            {
+                "case": case or request.node.name.removeprefix("test_"),
+                "expected": expected,
+                "observed": observed,
+                "recover_s": None if recover_s is None else round(recover_s, 1),
+            }
+        )
 
     return record
 
@@ -80,8 +92,10 @@ def pytest_terminal_summary(terminalreporter):
     terminalreporter.section("reliability suite: injected faults and what happened")
     for row in _CHAOS_ROWS:
         recover = "-" if row["recover_s"] is None else f"{row['recover_s']} s"
-        terminalreporter.write_line(f"{row['case']}\n    expected:  {row['expected']}\n    observed:  {row['observed']}"
-                                    f"\n    recovered: {recover}")
+        terminalreporter.write_line(
+            f"{row['case']}\n    expected:  {row['expected']}\n    observed:  {row['observed']}"
+            f"\n    recovered: {recover}"
+        )
     if os.environ.get("LITELORA_CHAOS_REPORT"):
         with open(os.environ["LITELORA_CHAOS_REPORT"], "w") as out:
             json.dump(_CHAOS_ROWS, out, indent=2)

@@ -59,9 +59,16 @@ class MemoryBucket:
 
     def list_objects(self, prefix: str) -> list[dict]:
         with self._lock:  # S3 lists keys in lexicographic order
-            return [{"Key": k, "Size": len(data), "ETag": str(hash(data)),
-                     "LastModified": datetime.fromtimestamp(at, tz=timezone.utc)}
-                    for k, (data, at) in sorted(self.objects.items()) if k.startswith(prefix)]
+            return [
+                {
+                    "Key": k,
+                    "Size": len(data),
+                    "ETag": str(hash(data)),
+                    "LastModified": datetime.fromtimestamp(at, tz=timezone.utc),
+                }
+                for k, (data, at) in sorted(self.objects.items())
+                if k.startswith(prefix)
+            ]
 
     def move(self, source: str, target: str) -> None:
         with self._lock:
@@ -114,11 +121,16 @@ class FakeRun:
     def log_artifacts(self, directory: str, path: str) -> None:
         from pathlib import Path
 
-        self.artifacts |= {f"{path}/{p.relative_to(directory)}": p.stat().st_size
-                           for p in Path(directory).rglob("*") if p.is_file()}
+        self.artifacts |= {
+            f"{path}/{p.relative_to(directory)}": p.stat().st_size
+            for p in Path(directory).rglob("*")
+            if p.is_file()
+        }
 
     def log_dataset(self, name: str, digest: str, source: str, schema: dict, rows: int) -> None:
-        self.datasets.append({"name": name, "digest": digest, "source": source, "schema": schema, "rows": rows})
+        self.datasets.append(
+            {"name": name, "digest": digest, "source": source, "schema": schema, "rows": rows}
+        )
 
     def end(self, status: str = "FINISHED") -> None:
         self.status = status
@@ -150,16 +162,24 @@ class MemoryLineage:
         return {v.source for v in self.version_list}
 
     def running_datasets(self) -> set[str]:
-        return {r.tags["dataset_id"] for r in self.runs.values() if r.status == "RUNNING" and "dataset_id" in r.tags}
+        return {
+            r.tags["dataset_id"]
+            for r in self.runs.values()
+            if r.status == "RUNNING" and "dataset_id" in r.tags
+        }
 
     def nodes(self) -> list[dict]:
-        return [{"version": v.version, "parent": parent_of(v.tags), **v.tags, "source": v.source}
-                for v in self.version_list]
+        return [
+            {"version": v.version, "parent": parent_of(v.tags), **v.tags, "source": v.source}
+            for v in self.version_list
+        ]
 
     def find_by_dataset(self, dataset_id: str) -> FakeVersion | None:
         return next((v for v in self.version_list if v.tags.get("dataset_id") == dataset_id), None)
 
-    def register(self, source: str, run_id: str | None, tags: dict[str, str], description: str = "") -> FakeVersion:
+    def register(
+        self, source: str, run_id: str | None, tags: dict[str, str], description: str = ""
+    ) -> FakeVersion:
         with self._lock:
             version = FakeVersion(str(len(self.version_list) + 1), source, run_id, dict(tags), description)
             self.version_list.append(version)
@@ -173,9 +193,16 @@ class MemoryLineage:
             target = self.get(version)
             move = AliasMove(self.alias, target.version, getpass.getuser(), time.time(), reason, kind)
             self.alias = target.version
-            self.alias_moves.append({"kind": kind, "from_version": move.from_version or NO_PARENT,
-                                     "to_version": target.version, "who": move.who, "when": move.when,
-                                     "reason": reason or "-"})
+            self.alias_moves.append(
+                {
+                    "kind": kind,
+                    "from_version": move.from_version or NO_PARENT,
+                    "to_version": target.version,
+                    "who": move.who,
+                    "when": move.when,
+                    "reason": reason or "-",
+                }
+            )
             return move
 
     def moves(self) -> list[dict]:

@@ -23,8 +23,23 @@ def test_every_command_has_help():
 @pytest.mark.model
 def test_bench_json_rows_carry_the_documented_fields(tmp_path):
     result = runner.invoke(
-        app, ["bench", "--tier", "ci", "--methods", "litelora", "--orderings", "1993", "--epochs", "1",
-              "--heads", "linear,aligned", "--out", str(tmp_path), "--json"],
+        app,
+        [
+            "bench",
+            "--tier",
+            "ci",
+            "--methods",
+            "litelora",
+            "--orderings",
+            "1993",
+            "--epochs",
+            "1",
+            "--heads",
+            "linear,aligned",
+            "--out",
+            str(tmp_path),
+            "--json",
+        ],
     )
     assert result.exit_code == 0, result.output
     report = json.loads(result.stdout)
@@ -41,7 +56,9 @@ def test_bench_json_rows_carry_the_documented_fields(tmp_path):
         assert len(row["accuracy_matrix"]) == 5
         assert 0.0 <= row["avg_accuracy"] <= 1.0
     assert 1 <= rows["litelora"]["active_adapters"] <= 5
-    assert rows["ncm-frozen"]["avg_accuracy"] > 0.4  # a real backbone on real data, far above chance (0.25 → 0.05)
+    assert (
+        rows["ncm-frozen"]["avg_accuracy"] > 0.4
+    )  # a real backbone on real data, far above chance (0.25 → 0.05)
     assert (tmp_path / "ci-o1993-heads.md").read_text().startswith("# Split-WordNet-20 benchmark")
 
 
@@ -49,12 +66,36 @@ def test_bench_json_rows_carry_the_documented_fields(tmp_path):
 def test_train_builds_a_set_then_a_child_set_on_top_of_it(tmp_path):
     tasks = split_wordnet20(1993, "ci")
     drops = [write_drop(t, tmp_path / f"task{i}") for i, t in enumerate(tasks[:2])]
-    first = runner.invoke(app, ["train", "--data", str(drops[0]), "--out", str(tmp_path / "v1"), "--epochs", "1",
-                                "--head", "prototype", "--json"])
+    first = runner.invoke(
+        app,
+        [
+            "train",
+            "--data",
+            str(drops[0]),
+            "--out",
+            str(tmp_path / "v1"),
+            "--epochs",
+            "1",
+            "--head",
+            "prototype",
+            "--json",
+        ],
+    )
     assert first.exit_code == 0, first.output
     assert json.loads(first.stdout)["decision"] == "recruit"
-    second = runner.invoke(app, ["train", "--data", str(drops[1]), "--parent", str(tmp_path / "v1"),
-                                 "--out", str(tmp_path / "v2"), "--json"])
+    second = runner.invoke(
+        app,
+        [
+            "train",
+            "--data",
+            str(drops[1]),
+            "--parent",
+            str(tmp_path / "v1"),
+            "--out",
+            str(tmp_path / "v2"),
+            "--json",
+        ],
+    )
     assert second.exit_code == 0, second.output
     summary = json.loads(second.stdout)
     assert summary["tasks"] == 2 and summary["decision"] in ("recruit", "reuse")
@@ -88,6 +129,10 @@ def test_a_version_is_written_3_or_v3_and_anything_else_is_a_usage_error():
     assert parse_version("3") == parse_version("v3") == parse_version("V3") == "3"
     with pytest.raises(LineageError, match="not a version"):
         parse_version("latest")
-    for args in (["rollback", "latest"], ["export", "v3x", "--peft", "out"], ["predict", "--version", "x", "--text", "a"]):
+    for args in (
+        ["rollback", "latest"],
+        ["export", "v3x", "--peft", "out"],
+        ["predict", "--version", "x", "--text", "a"],
+    ):
         result = runner.invoke(app, args)
         assert result.exit_code == 2 and "not a version" in result.output, args

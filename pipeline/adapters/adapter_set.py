@@ -64,7 +64,9 @@ def read_manifest(directory: str | Path) -> dict:
     try:
         manifest = json.loads(path.read_text())
     except FileNotFoundError as err:
-        raise AdapterSetError(f"{directory}: no {MANIFEST} (not an adapter set, or not completely written)") from err
+        raise AdapterSetError(
+            f"{directory}: no {MANIFEST} (not an adapter set, or not completely written)"
+        ) from err
     except json.JSONDecodeError as err:
         raise AdapterSetError(f"{path}: manifest is not valid JSON ({err})") from err
     if manifest.get("format") != FORMAT:

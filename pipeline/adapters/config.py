@@ -45,7 +45,9 @@ class GateConfig:
 
     def __post_init__(self) -> None:
         if self.init_logit <= 0:
-            raise ValueError(f"init_logit must be > 0 (got {self.init_logit}): the new adapter would never train")
+            raise ValueError(
+                f"init_logit must be > 0 (got {self.init_logit}): the new adapter would never train"
+            )
         if self.temperature <= 0:
             raise ValueError(f"temperature must be > 0 (got {self.temperature})")
         if self.sparsity < 0:

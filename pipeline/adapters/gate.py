@@ -67,7 +67,9 @@ class LiteLoRAGate(nn.Module):
     def begin_task(self, init_alpha: float | None = None) -> int:
         init = self.config.init_alpha if init_alpha is None else init_alpha
         new = torch.full((1,), init, dtype=self.alpha.dtype, device=self.alpha.device)
-        self.alpha = nn.Parameter(torch.cat([self.alpha.detach(), new]), requires_grad=self.alpha.requires_grad)
+        self.alpha = nn.Parameter(
+            torch.cat([self.alpha.detach(), new]), requires_grad=self.alpha.requires_grad
+        )
         with torch.no_grad():
             self.current_logit.fill_(self.config.init_logit)
         self.task_open = True
@@ -87,7 +89,9 @@ class LiteLoRAGate(nn.Module):
         if self.config.sampling == "shared" and self._shared_sample is not None:
             beta = self._shared_sample
         else:
-            beta = straight_through_gate(z + gate_noise(z.shape, z, self.config.noise), self.config.temperature)
+            beta = straight_through_gate(
+                z + gate_noise(z.shape, z, self.config.noise), self.config.temperature
+            )
             self._shared_sample = beta
         self._samples.append(beta)
         return beta

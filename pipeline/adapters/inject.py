@@ -92,14 +92,18 @@ class InjectedAdapters:
         return sum(rank * (m.in_features + m.out_features) for m in self.layers.values())
 
 
-def replace_linears(model: nn.Module, targets: tuple[str, ...] | None,
-                    wrap: Callable[[nn.Linear], nn.Module]) -> dict[str, nn.Module]:
+def replace_linears(
+    model: nn.Module, targets: tuple[str, ...] | None, wrap: Callable[[nn.Linear], nn.Module]
+) -> dict[str, nn.Module]:
     """Replace every targeted nn.Linear of `model` in place by `wrap(linear)`; the rest of the model is frozen."""
     targets = targets or detect_targets(model)
     for p in model.parameters():
         p.requires_grad_(False)
-    names = [n for n, m in model.named_modules()
-             if isinstance(m, nn.Linear) and any(name_matches(n, t) for t in targets)]
+    names = [
+        n
+        for n, m in model.named_modules()
+        if isinstance(m, nn.Linear) and any(name_matches(n, t) for t in targets)
+    ]
     if not names:
         raise ValueError(f"no nn.Linear module matches targets {list(targets)}")
     layers = {}
@@ -111,11 +115,17 @@ def replace_linears(model: nn.Module, targets: tuple[str, ...] | None,
     return layers
 
 
-def inject_adapters(model: nn.Module, gate: LiteLoRAGate, config: AdapterConfig | None = None) -> InjectedAdapters:
+def inject_adapters(
+    model: nn.Module, gate: LiteLoRAGate, config: AdapterConfig | None = None
+) -> InjectedAdapters:
     """Wrap every targeted nn.Linear of `model` in an SDLoRALinear sharing `gate`."""
     config = config or AdapterConfig()
     if any(isinstance(m, SDLoRALinear) for m in model.modules()):
         raise ValueError("this model already carries adapters; inject into a fresh copy of the backbone")
-    return InjectedAdapters(replace_linears(
-        model, config.targets, lambda linear: SDLoRALinear(linear, gate, norm=config.norm, norm_eps=config.norm_eps)
-    ))
+    return InjectedAdapters(
+        replace_linears(
+            model,
+            config.targets,
+            lambda linear: SDLoRALinear(linear, gate, norm=config.norm, norm_eps=config.norm_eps),
+        )
+    )

@@ -33,7 +33,9 @@ def merge_tasks(tasks: list[Task]) -> Task:
     )
 
 
-def run_joint(tasks: list[Task], config: TrainConfig, head_options: tuple[str, ...]) -> dict[str, StreamResult]:
+def run_joint(
+    tasks: list[Task], config: TrainConfig, head_options: tuple[str, ...]
+) -> dict[str, StreamResult]:
     """Train one adapter (task 0's recipe: `first_examples`) and the heads on all tasks at once; score each stage."""
     start = time.perf_counter()
     model = ContinualModel(replace(config, method="litelora"))

@@ -28,9 +28,18 @@ def basis_of(columns: torch.Tensor, size: float) -> torch.Tensor:
     u, s, _ = torch.linalg.svd(centred.double(), full_matrices=False)
     energy = s.square()
     # Rank as numpy's matrix_rank counts it, at the precision the factors were trained in.
-    informative = int((s > torch.finfo(columns.dtype).eps * max(columns.shape) * s.max().clamp_min(1e-30)).sum())
+    informative = int(
+        (s > torch.finfo(columns.dtype).eps * max(columns.shape) * s.max().clamp_min(1e-30)).sum()
+    )
     if isinstance(size, float):
-        k = int(torch.searchsorted(energy.cumsum(0) / energy.sum().clamp_min(1e-30), torch.tensor(size, dtype=energy.dtype))) + 1
+        k = (
+            int(
+                torch.searchsorted(
+                    energy.cumsum(0) / energy.sum().clamp_min(1e-30), torch.tensor(size, dtype=energy.dtype)
+                )
+            )
+            + 1
+        )
     else:
         k = size
     return u[:, : max(1, min(k, informative))].to(columns.dtype)
@@ -72,9 +81,12 @@ class TaskLoRALinear(nn.Module):
         else:  # coefficients from the previous task, plus the temporary expansion
             u = lambda *shape: torch.empty(*shape, **kw).uniform_(-0.5, 0.5)
             params = {
-                "coef_a": self.stored_a[-1].clone(), "coef_b": self.stored_b[-1].clone(),
-                "pa": u(self.in_features, expansion), "qa": u(expansion, self.rank),
-                "pb": u(self.rank, expansion), "qb": u(expansion, self.out_features),
+                "coef_a": self.stored_a[-1].clone(),
+                "coef_b": self.stored_b[-1].clone(),
+                "pa": u(self.in_features, expansion),
+                "qa": u(expansion, self.rank),
+                "pb": u(self.rank, expansion),
+                "qb": u(expansion, self.out_features),
             }
         self.train_params = nn.ParameterDict({k: nn.Parameter(v) for k, v in params.items()})
         self.task = None
@@ -84,7 +96,9 @@ class TaskLoRALinear(nn.Module):
         p = self.train_params
         if "a" in p:
             return p["a"].T, p["b"]
-        return self.basis_a @ p["coef_a"] + p["pa"] @ p["qa"], self.basis_b @ p["coef_b"] + (p["pb"] @ p["qb"]).T
+        return self.basis_a @ p["coef_a"] + p["pa"] @ p["qa"], self.basis_b @ p["coef_b"] + (
+            p["pb"] @ p["qb"]
+        ).T
 
     @torch.no_grad()
     def end_task(self, basis_size: float) -> None:

@@ -36,13 +36,17 @@ class ShareConfig:
 
 
 class TaskSelectedModel(torch.nn.Module):
-    def __init__(self, config: TrainConfig, kind: str, backbone: torch.nn.Module | None = None, tokenizer=None):
+    def __init__(
+        self, config: TrainConfig, kind: str, backbone: torch.nn.Module | None = None, tokenizer=None
+    ):
         super().__init__()
         self.config = config
         self.encoder = load_backbone(config.backbone, backbone, tokenizer)
         self.backbone = self.encoder.network
         self.layers = replace_linears(
-            self.backbone, config.adapter.targets, lambda linear: TaskLoRALinear(linear, kind, config.adapter.rank)
+            self.backbone,
+            config.adapter.targets,
+            lambda linear: TaskLoRALinear(linear, kind, config.adapter.rank),
         )
         self.heads = TaskHeads(self.encoder.hidden_size)
         self.device = pick_device(config.device)
@@ -66,7 +70,9 @@ def train_selected_task(model: TaskSelectedModel, task: Task, t: int, share: Sha
     for layer in model.layers.values():
         layer.begin_task(share.expansion)
     head = model.heads.add_task(len(task.classes)).to(model.device)
-    params = [p for layer in model.layers.values() for p in layer.train_params.values()] + list(head.parameters())
+    params = [p for layer in model.layers.values() for p in layer.train_params.values()] + list(
+        head.parameters()
+    )
     optimizer = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=0.0)
     offset = model.heads.offsets()[-1]
     batches = Batches.of(model, task.train_inputs, task.train_labels)
@@ -98,9 +104,14 @@ def task_accuracy(model: TaskSelectedModel, task: Task, j: int) -> int:
     return int((logits.argmax(1) == torch.tensor(task.test_labels)).sum())
 
 
-def run_task_id_stream(tasks: list[Task], config: TrainConfig, method: str, share: ShareConfig | None = None,
-                       on_task: Callable[[int, StreamResult], None] | None = None,
-                       model: TaskSelectedModel | None = None) -> StreamResult:
+def run_task_id_stream(
+    tasks: list[Task],
+    config: TrainConfig,
+    method: str,
+    share: ShareConfig | None = None,
+    on_task: Callable[[int, StreamResult], None] | None = None,
+    model: TaskSelectedModel | None = None,
+) -> StreamResult:
     share = share or ShareConfig()
     start = time.perf_counter()
     model = model or TaskSelectedModel(config, TASK_ID_METHODS[method])
@@ -115,7 +126,9 @@ def run_task_id_stream(tasks: list[Task], config: TrainConfig, method: str, shar
         if method == "share":
             k = sum(layer.basis_a.shape[1] + layer.basis_b.shape[1] for layer in layers) / (2 * len(layers))
             result.decisions.append(f"k={k:.1f}")
-            result.reprojection_errors.append(sum(layer.reprojection_errors[-1] for layer in layers) / len(layers))
+            result.reprojection_errors.append(
+                sum(layer.reprojection_errors[-1] for layer in layers) / len(layers)
+            )
         else:
             result.decisions.append("store")
         if on_task is not None:

@@ -28,8 +28,16 @@ def analyze_model(model) -> dict:
     """Per-layer overlap between kept adapters and, per task, the coverage its adapter had at the decision."""
     per_layer = overlap_matrices(model)
     owners = [model.tasks[slot].name for slot in model.adapter_slots()]
-    tasks = [{"task": t.name, "decision": t.decision, "gate_logit": t.logit, "coverage": t.coverage,
-              "chance_coverage": t.chance_coverage} for t in model.tasks]
+    tasks = [
+        {
+            "task": t.name,
+            "decision": t.decision,
+            "gate_logit": t.logit,
+            "coverage": t.coverage,
+            "chance_coverage": t.chance_coverage,
+        }
+        for t in model.tasks
+    ]
     return {
         "adapters": owners,
         "overlap_per_layer": per_layer,
@@ -52,8 +60,15 @@ def _by_decision(tasks: list[dict]) -> dict:
 def analyze_report(report: dict) -> dict:
     """Coverage against decision over every LiteLoRA run of a bench report, and SD-LoRA's pairwise overlap."""
     tasks = [
-        {"task": f"o{r['ordering']} t{i}", "decision": d, "coverage": c, "chance_coverage": ch, "gate_logit": None}
-        for r in report["rows"] if r["method"] == "litelora" and r["head"] == "linear"
+        {
+            "task": f"o{r['ordering']} t{i}",
+            "decision": d,
+            "coverage": c,
+            "chance_coverage": ch,
+            "gate_logit": None,
+        }
+        for r in report["rows"]
+        if r["method"] == "litelora" and r["head"] == "linear"
         for i, (d, c, ch) in enumerate(zip(r["decisions"], r["coverage"], r["chance_coverage"], strict=True))
     ]
     sdlora = [r for r in report["rows"] if r["method"] == "sdlora" and r["head"] == "linear"]
@@ -69,22 +84,34 @@ def markdown(analysis: dict, title: str, figures: tuple[str, ...] = ()) -> str:
     def pct(x: float | None) -> str:
         return "—" if x is None else f"{100 * x:.1f}%"
 
-    lines = [f"# Subspace redundancy: {title}", "",
-             ("Coverage of a task's adapter = mean cos² of the principal angles between its column space and the span"
-             " of the adapters kept before it (1 = already covered), measured when the gate decided;"
-             " chance = what a random subspace of the same rank would get."), "",
-             f"- mean coverage of **pruned** (reused) tasks: {pct(analysis['coverage_reused'])}",
-             f"- mean coverage of **recruited** tasks: {pct(analysis['coverage_recruited'])}",
-             f"- chance level: {pct(analysis['chance_coverage'])}"]
+    lines = [
+        f"# Subspace redundancy: {title}",
+        "",
+        (
+            "Coverage of a task's adapter = mean cos² of the principal angles between its column space and the span"
+            " of the adapters kept before it (1 = already covered), measured when the gate decided;"
+            " chance = what a random subspace of the same rank would get."
+        ),
+        "",
+        f"- mean coverage of **pruned** (reused) tasks: {pct(analysis['coverage_reused'])}",
+        f"- mean coverage of **recruited** tasks: {pct(analysis['coverage_recruited'])}",
+        f"- chance level: {pct(analysis['chance_coverage'])}",
+    ]
     if analysis.get("sdlora_mean_pairwise_overlap") is not None:
-        lines.append(f"- SD-LoRA, mean pairwise overlap of its (all kept) adapters: "
-                     f"{pct(analysis['sdlora_mean_pairwise_overlap'])}")
+        lines.append(
+            f"- SD-LoRA, mean pairwise overlap of its (all kept) adapters: "
+            f"{pct(analysis['sdlora_mean_pairwise_overlap'])}"
+        )
     if analysis.get("mean_pairwise_overlap") is not None:
-        lines.append(f"- mean pairwise overlap of the kept adapters over all layers: "
-                     f"{pct(analysis['mean_pairwise_overlap'])}")
+        lines.append(
+            f"- mean pairwise overlap of the kept adapters over all layers: "
+            f"{pct(analysis['mean_pairwise_overlap'])}"
+        )
     lines += ["", "| task | decision | coverage | chance |", "|---|---|---|---|"]
-    lines += [f"| {t['task']} | {t['decision']} | {pct(t['coverage'])} | {pct(t['chance_coverage'])} |"
-              for t in analysis["tasks"]]
+    lines += [
+        f"| {t['task']} | {t['decision']} | {pct(t['coverage'])} | {pct(t['chance_coverage'])} |"
+        for t in analysis["tasks"]
+    ]
     lines += [line for name in figures for line in ("", f"![{name}]({name})")]
     return "\n".join(lines) + "\n"
 
@@ -93,9 +120,17 @@ def coverage_plot(analysis: dict, path: Path) -> Path:
     """Coverage of each task's adapter by decision, with the chance level."""
     fig, ax = plt.subplots(figsize=(5, 3.6))
     for x, decision in enumerate(("recruit", "reuse")):
-        values = [t["coverage"] for t in analysis["tasks"] if t["decision"] == decision and t["coverage"] is not None]
-        ax.scatter([x + 0.05 * (i % 5 - 2) for i in range(len(values))], [100 * v for v in values], alpha=0.7,
-                   label=f"{decision} ({len(values)})")
+        values = [
+            t["coverage"]
+            for t in analysis["tasks"]
+            if t["decision"] == decision and t["coverage"] is not None
+        ]
+        ax.scatter(
+            [x + 0.05 * (i % 5 - 2) for i in range(len(values))],
+            [100 * v for v in values],
+            alpha=0.7,
+            label=f"{decision} ({len(values)})",
+        )
     if analysis["chance_coverage"] is not None:
         ax.axhline(100 * analysis["chance_coverage"], color="grey", linestyle="--", label="chance")
     ax.set_xticks([0, 1], ["recruited", "pruned (reused)"])
@@ -117,7 +152,7 @@ def layer_overlap_plot(analysis: dict, path: Path) -> Path:
         ax.set_title(name.replace("encoder.layer.", "L").replace("attention.self.", ""), fontsize=8)
         ax.set_xticks(range(len(matrix)))
         ax.set_yticks(range(len(matrix)))
-    for ax in list(axes.flat)[len(layers):]:
+    for ax in list(axes.flat)[len(layers) :]:
         ax.axis("off")
     fig.suptitle("Overlap of kept adapters per layer (mean cos², 0–1)", fontsize=10)
     return save_figure(fig, path)
@@ -152,8 +187,10 @@ def write_version_analysis(registry, version: str | None, out: Path | None = Non
         raise LineageError("no adapter set is `current` yet: train and register a task first")
     result = analyze_model(found.model)
     directory = out or Path(tempfile.mkdtemp(prefix="litelora-analysis-"))
-    figures = (layer_overlap_plot(result, directory / "layer_overlap.png"),
-               coverage_plot(result, directory / "coverage.png"))
+    figures = (
+        layer_overlap_plot(result, directory / "layer_overlap.png"),
+        coverage_plot(result, directory / "coverage.png"),
+    )
     path = directory / "analysis.md"
     path.write_text(markdown(result, f"v{found.version}", tuple(f.name for f in figures)))
     (directory / "analysis.json").write_text(json.dumps(result, indent=2))

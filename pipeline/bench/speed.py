@@ -57,7 +57,9 @@ def _dummy_task(i: int) -> Task:
 def model_with_kept(config: TrainConfig, backbone, tokenizer, kept: int) -> ContinualModel:
     """A model holding `kept` frozen adapters (values do not matter for speed) and a task open for training. It
     scores with its linear heads: every head option is one matmul over the features, and none is fitted here."""
-    model = ContinualModel(replace(config, head="linear"), backbone=copy.deepcopy(backbone), tokenizer=tokenizer)
+    model = ContinualModel(
+        replace(config, head="linear"), backbone=copy.deepcopy(backbone), tokenizer=tokenizer
+    )
     for i in range(kept):
         model.begin_task(_dummy_task(i))
         model.end_task(_dummy_task(i), keep=True)
@@ -66,7 +68,9 @@ def model_with_kept(config: TrainConfig, backbone, tokenizer, kept: int) -> Cont
     return model
 
 
-def _train_step(forward: Callable[[], torch.Tensor], labels: torch.Tensor, optimizer, device) -> Callable[[], None]:
+def _train_step(
+    forward: Callable[[], torch.Tensor], labels: torch.Tensor, optimizer, device
+) -> Callable[[], None]:
     def step() -> None:
         with autocast(device):
             logits = forward()
@@ -74,6 +78,7 @@ def _train_step(forward: Callable[[], torch.Tensor], labels: torch.Tensor, optim
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
+
     return step
 
 
@@ -85,20 +90,28 @@ def run_speed(plan: SpeedPlan, log: Callable[[str], None] = print) -> dict:
     loaded = load_backbone(config.backbone)
     backbone, tokenizer = loaded.network, loaded.tokenizer
     texts = [t for task in split_wordnet20(1993, "ci") for t in task.train_inputs][: plan.batch_size]
-    enc = tokenizer(texts, padding=True, truncation=True, max_length=config.backbone.max_length, return_tensors="pt")
+    enc = tokenizer(
+        texts, padding=True, truncation=True, max_length=config.backbone.max_length, return_tensors="pt"
+    )
     ids, mask = enc["input_ids"].to(device), enc["attention_mask"].to(device)
     labels = torch.zeros(len(texts), dtype=torch.long, device=device)
     rank = config.adapter.rank
 
     # PEFT LoRA on the same query/value projections, with a linear head: what one task costs in PEFT.
-    peft_model = get_peft_model(copy.deepcopy(backbone), LoraConfig(r=rank, lora_alpha=rank, target_modules=["query", "value"],
-                                                                    lora_dropout=0.0)).to(device)
+    peft_model = get_peft_model(
+        copy.deepcopy(backbone),
+        LoraConfig(r=rank, lora_alpha=rank, target_modules=["query", "value"], lora_dropout=0.0),
+    ).to(device)
     head = torch.nn.Linear(backbone.config.hidden_size, 2).to(device)
-    peft_opt = torch.optim.AdamW([p for p in peft_model.parameters() if p.requires_grad] + list(head.parameters()),
-                                 lr=config.lr)
+    peft_opt = torch.optim.AdamW(
+        [p for p in peft_model.parameters() if p.requires_grad] + list(head.parameters()), lr=config.lr
+    )
     peft_step = _train_step(
         lambda: head(pool(peft_model(input_ids=ids, attention_mask=mask).last_hidden_state, mask, "mean")),
-        labels, peft_opt, device)
+        labels,
+        peft_opt,
+        device,
+    )
     # Measured before and after the core's sweep; the lower median is the reference, so a passing disturbance
     # (another process, a cold allocator) cannot flatter the ratios.
     peft_runs = [_median_ms(peft_step, device, plan.repeats, plan.warmup)]
@@ -108,12 +121,25 @@ def run_speed(plan: SpeedPlan, log: Callable[[str], None] = print) -> dict:
     steps = []
     for kept in plan.kept:
         model = model_with_kept(config, backbone, tokenizer, kept).to(device)
-        params = model.adapters.trainable_parameters() + [model.gate.alpha] + list(model.heads.heads[-1].parameters())
+        params = (
+            model.adapters.trainable_parameters()
+            + [model.gate.alpha]
+            + list(model.heads.heads[-1].parameters())
+        )
         model.gate.alpha.requires_grad_(True)
         optimizer = torch.optim.AdamW(params, lr=config.lr)
         offset = model.heads.offsets()[-1]
-        ms = _median_ms(_train_step(lambda m=model, o=offset: m(input_ids=ids, attention_mask=mask)[:, o:o + 2], labels, optimizer, device),
-                        device, plan.repeats, plan.warmup)
+        ms = _median_ms(
+            _train_step(
+                lambda m=model, o=offset: m(input_ids=ids, attention_mask=mask)[:, o : o + 2],
+                labels,
+                optimizer,
+                device,
+            ),
+            device,
+            plan.repeats,
+            plan.warmup,
+        )
         steps.append({"kept": kept, "step_ms": ms})
         log(f"core step with {kept} kept adapter(s): {ms:.1f} ms")
 
@@ -129,25 +155,54 @@ def run_speed(plan: SpeedPlan, log: Callable[[str], None] = print) -> dict:
     merged.eval().to(device)
     plain = copy.deepcopy(backbone).eval().to(device)
     with torch.no_grad():
-        merged_ms = _median_ms(lambda: merged(input_ids=ids, attention_mask=mask), device, plan.repeats, plan.warmup)
-        plain_ms = _median_ms(lambda: plain(input_ids=ids, attention_mask=mask), device, plan.repeats, plan.warmup)
-    log(f"inference, {max(plan.kept) + 1} adapters merged: {merged_ms:.1f} ms; plain backbone {plain_ms:.1f} ms")
-    return {"device": str(device), "threads": torch.get_num_threads(), "batch_size": len(texts), "rank": rank,
-            "backbone": config.backbone.name, "peft_step_ms": peft_ms, "peft_step_runs_ms": peft_runs, "steps": steps,
-            "inference": {"kept": max(plan.kept) + 1, "merged_ms": merged_ms, "plain_ms": plain_ms,
-                          "ratio": merged_ms / plain_ms}}
+        merged_ms = _median_ms(
+            lambda: merged(input_ids=ids, attention_mask=mask), device, plan.repeats, plan.warmup
+        )
+        plain_ms = _median_ms(
+            lambda: plain(input_ids=ids, attention_mask=mask), device, plan.repeats, plan.warmup
+        )
+    log(
+        f"inference, {max(plan.kept) + 1} adapters merged: {merged_ms:.1f} ms; plain backbone {plain_ms:.1f} ms"
+    )
+    return {
+        "device": str(device),
+        "threads": torch.get_num_threads(),
+        "batch_size": len(texts),
+        "rank": rank,
+        "backbone": config.backbone.name,
+        "peft_step_ms": peft_ms,
+        "peft_step_runs_ms": peft_runs,
+        "steps": steps,
+        "inference": {
+            "kept": max(plan.kept) + 1,
+            "merged_ms": merged_ms,
+            "plain_ms": plain_ms,
+            "ratio": merged_ms / plain_ms,
+        },
+    }
 
 
 def speed_markdown(result: dict, command: str) -> str:
-    lines = [f"# Speed: core vs PEFT LoRA ({result['backbone']}, {result['device']}, {result['threads']} threads)",
-             "", f"`{command}`; batch {result['batch_size']}, rank {result['rank']}, medians of repeated steps.", "",
-             "| kept adapters | core step (ms) | PEFT LoRA step (ms) | ratio |", "|---|---|---|---|"]
-    lines += [f"| {s['kept']} | {s['step_ms']:.1f} | {result['peft_step_ms']:.1f} | {s['vs_peft']:.2f} |"
-              for s in result["steps"]]
+    lines = [
+        f"# Speed: core vs PEFT LoRA ({result['backbone']}, {result['device']}, {result['threads']} threads)",
+        "",
+        f"`{command}`; batch {result['batch_size']}, rank {result['rank']}, medians of repeated steps.",
+        "",
+        "| kept adapters | core step (ms) | PEFT LoRA step (ms) | ratio |",
+        "|---|---|---|---|",
+    ]
+    lines += [
+        f"| {s['kept']} | {s['step_ms']:.1f} | {result['peft_step_ms']:.1f} | {s['vs_peft']:.2f} |"
+        for s in result["steps"]
+    ]
     inf = result["inference"]
     row = f"| batch {result['batch_size']} | {inf['merged_ms']:.1f} | {inf['plain_ms']:.1f} | {inf['ratio']:.3f} |"
-    lines += ["", f"| inference | merged, {inf['kept']} adapters (ms) | plain backbone (ms) | ratio |",
-              "|---|---|---|---|", row]
+    lines += [
+        "",
+        f"| inference | merged, {inf['kept']} adapters (ms) | plain backbone (ms) | ratio |",
+        "|---|---|---|---|",
+        row,
+    ]
     return "\n".join(lines) + "\n"
 
 

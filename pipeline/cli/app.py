@@ -25,8 +25,12 @@ from rich.progress import (
 
 from pipeline.settings import load_settings
 
-app = typer.Typer(help="LiteLoRA Pipeline: continual fine-tuning with gated low-rank adapter sets.",
-                  no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False)
+app = typer.Typer(
+    help="LiteLoRA Pipeline: continual fine-tuning with gated low-rank adapter sets.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
 err = Console(stderr=True)
 EXIT_FAILED, EXIT_INTERRUPTED = 1, 130
 # A full disk or a directory we may not write (state directory, cache) is the user's to fix: one line, not a trace.
@@ -46,13 +50,26 @@ def known_errors() -> tuple[type[Exception], ...]:
     from pipeline.settings import NotConfigured
     from pipeline.stack.process import StackError
 
-    return (AdapterSetError, InvalidDataset, LineageError, StorageError, FileNotFoundError, NotConfigured,
-            StackError, RollbackRefused, RetryRefused, BadRequest, ValueError, RuntimeError)
+    return (
+        AdapterSetError,
+        InvalidDataset,
+        LineageError,
+        StorageError,
+        FileNotFoundError,
+        NotConfigured,
+        StackError,
+        RollbackRefused,
+        RetryRefused,
+        BadRequest,
+        ValueError,
+        RuntimeError,
+    )
 
 
 def command(fn):
     """Register `fn` as a command whose known failures end in one line on stderr and exit 1 (LITELORA_DEBUG=1: the
     traceback instead)."""
+
     @functools.wraps(fn)
     def run(*args, **kwargs):
         try:
@@ -107,7 +124,9 @@ def check_heads(value: str | None) -> str | None:
 
 def progress_bar(total_known: bool = True) -> Progress:
     counter = (BarColumn(), MofNCompleteColumn()) if total_known else (SpinnerColumn(),)
-    return Progress(TextColumn("{task.description}"), *counter, TimeElapsedColumn(), console=err, transient=False)
+    return Progress(
+        TextColumn("{task.description}"), *counter, TimeElapsedColumn(), console=err, transient=False
+    )
 
 
 def train_config(method: str = "litelora", epochs=None, sparsity=None, rank=None, head=None):
@@ -116,7 +135,8 @@ def train_config(method: str = "litelora", epochs=None, sparsity=None, rank=None
     settings = load_settings()
     try:
         return TrainConfig(method=method, device=settings.device).with_overrides(
-            epochs=epochs, sparsity=sparsity, rank=rank, head=head or settings.head)
+            epochs=epochs, sparsity=sparsity, rank=rank, head=head or settings.head
+        )
     except ValueError as e:
         raise typer.BadParameter(str(e)) from None
 
@@ -147,11 +167,16 @@ def main(argv: list[str] | None = None) -> None:
     except OSError as e:
         home = load_settings().home
         in_home = e.filename is not None and Path(e.filename).is_relative_to(home)
-        if e.errno not in STATE_ERRNOS and not (in_home and e.errno in (errno.ENOENT, errno.ENOTDIR, errno.EISDIR)):
+        if e.errno not in STATE_ERRNOS and not (
+            in_home and e.errno in (errno.ENOENT, errno.ENOTDIR, errno.EISDIR)
+        ):
             raise
-        err.print(f"[red]error:[/red] cannot write {e.filename or 'a file'}: {e.strerror} (state directory {home}; "
-                  "free some space, fix its permissions or point LITELORA_HOME elsewhere)", highlight=False,
-                  soft_wrap=True)
+        err.print(
+            f"[red]error:[/red] cannot write {e.filename or 'a file'}: {e.strerror} (state directory {home}; "
+            "free some space, fix its permissions or point LITELORA_HOME elsewhere)",
+            highlight=False,
+            soft_wrap=True,
+        )
         raise SystemExit(EXIT_FAILED) from None
 
 

@@ -29,20 +29,60 @@ from pipeline.cli.app import (
 
 @command
 def bench(
-    quick: Annotated[bool, typer.Option("--quick", help="Quick tier (150/100 per class), one ordering: ≤ 10 min on 2 cores.")] = False,
-    full: Annotated[bool, typer.Option("--full", help="Every method (also share, lora-per-task and the joint ceiling), the three orderings, the default, linear and aligned heads, plots (≈ 1 h on 2 cores at the quick tier).")] = False,
-    stream: Annotated[str, typer.Option(help="wordnet (Split-WordNet-20, MiniLM) or fashion-mnist (Split-FashionMNIST, EfficientNet-Lite0 at 64 px, rank 4 unless --rank).")] = "wordnet",
-    tier: Annotated[str, typer.Option(help="Data tier: ci, quick or full (full needs Debian's wordnet-base or dataset-fashion-mnist).")] = "quick",
-    methods: Annotated[str, typer.Option(help="Comma-separated: litelora, sdlora, seq-lora, frozen (no adapters, the same heads), share, lora-per-task (these two need the task id), joint (all tasks at once: the ceiling).")] = "litelora,sdlora,seq-lora,frozen",
+    quick: Annotated[
+        bool,
+        typer.Option("--quick", help="Quick tier (150/100 per class), one ordering: ≤ 10 min on 2 cores."),
+    ] = False,
+    full: Annotated[
+        bool,
+        typer.Option(
+            "--full",
+            help="Every method (also share, lora-per-task and the joint ceiling), the three orderings, the default, linear and aligned heads, plots (≈ 1 h on 2 cores at the quick tier).",
+        ),
+    ] = False,
+    stream: Annotated[
+        str,
+        typer.Option(
+            help="wordnet (Split-WordNet-20, MiniLM) or fashion-mnist (Split-FashionMNIST, EfficientNet-Lite0 at 64 px, rank 4 unless --rank)."
+        ),
+    ] = "wordnet",
+    tier: Annotated[
+        str,
+        typer.Option(
+            help="Data tier: ci, quick or full (full needs Debian's wordnet-base or dataset-fashion-mnist)."
+        ),
+    ] = "quick",
+    methods: Annotated[
+        str,
+        typer.Option(
+            help="Comma-separated: litelora, sdlora, seq-lora, frozen (no adapters, the same heads), share, lora-per-task (these two need the task id), joint (all tasks at once: the ceiling)."
+        ),
+    ] = "litelora,sdlora,seq-lora,frozen",
     orderings: Annotated[str, typer.Option(help="Comma-separated class-ordering seeds.")] = "1993,1995,2000",
-    reference: Annotated[bool, typer.Option(help="Also score the frozen nearest-class-mean reference.")] = True,
+    reference: Annotated[
+        bool, typer.Option(help="Also score the frozen nearest-class-mean reference.")
+    ] = True,
     epochs: Annotated[int | None, typer.Option(help="Epochs per task (phase 1).")] = None,
     sparsity: Annotated[float | None, typer.Option(help="LiteLoRA sparsity weight λ.")] = None,
     rank: Annotated[int | None, typer.Option(help="Adapter rank.")] = None,
-    heads: Annotated[str | None, typer.Option(help="Comma-separated head options to score (one training run serves all): ridge, linear, prototype, aligned, calibrated; default: the default head.", callback=check_heads)] = None,
-    out: Annotated[Path, typer.Option(help="Directory for the JSON and markdown report.")] = Path("benchmarks"),
+    heads: Annotated[
+        str | None,
+        typer.Option(
+            help="Comma-separated head options to score (one training run serves all): ridge, linear, prototype, aligned, calibrated; default: the default head.",
+            callback=check_heads,
+        ),
+    ] = None,
+    out: Annotated[Path, typer.Option(help="Directory for the JSON and markdown report.")] = Path(
+        "benchmarks"
+    ),
     as_json: JSON = False,
-    speed: Annotated[bool, typer.Option("--speed", help="Instead: training-step time with 0–20 kept adapters vs a PEFT LoRA step, and merged vs plain inference (needs peft).")] = False,
+    speed: Annotated[
+        bool,
+        typer.Option(
+            "--speed",
+            help="Instead: training-step time with 0–20 kept adapters vs a PEFT LoRA step, and merged vs plain inference (needs peft).",
+        ),
+    ] = False,
 ) -> None:
     """Train a stream with each method and ordering; print accuracy, forgetting, adapters and parameters kept, beside
     the frozen encoder; write markdown, JSON and plots (--speed: step and inference time against PEFT instead)."""
@@ -55,7 +95,9 @@ def bench(
         from pipeline.bench.speed import SpeedPlan, run_speed, write_speed_report
 
         try:
-            result = run_speed(SpeedPlan(config=train_config(epochs=epochs, sparsity=sparsity, rank=rank)), log=log)
+            result = run_speed(
+                SpeedPlan(config=train_config(epochs=epochs, sparsity=sparsity, rank=rank)), log=log
+            )
         except ImportError as e:
             fail(f"the speed benchmark compares against PEFT: pip install peft ({e})")
         markdown, _ = write_speed_report(result, out, command_line())
@@ -65,8 +107,10 @@ def bench(
         raise typer.BadParameter(f"unknown stream {stream!r}; choose from {', '.join(STREAMS)}")
     chosen = tuple(ALL_METHODS if full else csv(methods))
     if set(chosen) - set(ALL_METHODS):
-        raise typer.BadParameter(f"unknown method(s) {sorted(set(chosen) - set(ALL_METHODS))}; choose from "
-                                 f"{', '.join(ALL_METHODS)}")
+        raise typer.BadParameter(
+            f"unknown method(s) {sorted(set(chosen) - set(ALL_METHODS))}; choose from "
+            f"{', '.join(ALL_METHODS)}"
+        )
     try:
         seeds = tuple(int(o) for o in csv(orderings))[: 1 if quick else None]
     except ValueError:
@@ -75,11 +119,20 @@ def bench(
     config = train_config(epochs=epochs, sparsity=sparsity, rank=rank or STREAMS[stream].rank)
     default = config.head
     options = tuple(dict.fromkeys((default, "linear", "aligned") if full else csv(heads or default)))
-    plan = BenchPlan(stream=stream, tier=tier, methods=chosen, orderings=seeds, reference=reference, heads=options,
-                     config=replace(config, head=options[0], backbone=STREAMS[stream].backbone))
+    plan = BenchPlan(
+        stream=stream,
+        tier=tier,
+        methods=chosen,
+        orderings=seeds,
+        reference=reference,
+        heads=options,
+        config=replace(config, head=options[0], backbone=STREAMS[stream].backbone),
+    )
     with progress_bar() as progress:  # one step per trained task, one per reference run
         bar = progress.add_task("bench", total=len(seeds) * (len(chosen) * 5 + int(reference)))
-        report = run_bench(plan, on_task=lambda label, t, n: progress.update(bar, advance=1, description=label))
+        report = run_bench(
+            plan, on_task=lambda label, t, n: progress.update(bar, advance=1, description=label)
+        )
     name = report_name(STREAMS[stream].report_prefix, tier, seeds, options, default, quick=quick, full=full)
     json_path, md_path = write_report(report, out, name, command_line())
     if as_json:
@@ -91,15 +144,34 @@ def bench(
 
 @command
 def train(
-    data: Annotated[Path, typer.Option(help="A drop folder (train.parquet [, test.parquet, task.json]) or one parquet file.")],
+    data: Annotated[
+        Path,
+        typer.Option(help="A drop folder (train.parquet [, test.parquet, task.json]) or one parquet file."),
+    ],
     out: Annotated[Path | None, typer.Option(help="Directory to write the new adapter set to.")] = None,
-    parent: Annotated[Path | None, typer.Option(help="Adapter set to build on (default: start from the bare backbone).")] = None,
+    parent: Annotated[
+        Path | None, typer.Option(help="Adapter set to build on (default: start from the bare backbone).")
+    ] = None,
     task: Annotated[str | None, typer.Option(help="Task name (default: the folder name).")] = None,
-    method: Annotated[str, typer.Option(help="litelora, sdlora, seq-lora or frozen (ignored with --parent).")] = "litelora",
+    method: Annotated[
+        str, typer.Option(help="litelora, sdlora, seq-lora or frozen (ignored with --parent).")
+    ] = "litelora",
     epochs: Annotated[int | None, typer.Option(help="Epochs per task (phase 1).")] = None,
     sparsity: Annotated[float | None, typer.Option(help="LiteLoRA sparsity weight λ.")] = None,
-    head: Annotated[str | None, typer.Option(help="Head option of a new lineage: ridge (default), linear (paper), prototype, aligned or calibrated; LITELORA_HEAD sets the default. A set keeps its parent's.", callback=check_heads)] = None,
-    register: Annotated[bool, typer.Option("--register", help="Train on the registry's `current` set and register the result (S3 + MLflow) instead of --parent/--out.")] = False,
+    head: Annotated[
+        str | None,
+        typer.Option(
+            help="Head option of a new lineage: ridge (default), linear (paper), prototype, aligned or calibrated; LITELORA_HEAD sets the default. A set keeps its parent's.",
+            callback=check_heads,
+        ),
+    ] = None,
+    register: Annotated[
+        bool,
+        typer.Option(
+            "--register",
+            help="Train on the registry's `current` set and register the result (S3 + MLflow) instead of --parent/--out.",
+        ),
+    ] = False,
     as_json: JSON = False,
 ) -> None:
     """Train one task dataset on top of an adapter set and write the new set (what a pipeline job runs)."""
@@ -111,14 +183,21 @@ def train(
         bar = progress.add_task(f"train {task or data.name}")
 
         def on_epoch(phase: str, epoch: int, loss: float) -> None:
-            progress.update(bar, description=f"train {task or data.name}: {phase} epoch {epoch + 1} loss {loss:.3f}")
+            progress.update(
+                bar, description=f"train {task or data.name}: {phase} epoch {epoch + 1} loss {loss:.3f}"
+            )
 
         if register:
             from pipeline.data.task_dataset import TaskDataset
             from pipeline.orchestrator.transaction import train_on_current
 
-            result = train_on_current(TaskDataset.from_dir(data, name=task), open_registry(), config, overrides=overrides,
-                                      on_epoch=on_epoch).to_dict()
+            result = train_on_current(
+                TaskDataset.from_dir(data, name=task),
+                open_registry(),
+                config,
+                overrides=overrides,
+                on_epoch=on_epoch,
+            ).to_dict()
         else:
             from pipeline.orchestrator.local_set import train_local_set
 
@@ -126,27 +205,51 @@ def train(
     if as_json:
         echo_json(result)
     elif register:
-        state = "now current" if result["promoted"] else (result["rejected_reason"] or "registered, NOT promoted "
-                                                          "(current moved meanwhile)")
+        state = (
+            "now current"
+            if result["promoted"]
+            else (result["rejected_reason"] or "registered, NOT promoted (current moved meanwhile)")
+        )
         on = f"v{result['parent']}" if result["parent"] else "the bare backbone"
-        typer.echo(f"v{result['version']} ({state}): {result['task']} {result['decision']} on {on}; "
-                   f"{result['active_adapters']} adapter(s); accuracy {100 * result['final_accuracy']:.1f}% on every "
-                   f"class so far (the frozen encoder with the same head: {100 * result['frozen_final_accuracy']:.1f}%)")
+        typer.echo(
+            f"v{result['version']} ({state}): {result['task']} {result['decision']} on {on}; "
+            f"{result['active_adapters']} adapter(s); accuracy {100 * result['final_accuracy']:.1f}% on every "
+            f"class so far (the frozen encoder with the same head: {100 * result['frozen_final_accuracy']:.1f}%)"
+        )
     else:
-        typer.echo(f"{result['task']}: {result['decision']} (gate logit {result['gate_logit']:+.3f}); "
-                   f"{result['active_adapters']} adapter(s) for {result['tasks']} task(s); set written to {out}")
+        typer.echo(
+            f"{result['task']}: {result['decision']} (gate logit {result['gate_logit']:+.3f}); "
+            f"{result['active_adapters']} adapter(s) for {result['tasks']} task(s); set written to {out}"
+        )
 
 
 @command
 def tune(
-    data: Annotated[str, typer.Option(help="A drop folder, one parquet file, or s3://bucket/prefix/ of a drop.")],
+    data: Annotated[
+        str, typer.Option(help="A drop folder, one parquet file, or s3://bucket/prefix/ of a drop.")
+    ],
     task: Annotated[str | None, typer.Option(help="Task name (default: the folder name).")] = None,
-    trials: Annotated[int, typer.Option(min=1, help="Trials to run (random search, ASHA stops weak ones early).")] = 8,
-    subsample: Annotated[float, typer.Option(min=0.01, max=1.0, help="Share of the training rows each trial uses.")] = 0.5,
-    cost_per_adapter: Annotated[float, typer.Option(help="Objective = accuracy − this × adapters kept (0.01 = a point each).")] = 0.01,
-    space: Annotated[Path | None, typer.Option(help="JSON search space (fields: rank, sparsity, temperature, init_logit, lr, phase2_lr; null fixes a knob).")] = None,
-    register: Annotated[bool, typer.Option(help="Train the task with the best configuration and register it.")] = True,
-    workers: Annotated[int, typer.Option(help="Ray Train workers for the final training (0 = in this process).")] = 2,
+    trials: Annotated[
+        int, typer.Option(min=1, help="Trials to run (random search, ASHA stops weak ones early).")
+    ] = 8,
+    subsample: Annotated[
+        float, typer.Option(min=0.01, max=1.0, help="Share of the training rows each trial uses.")
+    ] = 0.5,
+    cost_per_adapter: Annotated[
+        float, typer.Option(help="Objective = accuracy − this × adapters kept (0.01 = a point each).")
+    ] = 0.01,
+    space: Annotated[
+        Path | None,
+        typer.Option(
+            help="JSON search space (fields: rank, sparsity, temperature, init_logit, lr, phase2_lr; null fixes a knob)."
+        ),
+    ] = None,
+    register: Annotated[
+        bool, typer.Option(help="Train the task with the best configuration and register it.")
+    ] = True,
+    workers: Annotated[
+        int, typer.Option(help="Ray Train workers for the final training (0 = in this process).")
+    ] = 2,
     gpu: Annotated[bool, typer.Option(help="Half a GPU per trial, one GPU per Ray Train worker.")] = False,
     as_json: JSON = False,
 ) -> None:
@@ -158,8 +261,12 @@ def tune(
 
     conn = open_connection()
     search_space = SearchSpace.from_file(space) if space else SearchSpace()
-    spec = TuneSpec(trials=trials, subsample=subsample, cost_per_adapter=cost_per_adapter,
-                    gpus_per_trial=0.5 if gpu else 0.0)
+    spec = TuneSpec(
+        trials=trials,
+        subsample=subsample,
+        cost_per_adapter=cost_per_adapter,
+        gpus_per_trial=0.5 if gpu else 0.0,
+    )
     dataset = load_drop(conn, data, task)
     try:
         with progress_bar() as progress:
@@ -173,9 +280,14 @@ def tune(
                 from pipeline.orchestrator.ray_train import ScalingSpec, ray_fit
 
                 fit = ray_fit(conn, ScalingSpec(num_workers=workers, use_gpu=gpu)) if workers > 0 else None
-                outcome, result = tune_then_train(dataset, conn, search_space, spec, fit=fit, log=log, on_trial=on_trial)
+                outcome, result = tune_then_train(
+                    dataset, conn, search_space, spec, fit=fit, log=log, on_trial=on_trial
+                )
             else:
-                outcome, result = tune_task(dataset, conn, search_space, spec, log=log, on_trial=on_trial), None
+                outcome, result = (
+                    tune_task(dataset, conn, search_space, spec, log=log, on_trial=on_trial),
+                    None,
+                )
     except TuneFailed as e:
         fail(str(e))
     except SearchInterrupted as e:
@@ -185,30 +297,59 @@ def tune(
         echo_json({"search": outcome.to_dict(), "version": result.to_dict() if result else None})
         return
     typer.echo(markdown_table(outcome.rows, outcome.knobs, outcome.front).rstrip())
-    typer.echo(f"best: {outcome.best_trial.trial_id} {json.dumps(outcome.best, sort_keys=True)}"
-               + (" (resumed search)" if outcome.resumed else ""))
+    typer.echo(
+        f"best: {outcome.best_trial.trial_id} {json.dumps(outcome.best, sort_keys=True)}"
+        + (" (resumed search)" if outcome.resumed else "")
+    )
     if result:
-        state = "now current" if result.promoted else (f"rejected: {result.rejected_reason}" if result.rejected_reason
-                                                       else "registered, not promoted")
-        typer.echo(f"v{result.version} ({state}): {result.task} {result.decision}; {result.active_adapters} "
-                   f"adapter(s); A {100 * result.avg_accuracy:.1f}%")
-    typer.echo(f"MLflow: {conn.mlflow_uri}/#/experiments/ (run {outcome.run_id}: trials nested, tune/pareto.png)")
+        state = (
+            "now current"
+            if result.promoted
+            else (
+                f"rejected: {result.rejected_reason}"
+                if result.rejected_reason
+                else "registered, not promoted"
+            )
+        )
+        typer.echo(
+            f"v{result.version} ({state}): {result.task} {result.decision}; {result.active_adapters} "
+            f"adapter(s); A {100 * result.avg_accuracy:.1f}%"
+        )
+    typer.echo(
+        f"MLflow: {conn.mlflow_uri}/#/experiments/ (run {outcome.run_id}: trials nested, tune/pareto.png)"
+    )
 
 
 @command
 def analyze(
-    version: Annotated[str | None, typer.Argument(help="Registered version to analyse (e.g. 3 or v3); default `current`.", callback=version_option)] = None,
-    bench_report: Annotated[Path | None, typer.Option("--bench", help="Analyse a bench JSON report instead (e.g. benchmarks/full-quick.json).")] = None,
-    out: Annotated[Path | None, typer.Option(help="Directory for the markdown and figures (default: beside the report for --bench, else a new temporary one).")] = None,
+    version: Annotated[
+        str | None,
+        typer.Argument(
+            help="Registered version to analyse (e.g. 3 or v3); default `current`.", callback=version_option
+        ),
+    ] = None,
+    bench_report: Annotated[
+        Path | None,
+        typer.Option(
+            "--bench", help="Analyse a bench JSON report instead (e.g. benchmarks/full-quick.json)."
+        ),
+    ] = None,
+    out: Annotated[
+        Path | None,
+        typer.Option(
+            help="Directory for the markdown and figures (default: beside the report for --bench, else a new temporary one)."
+        ),
+    ] = None,
     as_json: JSON = False,
 ) -> None:
     """How much the adapters' subspaces overlap, per layer, and whether the gate pruned the tasks already covered.
     A version's analysis is also logged to its MLflow run under analysis/."""
     from pipeline.bench.analysis import write_report_analysis, write_version_analysis
 
-    result, markdown = (write_report_analysis(bench_report, out) if bench_report is not None
-                        else write_version_analysis(open_registry(), version, out))
+    result, markdown = (
+        write_report_analysis(bench_report, out)
+        if bench_report is not None
+        else write_version_analysis(open_registry(), version, out)
+    )
     typer.echo(json.dumps(result, indent=2) if as_json else markdown.read_text().rstrip())
     log(f"analysis: {markdown}")
-
-

@@ -26,11 +26,20 @@ def lineage(as_json: JSON = False) -> None:
     conn = open_connection()
     registry = Lineage(conn)
     current = registry.current()
-    rows = [{**node, "current": current is not None and node["version"] == current.version} for node in registry.nodes()]
+    rows = [
+        {**node, "current": current is not None and node["version"] == current.version}
+        for node in registry.nodes()
+    ]
     moves = registry.moves()
     if as_json:
-        echo_json({"model": conn.registered_model, "current": current.version if current else None,
-                    "versions": rows, "alias_moves": moves})
+        echo_json(
+            {
+                "model": conn.registered_model,
+                "current": current.version if current else None,
+                "versions": rows,
+                "alias_moves": moves,
+            }
+        )
         return
     if not rows:
         typer.echo("no adapter sets registered yet")
@@ -41,28 +50,39 @@ def lineage(as_json: JSON = False) -> None:
 
     def show(r: dict, depth: int) -> None:
         mark = ("  <- current" if r["current"] else "") + (
-            "  (rejected by the promotion guard)" if r["promotion"] == "rejected" else "")
+            "  (rejected by the promotion guard)" if r["promotion"] == "rejected" else ""
+        )
         acc = f"avg acc {100 * float(r['avg_accuracy']):.1f}%" if r["avg_accuracy"] else ""
-        typer.echo(f"{'  ' * depth}v{r['version']}  {r['task']}  {r['decision']}  {r['active_adapters']} adapter(s)  "
-                   f"{acc}{mark}")
+        typer.echo(
+            f"{'  ' * depth}v{r['version']}  {r['task']}  {r['decision']}  {r['active_adapters']} adapter(s)  "
+            f"{acc}{mark}"
+        )
         for child in children.get(r["version"], []):
             show(child, depth + 1)
 
     for root in children.get(None, []):
         show(root, 0)
     if moves:
-        typer.echo("\nrecent moves of `current` (all of them: --json, or the experiment litelora-alias-moves):")
+        typer.echo(
+            "\nrecent moves of `current` (all of them: --json, or the experiment litelora-alias-moves):"
+        )
     for m in moves[-5:]:
         before = "-" if m["from_version"] is None else f"v{m['from_version']}"
-        typer.echo(f"  {m['when']}  {m['kind']}: {before} -> v{m['to_version']}  by {m['who']}"
-                   + (f"  ({m['reason']})" if m["reason"] not in (None, "-") else ""))
+        typer.echo(
+            f"  {m['when']}  {m['kind']}: {before} -> v{m['to_version']}  by {m['who']}"
+            + (f"  ({m['reason']})" if m["reason"] not in (None, "-") else "")
+        )
 
 
 @command
 def rollback(
-    version: Annotated[str, typer.Argument(help="The version to make current (e.g. 2 or v2).", callback=version_option)],
+    version: Annotated[
+        str, typer.Argument(help="The version to make current (e.g. 2 or v2).", callback=version_option)
+    ],
     reason: Annotated[str, typer.Option(help="Why; recorded with the move.")] = "",
-    force: Annotated[bool, typer.Option("--force", help="Also make a version current that the promotion guard rejected.")] = False,
+    force: Annotated[
+        bool, typer.Option("--force", help="Also make a version current that the promotion guard rejected.")
+    ] = False,
 ) -> None:
     """Make an earlier adapter set live again; the next task trains on top of it. Nothing is deleted."""
     from pipeline.orchestrator import rollback as rollbacks
@@ -71,7 +91,8 @@ def rollback(
         move = rollbacks.rollback(open_registry(), version, reason, force)
     except known_errors() as e:
         fail(f"rollback refused, current unchanged: {e}")
-    typer.echo(f"v{version} is already current; nothing to do" if move is None
-               else f"current: v{move.from_version or '-'} -> v{move.to_version}")
-
-
+    typer.echo(
+        f"v{version} is already current; nothing to do"
+        if move is None
+        else f"current: v{move.from_version or '-'} -> v{move.to_version}"
+    )

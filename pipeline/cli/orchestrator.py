@@ -13,7 +13,10 @@ from pipeline.cli.app import EXIT_FAILED, JSON, command, echo_json, fail, log, o
 
 @command
 def submit(
-    path: Annotated[Path, typer.Argument(help="A drop folder (train.parquet [, test.parquet, task.json]) or one parquet file.")],
+    path: Annotated[
+        Path,
+        typer.Argument(help="A drop folder (train.parquet [, test.parquet, task.json]) or one parquet file."),
+    ],
     task: Annotated[str, typer.Option(help="Task name: the drop goes to s3://<bucket>/incoming/<task>/.")],
     check: Annotated[bool, typer.Option(help="Validate locally first and refuse an invalid dataset.")] = True,
 ) -> None:
@@ -36,28 +39,56 @@ def submit(
 
 @command
 def watch(
-    once: Annotated[bool, typer.Option("--once", help="Process the drops that are there, then exit.")] = False,
-    quiet_period: Annotated[float, typer.Option(help="Seconds without change after which a drop without _READY is complete.")] = 30.0,
+    once: Annotated[
+        bool, typer.Option("--once", help="Process the drops that are there, then exit.")
+    ] = False,
+    quiet_period: Annotated[
+        float, typer.Option(help="Seconds without change after which a drop without _READY is complete.")
+    ] = 30.0,
     poll: Annotated[float, typer.Option(help="Seconds between looks at the bucket.")] = 5.0,
-    workers: Annotated[int, typer.Option(help="Ray Train workers per job (DDP); 0 = train in this process without Ray.")] = 2,
+    workers: Annotated[
+        int, typer.Option(help="Ray Train workers per job (DDP); 0 = train in this process without Ray.")
+    ] = 2,
     gpu: Annotated[bool, typer.Option(help="One GPU per Ray Train worker (NCCL).")] = False,
-    tune: Annotated[str | None, typer.Option(help="auto: search hyperparameters with Ray Tune before training each drop; off: train with the parent's configuration. Default: auto with --gpu, off on CPU.")] = None,
+    tune: Annotated[
+        str | None,
+        typer.Option(
+            help="auto: search hyperparameters with Ray Tune before training each drop; off: train with the parent's configuration. Default: auto with --gpu, off on CPU."
+        ),
+    ] = None,
     trials: Annotated[int, typer.Option(min=1, help="Trials per drop when tuning.")] = 8,
-    lease: Annotated[float, typer.Option(min=10, help="Seconds of silence after which another watcher takes a drop over.")] = 300.0,
-    guard: Annotated[float | None, typer.Option(min=0, help="Promotion guard: the most (0-1) an earlier task's accuracy may drop for a new set to become current; 1 turns it off. [default: 0.05]")] = None,
+    lease: Annotated[
+        float, typer.Option(min=10, help="Seconds of silence after which another watcher takes a drop over.")
+    ] = 300.0,
+    guard: Annotated[
+        float | None,
+        typer.Option(
+            min=0,
+            help="Promotion guard: the most (0-1) an earlier task's accuracy may drop for a new set to become current; 1 turns it off. [default: 0.05]",
+        ),
+    ] = None,
 ) -> None:
     """Run the orchestrator: claim each complete drop once, validate, train (Ray Train), register (Ctrl-C to stop)."""
     from pipeline.orchestrator.service import WatchOptions, build_watcher
     from pipeline.orchestrator.watcher import WatchConfig
 
     try:
-        options = WatchOptions(workers=workers, gpu=gpu, tune=tune, trials=trials, max_accuracy_drop=guard,
-                               config=WatchConfig(quiet_period_s=quiet_period, poll_s=poll, lease_s=lease))
+        options = WatchOptions(
+            workers=workers,
+            gpu=gpu,
+            tune=tune,
+            trials=trials,
+            max_accuracy_drop=guard,
+            config=WatchConfig(quiet_period_s=quiet_period, poll_s=poll, lease_s=lease),
+        )
     except ValueError as e:
         raise typer.BadParameter(str(e)) from None
     watcher = build_watcher(open_connection(), options, log=log)
-    log(f"watching {watcher.bucket.uri('incoming/')} as {watcher.ledger.watcher}" + (" (once)" if once else "")
-         + (f", tuning each drop with {trials} trials" if options.tune == "auto" else ""))
+    log(
+        f"watching {watcher.bucket.uri('incoming/')} as {watcher.ledger.watcher}"
+        + (" (once)" if once else "")
+        + (f", tuning each drop with {trials} trials" if options.tune == "auto" else "")
+    )
     done = watcher.run(once=once)
     failed = [d for d in done if d["state"] == "failed"]
     if once:
@@ -66,7 +97,13 @@ def watch(
         raise typer.Exit(EXIT_FAILED)
 
 
-GRACE = Annotated[float, typer.Option(min=0, help="Seconds before an unreferenced object counts as an orphan (a running job's files are younger).")]
+GRACE = Annotated[
+    float,
+    typer.Option(
+        min=0,
+        help="Seconds before an unreferenced object counts as an orphan (a running job's files are younger).",
+    ),
+]
 
 
 @command
@@ -87,19 +124,28 @@ def status(as_json: JSON = False, grace: GRACE = 3600.0) -> None:
     for col in ("task", "dataset", "state", "version", "reason"):
         table.add_column(col)
     for r in found.drops:
-        table.add_row(r["task"], r["dataset_id"][:12], r["state"], f"v{r['version']}" if r["version"] else "",
-                      r["reason"] or "")
+        table.add_row(
+            r["task"],
+            r["dataset_id"][:12],
+            r["state"],
+            f"v{r['version']}" if r["version"] else "",
+            r["reason"] or "",
+        )
     Console().print(table)
     if orphans is None:
         typer.echo(f"orphans: not checked ({found.orphan_error})")
     elif orphans:
-        typer.echo(f"{len(orphans)} orphan object(s), {sum(o['size'] for o in orphans):,} bytes, that no version "
-                   f"refers to (left by jobs that died before registering): `litelora gc --grace {grace:g}` deletes them")
+        typer.echo(
+            f"{len(orphans)} orphan object(s), {sum(o['size'] for o in orphans):,} bytes, that no version "
+            f"refers to (left by jobs that died before registering): `litelora gc --grace {grace:g}` deletes them"
+        )
 
 
 @command
 def gc(
-    dry_run: Annotated[bool, typer.Option("--dry-run", help="List what would be deleted; delete nothing.")] = False,
+    dry_run: Annotated[
+        bool, typer.Option("--dry-run", help="List what would be deleted; delete nothing.")
+    ] = False,
     grace: GRACE = 3600.0,
     as_json: JSON = False,
 ) -> None:
@@ -113,14 +159,21 @@ def gc(
         echo_json({"deleted": not dry_run, "orphans": [o.to_dict() for o in orphans]})
         return
     for o in orphans:
-        typer.echo(f"{'would delete' if dry_run else 'deleted'} {registry.bucket.uri(o.key)} ({o.size:,} bytes): {o.why}")
-    typer.echo(f"{len(orphans)} orphan object(s), {sum(o.size for o in orphans):,} bytes"
-               + (" (dry run: nothing deleted)" if dry_run else ""))
+        typer.echo(
+            f"{'would delete' if dry_run else 'deleted'} {registry.bucket.uri(o.key)} ({o.size:,} bytes): {o.why}"
+        )
+    typer.echo(
+        f"{len(orphans)} orphan object(s), {sum(o.size for o in orphans):,} bytes"
+        + (" (dry run: nothing deleted)" if dry_run else "")
+    )
 
 
 @command
 def retry(
-    drop: Annotated[str, typer.Argument(help="Task name or dataset id (6+ characters) of a failed drop, as `status` shows.")],
+    drop: Annotated[
+        str,
+        typer.Argument(help="Task name or dataset id (6+ characters) of a failed drop, as `status` shows."),
+    ],
     as_json: JSON = False,
 ) -> None:
     """Queue a failed drop again: its files go back under incoming/ and the next watcher pass trains it."""
@@ -132,7 +185,7 @@ def retry(
     if as_json:
         echo_json(info)
         return
-    typer.echo(f"requeued {info['task']} (dataset {info['dataset_id'][:12]}) at {info['to']}; it failed with: "
-               f"{info['reason_it_failed']}\nthe running watcher picks it up (or: litelora watch --once)")
-
-
+    typer.echo(
+        f"requeued {info['task']} (dataset {info['dataset_id'][:12]}) at {info['to']}; it failed with: "
+        f"{info['reason_it_failed']}\nthe running watcher picks it up (or: litelora watch --once)"
+    )

@@ -23,9 +23,16 @@ from pipeline.cli.app import (
 @command
 def predict(
     text: Annotated[list[str] | None, typer.Option(help="Text to classify (repeat for several).")] = None,
-    file: Annotated[typer.FileText | None, typer.Option("--file", help="Texts to classify, one per line ('-' reads stdin).")] = None,
-    image: Annotated[Path | None, typer.Option(help="An image file (needs a set trained on a vision backbone).")] = None,
-    version: Annotated[str | None, typer.Option(help="Registered version (default: `current`).", callback=version_option)] = None,
+    file: Annotated[
+        typer.FileText | None,
+        typer.Option("--file", help="Texts to classify, one per line ('-' reads stdin)."),
+    ] = None,
+    image: Annotated[
+        Path | None, typer.Option(help="An image file (needs a set trained on a vision backbone).")
+    ] = None,
+    version: Annotated[
+        str | None, typer.Option(help="Registered version (default: `current`).", callback=version_option)
+    ] = None,
     top: Annotated[int, typer.Option(min=1, help="Scores of the top classes to show.")] = 3,
     as_json: JSON = False,
 ) -> None:
@@ -33,7 +40,9 @@ def predict(
     from pipeline.serving.predictor import Predictor
 
     if image is not None:
-        fail("--image needs an adapter set trained on a vision backbone; the registered sets read text (--text)")
+        fail(
+            "--image needs an adapter set trained on a vision backbone; the registered sets read text (--text)"
+        )
     texts = [*(text or []), *(line.rstrip("\n") for line in file or [] if line.strip())]
     if not texts:
         raise typer.BadParameter("give --text (repeatable) or --file")
@@ -49,8 +58,12 @@ def predict(
 
 @command
 def export(
-    version: Annotated[str, typer.Argument(help="Registered version to export (e.g. 3 or v3).", callback=version_option)],
-    peft: Annotated[Path, typer.Option("--peft", help="Directory for the PEFT LoRA adapters, heads and labels.")],
+    version: Annotated[
+        str, typer.Argument(help="Registered version to export (e.g. 3 or v3).", callback=version_option)
+    ],
+    peft: Annotated[
+        Path, typer.Option("--peft", help="Directory for the PEFT LoRA adapters, heads and labels.")
+    ],
     as_json: JSON = False,
 ) -> None:
     """Write a version as standard PEFT LoRA adapters (combined and one per kept adapter) plus its heads."""
@@ -62,9 +75,11 @@ def export(
     if as_json:
         echo_json({"version": found.version, "directory": str(peft), **summary})
         return
-    typer.echo(f"v{found.version} -> {peft}/combined (rank {sum(summary['ranks'])}) and {len(summary['adapters'])} "
-               f"per-adapter LoRA(s) in {peft}/adapters/; heads and labels beside them\nload: PeftModel.from_pretrained("
-               f"AutoModel.from_pretrained({summary['base_model']!r}), {str(peft / 'combined')!r})")
+    typer.echo(
+        f"v{found.version} -> {peft}/combined (rank {sum(summary['ranks'])}) and {len(summary['adapters'])} "
+        f"per-adapter LoRA(s) in {peft}/adapters/; heads and labels beside them\nload: PeftModel.from_pretrained("
+        f"AutoModel.from_pretrained({summary['base_model']!r}), {str(peft / 'combined')!r})"
+    )
 
 
 @command
@@ -72,7 +87,10 @@ def serve(
     port: Annotated[int, typer.Option(help="HTTP port.")] = 8000,
     host: Annotated[str, typer.Option(help="Address to listen on (loopback by default).")] = "127.0.0.1",
     poll: Annotated[float, typer.Option(min=0.1, help="Seconds between looks at the `current` alias.")] = 2.0,
-    version: Annotated[str | None, typer.Option(help="Serve this version only (default: follow `current`).", callback=version_option)] = None,
+    version: Annotated[
+        str | None,
+        typer.Option(help="Serve this version only (default: follow `current`).", callback=version_option),
+    ] = None,
     replicas: Annotated[int, typer.Option(min=1, help="Ray Serve replicas.")] = 1,
 ) -> None:
     """Answer predictions over HTTP with the set under `current`; follow rollbacks without a restart."""
@@ -91,5 +109,3 @@ def serve(
     finally:
         starting.stop()
     log("stopped")
-
-

@@ -14,8 +14,12 @@ from pipeline.settings import load_settings
 
 @command
 def up(
-    s3_port: Annotated[int | None, typer.Option(help="S3 port (default 8333, or a free port if busy).")] = None,
-    mlflow_port: Annotated[int | None, typer.Option(help="MLflow port (default 5000, or a free port if busy).")] = None,
+    s3_port: Annotated[
+        int | None, typer.Option(help="S3 port (default 8333, or a free port if busy).")
+    ] = None,
+    mlflow_port: Annotated[
+        int | None, typer.Option(help="MLflow port (default 5000, or a free port if busy).")
+    ] = None,
     as_json: JSON = False,
 ) -> None:
     """Start the embedded stack: SeaweedFS S3 and an MLflow server on 127.0.0.1 (harmless if running)."""
@@ -23,15 +27,27 @@ def up(
 
     home = load_settings().home
     with err.status("starting SeaweedFS and MLflow…"):
-        state, started = embedded.up(home, ports={k: v for k, v in (("s3", s3_port), ("mlflow", mlflow_port)) if v})
+        state, started = embedded.up(
+            home, ports={k: v for k, v in (("s3", s3_port), ("mlflow", mlflow_port)) if v}
+        )
     if as_json:
-        echo_json({"s3_endpoint": state.s3_endpoint, "mlflow_ui": state.mlflow_uri, "bucket": state.bucket,
-                    "home": str(home), "started": started, "startup_s": round(state.startup_s, 1),
-                    "pids": {p.name: p.pid for p in state.processes}})
+        echo_json(
+            {
+                "s3_endpoint": state.s3_endpoint,
+                "mlflow_ui": state.mlflow_uri,
+                "bucket": state.bucket,
+                "home": str(home),
+                "started": started,
+                "startup_s": round(state.startup_s, 1),
+                "pids": {p.name: p.pid for p in state.processes},
+            }
+        )
         return
     verb = f"started in {state.startup_s:.1f} s" if started else "already running"
-    typer.echo(f"stack {verb}\n  S3:        {state.s3_endpoint} (bucket {state.bucket})\n  MLflow UI: "
-               f"{state.mlflow_uri}\n  state:     {home}\npoint tools at it: eval \"$(litelora env)\"")
+    typer.echo(
+        f"stack {verb}\n  S3:        {state.s3_endpoint} (bucket {state.bucket})\n  MLflow UI: "
+        f'{state.mlflow_uri}\n  state:     {home}\npoint tools at it: eval "$(litelora env)"'
+    )
 
 
 @command
@@ -54,7 +70,9 @@ def env() -> None:
 
 @command
 def demo(
-    tier: Annotated[str, typer.Option(help="Data tier of the demo tasks: quick (150/100 per class) or ci (tiny).")] = "quick",
+    tier: Annotated[
+        str, typer.Option(help="Data tier of the demo tasks: quick (150/100 per class) or ci (tiny).")
+    ] = "quick",
     workers: Annotated[int, typer.Option(help="Ray Train workers per task (0 = no Ray).")] = 2,
     tasks: Annotated[int, typer.Option(help="How many of the 5 demo tasks to drop.", min=1, max=5)] = 5,
 ) -> None:
@@ -70,17 +88,21 @@ def demo(
     lineage()
     for d in done:
         if d["state"] == "rejected":
-            typer.echo(f"note: {d['task']} (v{d['version']}) was rejected by the promotion guard, so `current` does "
-                       "not know its classes; `litelora rollback` can still make it current with --force")
+            typer.echo(
+                f"note: {d['task']} (v{d['version']}) was rejected by the promotion guard, so `current` does "
+                "not know its classes; `litelora rollback` can still make it current with --force"
+            )
     trained = [d for d in done if d["state"] in ("registered", "rejected")]
     if trained:
         last = trained[-1]
-        typer.echo(f"\n{last['task']} (v{last['version']}): accuracy {100 * last['final_accuracy']:.1f}% over every "
-                   f"class so far (average over the stream {100 * last['avg_accuracy']:.1f}%); the frozen encoder with "
-                   f"the same head: {100 * last['frozen_final_accuracy']:.1f}% ({100 * last['frozen_avg_accuracy']:.1f}%)")
-    typer.echo(f"\nMLflow UI: {conn.mlflow_uri}/#/models/{conn.registered_model}  (lineage, decisions, plots)")
+        typer.echo(
+            f"\n{last['task']} (v{last['version']}): accuracy {100 * last['final_accuracy']:.1f}% over every "
+            f"class so far (average over the stream {100 * last['avg_accuracy']:.1f}%); the frozen encoder with "
+            f"the same head: {100 * last['frozen_final_accuracy']:.1f}% ({100 * last['frozen_avg_accuracy']:.1f}%)"
+        )
+    typer.echo(
+        f"\nMLflow UI: {conn.mlflow_uri}/#/models/{conn.registered_model}  (lineage, decisions, plots)"
+    )
     typer.echo("next: litelora status · litelora rollback VERSION · litelora down")
     if [d for d in done if d["state"] not in ("registered", "rejected", "duplicate")]:
         raise typer.Exit(EXIT_FAILED)
-
-

@@ -23,10 +23,23 @@ from pipeline.data.wordnet import ORDERINGS
 from pipeline.learn.task import Task
 
 IDX_DIR = Path("/usr/share/datasets/fashion-mnist")
-IDX_FILES = {"train": ("train-images-idx3-ubyte.gz", "train-labels-idx1-ubyte.gz"),
-             "test": ("t10k-images-idx3-ubyte.gz", "t10k-labels-idx1-ubyte.gz")}
+IDX_FILES = {
+    "train": ("train-images-idx3-ubyte.gz", "train-labels-idx1-ubyte.gz"),
+    "test": ("t10k-images-idx3-ubyte.gz", "t10k-labels-idx1-ubyte.gz"),
+}
 POOL_FILE = "split_fashion_mnist_quick.parquet"
-CLASSES = ("T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot")
+CLASSES = (
+    "T-shirt/top",
+    "Trouser",
+    "Pullover",
+    "Dress",
+    "Coat",
+    "Sandal",
+    "Shirt",
+    "Sneaker",
+    "Bag",
+    "Ankle boot",
+)
 """Label names in the order of the dataset's label ids."""
 CLASSES_PER_TASK = 2
 TIERS = {"ci": (16, 8), "quick": (150, 100)}  # train / test images per class; "full" = all 60k / 10k
@@ -45,7 +58,9 @@ def read_split(split: str, directory: Path = IDX_DIR) -> tuple[np.ndarray, np.nd
     """(images [N, 28, 28] uint8, label ids [N]) of the official train or test split."""
     images, labels = (directory / name for name in IDX_FILES[split])
     if not images.exists():
-        raise FileNotFoundError(f"{images} not found: install Debian's dataset-fashion-mnist for the full tier")
+        raise FileNotFoundError(
+            f"{images} not found: install Debian's dataset-fashion-mnist for the full tier"
+        )
     return read_idx(images), read_idx(labels)
 
 
@@ -87,8 +102,15 @@ def split_fashion_mnist(ordering: int = ORDERINGS[0], tier: str = "quick") -> li
     table = load_pool(tier)
     images, labels, splits = (table[c].to_pylist() for c in ("image", "label", "split"))
     classes = class_order(list(CLASSES), ordering)
-    return split_by_class(images, labels, splits, classes, CLASSES_PER_TASK, f"fashion-{ordering}",
-                          {"ordering": ordering, "tier": tier})
+    return split_by_class(
+        images,
+        labels,
+        splits,
+        classes,
+        CLASSES_PER_TASK,
+        f"fashion-{ordering}",
+        {"ordering": ordering, "tier": tier},
+    )
 
 
 def write_shipped_pool(target_dir: Path) -> Path:

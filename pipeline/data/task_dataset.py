@@ -63,10 +63,14 @@ def _unreadable(name: str) -> Iterator[None]:
     try:
         yield
     except (pa.ArrowInvalid, OSError) as err:
-        raise InvalidDataset(f"{name} is not a readable parquet file (truncated or another format): {err}") from err
+        raise InvalidDataset(
+            f"{name} is not a readable parquet file (truncated or another format): {err}"
+        ) from err
 
 
-def _read_parquet(name: str, data: bytes, limits: DatasetLimits, input_column: str | None) -> tuple[pa.Table, str]:
+def _read_parquet(
+    name: str, data: bytes, limits: DatasetLimits, input_column: str | None
+) -> tuple[pa.Table, str]:
     """Read the label and input columns of a parquet file, never holding more than the limits allow in memory.
 
     Everything that can be checked on the footer is checked before any value is decoded: row count, column
@@ -82,16 +86,23 @@ def _read_parquet(name: str, data: bytes, limits: DatasetLimits, input_column: s
     column = _check_schema(name, schema, input_column)
     wanted = ["label", column]
     indices = [schema.get_field_index(c) for c in wanted]
-    declared = sum(meta.row_group(g).column(i).total_uncompressed_size
-                   for g in range(meta.num_row_groups) for i in indices)
+    declared = sum(
+        meta.row_group(g).column(i).total_uncompressed_size
+        for g in range(meta.num_row_groups)
+        for i in indices
+    )
     if declared > limits.max_decoded_bytes:
-        raise InvalidDataset(f"{name} decodes to {declared:,} bytes, over the {limits.max_decoded_bytes:,}-byte limit")
+        raise InvalidDataset(
+            f"{name} decodes to {declared:,} bytes, over the {limits.max_decoded_bytes:,}-byte limit"
+        )
     variable = [c for c in wanted if _variable_width(schema.field(c).type)]
     with _unreadable(name):
         table = pq.ParquetFile(pa.BufferReader(data), read_dictionary=variable).read(columns=wanted)
     decoded = declared + sum(_dictionary_decoded_bytes(table[c]) for c in variable)
     if decoded > limits.max_decoded_bytes:
-        raise InvalidDataset(f"{name} decodes to {decoded:,} bytes, over the {limits.max_decoded_bytes:,}-byte limit")
+        raise InvalidDataset(
+            f"{name} decodes to {decoded:,} bytes, over the {limits.max_decoded_bytes:,}-byte limit"
+        )
     table = pa.table({c: table[c].cast(_plain(table.schema.field(c).type)) for c in wanted})
     _check_values(name, table, column, limits)
     return table, column
@@ -103,8 +114,12 @@ def _plain(kind: pa.DataType) -> pa.DataType:
 
 def _variable_width(kind: pa.DataType) -> bool:
     kind = _plain(kind)
-    return pa.types.is_string(kind) or pa.types.is_large_string(kind) or pa.types.is_binary(kind) \
+    return (
+        pa.types.is_string(kind)
+        or pa.types.is_large_string(kind)
+        or pa.types.is_binary(kind)
         or pa.types.is_large_binary(kind)
+    )
 
 
 def _dictionary_decoded_bytes(column: pa.ChunkedArray) -> int:
@@ -147,11 +162,16 @@ def _check_values(name: str, table: pa.Table, column: str, limits: DatasetLimits
         raise InvalidDataset(f"{name} is empty")
     for c in ("label", column):
         if table[c].null_count:
-            raise InvalidDataset(f"{name} has {table[c].null_count} rows with a null " + ("label" if c == "label" else f"'{c}'"))
+            raise InvalidDataset(
+                f"{name} has {table[c].null_count} rows with a null "
+                + ("label" if c == "label" else f"'{c}'")
+            )
     limit = limits.max_text_bytes if column == "text" else limits.max_image_bytes
     longest = pc.max(pc.binary_length(table[column])).as_py() or 0
     if longest > limit:
-        raise InvalidDataset(f"{name}: a '{column}' value is {longest:,} bytes, over the {limit:,}-byte limit per row")
+        raise InvalidDataset(
+            f"{name}: a '{column}' value is {longest:,} bytes, over the {limit:,}-byte limit per row"
+        )
 
 
 def drop_files(path: str | Path) -> dict[str, bytes]:
@@ -176,7 +196,9 @@ class TaskDataset:
     """The contract's files as dropped (what the registry stores under datasets/<id>/)."""
 
     @classmethod
-    def from_files(cls, name: str, files: dict[str, bytes], limits: DatasetLimits = DatasetLimits()) -> TaskDataset:
+    def from_files(
+        cls, name: str, files: dict[str, bytes], limits: DatasetLimits = DatasetLimits()
+    ) -> TaskDataset:
         """Validate a drop given as {file name: bytes} (from a folder or from S3)."""
         size = sum(len(b) for b in files.values())
         if size > limits.max_bytes:
@@ -195,7 +217,9 @@ class TaskDataset:
                 raise InvalidDataset(f"task.json: input_column must be one of {list(INPUT_COLUMNS)}")
             if not isinstance(info.get("name", name), str) or not 0 < len(info.get("name", name)) <= 100:
                 raise InvalidDataset("task.json: name must be a string of 1-100 characters")
-        train, column = _read_parquet("train.parquet", files["train.parquet"], limits, info.get("input_column"))
+        train, column = _read_parquet(
+            "train.parquet", files["train.parquet"], limits, info.get("input_column")
+        )
         if pc.count_distinct(train["label"]).as_py() < 2:
             raise InvalidDataset("train.parquet has a single class; a task needs at least two")
         test = None
@@ -207,12 +231,16 @@ class TaskDataset:
                 raise InvalidDataset("test.parquet labels are not of the same type as train.parquet labels")
             unknown = set(test["label"].to_pylist()) - set(train["label"].to_pylist())
             if unknown:
-                raise InvalidDataset(f"test.parquet has labels that train.parquet never shows: {sorted(map(str, unknown))[:5]}")
+                raise InvalidDataset(
+                    f"test.parquet has labels that train.parquet never shows: {sorted(map(str, unknown))[:5]}"
+                )
         known = {k: v for k, v in files.items() if k in DATA_FILES}
         return cls(info.get("name", name), train, test, column, dataset_id(known), info, known)
 
     @classmethod
-    def from_dir(cls, path: str | Path, name: str | None = None, limits: DatasetLimits = DatasetLimits()) -> TaskDataset:
+    def from_dir(
+        cls, path: str | Path, name: str | None = None, limits: DatasetLimits = DatasetLimits()
+    ) -> TaskDataset:
         path = Path(path)
         return cls.from_files(name or (path.stem if path.is_file() else path.name), drop_files(path), limits)
 
@@ -244,7 +272,11 @@ class TaskDataset:
             test_inputs=test_x,
             test_labels=[index[y] for y in test_y],
             dataset_id=self.dataset_id,
-            meta={"held_out": "test.parquet" if self.test is not None else f"seeded {HELD_OUT_FRACTION:.0%} split, seed {seed}"},
+            meta={
+                "held_out": "test.parquet"
+                if self.test is not None
+                else f"seeded {HELD_OUT_FRACTION:.0%} split, seed {seed}"
+            },
         )
 
 
@@ -252,7 +284,10 @@ def write_drop(task: Task, directory: str | Path) -> Path:
     """Write a task as a drop folder (train.parquet, test.parquet) with string labels."""
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
-    for split, xs, ys in (("train", task.train_inputs, task.train_labels), ("test", task.test_inputs, task.test_labels)):
+    for split, xs, ys in (
+        ("train", task.train_inputs, task.train_labels),
+        ("test", task.test_inputs, task.test_labels),
+    ):
         table = pa.table({"text": xs, "label": [task.classes[y] for y in ys]})
         pq.write_table(table, directory / f"{split}.parquet")
     return directory

@@ -26,11 +26,32 @@ TIERS = {"ci": (32, 16), "quick": (150, 100)}  # train / test examples per class
 
 # Lexicographer file numbers of WordNet 3.0 nouns (lexnames(5WN)).
 NOUN_LEXNAMES = {
-    3: "noun.Tops", 4: "noun.act", 5: "noun.animal", 6: "noun.artifact", 7: "noun.attribute", 8: "noun.body",
-    9: "noun.cognition", 10: "noun.communication", 11: "noun.event", 12: "noun.feeling", 13: "noun.food",
-    14: "noun.group", 15: "noun.location", 16: "noun.motive", 17: "noun.object", 18: "noun.person",
-    19: "noun.phenomenon", 20: "noun.plant", 21: "noun.possession", 22: "noun.process", 23: "noun.quantity",
-    24: "noun.relation", 25: "noun.shape", 26: "noun.state", 27: "noun.substance", 28: "noun.time",
+    3: "noun.Tops",
+    4: "noun.act",
+    5: "noun.animal",
+    6: "noun.artifact",
+    7: "noun.attribute",
+    8: "noun.body",
+    9: "noun.cognition",
+    10: "noun.communication",
+    11: "noun.event",
+    12: "noun.feeling",
+    13: "noun.food",
+    14: "noun.group",
+    15: "noun.location",
+    16: "noun.motive",
+    17: "noun.object",
+    18: "noun.person",
+    19: "noun.phenomenon",
+    20: "noun.plant",
+    21: "noun.possession",
+    22: "noun.process",
+    23: "noun.quantity",
+    24: "noun.relation",
+    25: "noun.shape",
+    26: "noun.state",
+    27: "noun.substance",
+    28: "noun.time",
 }
 
 
@@ -92,8 +113,15 @@ def split_wordnet20(ordering: int = ORDERINGS[0], tier: str = "quick") -> list[T
     table = load_pool(tier)
     texts, labels, splits = (table[c].to_pylist() for c in ("text", "label", "split"))
     classes = class_order(sorted(set(labels)), ordering)
-    return split_by_class(texts, labels, splits, classes, CLASSES_PER_TASK, f"wordnet-{ordering}",
-                          {"ordering": ordering, "tier": tier})
+    return split_by_class(
+        texts,
+        labels,
+        splits,
+        classes,
+        CLASSES_PER_TASK,
+        f"wordnet-{ordering}",
+        {"ordering": ordering, "tier": tier},
+    )
 
 
 def write_shipped_pool(target_dir: Path) -> Path:

@@ -59,8 +59,9 @@ class TextBackbone:
 
     def encode(self, texts: list[str]) -> dict[str, torch.Tensor]:
         # Only ids and mask: BERT's token_type_ids are all zeros for one segment, which is its default.
-        enc = self.tokenizer(texts, padding=True, truncation=True, max_length=self.config.max_length,
-                             return_tensors="pt")
+        enc = self.tokenizer(
+            texts, padding=True, truncation=True, max_length=self.config.max_length, return_tensors="pt"
+        )
         return {"input_ids": enc["input_ids"], "attention_mask": enc["attention_mask"]}
 
     def features(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
@@ -85,7 +86,9 @@ def load_backbone(config: BackboneConfig, network: nn.Module | None = None, toke
     if config.reads_images:
         from pipeline.learn.image_backbone import ImageBackbone, load_image_network
 
-        return ImageBackbone(network if network is not None else load_image_network(config), config.image_size)
+        return ImageBackbone(
+            network if network is not None else load_image_network(config), config.image_size
+        )
     if network is None:
         network, tokenizer = load_text_encoder(config)
     return TextBackbone(network, tokenizer, config)

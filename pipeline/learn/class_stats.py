@@ -30,7 +30,9 @@ class ClassStatistics:
 
     @classmethod
     def empty(cls, dim: int, rank: int) -> ClassStatistics:
-        return cls(torch.zeros(0, dim), torch.zeros(0, dim, rank), torch.zeros(0), torch.zeros(0, dtype=torch.long))
+        return cls(
+            torch.zeros(0, dim), torch.zeros(0, dim, rank), torch.zeros(0), torch.zeros(0, dtype=torch.long)
+        )
 
     @property
     def num_classes(self) -> int:
@@ -50,7 +52,9 @@ class ClassStatistics:
             if len(x) == 0:
                 raise ValueError(f"class {c} has no examples to estimate its statistics from")
             mean = x.mean(0)
-            cov = torch.cov(x.T, correction=0).reshape(d, d) if len(x) > 1 else torch.zeros(d, d, dtype=x.dtype)
+            cov = (
+                torch.cov(x.T, correction=0).reshape(d, d) if len(x) > 1 else torch.zeros(d, d, dtype=x.dtype)
+            )
             eigvals, eigvecs = torch.linalg.eigh(cov)  # ascending
             eigvals = eigvals.clamp_min(0).flip(0)
             eigvecs = eigvecs.flip(1)
@@ -76,7 +80,11 @@ class ClassStatistics:
         c, d, k = self.factors.shape
         z = torch.randn(c, per_class, k, generator=generator)
         e = torch.randn(c, per_class, d, generator=generator)
-        x = self.means[:, None] + torch.einsum("cdk,cnk->cnd", self.factors, z) + self.noise.sqrt()[:, None, None] * e
+        x = (
+            self.means[:, None]
+            + torch.einsum("cdk,cnk->cnd", self.factors, z)
+            + self.noise.sqrt()[:, None, None] * e
+        )
         return x.reshape(c * per_class, d), torch.arange(c).repeat_interleave(per_class)
 
     def tensors(self) -> dict[str, torch.Tensor]:

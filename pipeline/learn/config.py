@@ -77,7 +77,9 @@ class TrainConfig:
         if task_index or not self.first_examples:
             return self.epochs
         # Capped: a tiny first task would otherwise repeat its few rows for ever.
-        return max(self.epochs, min(math.ceil(self.first_examples / max(rows, 1)), FIRST_EPOCHS_CAP * self.epochs))
+        return max(
+            self.epochs, min(math.ceil(self.first_examples / max(rows, 1)), FIRST_EPOCHS_CAP * self.epochs)
+        )
 
     def to_dict(self) -> dict:
         return asdict(self)

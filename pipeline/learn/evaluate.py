@@ -28,8 +28,9 @@ def evaluate_stage(model, tasks: list[Task], head: str | None = None) -> StageSc
     return evaluate_heads(model, tasks, (head or model.config.head,))[head or model.config.head]
 
 
-def evaluate_heads(model, tasks: list[Task], options: tuple[str, ...],
-                   features: list[torch.Tensor] | None = None) -> dict[str, StageScores]:
+def evaluate_heads(
+    model, tasks: list[Task], options: tuple[str, ...], features: list[torch.Tensor] | None = None
+) -> dict[str, StageScores]:
     """`evaluate_stage` under several head options, from one pass of features (or given ones: `features[j]` of
     `tasks[j].test_inputs`, for a frozen model whose features are cached)."""
     offsets, sizes = model.heads.offsets(), model.heads.sizes

@@ -37,7 +37,9 @@ class FeatureCache:
     """Frozen features on local disk: `<directory>/<backbone key>/<dataset id>-<split>.safetensors`. Tasks without
     a dataset id (benchmark tasks built in memory, named uniquely) are cached in memory by name."""
 
-    def __init__(self, config: BackboneConfig, directory: Path | None = None, device: str = "auto", backbone=None):
+    def __init__(
+        self, config: BackboneConfig, directory: Path | None = None, device: str = "auto", backbone=None
+    ):
         """`backbone`: an already loaded bare backbone for `config` (default: loaded on first use)."""
         self.config, self.device = config, pick_device(device)
         self.directory = directory / backbone_key(config) if directory else None
@@ -46,7 +48,11 @@ class FeatureCache:
 
     def __call__(self, task: Task, split: str) -> torch.Tensor:
         inputs = task.train_inputs if split == "train" else task.test_inputs
-        path = self.directory / f"{task.dataset_id}-{split}.safetensors" if self.directory and task.dataset_id else None
+        path = (
+            self.directory / f"{task.dataset_id}-{split}.safetensors"
+            if self.directory and task.dataset_id
+            else None
+        )
         if path is not None and path.exists():
             cached = load_file(path)["features"]
             if len(cached) == len(inputs):

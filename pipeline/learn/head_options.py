@@ -32,8 +32,13 @@ SCORE_SCALE = 10.0
 probabilities (argmax unchanged)."""
 
 
-STORED = {"linear": (), "prototype": ("stats.means", "stats.counts"), "aligned": ("stats.", "aligned."),
-          "calibrated": ("calibration",), "ridge": ("ridge.",)}
+STORED = {
+    "linear": (),
+    "prototype": ("stats.means", "stats.counts"),
+    "aligned": ("stats.", "aligned."),
+    "calibrated": ("calibration",),
+    "ridge": ("ridge.",),
+}
 """Which scoring tensors (by name prefix) a set trained with each option keeps beyond its linear heads."""
 
 
@@ -46,7 +51,9 @@ def needs_drift_reference(model, options: tuple[str, ...]) -> bool:
     if model.config.method == "frozen":  # features that never change never drift
         return False
     stored = model.class_stats.num_classes if needs_statistics(options) else 0
-    return model.config.drift_compensation and bool(stored or ("ridge" in options and model.ridge.num_classes))
+    return model.config.drift_compensation and bool(
+        stored or ("ridge" in options and model.ridge.num_classes)
+    )
 
 
 def check_fittable(model, options: tuple[str, ...]) -> None:
@@ -54,7 +61,11 @@ def check_fittable(model, options: tuple[str, ...]) -> None:
     for option in options:
         if option not in HEAD_OPTIONS:
             raise ValueError(f"unknown head option {option!r}; choose one of {', '.join(HEAD_OPTIONS)}")
-    lacking = [o for o in options if o in ("prototype", "aligned") and model.class_stats.num_classes != len(model.classes)]
+    lacking = [
+        o
+        for o in options
+        if o in ("prototype", "aligned") and model.class_stats.num_classes != len(model.classes)
+    ]
     if "ridge" in options and model.ridge.num_classes != len(model.classes):
         lacking.append("ridge")
     if "calibrated" in options and len(model.heads.calibration) != len(model.tasks):
@@ -82,8 +93,12 @@ def classifier(model, option: str) -> tuple[torch.Tensor, torch.Tensor, bool]:
     if option == "linear":
         return torch.cat([h.weight for h in heads.heads]), torch.cat([h.bias for h in heads.heads]), False
     if option == "calibrated":
-        scale = torch.cat([c[0].expand(h.out_features) for c, h in zip(heads.calibration, heads.heads, strict=True)])
-        shift = torch.cat([c[1].expand(h.out_features) for c, h in zip(heads.calibration, heads.heads, strict=True)])
+        scale = torch.cat(
+            [c[0].expand(h.out_features) for c, h in zip(heads.calibration, heads.heads, strict=True)]
+        )
+        shift = torch.cat(
+            [c[1].expand(h.out_features) for c, h in zip(heads.calibration, heads.heads, strict=True)]
+        )
         weight, bias, _ = classifier(model, "linear")
         scale, shift = scale.to(weight.device), shift.to(weight.device)
         return weight / scale[:, None], (bias - shift) / scale, False
@@ -109,8 +124,13 @@ def score(model, features: torch.Tensor, option: str) -> torch.Tensor:
     return features @ weight.to(features.device, features.dtype).T + bias.to(features.device, features.dtype)
 
 
-def fit_heads(model, task: Task, before: torch.Tensor | None, options: tuple[str, ...],
-              after: torch.Tensor | None = None) -> None:
+def fit_heads(
+    model,
+    task: Task,
+    before: torch.Tensor | None,
+    options: tuple[str, ...],
+    after: torch.Tensor | None = None,
+) -> None:
     """After `task` closed: update the class statistics and fit what each option in `options` needs.
 
     `before` holds the task's training features under the model as it was before the task (for drift); `after`
@@ -127,7 +147,9 @@ def fit_heads(model, task: Task, before: torch.Tensor | None, options: tuple[str
             model.heads, model.class_stats, steps=cfg.align_steps, seed=cfg.seed + len(model.tasks)
         )
     if "calibrated" in options:
-        model.heads.calibration = torch.cat([model.heads.calibration, calibration_of(model.heads.heads[-1], after)])
+        model.heads.calibration = torch.cat(
+            [model.heads.calibration, calibration_of(model.heads.heads[-1], after)]
+        )
     if "ridge" in options:
         ridge = model.ridge
         if before is not None and cfg.drift_compensation and not torch.equal(before, after):
@@ -144,8 +166,9 @@ def calibration_of(head: torch.nn.Linear, features: torch.Tensor) -> torch.Tenso
     return torch.stack([top.std().clamp_min(1e-6), top.mean()]).reshape(1, 2)
 
 
-def align_classifier(heads, stats: ClassStatistics, *, steps: int, seed: int, per_class: int = 32,
-                     lr: float = 0.01) -> tuple[torch.Tensor, torch.Tensor]:
+def align_classifier(
+    heads, stats: ClassStatistics, *, steps: int, seed: int, per_class: int = 32, lr: float = 0.01
+) -> tuple[torch.Tensor, torch.Tensor]:
     """One linear classifier over every class, started from the trained heads and fitted by cross-entropy
     on features drawn from the class Gaussians (deterministic for a seed, so every DDP rank agrees)."""
     weight = torch.cat([h.weight.detach().float().cpu() for h in heads.heads]).clone().requires_grad_(True)

@@ -26,8 +26,10 @@ def decode_images(images: list[bytes], size: int) -> torch.Tensor:
     """[N, 3, size, size] float pixels in [0, 1]; grey images get three equal channels."""
     from PIL import Image  # only image streams need Pillow
 
-    pixels = [np.asarray(Image.open(io.BytesIO(data)).convert("RGB").resize((size, size), Image.BILINEAR))
-              for data in images]
+    pixels = [
+        np.asarray(Image.open(io.BytesIO(data)).convert("RGB").resize((size, size), Image.BILINEAR))
+        for data in images
+    ]
     return torch.from_numpy(np.stack(pixels)).permute(0, 3, 1, 2).float().div_(255.0)
 
 

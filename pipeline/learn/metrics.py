@@ -28,9 +28,7 @@ class AccuracyMatrix:
     def matrix(self) -> list[list[float]]:
         """R[j][t], tasks down, stages across."""
         T = self.num_tasks
-        return [
-            [self.correct[t][j] / self.counts[j] if j <= t else 0.0 for t in range(T)] for j in range(T)
-        ]
+        return [[self.correct[t][j] / self.counts[j] if j <= t else 0.0 for t in range(T)] for j in range(T)]
 
     def stage_accuracy(self, t: int) -> float:
         """a_t: accuracy over all test samples of tasks 0..t pooled (sample-weighted)."""

@@ -34,7 +34,9 @@ from pipeline.learn.task import Task
 class TaskRecord:
     name: str
     classes: list[str]
-    decision: str  # "recruit" | "reuse" | "continue" (sequential LoRA keeps training one adapter) | "none" (frozen)
+    decision: (
+        str  # "recruit" | "reuse" | "continue" (sequential LoRA keeps training one adapter) | "none" (frozen)
+    )
     logit: float
     dataset_id: str = ""
     coverage: float | None = None
@@ -98,7 +100,9 @@ class ContinualModel(nn.Module):
     def stored_parameters(self) -> int:
         """Adapter parameters a saved set holds: kept adapters + one α (and one logit for LiteLoRA) per task."""
         per_task = {"litelora": 2, "frozen": 0}.get(self.config.method, 1)
-        return sum(self.adapters.adapter_parameter_count(r) for r in self.adapter_ranks()) + per_task * len(self.tasks)
+        return sum(self.adapters.adapter_parameter_count(r) for r in self.adapter_ranks()) + per_task * len(
+            self.tasks
+        )
 
     def head_parameters(self) -> int:
         return sum(p.numel() for p in self.heads.parameters())
@@ -146,8 +150,9 @@ class ContinualModel(nn.Module):
             self.adapters.drop_adapter()  # pruned: neither stored nor computed from now on
         label = "continue" if self.config.method == "seq-lora" and self.tasks else decision.decision
         label = "none" if frozen else label
-        self.tasks.append(TaskRecord(task.name, list(task.classes), label, decision.logit, task.dataset_id, covered,
-                                     chance))
+        self.tasks.append(
+            TaskRecord(task.name, list(task.classes), label, decision.logit, task.dataset_id, covered, chance)
+        )
         return decision
 
     def merge(self, unwrap: bool = False) -> None:
@@ -157,7 +162,11 @@ class ContinualModel(nn.Module):
         if unwrap:
             for name, layer in self.adapters:
                 parent_name, _, child = name.rpartition(".")
-                setattr(self.backbone.get_submodule(parent_name) if parent_name else self.backbone, child, layer.base)
+                setattr(
+                    self.backbone.get_submodule(parent_name) if parent_name else self.backbone,
+                    child,
+                    layer.base,
+                )
 
     # -- adapter set -------------------------------------------------------------------------------
     def save(self, directory: str | Path, extra: dict | None = None) -> dict:
@@ -221,7 +230,10 @@ class ContinualModel(nn.Module):
         if "calibration" in tensors:
             self.heads.calibration = tensors["calibration"]
         if "aligned.weight" in tensors:
-            self.heads.aligned_weight, self.heads.aligned_bias = tensors["aligned.weight"], tensors["aligned.bias"]
+            self.heads.aligned_weight, self.heads.aligned_bias = (
+                tensors["aligned.weight"],
+                tensors["aligned.bias"],
+            )
         ridge = {k.removeprefix("ridge."): v for k, v in tensors.items() if k.startswith("ridge.")}
         if ridge:
             self.ridge = RidgeHead.from_tensors(ridge)

@@ -24,14 +24,25 @@ from pipeline.learn.head_options import classifier
 from pipeline.learn.model import ContinualModel
 
 
-def _adapter_dir(directory: Path, targets: list[str], rank: int, base_model: str,
-                 tensors: dict[str, torch.Tensor]) -> None:
+def _adapter_dir(
+    directory: Path, targets: list[str], rank: int, base_model: str, tensors: dict[str, torch.Tensor]
+) -> None:
     directory.mkdir(parents=True, exist_ok=True)
     config = {
-        "peft_type": "LORA", "task_type": None, "base_model_name_or_path": base_model,
-        "r": rank, "lora_alpha": rank, "lora_dropout": 0.0, "bias": "none", "fan_in_fan_out": False,
-        "target_modules": targets, "inference_mode": True, "init_lora_weights": True,
-        "use_rslora": False, "use_dora": False, "modules_to_save": None,
+        "peft_type": "LORA",
+        "task_type": None,
+        "base_model_name_or_path": base_model,
+        "r": rank,
+        "lora_alpha": rank,
+        "lora_dropout": 0.0,
+        "bias": "none",
+        "fan_in_fan_out": False,
+        "target_modules": targets,
+        "inference_mode": True,
+        "init_lora_weights": True,
+        "use_rslora": False,
+        "use_dora": False,
+        "modules_to_save": None,
     }
     (directory / "adapter_config.json").write_text(json.dumps(config, indent=2))
     save_file({k: v.contiguous() for k, v in tensors.items()}, directory / "adapter_model.safetensors")
@@ -61,7 +72,10 @@ def export_peft(model: ContinualModel, directory: str | Path) -> dict:
         combined |= {f"{key}.lora_A.weight": a, f"{key}.lora_B.weight": b}
         start = 0
         for i, r in enumerate(ranks):
-            per_adapter[i] |= {f"{key}.lora_A.weight": a[start:start + r], f"{key}.lora_B.weight": b[:, start:start + r]}
+            per_adapter[i] |= {
+                f"{key}.lora_A.weight": a[start : start + r],
+                f"{key}.lora_B.weight": b[:, start : start + r],
+            }
             start += r
     if combined:
         _adapter_dir(out / "combined", targets, sum(ranks), base, combined)
@@ -70,11 +84,23 @@ def export_peft(model: ContinualModel, directory: str | Path) -> dict:
             _adapter_dir(out / "adapters" / name, targets, ranks[i], base, tensors)
             written.append(name)
     weight, bias, normalise = classifier(model, model.config.head)
-    save_file({"weight": weight.detach().float().cpu().contiguous(), "bias": bias.detach().float().cpu().contiguous()},
-              out / "heads.safetensors")
-    labels = {"classes": model.classes, "task_of_class": [t.name for t in model.tasks for _ in t.classes],
-              "pooling": model.config.backbone.pooling, "max_length": model.config.backbone.max_length,
-              "head": model.config.head, "normalize_features": normalise,
-              "base_model": base, "adapters": written, "ranks": ranks}
+    save_file(
+        {
+            "weight": weight.detach().float().cpu().contiguous(),
+            "bias": bias.detach().float().cpu().contiguous(),
+        },
+        out / "heads.safetensors",
+    )
+    labels = {
+        "classes": model.classes,
+        "task_of_class": [t.name for t in model.tasks for _ in t.classes],
+        "pooling": model.config.backbone.pooling,
+        "max_length": model.config.backbone.max_length,
+        "head": model.config.head,
+        "normalize_features": normalise,
+        "base_model": base,
+        "adapters": written,
+        "ranks": ranks,
+    }
     (out / "labels.json").write_text(json.dumps(labels, indent=2))
     return labels

@@ -87,10 +87,16 @@ class Batches:
         self, batch_size: int, seed: int | None, device: torch.device, rank: int = 0, world_size: int = 1
     ) -> Iterator[tuple[dict[str, torch.Tensor], torch.Tensor]]:
         n = len(self)
-        order = torch.randperm(n, generator=torch.Generator().manual_seed(seed)) if seed is not None else torch.arange(n)
+        order = (
+            torch.randperm(n, generator=torch.Generator().manual_seed(seed))
+            if seed is not None
+            else torch.arange(n)
+        )
         if world_size > 1:  # every worker gets the same number of batches: DDP steps are collective
             per_rank = math.ceil(n / world_size)
-            order = order.repeat(math.ceil(per_rank * world_size / n))[: per_rank * world_size][rank::world_size]
+            order = order.repeat(math.ceil(per_rank * world_size / n))[: per_rank * world_size][
+                rank::world_size
+            ]
         for start in range(0, order.numel(), batch_size):
             idx = order[start : start + batch_size]
             batch = {name: tensor[idx] for name, tensor in self.inputs.items()}
@@ -180,7 +186,9 @@ def train_task(
     head_options = head_options or (cfg.head,)
     check_fittable(model, head_options)
     # Every rank computes the drift reference on the whole task: identical on all ranks, and tasks are small.
-    drift_reference = features_of(model, task.train_inputs) if needs_drift_reference(model, head_options) else None
+    drift_reference = (
+        features_of(model, task.train_inputs) if needs_drift_reference(model, head_options) else None
+    )
     torch.manual_seed(cfg.seed + len(model.tasks))
     t = model.begin_task(task)
     seed = cfg.seed + 7919 * t
@@ -217,8 +225,11 @@ def train_task(
     groups = [
         {"params": adapter_params, "lr": cfg.adapter_lr or cfg.lr, "weight_decay": 0.0},
         # Decoupled weight decay would still shrink magnitudes whose gradient is masked to zero.
-        {"params": [model.gate.alpha] if train_alpha else [], "lr": cfg.alpha_lr,
-         "weight_decay": 0.0 if hooks else cfg.weight_decay},
+        {
+            "params": [model.gate.alpha] if train_alpha else [],
+            "lr": cfg.alpha_lr,
+            "weight_decay": 0.0 if hooks else cfg.weight_decay,
+        },
         {"params": head_params, "lr": cfg.lr, "weight_decay": 0.0},
     ]
     optimizer = _optimizer(cfg.optimizer, groups, cfg.lr)
@@ -229,8 +240,17 @@ def train_task(
     common = {"device": device, "on_epoch": on_epoch, "rank": rank, "world_size": world_size}
     losses = {
         "phase1": _run_epochs(
-            model, wrap(network), batches, optimizer, scheduler, epochs=epochs, batch_size=cfg.batch_size,
-            seed=seed, start=start1, phase="phase1", **common,
+            model,
+            wrap(network),
+            batches,
+            optimizer,
+            scheduler,
+            epochs=epochs,
+            batch_size=cfg.batch_size,
+            seed=seed,
+            start=start1,
+            phase="phase1",
+            **common,
         )
     }
 
@@ -241,10 +261,22 @@ def train_task(
             p.requires_grad_(False)
         model.gate.current_logit.requires_grad_(True)
         model.gate.sampling = True
-        optimizer = torch.optim.AdamW([model.gate.current_logit], lr=cfg.phase2_lr, weight_decay=cfg.weight_decay)
+        optimizer = torch.optim.AdamW(
+            [model.gate.current_logit], lr=cfg.phase2_lr, weight_decay=cfg.weight_decay
+        )
         losses["phase2"] = _run_epochs(
-            model, wrap(model), batches, optimizer, None, epochs=cfg.phase2_epochs, batch_size=cfg.phase2_batch_size,
-            seed=seed + 1, sparsity=cfg.gate.sparsity, start=start2, phase="phase2", **common,
+            model,
+            wrap(model),
+            batches,
+            optimizer,
+            None,
+            epochs=cfg.phase2_epochs,
+            batch_size=cfg.phase2_batch_size,
+            seed=seed + 1,
+            sparsity=cfg.gate.sparsity,
+            start=start2,
+            phase="phase2",
+            **common,
         )
         model.gate.sampling = False
         model.gate.current_logit.requires_grad_(False)

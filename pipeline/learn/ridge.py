@@ -35,6 +35,7 @@ HELD_OUT_ONE_IN = 5
 
 def held_out(inputs: list) -> torch.Tensor:
     """Which rows choose λ: decided by each row's own bytes, so the same rows on every rank, in any order."""
+
     def pick(x) -> bool:
         data = x.encode("utf-8") if isinstance(x, str) else bytes(x)
         return int.from_bytes(hashlib.blake2b(data, digest_size=8).digest(), "big") % HELD_OUT_ONE_IN == 0
@@ -52,8 +53,11 @@ class RidgeSums:
 
     @classmethod
     def empty(cls, dim: int) -> RidgeSums:
-        return cls(torch.zeros(dim, dim, dtype=torch.float64), torch.zeros(0, dim, dtype=torch.float64),
-                   torch.zeros(0, dtype=torch.float64))
+        return cls(
+            torch.zeros(dim, dim, dtype=torch.float64),
+            torch.zeros(0, dim, dtype=torch.float64),
+            torch.zeros(0, dtype=torch.float64),
+        )
 
     def add(self, phi: torch.Tensor, labels: torch.Tensor, num_classes: int) -> None:
         extra = num_classes - len(self.counts)
@@ -121,7 +125,9 @@ class RidgeHead:
         w = solve(self.fit_rows.gram, self.fit_rows.sums.T, lam)
         held = self.held_rows
         n = float(held.counts.sum())
-        return float((torch.trace(w.T @ held.gram @ w) - 2 * torch.trace(w.T @ held.sums.T)) / max(n, 1.0)) + 1
+        return (
+            float((torch.trace(w.T @ held.gram @ w) - 2 * torch.trace(w.T @ held.sums.T)) / max(n, 1.0)) + 1
+        )
 
     def fit(self, lambdas: tuple[float, ...] = LAMBDAS) -> None:
         """Choose λ on the held-out rows (when there are any), then solve W on every row."""
@@ -138,11 +144,17 @@ class RidgeHead:
     def tensors(self) -> dict[str, torch.Tensor]:
         """The sums (G as its upper triangle, float64, so a lineage continued elsewhere solves the same W)."""
         upper = torch.triu_indices(*self.fit_rows.gram.shape)
-        out = {"weight": self.weight, "config": torch.tensor([self.dim, self.seed], dtype=torch.int64),
-               "lambda": torch.tensor([self.lam], dtype=torch.float64)}
+        out = {
+            "weight": self.weight,
+            "config": torch.tensor([self.dim, self.seed], dtype=torch.int64),
+            "lambda": torch.tensor([self.lam], dtype=torch.float64),
+        }
         for name, rows in (("fit", self.fit_rows), ("held", self.held_rows)):
-            out |= {f"{name}.gram": rows.gram[upper[0], upper[1]], f"{name}.sums": rows.sums,
-                    f"{name}.counts": rows.counts}
+            out |= {
+                f"{name}.gram": rows.gram[upper[0], upper[1]],
+                f"{name}.sums": rows.sums,
+                f"{name}.counts": rows.counts,
+            }
         return out
 
     @classmethod

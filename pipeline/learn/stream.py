@@ -45,8 +45,11 @@ class StreamResult:
 
     def row(self) -> dict:
         """One benchmark row: the fields every report and the JSON output carry."""
-        cil = (dict.fromkeys(("avg_accuracy", "final_accuracy", "forgetting", "accuracy_matrix"))
-               if self.task_incremental_only else self.cil.summary())
+        cil = (
+            dict.fromkeys(("avg_accuracy", "final_accuracy", "forgetting", "accuracy_matrix"))
+            if self.task_incremental_only
+            else self.cil.summary()
+        )
         return {
             "method": self.method,
             "head": self.head,
@@ -95,10 +98,19 @@ def run_stream(
     results = {option: StreamResult(config.method, option) for option in head_options}
     cached = features if config.method == "frozen" else None
     for t, task in enumerate(tasks):
-        trained = train_task(model, task, on_epoch=on_epoch, head_options=head_options,
-                             features=cached(task, "train") if cached else None)
-        scores = evaluate_heads(model, tasks[: t + 1], head_options,
-                                [cached(u, "test") for u in tasks[: t + 1]] if cached else None)
+        trained = train_task(
+            model,
+            task,
+            on_epoch=on_epoch,
+            head_options=head_options,
+            features=cached(task, "train") if cached else None,
+        )
+        scores = evaluate_heads(
+            model,
+            tasks[: t + 1],
+            head_options,
+            [cached(u, "test") for u in tasks[: t + 1]] if cached else None,
+        )
         for option, result in results.items():
             result.cil.add_stage(scores[option].cil_correct, scores[option].counts)
             result.til.add_stage(scores[option].til_correct, scores[option].counts)
@@ -112,7 +124,9 @@ def run_stream(
         result.active_adapters = model.active_adapters
         result.stored_params = model.stored_parameters()
         result.head_params = model.head_parameters()
-        result.scoring_bytes = sum(v.numel() * v.element_size() for v in model.scoring_tensors(option).values())
+        result.scoring_bytes = sum(
+            v.numel() * v.element_size() for v in model.scoring_tensors(option).values()
+        )
         result.num_classes = len(model.classes)
         result.coverage = [t.coverage for t in model.tasks]
         result.chance_coverage = [t.chance_coverage for t in model.tasks]

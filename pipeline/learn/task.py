@@ -33,10 +33,15 @@ class Task:
         rng, by_class = random.Random(seed), defaultdict(list)
         for i, label in enumerate(self.train_labels):
             by_class[label].append(i)
-        return sorted(i for rows in by_class.values() for i in rng.sample(rows, max(1, round(fraction * len(rows)))))
+        return sorted(
+            i for rows in by_class.values() for i in rng.sample(rows, max(1, round(fraction * len(rows))))
+        )
 
     def _train_rows(self, rows: list[int]) -> dict:
-        return {"train_inputs": [self.train_inputs[i] for i in rows], "train_labels": [self.train_labels[i] for i in rows]}
+        return {
+            "train_inputs": [self.train_inputs[i] for i in rows],
+            "train_labels": [self.train_labels[i] for i in rows],
+        }
 
     def subsample(self, fraction: float, seed: int) -> Task:
         """A seeded, class-stratified share of the training rows (at least one per class); held-out rows stay."""
@@ -47,7 +52,11 @@ class Task:
         training rows): model selection that never looks at the held-out split the registry reports."""
         held = set(self._stratified(fraction, seed))
         rest = [i for i in range(len(self.train_labels)) if i not in held]
-        validation = replace(self, train_inputs=[], train_labels=[],
-                             test_inputs=[self.train_inputs[i] for i in sorted(held)],
-                             test_labels=[self.train_labels[i] for i in sorted(held)])
+        validation = replace(
+            self,
+            train_inputs=[],
+            train_labels=[],
+            test_inputs=[self.train_inputs[i] for i in sorted(held)],
+            test_labels=[self.train_labels[i] for i in sorted(held)],
+        )
         return replace(self, **self._train_rows(rest)), validation

@@ -20,8 +20,18 @@ from dataclasses import asdict, dataclass, field
 
 from pipeline.registry.bucket import Bucket
 
-STATES = ("pending", "claimed", "validating", "training", "evaluating",
-          "registered", "rejected", "quarantined", "failed", "duplicate")
+STATES = (
+    "pending",
+    "claimed",
+    "validating",
+    "training",
+    "evaluating",
+    "registered",
+    "rejected",
+    "quarantined",
+    "failed",
+    "duplicate",
+)
 TERMINAL = frozenset({"registered", "rejected", "quarantined", "failed", "duplicate"})
 PREFIX = "ledger"
 
@@ -76,10 +86,15 @@ class Entry:
         last = self.events[-1] if self.events else None
         first = self.events[0].at if self.events else None
         return {
-            "dataset_id": self.dataset_id, "task": self.task,
-            "state": self.state, "reason": last.reason if last else "", "version": last.version if last else None,
-            "claimed_by": self.claims[-1]["watcher"] if self.claims else None, "first_seen": first,
-            "updated": last.at if last else None, "timings": _merged_timings(self.events),
+            "dataset_id": self.dataset_id,
+            "task": self.task,
+            "state": self.state,
+            "reason": last.reason if last else "",
+            "version": last.version if last else None,
+            "claimed_by": self.claims[-1]["watcher"] if self.claims else None,
+            "first_seen": first,
+            "updated": last.at if last else None,
+            "timings": _merged_timings(self.events),
             "history": [(e.state, e.at) for e in self.events],
         }
 
@@ -140,8 +155,15 @@ class Ledger:
             return None  # another watcher won this epoch
         self._beats = 0
         entry.claims.append(claim)  # create-once: what we wrote is what is there
-        reason = ("" if epoch == 0 else "retry requested" if requeued
-                  else "resumed by the same watcher" if ours else f"taken over from an expired claim (epoch {epoch - 1})")
+        reason = (
+            ""
+            if epoch == 0
+            else "retry requested"
+            if requeued
+            else "resumed by the same watcher"
+            if ours
+            else f"taken over from an expired claim (epoch {epoch - 1})"
+        )
         self.record(entry, "claimed", task=task, reason=reason)
         return entry
 
@@ -166,21 +188,35 @@ class Ledger:
     def requeue(self, entry: Entry, who: str) -> None:
         """Mark a failed dataset as pending again (`litelora retry`): its next claim trains it afresh."""
         if entry.state not in ("failed", "pending"):
-            raise ValueError(f"dataset {entry.dataset_id[:12]} is {entry.state}; only a failed drop can be retried")
+            raise ValueError(
+                f"dataset {entry.dataset_id[:12]} is {entry.state}; only a failed drop can be retried"
+            )
         if entry.state == "failed":
-            event = Event(state="pending", at=time.time(), watcher=who, epoch=entry.epoch, task=entry.task,
-                          reason=f"retry requested by {who}")
+            event = Event(
+                state="pending",
+                at=time.time(),
+                watcher=who,
+                epoch=entry.epoch,
+                task=entry.task,
+                reason=f"retry requested by {who}",
+            )
             if not self._append(entry, event):
-                raise ValueError(f"dataset {entry.dataset_id[:12]} changed meanwhile; look at `litelora status`")
+                raise ValueError(
+                    f"dataset {entry.dataset_id[:12]} changed meanwhile; look at `litelora status`"
+                )
 
     def heartbeat(self, entry: Entry) -> None:
         self._beats += 1
-        self._put(f"{PREFIX}/{entry.dataset_id}/heartbeats/{entry.epoch:06d}-{self._beats:06d}.json",
-                  {"at": time.time(), "watcher": self.watcher})
+        self._put(
+            f"{PREFIX}/{entry.dataset_id}/heartbeats/{entry.epoch:06d}-{self._beats:06d}.json",
+            {"at": time.time(), "watcher": self.watcher},
+        )
 
     def record_duplicate(self, dataset_id: str, task: str, source: str, arrived: float) -> bool:
         """Record a re-drop of finished bytes, once per drop (keyed by where and when it arrived, which every
         watcher sees alike). False if another watcher recorded it first."""
         drop = hashlib.sha256(f"{source}\0{arrived:.6f}".encode()).hexdigest()[:16]
-        return self._put(f"{PREFIX}/{dataset_id}/duplicates/{arrived:.6f}-{drop}.json",
-                         {"at": time.time(), "task": task, "source": source, "watcher": self.watcher})
+        return self._put(
+            f"{PREFIX}/{dataset_id}/duplicates/{arrived:.6f}-{drop}.json",
+            {"at": time.time(), "task": task, "source": source, "watcher": self.watcher},
+        )

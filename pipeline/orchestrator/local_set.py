@@ -14,8 +14,15 @@ from pipeline.learn.model import ContinualModel
 from pipeline.learn.recipe import EpochCallback, train_task
 
 
-def train_local_set(data: Path, out: Path, config: TrainConfig, parent: Path | None = None, task: str | None = None,
-                    overrides: dict | None = None, on_epoch: EpochCallback | None = None) -> dict:
+def train_local_set(
+    data: Path,
+    out: Path,
+    config: TrainConfig,
+    parent: Path | None = None,
+    task: str | None = None,
+    overrides: dict | None = None,
+    on_epoch: EpochCallback | None = None,
+) -> dict:
     """Train `data` (a drop folder or parquet file) on `parent` (its configuration, with `overrides`), or on a new
     model with `config`; write the new set to `out` and return a summary."""
     dataset = TaskDataset.from_dir(data, name=task)
@@ -31,7 +38,15 @@ def train_local_set(data: Path, out: Path, config: TrainConfig, parent: Path | N
         scores = evaluate_stage(model, [new_task])
         accuracy = scores.cil_correct[0] / scores.counts[0]
     manifest = model.save(out, extra={"parent": str(parent) if parent else None})
-    return {"task": new_task.name, "dataset_id": new_task.dataset_id, "decision": result.decision.decision,
-            "gate_logit": result.decision.logit, "active_adapters": model.active_adapters, "tasks": len(model.tasks),
-            "accuracy": accuracy, "adapter_set": str(out), "wall_time": result.wall_time,
-            "adapters": [a["file"] for a in manifest["adapters"]]}
+    return {
+        "task": new_task.name,
+        "dataset_id": new_task.dataset_id,
+        "decision": result.decision.decision,
+        "gate_logit": result.decision.logit,
+        "active_adapters": model.active_adapters,
+        "tasks": len(model.tasks),
+        "accuracy": accuracy,
+        "adapter_set": str(out),
+        "wall_time": result.wall_time,
+        "adapters": [a["file"] for a in manifest["adapters"]],
+    }

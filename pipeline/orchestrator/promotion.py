@@ -14,7 +14,9 @@ MAX_ACCURACY_DROP = 0.05
 GUARD_METRIC = "til"
 
 
-def guard_reason(parent_metrics: dict | None, scores: StageScores, max_drop: float, metric: str = GUARD_METRIC) -> str:
+def guard_reason(
+    parent_metrics: dict | None, scores: StageScores, max_drop: float, metric: str = GUARD_METRIC
+) -> str:
     """Why a new set must not become current: an earlier task lost more than `max_drop` accuracy."""
     rows = (parent_metrics or {}).get("til_correct" if metric == "til" else "correct")
     if not rows:
@@ -23,8 +25,10 @@ def guard_reason(parent_metrics: dict | None, scores: StageScores, max_drop: flo
     new_row = scores.til_correct if metric == "til" else scores.cil_correct
     worst, task = max(((before[j] - new_row[j]) / counts[j], j) for j in range(len(before)))
     if worst > max_drop:
-        return (f"task {task} {metric.upper()} accuracy would drop by {100 * worst:.1f} points "
-                f"(bound {100 * max_drop:.1f}); current stays on the parent")
+        return (
+            f"task {task} {metric.upper()} accuracy would drop by {100 * worst:.1f} points "
+            f"(bound {100 * max_drop:.1f}); current stays on the parent"
+        )
     return ""
 
 
@@ -33,8 +37,12 @@ def promote_if_parent_current(lineage: Lineage, version: str, parent: str | None
     trained on). True if it moved; otherwise the version is tagged `not_promoted`, saying where `current` was."""
     now = lineage.current()
     if (now.version if now else None) != parent:
-        lineage.tag_version(version, "not_promoted", f"current was v{now.version if now else '-'} when this set was "
-                                                     f"ready, not its parent v{parent or '-'}")
+        lineage.tag_version(
+            version,
+            "not_promoted",
+            f"current was v{now.version if now else '-'} when this set was "
+            f"ready, not its parent v{parent or '-'}",
+        )
         return False
     lineage.move_current(version, reason=reason, kind="promote")
     return True

@@ -60,16 +60,26 @@ def init_ray(home: Path) -> None:
         return
     # Unix socket paths are limited to 107 bytes: keep Ray's session dir short, keyed by the state dir.
     temp = Path(tempfile.gettempdir()) / f"llray-{hashlib.sha256(str(home).encode()).hexdigest()[:8]}"
-    ray.init(_node_ip_address="127.0.0.1", _temp_dir=str(temp), include_dashboard=False, log_to_driver=False,
-             configure_logging=False)
+    ray.init(
+        _node_ip_address="127.0.0.1",
+        _temp_dir=str(temp),
+        include_dashboard=False,
+        log_to_driver=False,
+        configure_logging=False,
+    )
     if ray.util.get_node_ip_address() != "127.0.0.1":  # ray was imported before `pipeline` (see its __init__)
-        warnings.warn(f"the local Ray node listens on {ray.util.get_node_ip_address()}, not only on loopback: "
-                      "set RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER=0 before Python imports ray", stacklevel=2)
+        warnings.warn(
+            f"the local Ray node listens on {ray.util.get_node_ip_address()}, not only on loopback: "
+            "set RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER=0 before Python imports ray",
+            stacklevel=2,
+        )
 
 
 def write_progress(progress: Progress, directory: Path) -> None:
     save_file(progress.tensors, directory / "progress.safetensors")
-    (directory / "progress.json").write_text(json.dumps({"phase": progress.phase, "epochs_done": progress.epochs_done}))
+    (directory / "progress.json").write_text(
+        json.dumps({"phase": progress.phase, "epochs_done": progress.epochs_done})
+    )
 
 
 def read_progress(directory: Path) -> Progress:
@@ -90,7 +100,9 @@ def train_loop_per_worker(cfg: dict) -> None:
     if previous is not None:
         with previous.as_directory() as directory:
             if (Path(directory) / "manifest.json").exists():  # an earlier attempt finished: hand it back
-                ray.train.report({"done": 1, "resumed_epochs": -1}, checkpoint=previous if rank == 0 else None)
+                ray.train.report(
+                    {"done": 1, "resumed_epochs": -1}, checkpoint=previous if rank == 0 else None
+                )
                 return
             resume = read_progress(Path(directory))
 
@@ -98,7 +110,9 @@ def train_loop_per_worker(cfg: dict) -> None:
     bucket = Bucket.connect(conn)
     config = TrainConfig.from_dict(cfg["config"])
     if cfg["parent_set_id"]:
-        model = ContinualModel.load(AdapterSetStore(bucket, conn.cache_dir / f"rank{rank}").fetch(cfg["parent_set_id"]))
+        model = ContinualModel.load(
+            AdapterSetStore(bucket, conn.cache_dir / f"rank{rank}").fetch(cfg["parent_set_id"])
+        )
         model.reconfigure(config)
     else:
         model = ContinualModel(config)
@@ -129,37 +143,64 @@ def train_loop_per_worker(cfg: dict) -> None:
     result = train_task(model, task, wrap=wrap, rank=rank, world_size=world, on_epoch=on_epoch, resume=resume)
     trained = time.time()
     phase1_epochs = config.task_epochs(len(model.tasks) - 1, len(task.train_labels))
-    resumed_epochs = 0 if resume is None else resume.epochs_done + (phase1_epochs if resume.phase == "phase2" else 0)
+    resumed_epochs = (
+        0 if resume is None else resume.epochs_done + (phase1_epochs if resume.phase == "phase2" else 0)
+    )
     with tempfile.TemporaryDirectory() as tmp:
         checkpoint = None
         if rank == 0:
             model.save(tmp)
             checkpoint = Checkpoint.from_directory(tmp)
-        ray.train.report({"done": 1, "resumed_epochs": resumed_epochs, "worker_started_at": started, "worker_ready_at": ready, "worker_trained_at": trained,
-                          "keep": int(result.decision.keep),
-                          "logit": result.decision.logit,
-                          "trainable_parameters": result.trainable_parameters, "train_s": result.wall_time},
-                         checkpoint=checkpoint)
+        ray.train.report(
+            {
+                "done": 1,
+                "resumed_epochs": resumed_epochs,
+                "worker_started_at": started,
+                "worker_ready_at": ready,
+                "worker_trained_at": trained,
+                "keep": int(result.decision.keep),
+                "logit": result.decision.logit,
+                "trainable_parameters": result.trainable_parameters,
+                "train_s": result.wall_time,
+            },
+            checkpoint=checkpoint,
+        )
 
 
-def fit_with_ray_train(conn: Connection, config: TrainConfig, parent_set_id: str | None, dataset_id: str,
-                       task_name: str, scaling: ScalingSpec, mlflow_run_id: str | None = None,
-                       ) -> tuple[ContinualModel, dict]:
+def fit_with_ray_train(
+    conn: Connection,
+    config: TrainConfig,
+    parent_set_id: str | None,
+    dataset_id: str,
+    task_name: str,
+    scaling: ScalingSpec,
+    mlflow_run_id: str | None = None,
+) -> tuple[ContinualModel, dict]:
     """Run the job; returns the trained model (loaded from the job's checkpoint) and rank 0's final metrics."""
     clock = time.time()
     init_ray(conn.cache_dir.parent)
     storage_path, filesystem = f"{conn.bucket}/checkpoints", arrow_filesystem(conn)
     trainer = TorchTrainer(
         train_loop_per_worker,
-        train_loop_config={"config": config.to_dict(), "parent_set_id": parent_set_id, "dataset_id": dataset_id,
-                           "task_name": task_name, "mlflow_run_id": mlflow_run_id,
-                           # Endpoints and bucket travel with the job; on a cloud cluster the keys are None and
-                           # workers use their instance profile.
-                           "connection": conn},
-        scaling_config=ScalingConfig(num_workers=scaling.num_workers, use_gpu=scaling.use_gpu,
-                                     resources_per_worker=None if scaling.use_gpu else {"CPU": scaling.cpus_per_worker}),
+        train_loop_config={
+            "config": config.to_dict(),
+            "parent_set_id": parent_set_id,
+            "dataset_id": dataset_id,
+            "task_name": task_name,
+            "mlflow_run_id": mlflow_run_id,
+            # Endpoints and bucket travel with the job; on a cloud cluster the keys are None and
+            # workers use their instance profile.
+            "connection": conn,
+        },
+        scaling_config=ScalingConfig(
+            num_workers=scaling.num_workers,
+            use_gpu=scaling.use_gpu,
+            resources_per_worker=None if scaling.use_gpu else {"CPU": scaling.cpus_per_worker},
+        ),
         run_config=RunConfig(
-            name=f"{task_name}-{dataset_id[:12]}", storage_path=storage_path, storage_filesystem=filesystem,
+            name=f"{task_name}-{dataset_id[:12]}",
+            storage_path=storage_path,
+            storage_filesystem=filesystem,
             failure_config=FailureConfig(max_failures=scaling.max_failures),
             checkpoint_config=CheckpointConfig(num_to_keep=1),
         ),
@@ -174,9 +215,12 @@ def fit_with_ray_train(conn: Connection, config: TrainConfig, parent_set_id: str
     if "worker_started_at" in metrics:  # absent when a restarted group handed back a finished set
         metrics |= {
             "ray_start_s": metrics["worker_started_at"] - clock,  # Ray start, scheduling, worker processes
-            "worker_setup_s": metrics["worker_ready_at"] - metrics["worker_started_at"],  # parent set, backbone, data
+            "worker_setup_s": metrics["worker_ready_at"]
+            - metrics["worker_started_at"],  # parent set, backbone, data
             "compute_s": metrics["worker_trained_at"] - metrics["worker_ready_at"],  # the phase loops
-            "ray_finish_s": clock + metrics["ray_job_s"] - metrics["worker_trained_at"],  # final checkpoint, teardown
+            "ray_finish_s": clock
+            + metrics["ray_job_s"]
+            - metrics["worker_trained_at"],  # final checkpoint, teardown
         }
     return model, metrics
 
@@ -189,8 +233,9 @@ def ray_fit(conn: Connection, scaling: ScalingSpec):
     from pipeline.orchestrator.transaction import Fitted
 
     def fit(model, task, parent, run, on_epoch) -> Fitted:
-        trained, metrics = fit_with_ray_train(conn, model.config, parent.set_id, task.dataset_id, task.name, scaling,
-                                              mlflow_run_id=run.run_id)
+        trained, metrics = fit_with_ray_train(
+            conn, model.config, parent.set_id, task.dataset_id, task.name, scaling, mlflow_run_id=run.run_id
+        )
         last = trained.tasks[-1]
         run.set_tags({"ray_train.resumed_epochs": metrics.get("resumed_epochs", 0)})
         timings = {k: metrics[k] for k in TIMINGS if k in metrics}

@@ -19,7 +19,9 @@ def rollback(registry: Registry, version: str, reason: str = "", force: bool = F
     if now is not None and now.version == target.version:
         return None
     if target.tags.get("promotion") == "rejected" and not force:
-        raise RollbackRefused(f"v{target.version} was rejected by the promotion guard "
-                              f"({target.tags.get('rejected_reason', '')}); add --force to make it current anyway")
+        raise RollbackRefused(
+            f"v{target.version} was rejected by the promotion guard "
+            f"({target.tags.get('rejected_reason', '')}); add --force to make it current anyway"
+        )
     registry.sets.verify(registry.sets.set_id_from_uri(target.source))
     return lineage.move_current(target.version, reason=reason, kind="rollback")

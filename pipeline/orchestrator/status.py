@@ -20,9 +20,18 @@ def drop_rows(entries: list[Entry]) -> list[dict]:
     rows = []
     for entry in sorted(entries, key=lambda e: e.events[0].at if e.events else 0):
         rows.append(entry.summary())
-        rows += [{"dataset_id": entry.dataset_id, "task": d["task"], "state": "duplicate",
-                  "reason": f"same bytes as a drop that ended {entry.state}", "version": None,
-                  "first_seen": d["at"], "timings": {}} for d in entry.duplicates]
+        rows += [
+            {
+                "dataset_id": entry.dataset_id,
+                "task": d["task"],
+                "state": "duplicate",
+                "reason": f"same bytes as a drop that ended {entry.state}",
+                "version": None,
+                "first_seen": d["at"],
+                "timings": {},
+            }
+            for d in entry.duplicates
+        ]
     return rows
 
 

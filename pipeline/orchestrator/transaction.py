@@ -73,11 +73,17 @@ class Fitted:
 Fit = Callable[[ContinualModel, Task, Parent, TrainingRun, EpochCallback], Fitted]
 
 
-def fit_locally(model: ContinualModel, task: Task, parent: Parent, run: TrainingRun,
-                on_epoch: EpochCallback) -> Fitted:
+def fit_locally(
+    model: ContinualModel, task: Task, parent: Parent, run: TrainingRun, on_epoch: EpochCallback
+) -> Fitted:
     result = train_task(model, task, on_epoch=on_epoch)
-    return Fitted(model, result.decision.decision, result.decision.logit, result.wall_time,
-                  {"compute_s": result.wall_time})
+    return Fitted(
+        model,
+        result.decision.decision,
+        result.decision.logit,
+        result.wall_time,
+        {"compute_s": result.wall_time},
+    )
 
 
 @contextlib.contextmanager
@@ -100,11 +106,17 @@ class Scored:
     frozen_final: float
 
     def summary(self, model: ContinualModel, fitted: Fitted) -> dict:
-        return {"avg_accuracy": self.matrix.average_accuracy, "final_accuracy": self.matrix.final_accuracy,
-                "forgetting": self.matrix.forgetting, "active_adapters": model.active_adapters,
-                "gate_logit": fitted.logit, "train_seconds": fitted.train_s,
-                "frozen_avg_accuracy": self.frozen_avg, "frozen_final_accuracy": self.frozen_final,
-                "gain_over_frozen": self.matrix.final_accuracy - self.frozen_final}
+        return {
+            "avg_accuracy": self.matrix.average_accuracy,
+            "final_accuracy": self.matrix.final_accuracy,
+            "forgetting": self.matrix.forgetting,
+            "active_adapters": model.active_adapters,
+            "gate_logit": fitted.logit,
+            "train_seconds": fitted.train_s,
+            "frozen_avg_accuracy": self.frozen_avg,
+            "frozen_final_accuracy": self.frozen_final,
+            "gain_over_frozen": self.matrix.final_accuracy - self.frozen_final,
+        }
 
 
 def starting_model(parent: Parent, config: TrainConfig | None, overrides: dict | None) -> ContinualModel:
@@ -129,7 +141,9 @@ def earlier_tasks(registry: Registry, model: ContinualModel) -> list[Task]:
 def score(registry: Registry, model: ContinualModel, tasks: list[Task], parent: Parent) -> Scored:
     """Evaluate every task so far; the same head on the bare backbone's (cached) features gives the reference."""
     scores = evaluate_stage(model, tasks)
-    reference = frozen_reference(model.config, tasks, FeatureCache(model.config.backbone, registry.cache_dir / "features"))
+    reference = frozen_reference(
+        model.config, tasks, FeatureCache(model.config.backbone, registry.cache_dir / "features")
+    )
     metrics = parent.manifest["metrics"] if parent.manifest else {"correct": [], "counts": []}
     matrix = AccuracyMatrix([list(row) for row in metrics["correct"]], list(metrics["counts"]))
     matrix.add_stage(scores.cil_correct, scores.counts)
@@ -141,19 +155,37 @@ def draw_plots(model: ContinualModel, manifest: dict, scored: Scored, directory:
     names = [t["name"] for t in manifest["tasks"]]
     plots.accuracy_heatmap(scored.matrix.matrix(), names, directory / "accuracy_matrix.png")
     plots.adapter_usage(manifest["tasks"], manifest["adapters"], directory / "adapter_usage.png")
-    plots.overlap_heatmap(mean_overlap(overlap_matrices(model)), [names[a["slot"]] for a in manifest["adapters"]],
-                          directory / "subspace_overlap.png")
+    plots.overlap_heatmap(
+        mean_overlap(overlap_matrices(model)),
+        [names[a["slot"]] for a in manifest["adapters"]],
+        directory / "subspace_overlap.png",
+    )
 
 
-def version_tags(task: Task, parent: Parent, fitted: Fitted, model: ContinualModel, scored: Scored, set_id: str,
-                 dataset_uri: str, rejected: str) -> dict[str, str]:
+def version_tags(
+    task: Task,
+    parent: Parent,
+    fitted: Fitted,
+    model: ContinualModel,
+    scored: Scored,
+    set_id: str,
+    dataset_uri: str,
+    rejected: str,
+) -> dict[str, str]:
     matrix = scored.matrix
     tags = {
-        "parent_version": parent.version or NO_PARENT, "task": task.name, "dataset_id": task.dataset_id,
-        "dataset_uri": dataset_uri, "decision": fitted.decision, "active_adapters": str(model.active_adapters),
-        "avg_accuracy": f"{matrix.average_accuracy:.4f}", "final_accuracy": f"{matrix.final_accuracy:.4f}",
-        "forgetting": f"{matrix.forgetting:.4f}", "frozen_final_accuracy": f"{scored.frozen_final:.4f}",
-        "set_id": set_id, "config": json.dumps(model.config.to_dict(), separators=(",", ":")),
+        "parent_version": parent.version or NO_PARENT,
+        "task": task.name,
+        "dataset_id": task.dataset_id,
+        "dataset_uri": dataset_uri,
+        "decision": fitted.decision,
+        "active_adapters": str(model.active_adapters),
+        "avg_accuracy": f"{matrix.average_accuracy:.4f}",
+        "final_accuracy": f"{matrix.final_accuracy:.4f}",
+        "forgetting": f"{matrix.forgetting:.4f}",
+        "frozen_final_accuracy": f"{scored.frozen_final:.4f}",
+        "set_id": set_id,
+        "config": json.dumps(model.config.to_dict(), separators=(",", ":")),
         "promotion": "rejected" if rejected else "accepted",
     }
     return tags | ({"rejected_reason": rejected} if rejected else {})
@@ -205,32 +237,65 @@ def train_on_current(
         with stopwatch(timings, "evaluate_s"):
             scored = score(registry, model, [*earlier, task], parent)
         with stopwatch(timings, "register_s"):
-            rejected = guard_reason(parent.manifest["metrics"] if parent.manifest else None, scored.scores,
-                                    max_accuracy_drop)
+            rejected = guard_reason(
+                parent.manifest["metrics"] if parent.manifest else None, scored.scores, max_accuracy_drop
+            )
             summary = scored.summary(model, fitted)
             run.log_metrics(summary)
-            manifest = model.save(Path(tmp) / "set", extra={"parent_version": parent.version, "metrics": {
-                "correct": scored.matrix.correct, "til_correct": scored.til_rows, "counts": scored.matrix.counts,
-                **summary}})
+            manifest = model.save(
+                Path(tmp) / "set",
+                extra={
+                    "parent_version": parent.version,
+                    "metrics": {
+                        "correct": scored.matrix.correct,
+                        "til_correct": scored.til_rows,
+                        "counts": scored.matrix.counts,
+                        **summary,
+                    },
+                },
+            )
             set_id, set_uri = registry.sets.publish(Path(tmp) / "set")
             at_stage("published")
             run.log_dict(manifest, "adapter_set/manifest.json")
             draw_plots(model, manifest, scored, Path(tmp) / "plots")
             tags = version_tags(task, parent, fitted, model, scored, set_id, dataset_uri, rejected)
-            version = lineage.register(set_uri, run.run_id, tags | (extra_tags or {}),
-                                       description=f"{task.name}: {fitted.decision} on v{parent.version or '-'}")
+            version = lineage.register(
+                set_uri,
+                run.run_id,
+                tags | (extra_tags or {}),
+                description=f"{task.name}: {fitted.decision} on v{parent.version or '-'}",
+            )
             at_stage("registered")
             run.set_tags({"adapter_set_version": version.version})
             now = lineage.current()
             promotable = not rejected and (now.version if now else None) == parent.version
-            plots.lineage_tree(lineage.nodes(), version.version if promotable else (now.version if now else None),
-                               Path(tmp) / "plots" / "lineage.png")
+            plots.lineage_tree(
+                lineage.nodes(),
+                version.version if promotable else (now.version if now else None),
+                Path(tmp) / "plots" / "lineage.png",
+            )
             run.log_artifacts(str(Path(tmp) / "plots"), "plots")
             # The alias move is the commit point, so it comes last: whatever fails before it leaves `current` alone.
-            promoted = not rejected and promote_if_parent_current(lineage, version.version, parent.version,
-                                                                  reason=f"trained {task.name}")
+            promoted = not rejected and promote_if_parent_current(
+                lineage, version.version, parent.version, reason=f"trained {task.name}"
+            )
 
     matrix = scored.matrix
-    return StepResult(version.version, parent.version, task.name, task.dataset_id, fitted.decision,
-                      model.active_adapters, matrix.average_accuracy, matrix.final_accuracy, matrix.forgetting,
-                      promoted, run.run_id, set_uri, rejected, timings, scored.frozen_avg, scored.frozen_final)
+    return StepResult(
+        version.version,
+        parent.version,
+        task.name,
+        task.dataset_id,
+        fitted.decision,
+        model.active_adapters,
+        matrix.average_accuracy,
+        matrix.final_accuracy,
+        matrix.forgetting,
+        promoted,
+        run.run_id,
+        set_uri,
+        rejected,
+        timings,
+        scored.frozen_avg,
+        scored.frozen_final,
+    )

@@ -57,13 +57,17 @@ class Drop:
 
     @property
     def data_objects(self) -> dict[str, dict]:
-        return {PurePosixPath(o["Key"]).name: o for o in self.objects
-                if PurePosixPath(o["Key"]).name in DATA_FILES and PurePosixPath(o["Key"]).parent.name == self.task}
+        return {
+            PurePosixPath(o["Key"]).name: o
+            for o in self.objects
+            if PurePosixPath(o["Key"]).name in DATA_FILES and PurePosixPath(o["Key"]).parent.name == self.task
+        }
 
     def listing_id(self) -> str:
         """An id for a drop that is refused before its bytes are read: its keys, sizes and ETags."""
-        digest = hashlib.sha256(json.dumps(sorted((o["Key"], o["Size"], o.get("ETag", "")) for o in self.objects))
-                                .encode()).hexdigest()
+        digest = hashlib.sha256(
+            json.dumps(sorted((o["Key"], o["Size"], o.get("ETag", "")) for o in self.objects)).encode()
+        ).hexdigest()
         return f"refused-{digest[:40]}"
 
 
@@ -78,7 +82,12 @@ def put_drop(bucket: Bucket, task: str, files: dict[str, bytes]) -> str:
 
 def _unsafe(key: str) -> bool:
     parts = key.split("/")
-    return any(p in ("", ".", "..") for p in parts[:-1]) or parts[-1] in (".", "..") or "\\" in key or len(key) > 1024
+    return (
+        any(p in ("", ".", "..") for p in parts[:-1])
+        or parts[-1] in (".", "..")
+        or "\\" in key
+        or len(key) > 1024
+    )
 
 
 def detect(bucket: Bucket, config: WatchConfig, now: float | None = None) -> list[Drop]:
@@ -86,7 +95,7 @@ def detect(bucket: Bucket, config: WatchConfig, now: float | None = None) -> lis
     now = time.time() if now is None else now
     groups: dict[str, list[dict]] = {}
     for obj in bucket.list_objects(INCOMING):
-        task = obj["Key"][len(INCOMING):].split("/", 1)[0]
+        task = obj["Key"][len(INCOMING) :].split("/", 1)[0]
         groups.setdefault(task, []).append(obj)
     drops = []
     for task, objects in groups.items():
@@ -94,10 +103,14 @@ def detect(bucket: Bucket, config: WatchConfig, now: float | None = None) -> lis
         marker = [o for o in objects if o["Key"] == f"{INCOMING}{task}/{READY}"]
         if not marker and now - newest < config.quiet_period_s:
             continue  # still uploading, or waiting for the quiet period
-        drop = Drop(task, f"{INCOMING}{task}/", objects, marker[0]["LastModified"].timestamp() if marker else newest)
+        drop = Drop(
+            task, f"{INCOMING}{task}/", objects, marker[0]["LastModified"].timestamp() if marker else newest
+        )
         if not TASK_NAME.match(task):
             drop.problems.append(f"task name {task!r} must be 1-100 letters, digits, '.', '_' or '-'")
-        drop.problems += [f"object key {o['Key']!r} escapes the drop's prefix" for o in objects if _unsafe(o["Key"])]
+        drop.problems += [
+            f"object key {o['Key']!r} escapes the drop's prefix" for o in objects if _unsafe(o["Key"])
+        ]
         size = sum(o["Size"] for o in drop.data_objects.values())
         if size > config.limits.max_bytes:  # refused from the listing: an oversized drop is never downloaded
             drop.problems.append(f"drop is {size:,} bytes, over the {config.limits.max_bytes:,}-byte limit")
@@ -113,13 +126,21 @@ def orchestration_overhead(timings: dict, total_s: float) -> dict:
 
     The stages run one after another, so the time to training start is the total minus what follows it."""
     after_start = sum(timings.get(k, 0.0) for k in ("compute_s", "ray_finish_s", "evaluate_s", "register_s"))
-    return {"total_s": total_s, "to_training_start_s": total_s - after_start,
-            "overhead_s": total_s - sum(timings.get(k, 0.0) for k in ("compute_s", "evaluate_s", "tune_s"))}
+    return {
+        "total_s": total_s,
+        "to_training_start_s": total_s - after_start,
+        "overhead_s": total_s - sum(timings.get(k, 0.0) for k in ("compute_s", "evaluate_s", "tune_s")),
+    }
 
 
 class Watcher:
-    def __init__(self, registry: Registry, config: WatchConfig | None = None, trainer: Trainer | None = None,
-                 log: Callable[[str], None] = print):
+    def __init__(
+        self,
+        registry: Registry,
+        config: WatchConfig | None = None,
+        trainer: Trainer | None = None,
+        log: Callable[[str], None] = print,
+    ):
         self.config = config or WatchConfig()
         self.bucket, self.lineage = registry.bucket, registry.lineage
         self.ledger = Ledger(self.bucket, lease_s=self.config.lease_s)
@@ -152,14 +173,18 @@ class Watcher:
     def _quarantine(self, drop: Drop, stamp: str, reason: str) -> None:
         target = f"{QUARANTINE}{drop.task if TASK_NAME.match(drop.task) else 'invalid-task-name'}/{stamp}/"
         for obj in drop.objects:
-            self.bucket.move(obj["Key"], target + obj["Key"][len(drop.prefix):].replace("/", "_"))
-        self.bucket.put(target + "reason.json", json.dumps(
-            {"task": drop.task, "reason": reason, "at": time.time(), "from": drop.prefix}, indent=2).encode())
+            self.bucket.move(obj["Key"], target + obj["Key"][len(drop.prefix) :].replace("/", "_"))
+        self.bucket.put(
+            target + "reason.json",
+            json.dumps(
+                {"task": drop.task, "reason": reason, "at": time.time(), "from": drop.prefix}, indent=2
+            ).encode(),
+        )
 
     def _clear(self, drop: Drop, to: str | None = None) -> None:
         for obj in drop.objects:
             if to:
-                self.bucket.move(obj["Key"], to + obj["Key"][len(drop.prefix):])
+                self.bucket.move(obj["Key"], to + obj["Key"][len(drop.prefix) :])
             else:
                 self.bucket.delete(obj["Key"])
 
@@ -171,8 +196,13 @@ class Watcher:
             files = {name: self.bucket.get(o["Key"]) for name, o in drop.data_objects.items()}
             ds_id = dataset_id(files) if files else drop.listing_id()
         entry = self.ledger.read(ds_id)
-        if (entry.terminal and entry.claims and drop.task == entry.task and drop.arrived <= entry.claims[0]["at"]
-                and time.time() - entry.last_activity() < self.ledger.lease_s):
+        if (
+            entry.terminal
+            and entry.claims
+            and drop.task == entry.task
+            and drop.arrived <= entry.claims[0]["at"]
+            and time.time() - entry.last_activity() < self.ledger.lease_s
+        ):
             # The very drop another watcher just finished and is clearing: not a re-drop. Past the lease (its
             # watcher died before clearing) it falls through and is cleared as a duplicate.
             return None
@@ -199,8 +229,10 @@ class Watcher:
         if entry.claims and self._held_logged != (ds_id, entry.epoch):
             self._held_logged = (ds_id, entry.epoch)
             idle = time.time() - entry.last_activity()
-            self.log(f"{drop.task}: held by {entry.claims[-1]['watcher']}, last active {idle:.0f} s ago; waiting "
-                     f"(a holder silent for {self.ledger.lease_s:.0f} s is taken over)")
+            self.log(
+                f"{drop.task}: held by {entry.claims[-1]['watcher']}, last active {idle:.0f} s ago; waiting "
+                f"(a holder silent for {self.ledger.lease_s:.0f} s is taken over)"
+            )
 
     def _work(self, drop: Drop, files: dict[str, bytes], entry: Entry, timings: dict) -> dict:
         task = drop.task
@@ -222,7 +254,9 @@ class Watcher:
             return self._finish_earlier_attempt(drop, entry, existing, timings)
 
         self.ledger.record(entry, "training", task=task)
-        self.log(f"{task}: valid ({dataset.train.num_rows} training rows); training on the current adapter set…")
+        self.log(
+            f"{task}: valid ({dataset.train.num_rows} training rows); training on the current adapter set…"
+        )
         # Keep the claim alive for as long as training takes, whatever runs it (this process or Ray Train).
         done = threading.Event()
 
@@ -250,32 +284,51 @@ class Watcher:
         timings |= orchestration_overhead(timings, total_s=time.time() - drop.arrived)
         self.ledger.record(entry, "evaluating", task=task, timings=timings)
         state = "registered" if not result.rejected_reason else "rejected"
-        self.ledger.record(entry, state, task=task, version=result.version, reason=result.rejected_reason,
-                           timings=timings)
+        self.ledger.record(
+            entry, state, task=task, version=result.version, reason=result.rejected_reason, timings=timings
+        )
         self._clear(drop)
-        self.log(f"{task}: {state} as v{result.version} ({result.decision}, {result.active_adapters} adapter(s) kept, "
-                 f"accuracy {100 * result.final_accuracy:.1f}% on every class so far, frozen encoder with the same head "
-                 f"{100 * result.frozen_final_accuracy:.1f}%; {timings.get('compute_s', 0):.0f} s training, "
-                 f"{timings['overhead_s']:.0f} s overhead)"
-                 + (f": {result.rejected_reason}" if result.rejected_reason else ""))
-        return {"task": task, "dataset_id": entry.dataset_id, "state": state, "version": result.version,
-                "final_accuracy": result.final_accuracy, "frozen_final_accuracy": result.frozen_final_accuracy,
-                "avg_accuracy": result.avg_accuracy, "frozen_avg_accuracy": result.frozen_avg_accuracy}
+        self.log(
+            f"{task}: {state} as v{result.version} ({result.decision}, {result.active_adapters} adapter(s) kept, "
+            f"accuracy {100 * result.final_accuracy:.1f}% on every class so far, frozen encoder with the same head "
+            f"{100 * result.frozen_final_accuracy:.1f}%; {timings.get('compute_s', 0):.0f} s training, "
+            f"{timings['overhead_s']:.0f} s overhead)"
+            + (f": {result.rejected_reason}" if result.rejected_reason else "")
+        )
+        return {
+            "task": task,
+            "dataset_id": entry.dataset_id,
+            "state": state,
+            "version": result.version,
+            "final_accuracy": result.final_accuracy,
+            "frozen_final_accuracy": result.frozen_final_accuracy,
+            "avg_accuracy": result.avg_accuracy,
+            "frozen_avg_accuracy": result.frozen_avg_accuracy,
+        }
 
     def _finish_earlier_attempt(self, drop: Drop, entry: Entry, version, timings: dict) -> dict:
         """Complete what a dead attempt left: its version exists; `current` moves to it if the attempt died
         before its commit point and the version's parent is still current."""
         tags = version.tags
-        state, reason = ("rejected", tags.get("rejected_reason", "")) if tags.get("promotion") == "rejected" \
+        state, reason = (
+            ("rejected", tags.get("rejected_reason", ""))
+            if tags.get("promotion") == "rejected"
             else ("registered", "registered by an earlier attempt")
+        )
         if state == "registered" and "not_promoted" not in tags:
             parent = parent_of(tags)
             current = self.lineage.current()
             if current is None or current.version != version.version:
-                moved = promote_if_parent_current(self.lineage, version.version, parent,
-                                                  reason=f"trained {drop.task} (promotion resumed after a crash)")
+                moved = promote_if_parent_current(
+                    self.lineage,
+                    version.version,
+                    parent,
+                    reason=f"trained {drop.task} (promotion resumed after a crash)",
+                )
                 reason += "; promoted now" if moved else "; not promoted: current moved on since"
-        self.ledger.record(entry, state, task=drop.task, version=version.version, reason=reason, timings=timings)
+        self.ledger.record(
+            entry, state, task=drop.task, version=version.version, reason=reason, timings=timings
+        )
         self._clear(drop)
         self.log(f"{drop.task}: {reason} (v{version.version})")
         return {"task": drop.task, "dataset_id": entry.dataset_id, "state": state, "version": version.version}

@@ -33,9 +33,14 @@ class Bucket:
     @classmethod
     def connect(cls, conn: Connection) -> Bucket:
         client = boto3.client(
-            "s3", endpoint_url=conn.s3_endpoint, aws_access_key_id=conn.access_key,
-            aws_secret_access_key=conn.secret_key, region_name=conn.region,
-            config=Config(retries={"mode": "standard", "max_attempts": 5}, connect_timeout=3, read_timeout=30),
+            "s3",
+            endpoint_url=conn.s3_endpoint,
+            aws_access_key_id=conn.access_key,
+            aws_secret_access_key=conn.secret_key,
+            region_name=conn.region,
+            config=Config(
+                retries={"mode": "standard", "max_attempts": 5}, connect_timeout=3, read_timeout=30
+            ),
         )
         return cls(conn.bucket, client)
 
@@ -70,8 +75,12 @@ class Bucket:
         its LastModified is what `litelora gc`'s grace period counts from."""
         if not self.put_if_absent(key, data):
             with self._request("refresh", key):
-                self.client.copy_object(Bucket=self.name, Key=key, CopySource={"Bucket": self.name, "Key": key},
-                                        MetadataDirective="REPLACE")
+                self.client.copy_object(
+                    Bucket=self.name,
+                    Key=key,
+                    CopySource={"Bucket": self.name, "Key": key},
+                    MetadataDirective="REPLACE",
+                )
 
     def put(self, key: str, data: bytes) -> None:
         """Plain overwrite: only for mutable, non-lineage objects (drops, quarantine reasons)."""
@@ -97,13 +106,17 @@ class Bucket:
         """Every object under `prefix` with its Key, LastModified (datetime) and Size."""
         objects = []
         with self._request("list", prefix):
-            for page in self.client.get_paginator("list_objects_v2").paginate(Bucket=self.name, Prefix=prefix):
+            for page in self.client.get_paginator("list_objects_v2").paginate(
+                Bucket=self.name, Prefix=prefix
+            ):
                 objects.extend(page.get("Contents", []))
         return objects
 
     def move(self, source: str, target: str) -> None:
         with self._request(f"move to {target}", source):
-            self.client.copy_object(Bucket=self.name, Key=target, CopySource={"Bucket": self.name, "Key": source})
+            self.client.copy_object(
+                Bucket=self.name, Key=target, CopySource={"Bucket": self.name, "Key": source}
+            )
             self.client.delete_object(Bucket=self.name, Key=source)
 
     def delete(self, key: str) -> None:
@@ -115,5 +128,10 @@ def arrow_filesystem(conn: Connection) -> pafs.S3FileSystem:
     """The same bucket through pyarrow: what Ray Train and Ray Tune persist to, and how workers read parquet."""
     endpoint = (conn.s3_endpoint or "").removeprefix("http://").removeprefix("https://") or None
     scheme = "https" if (conn.s3_endpoint or "https").startswith("https") else "http"
-    return pafs.S3FileSystem(access_key=conn.access_key, secret_key=conn.secret_key, region=conn.region,
-                             endpoint_override=endpoint, scheme=scheme)
+    return pafs.S3FileSystem(
+        access_key=conn.access_key,
+        secret_key=conn.secret_key,
+        region=conn.region,
+        endpoint_override=endpoint,
+        scheme=scheme,
+    )

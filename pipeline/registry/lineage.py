@@ -27,8 +27,16 @@ from pipeline.settings import Connection
 ALIAS = "current"
 NO_PARENT = "none"
 """The `parent_version` tag of a lineage's first set."""
-NODE_TAGS = ("task", "decision", "active_adapters", "avg_accuracy", "forgetting", "dataset_id", "promotion",
-             "rejected_reason")
+NODE_TAGS = (
+    "task",
+    "decision",
+    "active_adapters",
+    "avg_accuracy",
+    "forgetting",
+    "dataset_id",
+    "promotion",
+    "rejected_reason",
+)
 MOVES_EXPERIMENT = "litelora-alias-moves"
 TRAINING_EXPERIMENT = "litelora-training"
 
@@ -74,7 +82,9 @@ class TrainingRun:
 
     def log_metrics(self, metrics: dict, step: int = 0) -> None:
         now = int(time.time() * 1000)
-        self.client.log_batch(self.run_id, metrics=[Metric(k, float(v), now, step) for k, v in metrics.items()])
+        self.client.log_batch(
+            self.run_id, metrics=[Metric(k, float(v), now, step) for k, v in metrics.items()]
+        )
 
     def log_metric(self, key: str, value: float, step: int = 0) -> None:
         self.client.log_metric(self.run_id, key, value, step=step)
@@ -91,9 +101,17 @@ class TrainingRun:
 
     def log_dataset(self, name: str, digest: str, source: str, schema: dict, rows: int) -> None:
         """Link the run to the dataset that trained it, from its metadata (the rows are never loaded for this)."""
-        dataset = Dataset(name=name, digest=digest[:36], source_type="s3", source=json.dumps({"uri": source}),
-                          schema=json.dumps(schema), profile=json.dumps({"num_rows": rows}))
-        self.client.log_inputs(self.run_id, [DatasetInput(dataset, [InputTag("mlflow.data.context", "training")])])
+        dataset = Dataset(
+            name=name,
+            digest=digest[:36],
+            source_type="s3",
+            source=json.dumps({"uri": source}),
+            schema=json.dumps(schema),
+            profile=json.dumps({"num_rows": rows}),
+        )
+        self.client.log_inputs(
+            self.run_id, [DatasetInput(dataset, [InputTag("mlflow.data.context", "training")])]
+        )
 
     def end(self, status: str = "FINISHED") -> None:
         self.client.set_terminated(self.run_id, status)
@@ -133,8 +151,12 @@ class Lineage:
         try:
             self._call("read the registered model", self.client.get_registered_model, self.name)
         except MlflowException:
-            self._call("create the registered model", self.client.create_registered_model, self.name,
-                       description="LiteLoRA adapter sets: each version is one set; alias `current` is the live one.")
+            self._call(
+                "create the registered model",
+                self.client.create_registered_model,
+                self.name,
+                description="LiteLoRA adapter sets: each version is one set; alias `current` is the live one.",
+            )
 
     def current(self) -> ModelVersion | None:
         try:
@@ -144,7 +166,9 @@ class Lineage:
 
     def get(self, version: str) -> ModelVersion:
         try:
-            return self._call(f"read version {version}", self.client.get_model_version, self.name, str(version))
+            return self._call(
+                f"read version {version}", self.client.get_model_version, self.name, str(version)
+            )
         except MlflowException as err:
             raise LineageError(f"version {version} of {self.name!r} does not exist") from err
 
@@ -159,8 +183,12 @@ class Lineage:
         """The source of every version of every registered model on this server (what must never be deleted)."""
         sources, token = set(), None
         while True:
-            page = self._call("list every model version", self.client.search_model_versions,
-                              max_results=1000, page_token=token)
+            page = self._call(
+                "list every model version",
+                self.client.search_model_versions,
+                max_results=1000,
+                page_token=token,
+            )
             sources |= {v.source for v in page}
             token = page.token
             if not token:
@@ -168,52 +196,85 @@ class Lineage:
 
     def running_datasets(self) -> set[str]:
         """Dataset ids of training runs still marked RUNNING (a job in progress, or one killed mid-way)."""
-        experiment = self._call("read the training experiment", self.client.get_experiment_by_name,
-                                TRAINING_EXPERIMENT)
+        experiment = self._call(
+            "read the training experiment", self.client.get_experiment_by_name, TRAINING_EXPERIMENT
+        )
         if experiment is None:
             return set()
-        runs = self._call("list running trainings", self.client.search_runs, [experiment.experiment_id],
-                          filter_string="attributes.status = 'RUNNING'", max_results=10000)
+        runs = self._call(
+            "list running trainings",
+            self.client.search_runs,
+            [experiment.experiment_id],
+            filter_string="attributes.status = 'RUNNING'",
+            max_results=10000,
+        )
         return {r.data.tags["dataset_id"] for r in runs if "dataset_id" in r.data.tags}
 
     def nodes(self) -> list[dict]:
         """Every version as a tree node: version, parent (None for a root), its tags and manifest URI."""
-        return [{"version": v.version, "parent": parent_of(v.tags), **{k: v.tags.get(k) for k in NODE_TAGS},
-                 "source": v.source} for v in self.versions()]
+        return [
+            {
+                "version": v.version,
+                "parent": parent_of(v.tags),
+                **{k: v.tags.get(k) for k in NODE_TAGS},
+                "source": v.source,
+            }
+            for v in self.versions()
+        ]
 
     def find_by_dataset(self, dataset_id: str) -> ModelVersion | None:
         """The version a dataset already produced, if any (a retry must never train it twice)."""
         try:
-            found = self._call("search versions", self.client.search_model_versions,
-                               f"name='{self.name}' and tags.dataset_id='{dataset_id}'")
+            found = self._call(
+                "search versions",
+                self.client.search_model_versions,
+                f"name='{self.name}' and tags.dataset_id='{dataset_id}'",
+            )
         except MlflowException:
             return None
         return min(found, key=lambda v: int(v.version)) if found else None
 
-    def register(self, source: str, run_id: str | None, tags: dict[str, str], description: str = "") -> ModelVersion:
+    def register(
+        self, source: str, run_id: str | None, tags: dict[str, str], description: str = ""
+    ) -> ModelVersion:
         self.ensure_model()
-        return self._call("create a model version", self.client.create_model_version, self.name, source,
-                          run_id=run_id, tags=tags, description=description)
+        return self._call(
+            "create a model version",
+            self.client.create_model_version,
+            self.name,
+            source,
+            run_id=run_id,
+            tags=tags,
+            description=description,
+        )
 
     def tag_version(self, version: str, key: str, value: str) -> None:
-        self._call(f"tag version {version}", self.client.set_model_version_tag, self.name, version, key, value)
+        self._call(
+            f"tag version {version}", self.client.set_model_version_tag, self.name, version, key, value
+        )
 
     # -- runs ----------------------------------------------------------------------------------------
     def _experiment_id(self, name: str) -> str:
         experiment = self._call(f"read experiment {name}", self.client.get_experiment_by_name, name)
-        return experiment.experiment_id if experiment else self._call(f"create experiment {name}",
-                                                                      self.client.create_experiment, name)
+        return (
+            experiment.experiment_id
+            if experiment
+            else self._call(f"create experiment {name}", self.client.create_experiment, name)
+        )
 
     def run(self, run_id: str) -> TrainingRun:
         return TrainingRun(self.client, run_id)
 
     def new_run(self, name: str, tags: dict[str, str], experiment: str = TRAINING_EXPERIMENT) -> TrainingRun:
-        run = self._call("start a run", self.client.create_run, self._experiment_id(experiment), tags=tags,
-                         run_name=name)
+        run = self._call(
+            "start a run", self.client.create_run, self._experiment_id(experiment), tags=tags, run_name=name
+        )
         return TrainingRun(self.client, run.info.run_id)
 
     @contextlib.contextmanager
-    def training_run(self, name: str, tags: dict[str, str], run_id: str | None = None) -> Iterator[TrainingRun]:
+    def training_run(
+        self, name: str, tags: dict[str, str], run_id: str | None = None
+    ) -> Iterator[TrainingRun]:
         """A run of the training experiment (a new one, or `run_id` reopened) that ends FAILED on an error: the
         error, not a failure to end the run while MLflow is down, is what the caller sees."""
         if run_id is None:
@@ -232,41 +293,69 @@ class Lineage:
 
     def find_run(self, tag: str, value: str, experiment: str = TRAINING_EXPERIMENT) -> str | None:
         """The id of a run of `experiment` tagged `tag` = `value`, if any."""
-        runs = self._call("search runs", self.client.search_runs, [self._experiment_id(experiment)],
-                          f"tags.{tag} = '{value}'", max_results=1)
+        runs = self._call(
+            "search runs",
+            self.client.search_runs,
+            [self._experiment_id(experiment)],
+            f"tags.{tag} = '{value}'",
+            max_results=1,
+        )
         return runs[0].info.run_id if runs else None
 
-    def end_running_children(self, parent_run_id: str, status: str = "KILLED",
-                             experiment: str = TRAINING_EXPERIMENT) -> None:
+    def end_running_children(
+        self, parent_run_id: str, status: str = "KILLED", experiment: str = TRAINING_EXPERIMENT
+    ) -> None:
         """End the nested runs of `parent_run_id` still marked RUNNING (their process died)."""
-        for run in self._call("search runs", self.client.search_runs, [self._experiment_id(experiment)],
-                              f"tags.mlflow.parentRunId = '{parent_run_id}' and attributes.status = 'RUNNING'"):
+        for run in self._call(
+            "search runs",
+            self.client.search_runs,
+            [self._experiment_id(experiment)],
+            f"tags.mlflow.parentRunId = '{parent_run_id}' and attributes.status = 'RUNNING'",
+        ):
             self.run(run.info.run_id).end(status)
 
     def move_current(self, version: str, reason: str, kind: str) -> AliasMove:
         """Point `current` at `version` and record the move (who, when, from, to, why)."""
         target = self.get(version)
         before = self.current()
-        move = AliasMove(before.version if before else None, target.version, getpass.getuser(), time.time(), reason, kind)
-        self._call("move alias current", self.client.set_registered_model_alias, self.name, ALIAS, target.version)
+        move = AliasMove(
+            before.version if before else None, target.version, getpass.getuser(), time.time(), reason, kind
+        )
+        self._call(
+            "move alias current", self.client.set_registered_model_alias, self.name, ALIAS, target.version
+        )
         self._record(move)
         return move
 
     def _record(self, move: AliasMove) -> None:
-        tags = {"model": self.name, "from_version": move.from_version or NO_PARENT, "to_version": move.to_version,
-                "who": move.who, "reason": move.reason or "-", "kind": move.kind,
-                "when": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(move.when))}
-        self.new_run(f"{move.kind}: {move.from_version or NO_PARENT} → {move.to_version}", tags,
-                     experiment=MOVES_EXPERIMENT).end()
+        tags = {
+            "model": self.name,
+            "from_version": move.from_version or NO_PARENT,
+            "to_version": move.to_version,
+            "who": move.who,
+            "reason": move.reason or "-",
+            "kind": move.kind,
+            "when": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(move.when)),
+        }
+        self.new_run(
+            f"{move.kind}: {move.from_version or NO_PARENT} → {move.to_version}",
+            tags,
+            experiment=MOVES_EXPERIMENT,
+        ).end()
 
     def moves(self) -> list[dict]:
         experiment = self.client.get_experiment_by_name(MOVES_EXPERIMENT)
         if experiment is None:
             return []
-        runs = self.client.search_runs([experiment.experiment_id], filter_string=f"tags.model = '{self.name}'",
-                                       order_by=["attributes.start_time ASC"])
-        moves = [{k: r.data.tags.get(k) for k in ("kind", "from_version", "to_version", "who", "when", "reason")}
-                 for r in runs]
+        runs = self.client.search_runs(
+            [experiment.experiment_id],
+            filter_string=f"tags.model = '{self.name}'",
+            order_by=["attributes.start_time ASC"],
+        )
+        moves = [
+            {k: r.data.tags.get(k) for k in ("kind", "from_version", "to_version", "who", "when", "reason")}
+            for r in runs
+        ]
         for move in moves:
             move["from_version"] = None if move["from_version"] in (None, NO_PARENT) else move["from_version"]
         return moves

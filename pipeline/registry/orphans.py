@@ -36,8 +36,11 @@ class Orphan:
 
 def referenced_keys(bucket: Bucket, lineage: Lineage) -> tuple[set[str], set[str]]:
     """(every object key a registered set needs, every dataset id a registered set was trained on)."""
-    manifests = {source.removeprefix(bucket.uri("")) for source in lineage.all_sources()
-                 if source.startswith(bucket.uri(f"{SETS}/manifests/"))}
+    manifests = {
+        source.removeprefix(bucket.uri(""))
+        for source in lineage.all_sources()
+        if source.startswith(bucket.uri(f"{SETS}/manifests/"))
+    }
     keys, datasets = set(manifests), set()
     for key in manifests:
         try:
@@ -49,7 +52,9 @@ def referenced_keys(bucket: Bucket, lineage: Lineage) -> tuple[set[str], set[str
     return keys, datasets
 
 
-def find_orphans(bucket: Bucket, lineage: Lineage, grace_s: float = GRACE_S, busy: set[str] = frozenset()) -> list[Orphan]:
+def find_orphans(
+    bucket: Bucket, lineage: Lineage, grace_s: float = GRACE_S, busy: set[str] = frozenset()
+) -> list[Orphan]:
     """Unreferenced set files, manifests and stored datasets older than `grace_s`. `busy`: dataset ids that a
     watcher is working on right now (never orphans, whatever their age)."""
     keys, datasets = referenced_keys(bucket, lineage)
@@ -60,7 +65,7 @@ def find_orphans(bucket: Bucket, lineage: Lineage, grace_s: float = GRACE_S, bus
         if key in keys or age < grace_s:
             continue
         if key.startswith(DATASETS):
-            dataset = key[len(DATASETS):].split("/", 1)[0]
+            dataset = key[len(DATASETS) :].split("/", 1)[0]
             if dataset in datasets or dataset in busy:
                 continue
             why = "dataset no registered set was trained on (its job failed or died)"

@@ -24,8 +24,15 @@ def draw_accuracy_matrix(ax, matrix: list[list[float]], fontsize: float | None =
     im = ax.imshow(data, vmin=0, vmax=100, cmap="viridis")
     for j in range(n):
         for t in range(j, n):
-            ax.text(t, j, f"{data[j][t]:.0f}", ha="center", va="center", fontsize=fontsize,
-                    color="w" if data[j][t] < 60 else "k")
+            ax.text(
+                t,
+                j,
+                f"{data[j][t]:.0f}",
+                ha="center",
+                va="center",
+                fontsize=fontsize,
+                color="w" if data[j][t] < 60 else "k",
+            )
     return im
 
 
@@ -64,11 +71,20 @@ def overlap_heatmap(matrix: list[list[float]], labels: list[str], path: Path) ->
         im = ax.imshow(matrix, vmin=0, vmax=1, cmap="magma")
         for i in range(k):
             for j in range(k):
-                ax.text(j, i, f"{matrix[i][j]:.2f}", ha="center", va="center", color="w" if matrix[i][j] < 0.6 else "k")
+                ax.text(
+                    j,
+                    i,
+                    f"{matrix[i][j]:.2f}",
+                    ha="center",
+                    va="center",
+                    color="w" if matrix[i][j] < 0.6 else "k",
+                )
         ax.set_xticks(range(k), labels, rotation=45, ha="right")
         ax.set_yticks(range(k), labels)
         fig.colorbar(im, ax=ax, fraction=0.046)
-    ax.set_title("Subspace overlap of kept adapters\nmean cos² of principal angles,\naveraged over layers", fontsize=10)
+    ax.set_title(
+        "Subspace overlap of kept adapters\nmean cos² of principal angles,\naveraged over layers", fontsize=10
+    )
     return save_figure(fig, path)
 
 
@@ -88,7 +104,9 @@ def lineage_tree(nodes: list[dict], current: str | None, path: Path) -> Path:
 
     for root in children.get(None, []):
         place(root, 0)
-    fig, ax = plt.subplots(figsize=(2.5 + 2.2 * max((d for d, _ in pos.values()), default=0), 1.0 + 0.6 * max(row[0], 1)))
+    fig, ax = plt.subplots(
+        figsize=(2.5 + 2.2 * max((d for d, _ in pos.values()), default=0), 1.0 + 0.6 * max(row[0], 1))
+    )
     for node in nodes:
         parent = node.get("parent")
         if parent in pos and node["version"] in pos:
@@ -100,8 +118,14 @@ def lineage_tree(nodes: list[dict], current: str | None, path: Path) -> Path:
         x, y = pos[node["version"]]
         live = node["version"] == current
         ax.scatter([x], [y], s=300, color="tab:orange" if live else "tab:blue", zorder=2)
-        ax.annotate(f"v{node['version']} {node.get('task', '')}\n{node.get('decision', '')}"
-                    + (" ← current" if live else ""), (x, y), xytext=(12, -4), textcoords="offset points", fontsize=9)
+        ax.annotate(
+            f"v{node['version']} {node.get('task', '')}\n{node.get('decision', '')}"
+            + (" ← current" if live else ""),
+            (x, y),
+            xytext=(12, -4),
+            textcoords="offset points",
+            fontsize=9,
+        )
     ax.margins(x=0.3, y=0.2)
     ax.invert_yaxis()
     ax.axis("off")
@@ -109,15 +133,18 @@ def lineage_tree(nodes: list[dict], current: str | None, path: Path) -> Path:
     return save_figure(fig, path)
 
 
-def pareto_plot(points: list[tuple[float, int, str]], front: list[tuple[float, int, str]], chosen: str | None,
-                path: Path) -> Path:
+def pareto_plot(
+    points: list[tuple[float, int, str]], front: list[tuple[float, int, str]], chosen: str | None, path: Path
+) -> Path:
     """Search trials as (accuracy, adapters kept, trial id); the Pareto front joined, the chosen trial ringed."""
     fig, ax = plt.subplots(figsize=(5.5, 4.0))
     ax.scatter([p[1] for p in points], [100 * p[0] for p in points], color="0.6", label="trial")
     ax.plot([p[1] for p in front], [100 * p[0] for p in front], "o-", color="tab:blue", label="Pareto front")
     for acc, adapters, trial in points:
         if trial == chosen:
-            ax.scatter([adapters], [100 * acc], s=180, facecolors="none", edgecolors="tab:red", label="chosen")
+            ax.scatter(
+                [adapters], [100 * acc], s=180, facecolors="none", edgecolors="tab:red", label="chosen"
+            )
     ax.set_xlabel("adapters kept")
     ax.set_ylabel("mean accuracy over tasks so far (%)")
     counts = [p[1] for p in points] or [0]

@@ -1,9 +1,9 @@
 """Adapter sets and task datasets in the bucket. Everything is content-addressed and written once.
 
-    adapter-sets/objects/adapters/<sha256>.safetensors   shared by every set that keeps the adapter
-    adapter-sets/objects/heads/<sha256>.safetensors
-    adapter-sets/manifests/<set-id>.json                 written last: a set exists once this exists
-    datasets/<dataset-id>/{train,test}.parquet, task.json  what trained (and evaluates) each task
+adapter-sets/objects/adapters/<sha256>.safetensors   shared by every set that keeps the adapter
+adapter-sets/objects/heads/<sha256>.safetensors
+adapter-sets/manifests/<set-id>.json                 written last: a set exists once this exists
+datasets/<dataset-id>/{train,test}.parquet, task.json  what trained (and evaluates) each task
 """
 
 from __future__ import annotations
@@ -126,8 +126,11 @@ def read_drop(conn: Connection, uri: str, name: str) -> TaskDataset:
     root = uri.removeprefix("s3://").rstrip("/")
     filesystem = arrow_filesystem(conn)
     infos = filesystem.get_file_info([f"{root}/{file}" for file in DATA_FILES])
-    files = {file: filesystem.open_input_file(info.path).readall()
-             for file, info in zip(DATA_FILES, infos, strict=True) if info.type == pafs.FileType.File}
+    files = {
+        file: filesystem.open_input_file(info.path).readall()
+        for file, info in zip(DATA_FILES, infos, strict=True)
+        if info.type == pafs.FileType.File
+    }
     if not files:
         raise FileNotFoundError(f"s3://{root}/ holds none of {', '.join(DATA_FILES)}")
     return TaskDataset.from_files(name, files)
@@ -138,7 +141,9 @@ def read_dataset(conn: Connection, dataset_id: str, name: str) -> TaskDataset:
     its id."""
     dataset = read_drop(conn, f"{conn.bucket}/datasets/{dataset_id}", name)
     if dataset.dataset_id != dataset_id:
-        raise RuntimeError(f"s3://{conn.bucket}/datasets/{dataset_id}/ holds other bytes ({dataset.dataset_id})")
+        raise RuntimeError(
+            f"s3://{conn.bucket}/datasets/{dataset_id}/ holds other bytes ({dataset.dataset_id})"
+        )
     return dataset
 
 

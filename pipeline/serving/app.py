@@ -8,7 +8,6 @@ set they started with and no request fails during a swap.
     GET  /healthz  GET /version
 """
 
-
 import logging
 import threading
 import time
@@ -42,7 +41,9 @@ class PredictRequest(BaseModel):
 async def refuse_oversize_bodies(request: Request, call_next):
     size = request.headers.get("content-length")
     if size is not None and size.isdigit() and int(size) > MAX_BODY_BYTES:
-        return JSONResponse({"detail": f"request body of {size} bytes; at most {MAX_BODY_BYTES}"}, status_code=413)
+        return JSONResponse(
+            {"detail": f"request body of {size} bytes; at most {MAX_BODY_BYTES}"}, status_code=413
+        )
     return await call_next(request)
 
 
@@ -78,10 +79,13 @@ class AdapterSetServer:  # (no `from __future__ import annotations`: FastAPI mus
     def predict(self, body: PredictRequest) -> dict:
         predictor = self.predictor  # one read: this request finishes on this set, whatever swaps meanwhile
         if body.image is not None:
-            raise HTTPException(415, "this adapter set's backbone reads text; send \"text\" or \"texts\"")
+            raise HTTPException(415, 'this adapter set\'s backbone reads text; send "text" or "texts"')
         if body.version is not None and body.version.lstrip("vV") != predictor.version:
-            raise HTTPException(409, f"v{body.version.lstrip('vV')} is not being served; this server serves "
-                                     f"v{predictor.version} (the set under `current`)")
+            raise HTTPException(
+                409,
+                f"v{body.version.lstrip('vV')} is not being served; this server serves "
+                f"v{predictor.version} (the set under `current`)",
+            )
         texts = body.texts if body.texts is not None else ([body.text] if body.text is not None else [])
         try:
             predictions = predictor.predict(texts, top=body.top)
@@ -96,24 +100,46 @@ class AdapterSetServer:  # (no `from __future__ import annotations`: FastAPI mus
     @api.get("/version")
     def version(self) -> dict:
         p = self.predictor
-        return {"version": p.version, "set_id": p.set_id, "tasks": [t.name for t in p.model.tasks],
-                "following_current": self.following, "swaps": self.swaps, "poll_s": self.poll_s,
-                "last_poll_error": self.last_poll_error}
+        return {
+            "version": p.version,
+            "set_id": p.set_id,
+            "tasks": [t.name for t in p.model.tasks],
+            "following_current": self.following,
+            "swaps": self.swaps,
+            "poll_s": self.poll_s,
+            "last_poll_error": self.last_poll_error,
+        }
 
 
-def run_server(conn: Connection, host: str = "127.0.0.1", port: int = 8000, poll_s: float = 2.0,
-               version: str | None = None, replicas: int = 1) -> None:
+def run_server(
+    conn: Connection,
+    host: str = "127.0.0.1",
+    port: int = 8000,
+    poll_s: float = 2.0,
+    version: str | None = None,
+    replicas: int = 1,
+) -> None:
     """Start Ray Serve (in the local or `RAY_ADDRESS` Ray) and deploy; returns once the app is healthy."""
     from pipeline.orchestrator.ray_train import init_ray
 
     init_ray(conn.cache_dir.parent)
     serve.start(http_options={"host": host, "port": port})
-    serve.run(AdapterSetServer.options(num_replicas=replicas).bind(conn, poll_s, version), name="litelora",
-              route_prefix="/")
+    serve.run(
+        AdapterSetServer.options(num_replicas=replicas).bind(conn, poll_s, version),
+        name="litelora",
+        route_prefix="/",
+    )
 
 
-def serve_until_stopped(conn: Connection, host: str, port: int, poll_s: float, version: str | None, replicas: int,
-                        on_ready=lambda: None) -> None:
+def serve_until_stopped(
+    conn: Connection,
+    host: str,
+    port: int,
+    poll_s: float,
+    version: str | None,
+    replicas: int,
+    on_ready=lambda: None,
+) -> None:
     """Check there is a set to serve (before Ray Serve retries a replica that cannot load), serve it, and block
     until SIGINT or SIGTERM; then remove our app only (on a shared cluster other Serve apps keep running)."""
     import signal

@@ -49,7 +49,9 @@ class Predictor:
         from pipeline.registry.store import Registry
 
         # A cache of this process's own: several replicas fetching into one directory could interleave files.
-        registry = Registry(Bucket.connect(conn), Lineage(conn), conn.cache_dir / "predict" / str(os.getpid()))
+        registry = Registry(
+            Bucket.connect(conn), Lineage(conn), conn.cache_dir / "predict" / str(os.getpid())
+        )
         found = load_current(registry, version)
         if found.model is None:
             raise LineageError("no adapter set is `current` yet: train and register a task first")
@@ -57,7 +59,11 @@ class Predictor:
 
     def predict_all(self, texts: list[str], top: int = 5) -> list[Prediction]:
         """`predict` for any number of texts, `MAX_BATCH` at a time."""
-        return [p for start in range(0, len(texts), MAX_BATCH) for p in self.predict(texts[start : start + MAX_BATCH], top)]
+        return [
+            p
+            for start in range(0, len(texts), MAX_BATCH)
+            for p in self.predict(texts[start : start + MAX_BATCH], top)
+        ]
 
     @torch.no_grad()
     def predict(self, texts: list[str], top: int = 5) -> list[Prediction]:
@@ -69,7 +75,9 @@ class Predictor:
             raise BadRequest(f"{len(texts)} inputs in one request; at most {MAX_BATCH}")
         for text in texts:
             if not isinstance(text, str):
-                raise BadRequest(f"inputs must be text (got {type(text).__name__}); this set's backbone reads text")
+                raise BadRequest(
+                    f"inputs must be text (got {type(text).__name__}); this set's backbone reads text"
+                )
             if len(text) > MAX_TEXT_CHARS:
                 raise BadRequest(f"an input of {len(text)} characters; at most {MAX_TEXT_CHARS}")
         from pipeline.learn.evaluate import predict_logits
@@ -80,6 +88,11 @@ class Predictor:
         out = []
         for row in probs:
             best = row.topk(min(top, row.numel()))
-            out.append(Prediction(classes[int(best.indices[0])], self.task_of_class[int(best.indices[0])],
-                                  {classes[int(i)]: round(float(p), 6) for p, i in zip(best.values, best.indices)}))
+            out.append(
+                Prediction(
+                    classes[int(best.indices[0])],
+                    self.task_of_class[int(best.indices[0])],
+                    {classes[int(i)]: round(float(p), 6) for p, i in zip(best.values, best.indices)},
+                )
+            )
         return out

@@ -1,9 +1,9 @@
 """`litelora up` / `down` / `env`: SeaweedFS (S3) and an MLflow server on 127.0.0.1, state under LITELORA_HOME.
 
-    <home>/credentials.json    S3 keys generated for this installation (mode 0600)
-    <home>/stack.json          endpoints, ports and the PIDs `up` started (what `down` stops)
-    <home>/seaweedfs/          object data          <home>/mlflow/mlflow.db   tracking + registry
-    <home>/logs/               one log per server
+<home>/credentials.json    S3 keys generated for this installation (mode 0600)
+<home>/stack.json          endpoints, ports and the PIDs `up` started (what `down` stops)
+<home>/seaweedfs/          object data          <home>/mlflow/mlflow.db   tracking + registry
+<home>/logs/               one log per server
 """
 
 from __future__ import annotations
@@ -84,24 +84,41 @@ def _seaweed_argv(home: Path, port: int, taken: set[int], bucket: str) -> list[s
     data, logs = home / "seaweedfs", home / "logs" / "seaweedfs"
     data.mkdir(parents=True, exist_ok=True)
     logs.mkdir(parents=True, exist_ok=True)
-    ports = {flag: pick_port(None, taken) for flag in ("master.port", "volume.port", "filer.port", "admin.port")}
+    ports = {
+        flag: pick_port(None, taken) for flag in ("master.port", "volume.port", "filer.port", "admin.port")
+    }
     return [
-        _executable("weed"), f"-logdir={logs}", "mini", f"-dir={data}",
+        _executable("weed"),
+        f"-logdir={logs}",
+        "mini",
+        f"-dir={data}",
         # Without both -ip and -ip.bind weed listens on every interface; telemetry is on by default.
-        "-ip=127.0.0.1", "-ip.bind=127.0.0.1", "-master.telemetry=false", "-webdav=false", "-admin.ui=false",
-        f"-s3.config={home / 's3-identities.json'}", f"-bucket={bucket}", f"-s3.port={port}",
-        "-s3.port.iceberg=0", "-s3.port.lance=0",
+        "-ip=127.0.0.1",
+        "-ip.bind=127.0.0.1",
+        "-master.telemetry=false",
+        "-webdav=false",
+        "-admin.ui=false",
+        f"-s3.config={home / 's3-identities.json'}",
+        f"-bucket={bucket}",
+        f"-s3.port={port}",
+        "-s3.port.iceberg=0",
+        "-s3.port.lance=0",
         *(f"-{flag}={p}" for flag, p in ports.items()),
-        f"-s3.localSocket={home / 'seaweedfs' / 's3.sock'}", f"-filer.localSocket={home / 'seaweedfs' / 'filer.sock'}",
+        f"-s3.localSocket={home / 'seaweedfs' / 's3.sock'}",
+        f"-filer.localSocket={home / 'seaweedfs' / 'filer.sock'}",
     ]
 
 
 def _write_identities(home: Path, creds: Credentials) -> None:
-    identities = {"identities": [{
-        "name": "litelora",
-        "credentials": [{"accessKey": creds.access_key, "secretKey": creds.secret_key}],
-        "actions": ["Admin", "Read", "Write", "List", "Tagging"],
-    }]}
+    identities = {
+        "identities": [
+            {
+                "name": "litelora",
+                "credentials": [{"accessKey": creds.access_key, "secretKey": creds.secret_key}],
+                "actions": ["Admin", "Read", "Write", "List", "Tagging"],
+            }
+        ]
+    }
     path = home / "s3-identities.json"
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     with os.fdopen(fd, "w") as f:
@@ -112,19 +129,31 @@ def _server_env(name: str, creds: Credentials, s3_endpoint: str) -> dict[str, st
     """A server's environment, with telemetry off; MLflow gets the S3 keys to proxy artifacts into the bucket."""
     env = {**os.environ, "MLFLOW_DISABLE_TELEMETRY": "true", "DO_NOT_TRACK": "true"}
     if name == "mlflow":
-        env |= {"MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false", "MLFLOW_S3_ENDPOINT_URL": s3_endpoint,
-                "AWS_ACCESS_KEY_ID": creds.access_key, "AWS_SECRET_ACCESS_KEY": creds.secret_key,
-                "AWS_DEFAULT_REGION": "us-east-1"}
+        env |= {
+            "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false",
+            "MLFLOW_S3_ENDPOINT_URL": s3_endpoint,
+            "AWS_ACCESS_KEY_ID": creds.access_key,
+            "AWS_SECRET_ACCESS_KEY": creds.secret_key,
+            "AWS_DEFAULT_REGION": "us-east-1",
+        }
     return env
 
 
 def _mlflow_argv(home: Path, port: int, bucket: str) -> list[str]:
     (home / "mlflow").mkdir(parents=True, exist_ok=True)
     return [
-        _executable("mlflow"), "server",
-        "--backend-store-uri", f"sqlite:///{home / 'mlflow' / 'mlflow.db'}",
-        "--artifacts-destination", f"s3://{bucket}/mlflow",
-        "--host", "127.0.0.1", "--port", str(port), "--workers", "1",
+        _executable("mlflow"),
+        "server",
+        "--backend-store-uri",
+        f"sqlite:///{home / 'mlflow' / 'mlflow.db'}",
+        "--artifacts-destination",
+        f"s3://{bucket}/mlflow",
+        "--host",
+        "127.0.0.1",
+        "--port",
+        str(port),
+        "--workers",
+        "1",
     ]
 
 
@@ -132,9 +161,14 @@ def _s3_healthy(endpoint: str, creds: Credentials, bucket: str) -> bool:
     import boto3
     from botocore.config import Config
 
-    client = boto3.client("s3", endpoint_url=endpoint, aws_access_key_id=creds.access_key,
-                          aws_secret_access_key=creds.secret_key, region_name="us-east-1",
-                          config=Config(connect_timeout=1, read_timeout=2, retries={"max_attempts": 1}))
+    client = boto3.client(
+        "s3",
+        endpoint_url=endpoint,
+        aws_access_key_id=creds.access_key,
+        aws_secret_access_key=creds.secret_key,
+        region_name="us-east-1",
+        config=Config(connect_timeout=1, read_timeout=2, retries={"max_attempts": 1}),
+    )
     client.head_bucket(Bucket=bucket)
     return True
 
@@ -144,7 +178,9 @@ def _http_ok(url: str) -> bool:
         return resp.status == 200
 
 
-def up(home: Path, bucket: str = DEFAULT_BUCKET, ports: dict[str, int] | None = None) -> tuple[StackState, bool]:
+def up(
+    home: Path, bucket: str = DEFAULT_BUCKET, ports: dict[str, int] | None = None
+) -> tuple[StackState, bool]:
     """Start the stack (or find it running). Returns (state, started_now)."""
     home.mkdir(parents=True, exist_ok=True)
     existing = StackState.load(home)
@@ -166,10 +202,20 @@ def up(home: Path, bucket: str = DEFAULT_BUCKET, ports: dict[str, int] | None = 
     s3_endpoint, mlflow_uri = f"http://127.0.0.1:{s3_port}", f"http://127.0.0.1:{mlflow_port}"
     started = time.monotonic()
     logs = home / "logs"
-    seaweed = start("seaweedfs", _seaweed_argv(home, s3_port, taken, bucket), _server_env("seaweedfs", creds, s3_endpoint),
-                    logs, home)
-    mlflow = start("mlflow", _mlflow_argv(home, mlflow_port, bucket), _server_env("mlflow", creds, s3_endpoint), logs,
-                   home)
+    seaweed = start(
+        "seaweedfs",
+        _seaweed_argv(home, s3_port, taken, bucket),
+        _server_env("seaweedfs", creds, s3_endpoint),
+        logs,
+        home,
+    )
+    mlflow = start(
+        "mlflow",
+        _mlflow_argv(home, mlflow_port, bucket),
+        _server_env("mlflow", creds, s3_endpoint),
+        logs,
+        home,
+    )
     state = StackState(s3_endpoint, mlflow_uri, bucket, [seaweed, mlflow], time.time())
     state.save(home)  # record PIDs at once, so `down` can stop a stack whose start-up failed half-way
     try:
@@ -186,7 +232,9 @@ def up(home: Path, bucket: str = DEFAULT_BUCKET, ports: dict[str, int] | None = 
 
 def _wait_healthy(state: StackState, server: ServerProcess, creds: Credentials) -> float:
     if server.name == "seaweedfs":
-        return wait_healthy(server, lambda: _s3_healthy(state.s3_endpoint, creds, state.bucket), HEALTH_TIMEOUT_S)
+        return wait_healthy(
+            server, lambda: _s3_healthy(state.s3_endpoint, creds, state.bucket), HEALTH_TIMEOUT_S
+        )
     return wait_healthy(server, lambda: _http_ok(f"{state.mlflow_uri}/health"), HEALTH_TIMEOUT_S)
 
 
@@ -203,7 +251,9 @@ def start_server(home: Path, name: str) -> float:
     if old.alive():
         return 0.0
     creds = Credentials.load_or_create(home)
-    state.processes[index] = start(name, old.argv, _server_env(name, creds, state.s3_endpoint), home / "logs", home)
+    state.processes[index] = start(
+        name, old.argv, _server_env(name, creds, state.s3_endpoint), home / "logs", home
+    )
     state.save(home)
     return _wait_healthy(state, state.processes[index], creds)
 
@@ -236,5 +286,3 @@ def env_exports(home: Path) -> dict[str, str]:
         "MLFLOW_TRACKING_URI": state.mlflow_uri,
         "LITELORA_BUCKET": state.bucket,
     }
-
-

@@ -85,8 +85,15 @@ def start(name: str, argv: list[str], env: dict[str, str], log_dir: Path, cwd: P
     log = log_dir / f"{name}.log"
     with log.open("ab") as out:
         try:
-            proc = subprocess.Popen(argv, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=env,
-                                    cwd=cwd, start_new_session=True)
+            proc = subprocess.Popen(
+                argv,
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
+                env=env,
+                cwd=cwd,
+                start_new_session=True,
+            )
         except FileNotFoundError as err:
             raise StackError(f"cannot start {name}: {argv[0]} not found") from err
     return ServerProcess(name, proc.pid, psutil.Process(proc.pid).create_time(), str(log), list(argv))

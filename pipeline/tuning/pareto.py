@@ -27,8 +27,12 @@ def pareto_front(rows: list[TrialRow]) -> list[TrialRow]:
     done = [r for r in rows if r.status == "finished"]
 
     def dominated(r: TrialRow) -> bool:
-        return any(o.accuracy >= r.accuracy and o.active_adapters <= r.active_adapters
-                   and (o.accuracy > r.accuracy or o.active_adapters < r.active_adapters) for o in done)
+        return any(
+            o.accuracy >= r.accuracy
+            and o.active_adapters <= r.active_adapters
+            and (o.accuracy > r.accuracy or o.active_adapters < r.active_adapters)
+            for o in done
+        )
 
     return sorted((r for r in done if not dominated(r)), key=lambda r: (r.active_adapters, -r.accuracy))
 
@@ -38,9 +42,13 @@ def markdown_table(rows: list[TrialRow], knobs: list[str], front: list[TrialRow]
     head = ["trial", *knobs, "status", "objective", "accuracy", "TIL", "#Ad", "Pareto"]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for r in sorted(rows, key=lambda r: -(r.objective if r.objective is not None else -1e9)):
-        cells = [r.trial_id, *(_fmt(r.config.get(k)) for k in knobs), r.status,
-                 *(_fmt(v) for v in (r.objective, r.accuracy, r.til_accuracy, r.active_adapters)),
-                 "★" if r.trial_id in on_front else ""]
+        cells = [
+            r.trial_id,
+            *(_fmt(r.config.get(k)) for k in knobs),
+            r.status,
+            *(_fmt(v) for v in (r.objective, r.accuracy, r.til_accuracy, r.active_adapters)),
+            "★" if r.trial_id in on_front else "",
+        ]
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"
 

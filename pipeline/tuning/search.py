@@ -79,17 +79,28 @@ class TuneOutcome:
 
     def version_tags(self) -> dict[str, str]:
         best = self.best_trial
-        return {"tune.best_config": json.dumps(self.best, sort_keys=True), "tune.trials": str(len(self.rows)),
-                "tune.best_trial": best.trial_id, "tune.objective": f"{best.objective:.4f}",
-                "tune.run_id": self.run_id}
+        return {
+            "tune.best_config": json.dumps(self.best, sort_keys=True),
+            "tune.trials": str(len(self.rows)),
+            "tune.best_trial": best.trial_id,
+            "tune.objective": f"{best.objective:.4f}",
+            "tune.run_id": self.run_id,
+        }
 
     def to_dict(self) -> dict:
-        return {"best": self.best, "best_trial": self.best_trial.to_dict(), "run_id": self.run_id,
-                "resumed": self.resumed, "trials": [r.to_dict() for r in self.rows],
-                "pareto_front": [r.trial_id for r in self.front]}
+        return {
+            "best": self.best,
+            "best_trial": self.best_trial.to_dict(),
+            "run_id": self.run_id,
+            "resumed": self.resumed,
+            "trials": [r.to_dict() for r in self.rows],
+            "pareto_front": [r.trial_id for r in self.front],
+        }
 
 
-def search_name(task: str, dataset_id: str, space: SearchSpace, spec: TuneSpec, parent_set_id: str | None) -> str:
+def search_name(
+    task: str, dataset_id: str, space: SearchSpace, spec: TuneSpec, parent_set_id: str | None
+) -> str:
     fingerprint = json.dumps([space.model_dump(), asdict(spec), parent_set_id], sort_keys=True)
     return f"{task}-{dataset_id[:12]}-{hashlib.sha256(fingerprint.encode()).hexdigest()[:8]}"
 
@@ -101,13 +112,22 @@ def _rows(results) -> list[TrialRow]:
         trial_id = metrics.get("trial_id") or result.path.rstrip("/").rsplit("/", 1)[-1]
         config = {k: v for k, v in (result.config or {}).items()}
         if result.error is not None:
-            rows.append(TrialRow(trial_id, config, "error", error=str(result.error).strip().splitlines()[-1][:300]))
+            rows.append(
+                TrialRow(trial_id, config, "error", error=str(result.error).strip().splitlines()[-1][:300])
+            )
             continue
-        rows.append(TrialRow(
-            trial_id, config, "finished" if metrics.get("closed") else "stopped", metrics.get("objective"),
-            metrics.get("accuracy"), metrics.get("til_accuracy"), metrics.get("active_adapters"),
-            int(metrics.get("training_iteration", 0)),
-        ))
+        rows.append(
+            TrialRow(
+                trial_id,
+                config,
+                "finished" if metrics.get("closed") else "stopped",
+                metrics.get("objective"),
+                metrics.get("accuracy"),
+                metrics.get("til_accuracy"),
+                metrics.get("active_adapters"),
+                int(metrics.get("training_iteration", 0)),
+            )
+        )
     return rows
 
 
@@ -126,15 +146,24 @@ class TrialProgress(Callback):
     def on_trial_complete(self, iteration, trials, trial, **info):
         result = trial.last_result or {}
         how = "finished" if result.get("closed") else "stopped early by ASHA"
-        self._say(f"trial {trial.trial_id} {how}: objective {result.get('objective', float('nan')):.4f}, "
-                  f"{result.get('active_adapters', '?')} adapter(s); {_short(trial.config)}")
+        self._say(
+            f"trial {trial.trial_id} {how}: objective {result.get('objective', float('nan')):.4f}, "
+            f"{result.get('active_adapters', '?')} adapter(s); {_short(trial.config)}"
+        )
 
     def on_trial_error(self, iteration, trials, trial, **info):
         self._say(f"trial {trial.trial_id} failed (its nested MLflow run and Ray's logs say why)")
 
 
-def _tuner(name: str, setup: TrialSetup, space: SearchSpace, spec: TuneSpec, run_id: str, conn: Connection,
-           log: Callable[[str], None]):
+def _tuner(
+    name: str,
+    setup: TrialSetup,
+    space: SearchSpace,
+    spec: TuneSpec,
+    run_id: str,
+    conn: Connection,
+    log: Callable[[str], None],
+):
     from ray import tune
     from ray.air.integrations.mlflow import MLflowLoggerCallback
     from ray.tune.schedulers import ASHAScheduler
@@ -149,8 +178,18 @@ def _tuner(name: str, setup: TrialSetup, space: SearchSpace, spec: TuneSpec, run
     path = f"{storage_path}/{name}"
     if tune.Tuner.can_restore(path, storage_filesystem=filesystem):
         log(f"resuming the search stored at s3://{path}")
-        return tune.Tuner.restore(path, trainable, resume_unfinished=True, resume_errored=True,
-                                  param_space=space.to_tune(), storage_filesystem=filesystem), path, True
+        return (
+            tune.Tuner.restore(
+                path,
+                trainable,
+                resume_unfinished=True,
+                resume_errored=True,
+                param_space=space.to_tune(),
+                storage_filesystem=filesystem,
+            ),
+            path,
+            True,
+        )
 
     max_t = setup_epochs(setup) + 1
     tuner = tune.Tuner(
@@ -158,15 +197,29 @@ def _tuner(name: str, setup: TrialSetup, space: SearchSpace, spec: TuneSpec, run
         param_space=space.to_tune(),
         tune_config=tune.TuneConfig(
             num_samples=spec.trials,
-            scheduler=ASHAScheduler(metric="objective", mode="max", time_attr="training_iteration", max_t=max_t,
-                                    grace_period=min(spec.grace_epochs, max_t), reduction_factor=2),
+            scheduler=ASHAScheduler(
+                metric="objective",
+                mode="max",
+                time_attr="training_iteration",
+                max_t=max_t,
+                grace_period=min(spec.grace_epochs, max_t),
+                reduction_factor=2,
+            ),
             search_alg=BasicVariantGenerator(random_state=spec.seed),
         ),
         run_config=tune.RunConfig(
-            name=name, storage_path=storage_path, storage_filesystem=filesystem, verbose=0,
-            callbacks=[TrialProgress(name), MLflowLoggerCallback(
-                tracking_uri=conn.mlflow_uri, experiment_name=TRAINING_EXPERIMENT,
-                tags={"mlflow.parentRunId": run_id, "task": setup.task_name, "kind": "tune-trial"})],
+            name=name,
+            storage_path=storage_path,
+            storage_filesystem=filesystem,
+            verbose=0,
+            callbacks=[
+                TrialProgress(name),
+                MLflowLoggerCallback(
+                    tracking_uri=conn.mlflow_uri,
+                    experiment_name=TRAINING_EXPERIMENT,
+                    tags={"mlflow.parentRunId": run_id, "task": setup.task_name, "kind": "tune-trial"},
+                ),
+            ],
         ),
     )
     return tuner, path, False
@@ -179,12 +232,21 @@ def setup_epochs(setup: TrialSetup) -> int:
 
 
 def _short(config: dict) -> str:
-    return ", ".join(f"{k}={v:.3g}" if isinstance(v, float) else f"{k}={v}" for k, v in sorted(config.items()))
+    return ", ".join(
+        f"{k}={v:.3g}" if isinstance(v, float) else f"{k}={v}" for k, v in sorted(config.items())
+    )
 
 
-def tune_task(dataset: TaskDataset, conn: Connection, space: SearchSpace | None = None, spec: TuneSpec | None = None,
-              *, base_config: TrainConfig | None = None, log: Callable[[str], None] = print,
-              on_trial: Callable[[str], None] | None = None) -> TuneOutcome:
+def tune_task(
+    dataset: TaskDataset,
+    conn: Connection,
+    space: SearchSpace | None = None,
+    spec: TuneSpec | None = None,
+    *,
+    base_config: TrainConfig | None = None,
+    log: Callable[[str], None] = print,
+    on_trial: Callable[[str], None] | None = None,
+) -> TuneOutcome:
     """Search on top of `current`; the task's MLflow run it opens is `outcome.run_id`.
 
     `on_trial` hears once per trial that ends (finished, stopped early or failed); default: `log`."""
@@ -199,18 +261,33 @@ def tune_task(dataset: TaskDataset, conn: Connection, space: SearchSpace | None 
     config = TrainConfig.from_dict(manifest["config"]) if manifest else (base_config or TrainConfig())
     registry.datasets.put(dataset)  # trials read the task by id, like the Ray Train workers
     name = search_name(dataset.name, dataset.dataset_id, space, spec, parent_set_id)
-    setup = TrialSetup(conn, config.to_dict(), parent_set_id, dataset.dataset_id, dataset.name,
-                       [(t["dataset_id"], t["name"]) for t in (manifest or {}).get("tasks", [])],
-                       spec.subsample, spec.cost_per_adapter, max(1, int(spec.cpus_per_trial)), spec.seed,
-                       train_rows=trial_rows(dataset.train.num_rows, spec.subsample))
+    setup = TrialSetup(
+        conn,
+        config.to_dict(),
+        parent_set_id,
+        dataset.dataset_id,
+        dataset.name,
+        [(t["dataset_id"], t["name"]) for t in (manifest or {}).get("tasks", [])],
+        spec.subsample,
+        spec.cost_per_adapter,
+        max(1, int(spec.cpus_per_trial)),
+        spec.seed,
+        train_rows=trial_rows(dataset.train.num_rows, spec.subsample),
+    )
 
     run_id = lineage.find_run("tune_search", name)
     if run_id:  # a resumed search: trial runs a killed search left RUNNING are re-run under new runs
         lineage.end_running_children(run_id, "KILLED")
     else:
-        run = lineage.new_run(f"{dataset.name} on " + (f"v{parent.version}" if parent else "the bare backbone")
-                              + " (tuned)", {"task": dataset.name, "dataset_id": dataset.dataset_id,
-                                             "tune_search": name, "parent_version": parent.version if parent else NO_PARENT})
+        run = lineage.new_run(
+            f"{dataset.name} on " + (f"v{parent.version}" if parent else "the bare backbone") + " (tuned)",
+            {
+                "task": dataset.name,
+                "dataset_id": dataset.dataset_id,
+                "tune_search": name,
+                "parent_version": parent.version if parent else NO_PARENT,
+            },
+        )
         run.log_dict({"space": space.model_dump(), "spec": asdict(spec)}, "tune/search.json")
         run_id = run.run_id
     run = lineage.run(run_id)
@@ -228,17 +305,28 @@ def tune_task(dataset: TaskDataset, conn: Connection, space: SearchSpace | None 
     ended = sum(trial.status in ("TERMINATED", "ERROR") for trial in saved)
     if ended < spec.trials:
         run.end("KILLED")
-        raise SearchInterrupted(f"search interrupted after {ended} of {spec.trials} trials; its state is in "
-                                f"s3://{conn.bucket}/{TUNE_PREFIX}{name}/ and the same command resumes it")
+        raise SearchInterrupted(
+            f"search interrupted after {ended} of {spec.trials} trials; its state is in "
+            f"s3://{conn.bucket}/{TUNE_PREFIX}{name}/ and the same command resumes it"
+        )
     finished = [r for r in rows if r.status == "finished"]
     if not finished:
         errors = [r.error for r in rows if r.error]
         run.end("FAILED")
-        raise TuneFailed(f"none of the {len(rows)} trials finished" + (f"; first error: {errors[0]}" if errors else ""))
+        raise TuneFailed(
+            f"none of the {len(rows)} trials finished" + (f"; first error: {errors[0]}" if errors else "")
+        )
     best = max(finished, key=lambda r: r.objective)
     front = pareto_front(rows)
-    outcome = TuneOutcome({k: best.config[k] for k in space.knobs() if k in best.config}, best, rows, front, run_id,
-                          resumed, space.knobs())
+    outcome = TuneOutcome(
+        {k: best.config[k] for k in space.knobs() if k in best.config},
+        best,
+        rows,
+        front,
+        run_id,
+        resumed,
+        space.knobs(),
+    )
     _log_search(run, outcome)
     run.end()  # `train_on_current(run_id=…)` reopens it to train with the winner
     return outcome
@@ -247,21 +335,35 @@ def tune_task(dataset: TaskDataset, conn: Connection, space: SearchSpace | None 
 def _log_search(run: TrainingRun, outcome: TuneOutcome) -> None:
     best = outcome.best_trial
     run.log_params({f"tune.best.{k}": v for k, v in outcome.best.items()})
-    run.log_metrics({f"tune.best_{k}": float(getattr(best, k)) for k in ("objective", "accuracy", "active_adapters")})
+    run.log_metrics(
+        {f"tune.best_{k}": float(getattr(best, k)) for k in ("objective", "accuracy", "active_adapters")}
+    )
     run.set_tags({"tune.best_trial": best.trial_id})
     with tempfile.TemporaryDirectory() as tmp:
         table = markdown_table(outcome.rows, outcome.knobs, outcome.front)
         (Path(tmp) / "trials.md").write_text(table)
         (Path(tmp) / "trials.json").write_text(json.dumps(outcome.to_dict(), indent=2))
-        plots.pareto_plot([(r.accuracy, r.active_adapters, r.trial_id) for r in outcome.rows if r.status == "finished"],
-                          [(r.accuracy, r.active_adapters, r.trial_id) for r in outcome.front], best.trial_id,
-                          Path(tmp) / "pareto.png")
+        plots.pareto_plot(
+            [(r.accuracy, r.active_adapters, r.trial_id) for r in outcome.rows if r.status == "finished"],
+            [(r.accuracy, r.active_adapters, r.trial_id) for r in outcome.front],
+            best.trial_id,
+            Path(tmp) / "pareto.png",
+        )
         run.log_artifacts(tmp, "tune")
 
 
-def tune_then_train(dataset: TaskDataset, conn: Connection, space: SearchSpace, spec: TuneSpec, *, fit=None,
-                    base_config: TrainConfig | None = None, log: Callable[[str], None] = print,
-                    on_trial: Callable[[str], None] | None = None, **train_options):
+def tune_then_train(
+    dataset: TaskDataset,
+    conn: Connection,
+    space: SearchSpace,
+    spec: TuneSpec,
+    *,
+    fit=None,
+    base_config: TrainConfig | None = None,
+    log: Callable[[str], None] = print,
+    on_trial: Callable[[str], None] | None = None,
+    **train_options,
+):
     """Search, then train the task with the winning knobs in the search's run: the registered version is
     trained with exactly the configuration its `tune.best_config` tag names."""
     from pipeline.orchestrator.transaction import fit_locally, train_on_current
@@ -269,10 +371,19 @@ def tune_then_train(dataset: TaskDataset, conn: Connection, space: SearchSpace, 
     clock = time.perf_counter()
     outcome = tune_task(dataset, conn, space, spec, base_config=base_config, log=log, on_trial=on_trial)
     tune_s = time.perf_counter() - clock
-    log(f"best of {len(outcome.rows)} trials: {_short(outcome.best)} (objective {outcome.best_trial.objective:.4f}); "
-        "training the task with it")
-    result = train_on_current(dataset, Registry.connect(conn), base_config, overrides=outcome.best,
-                              fit=fit or fit_locally, run_id=outcome.run_id, extra_tags=outcome.version_tags(),
-                              **train_options)
+    log(
+        f"best of {len(outcome.rows)} trials: {_short(outcome.best)} (objective {outcome.best_trial.objective:.4f}); "
+        "training the task with it"
+    )
+    result = train_on_current(
+        dataset,
+        Registry.connect(conn),
+        base_config,
+        overrides=outcome.best,
+        fit=fit or fit_locally,
+        run_id=outcome.run_id,
+        extra_tags=outcome.version_tags(),
+        **train_options,
+    )
     result.timings["tune_s"] = tune_s
     return outcome, result

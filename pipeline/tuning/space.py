@@ -67,7 +67,9 @@ class SearchSpace(BaseModel):
         for name in ("sparsity", "temperature", "lr", "phase2_lr"):
             value = getattr(self, name)
             if value is not None and (value.low < 0 or value.low == 0 and name != "sparsity"):
-                raise ValueError(f"{name} must be {'>=' if name == 'sparsity' else '>'} 0 (got low {value.low})")
+                raise ValueError(
+                    f"{name} must be {'>=' if name == 'sparsity' else '>'} 0 (got low {value.low})"
+                )
         if not self.knobs():
             raise ValueError("every knob is fixed (all fields null): there is nothing to search")
         return self
@@ -80,7 +82,9 @@ class SearchSpace(BaseModel):
         try:
             return cls.model_validate(data)
         except ValidationError as err:
-            problems = "; ".join(f"{'.'.join(map(str, e['loc'])) or 'space'}: {e['msg']}" for e in err.errors())
+            problems = "; ".join(
+                f"{'.'.join(map(str, e['loc'])) or 'space'}: {e['msg']}" for e in err.errors()
+            )
             raise InvalidSearchSpace(f"invalid search space: {problems}") from None
 
     @classmethod

@@ -89,27 +89,37 @@ def run_trial(sample: dict, setup: TrialSetup) -> None:
         model = ContinualModel(config)
     # Trials are scored on validation rows cut from each task's training rows, never on the held-out rows
     # that the registered version's accuracy and the promotion guard are measured on.
-    task, validation = read_dataset(setup.conn, setup.dataset_id, setup.task_name).to_task().split_validation(
-        VALIDATION_FRACTION, setup.seed)
-    tasks = [*(read_dataset(setup.conn, i, n).to_task().split_validation(VALIDATION_FRACTION, setup.seed)[1]
-               for i, n in setup.earlier), validation]
+    task, validation = (
+        read_dataset(setup.conn, setup.dataset_id, setup.task_name)
+        .to_task()
+        .split_validation(VALIDATION_FRACTION, setup.seed)
+    )
+    tasks = [
+        *(
+            read_dataset(setup.conn, i, n).to_task().split_validation(VALIDATION_FRACTION, setup.seed)[1]
+            for i, n in setup.earlier
+        ),
+        validation,
+    ]
     kept_before = model.active_adapters
 
     def report(phase: str, epoch: int, loss: float, closed: bool = False) -> None:
         scores = score_mid_task(model, tasks) if not closed else evaluate_stage(model, tasks)
         active = model.active_adapters if closed else kept_before + int(would_keep(model))
         accuracy = mean_accuracy(scores.cil_correct, scores.counts)
-        tune.report({
-            "objective": objective(accuracy, active, setup.cost_per_adapter),
-            "accuracy": accuracy,
-            "til_accuracy": mean_accuracy(scores.til_correct, scores.counts),
-            "active_adapters": active,
-            "gate_logit": float(model.gate.logits[-1] if closed else model.gate.current_logit),
-            "loss": loss,
-            "phase": phase,
-            "epoch": epoch,
-            "closed": int(closed),
-        })
+        tune.report(
+            {
+                "objective": objective(accuracy, active, setup.cost_per_adapter),
+                "accuracy": accuracy,
+                "til_accuracy": mean_accuracy(scores.til_correct, scores.counts),
+                "active_adapters": active,
+                "gate_logit": float(model.gate.logits[-1] if closed else model.gate.current_logit),
+                "loss": loss,
+                "phase": phase,
+                "epoch": epoch,
+                "closed": int(closed),
+            }
+        )
 
     result = train_task(model, task.subsample(setup.subsample, setup.seed), on_epoch=report)
     last_loss = list(result.losses.values())[-1][-1]

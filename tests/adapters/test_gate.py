@@ -72,7 +72,9 @@ def test_gumbel_noise_is_biased_towards_on_as_in_the_reference_code():
     gate = _open_gate(init_logit=1e-6)
     gate.sampling = True
     on = torch.stack([gate.current_beta().detach() for _ in range(20000)]).mean().item()
-    assert abs(on - (1 - torch.exp(-torch.exp(torch.tensor(1e-6)))).item()) < 0.015  # P(on) = 1 − e^{−e^l} ≈ 0.63
+    assert (
+        abs(on - (1 - torch.exp(-torch.exp(torch.tensor(1e-6)))).item()) < 0.015
+    )  # P(on) = 1 − e^{−e^l} ≈ 0.63
 
 
 def test_init_logit_must_be_positive():

@@ -14,13 +14,36 @@ def _tiny(family: str) -> nn.Module:
 
     torch.manual_seed(0)
     if family == "bert":
-        return tf.BertModel(tf.BertConfig(vocab_size=50, hidden_size=16, num_hidden_layers=2, num_attention_heads=2,
-                                          intermediate_size=32))
+        return tf.BertModel(
+            tf.BertConfig(
+                vocab_size=50,
+                hidden_size=16,
+                num_hidden_layers=2,
+                num_attention_heads=2,
+                intermediate_size=32,
+            )
+        )
     if family == "vit":
-        return tf.ViTModel(tf.ViTConfig(image_size=8, patch_size=4, hidden_size=16, num_hidden_layers=2,
-                                        num_attention_heads=2, intermediate_size=32))
-    return tf.LlamaModel(tf.LlamaConfig(vocab_size=50, hidden_size=16, num_hidden_layers=2, num_attention_heads=2,
-                                        num_key_value_heads=1, intermediate_size=32))
+        return tf.ViTModel(
+            tf.ViTConfig(
+                image_size=8,
+                patch_size=4,
+                hidden_size=16,
+                num_hidden_layers=2,
+                num_attention_heads=2,
+                intermediate_size=32,
+            )
+        )
+    return tf.LlamaModel(
+        tf.LlamaConfig(
+            vocab_size=50,
+            hidden_size=16,
+            num_hidden_layers=2,
+            num_attention_heads=2,
+            num_key_value_heads=1,
+            intermediate_size=32,
+        )
+    )
 
 
 def _inputs(family: str) -> dict:
@@ -29,8 +52,10 @@ def _inputs(family: str) -> dict:
     return {"input_ids": torch.randint(0, 50, (2, 5))}
 
 
-@pytest.mark.parametrize("family, targets", [("bert", ("query", "value")), ("vit", ("q_proj", "v_proj")),
-                                              ("llama", ("q_proj", "v_proj"))])
+@pytest.mark.parametrize(
+    "family, targets",
+    [("bert", ("query", "value")), ("vit", ("q_proj", "v_proj")), ("llama", ("q_proj", "v_proj"))],
+)
 def test_default_targets_are_the_query_and_value_projections_of_every_block(family, targets):
     model = _tiny(family)
     assert detect_targets(model) == targets
@@ -59,7 +84,9 @@ def test_only_the_new_adapter_trains_and_it_starts_as_a_no_op(family, rank):
 
 def test_explicit_targets_accept_suffixes_and_regexes():
     model = _tiny("llama")
-    adapters = inject_adapters(model, LiteLoRAGate(), AdapterConfig(targets=(r".*layers\.0\.self_attn\.[qk]_proj",)))
+    adapters = inject_adapters(
+        model, LiteLoRAGate(), AdapterConfig(targets=(r".*layers\.0\.self_attn\.[qk]_proj",))
+    )
     assert sorted(n for n, _ in adapters) == ["layers.0.self_attn.k_proj", "layers.0.self_attn.q_proj"]
 
 

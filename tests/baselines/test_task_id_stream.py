@@ -10,7 +10,9 @@ from pipeline.learn.config import TrainConfig
 
 def _run(method, tiny_bert, tokenizer, tasks):
     config = TrainConfig(epochs=1, batch_size=8, lr=5e-3, seed=0)
-    model = TaskSelectedModel(config, TASK_ID_METHODS[method], backbone=copy.deepcopy(tiny_bert), tokenizer=tokenizer)
+    model = TaskSelectedModel(
+        config, TASK_ID_METHODS[method], backbone=copy.deepcopy(tiny_bert), tokenizer=tokenizer
+    )
     return run_task_id_stream(tasks, config, method, model=model), model
 
 
@@ -33,11 +35,20 @@ def test_share_rows_are_task_incremental_only_and_summarise_without_class_increm
     assert len(row["reprojection_errors"]) == 3
     layers = list(model.layers.values())
     k = [(layer.basis_a.shape[1], layer.basis_b.shape[1]) for layer in layers]
-    expected = sum(ka * layer.in_features + kb * layer.out_features + 3 * (ka + kb) * layer.rank
-                   for (ka, kb), layer in zip(k, layers, strict=True))
+    expected = sum(
+        ka * layer.in_features + kb * layer.out_features + 3 * (ka + kb) * layer.rank
+        for (ka, kb), layer in zip(k, layers, strict=True)
+    )
     assert row["stored_params"] == expected
     summary = summarise([row])[0]
     assert summary["avg_accuracy"] is None and summary["til_avg_accuracy"] == row["til_avg_accuracy"]
-    report = {"tier": "ci", "rows": [row], "summary": [summary], "config": {}, "started": "now", "duration_s": 1.0,
-              "environment": {"platform": "test", "device": "cpu", "cpu_count": 2, "packages": {}}}
+    report = {
+        "tier": "ci",
+        "rows": [row],
+        "summary": [summary],
+        "config": {},
+        "started": "now",
+        "duration_s": 1.0,
+        "environment": {"platform": "test", "device": "cpu", "cpu_count": 2, "packages": {}},
+    }
     assert "| share | linear | 1 | — | — | — |" in markdown(report, "litelora bench")

@@ -15,7 +15,10 @@ def _parquet(**columns) -> bytes:
     return buf.getvalue()
 
 
-GOOD = {"text": ["a cat", "a dog", "an oak", "a pine", "a rose"], "label": ["animal", "animal", "plant", "plant", "plant"]}
+GOOD = {
+    "text": ["a cat", "a dog", "an oak", "a pine", "a rose"],
+    "label": ["animal", "animal", "plant", "plant", "plant"],
+}
 
 
 def test_a_valid_drop_becomes_a_task_with_sorted_classes_and_a_seeded_held_out_split():
@@ -48,20 +51,35 @@ def test_extra_columns_are_ignored_with_a_warning():
         ({"train.parquet": _parquet(text=GOOD["text"])}, "no 'label' column"),
         ({"train.parquet": _parquet(label=GOOD["label"])}, "exactly one input column"),
         ({"train.parquet": _parquet(text=["a"], image=[b"x"], label=["l"])}, "exactly one input column"),
-        ({"train.parquet": _parquet(text=pa.array([], pa.string()), label=pa.array([], pa.string()))}, "is empty"),
+        (
+            {"train.parquet": _parquet(text=pa.array([], pa.string()), label=pa.array([], pa.string()))},
+            "is empty",
+        ),
         ({"train.parquet": _parquet(text=["a", "b"], label=["x", "x"])}, "single class"),
         ({"train.parquet": _parquet(text=["a", "b"], label=["x", None])}, "null label"),
         ({"train.parquet": _parquet(text=["a", "b"], label=[0.5, 1.5])}, "integers or strings"),
         ({"train.parquet": _parquet(text=[1, 2], label=["x", "y"])}, "column 'text' has type"),
-        ({"train.parquet": _parquet(**GOOD), "test.parquet": _parquet(text=["z"], label=["fungus"])}, "never shows"),
+        (
+            {"train.parquet": _parquet(**GOOD), "test.parquet": _parquet(text=["z"], label=["fungus"])},
+            "never shows",
+        ),
         ({"train.parquet": _parquet(**GOOD), "task.json": b"{not json"}, "task.json is not valid JSON"),
-        ({"train.parquet": _parquet(**GOOD), "task.json": b'{"input_column": "label"}'}, "input_column must be one of"),
+        (
+            {"train.parquet": _parquet(**GOOD), "task.json": b'{"input_column": "label"}'},
+            "input_column must be one of",
+        ),
         ({"train.parquet": _parquet(**GOOD), "task.json": b'{"name": ""}'}, "name must be a string"),
         # hostile shapes: nested values, float or struct labels, one enormous value
         ({"train.parquet": _parquet(text=[["a"], ["b"]], label=["x", "y"])}, "column 'text' has type list"),
-        ({"train.parquet": _parquet(text=["a", "b"], label=[{"id": 1}, {"id": 2}])}, "integers or strings, not struct"),
+        (
+            {"train.parquet": _parquet(text=["a", "b"], label=[{"id": 1}, {"id": 2}])},
+            "integers or strings, not struct",
+        ),
         ({"train.parquet": _parquet(text=["a", "b"], label=[1.0, 2.0])}, "integers or strings, not double"),
-        ({"train.parquet": _parquet(text=["a" * (2 * 1024**2), "b"], label=["x", "y"])}, "over the 1,048,576-byte limit per row"),
+        (
+            {"train.parquet": _parquet(text=["a" * (2 * 1024**2), "b"], label=["x", "y"])},
+            "over the 1,048,576-byte limit per row",
+        ),
     ],
 )
 def test_an_invalid_drop_is_refused_with_a_reason(files, reason):
@@ -99,18 +117,26 @@ def test_columns_besides_label_and_input_are_never_decoded():
     offsets = pa.array(range(0, (rows + 1) * width, width), pa.int32())
     bomb = pa.ListArray.from_arrays(offsets, pa.repeat(pa.scalar(0, pa.int8()), rows * width))
     buf = io.BytesIO()
-    pq.write_table(pa.table({"text": [f"t{i}" for i in range(rows)], "label": ["x", "y"] * (rows // 2),
-                             "extra": bomb}), buf, compression="zstd")
+    pq.write_table(
+        pa.table({"text": [f"t{i}" for i in range(rows)], "label": ["x", "y"] * (rows // 2), "extra": bomb}),
+        buf,
+        compression="zstd",
+    )
     assert buf.tell() < 200_000
     with pytest.warns(UserWarning, match="ignoring extra columns"):
-        dataset = TaskDataset.from_files("t", {"train.parquet": buf.getvalue()}, DatasetLimits(max_decoded_bytes=10**6))
+        dataset = TaskDataset.from_files(
+            "t", {"train.parquet": buf.getvalue()}, DatasetLimits(max_decoded_bytes=10**6)
+        )
     assert dataset.train.column_names == ["label", "text"]
 
 
 def test_a_file_that_decodes_past_the_limit_is_refused_before_decoding():
     with pytest.raises(InvalidDataset, match="decodes to .* over the 1,000-byte limit"):
-        TaskDataset.from_files("t", {"train.parquet": _parquet(text=["word"] * 500, label=["x", "y"] * 250)},
-                               DatasetLimits(max_decoded_bytes=1000))
+        TaskDataset.from_files(
+            "t",
+            {"train.parquet": _parquet(text=["word"] * 500, label=["x", "y"] * 250)},
+            DatasetLimits(max_decoded_bytes=1000),
+        )
 
 
 def test_a_written_drop_reads_back_as_the_same_task(tmp_path, wordnet_tasks):

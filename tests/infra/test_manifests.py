@@ -60,8 +60,11 @@ def ident(item: tuple[Path, dict]) -> str:
 def cluster_specs() -> list[tuple[str, dict]]:
     """Every RayCluster spec: the RayCluster's own and each RayJob's rayClusterSpec."""
     specs = [(ident(item), item[1]["spec"]) for item in of_kind("RayCluster")]
-    specs += [(ident(item), item[1]["spec"]["rayClusterSpec"]) for item in of_kind("RayJob")
-              if "rayClusterSpec" in item[1]["spec"]]
+    specs += [
+        (ident(item), item[1]["spec"]["rayClusterSpec"])
+        for item in of_kind("RayJob")
+        if "rayClusterSpec" in item[1]["spec"]
+    ]
     return specs
 
 
@@ -70,7 +73,9 @@ def pod_templates() -> list[tuple[str, dict]]:
     out = []
     for name, spec in cluster_specs():
         out.append((f"{name}:head", spec["headGroupSpec"]["template"]))
-        out += [(f"{name}:{group['groupName']}", group["template"]) for group in spec.get("workerGroupSpecs", [])]
+        out += [
+            (f"{name}:{group['groupName']}", group["template"]) for group in spec.get("workerGroupSpecs", [])
+        ]
     for item in of_kind("RayJob"):
         if "submitterPodTemplate" in item[1]["spec"]:
             out.append((f"{ident(item)}:submitter", item[1]["spec"]["submitterPodTemplate"]))
@@ -122,7 +127,9 @@ def test_ray_cluster_gpus_are_on_workers_only_and_scale_from_zero():
 
 
 def test_every_manifest_is_a_known_kind():
-    assert {"RayCluster", "RayJob", "Deployment", "Service", "ConfigMap"} <= {d["kind"] for _, d in manifests()}
+    assert {"RayCluster", "RayJob", "Deployment", "Service", "ConfigMap"} <= {
+        d["kind"] for _, d in manifests()
+    }
     for path, doc in manifests():
         assert doc["kind"] in CORE_KINDS | KUBERAY_KINDS, f"{path.name}: no check covers kind {doc['kind']}"
 
@@ -152,7 +159,9 @@ def test_kuberay_clusters_have_the_required_fields_and_the_installed_ray_version
         for group in spec["workerGroupSpecs"]:
             assert group["groupName"] and isinstance(group["rayStartParams"], dict), name
             assert 0 <= group["minReplicas"] <= group.get("replicas", 0) <= group["maxReplicas"], name
-        for params in [spec["headGroupSpec"]["rayStartParams"]] + [g["rayStartParams"] for g in spec["workerGroupSpecs"]]:
+        for params in [spec["headGroupSpec"]["rayStartParams"]] + [
+            g["rayStartParams"] for g in spec["workerGroupSpecs"]
+        ]:
             # KubeRay's CRD types rayStartParams as map[string]string: an unquoted number is rejected.
             assert all(isinstance(v, str) for v in params.values()), name
 
@@ -160,19 +169,66 @@ def test_kuberay_clusters_have_the_required_fields_and_the_installed_ray_version
 # Field names of KubeRay's ray.io/v1 types (a superset across 1.x releases). kubernetes-validate has no
 # schema for them, and the API server drops unknown fields of a CRD, so a misspelt one would vanish silently.
 KUBERAY_FIELDS = {
-    "RayClusterSpec": {"rayVersion", "headGroupSpec", "workerGroupSpecs", "enableInTreeAutoscaling",
-                       "autoscalerOptions", "headServiceAnnotations", "suspend", "gcsFaultToleranceOptions",
-                       "managedBy", "upgradeStrategy", "authOptions"},
+    "RayClusterSpec": {
+        "rayVersion",
+        "headGroupSpec",
+        "workerGroupSpecs",
+        "enableInTreeAutoscaling",
+        "autoscalerOptions",
+        "headServiceAnnotations",
+        "suspend",
+        "gcsFaultToleranceOptions",
+        "managedBy",
+        "upgradeStrategy",
+        "authOptions",
+    },
     "HeadGroupSpec": {"rayStartParams", "template", "serviceType", "headService", "enableIngress"},
-    "WorkerGroupSpec": {"groupName", "replicas", "minReplicas", "maxReplicas", "numOfHosts", "rayStartParams",
-                        "template", "scaleStrategy", "suspend", "idleTimeoutSeconds"},
-    "AutoscalerOptions": {"resources", "image", "imagePullPolicy", "env", "envFrom", "volumeMounts",
-                          "securityContext", "idleTimeoutSeconds", "upscalingMode", "version"},
-    "RayJobSpec": {"entrypoint", "clusterSelector", "rayClusterSpec", "submitterPodTemplate", "submitterConfig",
-                   "submissionMode", "shutdownAfterJobFinishes", "ttlSecondsAfterFinished",
-                   "activeDeadlineSeconds", "backoffLimit", "runtimeEnvYAML", "jobId", "metadata", "suspend",
-                   "entrypointNumCpus", "entrypointNumGpus", "entrypointResources", "managedBy",
-                   "deletionStrategy", "schedule"},
+    "WorkerGroupSpec": {
+        "groupName",
+        "replicas",
+        "minReplicas",
+        "maxReplicas",
+        "numOfHosts",
+        "rayStartParams",
+        "template",
+        "scaleStrategy",
+        "suspend",
+        "idleTimeoutSeconds",
+    },
+    "AutoscalerOptions": {
+        "resources",
+        "image",
+        "imagePullPolicy",
+        "env",
+        "envFrom",
+        "volumeMounts",
+        "securityContext",
+        "idleTimeoutSeconds",
+        "upscalingMode",
+        "version",
+    },
+    "RayJobSpec": {
+        "entrypoint",
+        "clusterSelector",
+        "rayClusterSpec",
+        "submitterPodTemplate",
+        "submitterConfig",
+        "submissionMode",
+        "shutdownAfterJobFinishes",
+        "ttlSecondsAfterFinished",
+        "activeDeadlineSeconds",
+        "backoffLimit",
+        "runtimeEnvYAML",
+        "jobId",
+        "metadata",
+        "suspend",
+        "entrypointNumCpus",
+        "entrypointNumGpus",
+        "entrypointResources",
+        "managedBy",
+        "deletionStrategy",
+        "schedule",
+    },
 }
 
 
@@ -202,7 +258,9 @@ def test_gpu_worker_groups_request_gpus_and_the_head_has_none():
             assert int(resources["limits"][GPU]) >= 1, f"{name}:{group['groupName']}"
             # Written out in both: Kubernetes requires an extended resource's request to equal its limit.
             assert resources["requests"][GPU] == resources["limits"][GPU], f"{name}:{group['groupName']}"
-            assert any(t.get("key") == GPU for t in pod.get("tolerations", [])), f"{name}:{group['groupName']}"
+            assert any(t.get("key") == GPU for t in pod.get("tolerations", [])), (
+                f"{name}:{group['groupName']}"
+            )
 
 
 def test_rayjobs_run_the_repo_entry_point_on_the_intended_cluster():
@@ -227,7 +285,9 @@ def test_secrets_are_referenced_not_embedded():
         if doc["kind"] == "Secret" and not is_example(path):
             assert not doc.get("data") and not doc.get("stringData"), f"{path.name} embeds a Secret"
     assert not any(AWS_KEY.search(p.read_text()) for p in manifest_files() if not is_example(p))
-    examples = {doc["metadata"]["name"] for path, doc in manifests() if doc["kind"] == "Secret" and is_example(path)}
+    examples = {
+        doc["metadata"]["name"] for path, doc in manifests() if doc["kind"] == "Secret" and is_example(path)
+    }
     for path, doc in manifests():
         if is_example(path):
             continue
@@ -249,12 +309,15 @@ def test_configmap_references_resolve():
 
 
 def test_mlflow_is_ready_only_when_healthy_and_keeps_its_database_uri_secret():
-    (_, deployment), = [item for item in of_kind("Deployment") if item[1]["metadata"]["name"] == "mlflow"]
+    ((_, deployment),) = [item for item in of_kind("Deployment") if item[1]["metadata"]["name"] == "mlflow"]
     container = deployment["spec"]["template"]["spec"]["containers"][0]
     assert container["readinessProbe"]["httpGet"]["path"] == "/health"
     assert not any("postgresql://" in arg for arg in container.get("command", []) + container.get("args", []))
     env = {e["name"]: e for e in container["env"]}
-    assert env["MLFLOW_BACKEND_STORE_URI"]["valueFrom"]["secretKeyRef"] == {"name": "mlflow-postgres", "key": "uri"}
+    assert env["MLFLOW_BACKEND_STORE_URI"]["valueFrom"]["secretKeyRef"] == {
+        "name": "mlflow-postgres",
+        "key": "uri",
+    }
 
 
 # ---------------------------------------------------------------- container image (infra/docker)
@@ -289,7 +352,10 @@ def test_dockerfile_is_offline_and_on_the_projects_ray():
 
 
 def test_dockerignore_keeps_what_the_image_needs():
-    ignored = {line.strip().strip("/") for line in DOCKERIGNORE.read_text().splitlines()
-               if line.strip() and not line.startswith("#")}
+    ignored = {
+        line.strip().strip("/")
+        for line in DOCKERIGNORE.read_text().splitlines()
+        if line.strip() and not line.startswith("#")
+    }
     assert ".git" in ignored
     assert not ignored & {"pipeline", "jobs", "pyproject.toml", "README.md"}

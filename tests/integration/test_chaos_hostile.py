@@ -28,19 +28,28 @@ from pipeline.registry.store import Registry
 
 pytestmark = [pytest.mark.integration, pytest.mark.chaos]
 runner = CliRunner()
-OUR_PREFIXES = {"incoming", "quarantine", "failed", "ledger", "datasets", "adapter-sets", "checkpoints", "mlflow"}
+OUR_PREFIXES = {
+    "incoming",
+    "quarantine",
+    "failed",
+    "ledger",
+    "datasets",
+    "adapter-sets",
+    "checkpoints",
+    "mlflow",
+}
 
 HOSTILE_KEYS = [
-    "incoming/t1/../escape/train.parquet",         # parent reference
-    "incoming/../../etc/train.parquet",            # out of incoming/ altogether
-    "/incoming/abs/train.parquet",                 # absolute
-    "incoming//double/train.parquet",              # empty segment
-    "incoming/back\\slash/train.parquet",          # a Windows separator
-    "incoming/" + "x" * 300 + "/train.parquet",    # one very long segment
+    "incoming/t1/../escape/train.parquet",  # parent reference
+    "incoming/../../etc/train.parquet",  # out of incoming/ altogether
+    "/incoming/abs/train.parquet",  # absolute
+    "incoming//double/train.parquet",  # empty segment
+    "incoming/back\\slash/train.parquet",  # a Windows separator
+    "incoming/" + "x" * 300 + "/train.parquet",  # one very long segment
     "incoming/" + "/".join(["y" * 50] * 22) + "/train.parquet",  # 1,100 characters
-    "incoming/tâche-ünï/train.parquet",            # unicode task name
+    "incoming/tâche-ünï/train.parquet",  # unicode task name
     "incoming/任务/train.parquet",
-    "incoming/nested/deeper/train.parquet",        # the data file one level too deep
+    "incoming/nested/deeper/train.parquet",  # the data file one level too deep
 ]
 
 
@@ -60,13 +69,24 @@ def registered(conn, config, tmp_path):
     """One registered version, to tamper with copies of its set."""
     task = split_wordnet20(1993, "ci")[0]
     task.train_inputs, task.train_labels = task.train_inputs[::4], task.train_labels[::4]
-    return train_on_current(TaskDataset.from_dir(write_drop(task, tmp_path / "t0"), name="t0"), Registry.connect(conn), config,
-                            max_accuracy_drop=1.0)
+    return train_on_current(
+        TaskDataset.from_dir(write_drop(task, tmp_path / "t0"), name="t0"),
+        Registry.connect(conn),
+        config,
+        max_accuracy_drop=1.0,
+    )
 
 
-def test_keys_that_escape_or_abuse_the_drop_prefix_are_refused_by_s3_or_quarantined(conn, config, chaos_report):
-    client = boto3.client("s3", endpoint_url=conn.s3_endpoint, aws_access_key_id=conn.access_key,
-                          aws_secret_access_key=conn.secret_key, region_name="us-east-1")
+def test_keys_that_escape_or_abuse_the_drop_prefix_are_refused_by_s3_or_quarantined(
+    conn, config, chaos_report
+):
+    client = boto3.client(
+        "s3",
+        endpoint_url=conn.s3_endpoint,
+        aws_access_key_id=conn.access_key,
+        aws_secret_access_key=conn.secret_key,
+        region_name="us-east-1",
+    )
     body = _parquet(text=["a cat", "an oak", "a dog", "a pine"], label=["animal", "plant", "animal", "plant"])
     refused_by_s3 = {}
     for key in HOSTILE_KEYS:
@@ -77,8 +97,12 @@ def test_keys_that_escape_or_abuse_the_drop_prefix_are_refused_by_s3_or_quaranti
     buckets_before = {b["Name"] for b in client.list_buckets()["Buckets"]}
     listed = [o["Key"] for o in client.list_objects_v2(Bucket=conn.bucket).get("Contents", [])]
 
-    watcher = Watcher(Registry.connect(conn), WatchConfig(quiet_period_s=0, poll_s=0.2), log=lambda m: None,
-                      trainer=lambda ds: train_on_current(ds, Registry.connect(conn), config, max_accuracy_drop=1.0))
+    watcher = Watcher(
+        Registry.connect(conn),
+        WatchConfig(quiet_period_s=0, poll_s=0.2),
+        log=lambda m: None,
+        trainer=lambda ds: train_on_current(ds, Registry.connect(conn), config, max_accuracy_drop=1.0),
+    )
     done = {d["task"]: d for d in watcher.run(once=True)}
 
     bucket = Bucket.connect(conn)
@@ -99,9 +123,10 @@ def test_keys_that_escape_or_abuse_the_drop_prefix_are_refused_by_s3_or_quaranti
         case="hostile object keys",
         expected="refused by S3, or quarantined with a reason; nothing outside the bucket's prefixes",
         observed=f"{len(refused_by_s3)} refused by SeaweedFS ({', '.join(sorted(set(refused_by_s3.values())))}); "
-                 f"{len(listed)} stored under normalised keys → {sum(d['state'] == 'quarantined' for d in done.values())} "
-                 f"quarantined, {len(registered)} plain drops trained or deduplicated ({', '.join(registered) or 'none'}); "
-                 "bucket prefixes and bucket list unchanged")
+        f"{len(listed)} stored under normalised keys → {sum(d['state'] == 'quarantined' for d in done.values())} "
+        f"quarantined, {len(registered)} plain drops trained or deduplicated ({', '.join(registered) or 'none'}); "
+        "bucket prefixes and bucket list unchanged",
+    )
 
 
 def _register_tampered(conn, registered, tamper) -> str:
@@ -136,8 +161,10 @@ def test_tampered_sets_are_refused_and_current_stays(conn, registered, tmp_path,
     def file_outside_the_set(manifest, bucket):
         manifest["adapters"][0]["file"] = "../../../../../../tmp/litelora-escape.safetensors"
 
-    cases = {"pickle renamed .safetensors": (pickle_as_safetensors, "not a safetensors file"),
-             "manifest file outside the set": (file_outside_the_set, "outside the set")}
+    cases = {
+        "pickle renamed .safetensors": (pickle_as_safetensors, "not a safetensors file"),
+        "manifest file outside the set": (file_outside_the_set, "outside the set"),
+    }
     lineage = Lineage(conn)
     for name, (tamper, reason) in cases.items():
         version = _register_tampered(conn, registered, tamper)
@@ -145,11 +172,16 @@ def test_tampered_sets_are_refused_and_current_stays(conn, registered, tmp_path,
         assert result.exit_code == 1 and reason in result.output, (name, result.output)
         assert lineage.current().version == registered.version
 
-    foreign = lineage.register("s3://some-other-bucket/adapter-sets/manifests/0123.json", None,
-                               {"dataset_id": "foreign", "task": "foreign"}).version
+    foreign = lineage.register(
+        "s3://some-other-bucket/adapter-sets/manifests/0123.json",
+        None,
+        {"dataset_id": "foreign", "task": "foreign"},
+    ).version
     outside = runner.invoke(app, ["rollback", foreign])
     assert outside.exit_code == 1 and "is not an adapter-set manifest in bucket" in outside.output
-    lineage.client.set_registered_model_alias(lineage.name, "current", foreign)  # as if moved in the MLflow UI
+    lineage.client.set_registered_model_alias(
+        lineage.name, "current", foreign
+    )  # as if moved in the MLflow UI
     predicted = runner.invoke(app, ["predict", "--text", "a small dog"])
     assert predicted.exit_code == 1 and "is not an adapter-set manifest in bucket" in predicted.output
 
@@ -159,4 +191,5 @@ def test_tampered_sets_are_refused_and_current_stays(conn, registered, tmp_path,
         case="tampered adapter sets (pickle renamed .safetensors, file outside the set, manifest in another bucket)",
         expected="each refused with its reason; current unchanged; nothing unpickled or written outside",
         observed="rollback and predict exit 1 with 'not a safetensors file' / 'outside the set' / 'not an adapter-set "
-                 "manifest in bucket'; current stayed; the pickle's payload never ran")
+        "manifest in bucket'; current stayed; the pickle's payload never ran",
+    )

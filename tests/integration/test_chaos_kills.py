@@ -59,14 +59,22 @@ def drops(wordnet_drops):
 
 @pytest.mark.parametrize("stage", ["training", "published", "registered"])
 def test_a_watcher_killed_mid_drop_is_taken_over_and_the_drop_ends_registered_once(
-        stage, conn, drops, tiny_backbone_dir, chaos_report):
-    config = TrainConfig(backbone=BackboneConfig(name=str(tiny_backbone_dir)), epochs=1, batch_size=16, seed=0)
+    stage, conn, drops, tiny_backbone_dir, chaos_report
+):
+    config = TrainConfig(
+        backbone=BackboneConfig(name=str(tiny_backbone_dir)), epochs=1, batch_size=16, seed=0
+    )
     first = train_on_current(drops[0], Registry.connect(conn), config, max_accuracy_drop=1.0)
     bucket, lineage = Bucket.connect(conn), Lineage(conn)
     put_drop(bucket, "victim", drops[1].files)
 
-    doomed = subprocess.run([sys.executable, "-c", DOOMED_WATCHER, stage, str(tiny_backbone_dir)],
-                            check=False, capture_output=True, text=True, timeout=300)
+    doomed = subprocess.run(
+        [sys.executable, "-c", DOOMED_WATCHER, stage, str(tiny_backbone_dir)],
+        check=False,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     killed_at = time.monotonic()
     assert doomed.returncode == -9, doomed.stdout + doomed.stderr
     assert lineage.current().version == first.version, "current must stay on the last complete set"
@@ -75,12 +83,20 @@ def test_a_watcher_killed_mid_drop_is_taken_over_and_the_drop_ends_registered_on
     status = json.loads(runner.invoke(app, ["status", "--json", "--grace", "0"]).stdout)
     orphaned = [o["key"] for o in status["orphans"]]
     if stage == "published":
-        assert any(k.startswith("adapter-sets/manifests/") for k in orphaned), "the dead job's set must be reported"
-    assert not any(k.startswith(f"datasets/{drops[1].dataset_id}") for k in orphaned), "a claimed drop is busy"
+        assert any(k.startswith("adapter-sets/manifests/") for k in orphaned), (
+            "the dead job's set must be reported"
+        )
+    assert not any(k.startswith(f"datasets/{drops[1].dataset_id}") for k in orphaned), (
+        "a claimed drop is busy"
+    )
 
     time.sleep(LEASE_S + 0.5)  # the dead watcher's heartbeats have stopped; its lease runs out
-    rescuer = Watcher(Registry.connect(conn), WatchConfig(poll_s=0.2, lease_s=LEASE_S), log=lambda m: None,
-                      trainer=lambda ds: train_on_current(ds, Registry.connect(conn), config, max_accuracy_drop=1.0))
+    rescuer = Watcher(
+        Registry.connect(conn),
+        WatchConfig(poll_s=0.2, lease_s=LEASE_S),
+        log=lambda m: None,
+        trainer=lambda ds: train_on_current(ds, Registry.connect(conn), config, max_accuracy_drop=1.0),
+    )
     done = rescuer.run(once=True)
     recovered = time.monotonic() - killed_at
 
@@ -101,7 +117,8 @@ def test_a_watcher_killed_mid_drop_is_taken_over_and_the_drop_ends_registered_on
     chaos_report(
         case=f"watcher SIGKILLed at '{stage}'",
         expected="current stays on the last set; a second watcher takes over after the lease; one version; "
-                 "gc removes the leftovers",
+        "gc removes the leftovers",
         observed=f"current stayed v{first.version}; {len(orphaned)} orphan(s) reported; taken over at epoch 1; "
-                 f"registered v{versions[0].version} once; gc deleted {len(cleaned)} object(s); every set verifies",
-        recover_s=recovered)
+        f"registered v{versions[0].version} once; gc deleted {len(cleaned)} object(s); every set verifies",
+        recover_s=recovered,
+    )

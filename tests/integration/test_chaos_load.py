@@ -42,9 +42,13 @@ def _parquet(**columns) -> bytes:
 def _good(task, index: int) -> dict[str, bytes]:
     """A real WordNet task, its classes renamed per drop so that every good drop brings new classes."""
     rows = slice(index % 3, None, 3)
-    return {split: _parquet(text=xs[rows], label=[f"d{index:02d}-{task.classes[y]}" for y in ys[rows]])
-            for split, xs, ys in (("train.parquet", task.train_inputs, task.train_labels),
-                                  ("test.parquet", task.test_inputs, task.test_labels))}
+    return {
+        split: _parquet(text=xs[rows], label=[f"d{index:02d}-{task.classes[y]}" for y in ys[rows]])
+        for split, xs, ys in (
+            ("train.parquet", task.train_inputs, task.train_labels),
+            ("test.parquet", task.test_inputs, task.test_labels),
+        )
+    }
 
 
 BAD = [
@@ -71,12 +75,17 @@ def _rss(procs: list[psutil.Popen]) -> int:
     return total
 
 
-def test_twenty_drops_under_two_watchers_end_once_each_in_arrival_order(conn, tiny_backbone_dir, chaos_report,
-                                                                          tmp_path):
-    config = TrainConfig(backbone=BackboneConfig(name=str(tiny_backbone_dir)), epochs=1, batch_size=16, seed=0)
+def test_twenty_drops_under_two_watchers_end_once_each_in_arrival_order(
+    conn, tiny_backbone_dir, chaos_report, tmp_path
+):
+    config = TrainConfig(
+        backbone=BackboneConfig(name=str(tiny_backbone_dir)), epochs=1, batch_size=16, seed=0
+    )
     tasks = split_wordnet20(1993, "ci")
     seed_dir = write_drop(tasks[0], tmp_path / "seed")
-    base = train_on_current(TaskDataset.from_dir(seed_dir, name="seed"), Registry.connect(conn), config, max_accuracy_drop=1.0)
+    base = train_on_current(
+        TaskDataset.from_dir(seed_dir, name="seed"), Registry.connect(conn), config, max_accuracy_drop=1.0
+    )
 
     plan: list[tuple[str, dict, str]] = []  # (task, files, expected state)
     for i in range(DROPS):
@@ -94,9 +103,26 @@ def test_twenty_drops_under_two_watchers_end_once_each_in_arrival_order(conn, ti
 
     started = time.monotonic()
     logs = [tmp_path / f"watcher-{i}.log" for i in range(2)]
-    watchers = [psutil.Popen([sys.executable, "-m", "pipeline.cli", "watch", "--workers", "0", "--poll", "0.5",
-                              "--guard", "1"], stdout=subprocess.DEVNULL, stderr=log.open("wb"), env=os.environ.copy())
-                for log in logs]
+    watchers = [
+        psutil.Popen(
+            [
+                sys.executable,
+                "-m",
+                "pipeline.cli",
+                "watch",
+                "--workers",
+                "0",
+                "--poll",
+                "0.5",
+                "--guard",
+                "1",
+            ],
+            stdout=subprocess.DEVNULL,
+            stderr=log.open("wb"),
+            env=os.environ.copy(),
+        )
+        for log in logs
+    ]
     peak, done = 0, threading.Event()
 
     def sample() -> None:
@@ -121,7 +147,9 @@ def test_twenty_drops_under_two_watchers_end_once_each_in_arrival_order(conn, ti
             if w.poll() is None:
                 w.send_signal(signal.SIGINT)
         psutil.wait_procs(watchers, timeout=60)
-    assert exited == [None, None], "a watcher exited early:\n" + "\n".join(log.read_text()[-3000:] for log in logs)
+    assert exited == [None, None], "a watcher exited early:\n" + "\n".join(
+        log.read_text()[-3000:] for log in logs
+    )
     assert bucket.list(INCOMING) == [], "every drop was picked up"
 
     drops = json.loads(runner.invoke(app, ["status", "--json"]).stdout)["drops"]
@@ -152,8 +180,9 @@ def test_twenty_drops_under_two_watchers_end_once_each_in_arrival_order(conn, ti
         case=f"{DROPS} drops at once, two watcher processes",
         expected="each drop exactly once, in arrival order; one chain of versions",
         observed=f"{len(good)} registered, {sum(s == 'quarantined' for *_, s in plan)} quarantined, "
-                 f"{sum(s == 'duplicate' for *_, s in plan)} duplicates, in arrival order; the watchers claimed "
-                 f"{' and '.join(map(str, claims))} (the other found the oldest drop held and waited); "
-                 f"wall {wall:.0f} s; peak RSS of both watchers {peak / 2**20:.0f} MiB",
-        recover_s=None)
+        f"{sum(s == 'duplicate' for *_, s in plan)} duplicates, in arrival order; the watchers claimed "
+        f"{' and '.join(map(str, claims))} (the other found the oldest drop held and waited); "
+        f"wall {wall:.0f} s; peak RSS of both watchers {peak / 2**20:.0f} MiB",
+        recover_s=None,
+    )
     assert peak > 0

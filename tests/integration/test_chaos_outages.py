@@ -84,17 +84,26 @@ def _watch_until_settled(watcher: Watcher, dataset_id: str, timeout_s: float = 2
 def _run_fault(conn, drops, tiny_backbone_dir, outage: Outage, stage: str) -> tuple[list[str], str, float]:
     """Drop task 2 on top of a registered task 1, inject the outage at `stage`, and watch until the drop is
     registered, retrying it once if it failed. Returns (states seen, first failure reason, seconds to recover)."""
-    config = TrainConfig(backbone=BackboneConfig(name=str(tiny_backbone_dir)), epochs=1, batch_size=16, seed=0)
+    config = TrainConfig(
+        backbone=BackboneConfig(name=str(tiny_backbone_dir)), epochs=1, batch_size=16, seed=0
+    )
     first = train_on_current(drops[0], Registry.connect(conn), config, max_accuracy_drop=1.0)
     bucket, lineage = Bucket.connect(conn), Lineage(conn)
     put_drop(bucket, "victim", drops[1].files)
 
     def trainer(dataset):
-        return train_on_current(dataset, Registry.connect(conn), config, max_accuracy_drop=1.0,
-                                at_stage=lambda at: outage.begin() if at == stage else None,
-                                on_epoch=outage.begin if stage == "training" else None)
+        return train_on_current(
+            dataset,
+            Registry.connect(conn),
+            config,
+            max_accuracy_drop=1.0,
+            at_stage=lambda at: outage.begin() if at == stage else None,
+            on_epoch=outage.begin if stage == "training" else None,
+        )
 
-    watcher = Watcher(Registry.connect(conn), WatchConfig(poll_s=0.5, heartbeat_s=0.5), trainer=trainer, log=lambda m: None)
+    watcher = Watcher(
+        Registry.connect(conn), WatchConfig(poll_s=0.5, heartbeat_s=0.5), trainer=trainer, log=lambda m: None
+    )
     states = [_watch_until_settled(watcher, drops[1].dataset_id)]
     reason = Ledger(bucket).read(drops[1].dataset_id).events[-1].reason
     if states[-1] == "failed":
@@ -122,21 +131,25 @@ def _run_fault(conn, drops, tiny_backbone_dir, outage: Outage, stage: str) -> tu
 
 
 @pytest.mark.parametrize("stage", ["training", "published"])
-def test_seaweedfs_stopped_for_seconds_mid_drop_ends_registered_once(stage, conn, drops, tiny_backbone_dir,
-                                                                      stack_home, chaos_report):
+def test_seaweedfs_stopped_for_seconds_mid_drop_ends_registered_once(
+    stage, conn, drops, tiny_backbone_dir, stack_home, chaos_report
+):
     outage = Outage(stack_home, "seaweedfs", down_s=S3_DOWN_S)
     states, reason, recovered = _run_fault(conn, drops, tiny_backbone_dir, outage, stage)
     chaos_report(
         case=f"SeaweedFS stopped ~{S3_DOWN_S:.0f} s + restart, at '{stage}'",
         expected="retries with backoff, then registered; or failed with a reason, then retry → registered once",
-        observed=" → ".join(states) + (f" (failed with: {reason[:90]})" if "failed" in states else "")
-                 + "; one version; every set verifies",
-        recover_s=recovered)
+        observed=" → ".join(states)
+        + (f" (failed with: {reason[:90]})" if "failed" in states else "")
+        + "; one version; every set verifies",
+        recover_s=recovered,
+    )
 
 
 @pytest.mark.parametrize("stage", ["published", "registered"])
 def test_mlflow_stopped_during_registration_fails_with_a_reason_and_a_retry_registers_once(
-        stage, conn, drops, tiny_backbone_dir, stack_home, chaos_report):
+    stage, conn, drops, tiny_backbone_dir, stack_home, chaos_report
+):
     outage = Outage(stack_home, "mlflow", down_s=None)  # stays down until the drop has failed
     states, reason, recovered = _run_fault(conn, drops, tiny_backbone_dir, outage, stage)
     assert states == ["failed", "registered"]
@@ -145,4 +158,5 @@ def test_mlflow_stopped_during_registration_fails_with_a_reason_and_a_retry_regi
         case=f"MLflow stopped at '{stage}'",
         expected="failed with a reason; `litelora retry` after MLflow is back → registered, no duplicate version",
         observed=f"{' → '.join(states)} (failed with: {reason[:90]}); one version; current on it",
-        recover_s=recovered)
+        recover_s=recovered,
+    )

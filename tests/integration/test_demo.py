@@ -1,6 +1,5 @@
 """The README's main job on the real stack: demo drops → Ray Train jobs → versions, with every timing recorded."""
 
-
 import pytest
 
 from pipeline.demo import run_demo
@@ -24,8 +23,19 @@ def test_demo_trains_each_drop_as_a_ray_train_job_and_records_its_overhead(conn,
     for entry in Ledger(bucket).entries():
         timings = entry.summary()["timings"]
         # The stages a user needs to see where time goes, and their sums.
-        for key in ("detection_latency_s", "ray_start_s", "worker_setup_s", "compute_s", "ray_finish_s",
-                    "evaluate_s", "register_s", "to_training_start_s", "overhead_s"):
+        for key in (
+            "detection_latency_s",
+            "ray_start_s",
+            "worker_setup_s",
+            "compute_s",
+            "ray_finish_s",
+            "evaluate_s",
+            "register_s",
+            "to_training_start_s",
+            "overhead_s",
+        ):
             assert timings[key] >= 0, key
-        assert timings["overhead_s"] + timings["compute_s"] + timings["evaluate_s"] == pytest.approx(timings["total_s"])
+        assert timings["overhead_s"] + timings["compute_s"] + timings["evaluate_s"] == pytest.approx(
+            timings["total_s"]
+        )
         assert timings["to_training_start_s"] < timings["total_s"] - timings["compute_s"]

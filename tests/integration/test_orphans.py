@@ -17,9 +17,12 @@ from pipeline.registry.store import AdapterSetStore
 pytestmark = pytest.mark.integration
 
 
-def test_publishing_a_set_again_refreshes_the_files_it_reuses_so_gc_spares_them(conn, tiny_backbone_dir,
-                                                                                 wordnet_drops, tmp_path):
-    model = ContinualModel(TrainConfig(backbone=BackboneConfig(name=str(tiny_backbone_dir)), epochs=1, seed=0))
+def test_publishing_a_set_again_refreshes_the_files_it_reuses_so_gc_spares_them(
+    conn, tiny_backbone_dir, wordnet_drops, tmp_path
+):
+    model = ContinualModel(
+        TrainConfig(backbone=BackboneConfig(name=str(tiny_backbone_dir)), epochs=1, seed=0)
+    )
     train_task(model, wordnet_drops[0].to_task())
     model.save(tmp_path / "set")
     bucket, lineage = Bucket.connect(conn), Lineage(conn)
@@ -27,7 +30,9 @@ def test_publishing_a_set_again_refreshes_the_files_it_reuses_so_gc_spares_them(
     sets.publish(tmp_path / "set")
     time.sleep(2.5)  # S3 times have one-second resolution
     assert find_orphans(bucket, lineage, grace_s=1.0), "an unregistered set older than the grace is an orphan"
-    sets.publish(tmp_path / "set")  # what a retried job that trains the same bytes does, just before registering
+    sets.publish(
+        tmp_path / "set"
+    )  # what a retried job that trains the same bytes does, just before registering
     assert find_orphans(bucket, lineage, grace_s=1.0) == []
 
 

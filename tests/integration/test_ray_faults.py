@@ -27,19 +27,26 @@ def _train_workers() -> list[psutil.Process]:
     return found
 
 
-def test_killing_a_ray_train_worker_mid_training_resumes_from_its_checkpoint(conn, ray_node, tmp_path, chaos_report):
+def test_killing_a_ray_train_worker_mid_training_resumes_from_its_checkpoint(
+    conn, ray_node, tmp_path, chaos_report
+):
     bucket = Bucket.connect(conn)
     # The real MiniLM on the quick tier's first task: seconds per epoch, long enough to be killed mid-task.
     dataset = TaskDataset.from_dir(write_drop(split_wordnet20(1993, "quick")[0], tmp_path / "t0"), name="t0")
     config = TrainConfig(epochs=3, seed=0)
     fit = ray_fit(conn, ScalingSpec(num_workers=2, max_failures=2))
     outcome: dict = {}
-    job = threading.Thread(target=lambda: outcome.update(
-        result=train_on_current(dataset, Registry.connect(conn), config, fit=fit, max_accuracy_drop=1.0)))
+    job = threading.Thread(
+        target=lambda: outcome.update(
+            result=train_on_current(dataset, Registry.connect(conn), config, fit=fit, max_accuracy_drop=1.0)
+        )
+    )
     job.start()
 
     deadline = time.monotonic() + 300
-    while time.monotonic() < deadline and not any(k.endswith("progress.json") for k in bucket.list("checkpoints/")):
+    while time.monotonic() < deadline and not any(
+        k.endswith("progress.json") for k in bucket.list("checkpoints/")
+    ):
         time.sleep(0.5)
     time.sleep(3)  # the object is uploaded before Ray Train registers it as the latest checkpoint
     victims = _train_workers()
@@ -54,7 +61,9 @@ def test_killing_a_ray_train_worker_mid_training_resumes_from_its_checkpoint(con
     assert [v.version for v in Lineage(conn).versions()] == [result.version]
     tags = MlflowClient(conn.mlflow_uri).get_run(result.run_id).data.tags
     assert int(tags["ray_train.resumed_epochs"]) >= 1, "the restarted workers should resume, not start over"
-    chaos_report(case="Ray Train worker SIGKILLed mid-task (2 workers, MiniLM)",
-                 expected="the group restarts from the last epoch checkpoint; one version",
-                 observed=f"resumed after {tags['ray_train.resumed_epochs']} epoch(s); v{result.version} registered once",
-                 recover_s=recovered)
+    chaos_report(
+        case="Ray Train worker SIGKILLed mid-task (2 workers, MiniLM)",
+        expected="the group restarts from the last epoch checkpoint; one version",
+        observed=f"resumed after {tags['ray_train.resumed_epochs']} epoch(s); v{result.version} registered once",
+        recover_s=recovered,
+    )

@@ -29,13 +29,29 @@ def ray_head():
     temp = Path(tempfile.mkdtemp(prefix="rh", dir="/tmp"))  # short: Unix socket paths are limited
     dashboard = free_port()
     env = {**os.environ, "RAY_AUTH_MODE": "disabled"}
-    subprocess.run([shutil.which("ray"), "start", "--head", "--node-ip-address=127.0.0.1", f"--port={free_port()}",
-                    "--dashboard-host=127.0.0.1", f"--dashboard-port={dashboard}", "--num-cpus=2",
-                    # Agent ports of its own: a second Ray node on the machine (the session's) holds the defaults,
-                    # and a head whose job agent cannot bind answers every submission "No available agent".
-                    f"--dashboard-agent-listen-port={free_port()}", f"--dashboard-agent-grpc-port={free_port()}",
-                    f"--runtime-env-agent-port={free_port()}", f"--metrics-export-port={free_port()}",
-                    f"--temp-dir={temp}", "--disable-usage-stats"], check=True, env=env, capture_output=True)
+    subprocess.run(
+        [
+            shutil.which("ray"),
+            "start",
+            "--head",
+            "--node-ip-address=127.0.0.1",
+            f"--port={free_port()}",
+            "--dashboard-host=127.0.0.1",
+            f"--dashboard-port={dashboard}",
+            "--num-cpus=2",
+            # Agent ports of its own: a second Ray node on the machine (the session's) holds the defaults,
+            # and a head whose job agent cannot bind answers every submission "No available agent".
+            f"--dashboard-agent-listen-port={free_port()}",
+            f"--dashboard-agent-grpc-port={free_port()}",
+            f"--runtime-env-agent-port={free_port()}",
+            f"--metrics-export-port={free_port()}",
+            f"--temp-dir={temp}",
+            "--disable-usage-stats",
+        ],
+        check=True,
+        env=env,
+        capture_output=True,
+    )
     try:
         yield f"http://127.0.0.1:{dashboard}"
     finally:
@@ -56,14 +72,41 @@ def test_ray_job_submit_of_the_watcher_entry_point_registers_a_version(conn, ray
     bucket.put("incoming/wn0/_READY", b"ready")
 
     # What a platform engineer passes to a cluster: where S3 and MLflow are, never a code change.
-    keys = ("LITELORA_BUCKET", "LITELORA_REGISTERED_MODEL", "MLFLOW_TRACKING_URI", "AWS_ENDPOINT_URL",
-            "AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY")
+    keys = (
+        "LITELORA_BUCKET",
+        "LITELORA_REGISTERED_MODEL",
+        "MLFLOW_TRACKING_URI",
+        "AWS_ENDPOINT_URL",
+        "AWS_ACCESS_KEY_ID",
+        "AWS_SECRET_ACCESS_KEY",
+    )
     runtime_env = {"env_vars": {k: os.environ[k] for k in keys}}
-    submit = [shutil.which("ray"), "job", "submit", "--address", ray_head, "--working-dir", str(REPO),
-              "--runtime-env-json", json.dumps(runtime_env), "--", "python", "jobs/watch.py", "--once", "--workers", "2"]
+    submit = [
+        shutil.which("ray"),
+        "job",
+        "submit",
+        "--address",
+        ray_head,
+        "--working-dir",
+        str(REPO),
+        "--runtime-env-json",
+        json.dumps(runtime_env),
+        "--",
+        "python",
+        "jobs/watch.py",
+        "--once",
+        "--workers",
+        "2",
+    ]
     for _ in range(30):  # a fresh head answers before its job agent has registered: Ray says to try again
-        job = subprocess.run(submit, check=False, env={**os.environ, "RAY_AUTH_MODE": "disabled"},
-                             capture_output=True, text=True, timeout=600)
+        job = subprocess.run(
+            submit,
+            check=False,
+            env={**os.environ, "RAY_AUTH_MODE": "disabled"},
+            capture_output=True,
+            text=True,
+            timeout=600,
+        )
         if "No available agent" not in job.stderr:
             break
         time.sleep(2)

@@ -50,8 +50,13 @@ def test_the_stack_binds_loopback_with_per_installation_keys(stack_home):
     assert exports["MLFLOW_TRACKING_URI"].startswith("http://127.0.0.1:")
     state, started = embedded.up(stack_home)
     assert not started and state.alive(), "a second `up` must find the running stack"
-    wrong = boto3.client("s3", endpoint_url=exports["AWS_ENDPOINT_URL"], aws_access_key_id=exports["AWS_ACCESS_KEY_ID"],
-                         aws_secret_access_key="wrong-secret", region_name="us-east-1")
+    wrong = boto3.client(
+        "s3",
+        endpoint_url=exports["AWS_ENDPOINT_URL"],
+        aws_access_key_id=exports["AWS_ACCESS_KEY_ID"],
+        aws_secret_access_key="wrong-secret",
+        region_name="us-east-1",
+    )
     with pytest.raises(ClientError):
         wrong.list_objects_v2(Bucket=exports["LITELORA_BUCKET"])
 
@@ -60,8 +65,13 @@ def test_env_prints_exports_a_shell_can_eval(stack_env):
     result = runner.invoke(app, ["env"])
     assert result.exit_code == 0
     exports = dict(line.removeprefix("export ").split("=", 1) for line in result.stdout.splitlines())
-    assert set(exports) >= {"AWS_ENDPOINT_URL", "AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "MLFLOW_TRACKING_URI",
-                            "LITELORA_BUCKET"}
+    assert set(exports) >= {
+        "AWS_ENDPOINT_URL",
+        "AWS_ACCESS_KEY_ID",
+        "AWS_SECRET_ACCESS_KEY",
+        "MLFLOW_TRACKING_URI",
+        "LITELORA_BUCKET",
+    }
     status = json.loads(runner.invoke(app, ["up", "--json"]).stdout)
     assert status["started"] is False and status["s3_endpoint"] == exports["AWS_ENDPOINT_URL"]
 
@@ -80,22 +90,34 @@ def test_register_three_roll_back_and_the_next_task_branches(conn, drops, config
 
     tree = json.loads(runner.invoke(app, ["lineage", "--json"]).stdout)
     parents = {v["version"]: v["parent"] for v in tree["versions"]}
-    assert parents == {v1.version: None, v2.version: v1.version, v3.version: v2.version, v4.version: v1.version}
+    assert parents == {
+        v1.version: None,
+        v2.version: v1.version,
+        v3.version: v2.version,
+        v4.version: v1.version,
+    }
     assert tree["current"] == v4.version
     assert [m["kind"] for m in tree["alias_moves"]] == ["promote"] * 3 + ["rollback", "promote"]
     assert tree["alias_moves"][3]["reason"] == "t2 regressed"
     # The branch evaluated both of its tasks; its matrix does not include the abandoned v2/v3 tasks.
     manifest = json.loads(Bucket.connect(conn).get(v4.set_uri.split(f"{conn.bucket}/", 1)[1]))
-    assert len(manifest["metrics"]["correct"]) == 2 and [t["name"] for t in manifest["tasks"]] == ["wn-t0", "wn-t3"]
+    assert len(manifest["metrics"]["correct"]) == 2 and [t["name"] for t in manifest["tasks"]] == [
+        "wn-t0",
+        "wn-t3",
+    ]
 
 
 def test_every_version_records_the_frozen_encoder_with_the_same_head_on_the_same_rows(conn, drops, config):
-    steps = [train_on_current(d, Registry.connect(conn), config, max_accuracy_drop=GUARD_OFF) for d in drops[:2]]
+    steps = [
+        train_on_current(d, Registry.connect(conn), config, max_accuracy_drop=GUARD_OFF) for d in drops[:2]
+    ]
     lineage = Lineage(conn)
     for step in steps:
         version = lineage.get(step.version)
         metrics = lineage.client.get_run(step.run_id).data.metrics
-        assert float(version.tags["frozen_final_accuracy"]) == pytest.approx(step.frozen_final_accuracy, abs=1e-4)
+        assert float(version.tags["frozen_final_accuracy"]) == pytest.approx(
+            step.frozen_final_accuracy, abs=1e-4
+        )
         assert metrics["frozen_final_accuracy"] == pytest.approx(step.frozen_final_accuracy)
         assert metrics["frozen_avg_accuracy"] == pytest.approx(step.frozen_avg_accuracy)
         assert metrics["gain_over_frozen"] == pytest.approx(step.final_accuracy - step.frozen_final_accuracy)
@@ -113,7 +135,9 @@ def test_a_crash_before_the_alias_move_leaves_current_on_the_last_complete_set(c
             raise KeyboardInterrupt("killed between registration and promotion")
 
     with pytest.raises(KeyboardInterrupt):
-        train_on_current(drops[1], Registry.connect(conn), config, at_stage=crash, max_accuracy_drop=GUARD_OFF)
+        train_on_current(
+            drops[1], Registry.connect(conn), config, at_stage=crash, max_accuracy_drop=GUARD_OFF
+        )
     lineage = Lineage(conn)
     assert lineage.current().version == first.version
     nxt = train_on_current(drops[1], Registry.connect(conn), config, max_accuracy_drop=GUARD_OFF)
@@ -125,7 +149,10 @@ def test_moving_the_alias_in_mlflow_is_a_rollback_too(conn, drops, config):
     train_on_current(drops[1], Registry.connect(conn), config, max_accuracy_drop=GUARD_OFF)
     lineage = Lineage(conn)
     lineage.client.set_registered_model_alias(lineage.name, "current", v1.version)  # what the UI does
-    assert train_on_current(drops[2], Registry.connect(conn), config, max_accuracy_drop=GUARD_OFF).parent == v1.version
+    assert (
+        train_on_current(drops[2], Registry.connect(conn), config, max_accuracy_drop=GUARD_OFF).parent
+        == v1.version
+    )
 
 
 def test_rollback_to_a_missing_or_corrupt_set_is_refused_and_current_stays(conn, drops, config):
@@ -158,7 +185,9 @@ def test_an_unreachable_mlflow_is_one_clear_line_and_exit_1(stack_env, monkeypat
 
 def test_rollback_to_a_rejected_version_needs_force_and_to_current_is_a_no_op(conn, drops, config):
     v1 = train_on_current(drops[0], Registry.connect(conn), config, max_accuracy_drop=GUARD_OFF)
-    v2 = train_on_current(drops[1], Registry.connect(conn), config, max_accuracy_drop=-1.0)  # a bound no set can meet
+    v2 = train_on_current(
+        drops[1], Registry.connect(conn), config, max_accuracy_drop=-1.0
+    )  # a bound no set can meet
     assert not v2.promoted and v2.rejected_reason
     same = runner.invoke(app, ["rollback", v1.version])
     assert same.exit_code == 0 and "already current" in same.output

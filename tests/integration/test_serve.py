@@ -28,16 +28,25 @@ def registry(conn, tmp_path):
     """Two registered versions of the ci-tier stream (1 epoch each, MiniLM); v2 is current."""
     tasks = split_wordnet20(1993, "ci")[:2]
     for i, task in enumerate(tasks):
-        train_on_current(TaskDataset.from_dir(write_drop(task, tmp_path / f"t{i}")), Registry.connect(conn), TrainConfig(epochs=1),
-                         max_accuracy_drop=1.0)
+        train_on_current(
+            TaskDataset.from_dir(write_drop(task, tmp_path / f"t{i}")),
+            Registry.connect(conn),
+            TrainConfig(epochs=1),
+            max_accuracy_drop=1.0,
+        )
     return conn, tasks
 
 
 @pytest.fixture
 def server(registry):
     port = free_port()
-    proc = subprocess.Popen([shutil.which("litelora"), "serve", "--port", str(port), "--poll", "0.5"],
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=os.environ.copy())
+    proc = subprocess.Popen(
+        [shutil.which("litelora"), "serve", "--port", str(port), "--poll", "0.5"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=os.environ.copy(),
+    )
     url = f"http://127.0.0.1:{port}"
     try:  # from here on the server is stopped whatever happens, even if it never became healthy
         deadline = time.monotonic() + 180
@@ -67,9 +76,16 @@ def test_served_predictions_match_the_predictor_and_bad_input_gets_a_4xx(registr
     for served, mine in zip(answer["predictions"], local, strict=True):
         assert served["scores"] == pytest.approx(mine.scores, abs=1e-5)
 
-    bad = {"image": {"image": "aGVsbG8="}, "empty": {"texts": []}, "unknown version": {"text": "x", "version": "99"},
-           "too long": {"text": "a" * 20_000}}
-    codes = {name: requests.post(f"{server}/predict", json=body, timeout=30).status_code for name, body in bad.items()}
+    bad = {
+        "image": {"image": "aGVsbG8="},
+        "empty": {"texts": []},
+        "unknown version": {"text": "x", "version": "99"},
+        "too long": {"text": "a" * 20_000},
+    }
+    codes = {
+        name: requests.post(f"{server}/predict", json=body, timeout=30).status_code
+        for name, body in bad.items()
+    }
     assert codes == {"image": 415, "empty": 422, "unknown version": 409, "too long": 413}
     assert requests.get(f"{server}/healthz", timeout=5).json() == {"status": "ok", "version": "2"}
 
@@ -82,7 +98,9 @@ def test_a_rollback_during_a_stream_of_requests_switches_versions_without_a_fail
         while not stop.is_set():
             try:
                 reply = requests.post(f"{server}/predict", json={"text": tasks[0].test_inputs[0]}, timeout=30)
-                (seen if reply.ok else failures).append(reply.json().get("version") if reply.ok else reply.text)
+                (seen if reply.ok else failures).append(
+                    reply.json().get("version") if reply.ok else reply.text
+                )
             except requests.RequestException as error:
                 failures.append(str(error))
 
@@ -111,7 +129,9 @@ def test_export_and_predict_commands_read_the_registry_like_the_server(registry,
     runner = CliRunner()
     exported = runner.invoke(app, ["export", "v2", "--peft", str(tmp_path / "peft"), "--json"])
     assert exported.exit_code == 0, exported.output
-    assert json.loads(exported.stdout)["adapters"][0] == "00-t0"  # the first task recruits; folders name the tasks
+    assert (
+        json.loads(exported.stdout)["adapters"][0] == "00-t0"
+    )  # the first task recruits; folders name the tasks
     assert (tmp_path / "peft" / "combined" / "adapter_model.safetensors").exists()
     predicted = runner.invoke(app, ["predict", "--text", tasks[1].test_inputs[0], "--json"])
     assert predicted.exit_code == 0, predicted.output

@@ -40,9 +40,23 @@ def _trial_runs(conn, status=None) -> list:
 
 
 def _tune(folder, *extra) -> subprocess.Popen:
-    return subprocess.Popen([shutil.which("litelora"), "tune", "--data", str(folder), "--trials", "6",
-                             "--no-register", "--json", *extra],
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=os.environ.copy())
+    return subprocess.Popen(
+        [
+            shutil.which("litelora"),
+            "tune",
+            "--data",
+            str(folder),
+            "--trials",
+            "6",
+            "--no-register",
+            "--json",
+            *extra,
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=os.environ.copy(),
+    )
 
 
 def test_an_interrupted_search_resumes_without_rerunning_finished_trials(conn, drops):
@@ -72,9 +86,18 @@ def test_an_interrupted_search_resumes_without_rerunning_finished_trials(conn, d
 
 
 def test_the_registered_version_is_trained_with_the_best_trials_configuration(conn, drops):
-    space = SearchSpace.parse({"rank": [2, 4], "sparsity": {"low": 0.1, "high": 1.0, "log": True},
-                               "temperature": None, "init_logit": None, "lr": None})
-    outcome, result = tune_then_train(TaskDataset.from_dir(drops[1]), conn, space, TuneSpec(trials=2), log=lambda _: None)
+    space = SearchSpace.parse(
+        {
+            "rank": [2, 4],
+            "sparsity": {"low": 0.1, "high": 1.0, "log": True},
+            "temperature": None,
+            "init_logit": None,
+            "lr": None,
+        }
+    )
+    outcome, result = tune_then_train(
+        TaskDataset.from_dir(drops[1]), conn, space, TuneSpec(trials=2), log=lambda _: None
+    )
     version = Lineage(conn).get(result.version)
     assert json.loads(version.tags["tune.best_config"]) == outcome.best
     trained = json.loads(version.tags["config"])
@@ -88,7 +111,9 @@ def test_the_registered_version_is_trained_with_the_best_trials_configuration(co
 def test_a_search_in_which_every_trial_fails_says_why_and_registers_nothing(conn, drops):
     # The first task's classes again: every trial's training refuses it.
     again = TaskDataset.from_dir(drops[0], name="wordnet-0-again")
-    again = TaskDataset.from_files("wordnet-0-again", {**again.files, "task.json": b'{"note": "same classes"}'})
+    again = TaskDataset.from_files(
+        "wordnet-0-again", {**again.files, "task.json": b'{"note": "same classes"}'}
+    )
     before = [v.version for v in Lineage(conn).versions()]
     with pytest.raises(TuneFailed, match="none of the 2 trials finished.*already learned"):
         tune_then_train(again, conn, SearchSpace(), TuneSpec(trials=2), log=lambda _: None)

@@ -29,9 +29,14 @@ runner = CliRunner()
 @pytest.fixture
 def s3(conn):
     """What `aws s3 cp` does: plain puts into the bucket."""
-    client = boto3.client("s3", endpoint_url=conn.s3_endpoint, aws_access_key_id=conn.access_key,
-                          aws_secret_access_key=conn.secret_key, region_name="us-east-1",
-                          config=Config(read_timeout=15, retries={"max_attempts": 2}))
+    client = boto3.client(
+        "s3",
+        endpoint_url=conn.s3_endpoint,
+        aws_access_key_id=conn.access_key,
+        aws_secret_access_key=conn.secret_key,
+        region_name="us-east-1",
+        config=Config(read_timeout=15, retries={"max_attempts": 2}),
+    )
     return lambda key, data: client.put_object(Bucket=conn.bucket, Key=key, Body=data)
 
 
@@ -44,9 +49,17 @@ def _parquet(**columns) -> bytes:
 @pytest.fixture(scope="module")
 def wordnet():
     tasks = split_wordnet20(1993, "ci")
-    return [{"train.parquet": _parquet(text=t.train_inputs[::4], label=[t.classes[y] for y in t.train_labels[::4]]),
-             "test.parquet": _parquet(text=t.test_inputs[::4], label=[t.classes[y] for y in t.test_labels[::4]])}
-            for t in tasks]
+    return [
+        {
+            "train.parquet": _parquet(
+                text=t.train_inputs[::4], label=[t.classes[y] for y in t.train_labels[::4]]
+            ),
+            "test.parquet": _parquet(
+                text=t.test_inputs[::4], label=[t.classes[y] for y in t.test_labels[::4]]
+            ),
+        }
+        for t in tasks
+    ]
 
 
 def _drop(s3, task: str, files: dict, ready: bool = True) -> None:
@@ -58,12 +71,20 @@ def _drop(s3, task: str, files: dict, ready: bool = True) -> None:
 
 @pytest.fixture
 def watcher_factory(conn, tiny_backbone_dir):
-    config = TrainConfig(backbone=BackboneConfig(name=str(tiny_backbone_dir)), epochs=1, batch_size=16, seed=0)
+    config = TrainConfig(
+        backbone=BackboneConfig(name=str(tiny_backbone_dir)), epochs=1, batch_size=16, seed=0
+    )
 
     def make(max_accuracy_drop=1.0, **kw):
         # The tiny random backbone forgets freely; the guard is off unless a test is about the guard.
-        return Watcher(Registry.connect(conn), WatchConfig(poll_s=0.2, **kw), log=lambda m: None,
-                       trainer=lambda ds: train_on_current(ds, Registry.connect(conn), config, max_accuracy_drop=max_accuracy_drop))
+        return Watcher(
+            Registry.connect(conn),
+            WatchConfig(poll_s=0.2, **kw),
+            log=lambda m: None,
+            trainer=lambda ds: train_on_current(
+                ds, Registry.connect(conn), config, max_accuracy_drop=max_accuracy_drop
+            ),
+        )
 
     return make
 
@@ -75,7 +96,11 @@ def test_a_good_drop_becomes_the_current_version(conn, s3, wordnet, watcher_fact
     assert Lineage(conn).current().version == done[0]["version"]
     assert Bucket.connect(conn).list("incoming/") == []
     rows = json.loads(runner.invoke(app, ["status", "--json"]).stdout)["drops"]
-    assert rows[0]["state"] == "registered" and rows[0]["task"] == "animals" and rows[0]["version"] == done[0]["version"]
+    assert (
+        rows[0]["state"] == "registered"
+        and rows[0]["task"] == "animals"
+        and rows[0]["version"] == done[0]["version"]
+    )
     states = [s for s, _ in rows[0]["history"]]
     assert states == ["claimed", "validating", "training", "evaluating", "registered"]
     for key in ("detection_latency_s", "validation_s", "train_s", "evaluate_s", "register_s"):
@@ -83,14 +108,23 @@ def test_a_good_drop_becomes_the_current_version(conn, s3, wordnet, watcher_fact
 
 
 @pytest.mark.ray
-def test_a_drop_is_trained_by_a_two_worker_ray_train_job_and_registered(conn, s3, wordnet, tiny_backbone_dir,
-                                                                         ray_node):
+def test_a_drop_is_trained_by_a_two_worker_ray_train_job_and_registered(
+    conn, s3, wordnet, tiny_backbone_dir, ray_node
+):
     from pipeline.orchestrator.ray_train import ScalingSpec, ray_fit
 
-    config = TrainConfig(backbone=BackboneConfig(name=str(tiny_backbone_dir)), epochs=1, batch_size=16, seed=0)
+    config = TrainConfig(
+        backbone=BackboneConfig(name=str(tiny_backbone_dir)), epochs=1, batch_size=16, seed=0
+    )
     fit = ray_fit(conn, ScalingSpec(num_workers=2))
-    watcher = Watcher(Registry.connect(conn), WatchConfig(poll_s=0.2), log=lambda m: None,
-                      trainer=lambda ds: train_on_current(ds, Registry.connect(conn), config, fit=fit, max_accuracy_drop=1.0))
+    watcher = Watcher(
+        Registry.connect(conn),
+        WatchConfig(poll_s=0.2),
+        log=lambda m: None,
+        trainer=lambda ds: train_on_current(
+            ds, Registry.connect(conn), config, fit=fit, max_accuracy_drop=1.0
+        ),
+    )
     _drop(s3, "ddp0", wordnet[0])
     _drop(s3, "ddp1", wordnet[1])
     done = watcher.run(once=True)

@@ -17,7 +17,9 @@ from pipeline.learn.recipe import train_task
 @pytest.fixture
 def trained(tiny_bert, tokenizer, wordnet_tasks, tmp_path):
     fresh = copy.deepcopy(tiny_bert)
-    config = TrainConfig(epochs=1, batch_size=8, phase2_batch_size=4, lr=5e-3, seed=0, gate=GateConfig(init_logit=5.0))
+    config = TrainConfig(
+        epochs=1, batch_size=8, phase2_batch_size=4, lr=5e-3, seed=0, gate=GateConfig(init_logit=5.0)
+    )
     model = ContinualModel(config, backbone=tiny_bert, tokenizer=tokenizer)
     for task in wordnet_tasks[:2]:
         train_task(model, task)

@@ -25,21 +25,36 @@ def test_the_frozen_method_trains_heads_only_and_keeps_the_bare_features(tiny_be
     assert model.stored_parameters() == 0
     inputs = wordnet_tasks[0].test_inputs
     # The wrapped layers add nothing: within float rounding of the bare encoder (other modules, same maths).
-    torch.testing.assert_close(embed(model, inputs, 8, torch.device("cpu")), embed(bare, inputs, 8, torch.device("cpu")),
-                               rtol=1e-5, atol=1e-6)
+    torch.testing.assert_close(
+        embed(model, inputs, 8, torch.device("cpu")),
+        embed(bare, inputs, 8, torch.device("cpu")),
+        rtol=1e-5,
+        atol=1e-6,
+    )
 
 
-def test_the_frozen_reference_from_cached_features_matches_a_frozen_run(tiny_bert, tokenizer, wordnet_tasks, tmp_path):
+def test_the_frozen_reference_from_cached_features_matches_a_frozen_run(
+    tiny_bert, tokenizer, wordnet_tasks, tmp_path
+):
     config = _config()
-    direct, _ = run_stream(wordnet_tasks, config.with_overrides(method="frozen"),
-                           model=ContinualModel(config.with_overrides(method="frozen"), backbone=copy.deepcopy(tiny_bert),
-                                                tokenizer=tokenizer))
-    cache = FeatureCache(config.backbone, tmp_path, backbone=TextBackbone(tiny_bert, tokenizer, BackboneConfig()))
+    direct, _ = run_stream(
+        wordnet_tasks,
+        config.with_overrides(method="frozen"),
+        model=ContinualModel(
+            config.with_overrides(method="frozen"), backbone=copy.deepcopy(tiny_bert), tokenizer=tokenizer
+        ),
+    )
+    cache = FeatureCache(
+        config.backbone, tmp_path, backbone=TextBackbone(tiny_bert, tokenizer, BackboneConfig())
+    )
     ids = [copy.copy(t) for t in wordnet_tasks]
     for i, t in enumerate(ids):
         t.dataset_id = f"dataset{i}"
     reference = frozen_reference(config, ids, cache)
-    assert reference.cil.correct == direct["ridge"].cil.correct and reference.til.correct == direct["ridge"].til.correct
+    assert (
+        reference.cil.correct == direct["ridge"].cil.correct
+        and reference.til.correct == direct["ridge"].til.correct
+    )
     files = sorted(p.name for p in tmp_path.rglob("*.safetensors"))
     assert files == sorted(f"dataset{i}-{s}.safetensors" for i in range(3) for s in ("train", "test"))
     # A second reference reads the files: the backbone is never run again.

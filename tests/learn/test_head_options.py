@@ -19,8 +19,17 @@ from pipeline.learn.task import Task
 
 
 def _model(tiny_bert, tokenizer, head="linear", **changes):
-    config = TrainConfig(epochs=1, batch_size=8, phase2_batch_size=4, lr=5e-3, seed=0, head=head, align_steps=20,
-                         gate=GateConfig(init_logit=5.0), **changes)
+    config = TrainConfig(
+        epochs=1,
+        batch_size=8,
+        phase2_batch_size=4,
+        lr=5e-3,
+        seed=0,
+        head=head,
+        align_steps=20,
+        gate=GateConfig(init_logit=5.0),
+        **changes,
+    )
     return ContinualModel(config, backbone=tiny_bert, tokenizer=tokenizer)
 
 
@@ -49,8 +58,12 @@ def test_a_head_option_round_trips_through_save_and_load_with_identical_predicti
     assert torch.equal(predict_logits(loaded, texts), predict_logits(model, texts))
 
 
-@pytest.mark.parametrize("head, kept", [("aligned", "scoring.stats.factors"), ("ridge", "scoring.ridge.fit.gram")])
-def test_no_training_example_is_stored_in_an_adapter_set(tiny_bert, tokenizer, wordnet_tasks, tmp_path, head, kept):
+@pytest.mark.parametrize(
+    "head, kept", [("aligned", "scoring.stats.factors"), ("ridge", "scoring.ridge.fit.gram")]
+)
+def test_no_training_example_is_stored_in_an_adapter_set(
+    tiny_bert, tokenizer, wordnet_tasks, tmp_path, head, kept
+):
     # What a set stores must not grow with the training data: the same tasks with half the examples give the
     # same files with the same tensor shapes. And no training text appears anywhere in the set.
     shapes = []

@@ -37,8 +37,9 @@ def tasks():
 
 
 def _config(**changes) -> TrainConfig:
-    return TrainConfig(backbone=IMAGE, epochs=1, batch_size=8, phase2_batch_size=8, eval_batch_size=16, seed=0,
-                       **changes).with_overrides(rank=2)
+    return TrainConfig(
+        backbone=IMAGE, epochs=1, batch_size=8, phase2_batch_size=8, eval_batch_size=16, seed=0, **changes
+    ).with_overrides(rank=2)
 
 
 def test_a_two_task_litelora_stream_runs_on_images_and_adapts_the_pointwise_maps(network, tasks):

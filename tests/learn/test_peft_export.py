@@ -22,14 +22,25 @@ TOLERANCE = 1e-5  # float32 on CPU; the export folds α/n into B, so only summat
 
 
 @pytest.mark.parametrize("head", HEAD_OPTIONS)
-def test_peft_loads_the_combined_export_and_gives_the_sets_logits(tiny_bert, tokenizer, wordnet_tasks, tmp_path, head):
+def test_peft_loads_the_combined_export_and_gives_the_sets_logits(
+    tiny_bert, tokenizer, wordnet_tasks, tmp_path, head
+):
     from peft import PeftModel
 
     fresh = copy.deepcopy(tiny_bert)
-    config = TrainConfig(epochs=1, batch_size=8, phase2_batch_size=4, lr=5e-3, seed=0, gate=GateConfig(init_logit=5.0),
-                         head=head, align_steps=20)
-    model = ContinualModel(replace(config, adapter=replace(config.adapter, rank=4)), backbone=tiny_bert,
-                           tokenizer=tokenizer)
+    config = TrainConfig(
+        epochs=1,
+        batch_size=8,
+        phase2_batch_size=4,
+        lr=5e-3,
+        seed=0,
+        gate=GateConfig(init_logit=5.0),
+        head=head,
+        align_steps=20,
+    )
+    model = ContinualModel(
+        replace(config, adapter=replace(config.adapter, rank=4)), backbone=tiny_bert, tokenizer=tokenizer
+    )
     train_task(model, wordnet_tasks[0])
     model.reconfigure(model.config.with_overrides(rank=2))  # mixed ranks, as a tuned stream produces
     train_task(model, wordnet_tasks[1])
@@ -38,12 +49,15 @@ def test_peft_loads_the_combined_export_and_gives_the_sets_logits(tiny_bert, tok
     summary = export_peft(model, tmp_path)
     peft_model = PeftModel.from_pretrained(fresh, tmp_path / "combined").eval()
     texts = wordnet_tasks[0].test_inputs[:8] + wordnet_tasks[1].test_inputs[:8]
-    enc = tokenizer(texts, padding=True, truncation=True, max_length=model.config.backbone.max_length,
-                    return_tensors="pt")
+    enc = tokenizer(
+        texts, padding=True, truncation=True, max_length=model.config.backbone.max_length, return_tensors="pt"
+    )
     heads = load_file(tmp_path / "heads.safetensors")
     labels = json.loads((tmp_path / "labels.json").read_text())
     with torch.no_grad():
-        hidden = peft_model(input_ids=enc["input_ids"], attention_mask=enc["attention_mask"]).last_hidden_state
+        hidden = peft_model(
+            input_ids=enc["input_ids"], attention_mask=enc["attention_mask"]
+        ).last_hidden_state
         features = pool(hidden, enc["attention_mask"], summary["pooling"])
         if labels["normalize_features"]:
             features = F.normalize(features, dim=-1)
@@ -51,5 +65,12 @@ def test_peft_loads_the_combined_export_and_gives_the_sets_logits(tiny_bert, tok
     ours = predict_logits(model, texts)
     assert labels["head"] == head
     assert (theirs - ours).abs().max() < TOLERANCE
-    assert labels["classes"] == model.classes and labels["adapters"] == [f"{i:02d}-{t.name}" for i, t in enumerate(wordnet_tasks[:2])]
-    assert json.loads((tmp_path / "adapters" / f"01-{wordnet_tasks[1].name}" / "adapter_config.json").read_text())["r"] == 2
+    assert labels["classes"] == model.classes and labels["adapters"] == [
+        f"{i:02d}-{t.name}" for i, t in enumerate(wordnet_tasks[:2])
+    ]
+    assert (
+        json.loads(
+            (tmp_path / "adapters" / f"01-{wordnet_tasks[1].name}" / "adapter_config.json").read_text()
+        )["r"]
+        == 2
+    )

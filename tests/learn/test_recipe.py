@@ -15,8 +15,9 @@ from pipeline.learn.task import Task
 
 
 def _config(method="litelora", **gate):
-    return TrainConfig(method=method, epochs=1, batch_size=8, phase2_batch_size=4, lr=5e-3, gate=GateConfig(**gate),
-                       seed=0)
+    return TrainConfig(
+        method=method, epochs=1, batch_size=8, phase2_batch_size=4, lr=5e-3, gate=GateConfig(**gate), seed=0
+    )
 
 
 def _model(tiny_bert, tokenizer, method="litelora", **gate):
@@ -46,7 +47,9 @@ def test_phase_two_moves_only_the_current_gate_logit(tiny_bert, tokenizer, wordn
     def after_epoch(phase, epoch, loss):
         if phase == "phase1":
             layers = dict(model.adapters)
-            snapshot["adapters"] = {n: (l.lora_a.detach().clone(), l.lora_b.detach().clone()) for n, l in layers.items()}
+            snapshot["adapters"] = {
+                n: (l.lora_a.detach().clone(), l.lora_b.detach().clone()) for n, l in layers.items()
+            }
             snapshot["alpha"] = model.gate.alpha.detach().clone()
             snapshot["head"] = copy.deepcopy(model.heads.heads[-1].state_dict())
             snapshot["logit"] = model.gate.current_logit.detach().clone()
@@ -77,7 +80,9 @@ def test_a_pruned_adapter_is_neither_computed_nor_saved(tiny_bert, tokenizer, wo
     assert manifest["gate"]["keep"] == [True, False]
 
 
-def test_sdlora_restarts_every_magnitude_while_litelora_carries_them_over(tiny_bert, tokenizer, wordnet_tasks):
+def test_sdlora_restarts_every_magnitude_while_litelora_carries_them_over(
+    tiny_bert, tokenizer, wordnet_tasks
+):
     spare = copy.deepcopy(tiny_bert)
     sd = _model(tiny_bert, tokenizer, "sdlora")
     train_task(sd, wordnet_tasks[0])
@@ -95,17 +100,21 @@ def test_sdlora_restarts_every_magnitude_while_litelora_carries_them_over(tiny_b
 
 
 def test_with_fixed_magnitudes_a_reused_task_leaves_every_earlier_feature_exactly_as_it_was(
-        tiny_bert, tokenizer, wordnet_tasks):
+    tiny_bert, tokenizer, wordnet_tasks
+):
     gate = {"init_logit": 0.1, "sparsity": 50.0}  # a heavy sparsity weight: the gate reuses
     spare = copy.deepcopy(tiny_bert)
     for relearn, backbone in ((False, tiny_bert), (True, spare)):
-        model = ContinualModel(replace(_config(**gate), relearn_magnitudes=relearn), backbone=backbone,
-                               tokenizer=tokenizer)
+        model = ContinualModel(
+            replace(_config(**gate), relearn_magnitudes=relearn), backbone=backbone, tokenizer=tokenizer
+        )
         train_task(model, wordnet_tasks[0])
         before, alpha = features_of(model, wordnet_tasks[0].test_inputs), model.gate.alpha[0].item()
         assert train_task(model, wordnet_tasks[1]).decision.decision == "reuse"
         after = features_of(model, wordnet_tasks[0].test_inputs)
-        if relearn:  # the paper: the earlier direction is normalised and its α re-learned, so the features move
+        if (
+            relearn
+        ):  # the paper: the earlier direction is normalised and its α re-learned, so the features move
             assert not torch.allclose(after, before) and model.gate.alpha[0].item() != alpha
         else:  # bit for bit: the model runs the very same computation as before the task
             assert torch.equal(after, before) and model.gate.alpha[0].item() == alpha
@@ -113,8 +122,9 @@ def test_with_fixed_magnitudes_a_reused_task_leaves_every_earlier_feature_exactl
 
 def test_the_first_task_trains_its_own_number_of_epochs(tiny_bert, tokenizer, wordnet_tasks):
     # 24 training rows: a budget of 60 examples is 3 epochs (whole epochs, rounded up), later tasks `epochs`.
-    model = ContinualModel(replace(_config(init_logit=5.0), first_examples=60, epochs=2), backbone=tiny_bert,
-                           tokenizer=tokenizer)
+    model = ContinualModel(
+        replace(_config(init_logit=5.0), first_examples=60, epochs=2), backbone=tiny_bert, tokenizer=tokenizer
+    )
     for task in wordnet_tasks[:2]:
         epochs = []
         train_task(model, task, on_epoch=lambda phase, epoch, loss, epochs=epochs: epochs.append(phase))
@@ -137,8 +147,9 @@ def test_a_task_that_repeats_learned_classes_is_refused(tiny_bert, tokenizer, wo
         train_task(model, wordnet_tasks[0])
 
 
-def test_a_run_resumed_from_an_epoch_boundary_ends_where_the_uninterrupted_run_ends(tiny_bert, tokenizer,
-                                                                                      wordnet_tasks):
+def test_a_run_resumed_from_an_epoch_boundary_ends_where_the_uninterrupted_run_ends(
+    tiny_bert, tokenizer, wordnet_tasks
+):
     from pipeline.learn.recipe import capture_progress
 
     spare = copy.deepcopy(tiny_bert)
@@ -146,11 +157,17 @@ def test_a_run_resumed_from_an_epoch_boundary_ends_where_the_uninterrupted_run_e
     full = ContinualModel(config, backbone=tiny_bert, tokenizer=tokenizer)
     train_task(full, wordnet_tasks[0])
     saved = {}
-    train_task(full, wordnet_tasks[1], on_epoch=lambda p, e, _: saved.setdefault((p, e), capture_progress(full, p, e + 1)))
+    train_task(
+        full,
+        wordnet_tasks[1],
+        on_epoch=lambda p, e, _: saved.setdefault((p, e), capture_progress(full, p, e + 1)),
+    )
 
     resumed = ContinualModel(config, backbone=spare, tokenizer=tokenizer)
     train_task(resumed, wordnet_tasks[0])
-    train_task(resumed, wordnet_tasks[1], resume=saved[("phase1", 1)])  # killed after phase 1, resumed in phase 2
+    train_task(
+        resumed, wordnet_tasks[1], resume=saved[("phase1", 1)]
+    )  # killed after phase 1, resumed in phase 2
     # Bit for bit: one process runs the very same phase-2 computation (same tensors, shapes, seeds, threads).
     for (name, a), (_, b) in zip(full.adapters, resumed.adapters, strict=True):
         assert torch.equal(a.frozen_a, b.frozen_a) and torch.equal(a.frozen_b, b.frozen_b), name
@@ -158,8 +175,15 @@ def test_a_run_resumed_from_an_epoch_boundary_ends_where_the_uninterrupted_run_e
 
 
 def test_overrides_reach_the_sub_config_that_owns_each_knob():
-    config = TrainConfig().with_overrides(rank=4, sparsity=1.5, temperature=0.7, init_logit=1.0, lr=1e-3, epochs=None)
-    assert (config.adapter.rank, config.gate.sparsity, config.gate.temperature, config.gate.init_logit) == (4, 1.5, 0.7, 1.0)
+    config = TrainConfig().with_overrides(
+        rank=4, sparsity=1.5, temperature=0.7, init_logit=1.0, lr=1e-3, epochs=None
+    )
+    assert (config.adapter.rank, config.gate.sparsity, config.gate.temperature, config.gate.init_logit) == (
+        4,
+        1.5,
+        0.7,
+        1.0,
+    )
     assert config.lr == 1e-3 and config.epochs == TrainConfig().epochs
     with pytest.raises(ValueError, match="unknown training option"):
         TrainConfig().with_overrides(ranks=4)

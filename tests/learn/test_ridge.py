@@ -48,12 +48,17 @@ def test_lambda_is_chosen_on_held_out_training_rows_never_on_scored_rows():
     phi = [head.features(f) for f, _, _ in tasks]
     held = [held_out(rows) for _, _, rows in tasks]
     fit_x = torch.cat([p[~h] for p, h in zip(phi, held)])
-    fit_y = torch.cat([torch.nn.functional.one_hot(l[~h] + 3 * i, 6) for i, ((_, l, _), h) in enumerate(zip(tasks, held))])
+    fit_y = torch.cat(
+        [torch.nn.functional.one_hot(l[~h] + 3 * i, 6) for i, ((_, l, _), h) in enumerate(zip(tasks, held))]
+    )
     val_x = torch.cat([p[h] for p, h in zip(phi, held)])
-    val_y = torch.cat([torch.nn.functional.one_hot(l[h] + 3 * i, 6) for i, ((_, l, _), h) in enumerate(zip(tasks, held))])
+    val_y = torch.cat(
+        [torch.nn.functional.one_hot(l[h] + 3 * i, 6) for i, ((_, l, _), h) in enumerate(zip(tasks, held))]
+    )
     for lam in (1e-2, 1.0, 100.0):
-        w = torch.linalg.solve(fit_x.T @ fit_x + lam * torch.eye(fit_x.shape[1], dtype=torch.float64),
-                               fit_x.T @ fit_y.double())
+        w = torch.linalg.solve(
+            fit_x.T @ fit_x + lam * torch.eye(fit_x.shape[1], dtype=torch.float64), fit_x.T @ fit_y.double()
+        )
         direct = float(((val_x @ w - val_y) ** 2).sum(1).mean())
         assert head.validation_error(lam) == pytest.approx(direct, rel=1e-9)
     assert head.lam == min(LAMBDAS, key=head.validation_error)

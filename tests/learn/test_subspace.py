@@ -25,6 +25,8 @@ def test_coverage_is_one_inside_the_kept_span_and_zero_outside_it(tiny_bert, tok
             other = torch.randn_like(layer.lora_b)
             layer.lora_b.copy_(other - q @ (q.T @ other))
     assert coverage(model) < 1e-6
-    assert chance_coverage(model) == sum(l.ranks[0] / l.out_features for _, l in model.adapters) / len(model.adapters)
+    assert chance_coverage(model) == sum(l.ranks[0] / l.out_features for _, l in model.adapters) / len(
+        model.adapters
+    )
     model.end_task(wordnet_tasks[1], keep=False)
     assert model.tasks[1].coverage < 1e-6 and model.tasks[1].decision == "reuse"  # recorded before the drop

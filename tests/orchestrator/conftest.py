@@ -38,9 +38,17 @@ def registry(tmp_path):
 @pytest.fixture(scope="session")
 def wordnet_files():
     """The five CI-tier Split-WordNet-20 tasks, cut to a quarter, as drop files."""
-    return [{"train.parquet": parquet(text=t.train_inputs[::4], label=[t.classes[y] for y in t.train_labels[::4]]),
-             "test.parquet": parquet(text=t.test_inputs[::4], label=[t.classes[y] for y in t.test_labels[::4]])}
-            for t in split_wordnet20(1993, "ci")]
+    return [
+        {
+            "train.parquet": parquet(
+                text=t.train_inputs[::4], label=[t.classes[y] for y in t.train_labels[::4]]
+            ),
+            "test.parquet": parquet(
+                text=t.test_inputs[::4], label=[t.classes[y] for y in t.test_labels[::4]]
+            ),
+        }
+        for t in split_wordnet20(1993, "ci")
+    ]
 
 
 @pytest.fixture
@@ -50,15 +58,22 @@ def datasets(wordnet_files):
 
 @pytest.fixture
 def config(tiny_backbone_dir):
-    return TrainConfig(backbone=BackboneConfig(name=str(tiny_backbone_dir)), epochs=1, first_examples=None,
-                       batch_size=16, seed=0)
+    return TrainConfig(
+        backbone=BackboneConfig(name=str(tiny_backbone_dir)),
+        epochs=1,
+        first_examples=None,
+        batch_size=16,
+        seed=0,
+    )
 
 
 @pytest.fixture
 def make_watcher(registry, config):
     def make(max_accuracy_drop=1.0, trainer=None, **settings) -> Watcher:
         # The tiny random backbone forgets freely: the guard is off unless a test is about the guard.
-        trainer = trainer or (lambda ds: train_on_current(ds, registry, config, max_accuracy_drop=max_accuracy_drop))
+        trainer = trainer or (
+            lambda ds: train_on_current(ds, registry, config, max_accuracy_drop=max_accuracy_drop)
+        )
         return Watcher(registry, WatchConfig(poll_s=0.01, **settings), trainer=trainer, log=lambda m: None)
 
     return make

@@ -15,7 +15,9 @@ from pipeline.orchestrator.status import read_status
 from tests.orchestrator.conftest import drop, parquet
 
 
-def test_a_good_drop_becomes_the_current_version_and_the_ledger_tells_its_story(registry, wordnet_files, make_watcher):
+def test_a_good_drop_becomes_the_current_version_and_the_ledger_tells_its_story(
+    registry, wordnet_files, make_watcher
+):
     drop(registry.bucket, "animals", wordnet_files[0])
     done = make_watcher().run(once=True)
     assert [d["state"] for d in done] == ["registered"]
@@ -32,7 +34,10 @@ def test_a_half_upload_without_marker_waits_for_the_quiet_period(registry, wordn
     drop(registry.bucket, "partial", {"train.parquet": wordnet_files[0]["train.parquet"]}, ready=False)
     assert make_watcher(quiet_period_s=3600).run(once=True) == []
     assert registry.bucket.list("incoming/partial/") == ["incoming/partial/train.parquet"]
-    registry.bucket.objects["incoming/partial/train.parquet"] = (wordnet_files[0]["train.parquet"], time.time() - 7200)
+    registry.bucket.objects["incoming/partial/train.parquet"] = (
+        wordnet_files[0]["train.parquet"],
+        time.time() - 7200,
+    )
     assert [d["state"] for d in make_watcher(quiet_period_s=3600).run(once=True)] == ["registered"]
 
 
@@ -42,12 +47,16 @@ BAD = {
     "one-class": ({"train.parquet": parquet(text=["a", "b"], label=["x", "x"])}, "single class"),
     "null-label": ({"train.parquet": parquet(text=["a", "b"], label=["x", None])}, "null label"),
     "float-label": ({"train.parquet": parquet(text=["a", "b"], label=[0.1, 0.2])}, "integers or strings"),
-    "empty": ({"train.parquet": parquet(text=pa.array([], pa.string()), label=pa.array([], pa.string()))}, "is empty"),
+    "empty": (
+        {"train.parquet": parquet(text=pa.array([], pa.string()), label=pa.array([], pa.string()))},
+        "is empty",
+    ),
 }
 
 
-def test_each_bad_drop_is_quarantined_with_its_reason_and_the_next_good_drop_trains(registry, wordnet_files,
-                                                                                     make_watcher):
+def test_each_bad_drop_is_quarantined_with_its_reason_and_the_next_good_drop_trains(
+    registry, wordnet_files, make_watcher
+):
     for task, (files, _) in BAD.items():
         drop(registry.bucket, task, files)
     drop(registry.bucket, "good", wordnet_files[0])
@@ -68,14 +77,19 @@ def test_the_same_bytes_dropped_twice_train_once(registry, wordnet_files, make_w
     assert len(registry.lineage.versions()) == 1
 
 
-def test_two_watchers_started_together_train_each_drop_exactly_once_in_arrival_order(registry, wordnet_files,
-                                                                                     make_watcher):
+def test_two_watchers_started_together_train_each_drop_exactly_once_in_arrival_order(
+    registry, wordnet_files, make_watcher
+):
     for i in range(3):
         drop(registry.bucket, f"task{i}", wordnet_files[i])
         time.sleep(0.01)  # distinct arrival times
     watchers, results = [make_watcher(), make_watcher()], []
-    threads = [threading.Thread(target=lambda w=w: results.extend(
-        w.run(stop=lambda: not registry.bucket.list("incoming/")))) for w in watchers]
+    threads = [
+        threading.Thread(
+            target=lambda w=w: results.extend(w.run(stop=lambda: not registry.bucket.list("incoming/")))
+        )
+        for w in watchers
+    ]
     for t in threads:
         t.start()
     for t in threads:
@@ -85,11 +99,15 @@ def test_two_watchers_started_together_train_each_drop_exactly_once_in_arrival_o
     assert len(versions) == 3 and len({v.tags["dataset_id"] for v in versions}) == 3
     by_task = {v.tags["task"]: v for v in versions}  # each version builds on the previous one
     assert [by_task[f"task{i}"].tags["parent_version"] for i in range(3)] == [
-        "none", by_task["task0"].version, by_task["task1"].version]
+        "none",
+        by_task["task0"].version,
+        by_task["task1"].version,
+    ]
 
 
-def test_the_promotion_guard_registers_a_harmful_set_as_rejected_and_current_stays(registry, wordnet_files,
-                                                                                   make_watcher):
+def test_the_promotion_guard_registers_a_harmful_set_as_rejected_and_current_stays(
+    registry, wordnet_files, make_watcher
+):
     drop(registry.bucket, "first", wordnet_files[0])
     drop(registry.bucket, "second", wordnet_files[1])
     done = make_watcher(max_accuracy_drop=-1.0).run(once=True)  # a bound no set can meet
@@ -101,8 +119,9 @@ def test_the_promotion_guard_registers_a_harmful_set_as_rejected_and_current_sta
     assert rows["second"]["state"] == "rejected" and "would drop" in rows["second"]["reason"]
 
 
-def test_a_version_an_earlier_attempt_registered_is_finished_not_trained_again(registry, datasets, wordnet_files,
-                                                                               config, make_watcher):
+def test_a_version_an_earlier_attempt_registered_is_finished_not_trained_again(
+    registry, datasets, wordnet_files, config, make_watcher
+):
     from pipeline.orchestrator.transaction import train_on_current
 
     def killed_before_the_alias_move(stage):
@@ -130,7 +149,9 @@ def test_an_expired_claim_is_taken_over_and_the_old_holder_stops(registry):
         first.record(entry, "training", task="t")
 
 
-def test_a_training_longer_than_the_lease_keeps_its_claim_through_heartbeats(registry, wordnet_files, make_watcher):
+def test_a_training_longer_than_the_lease_keeps_its_claim_through_heartbeats(
+    registry, wordnet_files, make_watcher
+):
     started = threading.Event()
 
     def slow_trainer(dataset):
@@ -145,13 +166,16 @@ def test_a_training_longer_than_the_lease_keeps_its_claim_through_heartbeats(reg
     assert started.wait(30)
     time.sleep(0.8)  # the claim itself is older than the lease by now; only heartbeats keep it
     rival = Ledger(registry.bucket, "rival", lease_s=0.3)
-    assert rival.claim(dataset_id(wordnet_files[0]), "slow") is None, "a heartbeating claim must not be taken over"
+    assert rival.claim(dataset_id(wordnet_files[0]), "slow") is None, (
+        "a heartbeating claim must not be taken over"
+    )
     job.join(30)
     assert rival.read(dataset_id(wordnet_files[0])).state == "failed"
 
 
-def test_a_failed_drop_is_requeued_marker_last_and_other_drops_are_refused_with_a_reason(registry, wordnet_files,
-                                                                                         make_watcher):
+def test_a_failed_drop_is_requeued_marker_last_and_other_drops_are_refused_with_a_reason(
+    registry, wordnet_files, make_watcher
+):
     drop(registry.bucket, "flaky", wordnet_files[0])
 
     def broken(dataset):
@@ -162,10 +186,15 @@ def test_a_failed_drop_is_requeued_marker_last_and_other_drops_are_refused_with_
     assert info["reason_it_failed"] == "RuntimeError: MLflow was down"
     assert Ledger(registry.bucket).read(dataset_id(wordnet_files[0])).state == "pending"
     assert {k.rsplit("/", 1)[1] for k in registry.bucket.list("incoming/flaky/")} == {
-        "train.parquet", "test.parquet", "_READY"}
+        "train.parquet",
+        "test.parquet",
+        "_READY",
+    }
     assert [d["state"] for d in make_watcher().run(once=True)] == ["registered"]
-    for name, reason in (("flaky", "'flaky' is registered (v1); only a failed drop can be retried"),
-                         ("no-such-task", "no drop is named 'no-such-task'")):
+    for name, reason in (
+        ("flaky", "'flaky' is registered (v1); only a failed drop can be retried"),
+        ("no-such-task", "no drop is named 'no-such-task'"),
+    ):
         with pytest.raises(RetryRefused, match=reason.replace("(", r"\(").replace(")", r"\)")):
             requeue(registry.bucket, Ledger(registry.bucket), name)
     assert len(registry.lineage.versions()) == 1
@@ -175,13 +204,17 @@ def test_a_duplicate_drop_seen_by_two_watchers_is_recorded_once(registry):
     first, second = Ledger(registry.bucket, "w1"), Ledger(registry.bucket, "w2")
     assert first.record_duplicate("ds", "again", "incoming/again/", arrived=1700000000.0)
     assert not second.record_duplicate("ds", "again", "incoming/again/", arrived=1700000000.0)
-    assert first.record_duplicate("ds", "again", "incoming/again/", arrived=1700000042.0), "a later re-drop counts"
+    assert first.record_duplicate("ds", "again", "incoming/again/", arrived=1700000042.0), (
+        "a later re-drop counts"
+    )
     assert len(first.read("ds").duplicates) == 2
 
 
 def test_a_claim_whose_first_event_is_not_written_yet_is_held(registry):
-    registry.bucket.put_if_absent("ledger/fresh/claims/000000.json",
-                                  b'{"watcher": "A", "at": %f, "epoch": 0, "task": "t"}' % time.time())
+    registry.bucket.put_if_absent(
+        "ledger/fresh/claims/000000.json",
+        b'{"watcher": "A", "at": %f, "epoch": 0, "task": "t"}' % time.time(),
+    )
     assert Ledger(registry.bucket, "rival", lease_s=60).claim("fresh", "t") is None
 
 
@@ -191,6 +224,7 @@ def test_a_claim_written_just_after_a_requeue_is_not_stolen(registry):
     first.record(entry, "failed", task="t", reason="boom")
     first.requeue(first.read("ds1"), who="someone")
     # Watcher A has written its claim for the next epoch but not yet its "claimed" event.
-    registry.bucket.put_if_absent("ledger/ds1/claims/000001.json",
-                                  b'{"watcher": "A", "at": %f, "epoch": 1, "task": "t"}' % time.time())
+    registry.bucket.put_if_absent(
+        "ledger/ds1/claims/000001.json", b'{"watcher": "A", "at": %f, "epoch": 1, "task": "t"}' % time.time()
+    )
     assert rival.claim("ds1", "t") is None

@@ -19,12 +19,18 @@ def test_a_version_records_its_lineage_and_the_frozen_encoder_with_the_same_head
     second = train_on_current(datasets[1], registry, config, max_accuracy_drop=OFF)
     version = registry.lineage.get(second.version)
     assert version.tags["parent_version"] == first.version and version.tags["task"] == "wn-t1"
-    assert float(version.tags["frozen_final_accuracy"]) == pytest.approx(second.frozen_final_accuracy, abs=1e-4)
+    assert float(version.tags["frozen_final_accuracy"]) == pytest.approx(
+        second.frozen_final_accuracy, abs=1e-4
+    )
     run = registry.lineage.run(second.run_id)
     assert run.status == "FINISHED" and run.tags["adapter_set_version"] == second.version
-    assert run.metrics["gain_over_frozen"] == pytest.approx(second.final_accuracy - second.frozen_final_accuracy)
+    assert run.metrics["gain_over_frozen"] == pytest.approx(
+        second.final_accuracy - second.frozen_final_accuracy
+    )
     assert run.params["head"] == "ridge" and run.datasets[0]["rows"] == datasets[1].train.num_rows
-    assert {"plots/accuracy_matrix.png", "plots/lineage.png", "adapter_set/manifest.json"} <= set(run.artifacts)
+    assert {"plots/accuracy_matrix.png", "plots/lineage.png", "adapter_set/manifest.json"} <= set(
+        run.artifacts
+    )
     assert registry.lineage.current().version == second.version
 
 
@@ -48,13 +54,16 @@ def test_a_set_whose_parent_is_no_longer_current_is_registered_but_not_promoted(
         if stage == "published":
             train_on_current(datasets[2], registry, config, max_accuracy_drop=OFF)
 
-    late = train_on_current(datasets[1], registry, config, at_stage=someone_else_promotes, max_accuracy_drop=OFF)
+    late = train_on_current(
+        datasets[1], registry, config, at_stage=someone_else_promotes, max_accuracy_drop=OFF
+    )
     assert not late.promoted and late.parent == first.version
     assert "not its parent" in registry.lineage.get(late.version).tags["not_promoted"]
 
 
-def test_rollback_moves_current_back_needs_force_for_a_rejected_set_and_is_a_no_op_on_current(registry, datasets,
-                                                                                              config):
+def test_rollback_moves_current_back_needs_force_for_a_rejected_set_and_is_a_no_op_on_current(
+    registry, datasets, config
+):
     v1 = train_on_current(datasets[0], registry, config, max_accuracy_drop=OFF)
     v2 = train_on_current(datasets[1], registry, config, max_accuracy_drop=-1.0)  # a bound no set can meet
     assert not v2.promoted and v2.rejected_reason
@@ -79,8 +88,9 @@ def test_rollback_to_a_missing_or_corrupt_set_is_refused_and_current_stays(regis
     assert registry.lineage.current().version == v2.version
 
 
-def test_gc_deletes_only_what_no_version_needs_after_the_grace_and_never_a_dataset_in_progress(registry, datasets,
-                                                                                                config):
+def test_gc_deletes_only_what_no_version_needs_after_the_grace_and_never_a_dataset_in_progress(
+    registry, datasets, config
+):
     kept = train_on_current(datasets[0], registry, config, max_accuracy_drop=OFF)
     bucket = registry.bucket
     bucket.put("adapter-sets/manifests/dead.json", b"{}")  # a job that died before MLflow
@@ -95,6 +105,9 @@ def test_gc_deletes_only_what_no_version_needs_after_the_grace_and_never_a_datas
         found = {o.key for o in find_orphans(bucket, registry.lineage, grace_s=3600, busy={"busy"})}
         assert found == {"adapter-sets/manifests/dead.json", "datasets/gone/train.parquet"}
     deleted = collect_garbage(registry, grace_s=3600)
-    assert {o.key for o in deleted} == found | {"datasets/busy/train.parquet", "datasets/running/train.parquet"}
+    assert {o.key for o in deleted} == found | {
+        "datasets/busy/train.parquet",
+        "datasets/running/train.parquet",
+    }
     assert bucket.exists(kept.set_uri.removeprefix(bucket.uri(""))), "a registered set is never an orphan"
     assert rollback(registry, kept.version) is None  # and it still verifies

@@ -7,19 +7,40 @@ from pipeline.orchestrator.promotion import guard_reason
 from pipeline.orchestrator.watcher import TASK_NAME, _unsafe, orchestration_overhead
 
 
-@pytest.mark.parametrize("key", ["incoming/t/../ledger/x.json", "incoming/t/./train.parquet", "incoming//train.parquet",
-                                 "incoming/t/..", "incoming/t\\..\\x", "incoming/t/" + "a" * 1100])
+@pytest.mark.parametrize(
+    "key",
+    [
+        "incoming/t/../ledger/x.json",
+        "incoming/t/./train.parquet",
+        "incoming//train.parquet",
+        "incoming/t/..",
+        "incoming/t\\..\\x",
+        "incoming/t/" + "a" * 1100,
+    ],
+)
 def test_keys_that_escape_or_abuse_the_prefix_are_unsafe(key):
     assert _unsafe(key)
 
 
-@pytest.mark.parametrize("key", ["incoming/t/train.parquet", "incoming/t/_READY", "incoming/t/sub/test.parquet"])
+@pytest.mark.parametrize(
+    "key", ["incoming/t/train.parquet", "incoming/t/_READY", "incoming/t/sub/test.parquet"]
+)
 def test_ordinary_keys_are_safe(key):
     assert not _unsafe(key)
 
 
-@pytest.mark.parametrize("name, ok", [("animals", True), ("task-2.v1_b", True), ("", False), ("-x", False),
-                                      ("a" * 101, False), ("ünïcode", False), ("a b", False)])
+@pytest.mark.parametrize(
+    "name, ok",
+    [
+        ("animals", True),
+        ("task-2.v1_b", True),
+        ("", False),
+        ("-x", False),
+        ("a" * 101, False),
+        ("ünïcode", False),
+        ("a b", False),
+    ],
+)
 def test_task_names_are_plain(name, ok):
     assert bool(TASK_NAME.match(name)) is ok
 
@@ -46,8 +67,15 @@ def test_the_first_set_has_nothing_to_guard():
 
 
 def test_overhead_is_everything_but_training_compute_and_evaluation():
-    timings = {"detection_latency_s": 0.5, "ray_start_s": 7.0, "worker_setup_s": 3.0, "compute_s": 20.0,
-               "ray_finish_s": 1.5, "evaluate_s": 5.0, "register_s": 0.5}
+    timings = {
+        "detection_latency_s": 0.5,
+        "ray_start_s": 7.0,
+        "worker_setup_s": 3.0,
+        "compute_s": 20.0,
+        "ray_finish_s": 1.5,
+        "evaluate_s": 5.0,
+        "register_s": 0.5,
+    }
     out = orchestration_overhead(timings, total_s=38.0)
     assert out["overhead_s"] == pytest.approx(13.0)
     # Training starts once the drop is detected, validated and the workers are set up: total minus what follows.

@@ -9,7 +9,9 @@ from pipeline.stack.process import ServerProcess, StackError, pick_port, port_is
 
 
 def _sleeper(tmp_path) -> ServerProcess:
-    return start("sleeper", [sys.executable, "-c", "import time; time.sleep(60)"], {}, tmp_path / "logs", tmp_path)
+    return start(
+        "sleeper", [sys.executable, "-c", "import time; time.sleep(60)"], {}, tmp_path / "logs", tmp_path
+    )
 
 
 def test_stop_ends_the_process_we_started_and_logs_go_to_the_state_dir(tmp_path):
@@ -31,8 +33,13 @@ def test_a_recorded_pid_that_now_belongs_to_another_process_is_left_alone(tmp_pa
 
 
 def test_a_server_that_dies_during_start_up_reports_its_log(tmp_path):
-    proc = start("crasher", [sys.executable, "-c", "print('bad flag -x'); raise SystemExit(3)"], {},
-                 tmp_path / "logs", tmp_path)
+    proc = start(
+        "crasher",
+        [sys.executable, "-c", "print('bad flag -x'); raise SystemExit(3)"],
+        {},
+        tmp_path / "logs",
+        tmp_path,
+    )
     with pytest.raises(StackError, match="bad flag -x"):
         wait_healthy(proc, lambda: False, timeout=10)
 

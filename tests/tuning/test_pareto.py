@@ -5,14 +5,26 @@ from pipeline.tuning.trial import objective
 
 
 def _row(trial, accuracy, adapters, status="finished"):
-    return TrialRow(trial, {"rank": 8}, status, objective(accuracy, adapters, 0.01), accuracy, accuracy, adapters)
+    return TrialRow(
+        trial, {"rank": 8}, status, objective(accuracy, adapters, 0.01), accuracy, accuracy, adapters
+    )
 
 
 def test_pareto_front_keeps_trials_no_other_beats_on_both_accuracy_and_adapters():
-    rows = [_row("a", 0.70, 3), _row("b", 0.68, 2), _row("c", 0.65, 3), _row("d", 0.60, 1),
-            _row("e", 0.90, 1, status="stopped"), TrialRow("f", {}, "error", error="boom")]
+    rows = [
+        _row("a", 0.70, 3),
+        _row("b", 0.68, 2),
+        _row("c", 0.65, 3),
+        _row("d", 0.60, 1),
+        _row("e", 0.90, 1, status="stopped"),
+        TrialRow("f", {}, "error", error="boom"),
+    ]
     front = pareto_front(rows)
-    assert [r.trial_id for r in front] == ["d", "b", "a"]  # c is beaten by a; stopped and failed trials don't count
+    assert [r.trial_id for r in front] == [
+        "d",
+        "b",
+        "a",
+    ]  # c is beaten by a; stopped and failed trials don't count
 
 
 def test_each_kept_adapter_costs_the_configured_accuracy():

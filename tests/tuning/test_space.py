@@ -15,15 +15,21 @@ def test_default_space_searches_rank_sparsity_temperature_init_logit_and_lr():
     assert samplers["rank"].categories == [4, 8, 16]
 
 
-@pytest.mark.parametrize(("data", "names"), [
-    ({"rank": []}, "rank"),
-    ({"rank": [0, 8]}, "rank"),
-    ({"sparsity": {"low": 2.0, "high": 0.1}}, "sparsity"),
-    ({"lr": {"low": 0.0, "high": 0.01, "log": True}}, "lr"),
-    ({"init_logit": {"low": -1.0, "high": 1.0}}, "init_logit"),
-    ({"rank": None, "sparsity": None, "temperature": None, "init_logit": None, "lr": None}, "nothing to search"),
-    ({"epochs": [1, 2]}, "epochs"),
-])
+@pytest.mark.parametrize(
+    ("data", "names"),
+    [
+        ({"rank": []}, "rank"),
+        ({"rank": [0, 8]}, "rank"),
+        ({"sparsity": {"low": 2.0, "high": 0.1}}, "sparsity"),
+        ({"lr": {"low": 0.0, "high": 0.01, "log": True}}, "lr"),
+        ({"init_logit": {"low": -1.0, "high": 1.0}}, "init_logit"),
+        (
+            {"rank": None, "sparsity": None, "temperature": None, "init_logit": None, "lr": None},
+            "nothing to search",
+        ),
+        ({"epochs": [1, 2]}, "epochs"),
+    ],
+)
 def test_empty_or_contradictory_spaces_are_refused_with_the_field_named(data, names):
     with pytest.raises(InvalidSearchSpace, match=names):
         SearchSpace.parse(data)
