@@ -1,7 +1,9 @@
 """LiteLoRA Pipeline: continual fine-tuning with gated SD-LoRA adapter sets.
 
-Layers (inner to outer): `pipeline.adapters` and `pipeline.learn` are the learning core (torch and
-transformers only); `pipeline.data` reads task datasets; `pipeline.bench` and `pipeline.cli` sit on top.
+Layers (inner to outer, docs/architecture.md §1): `pipeline.adapters` and `pipeline.learn` are the learning core
+(torch and transformers only); `pipeline.data` reads task datasets; `pipeline.registry` keeps sets in the bucket
+and lineage in MLflow; `pipeline.orchestrator`, `pipeline.tuning` and `pipeline.serving` run on Ray around them;
+`pipeline.bench` and `pipeline.baselines` measure; `pipeline.cli` maps commands onto all of it.
 """
 
 import os

@@ -13,8 +13,7 @@ from pathlib import Path
 
 from pipeline.data.task_dataset import DATA_FILES, write_drop
 from pipeline.data.wordnet import ORDERINGS, split_wordnet20
-from pipeline.orchestrator.ray_train import ScalingSpec, ray_fit
-from pipeline.orchestrator.transaction import train_on_current
+from pipeline.orchestrator.transaction import fit_with, train_on_current
 from pipeline.orchestrator.watcher import WatchConfig, Watcher, put_drop
 from pipeline.registry.store import Registry
 from pipeline.settings import Connection
@@ -31,10 +30,13 @@ def run_demo(
     stream = split_wordnet20(ORDERINGS[0], tier)[:tasks]
     registry = Registry.connect(conn)
     bucket = registry.bucket
-    fit = ray_fit(conn, ScalingSpec(num_workers=workers)) if workers > 0 else None
-    trainer = (lambda ds: train_on_current(ds, registry, fit=fit)) if fit else None
+    fit = fit_with(conn, workers)
+
+    def trainer(dataset):
+        return train_on_current(dataset, registry, fit=fit)
+
     watcher = Watcher(registry, WatchConfig(poll_s=1.0), trainer=trainer, log=log)
-    if fit:
+    if workers > 0:
         log(f"each task trains as a {workers}-worker Ray Train job; the first one also starts Ray (≈ 20 s)")
     done = []
     with tempfile.TemporaryDirectory() as tmp:

@@ -16,7 +16,7 @@ import uuid
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 
-from pipeline.registry.lineage import NO_PARENT, AliasMove, LineageError, parent_of
+from pipeline.registry.lineage import AliasMove, LineageError, move_row, move_tags, parent_of
 
 
 class MemoryBucket:
@@ -193,16 +193,7 @@ class MemoryLineage:
             target = self.get(version)
             move = AliasMove(self.alias, target.version, getpass.getuser(), time.time(), reason, kind)
             self.alias = target.version
-            self.alias_moves.append(
-                {
-                    "kind": kind,
-                    "from_version": move.from_version or NO_PARENT,
-                    "to_version": target.version,
-                    "who": move.who,
-                    "when": move.when,
-                    "reason": reason or "-",
-                }
-            )
+            self.alias_moves.append(move_row(move_tags(move)))
             return move
 
     def moves(self) -> list[dict]:

@@ -1,7 +1,7 @@
 """The frozen-backbone nearest-class-mean reference: no adaptation, one mean feature per class.
 
-A continual method is worth shipping only if it beats this (assets.md). Scored with the same
-class-incremental protocol and metrics as the adapter methods.
+A continual method is worth shipping only if it beats this, and the frozen encoder with its own head
+(docs/method.md §5). Scored with the same class-incremental protocol and metrics as the adapter methods.
 """
 
 from __future__ import annotations

@@ -207,8 +207,8 @@ def speed_markdown(result: dict, command: str) -> str:
 
 
 def write_speed_report(result: dict, out: Path, command: str) -> tuple[Path, Path]:
-    """`speed.md` and `speed.json` in `out`."""
+    """`speed.json` and `speed.md` in `out` (the paths in that order, as `write_report` returns them)."""
     out.mkdir(parents=True, exist_ok=True)
     (out / "speed.md").write_text(speed_markdown(result, command))
     (out / "speed.json").write_text(json.dumps({**result, "command": command}, indent=2))
-    return out / "speed.md", out / "speed.json"
+    return out / "speed.json", out / "speed.md"

@@ -23,6 +23,7 @@ from rich.progress import (
     TimeElapsedColumn,
 )
 
+from pipeline.errors import user_errors
 from pipeline.settings import load_settings
 
 app = typer.Typer(
@@ -38,34 +39,6 @@ STATE_ERRNOS = {errno.ENOSPC, errno.EDQUOT, errno.EACCES, errno.EPERM, errno.ERO
 JSON = Annotated[bool, typer.Option("--json", help="Print the result as JSON on stdout.")]
 
 
-def known_errors() -> tuple[type[Exception], ...]:
-    """What a command reports as one line (the message says what to do), never as a traceback."""
-    from pipeline.adapters.adapter_set import AdapterSetError
-    from pipeline.data.task_dataset import InvalidDataset
-    from pipeline.orchestrator.requeue import RetryRefused
-    from pipeline.orchestrator.rollback import RollbackRefused
-    from pipeline.registry.bucket import StorageError
-    from pipeline.registry.lineage import LineageError
-    from pipeline.serving.predictor import BadRequest
-    from pipeline.settings import NotConfigured
-    from pipeline.stack.process import StackError
-
-    return (
-        AdapterSetError,
-        InvalidDataset,
-        LineageError,
-        StorageError,
-        FileNotFoundError,
-        NotConfigured,
-        StackError,
-        RollbackRefused,
-        RetryRefused,
-        BadRequest,
-        ValueError,
-        RuntimeError,
-    )
-
-
 def command(fn):
     """Register `fn` as a command whose known failures end in one line on stderr and exit 1 (LITELORA_DEBUG=1: the
     traceback instead)."""
@@ -74,11 +47,13 @@ def command(fn):
     def run(*args, **kwargs):
         try:
             return fn(*args, **kwargs)
-        except KeyboardInterrupt:
+        except KeyboardInterrupt as e:
+            if str(e):  # an interrupt that says what was kept, e.g. where a search resumes
+                log(str(e))
             raise typer.Exit(EXIT_INTERRUPTED) from None
         except (typer.Exit, click.ClickException):  # an exit code or usage error already decided
             raise
-        except known_errors() as e:
+        except user_errors() as e:
             if load_settings().debug:
                 raise
             fail(str(e))

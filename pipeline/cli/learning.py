@@ -10,7 +10,6 @@ import typer
 from rich.console import Console
 
 from pipeline.cli.app import (
-    EXIT_INTERRUPTED,
     JSON,
     check_heads,
     command,
@@ -100,7 +99,7 @@ def bench(
             )
         except ImportError as e:
             fail(f"the speed benchmark compares against PEFT: pip install peft ({e})")
-        markdown, _ = write_speed_report(result, out, command_line())
+        _, markdown = write_speed_report(result, out, command_line())
         typer.echo(json.dumps(result, indent=2) if as_json else markdown.read_text().rstrip())
         return
     if stream not in STREAMS:
@@ -205,11 +204,7 @@ def train(
     if as_json:
         echo_json(result)
     elif register:
-        state = (
-            "now current"
-            if result["promoted"]
-            else (result["rejected_reason"] or "registered, NOT promoted (current moved meanwhile)")
-        )
+        state = result["outcome"]
         on = f"v{result['parent']}" if result["parent"] else "the bare backbone"
         typer.echo(
             f"v{result['version']} ({state}): {result['task']} {result['decision']} on {on}; "
@@ -256,7 +251,7 @@ def tune(
     """Search rank, λ, τ, init logit and learning rate for one task with Ray Tune (nested MLflow runs)."""
     from pipeline.registry.store import load_drop
     from pipeline.tuning.pareto import markdown_table
-    from pipeline.tuning.search import SearchInterrupted, TuneFailed, TuneSpec, tune_task, tune_then_train
+    from pipeline.tuning.search import TuneSpec, tune_task, tune_then_train
     from pipeline.tuning.space import SearchSpace
 
     conn = open_connection()
@@ -268,31 +263,25 @@ def tune(
         gpus_per_trial=0.5 if gpu else 0.0,
     )
     dataset = load_drop(conn, data, task)
-    try:
-        with progress_bar() as progress:
-            bar = progress.add_task(f"tune {dataset.name}", total=trials)
+    with progress_bar() as progress:
+        bar = progress.add_task(f"tune {dataset.name}", total=trials)
 
-            def on_trial(message: str) -> None:
-                progress.console.print(message, highlight=False, soft_wrap=True)
-                progress.advance(bar)
+        def on_trial(message: str) -> None:
+            progress.console.print(message, highlight=False, soft_wrap=True)
+            progress.advance(bar)
 
-            if register:
-                from pipeline.orchestrator.ray_train import ScalingSpec, ray_fit
+        if register:
+            from pipeline.orchestrator.transaction import fit_with
 
-                fit = ray_fit(conn, ScalingSpec(num_workers=workers, use_gpu=gpu)) if workers > 0 else None
-                outcome, result = tune_then_train(
-                    dataset, conn, search_space, spec, fit=fit, log=log, on_trial=on_trial
-                )
-            else:
-                outcome, result = (
-                    tune_task(dataset, conn, search_space, spec, log=log, on_trial=on_trial),
-                    None,
-                )
-    except TuneFailed as e:
-        fail(str(e))
-    except SearchInterrupted as e:
-        log(str(e))
-        raise typer.Exit(EXIT_INTERRUPTED) from None
+            fit = fit_with(conn, workers, gpu)
+            outcome, result = tune_then_train(
+                dataset, conn, search_space, spec, fit=fit, log=log, on_trial=on_trial
+            )
+        else:
+            outcome, result = (
+                tune_task(dataset, conn, search_space, spec, log=log, on_trial=on_trial),
+                None,
+            )
     if as_json:
         echo_json({"search": outcome.to_dict(), "version": result.to_dict() if result else None})
         return
@@ -302,17 +291,8 @@ def tune(
         + (" (resumed search)" if outcome.resumed else "")
     )
     if result:
-        state = (
-            "now current"
-            if result.promoted
-            else (
-                f"rejected: {result.rejected_reason}"
-                if result.rejected_reason
-                else "registered, not promoted"
-            )
-        )
         typer.echo(
-            f"v{result.version} ({state}): {result.task} {result.decision}; {result.active_adapters} "
+            f"v{result.version} ({result.outcome}): {result.task} {result.decision}; {result.active_adapters} "
             f"adapter(s); A {100 * result.avg_accuracy:.1f}%"
         )
     typer.echo(

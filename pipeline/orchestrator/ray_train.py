@@ -26,6 +26,7 @@ from ray.train.torch import TorchTrainer
 from safetensors.torch import load_file, save_file
 from torch.nn.parallel import DistributedDataParallel
 
+from pipeline.errors import JobFailed
 from pipeline.learn.config import TrainConfig
 from pipeline.learn.model import ContinualModel
 from pipeline.learn.recipe import Progress, capture_progress, train_task
@@ -207,7 +208,7 @@ def fit_with_ray_train(
     )
     result = trainer.fit()
     if result.checkpoint is None:
-        raise RuntimeError(f"Ray Train job for {task_name} ended without a checkpoint: {result.error}")
+        raise JobFailed(f"Ray Train job for {task_name} ended without a checkpoint: {result.error}")
     with result.checkpoint.as_directory() as directory:
         model = ContinualModel.load(directory)
     metrics = dict(result.metrics or {})

@@ -6,7 +6,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from pipeline.orchestrator.transaction import fit_locally, train_on_current
+from pipeline.orchestrator.transaction import fit_with, train_on_current
 from pipeline.orchestrator.watcher import WatchConfig, Watcher
 from pipeline.registry.store import Registry
 from pipeline.settings import Connection
@@ -32,24 +32,19 @@ class WatchOptions:
 
 def build_watcher(conn: Connection, options: WatchOptions, log: Callable[[str], None] = print) -> Watcher:
     registry = Registry.connect(conn)
-    fit = None
-    if options.workers > 0:
-        from pipeline.orchestrator.ray_train import ScalingSpec, ray_fit
-
-        fit = ray_fit(conn, ScalingSpec(num_workers=options.workers, use_gpu=options.gpu))
+    fit = fit_with(conn, options.workers, options.gpu)
     guarded = {} if options.max_accuracy_drop is None else {"max_accuracy_drop": options.max_accuracy_drop}
 
     def trained(dataset):
-        return train_on_current(dataset, registry, fit=fit or fit_locally, **guarded)
+        return train_on_current(dataset, registry, fit=fit, **guarded)
 
     def tuned(dataset):
-        from pipeline.tuning.search import SearchInterrupted, TuneSpec, tune_then_train
+        from pipeline.tuning.search import TuneSpec, tune_then_train
         from pipeline.tuning.space import SearchSpace
 
         spec = TuneSpec(trials=options.trials, gpus_per_trial=0.5 if options.gpu else 0.0)
-        try:
-            return tune_then_train(dataset, conn, SearchSpace(), spec, fit=fit, log=log, **guarded)[1]
-        except SearchInterrupted as stopped:  # Ctrl-C reached Tune first: stop watching, the claim expires
-            raise KeyboardInterrupt(str(stopped)) from stopped
+        # Ctrl-C that reaches Tune first ends the search with SearchInterrupted, a KeyboardInterrupt: the
+        # watcher stops and the drop's claim expires.
+        return tune_then_train(dataset, conn, SearchSpace(), spec, fit=fit, log=log, **guarded)[1]
 
     return Watcher(registry, options.config, trainer=tuned if options.tune == "auto" else trained, log=log)

@@ -1,8 +1,9 @@
 """One task against the registry: the set under `current` + a task dataset → a new version.
 
-    load the parent → train (here, or as a Ray Train job) → evaluate every task so far, beside the frozen encoder
-    → publish the set (files, then manifest) → register an MLflow version with lineage tags → plots → move
-    `current` (the commit point; only if the parent is still `current`)
+    load the parent, store the dataset → train (here, or as a Ray Train job) → evaluate every task so far, beside
+    the frozen encoder, and apply the promotion guard → publish the set (files, then manifest) → register an
+    MLflow version with lineage tags → plots → move `current` (the commit point; only if the parent is still
+    `current`)
 
 A crash before the last step leaves `current` on the last complete set. docs/architecture.md has the failure
 model.
@@ -30,7 +31,7 @@ from pipeline.learn.task import Task
 from pipeline.orchestrator.promotion import MAX_ACCURACY_DROP, guard_reason, promote_if_parent_current
 from pipeline.registry import plots
 from pipeline.registry.current import Parent, load_current
-from pipeline.registry.lineage import NO_PARENT, TrainingRun
+from pipeline.registry.lineage import Lineage, TrainingRun, parent_tag, version_label
 from pipeline.registry.store import Registry
 from pipeline.settings import load_settings
 
@@ -56,8 +57,15 @@ class StepResult:
     frozen_final_accuracy: float | None = None
     """The same head fitted on the bare backbone's features of the same tasks, scored on the same rows."""
 
+    @property
+    def outcome(self) -> str:
+        """What happened to `current`, in words."""
+        if self.promoted:
+            return "now current"
+        return f"rejected: {self.rejected_reason}" if self.rejected_reason else "registered, not promoted"
+
     def to_dict(self) -> dict:
-        return asdict(self)
+        return asdict(self) | {"outcome": self.outcome}
 
 
 @dataclass
@@ -84,6 +92,15 @@ def fit_locally(
         result.wall_time,
         {"compute_s": result.wall_time},
     )
+
+
+def fit_with(conn, workers: int, gpu: bool = False) -> Fit:
+    """Each task as a Ray Train job of `workers` workers (DDP, one GPU each with `gpu`); 0: in this process."""
+    if workers <= 0:
+        return fit_locally
+    from pipeline.orchestrator.ray_train import ScalingSpec, ray_fit
+
+    return ray_fit(conn, ScalingSpec(num_workers=workers, use_gpu=gpu))
 
 
 @contextlib.contextmanager
@@ -144,14 +161,49 @@ def score(registry: Registry, model: ContinualModel, tasks: list[Task], parent: 
     reference = frozen_reference(
         model.config, tasks, FeatureCache(model.config.backbone, registry.cache_dir / "features")
     )
-    metrics = parent.manifest["metrics"] if parent.manifest else {"correct": [], "counts": []}
+    metrics = parent.metrics or {"correct": [], "counts": []}
     matrix = AccuracyMatrix([list(row) for row in metrics["correct"]], list(metrics["counts"]))
     matrix.add_stage(scores.cil_correct, scores.counts)
     til_rows = [*metrics.get("til_correct", []), scores.til_correct]
     return Scored(matrix, til_rows, scores, reference.cil.average_accuracy, reference.cil.final_accuracy)
 
 
-def draw_plots(model: ContinualModel, manifest: dict, scored: Scored, directory: Path) -> None:
+def publish_set(
+    registry: Registry,
+    run: TrainingRun,
+    model: ContinualModel,
+    parent: Parent,
+    scored: Scored,
+    fitted: Fitted,
+    directory: Path,
+) -> tuple[dict, str, str]:
+    """Save the set with its accuracy rows and put it in the bucket (files, then manifest); its metrics and
+    manifest go to the run. Returns (manifest, set id, set URI)."""
+    summary = scored.summary(model, fitted)
+    run.log_metrics(summary)
+    metrics = {
+        "correct": scored.matrix.correct,
+        "til_correct": scored.til_rows,
+        "counts": scored.matrix.counts,
+    }
+    manifest = model.save(directory, extra={"parent_version": parent.version, "metrics": metrics | summary})
+    set_id, set_uri = registry.sets.publish(directory)
+    run.log_dict(manifest, "adapter_set/manifest.json")
+    return manifest, set_id, set_uri
+
+
+def log_plots(
+    run: TrainingRun,
+    lineage: Lineage,
+    model: ContinualModel,
+    manifest: dict,
+    scored: Scored,
+    version: str,
+    parent: Parent,
+    rejected: str,
+    directory: Path,
+) -> None:
+    """Accuracy matrix, adapter usage, subspace overlap and the lineage tree, as the run's `plots/`."""
     names = [t["name"] for t in manifest["tasks"]]
     plots.accuracy_heatmap(scored.matrix.matrix(), names, directory / "accuracy_matrix.png")
     plots.adapter_usage(manifest["tasks"], manifest["adapters"], directory / "adapter_usage.png")
@@ -160,9 +212,16 @@ def draw_plots(model: ContinualModel, manifest: dict, scored: Scored, directory:
         [names[a["slot"]] for a in manifest["adapters"]],
         directory / "subspace_overlap.png",
     )
+    # Drawn before the alias moves, so the tree marks where `current` will be if the promotion goes through.
+    now = lineage.current()
+    expected_current = version if not rejected and (now.version if now else None) == parent.version else None
+    plots.lineage_tree(
+        lineage.nodes(), expected_current or (now.version if now else None), directory / "lineage.png"
+    )
+    run.log_artifacts(str(directory), "plots")
 
 
-def version_tags(
+def tags_of_version(
     task: Task,
     parent: Parent,
     fitted: Fitted,
@@ -174,7 +233,7 @@ def version_tags(
 ) -> dict[str, str]:
     matrix = scored.matrix
     tags = {
-        "parent_version": parent.version or NO_PARENT,
+        "parent_version": parent_tag(parent.version),
         "task": task.name,
         "dataset_id": task.dataset_id,
         "dataset_uri": dataset_uri,
@@ -219,9 +278,13 @@ def train_on_current(
         earlier = earlier_tasks(registry, model)
         dataset_uri = registry.datasets.put(dataset)
 
-    name = f"{task.name} on " + (f"v{parent.version}" if parent.version else "the bare backbone")
-    tags = {"task": task.name, "dataset_id": task.dataset_id, "parent_version": parent.version or NO_PARENT}
-    with lineage.training_run(name, tags, run_id) as run, tempfile.TemporaryDirectory() as tmp:
+    name = f"{task.name} on {version_label(parent.version)}"
+    run_tags = {
+        "task": task.name,
+        "dataset_id": task.dataset_id,
+        "parent_version": parent_tag(parent.version),
+    }
+    with lineage.training_run(name, run_tags, run_id) as run, tempfile.TemporaryDirectory() as tmp:
         run.log_params(model.config.to_dict())
         run.log_dataset(task.name, task.dataset_id, dataset_uri, dataset.schema(), dataset.train.num_rows)
 
@@ -230,72 +293,50 @@ def train_on_current(
             if on_epoch:
                 on_epoch(phase, epoch, loss)
 
-        with stopwatch(timings, "train_s"):
+        with stopwatch(timings, "train_s"):  # wall time around the fit, Ray's start-up included
             fitted = fit(model, task, parent, run, log_epoch)
         model = fitted.model
         timings |= fitted.timings
         with stopwatch(timings, "evaluate_s"):
             scored = score(registry, model, [*earlier, task], parent)
+            rejected = guard_reason(parent.metrics, scored.scores, max_accuracy_drop)
         with stopwatch(timings, "register_s"):
-            rejected = guard_reason(
-                parent.manifest["metrics"] if parent.manifest else None, scored.scores, max_accuracy_drop
+            manifest, set_id, set_uri = publish_set(
+                registry, run, model, parent, scored, fitted, Path(tmp) / "set"
             )
-            summary = scored.summary(model, fitted)
-            run.log_metrics(summary)
-            manifest = model.save(
-                Path(tmp) / "set",
-                extra={
-                    "parent_version": parent.version,
-                    "metrics": {
-                        "correct": scored.matrix.correct,
-                        "til_correct": scored.til_rows,
-                        "counts": scored.matrix.counts,
-                        **summary,
-                    },
-                },
-            )
-            set_id, set_uri = registry.sets.publish(Path(tmp) / "set")
             at_stage("published")
-            run.log_dict(manifest, "adapter_set/manifest.json")
-            draw_plots(model, manifest, scored, Path(tmp) / "plots")
-            tags = version_tags(task, parent, fitted, model, scored, set_id, dataset_uri, rejected)
+            version_tags = tags_of_version(task, parent, fitted, model, scored, set_id, dataset_uri, rejected)
             version = lineage.register(
                 set_uri,
                 run.run_id,
-                tags | (extra_tags or {}),
-                description=f"{task.name}: {fitted.decision} on v{parent.version or '-'}",
+                version_tags | (extra_tags or {}),
+                description=f"{task.name}: {fitted.decision} on {version_label(parent.version)}",
             )
             at_stage("registered")
             run.set_tags({"adapter_set_version": version.version})
-            now = lineage.current()
-            promotable = not rejected and (now.version if now else None) == parent.version
-            plots.lineage_tree(
-                lineage.nodes(),
-                version.version if promotable else (now.version if now else None),
-                Path(tmp) / "plots" / "lineage.png",
+            log_plots(
+                run, lineage, model, manifest, scored, version.version, parent, rejected, Path(tmp) / "plots"
             )
-            run.log_artifacts(str(Path(tmp) / "plots"), "plots")
             # The alias move is the commit point, so it comes last: whatever fails before it leaves `current` alone.
             promoted = not rejected and promote_if_parent_current(
                 lineage, version.version, parent.version, reason=f"trained {task.name}"
             )
 
-    matrix = scored.matrix
     return StepResult(
-        version.version,
-        parent.version,
-        task.name,
-        task.dataset_id,
-        fitted.decision,
-        model.active_adapters,
-        matrix.average_accuracy,
-        matrix.final_accuracy,
-        matrix.forgetting,
-        promoted,
-        run.run_id,
-        set_uri,
-        rejected,
-        timings,
-        scored.frozen_avg,
-        scored.frozen_final,
+        version=version.version,
+        parent=parent.version,
+        task=task.name,
+        dataset_id=task.dataset_id,
+        decision=fitted.decision,
+        active_adapters=model.active_adapters,
+        avg_accuracy=scored.matrix.average_accuracy,
+        final_accuracy=scored.matrix.final_accuracy,
+        forgetting=scored.matrix.forgetting,
+        promoted=promoted,
+        run_id=run.run_id,
+        set_uri=set_uri,
+        rejected_reason=rejected,
+        timings=timings,
+        frozen_avg_accuracy=scored.frozen_avg,
+        frozen_final_accuracy=scored.frozen_final,
     )

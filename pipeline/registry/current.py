@@ -18,6 +18,11 @@ class Parent:
     version: str | None
     set_id: str | None
 
+    @property
+    def metrics(self) -> dict | None:
+        """The accuracy rows the parent was registered with (None before a lineage's first set)."""
+        return self.manifest["metrics"] if self.manifest else None
+
 
 def load_current(registry: Registry, version: str | None = None) -> Parent:
     """The set under `current` (or registered `version`), fetched and loaded; empty if nothing is current."""

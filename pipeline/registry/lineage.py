@@ -53,6 +53,16 @@ def parse_version(text: str) -> str:
     return version
 
 
+def parent_tag(version: str | None) -> str:
+    """The `parent_version` tag of a set trained on `version` (NO_PARENT on the bare backbone)."""
+    return version or NO_PARENT
+
+
+def version_label(version: str | None, none: str = "the bare backbone") -> str:
+    """How messages name a version: "v3", or `none` where there is none."""
+    return f"v{version}" if version else none
+
+
 def parent_of(tags: dict) -> str | None:
     """The parent version a version's tags name (None for a lineage's first set)."""
     parent = tags.get("parent_version")
@@ -125,6 +135,26 @@ class AliasMove:
     when: float
     reason: str
     kind: str  # "promote" | "rollback"
+
+
+def move_tags(move: AliasMove) -> dict[str, str]:
+    """An alias move as the tags of its audit run (MLflow tags are non-empty strings)."""
+    return {
+        "kind": move.kind,
+        "from_version": parent_tag(move.from_version),
+        "to_version": move.to_version,
+        "who": move.who,
+        "when": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(move.when)),
+        "reason": move.reason or "-",
+    }
+
+
+def move_row(tags: dict[str, str]) -> dict:
+    """An audit run's tags read back: `from_version` None for a lineage's first move, `reason` "" for none."""
+    row = {k: tags.get(k) for k in ("kind", "from_version", "to_version", "who", "when", "reason")}
+    row["from_version"] = None if row["from_version"] in (None, NO_PARENT) else row["from_version"]
+    row["reason"] = "" if row["reason"] in (None, "-") else row["reason"]
+    return row
 
 
 def _missing(err: MlflowException) -> bool:
@@ -328,34 +358,22 @@ class Lineage:
         return move
 
     def _record(self, move: AliasMove) -> None:
-        tags = {
-            "model": self.name,
-            "from_version": move.from_version or NO_PARENT,
-            "to_version": move.to_version,
-            "who": move.who,
-            "reason": move.reason or "-",
-            "kind": move.kind,
-            "when": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(move.when)),
-        }
         self.new_run(
-            f"{move.kind}: {move.from_version or NO_PARENT} → {move.to_version}",
-            tags,
+            f"{move.kind}: {parent_tag(move.from_version)} → {move.to_version}",
+            {"model": self.name, **move_tags(move)},
             experiment=MOVES_EXPERIMENT,
         ).end()
 
     def moves(self) -> list[dict]:
-        experiment = self.client.get_experiment_by_name(MOVES_EXPERIMENT)
+        """Every recorded move of `current`, oldest first, as `move_row` reads it."""
+        experiment = self._call("read alias moves", self.client.get_experiment_by_name, MOVES_EXPERIMENT)
         if experiment is None:
             return []
-        runs = self.client.search_runs(
+        runs = self._call(
+            "read alias moves",
+            self.client.search_runs,
             [experiment.experiment_id],
             filter_string=f"tags.model = '{self.name}'",
             order_by=["attributes.start_time ASC"],
         )
-        moves = [
-            {k: r.data.tags.get(k) for k in ("kind", "from_version", "to_version", "who", "when", "reason")}
-            for r in runs
-        ]
-        for move in moves:
-            move["from_version"] = None if move["from_version"] in (None, NO_PARENT) else move["from_version"]
-        return moves
+        return [move_row(r.data.tags) for r in runs]

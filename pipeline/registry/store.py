@@ -2,6 +2,7 @@
 
 adapter-sets/objects/adapters/<sha256>.safetensors   shared by every set that keeps the adapter
 adapter-sets/objects/heads/<sha256>.safetensors
+adapter-sets/objects/scoring/<sha256>.safetensors    what a head option keeps (class statistics, ridge sums)
 adapter-sets/manifests/<set-id>.json                 written last: a set exists once this exists
 datasets/<dataset-id>/{train,test}.parquet, task.json  what trained (and evaluates) each task
 """
@@ -23,7 +24,7 @@ from pipeline.adapters.adapter_set import (
     verify_adapter_set,
 )
 from pipeline.data.task_dataset import DATA_FILES, TaskDataset
-from pipeline.registry.bucket import Bucket, arrow_filesystem
+from pipeline.registry.bucket import Bucket, StorageError, arrow_filesystem
 from pipeline.registry.lineage import Lineage
 from pipeline.settings import Connection
 
@@ -141,7 +142,7 @@ def read_dataset(conn: Connection, dataset_id: str, name: str) -> TaskDataset:
     its id."""
     dataset = read_drop(conn, f"{conn.bucket}/datasets/{dataset_id}", name)
     if dataset.dataset_id != dataset_id:
-        raise RuntimeError(
+        raise StorageError(
             f"s3://{conn.bucket}/datasets/{dataset_id}/ holds other bytes ({dataset.dataset_id})"
         )
     return dataset

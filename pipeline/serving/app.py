@@ -17,6 +17,8 @@ from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field
 from ray import serve
 
+from pipeline.errors import JobFailed
+from pipeline.registry.lineage import Lineage, LineageError, parse_version
 from pipeline.serving.predictor import BadRequest, Predictor
 from pipeline.settings import Connection
 
@@ -80,12 +82,17 @@ class AdapterSetServer:  # (no `from __future__ import annotations`: FastAPI mus
         predictor = self.predictor  # one read: this request finishes on this set, whatever swaps meanwhile
         if body.image is not None:
             raise HTTPException(415, 'this adapter set\'s backbone reads text; send "text" or "texts"')
-        if body.version is not None and body.version.lstrip("vV") != predictor.version:
-            raise HTTPException(
-                409,
-                f"v{body.version.lstrip('vV')} is not being served; this server serves "
-                f"v{predictor.version} (the set under `current`)",
-            )
+        if body.version is not None:
+            try:
+                asked = parse_version(body.version)
+            except LineageError as error:
+                raise HTTPException(422, str(error)) from None
+            if asked != predictor.version:
+                raise HTTPException(
+                    409,
+                    f"v{asked} is not being served; this server serves v{predictor.version} (the set under "
+                    "`current`)",
+                )
         texts = body.texts if body.texts is not None else ([body.text] if body.text is not None else [])
         try:
             predictions = predictor.predict(texts, top=body.top)
@@ -146,15 +153,13 @@ def serve_until_stopped(
 
     import ray
 
-    from pipeline.registry.lineage import Lineage, LineageError
-
     lineage = Lineage(conn)
     if (lineage.get(version) if version else lineage.current()) is None:
         raise LineageError("no adapter set is `current` yet: train and register a task first")
     try:
         run_server(conn, host, port, poll_s, version, replicas)
     except RuntimeError as e:  # a replica that failed to start: its last line says why
-        raise RuntimeError((str(e).strip().splitlines() or [type(e).__name__])[-1]) from None
+        raise JobFailed((str(e).strip().splitlines() or [type(e).__name__])[-1]) from None
     on_ready()
     stop = threading.Event()
     for sig in (signal.SIGINT, signal.SIGTERM):  # Ray's own SIGINT handling would leave the server up

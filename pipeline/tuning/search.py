@@ -23,10 +23,11 @@ from ray.tune import Callback, ExperimentAnalysis
 
 from pipeline.adapters.adapter_set import read_manifest
 from pipeline.data.task_dataset import TaskDataset
+from pipeline.errors import JobFailed
 from pipeline.learn.config import TrainConfig
 from pipeline.registry import plots
 from pipeline.registry.bucket import arrow_filesystem
-from pipeline.registry.lineage import NO_PARENT, TRAINING_EXPERIMENT, TrainingRun
+from pipeline.registry.lineage import TRAINING_EXPERIMENT, TrainingRun, parent_tag
 from pipeline.registry.store import Registry
 from pipeline.settings import Connection
 from pipeline.tuning.pareto import TrialRow, markdown_table, pareto_front
@@ -36,12 +37,13 @@ from pipeline.tuning.trial import TrialSetup, run_trial, trial_rows
 TUNE_PREFIX = "tune/"
 
 
-class TuneFailed(RuntimeError):
+class TuneFailed(JobFailed):
     """No trial of the search finished, so there is no configuration to train with."""
 
 
-class SearchInterrupted(RuntimeError):
-    """Ctrl-C (or SIGUSR1) stopped the search; its state is saved and the same command resumes it."""
+class SearchInterrupted(KeyboardInterrupt):
+    """Ctrl-C (or SIGUSR1) stopped the search; its state is saved and the same command resumes it. An interrupt,
+    so callers stop the way they stop on Ctrl-C."""
 
 
 @dataclass
@@ -285,7 +287,7 @@ def tune_task(
                 "task": dataset.name,
                 "dataset_id": dataset.dataset_id,
                 "tune_search": name,
-                "parent_version": parent.version if parent else NO_PARENT,
+                "parent_version": parent_tag(parent.version if parent else None),
             },
         )
         run.log_dict({"space": space.model_dump(), "spec": asdict(spec)}, "tune/search.json")

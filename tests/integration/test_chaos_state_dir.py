@@ -79,8 +79,9 @@ AS_NOBODY = textwrap.dedent("""
     import pipeline.cli, pipeline.stack.embedded, pipeline.stack.process
     with contextlib.suppress(SystemExit):
         pipeline.cli.main(["up", "--help"])
-    from pipeline.cli.app import err, known_errors
-    known_errors()  # imports the error types (torch among them) while they can still be read
+    from pipeline.cli.app import err
+    from pipeline.errors import user_errors
+    user_errors()  # imports the error types (torch among them) while they can still be read
     with err.status("warming up"):
         pass
     os.setegid(65534)

@@ -19,7 +19,7 @@ from pipeline.learn.config import TrainConfig
 from pipeline.orchestrator.transaction import train_on_current
 from pipeline.orchestrator.watcher import READY_BODY, WatchConfig, Watcher
 from pipeline.registry.bucket import Bucket
-from pipeline.registry.lineage import Lineage
+from pipeline.registry.lineage import Lineage, parent_of
 from pipeline.registry.store import Registry
 
 pytestmark = pytest.mark.integration
@@ -130,7 +130,7 @@ def test_a_drop_is_trained_by_a_two_worker_ray_train_job_and_registered(
     done = watcher.run(once=True)
     assert [d["state"] for d in done] == ["registered", "registered"]
     versions = Lineage(conn).versions()
-    assert [v.tags["parent_version"] for v in versions] == ["none", versions[0].version]
+    assert [parent_of(v.tags) for v in versions] == [None, versions[0].version]
     assert Bucket.connect(conn).list("checkpoints/"), "Ray Train stores its checkpoints in the bucket"
 
 

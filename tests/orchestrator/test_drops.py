@@ -12,6 +12,7 @@ from pipeline.data.task_dataset import dataset_id
 from pipeline.orchestrator.ledger import Ledger, LostClaim
 from pipeline.orchestrator.requeue import RetryRefused, requeue
 from pipeline.orchestrator.status import read_status
+from pipeline.registry.lineage import parent_of
 from tests.orchestrator.conftest import drop, parquet
 
 
@@ -98,8 +99,8 @@ def test_two_watchers_started_together_train_each_drop_exactly_once_in_arrival_o
     assert sorted(d["task"] for d in results) == ["task0", "task1", "task2"]
     assert len(versions) == 3 and len({v.tags["dataset_id"] for v in versions}) == 3
     by_task = {v.tags["task"]: v for v in versions}  # each version builds on the previous one
-    assert [by_task[f"task{i}"].tags["parent_version"] for i in range(3)] == [
-        "none",
+    assert [parent_of(by_task[f"task{i}"].tags) for i in range(3)] == [
+        None,
         by_task["task0"].version,
         by_task["task1"].version,
     ]
