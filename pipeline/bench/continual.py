@@ -51,6 +51,7 @@ class Stream:
     rank: int | None = None
     """Adapter rank unless the command sets one (None: TrainConfig's)."""
     report_prefix: str = ""
+    num_tasks: int = 5
 
 
 STREAMS: dict[str, Stream] = {
@@ -78,6 +79,51 @@ class BenchPlan:
     heads: tuple[str, ...] = ("linear",)
     """Head options to score; one training run per method and ordering serves them all."""
     config: TrainConfig = field(default_factory=TrainConfig)
+
+    @classmethod
+    def from_options(
+        cls,
+        stream: str,
+        tier: str,
+        methods: tuple[str, ...],
+        orderings: tuple[int, ...],
+        heads: tuple[str, ...],
+        reference: bool,
+        config: TrainConfig,
+        *,
+        rank: int | None = None,
+        quick: bool = False,
+        full: bool = False,
+    ) -> BenchPlan:
+        """What `litelora bench` runs: `full` is every method with the default, linear and aligned heads; `quick`
+        the quick tier on the first ordering. `config` is the default configuration (its head the default head);
+        the stream sets the backbone, and the rank unless `rank` is given."""
+        if stream not in STREAMS:
+            raise ValueError(f"unknown stream {stream!r}; choose from {', '.join(STREAMS)}")
+        methods = ALL_METHODS if full else methods
+        unknown = sorted(set(methods) - set(ALL_METHODS))
+        if unknown:
+            raise ValueError(f"unknown method(s) {unknown}; choose from {', '.join(ALL_METHODS)}")
+        heads = tuple(dict.fromkeys((config.head, "linear", "aligned") if full else heads or (config.head,)))
+        return cls(
+            stream=stream,
+            tier="quick" if quick else tier,
+            methods=tuple(methods),
+            orderings=orderings[:1] if quick else orderings,
+            reference=reference,
+            heads=heads,
+            config=replace(
+                config.with_overrides(rank=rank or STREAMS[stream].rank),
+                head=heads[0],
+                backbone=STREAMS[stream].backbone,
+            ),
+        )
+
+    @property
+    def steps(self) -> int:
+        """Progress steps: one per trained task, one per reference run."""
+        per_ordering = len(self.methods) * STREAMS[self.stream].num_tasks + int(self.reference)
+        return len(self.orderings) * per_ordering
 
 
 def environment() -> dict:

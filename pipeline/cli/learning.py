@@ -85,9 +85,7 @@ def bench(
 ) -> None:
     """Train a stream with each method and ordering; print accuracy, forgetting, adapters and parameters kept, beside
     the frozen encoder; write markdown, JSON and plots (--speed: step and inference time against PEFT instead)."""
-    from dataclasses import replace
-
-    from pipeline.bench.continual import ALL_METHODS, STREAMS, BenchPlan, run_bench
+    from pipeline.bench.continual import STREAMS, BenchPlan, run_bench
     from pipeline.bench.report import print_report, report_name, write_report
 
     if speed:
@@ -102,37 +100,40 @@ def bench(
         _, markdown = write_speed_report(result, out, command_line())
         typer.echo(json.dumps(result, indent=2) if as_json else markdown.read_text().rstrip())
         return
-    if stream not in STREAMS:
-        raise typer.BadParameter(f"unknown stream {stream!r}; choose from {', '.join(STREAMS)}")
-    chosen = tuple(ALL_METHODS if full else csv(methods))
-    if set(chosen) - set(ALL_METHODS):
-        raise typer.BadParameter(
-            f"unknown method(s) {sorted(set(chosen) - set(ALL_METHODS))}; choose from "
-            f"{', '.join(ALL_METHODS)}"
-        )
+    config = train_config(epochs=epochs, sparsity=sparsity)
     try:
-        seeds = tuple(int(o) for o in csv(orderings))[: 1 if quick else None]
+        seeds = tuple(int(o) for o in csv(orderings))
     except ValueError:
         raise typer.BadParameter("orderings must be integers, e.g. 1993,1995,2000") from None
-    tier = "quick" if quick else tier
-    config = train_config(epochs=epochs, sparsity=sparsity, rank=rank or STREAMS[stream].rank)
-    default = config.head
-    options = tuple(dict.fromkeys((default, "linear", "aligned") if full else csv(heads or default)))
-    plan = BenchPlan(
-        stream=stream,
-        tier=tier,
-        methods=chosen,
-        orderings=seeds,
-        reference=reference,
-        heads=options,
-        config=replace(config, head=options[0], backbone=STREAMS[stream].backbone),
-    )
-    with progress_bar() as progress:  # one step per trained task, one per reference run
-        bar = progress.add_task("bench", total=len(seeds) * (len(chosen) * 5 + int(reference)))
+    try:
+        plan = BenchPlan.from_options(
+            stream,
+            tier,
+            tuple(csv(methods)),
+            seeds,
+            tuple(csv(heads or "")),
+            reference,
+            config,
+            rank=rank,
+            quick=quick,
+            full=full,
+        )
+    except ValueError as e:  # a usage error (exit 2), not a failed run
+        raise typer.BadParameter(str(e)) from None
+    with progress_bar() as progress:
+        bar = progress.add_task("bench", total=plan.steps)
         report = run_bench(
             plan, on_task=lambda label, t, n: progress.update(bar, advance=1, description=label)
         )
-    name = report_name(STREAMS[stream].report_prefix, tier, seeds, options, default, quick=quick, full=full)
+    name = report_name(
+        STREAMS[stream].report_prefix,
+        plan.tier,
+        plan.orderings,
+        plan.heads,
+        config.head,
+        quick=quick,
+        full=full,
+    )
     json_path, md_path = write_report(report, out, name, command_line())
     if as_json:
         echo_json({**report, "command": command_line()})

@@ -8,7 +8,7 @@ from typing import Annotated
 import typer
 from rich.console import Console
 
-from pipeline.cli.app import EXIT_FAILED, JSON, command, echo_json, fail, log, open_connection, open_registry
+from pipeline.cli.app import EXIT_FAILED, JSON, command, echo_json, log, open_connection, open_registry
 
 
 @command
@@ -21,20 +21,11 @@ def submit(
     check: Annotated[bool, typer.Option(help="Validate locally first and refuse an invalid dataset.")] = True,
 ) -> None:
     """Upload a dataset as a drop (files first, the _READY marker last), for `litelora watch` to train."""
-    from pipeline.data.task_dataset import InvalidDataset, TaskDataset, drop_files
-    from pipeline.orchestrator.watcher import TASK_NAME, put_drop
+    from pipeline.orchestrator.watcher import submit_drop
 
-    if not TASK_NAME.match(task):
-        raise typer.BadParameter("task names are 1-100 letters, digits, '.', '_' or '-'")
-    files = drop_files(path)
-    if check:
-        try:
-            TaskDataset.from_files(task, files)
-        except InvalidDataset as e:
-            fail(f"{path}: {e} (use --no-check to upload anyway)")
-    registry = open_registry()
-    prefix = put_drop(registry.bucket, task, files)
-    typer.echo(f"dropped {', '.join(files)} at {registry.bucket.uri(prefix)}")
+    bucket = open_registry().bucket
+    prefix, files = submit_drop(bucket, path, task, check)
+    typer.echo(f"dropped {', '.join(files)} at {bucket.uri(prefix)}")
 
 
 @command

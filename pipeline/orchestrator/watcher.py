@@ -14,9 +14,16 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from pathlib import PurePosixPath
+from pathlib import Path, PurePosixPath
 
-from pipeline.data.task_dataset import DATA_FILES, DatasetLimits, InvalidDataset, TaskDataset, dataset_id
+from pipeline.data.task_dataset import (
+    DATA_FILES,
+    DatasetLimits,
+    InvalidDataset,
+    TaskDataset,
+    dataset_id,
+    drop_files,
+)
 from pipeline.orchestrator.ledger import Entry, Ledger, LostClaim
 from pipeline.orchestrator.promotion import promote_if_parent_current
 from pipeline.orchestrator.transaction import StepResult, train_on_current
@@ -78,6 +85,20 @@ def put_drop(bucket: Bucket, task: str, files: dict[str, bytes]) -> str:
         bucket.put(f"{INCOMING}{task}/{name}", data)
     bucket.put(f"{INCOMING}{task}/{READY}", READY_BODY)
     return f"{INCOMING}{task}/"
+
+
+def submit_drop(bucket: Bucket, path: Path, task: str, check: bool = True) -> tuple[str, list[str]]:
+    """`litelora submit`: a local drop folder or parquet file uploaded as a drop, validated first unless `check`
+    is off (the watcher validates again and quarantines what is invalid). Returns (prefix, file names)."""
+    if not TASK_NAME.match(task):
+        raise ValueError(f"task name {task!r}: 1-100 letters, digits, '.', '_' or '-'")
+    files = drop_files(path)
+    if check:
+        try:
+            TaskDataset.from_files(task, files)
+        except InvalidDataset as e:
+            raise InvalidDataset(f"{path}: {e} (use --no-check to upload anyway)") from e
+    return put_drop(bucket, task, files), list(files)
 
 
 def _unsafe(key: str) -> bool:

@@ -8,10 +8,11 @@ import time
 import pyarrow as pa
 import pytest
 
-from pipeline.data.task_dataset import dataset_id
+from pipeline.data.task_dataset import InvalidDataset, dataset_id
 from pipeline.orchestrator.ledger import Ledger, LostClaim
 from pipeline.orchestrator.requeue import RetryRefused, requeue
 from pipeline.orchestrator.status import read_status
+from pipeline.orchestrator.watcher import submit_drop
 from pipeline.registry.lineage import parent_of
 from tests.orchestrator.conftest import drop, parquet
 
@@ -229,3 +230,25 @@ def test_a_claim_written_just_after_a_requeue_is_not_stolen(registry):
         "ledger/ds1/claims/000001.json", b'{"watcher": "A", "at": %f, "epoch": 1, "task": "t"}' % time.time()
     )
     assert rival.claim("ds1", "t") is None
+
+
+def test_submit_uploads_a_valid_folder_with_its_marker_and_refuses_an_invalid_one_before_any_put(
+    registry, wordnet_files, tmp_path
+):
+    folder = tmp_path / "plants"
+    folder.mkdir()
+    for name, data in wordnet_files[0].items():
+        (folder / name).write_bytes(data)
+    prefix, files = submit_drop(registry.bucket, folder, "plants")
+    assert prefix == "incoming/plants/" and sorted(files) == ["test.parquet", "train.parquet"]
+    assert sorted(registry.bucket.list(prefix)) == [
+        f"{prefix}{f}" for f in ("_READY", "test.parquet", "train.parquet")
+    ]
+
+    (tmp_path / "bad").mkdir()
+    (tmp_path / "bad" / "train.parquet").write_bytes(parquet(text=["a", "b"], label=["x", "x"]))
+    with pytest.raises(InvalidDataset, match="single class.*--no-check"):
+        submit_drop(registry.bucket, tmp_path / "bad", "bad")
+    with pytest.raises(ValueError, match="task name"):
+        submit_drop(registry.bucket, folder, "../escape")
+    assert registry.bucket.list("incoming/bad/") == []
