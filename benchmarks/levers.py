@@ -65,6 +65,9 @@ LEVERS: dict[str, tuple[str, dict]] = {
     ),
 }
 HEADS = ("ridge", "linear")
+TEXT_ONLY = {
+    "q/k/v/o + MLP"
+}  # module names of a BERT-style encoder; the vision backbone adapts its 1×1 convs
 
 
 def validation_tasks(tasks, ordering: int):
@@ -127,7 +130,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--stream", default="wordnet", choices=sorted(STREAMS))
     parser.add_argument("--ordering", type=int, default=1993)
-    parser.add_argument("--levers", default=",".join(LEVERS), help="comma-separated names (default: all)")
+    parser.add_argument("--levers", default=None, help="comma-separated names (default: all that apply)")
     parser.add_argument("--test", action="store_true", help="score the test rows (only to check a choice)")
     parser.add_argument("--out", type=Path, default=Path("benchmarks"))
     args = parser.parse_args()
@@ -139,7 +142,14 @@ def main() -> None:
         "command": "python " + " ".join(sys.argv),
         "levers": {},
     }
-    for name in args.levers.split(","):
+    text = not STREAMS[args.stream].backbone.reads_images
+    names = args.levers.split(",") if args.levers else [n for n in LEVERS if text or n not in TEXT_ONLY]
+    stem = (
+        args.out
+        / f"levers-{STREAMS[args.stream].report_prefix}o{args.ordering}{'-test' if args.test else ''}"
+    )
+    args.out.mkdir(parents=True, exist_ok=True)
+    for name in names:
         report["levers"][name] = run_lever(args.stream, args.ordering, LEVERS[name][1], args.test)
         row = report["levers"][name]["rows"][HEADS[0]]
         print(
@@ -147,12 +157,9 @@ def main() -> None:
             f"{row['active_adapters']} adapter(s)",
             flush=True,
         )
-    stem = (
-        args.out
-        / f"levers-{STREAMS[args.stream].report_prefix}o{args.ordering}{'-test' if args.test else ''}"
-    )
-    stem.with_suffix(".json").write_text(json.dumps(report, indent=2) + "\n")
-    stem.with_suffix(".md").write_text(markdown(report))
+        # after every lever: an hour of runs is not lost to the last one failing
+        stem.with_suffix(".json").write_text(json.dumps(report, indent=2) + "\n")
+        stem.with_suffix(".md").write_text(markdown(report))
     print(markdown(report))
 
 
