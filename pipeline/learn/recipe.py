@@ -71,7 +71,7 @@ def restore_progress(model: ContinualModel, progress: Progress) -> None:
 @dataclass
 class Batches:
     """Encoded inputs of one task (a dict of tensors, one row per example), cut into shuffled (and, under DDP,
-    sharded) batches."""
+    sharded) batches. Under DDP, rank r's k-th batch is its share of the k-th global batch."""
 
     inputs: dict[str, torch.Tensor]
     labels: torch.Tensor
@@ -97,6 +97,9 @@ class Batches:
             order = order.repeat(math.ceil(per_rank * world_size / n))[: per_rank * world_size][
                 rank::world_size
             ]
+            # `batch_size` is the global batch, as in Ray Train's examples: each rank takes its share, so a
+            # task takes as many optimiser steps on 2 workers as in one process and learns as much.
+            batch_size = math.ceil(batch_size / world_size)
         for start in range(0, order.numel(), batch_size):
             idx = order[start : start + batch_size]
             batch = {name: tensor[idx] for name, tensor in self.inputs.items()}

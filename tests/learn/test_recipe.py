@@ -1,6 +1,7 @@
 """The continual-learning step on a tiny BERT with real WordNet tasks: what each phase may and may not touch."""
 
 import copy
+import math
 from dataclasses import replace
 
 import pytest
@@ -10,7 +11,7 @@ from pipeline.adapters import GateConfig
 from pipeline.learn.config import TrainConfig
 from pipeline.learn.head_options import features_of
 from pipeline.learn.model import ContinualModel
-from pipeline.learn.recipe import train_task
+from pipeline.learn.recipe import Batches, train_task
 from pipeline.learn.task import Task
 
 
@@ -204,3 +205,19 @@ def test_validation_rows_are_cut_from_training_rows_and_never_overlap_them():
     assert not set(rest.train_inputs) & set(validation.test_inputs)
     assert len(rest.train_inputs) + len(validation.test_inputs) == 20
     assert "held" not in validation.test_inputs
+
+
+@pytest.mark.parametrize(("rows", "batch", "workers"), [(64, 8, 2), (60, 8, 2), (61, 9, 3)])
+def test_under_ddp_the_ranks_shares_of_each_step_make_up_the_global_batch(rows, batch, workers):
+    data = Batches({"x": torch.arange(rows)[:, None]}, torch.arange(rows))
+    single = [labels.tolist() for _, labels in data.iterate(batch, seed=3, device=torch.device("cpu"))]
+    shares = [
+        [labels.tolist() for _, labels in data.iterate(batch, 3, torch.device("cpu"), rank, workers)]
+        for rank in range(workers)
+    ]
+    assert len({len(s) for s in shares}) == 1, "every rank takes the same number of steps (DDP is collective)"
+    steps = [sorted(x for s in shares for x in s[k]) for k in range(len(shares[0]))]
+    if rows % (batch * workers) == 0:  # nothing to pad: the very batches of one process
+        assert steps == [sorted(b) for b in single]
+    assert len(steps) == math.ceil(math.ceil(rows / workers) / math.ceil(batch / workers))
+    assert {x for step in steps for x in step} == set(range(rows))
