@@ -67,6 +67,17 @@ class ContinualModel(nn.Module):
         self.config = config
         self.gate.config = config.gate
 
+    @classmethod
+    def continuing(
+        cls, parent: ContinualModel | None, config: TrainConfig, overrides: dict | None = None
+    ) -> ContinualModel:
+        """The model the next task trains: `parent` with its own configuration (and `overrides`), or a new model
+        with `config` for a lineage's first task."""
+        model = parent or cls(config)
+        if overrides:
+            model.reconfigure(model.config.with_overrides(**overrides))
+        return model
+
     # -- forward -----------------------------------------------------------------------------------
     def train(self, mode: bool = True) -> ContinualModel:
         super().train(mode)

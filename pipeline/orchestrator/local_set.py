@@ -27,11 +27,7 @@ def train_local_set(
     model with `config`; write the new set to `out` and return a summary."""
     dataset = TaskDataset.from_dir(data, name=task)
     new_task = dataset.to_task()
-    if parent:
-        model = ContinualModel.load(parent)
-        model.reconfigure(model.config.with_overrides(**(overrides or {})))
-    else:
-        model = ContinualModel(config)
+    model = ContinualModel.continuing(ContinualModel.load(parent) if parent else None, config, overrides)
     result = train_task(model, new_task, on_epoch=on_epoch)
     accuracy = None
     if not parent:  # a first set can be scored on its own task's held-out rows

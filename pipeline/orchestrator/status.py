@@ -43,10 +43,15 @@ class Status:
     orphan_error: str = ""
 
 
+def orphans_of(registry: Registry, grace_s: float, entries: list[Entry]) -> list[Orphan]:
+    """Objects no version refers to, older than `grace_s`, sparing the datasets of drops still in progress."""
+    return find_orphans(registry.bucket, registry.lineage, grace_s, in_progress(entries))
+
+
 def read_status(registry: Registry, grace_s: float) -> Status:
     entries = Ledger(registry.bucket).entries()
     try:
-        orphans = find_orphans(registry.bucket, registry.lineage, grace_s, in_progress(entries))
+        orphans = orphans_of(registry, grace_s, entries)
     except LineageError as e:
         return Status(drop_rows(entries), None, str(e))
     return Status(drop_rows(entries), orphans)
@@ -54,8 +59,7 @@ def read_status(registry: Registry, grace_s: float) -> Status:
 
 def collect_garbage(registry: Registry, grace_s: float, dry_run: bool = False) -> list[Orphan]:
     """The orphans older than `grace_s`, deleted unless `dry_run`."""
-    busy = in_progress(Ledger(registry.bucket).entries())
-    orphans = find_orphans(registry.bucket, registry.lineage, grace_s, busy)
+    orphans = orphans_of(registry, grace_s, Ledger(registry.bucket).entries())
     if not dry_run:
         delete_orphans(registry.bucket, orphans)
     return orphans

@@ -138,10 +138,8 @@ class Scored:
 
 def starting_model(parent: Parent, config: TrainConfig | None, overrides: dict | None) -> ContinualModel:
     """The parent's model (its configuration, with `overrides`), or a new one for a lineage's first set."""
-    model = parent.model or ContinualModel(config or TrainConfig().with_overrides(head=load_settings().head))
-    if overrides:
-        model.reconfigure(model.config.with_overrides(**overrides))
-    return model
+    default = config or TrainConfig().with_overrides(head=load_settings().head)
+    return ContinualModel.continuing(parent.model, default, overrides)
 
 
 def earlier_tasks(registry: Registry, model: ContinualModel) -> list[Task]:
