@@ -28,12 +28,14 @@ def test_publishing_a_set_again_refreshes_the_files_it_reuses_so_gc_spares_them(
     bucket, lineage = Bucket.connect(conn), Lineage(conn)
     sets = AdapterSetStore(bucket, conn.cache_dir)
     sets.publish(tmp_path / "set")
-    time.sleep(2.5)  # S3 times have one-second resolution
-    assert find_orphans(bucket, lineage, grace_s=1.0), "an unregistered set older than the grace is an orphan"
-    sets.publish(
-        tmp_path / "set"
-    )  # what a retried job that trains the same bytes does, just before registering
-    assert find_orphans(bucket, lineage, grace_s=1.0) == []
+    # S3 times are truncated to whole seconds, so a fresh object can look up to 1 s older than it is; the grace
+    # leaves 3 s beyond that for the second publish and the listing on a slow machine.
+    grace_s = 4.0
+    time.sleep(grace_s + 1.0)
+    assert find_orphans(bucket, lineage, grace_s), "an unregistered set older than the grace is an orphan"
+    # What a retried job that trains the same bytes does, just before registering.
+    sets.publish(tmp_path / "set")
+    assert find_orphans(bucket, lineage, grace_s) == []
 
 
 def test_the_dataset_of_a_training_run_in_progress_is_never_an_orphan(conn):
