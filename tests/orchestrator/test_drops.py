@@ -158,16 +158,17 @@ def test_a_training_longer_than_the_lease_keeps_its_claim_through_heartbeats(
 
     def slow_trainer(dataset):
         started.set()
-        time.sleep(1.5)  # five leases
+        time.sleep(3.0)  # three leases
         raise RuntimeError("stopping here is enough for this test")
 
-    watcher = make_watcher(trainer=slow_trainer, lease_s=0.3, heartbeat_s=0.05)
+    # A lease ten heartbeats long, so a busy machine that delays a heartbeat does not lose the claim.
+    watcher = make_watcher(trainer=slow_trainer, lease_s=1.0, heartbeat_s=0.1)
     drop(registry.bucket, "slow", wordnet_files[0])
     job = threading.Thread(target=lambda: watcher.run(once=True))
     job.start()
     assert started.wait(30)
-    time.sleep(0.8)  # the claim itself is older than the lease by now; only heartbeats keep it
-    rival = Ledger(registry.bucket, "rival", lease_s=0.3)
+    time.sleep(1.5)  # the claim itself is older than the lease by now; only heartbeats keep it
+    rival = Ledger(registry.bucket, "rival", lease_s=1.0)
     assert rival.claim(dataset_id(wordnet_files[0]), "slow") is None, (
         "a heartbeating claim must not be taken over"
     )
