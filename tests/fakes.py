@@ -9,7 +9,6 @@ show (conditional writes under real contention, outages, the UI's view) stays in
 from __future__ import annotations
 
 import contextlib
-import getpass
 import threading
 import time
 import uuid
@@ -141,6 +140,8 @@ class MemoryLineage:
         self.name = name
         self.version_list: list[FakeVersion] = []
         self.alias: str | None = None
+        """The alias as MLflow holds it; tests move it directly to play a move made in the MLflow UI."""
+        self.link: int | None = None
         self.alias_moves: list[dict] = []
         self.runs: dict[str, FakeRun] = {}
         self._lock = threading.RLock()
@@ -188,13 +189,16 @@ class MemoryLineage:
     def tag_version(self, version: str, key: str, value: str) -> None:
         self.get(version).tags[key] = value
 
-    def move_current(self, version: str, reason: str, kind: str) -> AliasMove:
+    def mirrored_link(self) -> int | None:
+        return self.link
+
+    def mirror_current(self, version: str, link: int) -> None:
         with self._lock:
-            target = self.get(version)
-            move = AliasMove(self.alias, target.version, getpass.getuser(), time.time(), reason, kind)
-            self.alias = target.version
-            self.alias_moves.append(move_row(move_tags(move)))
-            return move
+            self.get(version)
+            self.alias, self.link = version, link
+
+    def record_move(self, move: AliasMove) -> None:
+        self.alias_moves.append(move_row(move_tags(move)))
 
     def moves(self) -> list[dict]:
         return list(self.alias_moves)

@@ -20,16 +20,17 @@ from pipeline.cli.app import (
 @command
 def lineage(as_json: JSON = False) -> None:
     """The adapter-set version tree: parent, task, decision, adapters kept, accuracy; `current` marked."""
-    from pipeline.registry.lineage import Lineage, version_label
+    from pipeline.registry.lineage import version_label
+    from pipeline.registry.store import Registry
 
     conn = open_connection()
-    registry = Lineage(conn)
+    registry = Registry.connect(conn)
     current = registry.current()
     rows = [
         {**node, "current": current is not None and node["version"] == current.version}
-        for node in registry.nodes()
+        for node in registry.lineage.nodes()
     ]
-    moves = registry.moves()
+    moves = registry.lineage.moves()
     if as_json:
         echo_json(
             {

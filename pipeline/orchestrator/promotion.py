@@ -8,9 +8,12 @@ damaged an earlier task's features; "cil" is the stricter option.
 from __future__ import annotations
 
 from pipeline.learn.evaluate import StageScores
-from pipeline.registry.lineage import Lineage, version_label
+from pipeline.registry.lineage import version_label
+from pipeline.registry.store import Registry
 
 MAX_ACCURACY_DROP = 0.05
+SUPERSEDED = "superseded"
+"""The version tag of a set that lost the promotion race; its value says why."""
 GUARD_METRIC = "til"
 
 
@@ -32,17 +35,17 @@ def guard_reason(
     return ""
 
 
-def promote_if_parent_current(lineage: Lineage, version: str, parent: str | None, reason: str) -> bool:
-    """Move `current` to `version` if it still points at `parent` (a set never lands on a lineage it was not
-    trained on). True if it moved; otherwise the version is tagged `not_promoted`, saying where `current` was."""
-    now = lineage.current()
-    if (now.version if now else None) != parent:
-        lineage.tag_version(
-            version,
-            "not_promoted",
-            f"current was {version_label(now.version if now else None, 'no set')} when this set was ready, "
-            f"not its parent {version_label(parent)}",
-        )
-        return False
-    lineage.move_current(version, reason=reason, kind="promote")
-    return True
+def promote_if_parent_current(registry: Registry, version: str, parent: str | None, reason: str) -> bool:
+    """Move `current` to `version` if it still points at `parent`, as one compare-and-set (a set never lands on a
+    lineage it was not trained on). True if it moved; otherwise the version is tagged `superseded`, saying
+    where `current` was."""
+    if registry.pointer.move(version, kind="promote", reason=reason, expected=parent):
+        return True
+    now = registry.pointer.version()
+    registry.lineage.tag_version(
+        version,
+        SUPERSEDED,
+        f"current was {version_label(now, 'no set')} when this set was ready, not its parent "
+        f"{version_label(parent)}",
+    )
+    return False

@@ -15,8 +15,7 @@ def rollback(registry: Registry, version: str, reason: str = "", force: bool = F
     current already. A version the promotion guard rejected needs `force`."""
     lineage = registry.lineage
     target = lineage.get(version)
-    now = lineage.current()
-    if now is not None and now.version == target.version:
+    if registry.pointer.version() == target.version:
         return None
     if target.tags.get("promotion") == "rejected" and not force:
         raise RollbackRefused(
@@ -24,4 +23,4 @@ def rollback(registry: Registry, version: str, reason: str = "", force: bool = F
             f"({target.tags.get('rejected_reason', '')}); add --force to make it current anyway"
         )
     registry.sets.verify(registry.sets.set_id_from_uri(target.source))
-    return lineage.move_current(target.version, reason=reason, kind="rollback")
+    return registry.pointer.move(target.version, kind="rollback", reason=reason)

@@ -31,7 +31,7 @@ from pipeline.learn.task import Task
 from pipeline.orchestrator.promotion import MAX_ACCURACY_DROP, guard_reason, promote_if_parent_current
 from pipeline.registry import plots
 from pipeline.registry.current import Parent, load_current
-from pipeline.registry.lineage import Lineage, TrainingRun, parent_tag, version_label
+from pipeline.registry.lineage import TrainingRun, parent_tag, version_label
 from pipeline.registry.store import Registry
 from pipeline.settings import load_settings
 
@@ -192,7 +192,7 @@ def publish_set(
 
 def log_plots(
     run: TrainingRun,
-    lineage: Lineage,
+    registry: Registry,
     model: ContinualModel,
     manifest: dict,
     scored: Scored,
@@ -211,11 +211,9 @@ def log_plots(
         directory / "subspace_overlap.png",
     )
     # Drawn before the alias moves, so the tree marks where `current` will be if the promotion goes through.
-    now = lineage.current()
-    expected_current = version if not rejected and (now.version if now else None) == parent.version else None
-    plots.lineage_tree(
-        lineage.nodes(), expected_current or (now.version if now else None), directory / "lineage.png"
-    )
+    now = registry.pointer.version()
+    expected_current = version if not rejected and now == parent.version else None
+    plots.lineage_tree(registry.lineage.nodes(), expected_current or now, directory / "lineage.png")
     run.log_artifacts(str(directory), "plots")
 
 
@@ -313,11 +311,11 @@ def train_on_current(
             at_stage("registered")
             run.set_tags({"adapter_set_version": version.version})
             log_plots(
-                run, lineage, model, manifest, scored, version.version, parent, rejected, Path(tmp) / "plots"
+                run, registry, model, manifest, scored, version.version, parent, rejected, Path(tmp) / "plots"
             )
             # The alias move is the commit point, so it comes last: whatever fails before it leaves `current` alone.
             promoted = not rejected and promote_if_parent_current(
-                lineage, version.version, parent.version, reason=f"trained {task.name}"
+                registry, version.version, parent.version, reason=f"trained {task.name}"
             )
 
     return StepResult(

@@ -25,7 +25,7 @@ from pipeline.data.task_dataset import (
     drop_files,
 )
 from pipeline.orchestrator.ledger import Entry, Ledger, LostClaim
-from pipeline.orchestrator.promotion import promote_if_parent_current
+from pipeline.orchestrator.promotion import SUPERSEDED, promote_if_parent_current
 from pipeline.orchestrator.transaction import StepResult, train_on_current
 from pipeline.registry.bucket import Bucket, StorageError
 from pipeline.registry.lineage import LineageError, parent_of
@@ -163,7 +163,7 @@ class Watcher:
         log: Callable[[str], None] = print,
     ):
         self.config = config or WatchConfig()
-        self.bucket, self.lineage = registry.bucket, registry.lineage
+        self.registry, self.bucket, self.lineage = registry, registry.bucket, registry.lineage
         self.ledger = Ledger(self.bucket, lease_s=self.config.lease_s)
         self.trainer = trainer or (lambda ds: train_on_current(ds, registry))
         self.log = log
@@ -336,12 +336,11 @@ class Watcher:
             if tags.get("promotion") == "rejected"
             else ("registered", "registered by an earlier attempt")
         )
-        if state == "registered" and "not_promoted" not in tags:
+        if state == "registered" and SUPERSEDED not in tags and "not_promoted" not in tags:  # (older name)
             parent = parent_of(tags)
-            current = self.lineage.current()
-            if current is None or current.version != version.version:
+            if self.registry.pointer.version() != version.version:
                 moved = promote_if_parent_current(
-                    self.lineage,
+                    self.registry,
                     version.version,
                     parent,
                     reason=f"trained {drop.task} (promotion resumed after a crash)",

@@ -26,7 +26,7 @@ class Parent:
 
 def load_current(registry: Registry, version: str | None = None) -> Parent:
     """The set under `current` (or registered `version`), fetched and loaded; empty if nothing is current."""
-    found = registry.lineage.get(version) if version else registry.lineage.current()
+    found = registry.lineage.get(version) if version else registry.current()
     if found is None:
         return Parent(None, None, None, None)
     set_id = registry.sets.set_id_from_uri(found.source)

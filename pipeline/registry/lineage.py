@@ -1,16 +1,15 @@
 """Lineage in MLflow, and the one place that writes to MLflow: versions, the alias, training runs.
 
-One registered model, a version per adapter set, the alias `current` as the live pointer. `current` is always
-read from MLflow, so moving the alias in the MLflow UI is a rollback too. MLflow keeps no alias history, so
-every move made through the pipeline is also recorded as a run of the experiment `litelora-alias-moves`
-(append-only, visible in the UI). Training runs are written through the client (`TrainingRun`), never through
+One registered model, a version per adapter set, the alias `current` as the live pointer's mirror: the pointer
+itself is a chain of create-once links in the bucket (registry/pointer.py), and a move of the alias in the
+MLflow UI is adopted into that chain, so it is a rollback too. MLflow keeps no alias history, so every move is
+also recorded as a run of the experiment `litelora-alias-moves` (append-only, visible in the UI). Training runs are written through the client (`TrainingRun`), never through
 MLflow's process-wide active run. See docs/architecture.md.
 """
 
 from __future__ import annotations
 
 import contextlib
-import getpass
 import json
 import re
 import time
@@ -25,6 +24,7 @@ from mlflow.exceptions import MlflowException
 from pipeline.settings import Connection
 
 ALIAS = "current"
+CURRENT_LINK_TAG = "current_link"
 NO_PARENT = "none"
 """The `parent_version` tag of a lineage's first set."""
 NODE_TAGS = (
@@ -134,7 +134,7 @@ class AliasMove:
     who: str
     when: float
     reason: str
-    kind: str  # "promote" | "rollback"
+    kind: str  # "promote" | "rollback" | "adopt" | "mlflow-ui"
 
 
 def move_tags(move: AliasMove) -> dict[str, str]:
@@ -344,20 +344,26 @@ class Lineage:
         ):
             self.run(run.info.run_id).end(status)
 
-    def move_current(self, version: str, reason: str, kind: str) -> AliasMove:
-        """Point `current` at `version` and record the move (who, when, from, to, why)."""
-        target = self.get(version)
-        before = self.current()
-        move = AliasMove(
-            before.version if before else None, target.version, getpass.getuser(), time.time(), reason, kind
-        )
-        self._call(
-            "move alias current", self.client.set_registered_model_alias, self.name, ALIAS, target.version
-        )
-        self._record(move)
-        return move
+    def mirrored_link(self) -> int | None:
+        """The link of `current`'s chain (registry/pointer.py) the alias last mirrored; None if none yet."""
+        model = self._call("read the registered model", self.client.get_registered_model, self.name)
+        value = (model.tags or {}).get(CURRENT_LINK_TAG)
+        return int(value) if value else None
 
-    def _record(self, move: AliasMove) -> None:
+    def mirror_current(self, version: str, link: int) -> None:
+        """Point the alias at `version`, as link `link` of the chain says. Only `CurrentPointer` calls this: a
+        move made here alone would be a move outside the chain."""
+        self._call("move alias current", self.client.set_registered_model_alias, self.name, ALIAS, version)
+        self._call(
+            "tag the registered model",
+            self.client.set_registered_model_tag,
+            self.name,
+            CURRENT_LINK_TAG,
+            str(link),
+        )
+
+    def record_move(self, move: AliasMove) -> None:
+        """Add a move of `current` to the audit experiment."""
         self.new_run(
             f"{move.kind}: {parent_tag(move.from_version)} → {move.to_version}",
             {"model": self.name, **move_tags(move)},

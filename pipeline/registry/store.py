@@ -26,6 +26,7 @@ from pipeline.adapters.adapter_set import (
 from pipeline.data.task_dataset import DATA_FILES, TaskDataset
 from pipeline.registry.bucket import Bucket, StorageError, arrow_filesystem
 from pipeline.registry.lineage import Lineage
+from pipeline.registry.pointer import CurrentPointer
 from pipeline.settings import Connection
 
 SETS = "adapter-sets"
@@ -157,6 +158,11 @@ class Registry:
         self.bucket, self.lineage, self.cache_dir = bucket, lineage, cache_dir
         self.sets = AdapterSetStore(bucket, cache_dir)
         self.datasets = DatasetStore(bucket)
+        self.pointer = CurrentPointer(bucket, lineage)
+
+    def current(self):
+        """The registered version under `current` (None before a lineage's first set)."""
+        return self.pointer.read()
 
     @classmethod
     def connect(cls, conn: Connection) -> Registry:

@@ -18,7 +18,8 @@ from pydantic import BaseModel, ConfigDict, Field
 from ray import serve
 
 from pipeline.errors import JobFailed
-from pipeline.registry.lineage import Lineage, LineageError, parse_version
+from pipeline.registry.lineage import LineageError, parse_version
+from pipeline.registry.store import Registry
 from pipeline.serving.predictor import BadRequest, Predictor
 from pipeline.settings import Connection
 
@@ -61,15 +62,13 @@ class AdapterSetServer:  # (no `from __future__ import annotations`: FastAPI mus
             threading.Thread(target=self._follow_current, name="follow-current", daemon=True).start()
 
     def _follow_current(self) -> None:
-        from pipeline.registry.lineage import Lineage
-
-        lineage = Lineage(self.conn)
+        pointer = Registry.connect(self.conn).pointer
         while True:
             time.sleep(self.poll_s)
             try:
-                now = lineage.current()
-                if now is not None and now.version != self.predictor.version:
-                    fresh = Predictor.from_registry(self.conn, now.version)  # loaded off the request path
+                now = pointer.version()
+                if now is not None and now != self.predictor.version:
+                    fresh = Predictor.from_registry(self.conn, now)  # loaded off the request path
                     self.predictor = fresh
                     self.swaps += 1
                     log.warning("now serving v%s", fresh.version)
@@ -153,8 +152,8 @@ def serve_until_stopped(
 
     import ray
 
-    lineage = Lineage(conn)
-    if (lineage.get(version) if version else lineage.current()) is None:
+    registry = Registry.connect(conn)
+    if (registry.lineage.get(version) if version else registry.current()) is None:
         raise LineageError("no adapter set is `current` yet: train and register a task first")
     try:
         run_server(conn, host, port, poll_s, version, replicas)

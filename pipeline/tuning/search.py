@@ -257,7 +257,7 @@ def tune_task(
     space, spec = space or SearchSpace(), spec or TuneSpec()
     registry = Registry.connect(conn)
     lineage, sets = registry.lineage, registry.sets
-    parent = lineage.current()
+    parent = registry.current()
     parent_set_id = sets.set_id_from_uri(parent.source) if parent else None
     manifest = read_manifest(sets.fetch(parent_set_id)) if parent_set_id else None
     config = TrainConfig.from_dict(manifest["config"]) if manifest else (base_config or TrainConfig())

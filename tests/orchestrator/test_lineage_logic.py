@@ -47,7 +47,9 @@ def test_a_crash_before_the_alias_move_leaves_current_on_the_last_complete_set(r
     assert [r.status for r in registry.lineage.runs.values()] == ["FINISHED", "FAILED"]
 
 
-def test_a_set_whose_parent_is_no_longer_current_is_registered_but_not_promoted(registry, datasets, config):
+def test_a_set_whose_parent_is_no_longer_current_is_registered_and_marked_superseded(
+    registry, datasets, config
+):
     first = train_on_current(datasets[0], registry, config, max_accuracy_drop=OFF)
 
     def someone_else_promotes(stage):  # another job moves `current` while this one registers
@@ -58,7 +60,7 @@ def test_a_set_whose_parent_is_no_longer_current_is_registered_but_not_promoted(
         datasets[1], registry, config, at_stage=someone_else_promotes, max_accuracy_drop=OFF
     )
     assert not late.promoted and late.parent == first.version
-    assert "not its parent" in registry.lineage.get(late.version).tags["not_promoted"]
+    assert "not its parent" in registry.lineage.get(late.version).tags["superseded"]
 
 
 def test_rollback_moves_current_back_needs_force_for_a_rejected_set_and_is_a_no_op_on_current(
