@@ -2,7 +2,8 @@
 
 What `litelora watch` runs, without the CLI: with RAY_ADDRESS set (as `ray job submit` does), Ray Train jobs run
 on that cluster; S3 and MLflow come from the usual variables (LITELORA_BUCKET, MLFLOW_TRACKING_URI, AWS_*).
-Exit codes as the CLI's: 0 done, 1 a drop failed or the setup is wrong (one line on stderr), 130 interrupted.
+Exit codes as the CLI's: 0 done, 1 a drop failed or the setup is wrong (one line on stderr), 130 interrupted,
+143 stopped by SIGTERM (`ray job stop`); a drop in progress is handed back to the next watcher.
 """
 
 import argparse
@@ -12,6 +13,7 @@ from pipeline.errors import user_errors
 from pipeline.orchestrator.service import WatchOptions, build_watcher
 from pipeline.orchestrator.watcher import WatchConfig
 from pipeline.settings import connection, load_settings
+from pipeline.shutdown import Terminated, sigterm_interrupts
 
 
 def main() -> int:
@@ -38,6 +40,7 @@ def main() -> int:
         "--guard", type=float, default=None, help="promotion guard bound (0-1; 1 turns it off)"
     )
     args = parser.parse_args()
+    sigterm_interrupts()
     try:
         options = WatchOptions(
             workers=args.workers,
@@ -50,7 +53,7 @@ def main() -> int:
         done = build_watcher(connection(load_settings()), options).run(once=args.once)
     except KeyboardInterrupt as e:
         print(f"interrupted{': ' + str(e) if str(e) else ''}", file=sys.stderr)
-        return 130
+        return 143 if isinstance(e, Terminated) else 130
     except user_errors() as e:
         print(f"error: {e}", file=sys.stderr)
         return 1

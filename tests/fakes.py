@@ -209,7 +209,7 @@ class MemoryLineage:
 
     def new_run(self, name: str, tags: dict[str, str], experiment: str = "litelora-training") -> FakeRun:
         with self._lock:
-            run = FakeRun(uuid.uuid4().hex, name, experiment, dict(tags))
+            run = FakeRun(uuid.uuid4().hex, name, experiment, {"registered_model": self.name, **tags})
             self.runs[run.run_id] = run
             return run
 
@@ -220,13 +220,23 @@ class MemoryLineage:
         run.set_tags(tags)
         try:
             yield run
-        except BaseException:
-            run.end("FAILED")
+        except BaseException as error:
+            run.end("KILLED" if isinstance(error, KeyboardInterrupt) else "FAILED")
             raise
         run.end()
 
     def find_run(self, tag: str, value: str, experiment: str = "litelora-training") -> str | None:
         return next((r.run_id for r in self.runs.values() if r.tags.get(tag) == value), None)
+
+    def end_abandoned_runs(self, dataset_id: str, taken_over_by: str) -> list[str]:
+        ended = [
+            r for r in self.runs.values() if r.status == "RUNNING" and r.tags.get("dataset_id") == dataset_id
+        ]
+        for run in ended:
+            run.set_tags({"taken_over_by": taken_over_by})
+            self.end_running_children(run.run_id)
+            run.end("KILLED")
+        return [r.run_id for r in ended]
 
     def end_running_children(self, parent_run_id: str, status: str = "KILLED", experiment: str = "") -> None:
         for run in self.runs.values():

@@ -33,6 +33,7 @@ from pipeline.learn.recipe import Progress, capture_progress, train_task
 from pipeline.registry.bucket import Bucket, arrow_filesystem
 from pipeline.registry.store import AdapterSetStore, read_dataset
 from pipeline.settings import Connection
+from pipeline.shutdown import sigterm_interrupts
 
 
 @dataclass
@@ -58,6 +59,7 @@ def init_ray(home: Path) -> None:
     os.environ.setdefault("RAY_TRAIN_HEALTH_CHECK_INTERVAL_S", "0.5")
     if os.environ.get("RAY_ADDRESS"):
         ray.init(address=os.environ["RAY_ADDRESS"], log_to_driver=False)
+        sigterm_interrupts()  # ray.init replaced the handler with one that dumps a native stack
         return
     # Unix socket paths are limited to 107 bytes: keep Ray's session dir short, keyed by the state dir.
     temp = Path(tempfile.gettempdir()) / f"llray-{hashlib.sha256(str(home).encode()).hexdigest()[:8]}"
@@ -68,6 +70,7 @@ def init_ray(home: Path) -> None:
         log_to_driver=False,
         configure_logging=False,
     )
+    sigterm_interrupts()
     if ray.util.get_node_ip_address() != "127.0.0.1":  # ray was imported before `pipeline` (see its __init__)
         warnings.warn(
             f"the local Ray node listens on {ray.util.get_node_ip_address()}, not only on loopback: "

@@ -44,8 +44,10 @@ class Status:
 
 
 def orphans_of(registry: Registry, grace_s: float, entries: list[Entry]) -> list[Orphan]:
-    """Objects no version refers to, older than `grace_s`, sparing the datasets of drops still in progress."""
-    return find_orphans(registry.bucket, registry.lineage, grace_s, in_progress(entries))
+    """Objects no version refers to and checkpoints of ended drops, older than `grace_s`, sparing the datasets
+    of drops still in progress."""
+    finished = {e.dataset_id for e in entries if e.terminal}
+    return find_orphans(registry.bucket, registry.lineage, grace_s, in_progress(entries), finished)
 
 
 def read_status(registry: Registry, grace_s: float) -> Status:

@@ -7,6 +7,7 @@ builds on the set after task t-1; parallelism lives inside a training job.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import re
@@ -234,15 +235,31 @@ class Watcher:
                 return None  # another watcher is dealing with this very drop
             self.log(f"{drop.task}: duplicate of dataset {ds_id[:12]} ({entry.state}); nothing trained")
             return {"task": drop.task, "dataset_id": ds_id, "state": "duplicate"}
+        claimed = None
         try:
-            entry = self.ledger.claim(ds_id, drop.task)
-            if entry is None:
+            claimed = self.ledger.claim(ds_id, drop.task)
+            if claimed is None:
                 self._log_held(drop, ds_id)
                 return None
-            return self._work(drop, files, entry, {"detection_latency_s": detected - drop.arrived})
+            return self._work(drop, files, claimed, {"detection_latency_s": detected - drop.arrived})
         except LostClaim as lost:
             self.log(f"{drop.task}: {lost}")
             return None
+        except KeyboardInterrupt:
+            if claimed is not None:
+                self._hand_back(claimed, drop.task)
+            raise
+
+    def _hand_back(self, entry: Entry, task: str) -> None:
+        """Stopped mid-drop (Ctrl-C, SIGTERM): release the claim so another watcher takes the drop at once
+        instead of waiting out the lease. Its files are still under incoming/."""
+        if entry.terminal:
+            return
+        with contextlib.suppress(StorageError, LostClaim):
+            self.ledger.record(
+                entry, "pending", task=task, reason=f"handed back by {self.ledger.watcher} (stopped)"
+            )
+            self.log(f"{task}: handed back; the next watcher takes it at once")
 
     def _log_held(self, drop: Drop, ds_id: str) -> None:
         """Say who holds a drop, once per holder: a watcher that died keeps it until its lease runs out."""
@@ -257,6 +274,12 @@ class Watcher:
 
     def _work(self, drop: Drop, files: dict[str, bytes], entry: Entry, timings: dict) -> dict:
         task = drop.task
+        if (
+            entry.epoch > 0
+        ):  # an earlier attempt died (or was handed back): its MLflow run must not stay RUNNING
+            ended = self.lineage.end_abandoned_runs(entry.dataset_id, taken_over_by=self.ledger.watcher)
+            if ended:
+                self.log(f"{task}: ended the earlier attempt's run {', '.join(ended)} as KILLED")
         self.ledger.record(entry, "validating", task=task)
         clock = time.perf_counter()
         try:

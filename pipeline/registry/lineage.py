@@ -296,6 +296,8 @@ class Lineage:
         return TrainingRun(self.client, run_id)
 
     def new_run(self, name: str, tags: dict[str, str], experiment: str = TRAINING_EXPERIMENT) -> TrainingRun:
+        """A run tagged with this lineage's registered model: lineages share the experiments."""
+        tags = {"registered_model": self.name, **tags}
         run = self._call(
             "start a run", self.client.create_run, self._experiment_id(experiment), tags=tags, run_name=name
         )
@@ -305,8 +307,9 @@ class Lineage:
     def training_run(
         self, name: str, tags: dict[str, str], run_id: str | None = None
     ) -> Iterator[TrainingRun]:
-        """A run of the training experiment (a new one, or `run_id` reopened) that ends FAILED on an error: the
-        error, not a failure to end the run while MLflow is down, is what the caller sees."""
+        """A run of the training experiment (a new one, or `run_id` reopened) that ends FAILED on an error and
+        KILLED when interrupted (Ctrl-C, SIGTERM): the error, not a failure to end the run while MLflow is down,
+        is what the caller sees."""
         if run_id is None:
             run = self.new_run(name, tags)
         else:
@@ -315,9 +318,9 @@ class Lineage:
             run.set_tags(tags)
         try:
             yield run
-        except BaseException:
+        except BaseException as error:
             with contextlib.suppress(Exception):
-                run.end("FAILED")
+                run.end("KILLED" if isinstance(error, KeyboardInterrupt) else "FAILED")
             raise
         run.end()
 
@@ -331,6 +334,23 @@ class Lineage:
             max_results=1,
         )
         return runs[0].info.run_id if runs else None
+
+    def end_abandoned_runs(self, dataset_id: str, taken_over_by: str) -> list[str]:
+        """End as KILLED the training runs of `dataset_id` still RUNNING (an attempt that died), tagged with who
+        took over; returns their ids. Their nested runs end with them."""
+        runs = self._call(
+            "search runs",
+            self.client.search_runs,
+            [self._experiment_id(TRAINING_EXPERIMENT)],
+            f"tags.dataset_id = '{dataset_id}' and tags.registered_model = '{self.name}' "
+            "and attributes.status = 'RUNNING'",
+        )
+        for found in runs:
+            run = self.run(found.info.run_id)
+            run.set_tags({"taken_over_by": taken_over_by})
+            self.end_running_children(found.info.run_id)
+            run.end("KILLED")
+        return [found.info.run_id for found in runs]
 
     def end_running_children(
         self, parent_run_id: str, status: str = "KILLED", experiment: str = TRAINING_EXPERIMENT

@@ -21,6 +21,7 @@ from pipeline.registry.store import SETS
 
 GRACE_S = 3600.0
 DATASETS = "datasets/"
+CHECKPOINTS = "checkpoints/"
 
 
 @dataclass
@@ -52,19 +53,37 @@ def referenced_keys(bucket: Bucket, lineage: Lineage) -> tuple[set[str], set[str
     return keys, datasets
 
 
+def checkpoint_dataset(key: str) -> str:
+    """The 12-character dataset-id prefix of a Ray Train checkpoint key (its run is named `<task>-<id[:12]>`)."""
+    return key[len(CHECKPOINTS) :].split("/", 1)[0].rsplit("-", 1)[-1]
+
+
 def find_orphans(
-    bucket: Bucket, lineage: Lineage, grace_s: float = GRACE_S, busy: set[str] = frozenset()
+    bucket: Bucket,
+    lineage: Lineage,
+    grace_s: float = GRACE_S,
+    busy: set[str] = frozenset(),
+    finished: set[str] = frozenset(),
 ) -> list[Orphan]:
-    """Unreferenced set files, manifests and stored datasets older than `grace_s`. `busy`: dataset ids that a
-    watcher is working on right now (never orphans, whatever their age)."""
+    """Unreferenced set files, manifests and stored datasets older than `grace_s`, and the Ray Train checkpoints
+    of datasets that are done: `finished` (ids whose drop reached a terminal state) or trained into a registered
+    set. `busy`: dataset ids that a watcher is working on right now (never orphans, whatever their age)."""
     keys, datasets = referenced_keys(bucket, lineage)
     busy = set(busy) | lineage.running_datasets()
+    done = {d[:12] for d in set(finished) | datasets if d} - {d[:12] for d in busy}
     now, found = time.time(), []
-    for obj in bucket.list_objects(f"{SETS}/") + bucket.list_objects(DATASETS):
+    listed = (
+        bucket.list_objects(f"{SETS}/") + bucket.list_objects(DATASETS) + bucket.list_objects(CHECKPOINTS)
+    )
+    for obj in listed:
         key, age = obj["Key"], now - obj["LastModified"].timestamp()
         if key in keys or age < grace_s:
             continue
-        if key.startswith(DATASETS):
+        if key.startswith(CHECKPOINTS):
+            if checkpoint_dataset(key) not in done:
+                continue
+            why = "Ray Train checkpoint of a drop that has ended"
+        elif key.startswith(DATASETS):
             dataset = key[len(DATASETS) :].split("/", 1)[0]
             if dataset in datasets or dataset in busy:
                 continue

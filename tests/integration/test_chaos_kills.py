@@ -3,6 +3,7 @@ the drop over once the lease expires and finishes it exactly once, and `litelora
 left behind without touching anything a version needs."""
 
 import json
+import signal
 import subprocess
 import sys
 import textwrap
@@ -50,6 +51,17 @@ DOOMED_WATCHER = textwrap.dedent("""
     Watcher(Registry.connect(conn), WatchConfig(poll_s=0.2), trainer=trainer, log=print).run(once=True)
     sys.exit(3)  # never killed: the stage was not reached
 """)
+
+
+def training_runs(lineage: Lineage, dataset_id: str) -> list:
+    """This test's lineage's training runs of one dataset (the session's tests share the experiment)."""
+    experiment = lineage.client.get_experiment_by_name("litelora-training")
+    if experiment is None:
+        return []
+    return lineage.client.search_runs(
+        [experiment.experiment_id],
+        f"tags.dataset_id = '{dataset_id}' and tags.registered_model = '{lineage.name}'",
+    )
 
 
 @pytest.fixture
@@ -105,6 +117,12 @@ def test_a_watcher_killed_mid_drop_is_taken_over_and_the_drop_ends_registered_on
     assert len(versions) == 1, "one version per dataset, whoever finished it"
     assert lineage.current().version == versions[0].version
     assert [c["epoch"] for c in Ledger(bucket).read(drops[1].dataset_id).claims] == [0, 1]
+    attempts = training_runs(lineage, drops[1].dataset_id)
+    # Killed after registering, the dead attempt's version is finished without a new run.
+    expected = ["KILLED"] if stage == "registered" else ["FINISHED", "KILLED"]
+    assert sorted(r.info.status for r in attempts) == expected, "the dead attempt's run ended"
+    dead = next(r for r in attempts if r.info.status == "KILLED")
+    assert dead.data.tags["taken_over_by"] == rescuer.ledger.watcher
 
     dry = json.loads(runner.invoke(app, ["gc", "--grace", "0", "--dry-run", "--json"]).stdout)
     assert all(bucket.exists(o["key"]) for o in dry["orphans"]), "a dry run deletes nothing"
@@ -116,9 +134,64 @@ def test_a_watcher_killed_mid_drop_is_taken_over_and_the_drop_ends_registered_on
     assert json.loads(runner.invoke(app, ["status", "--json", "--grace", "0"]).stdout)["orphans"] == []
     chaos_report(
         case=f"watcher SIGKILLed at '{stage}'",
-        expected="current stays on the last set; a second watcher takes over after the lease; one version; "
-        "gc removes the leftovers",
+        expected="current stays on the last set; a second watcher takes over after the lease and ends the dead "
+        "attempt's run; one version; gc removes the leftovers",
         observed=f"current stayed v{first.version}; {len(orphaned)} orphan(s) reported; taken over at epoch 1; "
-        f"registered v{versions[0].version} once; gc deleted {len(cleaned)} object(s); every set verifies",
+        f"the dead attempt's run ended KILLED, tagged taken_over_by; registered v{versions[0].version} once; gc deleted {len(cleaned)} object(s); every set verifies",
         recover_s=recovered,
+    )
+
+
+@pytest.mark.model
+def test_sigterm_mid_training_hands_the_drop_back_and_the_next_watcher_takes_it_at_once(
+    conn, drops, tiny_backbone_dir, chaos_report
+):
+    """`litelora watch` as Kubernetes or systemd stop it: SIGTERM while it trains (the real MiniLM)."""
+    bucket, lineage = Bucket.connect(conn), Lineage(conn)
+    put_drop(bucket, "stopped", drops[0].files)
+    watch = subprocess.Popen(
+        [sys.executable, "-m", "pipeline.cli", "watch", "--once", "--workers", "0", "--poll", "0.2"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    ledger = Ledger(bucket)
+    deadline = time.monotonic() + 120
+    while not training_runs(lineage, drops[0].dataset_id) and time.monotonic() < deadline:
+        time.sleep(0.2)  # until its MLflow run is open: the watcher is training
+    time.sleep(1.0)
+    watch.send_signal(signal.SIGTERM)
+    stopped_at = time.monotonic()
+    stdout, stderr = watch.communicate(timeout=60)
+    stop_s = time.monotonic() - stopped_at
+
+    assert watch.returncode == 143, stdout + stderr
+    assert "*** SIGTERM received" not in stderr and "Traceback" not in stderr, stderr
+    assert "handed back" in stderr and stderr.strip().splitlines()[-1] == "stopped by SIGTERM"
+    entry = ledger.read(drops[0].dataset_id)
+    assert entry.state == "pending" and "handed back" in entry.events[-1].reason
+    [run] = training_runs(lineage, drops[0].dataset_id)
+    assert run.info.status == "KILLED"
+
+    # The stopped watcher's lease (120 s by default) has not run out: the next watcher claims at once anyway.
+    config = TrainConfig(
+        backbone=BackboneConfig(name=str(tiny_backbone_dir)), epochs=1, batch_size=16, seed=0
+    )
+    rescuer = Watcher(
+        Registry.connect(conn),
+        WatchConfig(poll_s=0.2),
+        log=lambda m: None,
+        trainer=lambda ds: train_on_current(ds, Registry.connect(conn), config, max_accuracy_drop=1.0),
+    )
+    done = rescuer.run(once=True)
+    assert [d["state"] for d in done] == ["registered"]
+    assert [c["epoch"] for c in ledger.read(drops[0].dataset_id).claims] == [0, 1]
+    assert len(lineage.versions()) == 1
+    chaos_report(
+        case="`litelora watch` sent SIGTERM mid-training",
+        expected="stops like Ctrl-C: the drop handed back, its MLflow run KILLED, one line, exit 143; the next "
+        "watcher takes the drop at once, not after the lease",
+        observed=f"exit {watch.returncode} after {stop_s:.1f} s with '{stderr.strip().splitlines()[-1]}'; "
+        f"ledger 'pending' (handed back); run {run.info.status}; claimed again at epoch 1 without waiting; "
+        "registered once",
     )

@@ -11,6 +11,7 @@ from pipeline.data.task_dataset import TaskDataset, write_drop
 from pipeline.data.wordnet import split_wordnet20
 from pipeline.learn.config import TrainConfig
 from pipeline.orchestrator.ray_train import ScalingSpec, ray_fit
+from pipeline.orchestrator.status import collect_garbage
 from pipeline.orchestrator.transaction import train_on_current
 from pipeline.registry.bucket import Bucket
 from pipeline.registry.lineage import Lineage
@@ -61,9 +62,15 @@ def test_killing_a_ray_train_worker_mid_training_resumes_from_its_checkpoint(
     assert [v.version for v in Lineage(conn).versions()] == [result.version]
     tags = MlflowClient(conn.mlflow_uri).get_run(result.run_id).data.tags
     assert int(tags["ray_train.resumed_epochs"]) >= 1, "the restarted workers should resume, not start over"
+    checkpoints = bucket.list("checkpoints/")
+    assert checkpoints, "the job checkpointed to the bucket"
+    collected = collect_garbage(Registry.connect(conn), grace_s=0)
+    assert bucket.list("checkpoints/") == [], "a registered drop's checkpoints are garbage"
+    assert not any(o.key.startswith(("datasets/", "adapter-sets/")) for o in collected)
     chaos_report(
         case="Ray Train worker SIGKILLed mid-task (2 workers, MiniLM)",
         expected="the group restarts from the last epoch checkpoint; one version",
-        observed=f"resumed after {tags['ray_train.resumed_epochs']} epoch(s); v{result.version} registered once",
+        observed=f"resumed after {tags['ray_train.resumed_epochs']} epoch(s); v{result.version} registered once; "
+        f"gc then collected its {len(checkpoints)} checkpoint object(s) and nothing the version needs",
         recover_s=recovered,
     )

@@ -90,7 +90,9 @@ def test_served_predictions_match_the_predictor_and_bad_input_gets_a_4xx(registr
     assert requests.get(f"{server}/healthz", timeout=5).json() == {"status": "ok", "version": "2"}
 
 
-def test_a_rollback_in_the_mlflow_ui_during_a_stream_of_requests_switches_versions_without_a_failed_request(registry, server):
+def test_a_rollback_in_the_mlflow_ui_during_a_stream_of_requests_switches_versions_without_a_failed_request(
+    registry, server
+):
     conn, tasks = registry
     seen, failures, stop = [], [], threading.Event()
 

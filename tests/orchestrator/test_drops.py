@@ -253,3 +253,54 @@ def test_submit_uploads_a_valid_folder_with_its_marker_and_refuses_an_invalid_on
     with pytest.raises(ValueError, match="task name"):
         submit_drop(registry.bucket, folder, "../escape")
     assert registry.bucket.list("incoming/bad/") == []
+
+
+def test_taking_over_a_dead_watchers_drop_ends_its_run_killed_and_names_who_took_over(
+    registry, wordnet_files, make_watcher
+):
+    drop(registry.bucket, "orphaned", wordnet_files[0])
+    ds_id = dataset_id(wordnet_files[0])
+    Ledger(registry.bucket, "w-dead").claim(ds_id, "orphaned")
+    abandoned = registry.lineage.new_run("orphaned", {"dataset_id": ds_id})
+    abandoned.status = "RUNNING"  # what a SIGKILLed attempt leaves in MLflow
+    time.sleep(0.5)  # the dead watcher's lease runs out
+    watcher = make_watcher(lease_s=0.3)
+    done = watcher.run(once=True)
+    assert [d["state"] for d in done] == ["registered"]
+    assert abandoned.status == "KILLED" and abandoned.tags["taken_over_by"] == watcher.ledger.watcher
+    assert ds_id not in registry.lineage.running_datasets(), "gc may treat it like any finished run"
+
+
+def test_sigterm_mid_drop_hands_it_back_so_the_next_watcher_claims_it_at_once(
+    registry, wordnet_files, make_watcher
+):
+    from pipeline.shutdown import Terminated
+
+    def stopped(dataset):
+        raise Terminated("stopped by SIGTERM")
+
+    drop(registry.bucket, "stopped", wordnet_files[0])
+    with pytest.raises(Terminated):
+        make_watcher(trainer=stopped, lease_s=600).run(once=True)
+    entry = Ledger(registry.bucket).read(dataset_id(wordnet_files[0]))
+    assert entry.state == "pending" and "handed back" in entry.events[-1].reason
+    done = make_watcher(lease_s=600).run(once=True)  # long before the first one's lease ends
+    assert [d["state"] for d in done] == ["registered"]
+
+
+def test_gc_collects_the_ray_train_checkpoints_of_ended_drops_after_the_grace_and_never_of_one_in_progress(
+    registry, wordnet_files, make_watcher
+):
+    drop(registry.bucket, "ended", wordnet_files[0])
+    assert [d["state"] for d in make_watcher().run(once=True)] == ["registered"]
+    ended, running = dataset_id(wordnet_files[0]), dataset_id(wordnet_files[1])
+    Ledger(registry.bucket, "w-busy").claim(running, "running")
+    bucket = registry.bucket
+    for ds, task in ((ended, "ended"), (running, "running")):
+        bucket.put(f"checkpoints/{task}-{ds[:12]}/checkpoint_000000/progress.json", b"{}")
+    assert not any(o.key.startswith("checkpoints/") for o in read_status(registry, grace_s=3600).orphans)
+    for key in list(bucket.objects):
+        bucket.objects[key] = (bucket.objects[key][0], 0.0)  # everything is ancient now
+    found = [o for o in read_status(registry, grace_s=3600).orphans if o.key.startswith("checkpoints/")]
+    assert [o.key for o in found] == [f"checkpoints/ended-{ended[:12]}/checkpoint_000000/progress.json"]
+    assert "ended" in found[0].why

@@ -44,7 +44,7 @@ def test_a_crash_before_the_alias_move_leaves_current_on_the_last_complete_set(r
     with pytest.raises(KeyboardInterrupt):
         train_on_current(datasets[1], registry, config, at_stage=crash, max_accuracy_drop=OFF)
     assert registry.lineage.current().version == first.version
-    assert [r.status for r in registry.lineage.runs.values()] == ["FINISHED", "FAILED"]
+    assert [r.status for r in registry.lineage.runs.values()] == ["FINISHED", "KILLED"]
 
 
 def test_a_set_whose_parent_is_no_longer_current_is_registered_and_marked_superseded(
