@@ -38,6 +38,8 @@ class Settings(BaseSettings):
     """Name of the MLflow registered model holding the adapter-set versions."""
     debug: bool = False
     """Show a command's traceback instead of its one-line error."""
+    serve_token_file: Path | None = None
+    """`litelora serve --token-file`: the bearer token clients must send (needed beyond loopback)."""
 
 
 @dataclass(frozen=True)

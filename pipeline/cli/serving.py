@@ -18,6 +18,7 @@ from pipeline.cli.app import (
     open_registry,
     version_option,
 )
+from pipeline.settings import load_settings
 
 
 @command
@@ -92,20 +93,47 @@ def serve(
         typer.Option(help="Serve this version only (default: follow `current`).", callback=version_option),
     ] = None,
     replicas: Annotated[int, typer.Option(min=1, help="Ray Serve replicas.")] = 1,
+    token_file: Annotated[
+        Path | None,
+        typer.Option(
+            help="Require `Authorization: Bearer <token>` (all but /healthz); the token is read from this file, "
+            "created 0600 with a random token if absent. Needed to listen beyond loopback. "
+            "[env: LITELORA_SERVE_TOKEN_FILE]"
+        ),
+    ] = None,
 ) -> None:
     """Answer predictions over HTTP with the set under `current`; follow rollbacks without a restart."""
+    from pipeline.serving.access import check_exposure, read_token, token_digest
     from pipeline.serving.app import serve_until_stopped
 
+    token_file = token_file or load_settings().serve_token_file
+    token, created = read_token(token_file.expanduser()) if token_file else (None, False)
+    check_exposure(host, token)  # before the registry is touched
+    if created:
+        log(f"created a new token in {token_file} (mode 0600): send it as `Authorization: Bearer …`")
     starting = err.status("starting Ray Serve and loading the adapter set…")
 
     def ready() -> None:
         starting.stop()
         following = "following `current`" if version is None else f"pinned to v{version}"
-        log(f"serving http://{host}:{port}/predict  (GET /healthz, /version); {following}; Ctrl-C to stop")
+        guarded = "bearer token required" if token else "no token: loopback only"
+        log(
+            f"serving http://{host}:{port}/predict  (GET /healthz, /version); {following}; {guarded}; "
+            "Ctrl-C to stop"
+        )
 
     starting.start()
     try:
-        serve_until_stopped(open_connection(), host, port, poll, version, replicas, on_ready=ready)
+        serve_until_stopped(
+            open_connection(),
+            host,
+            port,
+            poll,
+            version,
+            replicas,
+            on_ready=ready,
+            token_digest=token_digest(token) if token else None,
+        )
     finally:
         starting.stop()
     log("stopped")

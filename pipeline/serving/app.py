@@ -6,6 +6,8 @@ set they started with and no request fails during a swap.
 
     POST /predict  {"text": "…"} or {"texts": ["…", …]}, optional "top", "version"  → label, task, scores
     GET  /healthz  GET /version
+
+With a token (serving/access.py), every path but /healthz needs `Authorization: Bearer <token>` (401 without).
 """
 
 import logging
@@ -20,12 +22,14 @@ from ray import serve
 from pipeline.errors import JobFailed
 from pipeline.registry.lineage import LineageError, parse_version
 from pipeline.registry.store import Registry
+from pipeline.serving.access import authorized
 from pipeline.serving.predictor import BadRequest, Predictor
 from pipeline.settings import Connection
 
 MAX_BODY_BYTES = 4 * 1024 * 1024
 log = logging.getLogger("litelora.serve")
 api = FastAPI(title="LiteLoRA adapter-set server")
+api.state.token_digest = None
 
 
 class PredictRequest(BaseModel):
@@ -41,6 +45,17 @@ class PredictRequest(BaseModel):
 
 
 @api.middleware("http")
+async def refuse_without_token(request: Request, call_next):
+    if not authorized(request.url.path, request.headers.get("authorization"), api.state.token_digest):
+        return JSONResponse(
+            {"detail": "missing or wrong bearer token"},
+            status_code=401,
+            headers={"WWW-Authenticate": "Bearer"},
+        )
+    return await call_next(request)
+
+
+@api.middleware("http")
 async def refuse_oversize_bodies(request: Request, call_next):
     size = request.headers.get("content-length")
     if size is not None and size.isdigit() and int(size) > MAX_BODY_BYTES:
@@ -53,7 +68,14 @@ async def refuse_oversize_bodies(request: Request, call_next):
 @serve.deployment(max_ongoing_requests=32)
 @serve.ingress(api)
 class AdapterSetServer:  # (no `from __future__ import annotations`: FastAPI must see real types)
-    def __init__(self, conn: Connection, poll_s: float = 2.0, version: str | None = None):
+    def __init__(
+        self,
+        conn: Connection,
+        poll_s: float = 2.0,
+        version: str | None = None,
+        token_digest: str | None = None,
+    ):
+        api.state.token_digest = token_digest  # this replica's process
         self.conn, self.poll_s = conn, poll_s
         self.predictor = Predictor.from_registry(conn, version)
         self.following = version is None  # a pinned version never moves
@@ -124,6 +146,7 @@ def run_server(
     poll_s: float = 2.0,
     version: str | None = None,
     replicas: int = 1,
+    token_digest: str | None = None,
 ) -> None:
     """Start Ray Serve (in the local or `RAY_ADDRESS` Ray) and deploy; returns once the app is healthy."""
     from pipeline.orchestrator.ray_train import init_ray
@@ -131,7 +154,7 @@ def run_server(
     init_ray(conn.cache_dir.parent)
     serve.start(http_options={"host": host, "port": port})
     serve.run(
-        AdapterSetServer.options(num_replicas=replicas).bind(conn, poll_s, version),
+        AdapterSetServer.options(num_replicas=replicas).bind(conn, poll_s, version, token_digest),
         name="litelora",
         route_prefix="/",
     )
@@ -145,6 +168,7 @@ def serve_until_stopped(
     version: str | None,
     replicas: int,
     on_ready=lambda: None,
+    token_digest: str | None = None,
 ) -> None:
     """Check there is a set to serve (before Ray Serve retries a replica that cannot load), serve it, and block
     until SIGINT or SIGTERM; then remove our app only (on a shared cluster other Serve apps keep running)."""
@@ -156,7 +180,7 @@ def serve_until_stopped(
     if (registry.lineage.get(version) if version else registry.current()) is None:
         raise LineageError("no adapter set is `current` yet: train and register a task first")
     try:
-        run_server(conn, host, port, poll_s, version, replicas)
+        run_server(conn, host, port, poll_s, version, replicas, token_digest)
     except RuntimeError as e:  # a replica that failed to start: its last line says why
         raise JobFailed((str(e).strip().splitlines() or [type(e).__name__])[-1]) from None
     on_ready()

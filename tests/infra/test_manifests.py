@@ -25,7 +25,7 @@ DOCKERIGNORE = ROOT / ".dockerignore"
 # The oldest Kubernetes the manifests promise to work on, and the newest schema bundled: strict validation
 # against both catches a field that only exists in newer releases as well as one that was removed.
 K8S_VERSIONS = ("1.30.0", kubernetes_validate.latest_version())
-CORE_KINDS = {"ConfigMap", "Secret", "Service", "Deployment"}
+CORE_KINDS = {"ConfigMap", "Secret", "Service", "Deployment", "NetworkPolicy"}
 KUBERAY_KINDS = {"RayCluster", "RayJob"}
 GPU = "nvidia.com/gpu"
 # An access key id, or a secret key assigned a value (a name alone, e.g. in a comment, is fine).
@@ -127,7 +127,7 @@ def test_ray_cluster_gpus_are_on_workers_only_and_scale_from_zero():
 
 
 def test_every_manifest_is_a_known_kind():
-    assert {"RayCluster", "RayJob", "Deployment", "Service", "ConfigMap"} <= {
+    assert {"RayCluster", "RayJob", "Deployment", "Service", "ConfigMap", "NetworkPolicy"} <= {
         d["kind"] for _, d in manifests()
     }
     for path, doc in manifests():
@@ -318,6 +318,56 @@ def test_mlflow_is_ready_only_when_healthy_and_keeps_its_database_uri_secret():
         "name": "mlflow-postgres",
         "key": "uri",
     }
+
+
+def policies() -> dict[str, dict]:
+    return {doc["metadata"]["name"]: doc["spec"] for _, doc in of_kind("NetworkPolicy")}
+
+
+def test_every_litelora_pod_refuses_ingress_unless_a_policy_lets_it_in():
+    deny = policies()["litelora-deny-ingress"]
+    assert deny["podSelector"] == {"matchLabels": {"app.kubernetes.io/part-of": "litelora"}}
+    assert deny["policyTypes"] == ["Ingress"] and not deny.get("ingress")
+    for name, template in pod_templates():
+        labels = template["metadata"]["labels"]
+        assert labels["app.kubernetes.io/part-of"] == "litelora", name
+        assert labels.get("litelora.io/role") in ("ray", "submitter"), f"{name}: no policy would let it in"
+
+
+def test_mlflow_is_reached_only_by_the_pipelines_ray_pods_and_every_request_logs_in():
+    rules = policies()["mlflow-from-pipeline"]["ingress"]
+    assert rules == [
+        {
+            "from": [{"podSelector": {"matchLabels": {"litelora.io/role": "ray"}}}],
+            "ports": [{"protocol": "TCP", "port": 5000}],
+        }
+    ]
+    ((_, deployment),) = [item for item in of_kind("Deployment") if item[1]["metadata"]["name"] == "mlflow"]
+    container = deployment["spec"]["template"]["spec"]["containers"][0]
+    assert "--app-name=basic-auth" in container["command"]
+    env = {e["name"]: e for e in container["env"]}
+    assert env["MLFLOW_AUTH_ADMIN_PASSWORD"]["valueFrom"]["secretKeyRef"]["name"] == "mlflow-client"
+    ini = next(doc for _, doc in of_kind("ConfigMap") if doc["metadata"]["name"] == "mlflow-auth")
+    text = ini["data"]["basic_auth.ini"]
+    assert "default_permission = NO_PERMISSIONS" in text
+    assert not re.search(r"^\s*admin_password\s*=", text, re.MULTILINE), "no password in a ConfigMap"
+    for name, template in pod_templates():
+        if template["metadata"]["labels"].get("litelora.io/role") == "ray":
+            refs = [r["name"] for c in template["spec"]["containers"] for r in walk(c, "secretRef")]
+            assert "mlflow-client" in refs, f"{name} cannot log in to MLflow"
+
+
+def test_the_ray_dashboard_is_reached_only_from_ray_pods_the_submitter_and_the_operator():
+    spec = policies()["ray-within-cluster"]
+    assert spec["podSelector"] == {"matchLabels": {"litelora.io/role": "ray"}}
+    others = [
+        rule
+        for rule in spec["ingress"]
+        if rule["from"] != [{"podSelector": {"matchLabels": {"litelora.io/role": "ray"}}}]
+    ]
+    assert others and all(rule["ports"] == [{"protocol": "TCP", "port": 8265}] for rule in others)
+    for _, doc in of_kind("Service"):
+        assert doc["spec"].get("type", "ClusterIP") == "ClusterIP", f"{doc['metadata']['name']} is exposed"
 
 
 # ---------------------------------------------------------------- container image (infra/docker)

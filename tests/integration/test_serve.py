@@ -37,11 +37,30 @@ def registry(conn, tmp_path):
     return conn, tasks
 
 
+class Client(requests.Session):
+    """A client of the served API that sends the server's bearer token."""
+
+    def __init__(self, url: str, token: str):
+        super().__init__()
+        self.url = url
+        self.headers["Authorization"] = f"Bearer {token}"
+
+
 @pytest.fixture
-def server(registry):
-    port = free_port()
+def server(registry, tmp_path):
+    """`litelora serve` with a token, as a deployment beyond loopback runs it."""
+    port, token_file = free_port(), tmp_path / "serve-token"
     proc = subprocess.Popen(
-        [shutil.which("litelora"), "serve", "--port", str(port), "--poll", "0.5"],
+        [
+            shutil.which("litelora"),
+            "serve",
+            "--port",
+            str(port),
+            "--poll",
+            "0.5",
+            "--token-file",
+            str(token_file),
+        ],
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
@@ -57,7 +76,7 @@ def server(registry):
             except requests.RequestException:  # not listening yet, or the proxy is up before the app
                 pass
             time.sleep(1)
-        yield url
+        yield Client(url, token_file.read_text().strip())
     finally:
         proc.send_signal(signal.SIGINT)
         try:
@@ -66,10 +85,16 @@ def server(registry):
             proc.kill()
 
 
-def test_served_predictions_match_the_predictor_and_bad_input_gets_a_4xx(registry, server):
+def test_served_predictions_need_the_token_match_the_predictor_and_bad_input_gets_a_4xx(registry, server):
     conn, tasks = registry
     texts = tasks[0].test_inputs[:3] + tasks[1].test_inputs[:3]
-    answer = requests.post(f"{server}/predict", json={"texts": texts, "top": 2}, timeout=30).json()
+    body = {"texts": texts, "top": 2}
+    assert requests.post(f"{server.url}/predict", json=body, timeout=30).status_code == 401
+    wrong = {"Authorization": "Bearer not-the-token-at-all"}
+    assert requests.post(f"{server.url}/predict", json=body, headers=wrong, timeout=30).status_code == 401
+    assert requests.get(f"{server.url}/version", timeout=5).status_code == 401
+    assert requests.get(f"{server.url}/healthz", timeout=5).ok, "liveness probes carry no token"
+    answer = server.post(f"{server.url}/predict", json=body, timeout=30).json()
     local = Predictor.from_registry(conn).predict(texts, top=2)
     assert answer["version"] == "2"
     assert [p["label"] for p in answer["predictions"]] == [p.label for p in local]
@@ -83,11 +108,11 @@ def test_served_predictions_match_the_predictor_and_bad_input_gets_a_4xx(registr
         "too long": {"text": "a" * 20_000},
     }
     codes = {
-        name: requests.post(f"{server}/predict", json=body, timeout=30).status_code
+        name: server.post(f"{server.url}/predict", json=body, timeout=30).status_code
         for name, body in bad.items()
     }
     assert codes == {"image": 415, "empty": 422, "unknown version": 409, "too long": 413}
-    assert requests.get(f"{server}/healthz", timeout=5).json() == {"status": "ok", "version": "2"}
+    assert server.get(f"{server.url}/healthz", timeout=5).json() == {"status": "ok", "version": "2"}
 
 
 def test_a_rollback_in_the_mlflow_ui_during_a_stream_of_requests_switches_versions_without_a_failed_request(
@@ -99,7 +124,9 @@ def test_a_rollback_in_the_mlflow_ui_during_a_stream_of_requests_switches_versio
     def stream():
         while not stop.is_set():
             try:
-                reply = requests.post(f"{server}/predict", json={"text": tasks[0].test_inputs[0]}, timeout=30)
+                reply = server.post(
+                    f"{server.url}/predict", json={"text": tasks[0].test_inputs[0]}, timeout=30
+                )
                 (seen if reply.ok else failures).append(
                     reply.json().get("version") if reply.ok else reply.text
                 )
@@ -120,7 +147,7 @@ def test_a_rollback_in_the_mlflow_ui_during_a_stream_of_requests_switches_versio
     assert failures == []
     assert seen[0] == "2" and seen[-1] == "1"
     assert seen == sorted(seen, reverse=True), "once swapped, never back"
-    assert requests.get(f"{server}/version", timeout=5).json()["swaps"] == 1
+    assert server.get(f"{server.url}/version", timeout=5).json()["swaps"] == 1
 
 
 def test_export_and_predict_commands_read_the_registry_like_the_server(registry, tmp_path):
