@@ -36,6 +36,7 @@ OUR_PREFIXES = {
     "datasets",
     "adapter-sets",
     "checkpoints",
+    "current-links",
     "mlflow",
 }
 
