@@ -7,6 +7,10 @@
 
 A file's name is the SHA-256 of its bytes, so sets that share an adapter share its file and a corrupt or
 substituted file is detected on load. Tensors are only ever read with safetensors, never with pickle.
+
+The manifest's `format` names its version. A release reads every version it knows (each upgraded in memory to
+the current shape by `UPGRADES`) and refuses a newer one with a message that says to upgrade; a committed
+fixture of each version (tests/learn/fixtures/) keeps old sets loading.
 """
 
 from __future__ import annotations
@@ -22,8 +26,11 @@ from safetensors import SafetensorError
 from safetensors.torch import load as load_safetensors
 from safetensors.torch import save as save_safetensors
 
-FORMAT = "litelora-adapter-set/1"
+FORMAT_NAME, FORMAT_VERSION = "litelora-adapter-set", 1
+FORMAT = f"{FORMAT_NAME}/{FORMAT_VERSION}"
 MANIFEST = "manifest.json"
+UPGRADES = {1: lambda manifest: manifest}
+"""Manifest format version → a function that brings such a manifest to the current shape."""
 
 
 class AdapterSetError(ValueError):
@@ -69,9 +76,22 @@ def read_manifest(directory: str | Path) -> dict:
         ) from err
     except json.JSONDecodeError as err:
         raise AdapterSetError(f"{path}: manifest is not valid JSON ({err})") from err
-    if manifest.get("format") != FORMAT:
-        raise AdapterSetError(f"{path}: format {manifest.get('format')!r} is not {FORMAT!r}")
-    return manifest
+    return upgrade_manifest(manifest, path)
+
+
+def upgrade_manifest(manifest: dict, path: Path | str = MANIFEST) -> dict:
+    """A manifest of any known format version in the current shape; a newer or foreign one is refused."""
+    name, _, version = str(manifest.get("format", "")).partition("/")
+    if name != FORMAT_NAME or not version.isdigit():
+        raise AdapterSetError(f"{path}: format {manifest.get('format')!r} is not an adapter-set manifest")
+    if int(version) > FORMAT_VERSION:
+        raise AdapterSetError(
+            f"{path}: written by a newer LiteLoRA (format {version}; this release reads up to {FORMAT_VERSION}): "
+            "upgrade litelora-pipeline to load it"
+        )
+    if int(version) not in UPGRADES:
+        raise AdapterSetError(f"{path}: format {version} is no longer readable (known: {sorted(UPGRADES)})")
+    return UPGRADES[int(version)](manifest)
 
 
 def read_tensor_file(directory: str | Path, rel: str) -> dict[str, torch.Tensor]:

@@ -14,7 +14,7 @@ import json
 import time
 from dataclasses import asdict, dataclass
 
-from pipeline.adapters.adapter_set import set_files
+from pipeline.adapters.adapter_set import set_files, upgrade_manifest
 from pipeline.registry.bucket import Bucket
 from pipeline.registry.lineage import Lineage
 from pipeline.registry.store import SETS
@@ -45,7 +45,9 @@ def referenced_keys(bucket: Bucket, lineage: Lineage) -> tuple[set[str], set[str
     keys, datasets = set(manifests), set()
     for key in manifests:
         try:
-            manifest = json.loads(bucket.get(key))
+            # A set of a format this release does not know raises: its files cannot be told, so nothing is
+            # collected rather than something it needs.
+            manifest = upgrade_manifest(json.loads(bucket.get(key)), bucket.uri(key))
         except FileNotFoundError:
             continue  # a version whose set is gone: nothing of it to keep
         keys |= {f"{SETS}/objects/{rel}" for rel in set_files(manifest)}

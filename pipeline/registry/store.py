@@ -21,6 +21,7 @@ from pipeline.adapters.adapter_set import (
     AdapterSetError,
     read_manifest,
     set_files,
+    upgrade_manifest,
     verify_adapter_set,
 )
 from pipeline.data.task_dataset import DATA_FILES, TaskDataset
@@ -76,7 +77,7 @@ class AdapterSetStore:
             raise AdapterSetError(f"adapter set {set_id}: manifest {err} is missing") from err
         if set_id_of(data) != set_id:
             raise AdapterSetError(f"adapter set {set_id}: manifest content does not match its id (corrupt)")
-        manifest = json.loads(data)
+        manifest = upgrade_manifest(json.loads(data), self.manifest_key(set_id))  # a newer format stops here
         for rel in set_files(manifest):
             if Path(rel).is_absolute() or ".." in Path(rel).parts:
                 raise AdapterSetError(f"adapter set {set_id}: manifest refers to {rel!r}, outside the set")
