@@ -28,7 +28,9 @@ def drops(conn, tmp_path):
     """Two ci-tier Split-WordNet-20 drops; the first is trained and current (1 epoch, MiniLM)."""
     tasks = split_wordnet20(1993, "ci")
     folders = [write_drop(task, tmp_path / f"wordnet-{i}") for i, task in enumerate(tasks[:2])]
-    train_on_current(TaskDataset.from_dir(folders[0]), Registry.connect(conn), TrainConfig(epochs=1))
+    train_on_current(
+        TaskDataset.from_dir(folders[0]), Registry.connect(conn), TrainConfig(epochs=1, first_examples=None)
+    )
     return folders
 
 
