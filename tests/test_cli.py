@@ -34,6 +34,8 @@ def test_bench_json_rows_carry_the_documented_fields(tmp_path):
             "1993",
             "--epochs",
             "1",
+            "--first-examples",
+            "0",
             "--heads",
             "linear,aligned",
             "--out",
@@ -76,6 +78,8 @@ def test_train_builds_a_set_then_a_child_set_on_top_of_it(tmp_path):
             str(tmp_path / "v1"),
             "--epochs",
             "1",
+            "--first-examples",
+            "0",
             "--head",
             "prototype",
             "--json",
@@ -83,6 +87,7 @@ def test_train_builds_a_set_then_a_child_set_on_top_of_it(tmp_path):
     )
     assert first.exit_code == 0, first.output
     assert json.loads(first.stdout)["decision"] == "recruit"
+    assert json.loads((tmp_path / "v1" / "manifest.json").read_text())["config"]["first_examples"] == 0
     second = runner.invoke(
         app,
         [

@@ -106,13 +106,29 @@ def progress_bar(total_known: bool = True) -> Progress:
     )
 
 
-def train_config(method: str = "litelora", epochs=None, sparsity=None, rank=None, head=None):
+FIRST_EXAMPLES = Annotated[
+    int | None,
+    typer.Option(
+        min=0,
+        help="Examples the first task of a lineage trains on, in whole epochs (at most 10 × the epochs; 0: just the "
+        "epochs). Default 3000.",
+    ),
+]
+
+
+def train_config(
+    method: str = "litelora", epochs=None, sparsity=None, rank=None, head=None, first_examples=None
+):
     from pipeline.learn.config import TrainConfig
 
     settings = load_settings()
     try:
         return TrainConfig(method=method, device=settings.device).with_overrides(
-            epochs=epochs, sparsity=sparsity, rank=rank, head=head or settings.head
+            epochs=epochs,
+            sparsity=sparsity,
+            rank=rank,
+            head=head or settings.head,
+            first_examples=first_examples,
         )
     except ValueError as e:
         raise typer.BadParameter(str(e)) from None

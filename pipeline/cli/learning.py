@@ -10,6 +10,7 @@ import typer
 from rich.console import Console
 
 from pipeline.cli.app import (
+    FIRST_EXAMPLES,
     JSON,
     check_heads,
     command,
@@ -62,6 +63,7 @@ def bench(
         bool, typer.Option(help="Also score the frozen nearest-class-mean reference.")
     ] = True,
     epochs: Annotated[int | None, typer.Option(help="Epochs per task (phase 1).")] = None,
+    first_examples: FIRST_EXAMPLES = None,
     sparsity: Annotated[float | None, typer.Option(help="LiteLoRA sparsity weight λ.")] = None,
     rank: Annotated[int | None, typer.Option(help="Adapter rank.")] = None,
     heads: Annotated[
@@ -100,7 +102,7 @@ def bench(
         _, markdown = write_speed_report(result, out, command_line())
         typer.echo(json.dumps(result, indent=2) if as_json else markdown.read_text().rstrip())
         return
-    config = train_config(epochs=epochs, sparsity=sparsity)
+    config = train_config(epochs=epochs, sparsity=sparsity, first_examples=first_examples)
     try:
         seeds = tuple(int(o) for o in csv(orderings))
     except ValueError:
@@ -157,6 +159,7 @@ def train(
         str, typer.Option(help="litelora, sdlora, seq-lora or frozen (ignored with --parent).")
     ] = "litelora",
     epochs: Annotated[int | None, typer.Option(help="Epochs per task (phase 1).")] = None,
+    first_examples: FIRST_EXAMPLES = None,
     sparsity: Annotated[float | None, typer.Option(help="LiteLoRA sparsity weight λ.")] = None,
     head: Annotated[
         str | None,
@@ -175,7 +178,7 @@ def train(
     as_json: JSON = False,
 ) -> None:
     """Train one task dataset on top of an adapter set and write the new set (what a pipeline job runs)."""
-    config = train_config(method, epochs, sparsity, head=head)
+    config = train_config(method, epochs, sparsity, head=head, first_examples=first_examples)
     overrides = {"epochs": epochs, "sparsity": sparsity}
     if not register and out is None:
         raise typer.BadParameter("give --out DIR for the new adapter set, or --register")

@@ -113,8 +113,13 @@ def test_a_drop_is_trained_by_a_two_worker_ray_train_job_and_registered(
 ):
     from pipeline.orchestrator.ray_train import ScalingSpec, ray_fit
 
+    # One epoch for the first task too: each epoch is a checkpoint in the bucket, and this test is about the path.
     config = TrainConfig(
-        backbone=BackboneConfig(name=str(tiny_backbone_dir)), epochs=1, batch_size=16, seed=0
+        backbone=BackboneConfig(name=str(tiny_backbone_dir)),
+        epochs=1,
+        first_examples=None,
+        batch_size=16,
+        seed=0,
     )
     fit = ray_fit(conn, ScalingSpec(num_workers=2))
     watcher = Watcher(
