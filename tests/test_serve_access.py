@@ -30,12 +30,14 @@ def test_a_missing_token_file_is_created_owner_only_and_read_back(tmp_path):
     assert read_token(path) == (token, False)
 
 
-def test_a_token_file_others_can_read_is_refused(tmp_path):
+def test_a_token_file_anyone_can_read_is_refused_and_a_group_readable_secret_mount_is_not(tmp_path):
     path = tmp_path / "token"
     path.write_text("a-long-enough-secret-token\n")
     os.chmod(path, 0o644)
     with pytest.raises(AccessRefused, match="chmod 600"):
         read_token(path)
+    os.chmod(path, 0o440)  # a Kubernetes Secret mounted with defaultMode 0440 and an fsGroup
+    assert read_token(path) == ("a-long-enough-secret-token", False)
 
 
 def test_only_the_right_bearer_token_is_authorized_and_healthz_stays_open():

@@ -18,6 +18,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import re
 import tempfile
 from pathlib import Path
 
@@ -81,8 +82,8 @@ def read_manifest(directory: str | Path) -> dict:
 
 def upgrade_manifest(manifest: dict, path: Path | str = MANIFEST) -> dict:
     """A manifest of any known format version in the current shape; a newer or foreign one is refused."""
-    name, _, version = str(manifest.get("format", "")).partition("/")
-    if name != FORMAT_NAME or not version.isdigit():
+    name, _, version = str(manifest.get("format", "") if isinstance(manifest, dict) else "").partition("/")
+    if name != FORMAT_NAME or not re.fullmatch(r"[0-9]+", version):
         raise AdapterSetError(f"{path}: format {manifest.get('format')!r} is not an adapter-set manifest")
     if int(version) > FORMAT_VERSION:
         raise AdapterSetError(

@@ -25,7 +25,7 @@ def lineage(as_json: JSON = False) -> None:
 
     conn = open_connection()
     registry = Registry.connect(conn)
-    current = registry.current()
+    current = registry.current(reconcile=False)  # a read: never writes, whatever credentials it has
     rows = [
         {**node, "current": current is not None and node["version"] == current.version}
         for node in registry.lineage.nodes()

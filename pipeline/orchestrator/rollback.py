@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from pipeline.registry.lineage import AliasMove
+from pipeline.registry.lineage import AliasMove, LineageError
 from pipeline.registry.store import Registry
 
 
@@ -15,7 +15,11 @@ def rollback(registry: Registry, version: str, reason: str = "", force: bool = F
     current already. A version the promotion guard rejected needs `force`."""
     lineage = registry.lineage
     target = lineage.get(version)
-    if registry.pointer.version() == target.version:
+    try:
+        now = registry.pointer.version()
+    except LineageError:  # `current`'s version was deleted from MLflow: a rollback is the way out
+        now = None
+    if now == target.version:
         return None
     if target.tags.get("promotion") == "rejected" and not force:
         raise RollbackRefused(

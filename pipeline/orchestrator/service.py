@@ -43,8 +43,8 @@ def build_watcher(conn: Connection, options: WatchOptions, log: Callable[[str], 
         from pipeline.tuning.space import SearchSpace
 
         spec = TuneSpec(trials=options.trials, gpus_per_trial=0.5 if options.gpu else 0.0)
-        # Ctrl-C that reaches Tune first ends the search with SearchInterrupted, a KeyboardInterrupt: the
-        # watcher stops and the drop's claim expires.
+        # Ctrl-C or SIGTERM that reaches Tune first ends the search with SearchInterrupted, a KeyboardInterrupt:
+        # the watcher hands the drop back and stops.
         return tune_then_train(dataset, conn, SearchSpace(), spec, fit=fit, log=log, **guarded)[1]
 
     return Watcher(registry, options.config, trainer=tuned if options.tune == "auto" else trained, log=log)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from pipeline.adapters.adapter_set import AdapterSetError
 from pipeline.orchestrator.ledger import Entry, Ledger
 from pipeline.registry.lineage import LineageError
 from pipeline.registry.orphans import Orphan, delete_orphans, find_orphans
@@ -46,7 +47,8 @@ class Status:
 def orphans_of(registry: Registry, grace_s: float, entries: list[Entry]) -> list[Orphan]:
     """Objects no version refers to and checkpoints of ended drops, older than `grace_s`, sparing the datasets
     of drops still in progress."""
-    finished = {e.dataset_id for e in entries if e.terminal}
+    # A failed drop may be retried, and Ray Train resumes it from its checkpoints: keep them.
+    finished = {e.dataset_id for e in entries if e.terminal and e.state != "failed"}
     return find_orphans(registry.bucket, registry.lineage, grace_s, in_progress(entries), finished)
 
 
@@ -54,7 +56,7 @@ def read_status(registry: Registry, grace_s: float) -> Status:
     entries = Ledger(registry.bucket).entries()
     try:
         orphans = orphans_of(registry, grace_s, entries)
-    except LineageError as e:
+    except (LineageError, AdapterSetError) as e:  # the ledger alone still says where every drop is
         return Status(drop_rows(entries), None, str(e))
     return Status(drop_rows(entries), orphans)
 

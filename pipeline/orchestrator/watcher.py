@@ -253,9 +253,16 @@ class Watcher:
     def _hand_back(self, entry: Entry, task: str) -> None:
         """Stopped mid-drop (Ctrl-C, SIGTERM): release the claim so another watcher takes the drop at once
         instead of waiting out the lease. Its files are still under incoming/."""
-        if entry.terminal:
-            return
         with contextlib.suppress(StorageError, LostClaim):
+            fresh = self.ledger.read(entry.dataset_id)
+            ours = (
+                fresh.claims
+                and fresh.claims[-1]["watcher"] == self.ledger.watcher
+                and fresh.epoch == entry.epoch
+            )
+            if fresh.terminal or not ours:  # finished, or already someone else's: nothing to hand back
+                return
+            entry.events = fresh.events
             self.ledger.record(
                 entry, "pending", task=task, reason=f"handed back by {self.ledger.watcher} (stopped)"
             )

@@ -366,7 +366,10 @@ class Lineage:
 
     def mirrored_link(self) -> int | None:
         """The link of `current`'s chain (registry/pointer.py) the alias last mirrored; None if none yet."""
-        model = self._call("read the registered model", self.client.get_registered_model, self.name)
+        try:
+            model = self._call("read the registered model", self.client.get_registered_model, self.name)
+        except MlflowException:  # the registered model is gone: nothing mirrored
+            return None
         value = (model.tags or {}).get(CURRENT_LINK_TAG)
         return int(value) if value else None
 

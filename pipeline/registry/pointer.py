@@ -13,12 +13,17 @@ from __future__ import annotations
 
 import getpass
 import json
+import random
 import time
 from dataclasses import asdict, dataclass
 
-from pipeline.registry.lineage import AliasMove
+from mlflow.exceptions import MlflowException
+
+from pipeline.registry.bucket import StorageError
+from pipeline.registry.lineage import AliasMove, LineageError
 
 LINKS = "current-links"
+MAX_ROUNDS = 100
 ANY = object()
 """`expected` for a move that does not depend on where `current` is (a rollback)."""
 
@@ -50,19 +55,27 @@ class CurrentPointer:
 
     def links(self) -> list[Link]:
         """The whole chain, oldest first."""
-        return [Link(**json.loads(self.bucket.get(key))) for key in sorted(self.bucket.list(self.prefix))]
+        return [self._link(key) for key in sorted(self.bucket.list(self.prefix))]
+
+    def _link(self, key: str) -> Link:
+        # The key, not the body, is what only one writer could create: it says which link this is.
+        return Link(**{**json.loads(self.bucket.get(key)), "seq": int(key.rsplit("/", 1)[-1].split(".")[0])})
 
     def _head(self) -> Link | None:
         keys = self.bucket.list(self.prefix)
-        return Link(**json.loads(self.bucket.get(max(keys)))) if keys else None
+        return self._link(max(keys)) if keys else None
 
     def _mirror(self, link: Link, record: bool) -> None:
-        # A newer link's writer mirrors that link; writing ours now would put the alias behind the chain.
-        head = self._head()
-        if head is None or head.seq == link.seq:
-            self.lineage.mirror_current(link.to_version, link.seq)
+        """Point the alias at `link`'s target, then look again: a writer that was overtaken while it wrote
+        mirrors the newer link too, so the last write always matches the chain's last link."""
         if record:
             self.lineage.record_move(link.as_move())
+        while True:
+            self.lineage.mirror_current(link.to_version, link.seq)
+            newest = self._head()
+            if newest is None or newest.seq <= link.seq:
+                return
+            link = newest
 
     def _state(self) -> tuple:
         head, alias = self._head(), self.lineage.current()
@@ -86,19 +99,33 @@ class CurrentPointer:
         )
         return link if created else None
 
-    def head(self) -> Link | None:
-        """The last link, after bringing the chain and the alias back in step."""
-        while True:
+    def _exists(self, version: str | None) -> bool:
+        try:
+            self.lineage.get(version)
+        except LineageError:
+            return False
+        return True
+
+    def head(self, reconcile: bool = True) -> Link | None:
+        """The last link, after bringing the chain and the alias back in step. With `reconcile` False, or when
+        the writes fail (read-only credentials), the same answer is computed and nothing is written."""
+        for _ in range(MAX_ROUNDS):
             head, alias_version, mirrored = state = self._state()
             if head is None and alias_version is None:
                 return None
             if head is not None and alias_version == head.to_version:
-                if mirrored != head.seq:
-                    self._mirror(head, record=False)
+                if reconcile and mirrored != head.seq:
+                    self._try(self._mirror, head, False)
                 return head
             if head is not None and (alias_version is None or mirrored is None or mirrored < head.seq):
                 # A move died between its link and the alias (or the alias was deleted): the chain is the truth.
-                self._mirror(head, record=False)
+                if not self._exists(head.to_version):
+                    raise LineageError(
+                        f"`current` is v{head.to_version}, which MLflow no longer has (deleted?): make an existing "
+                        "version current with `litelora rollback VERSION`"
+                    )
+                if reconcile:
+                    self._try(self._mirror, head, False)
                 return head
             # The alias was moved outside the pipeline (the MLflow UI), or the lineage predates the chain. A
             # promoter between its two MLflow calls can look like that for an instant; a human move stays.
@@ -110,26 +137,54 @@ class CurrentPointer:
                 if head is None
                 else ("mlflow-ui", "alias moved in MLflow")
             )
-            link = self._append(head, alias_version, kind, reason)
-            if link is not None:
-                self._mirror(link, record=True)
-                return link
+            adopted = Link(
+                head.seq + 1 if head else 0,
+                head.to_version if head else None,
+                alias_version,
+                kind,
+                reason,
+                "",
+                time.time(),
+            )
+            if not reconcile:
+                return adopted
+            written = self._try(self._append, head, alias_version, kind, reason)
+            if written is False:  # could not write: the answer stands, the next writer records it
+                return adopted
+            if written is not None:
+                self._mirror(written, record=True)
+                return written
+        raise LineageError(f"`current` kept moving under {MAX_ROUNDS} looks; try again")
 
-    def version(self) -> str | None:
-        head = self.head()
+    @staticmethod
+    def _try(write, *args):
+        """Run a reconciling write; False if storage or MLflow refused it (a reader goes on without it)."""
+        try:
+            return write(*args)
+        except (LineageError, StorageError, MlflowException):
+            return False
+
+    def version(self, reconcile: bool = True) -> str | None:
+        head = self.head(reconcile)
         return head.to_version if head else None
 
-    def read(self):
+    def read(self, reconcile: bool = True):
         """The registered version under `current`, or None before a lineage's first set."""
-        version = self.version()
+        version = self.version(reconcile)
         return self.lineage.get(version) if version else None
 
     def move(self, to: str, kind: str, reason: str, expected=ANY) -> AliasMove | None:
         """Point `current` at `to` if it still points at `expected` (None: nothing is current), atomically;
-        None if it does not (another writer won, or `current` had moved already)."""
+        None if it does not (another writer won, or `current` had moved already). A rollback (`expected` ANY)
+        also repairs a chain whose last version was deleted from MLflow."""
         self.lineage.get(to)  # refuse a version that does not exist before writing anything
-        while True:
-            head = self.head()
+        for _ in range(MAX_ROUNDS):
+            try:
+                head = self.head()
+            except LineageError:
+                if expected is not ANY:
+                    raise
+                head = self._head()
             now = head.to_version if head else None
             if expected is not ANY and now != expected:
                 return None
@@ -137,3 +192,7 @@ class CurrentPointer:
             if link is not None:
                 self._mirror(link, record=True)
                 return link.as_move()
+            time.sleep(random.uniform(0.0, 0.05))  # another writer took the link: look again, not in lockstep
+        raise LineageError(
+            f"could not move `current` to v{to}: other writers won {MAX_ROUNDS} times in a row"
+        )

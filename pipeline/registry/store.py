@@ -161,9 +161,10 @@ class Registry:
         self.datasets = DatasetStore(bucket)
         self.pointer = CurrentPointer(bucket, lineage)
 
-    def current(self):
-        """The registered version under `current` (None before a lineage's first set)."""
-        return self.pointer.read()
+    def current(self, reconcile: bool = True):
+        """The registered version under `current` (None before a lineage's first set); `reconcile` False
+        computes it without writing (see CurrentPointer.head)."""
+        return self.pointer.read(reconcile)
 
     @classmethod
     def connect(cls, conn: Connection) -> Registry:

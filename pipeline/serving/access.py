@@ -33,16 +33,20 @@ def is_loopback(host: str) -> bool:
 
 def read_token(path: Path, create: bool = True) -> tuple[str, bool]:
     """The token in `path` (created with a fresh random token, mode 0600, if absent and `create`); True if it
-    was created now. A file others may read is refused."""
-    if not path.exists() and create:
+    was created now. A file anyone may read, or group or others may write, is refused; group-read is allowed,
+    as a Kubernetes Secret mounted with `defaultMode: 0440` and an `fsGroup` is."""
+    if not path.exists() and not path.is_symlink() and create:
         path.parent.mkdir(parents=True, exist_ok=True)
         fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
         with os.fdopen(fd, "w") as out:
             out.write(secrets.token_urlsafe(32) + "\n")
         return read_token(path, create=False)[0], True
-    mode = path.stat().st_mode & 0o777
-    if mode & 0o077:
-        raise AccessRefused(f"{path} can be read by others (mode {mode:03o}): chmod 600 {path}")
+    try:
+        mode = path.stat().st_mode & 0o777
+    except FileNotFoundError:
+        raise AccessRefused(f"{path} points nowhere (a dangling link?)") from None
+    if mode & 0o026:
+        raise AccessRefused(f"{path} can be read or changed by others (mode {mode:03o}): chmod 600 {path}")
     token = path.read_text().strip()
     if len(token) < MIN_TOKEN_CHARS:
         raise AccessRefused(

@@ -88,7 +88,7 @@ class AdapterSetServer:  # (no `from __future__ import annotations`: FastAPI mus
         while True:
             time.sleep(self.poll_s)
             try:
-                now = pointer.version()
+                now = pointer.version(reconcile=False)  # replicas read; promoters and rollbacks write
                 if now is not None and now != self.predictor.version:
                     fresh = Predictor.from_registry(self.conn, now)  # loaded off the request path
                     self.predictor = fresh

@@ -347,6 +347,10 @@ def test_mlflow_is_reached_only_by_the_pipelines_ray_pods_and_every_request_logs
     assert "--app-name=basic-auth" in container["command"]
     env = {e["name"]: e for e in container["env"]}
     assert env["MLFLOW_AUTH_ADMIN_PASSWORD"]["valueFrom"]["secretKeyRef"]["name"] == "mlflow-client"
+    # Without it the basic-auth app refuses to start.
+    assert env["MLFLOW_FLASK_SERVER_SECRET_KEY"]["valueFrom"]["secretKeyRef"]["name"] == "mlflow-server"
+    examples = {doc["metadata"]["name"]: doc for path, doc in manifests() if is_example(path)}
+    assert examples["mlflow-client"]["stringData"]["MLFLOW_TRACKING_PASSWORD"] == "", "no default password"
     ini = next(doc for _, doc in of_kind("ConfigMap") if doc["metadata"]["name"] == "mlflow-auth")
     text = ini["data"]["basic_auth.ini"]
     assert "default_permission = NO_PERMISSIONS" in text
@@ -355,6 +359,15 @@ def test_mlflow_is_reached_only_by_the_pipelines_ray_pods_and_every_request_logs
         if template["metadata"]["labels"].get("litelora.io/role") == "ray":
             refs = [r["name"] for c in template["spec"]["containers"] for r in walk(c, "secretRef")]
             assert "mlflow-client" in refs, f"{name} cannot log in to MLflow"
+
+
+def test_a_stopped_ray_job_gives_the_watcher_time_to_hand_its_drop_back():
+    for name, template in pod_templates():
+        if name.endswith(":head"):
+            env = {
+                e["name"]: e.get("value") for c in template["spec"]["containers"] for e in c.get("env", [])
+            }
+            assert int(env["RAY_JOB_STOP_WAIT_TIME_S"]) >= 30, name
 
 
 def test_the_ray_dashboard_is_reached_only_from_ray_pods_the_submitter_and_the_operator():

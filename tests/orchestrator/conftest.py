@@ -33,7 +33,7 @@ def drop(bucket, task: str, files: dict, ready: bool = True) -> None:
 @pytest.fixture
 def registry(tmp_path):
     registry = Registry(MemoryBucket(), MemoryLineage(), tmp_path / "cache")
-    registry.pointer.settle_s = 0.0  # nothing else moves the fake alias while a test looks
+    registry.pointer.settle_s = 0.0  # no human moves the fake alias behind a test's back
     return registry
 
 

@@ -3,6 +3,7 @@
 import pytest
 
 from pipeline.orchestrator.promotion import promote_if_parent_current
+from pipeline.orchestrator.rollback import rollback
 from pipeline.registry.lineage import LineageError
 from pipeline.registry.pointer import CurrentPointer
 from tests.promotion_race import race
@@ -61,3 +62,42 @@ def test_a_rollback_moves_current_whatever_it_points_at_and_refuses_a_missing_ve
     with pytest.raises(LineageError, match="does not exist"):
         registry.pointer.move("99", kind="rollback", reason="")
     assert len(registry.pointer.links()) == 3
+
+
+def test_a_writer_overtaken_while_it_mirrors_leaves_the_alias_on_the_newest_link(registry):
+    v1, v2 = register(registry.lineage, 2)
+    registry.pointer.move(v1, kind="promote", reason="first")
+    stale = registry.pointer.links()[-1]
+    registry.pointer.move(v2, kind="promote", reason="second")
+    registry.pointer._mirror(stale, record=False)  # a slow writer's late write for link 0
+    assert registry.lineage.current().version == v2 and registry.lineage.mirrored_link() == 1
+
+
+def test_a_reader_that_may_not_write_still_gets_the_current_a_writer_would_settle_on(registry, monkeypatch):
+    v1, v2 = register(registry.lineage, 2)
+    registry.pointer.move(v1, kind="promote", reason="first")
+    registry.pointer.move(v2, kind="promote", reason="second")
+    registry.lineage.alias = v1  # moved in the MLflow UI
+
+    def refused(*args, **kwargs):
+        raise LineageError("MLflow at http://mlflow:5000: cannot move alias current: PERMISSION_DENIED")
+
+    monkeypatch.setattr(registry.lineage, "mirror_current", refused)
+    monkeypatch.setattr(registry.bucket, "put_if_absent", refused)
+    assert registry.current().version == v1
+    assert registry.current(reconcile=False).version == v1
+    assert len(registry.pointer.links()) == 2, "nothing was written"
+
+
+def test_a_version_deleted_under_current_is_one_clear_error_and_a_rollback_repairs_it(registry, monkeypatch):
+    monkeypatch.setattr(registry.sets, "verify", lambda set_id: None)  # these versions have no files
+    monkeypatch.setattr(registry.sets, "set_id_from_uri", lambda uri: uri)
+    v1, v2 = register(registry.lineage, 2)
+    registry.pointer.move(v1, kind="promote", reason="first")
+    registry.pointer.move(v2, kind="promote", reason="second")
+    registry.lineage.version_list = [v for v in registry.lineage.version_list if v.version != v2]
+    registry.lineage.alias = None  # MLflow drops the alias with the version
+    with pytest.raises(LineageError, match="no longer has"):
+        registry.current()
+    assert rollback(registry, v1, reason="v2 was deleted").to_version == v1
+    assert registry.current().version == v1
