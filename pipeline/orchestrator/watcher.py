@@ -215,7 +215,10 @@ class Watcher:
         if drop.problems:  # refused on its keys or sizes alone: never download it
             files, ds_id = {}, drop.listing_id()
         else:
-            files = {name: self.bucket.get(o["Key"]) for name, o in drop.data_objects.items()}
+            try:
+                files = {name: self.bucket.get(o["Key"]) for name, o in drop.data_objects.items()}
+            except FileNotFoundError:  # cleared since it was listed (another watcher finished it): look again
+                return None
             ds_id = dataset_id(files) if files else drop.listing_id()
         entry = self.ledger.read(ds_id)
         if (

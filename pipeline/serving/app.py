@@ -1,20 +1,21 @@
 """`litelora serve`: a Ray Serve deployment answering predictions with the adapter set under `current`.
 
-It polls MLflow for the alias and, when `current` moves (a new version, a rollback), loads the new set beside
+It polls `current` (registry/pointer.py) and, when it moves (a new version, a rollback), loads the new set beside
 the old one and swaps one reference: a request takes the predictor once, so requests in flight finish on the
 set they started with and no request fails during a swap.
 
     POST /predict  {"text": "…"} or {"texts": ["…", …]}, optional "top", "version"  → label, task, scores
     GET  /healthz  GET /version
 
-With a token (serving/access.py), every path but /healthz needs `Authorization: Bearer <token>` (401 without).
+With a token (serving/access.py), /predict and /version need `Authorization: Bearer <token>` (401 without);
+/healthz stays open for liveness probes.
 """
 
 import logging
 import threading
 import time
 
-from fastapi import FastAPI, HTTPException, Request
+from fastapi import FastAPI, Header, HTTPException, Request
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field
 from ray import serve
@@ -29,7 +30,6 @@ from pipeline.settings import Connection
 MAX_BODY_BYTES = 4 * 1024 * 1024
 log = logging.getLogger("litelora.serve")
 api = FastAPI(title="LiteLoRA adapter-set server")
-api.state.token_digest = None
 
 
 class PredictRequest(BaseModel):
@@ -42,17 +42,6 @@ class PredictRequest(BaseModel):
     top: int = Field(3, ge=1, le=1000)
     version: str | None = None
     """Answer only if this version is the one being served (409 otherwise)."""
-
-
-@api.middleware("http")
-async def refuse_without_token(request: Request, call_next):
-    if not authorized(request.url.path, request.headers.get("authorization"), api.state.token_digest):
-        return JSONResponse(
-            {"detail": "missing or wrong bearer token"},
-            status_code=401,
-            headers={"WWW-Authenticate": "Bearer"},
-        )
-    return await call_next(request)
 
 
 @api.middleware("http")
@@ -75,7 +64,8 @@ class AdapterSetServer:  # (no `from __future__ import annotations`: FastAPI mus
         version: str | None = None,
         token_digest: str | None = None,
     ):
-        api.state.token_digest = token_digest  # this replica's process
+        # Checked by each route, on this object: Serve runs the routes on its own copy of the FastAPI app.
+        self.token_digest = token_digest
         self.conn, self.poll_s = conn, poll_s
         self.predictor = Predictor.from_registry(conn, version)
         self.following = version is None  # a pinned version never moves
@@ -98,8 +88,13 @@ class AdapterSetServer:  # (no `from __future__ import annotations`: FastAPI mus
             except Exception as error:  # noqa: BLE001 - MLflow or S3 away: keep serving the set we have
                 self.last_poll_error = f"{type(error).__name__}: {error}"
 
+    def _require_token(self, path: str, authorization: str | None) -> None:
+        if not authorized(path, authorization, self.token_digest):
+            raise HTTPException(401, "missing or wrong bearer token", headers={"WWW-Authenticate": "Bearer"})
+
     @api.post("/predict")
-    def predict(self, body: PredictRequest) -> dict:
+    def predict(self, body: PredictRequest, authorization: str | None = Header(None)) -> dict:
+        self._require_token("/predict", authorization)
         predictor = self.predictor  # one read: this request finishes on this set, whatever swaps meanwhile
         if body.image is not None:
             raise HTTPException(415, 'this adapter set\'s backbone reads text; send "text" or "texts"')
@@ -126,7 +121,8 @@ class AdapterSetServer:  # (no `from __future__ import annotations`: FastAPI mus
         return {"status": "ok", "version": self.predictor.version}
 
     @api.get("/version")
-    def version(self) -> dict:
+    def version(self, authorization: str | None = Header(None)) -> dict:
+        self._require_token("/version", authorization)
         p = self.predictor
         return {
             "version": p.version,

@@ -304,3 +304,18 @@ def test_gc_collects_the_ray_train_checkpoints_of_ended_drops_after_the_grace_an
     found = [o for o in read_status(registry, grace_s=3600).orphans if o.key.startswith("checkpoints/")]
     assert [o.key for o in found] == [f"checkpoints/ended-{ended[:12]}/checkpoint_000000/progress.json"]
     assert "ended" in found[0].why
+
+
+def test_a_drop_cleared_between_listing_and_reading_is_skipped_not_fatal(
+    registry, wordnet_files, make_watcher, monkeypatch
+):
+    drop(registry.bucket, "gone", wordnet_files[0])
+    bucket, read = registry.bucket, registry.bucket.get
+
+    def cleared_meanwhile(key):  # another watcher finishes the drop and clears it just after our listing
+        for listed in [k for k in bucket.objects if k.startswith("incoming/gone/")]:
+            del bucket.objects[listed]
+        return read(key)
+
+    monkeypatch.setattr(bucket, "get", cleared_meanwhile)
+    assert make_watcher().run(once=True) == []
