@@ -32,9 +32,10 @@ def test_killing_a_ray_train_worker_mid_training_resumes_from_its_checkpoint(
     conn, ray_node, tmp_path, chaos_report
 ):
     bucket = Bucket.connect(conn)
-    # The real MiniLM on the quick tier's first task: seconds per epoch, long enough to be killed mid-task.
-    dataset = TaskDataset.from_dir(write_drop(split_wordnet20(1993, "quick")[0], tmp_path / "t0"), name="t0")
-    config = TrainConfig(epochs=3, seed=0)
+    # The real MiniLM on the ci tier's first task, ten epochs of about a second each: long enough to be killed
+    # after its first checkpoint and well before its last.
+    dataset = TaskDataset.from_dir(write_drop(split_wordnet20(1993, "ci")[0], tmp_path / "t0"), name="t0")
+    config = TrainConfig(epochs=10, first_examples=None, seed=0)
     fit = ray_fit(conn, ScalingSpec(num_workers=2, max_failures=2))
     outcome: dict = {}
     job = threading.Thread(

@@ -41,6 +41,9 @@ def _trial_runs(conn, status=None) -> list:
     return client.search_runs([experiment.experiment_id], query)
 
 
+TRIALS = 4  # two at a time on 2 cores: an interrupt lands with some finished and some not
+
+
 def _tune(folder, *extra) -> subprocess.Popen:
     return subprocess.Popen(
         [
@@ -49,7 +52,7 @@ def _tune(folder, *extra) -> subprocess.Popen:
             "--data",
             str(folder),
             "--trials",
-            "6",
+            str(TRIALS),
             "--no-register",
             "--json",
             *extra,
@@ -71,14 +74,14 @@ def test_an_interrupted_search_resumes_without_rerunning_finished_trials(conn, d
     done_before = {r.info.run_name for r in _trial_runs(conn, "FINISHED")}
     assert first.returncode == 130, stderr
     assert "same command resumes it" in stderr
-    assert 1 <= len(done_before) < 6
+    assert 1 <= len(done_before) < TRIALS
 
     second = _tune(drops[1])
     stdout, stderr = second.communicate(timeout=600)
     assert second.returncode == 0, stderr
     search = json.loads(stdout)["search"]
     assert search["resumed"] is True
-    assert len(search["trials"]) == 6
+    assert len(search["trials"]) == TRIALS
     runs = _trial_runs(conn)
     for name in done_before:  # a finished trial is never trained again
         assert sum(r.info.run_name == name for r in runs) == 1
