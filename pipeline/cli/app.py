@@ -106,6 +106,8 @@ def progress_bar(total_known: bool = True) -> Progress:
     )
 
 
+EPOCHS = Annotated[int | None, typer.Option(help="Epochs per task (phase 1).")]
+SPARSITY = Annotated[float | None, typer.Option(help="LiteLoRA sparsity weight λ.")]
 FIRST_EXAMPLES = Annotated[
     int | None,
     typer.Option(

@@ -10,8 +10,10 @@ import typer
 from rich.console import Console
 
 from pipeline.cli.app import (
+    EPOCHS,
     FIRST_EXAMPLES,
     JSON,
+    SPARSITY,
     check_heads,
     command,
     command_line,
@@ -62,9 +64,9 @@ def bench(
     reference: Annotated[
         bool, typer.Option(help="Also score the frozen nearest-class-mean reference.")
     ] = True,
-    epochs: Annotated[int | None, typer.Option(help="Epochs per task (phase 1).")] = None,
+    epochs: EPOCHS = None,
     first_examples: FIRST_EXAMPLES = None,
-    sparsity: Annotated[float | None, typer.Option(help="LiteLoRA sparsity weight λ.")] = None,
+    sparsity: SPARSITY = None,
     rank: Annotated[int | None, typer.Option(help="Adapter rank.")] = None,
     heads: Annotated[
         str | None,
@@ -158,9 +160,9 @@ def train(
     method: Annotated[
         str, typer.Option(help="litelora, sdlora, seq-lora or frozen (ignored with --parent).")
     ] = "litelora",
-    epochs: Annotated[int | None, typer.Option(help="Epochs per task (phase 1).")] = None,
+    epochs: EPOCHS = None,
     first_examples: FIRST_EXAMPLES = None,
-    sparsity: Annotated[float | None, typer.Option(help="LiteLoRA sparsity weight λ.")] = None,
+    sparsity: SPARSITY = None,
     head: Annotated[
         str | None,
         typer.Option(
