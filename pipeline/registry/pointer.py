@@ -52,6 +52,8 @@ class CurrentPointer:
         self.prefix = f"{LINKS}/{lineage.name}/"
         self.settle_s = settle_s
         """How long an alias must stay off the chain before it counts as a move made in the MLflow UI."""
+        self._known: Link | None = None
+        """The last link seen. Links are never changed or removed, so the head is found by probing past it."""
 
     def links(self) -> list[Link]:
         """The whole chain, oldest first."""
@@ -61,9 +63,19 @@ class CurrentPointer:
         # The key, not the body, is what only one writer could create: it says which link this is.
         return Link(**{**json.loads(self.bucket.get(key)), "seq": int(key.rsplit("/", 1)[-1].split(".")[0])})
 
+    def _key(self, seq: int) -> str:
+        return f"{self.prefix}{seq:012d}.json"
+
     def _head(self) -> Link | None:
-        keys = self.bucket.list(self.prefix)
-        return self._link(max(keys)) if keys else None
+        """The last link: one listing the first time, then one existence check per read (serving polls this)."""
+        if self._known is None:
+            keys = self.bucket.list(self.prefix)
+            if not keys:
+                return None
+            self._known = self._link(max(keys))
+        while self.bucket.exists(self._key(self._known.seq + 1)):
+            self._known = self._link(self._key(self._known.seq + 1))
+        return self._known
 
     def _mirror(self, link: Link, record: bool) -> None:
         """Point the alias at `link`'s target, then look again: a writer that was overtaken while it wrote
@@ -83,9 +95,9 @@ class CurrentPointer:
         mirrored = self.lineage.mirrored_link() if head is not None or alias_version is not None else None
         return head, alias_version, mirrored
 
-    def _append(self, head: Link | None, to: str | None, kind: str, reason: str) -> Link | None:
-        """Link head.seq + 1, or None if another writer created it first."""
-        link = Link(
+    @staticmethod
+    def _next(head: Link | None, to: str | None, kind: str, reason: str) -> Link:
+        return Link(
             seq=head.seq + 1 if head else 0,
             from_version=head.to_version if head else None,
             to_version=to,
@@ -94,10 +106,14 @@ class CurrentPointer:
             who=getpass.getuser(),
             when=time.time(),
         )
-        created = self.bucket.put_if_absent(
-            f"{self.prefix}{link.seq:012d}.json", json.dumps(asdict(link)).encode()
-        )
-        return link if created else None
+
+    def _append(self, head: Link | None, to: str | None, kind: str, reason: str) -> Link | None:
+        """Link head.seq + 1, or None if another writer created it first."""
+        link = self._next(head, to, kind, reason)
+        if not self.bucket.put_if_absent(self._key(link.seq), json.dumps(asdict(link)).encode()):
+            return None
+        self._known = link
+        return link
 
     def _exists(self, version: str | None) -> bool:
         try:
@@ -137,15 +153,7 @@ class CurrentPointer:
                 if head is None
                 else ("mlflow-ui", "alias moved in MLflow")
             )
-            adopted = Link(
-                head.seq + 1 if head else 0,
-                head.to_version if head else None,
-                alias_version,
-                kind,
-                reason,
-                "",
-                time.time(),
-            )
+            adopted = self._next(head, alias_version, kind, reason)
             if not reconcile:
                 return adopted
             written = self._try(self._append, head, alias_version, kind, reason)

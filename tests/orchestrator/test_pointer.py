@@ -101,3 +101,19 @@ def test_a_version_deleted_under_current_is_one_clear_error_and_a_rollback_repai
         registry.current()
     assert rollback(registry, v1, reason="v2 was deleted").to_version == v1
     assert registry.current().version == v1
+
+
+def test_reading_current_again_lists_no_part_of_the_chain(registry, monkeypatch):
+    v1, v2 = register(registry.lineage, 2)
+    registry.pointer.move(v1, kind="promote", reason="first")
+    other = CurrentPointer(registry.bucket, registry.lineage)  # another process's view of the same lineage
+    assert registry.current().version == v1 and other.version() == v1
+
+    def listed(prefix):
+        raise AssertionError(f"listed {prefix}: a steady read checks one key, however long the chain")
+
+    monkeypatch.setattr(registry.bucket, "list", listed)
+    other.move(v2, kind="promote", reason="second")
+    assert registry.current().version == v2, (
+        "a link another writer appended is found by probing past the last"
+    )
