@@ -13,7 +13,7 @@ from pipeline.errors import user_errors
 from pipeline.orchestrator.service import WatchOptions, build_watcher
 from pipeline.orchestrator.watcher import WatchConfig
 from pipeline.settings import connection, load_settings
-from pipeline.shutdown import Terminated, sigterm_interrupts
+from pipeline.shutdown import exit_code, sigterm_interrupts
 
 
 def main() -> int:
@@ -53,7 +53,7 @@ def main() -> int:
         done = build_watcher(connection(load_settings()), options).run(once=args.once)
     except KeyboardInterrupt as e:
         print(f"interrupted{': ' + str(e) if str(e) else ''}", file=sys.stderr)
-        return 143 if isinstance(e, Terminated) else 130
+        return exit_code(e)
     except user_errors() as e:
         print(f"error: {e}", file=sys.stderr)
         return 1

@@ -19,6 +19,11 @@ def _raise(signum, frame):
     raise Terminated("stopped by SIGTERM")
 
 
+def exit_code(interrupt: KeyboardInterrupt) -> int:
+    """128 + the signal, as shells report it: 143 for SIGTERM, 130 for Ctrl-C."""
+    return 143 if isinstance(interrupt, Terminated) else 130
+
+
 def sigterm_interrupts() -> None:
     """Make SIGTERM raise `Terminated` in the main thread (a no-op elsewhere: only it may set handlers). Call it
     after `ray.init`, which replaces the handler."""

@@ -25,7 +25,7 @@ from rich.progress import (
 
 from pipeline.errors import user_errors
 from pipeline.settings import load_settings
-from pipeline.shutdown import Terminated, sigterm_interrupts
+from pipeline.shutdown import exit_code, sigterm_interrupts
 
 app = typer.Typer(
     help="LiteLoRA Pipeline: continual fine-tuning with gated low-rank adapter sets.",
@@ -34,7 +34,7 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
 )
 err = Console(stderr=True)
-EXIT_FAILED, EXIT_INTERRUPTED, EXIT_TERMINATED = 1, 130, 143  # 128 + the signal, as shells report it
+EXIT_FAILED = 1
 # A full disk or a directory we may not write (state directory, cache) is the user's to fix: one line, not a trace.
 STATE_ERRNOS = {errno.ENOSPC, errno.EDQUOT, errno.EACCES, errno.EPERM, errno.EROFS}
 JSON = Annotated[bool, typer.Option("--json", help="Print the result as JSON on stdout.")]
@@ -52,7 +52,7 @@ def command(fn):
         except KeyboardInterrupt as e:
             if str(e):  # an interrupt that says what was kept, e.g. where a search resumes
                 log(str(e))
-            raise typer.Exit(EXIT_TERMINATED if isinstance(e, Terminated) else EXIT_INTERRUPTED) from None
+            raise typer.Exit(exit_code(e)) from None
         except (typer.Exit, click.ClickException):  # an exit code or usage error already decided
             raise
         except user_errors() as e:

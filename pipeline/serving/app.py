@@ -88,13 +88,14 @@ class AdapterSetServer:  # (no `from __future__ import annotations`: FastAPI mus
             except Exception as error:  # noqa: BLE001 - MLflow or S3 away: keep serving the set we have
                 self.last_poll_error = f"{type(error).__name__}: {error}"
 
-    def _require_token(self, path: str, authorization: str | None) -> None:
-        if not authorized(path, authorization, self.token_digest):
+    def _require_token(self, authorization: str | None) -> None:
+        # Not on /healthz: liveness probes carry no token, and it says only which version is served.
+        if not authorized(authorization, self.token_digest):
             raise HTTPException(401, "missing or wrong bearer token", headers={"WWW-Authenticate": "Bearer"})
 
     @api.post("/predict")
     def predict(self, body: PredictRequest, authorization: str | None = Header(None)) -> dict:
-        self._require_token("/predict", authorization)
+        self._require_token(authorization)
         predictor = self.predictor  # one read: this request finishes on this set, whatever swaps meanwhile
         if body.image is not None:
             raise HTTPException(415, 'this adapter set\'s backbone reads text; send "text" or "texts"')
@@ -122,7 +123,7 @@ class AdapterSetServer:  # (no `from __future__ import annotations`: FastAPI mus
 
     @api.get("/version")
     def version(self, authorization: str | None = Header(None)) -> dict:
-        self._require_token("/version", authorization)
+        self._require_token(authorization)
         p = self.predictor
         return {
             "version": p.version,
