@@ -13,6 +13,7 @@ from pathlib import Path
 
 from pipeline.data.task_dataset import DATA_FILES, write_drop
 from pipeline.data.wordnet import ORDERINGS, split_wordnet20
+from pipeline.learn.config import TrainConfig
 from pipeline.orchestrator.transaction import fit_with, train_on_current
 from pipeline.orchestrator.watcher import WatchConfig, Watcher, put_drop
 from pipeline.registry.store import Registry
@@ -25,15 +26,18 @@ def run_demo(
     tier: str = "quick",
     workers: int = 2,
     tasks: int = 5,
+    config: TrainConfig | None = None,
     log: Callable[[str], None] = print,
 ) -> list[dict]:
+    """Drop the first `tasks` demo tasks one at a time and train each; `config` is the new lineage's recipe
+    (None: the shipped defaults)."""
     stream = split_wordnet20(ORDERINGS[0], tier)[:tasks]
     registry = Registry.connect(conn)
     bucket = registry.bucket
     fit = fit_with(conn, workers)
 
     def trainer(dataset):
-        return train_on_current(dataset, registry, fit=fit)
+        return train_on_current(dataset, registry, config, fit=fit)
 
     watcher = Watcher(registry, WatchConfig(poll_s=1.0), trainer=trainer, log=log)
     if workers > 0:

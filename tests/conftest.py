@@ -4,6 +4,13 @@ import os
 import pytest
 import torch
 
+# Under pytest-xdist each test process gets its share of the cores: two processes each running torch on every
+# core oversubscribe the machine and run slower than one process alone.
+if os.environ.get("PYTEST_XDIST_WORKER_COUNT"):
+    _share = max(1, (os.cpu_count() or 1) // int(os.environ["PYTEST_XDIST_WORKER_COUNT"]))
+    os.environ.setdefault("OMP_NUM_THREADS", str(_share))  # for the subprocesses a test starts
+    torch.set_num_threads(int(os.environ["OMP_NUM_THREADS"]))
+
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
@@ -63,7 +70,8 @@ def wordnet_tasks():
 
 
 # The reliability suite (marker `chaos`) records what each injected fault did; the table is printed at the end
-# of the run and, with LITELORA_CHAOS_REPORT=path.json, written out for the release notes.
+# of the run and, with LITELORA_CHAOS_REPORT=path.json, written out for the release notes. Rows travel on the
+# test's report (user_properties), so they reach the table from pytest-xdist workers too.
 _CHAOS_ROWS: list[dict] = []
 
 
@@ -72,16 +80,20 @@ def chaos_report(request):
     """record(expected=..., observed=..., recover_s=...) adds this test's row to the reliability table."""
 
     def record(expected: str, observed: str, recover_s: float | None = None, case: str | None = None) -> None:
-        _CHAOS_ROWS.append(
-            {
-                "case": case or request.node.name.removeprefix("test_"),
-                "expected": expected,
-                "observed": observed,
-                "recover_s": None if recover_s is None else round(recover_s, 1),
-            }
-        )
+        row = {
+            "case": case or request.node.name.removeprefix("test_"),
+            "expected": expected,
+            "observed": observed,
+            "recover_s": None if recover_s is None else round(recover_s, 1),
+        }
+        request.node.user_properties.append(("chaos", row))
 
     return record
+
+
+def pytest_runtest_logreport(report):
+    if report.when == "teardown":  # the last report of a test carries every row it recorded
+        _CHAOS_ROWS.extend(row for key, row in report.user_properties if key == "chaos")
 
 
 def pytest_terminal_summary(terminalreporter):

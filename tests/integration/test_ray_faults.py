@@ -21,10 +21,15 @@ pytestmark = [pytest.mark.integration, pytest.mark.ray, pytest.mark.model, pytes
 
 
 def _train_workers() -> list[psutil.Process]:
+    """The Train workers of this process's own Ray node (its raylet is our child): another test process may run
+    a Ray node of its own on the same machine."""
     found = []
-    for proc in psutil.process_iter(["cmdline"]):
-        if "RayTrainWorker" in " ".join(proc.info["cmdline"] or []):
-            found.append(proc)
+    for proc in psutil.Process().children(recursive=True):
+        try:
+            if "RayTrainWorker" in " ".join(proc.cmdline()):
+                found.append(proc)
+        except psutil.NoSuchProcess:
+            pass
     return found
 
 
