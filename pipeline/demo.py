@@ -36,8 +36,8 @@ def run_demo(
     bucket = registry.bucket
     fit = fit_with(conn, workers)
 
-    def trainer(dataset):
-        return train_on_current(dataset, registry, config, fit=fit)
+    def trainer(dataset, stream_registry):
+        return train_on_current(dataset, stream_registry, config, fit=fit)
 
     watcher = Watcher(registry, WatchConfig(poll_s=1.0), trainer=trainer, log=log)
     if workers > 0:

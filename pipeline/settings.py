@@ -7,7 +7,7 @@ when they are absent and the embedded stack (`litelora up`) is running, its endp
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 from pydantic import AliasChoices, Field
@@ -35,7 +35,10 @@ class Settings(BaseSettings):
     region: str = Field("us-east-1", validation_alias=AliasChoices("AWS_REGION", "AWS_DEFAULT_REGION"))
     mlflow_uri: str | None = Field(None, validation_alias="MLFLOW_TRACKING_URI")
     registered_model: str = REGISTERED_MODEL
-    """Name of the MLflow registered model holding the adapter-set versions."""
+    """Name of the MLflow registered model holding the default stream's adapter-set versions; another stream's
+    is `<name>-<stream>`."""
+    stream: str = "default"
+    """The stream (independent lineage) a command works on when it is not given --stream."""
     debug: bool = False
     """Show a command's traceback instead of its one-line error."""
     serve_token_file: Path | None = None
@@ -53,14 +56,27 @@ class Connection:
     bucket: str
     mlflow_uri: str
     registered_model: str
+    """The stream's registered model."""
     cache_dir: Path
+    stream: str = "default"
+    base_model: str = ""
+    """The default stream's registered model, from which every stream's name is derived."""
+
+    def for_stream(self, stream: str) -> Connection:
+        from pipeline.registry.streams import registered_model_of
+
+        base = self.base_model or self.registered_model
+        return replace(
+            self, registered_model=registered_model_of(base, stream), stream=stream, base_model=base
+        )
 
 
 class NotConfigured(RuntimeError):
     """Neither the environment nor a running embedded stack says where S3 and MLflow are."""
 
 
-def connection(settings: Settings | None = None) -> Connection:
+def connection(settings: Settings | None = None, stream: str | None = None) -> Connection:
+    """Where the lineage of `stream` (default: LITELORA_STREAM, else `default`) lives."""
     from pipeline.stack.embedded import Credentials, StackState
 
     settings = settings or load_settings()
@@ -85,7 +101,7 @@ def connection(settings: Settings | None = None) -> Connection:
         mlflow_uri,
         settings.registered_model,
         settings.home / "cache",
-    )
+    ).for_stream(stream or settings.stream)
 
 
 def apply_offline_defaults() -> None:

@@ -145,6 +145,15 @@ class MemoryLineage:
         self.alias_moves: list[dict] = []
         self.runs: dict[str, FakeRun] = {}
         self._lock = threading.RLock()
+        self._siblings: dict[str, MemoryLineage] = {name: self}
+
+    def for_model(self, name: str) -> MemoryLineage:
+        """Another registered model on the same fake server: the same object for the same name."""
+        with self._lock:
+            if name not in self._siblings:
+                self._siblings[name] = MemoryLineage(name)
+                self._siblings[name]._siblings = self._siblings
+            return self._siblings[name]
 
     # -- versions and the alias ------------------------------------------------------------------------
     def current(self) -> FakeVersion | None:

@@ -19,6 +19,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
+from pipeline.data.stream_names import DEFAULT_STREAM, StreamError, check_backbone_name, check_stream_name
 from pipeline.learn.task import Task
 
 INPUT_COLUMNS = ("text", "image")
@@ -217,6 +218,12 @@ class TaskDataset:
                 raise InvalidDataset(f"task.json: input_column must be one of {list(INPUT_COLUMNS)}")
             if not isinstance(info.get("name", name), str) or not 0 < len(info.get("name", name)) <= 100:
                 raise InvalidDataset("task.json: name must be a string of 1-100 characters")
+            try:
+                check_stream_name(info.get("stream", DEFAULT_STREAM))
+                if "backbone" in info:
+                    check_backbone_name(info["backbone"])
+            except StreamError as err:
+                raise InvalidDataset(f"task.json: {err}") from err
         train, column = _read_parquet(
             "train.parquet", files["train.parquet"], limits, info.get("input_column")
         )
@@ -244,17 +251,26 @@ class TaskDataset:
         path = Path(path)
         return cls.from_files(name or (path.stem if path.is_file() else path.name), drop_files(path), limits)
 
+    @property
+    def stream(self) -> str:
+        """The stream (independent lineage) the drop belongs to: task.json's `stream`, else `default`."""
+        return self.info.get("stream", DEFAULT_STREAM)
+
+    @property
+    def backbone(self) -> str | None:
+        """The backbone task.json asks for (a new stream's first drop fixes it), or None."""
+        return self.info.get("backbone")
+
     def schema(self) -> dict[str, str]:
         """Column → type of the training table (what the lineage records instead of the rows)."""
         return {f.name: str(f.type) for f in self.train.schema}
 
     def to_task(self, seed: int = HELD_OUT_SEED) -> Task:
         """The core's view: class names sorted, a deterministic seeded held-out split when there is no test set."""
-        if self.input_column != "text":
-            raise InvalidDataset("image inputs need a vision backbone; the configured backbone reads text")
-        train_x, train_y = self.train["text"].to_pylist(), [str(y) for y in self.train["label"].to_pylist()]
+        column = self.input_column  # texts, or encoded images as bytes: what the backbone's `encode` reads
+        train_x, train_y = self.train[column].to_pylist(), [str(y) for y in self.train["label"].to_pylist()]
         if self.test is not None:
-            test_x, test_y = self.test["text"].to_pylist(), [str(y) for y in self.test["label"].to_pylist()]
+            test_x, test_y = self.test[column].to_pylist(), [str(y) for y in self.test["label"].to_pylist()]
         else:
             order = list(range(len(train_x)))
             random.Random(seed).shuffle(order)

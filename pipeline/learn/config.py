@@ -84,6 +84,13 @@ class TrainConfig:
     def to_dict(self) -> dict:
         return asdict(self)
 
+    @classmethod
+    def for_backbone(cls, name: str) -> TrainConfig:
+        """The defaults of a new lineage on backbone `name`. Vision backbones adapt at rank 4: the setting our
+        Split-FashionMNIST numbers were measured with (docs/method.md)."""
+        config = cls(backbone=BackboneConfig(name=name))
+        return config.with_overrides(rank=4) if config.backbone.reads_images else config
+
     def with_overrides(self, **changes) -> TrainConfig:
         """A copy with knobs changed by their field name, wherever they live (`rank` → adapter, `sparsity` →
         gate, `lr` → here); None keeps the current value."""

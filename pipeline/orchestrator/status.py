@@ -49,7 +49,8 @@ def orphans_of(registry: Registry, grace_s: float, entries: list[Entry]) -> list
     of drops still in progress."""
     # A failed drop may be retried, and Ray Train resumes it from its checkpoints: keep them.
     finished = {e.dataset_id for e in entries if e.terminal and e.state != "failed"}
-    return find_orphans(registry.bucket, registry.lineage, grace_s, in_progress(entries), finished)
+    lineages = [registry.for_stream(stream).lineage for stream in registry.streams.names()]
+    return find_orphans(registry.bucket, lineages, grace_s, in_progress(entries), finished)
 
 
 def read_status(registry: Registry, grace_s: float) -> Status:

@@ -19,7 +19,8 @@ from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from pipeline.data.task_dataset import TaskDataset
+from pipeline.data.stream_names import DEFAULT_BACKBONE
+from pipeline.data.task_dataset import InvalidDataset, TaskDataset
 from pipeline.learn.config import TrainConfig
 from pipeline.learn.evaluate import StageScores, evaluate_stage
 from pipeline.learn.frozen import FeatureCache, frozen_reference
@@ -136,10 +137,26 @@ class Scored:
         }
 
 
-def starting_model(parent: Parent, config: TrainConfig | None, overrides: dict | None) -> ContinualModel:
-    """The parent's model (its configuration, with `overrides`), or a new one for a lineage's first set."""
-    default = config or TrainConfig().with_overrides(head=load_settings().head)
+def starting_model(
+    parent: Parent, config: TrainConfig | None, overrides: dict | None, backbone: str | None = None
+) -> ContinualModel:
+    """The parent's model (its configuration, with `overrides`), or a new one for a lineage's first set: `config`,
+    else the defaults for the stream's `backbone`."""
+    default = config or TrainConfig.for_backbone(backbone or DEFAULT_BACKBONE).with_overrides(
+        head=load_settings().head
+    )
     return ContinualModel.continuing(parent.model, default, overrides)
+
+
+def check_inputs(dataset: TaskDataset, model: ContinualModel, stream: str) -> None:
+    """Images need a vision backbone and texts a text one; say which stream to use instead."""
+    reads_images = model.config.backbone.reads_images
+    if reads_images != (dataset.input_column == "image"):
+        held, other = ("images", "text") if not reads_images else ("text", "images")
+        raise InvalidDataset(
+            f"{dataset.name} holds {held}, and stream {stream!r} reads {other} with "
+            f"{model.config.backbone.name!r}: name another stream in the drop's task.json (with its backbone)"
+        )
 
 
 def earlier_tasks(registry: Registry, model: ContinualModel) -> list[Task]:
@@ -269,7 +286,8 @@ def train_on_current(
     lineage, timings = registry.lineage, {}
     with stopwatch(timings, "load_s"):
         parent = load_current(registry)
-        model = starting_model(parent, config, overrides)
+        model = starting_model(parent, config, overrides, registry.backbone)
+        check_inputs(dataset, model, registry.stream)
         task = dataset.to_task()
         earlier = earlier_tasks(registry, model)
         dataset_uri = registry.datasets.put(dataset)

@@ -1,8 +1,10 @@
 """`litelora watch`: find complete drops under incoming/, claim each once, validate, train, register.
 
 A drop is `incoming/<task>/` holding the contract's files; it is complete when `_READY` exists or nothing
-under it changed for the quiet period. Drops are processed one at a time in arrival order, because task t
-builds on the set after task t-1; parallelism lives inside a training job.
+under it changed for the quiet period. A stream's drops are processed one at a time in arrival order, because
+task t builds on the set after task t-1; parallelism lives inside a training job. A drop waiting for another
+watcher holds back only the later drops of its own stream; run one watcher per stream (`streams`) for streams
+that train at the same time.
 """
 
 from __future__ import annotations
@@ -31,6 +33,7 @@ from pipeline.orchestrator.transaction import StepResult, train_on_current
 from pipeline.registry.bucket import Bucket, StorageError
 from pipeline.registry.lineage import LineageError, parent_of
 from pipeline.registry.store import Registry
+from pipeline.registry.streams import DEFAULT_STREAM, STREAM_NAME, StreamError
 
 INCOMING, QUARANTINE, FAILED = "incoming/", "quarantine/", "failed/"
 READY = "_READY"
@@ -50,6 +53,8 @@ class WatchConfig:
     heartbeat_s: float = 30.0
     """At most a third of the lease, whatever is asked: a claim must survive one lost heartbeat."""
     limits: DatasetLimits = field(default_factory=DatasetLimits)
+    streams: tuple[str, ...] = ()
+    """Only the drops of these streams (empty: every stream)."""
 
     def __post_init__(self) -> None:
         self.heartbeat_s = min(self.heartbeat_s, self.lease_s / 3)
@@ -140,7 +145,10 @@ def detect(bucket: Bucket, config: WatchConfig, now: float | None = None) -> lis
     return sorted(drops, key=lambda d: (d.arrived, d.task))
 
 
-Trainer = Callable[[TaskDataset], StepResult]
+Trainer = Callable[[TaskDataset, Registry], StepResult]
+"""Trains a validated drop on its stream's registry."""
+TASK_JSON_PEEK = 64 * 1024
+"""A task.json larger than this is not read to find its stream (validation refuses it later)."""
 
 
 def orchestration_overhead(timings: dict, total_s: float) -> dict:
@@ -164,9 +172,9 @@ class Watcher:
         log: Callable[[str], None] = print,
     ):
         self.config = config or WatchConfig()
-        self.registry, self.bucket, self.lineage = registry, registry.bucket, registry.lineage
+        self.registry, self.bucket = registry, registry.bucket
         self.ledger = Ledger(self.bucket, lease_s=self.config.lease_s)
-        self.trainer = trainer or (lambda ds: train_on_current(ds, registry))
+        self.trainer = trainer or train_on_current
         self.log = log
         self._held_logged: tuple[str, int] | None = None
 
@@ -178,10 +186,17 @@ class Watcher:
         done = []
         while not stop():
             try:
+                waiting: set[str] = set()
                 for drop in detect(self.bucket, self.config):
+                    stream = self.stream_of(drop)
+                    if stream in waiting or (self.config.streams and stream not in self.config.streams):
+                        continue
                     outcome = self.process(drop)
-                    if outcome is None:
-                        break  # another watcher holds the oldest drop: later ones must wait for it (arrival order)
+                    if (
+                        outcome is None
+                    ):  # another watcher holds it: its stream's later drops wait (arrival order)
+                        waiting.add(stream)
+                        continue
                     done.append(outcome)
             except (StorageError, LineageError) as outage:
                 if once:
@@ -191,6 +206,18 @@ class Watcher:
                 return done
             time.sleep(self.config.poll_s)
         return done
+
+    def stream_of(self, drop: Drop) -> str:
+        """The stream a drop names in its task.json (`default` without one, or when it cannot be read: validation
+        then quarantines the drop with the reason)."""
+        task_json = drop.data_objects.get("task.json")
+        if drop.problems or task_json is None or task_json["Size"] > TASK_JSON_PEEK:
+            return DEFAULT_STREAM
+        try:
+            stream = json.loads(self.bucket.get(task_json["Key"])).get("stream", DEFAULT_STREAM)
+        except (FileNotFoundError, ValueError, AttributeError):
+            return DEFAULT_STREAM
+        return stream if isinstance(stream, str) and STREAM_NAME.match(stream) else DEFAULT_STREAM
 
     def _quarantine(self, drop: Drop, stamp: str, reason: str) -> None:
         target = f"{QUARANTINE}{drop.task if TASK_NAME.match(drop.task) else 'invalid-task-name'}/{stamp}/"
@@ -284,28 +311,30 @@ class Watcher:
 
     def _work(self, drop: Drop, files: dict[str, bytes], entry: Entry, timings: dict) -> dict:
         task = drop.task
-        if (
-            entry.epoch > 0
-        ):  # an earlier attempt died (or was handed back): its MLflow run must not stay RUNNING
-            ended = self.lineage.end_abandoned_runs(entry.dataset_id, taken_over_by=self.ledger.watcher)
-            if ended:
-                self.log(f"{task}: ended the earlier attempt's run {', '.join(ended)} as KILLED")
         self.ledger.record(entry, "validating", task=task)
         clock = time.perf_counter()
         try:
             if drop.problems:
                 raise InvalidDataset("; ".join(drop.problems))
             dataset = TaskDataset.from_files(task, files, self.config.limits)
-        except InvalidDataset as bad:
+            registry = self.registry.for_stream(dataset.stream)
+            registry.streams.admit(dataset.stream, dataset.backbone, dataset.input_column == "image")
+        except (InvalidDataset, StreamError) as bad:
             self._quarantine(drop, entry.dataset_id[:16], str(bad))
             self.ledger.record(entry, "quarantined", task=task, reason=str(bad), timings=timings)
             self.log(f"{task}: quarantined: {bad}")
             return {"task": task, "dataset_id": entry.dataset_id, "state": "quarantined", "reason": str(bad)}
         timings["validation_s"] = time.perf_counter() - clock
+        if (
+            entry.epoch > 0
+        ):  # an earlier attempt died (or was handed back): its MLflow run must not stay RUNNING
+            ended = registry.lineage.end_abandoned_runs(entry.dataset_id, taken_over_by=self.ledger.watcher)
+            if ended:
+                self.log(f"{task}: ended the earlier attempt's run {', '.join(ended)} as KILLED")
 
-        existing = self.lineage.find_by_dataset(entry.dataset_id)
+        existing = registry.lineage.find_by_dataset(entry.dataset_id)
         if existing is not None:  # an earlier attempt registered it, then died before the ledger said so
-            return self._finish_earlier_attempt(drop, entry, existing, timings)
+            return self._finish_earlier_attempt(drop, entry, existing, registry, timings)
 
         self.ledger.record(entry, "training", task=task)
         self.log(
@@ -324,7 +353,7 @@ class Watcher:
         beats = threading.Thread(target=heartbeat, name=f"heartbeat-{task}", daemon=True)
         beats.start()
         try:
-            result = self.trainer(dataset)
+            result = self.trainer(dataset, registry)
         except Exception as error:  # noqa: BLE001 - any failure ends in `failed`, with the reason, and the watcher goes on
             reason = f"{type(error).__name__}: {error}"
             self._clear(drop, to=f"{FAILED}{task}/{entry.dataset_id[:16]}/")
@@ -360,7 +389,9 @@ class Watcher:
             "frozen_avg_accuracy": result.frozen_avg_accuracy,
         }
 
-    def _finish_earlier_attempt(self, drop: Drop, entry: Entry, version, timings: dict) -> dict:
+    def _finish_earlier_attempt(
+        self, drop: Drop, entry: Entry, version, registry: Registry, timings: dict
+    ) -> dict:
         """Complete what a dead attempt left: its version exists; `current` moves to it if the attempt died
         before its commit point and the version's parent is still current."""
         tags = version.tags
@@ -371,9 +402,9 @@ class Watcher:
         )
         if state == "registered" and SUPERSEDED not in tags and "not_promoted" not in tags:  # (older name)
             parent = parent_of(tags)
-            if self.registry.pointer.version() != version.version:
+            if registry.pointer.version() != version.version:
                 moved = promote_if_parent_current(
-                    self.registry,
+                    registry,
                     version.version,
                     parent,
                     reason=f"trained {drop.task} (promotion resumed after a crash)",

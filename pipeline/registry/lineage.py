@@ -14,7 +14,7 @@ import json
 import re
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from mlflow import MlflowClient
 from mlflow.entities import Dataset, DatasetInput, InputTag, Metric, Param
@@ -163,9 +163,14 @@ def _missing(err: MlflowException) -> bool:
 
 class Lineage:
     def __init__(self, conn: Connection):
+        self.conn = conn
         self.uri = conn.mlflow_uri
         self.client = MlflowClient(tracking_uri=conn.mlflow_uri, registry_uri=conn.mlflow_uri)
         self.name = conn.registered_model
+
+    def for_model(self, name: str) -> Lineage:
+        """The lineage of another registered model on the same server (another stream's)."""
+        return self if name == self.name else Lineage(replace(self.conn, registered_model=name))
 
     def _call(self, what: str, fn, *args, **kwargs):
         try:

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import time
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 
 from pipeline.adapters.adapter_set import set_files, upgrade_manifest
@@ -35,10 +36,12 @@ class Orphan:
         return asdict(self)
 
 
-def referenced_keys(bucket: Bucket, lineage: Lineage) -> tuple[set[str], set[str]]:
-    """(every object key a registered set needs, every dataset id a registered set was trained on)."""
+def referenced_keys(bucket: Bucket, lineages: Sequence[Lineage]) -> tuple[set[str], set[str]]:
+    """(every object key a registered set of any of `lineages` needs, every dataset id such a set was trained
+    on)."""
     manifests = {
         source.removeprefix(bucket.uri(""))
+        for lineage in lineages
         for source in lineage.all_sources()
         if source.startswith(bucket.uri(f"{SETS}/manifests/"))
     }
@@ -62,16 +65,17 @@ def checkpoint_dataset(key: str) -> str:
 
 def find_orphans(
     bucket: Bucket,
-    lineage: Lineage,
+    lineages: Sequence[Lineage],
     grace_s: float = GRACE_S,
     busy: set[str] = frozenset(),
     finished: set[str] = frozenset(),
 ) -> list[Orphan]:
     """Unreferenced set files, manifests and stored datasets older than `grace_s`, and the Ray Train checkpoints
     of datasets that are done: `finished` (ids whose drop reached a terminal state) or trained into a registered
-    set. `busy`: dataset ids that a watcher is working on right now (never orphans, whatever their age)."""
-    keys, datasets = referenced_keys(bucket, lineage)
-    busy = set(busy) | lineage.running_datasets()
+    set. `busy`: dataset ids that a watcher is working on right now (never orphans, whatever their age).
+    `lineages`: every stream's, because streams share the bucket's content-addressed objects."""
+    keys, datasets = referenced_keys(bucket, lineages)
+    busy = set(busy).union(*(lineage.running_datasets() for lineage in lineages))
     done = {d[:12] for d in set(finished) | datasets if d} - {d[:12] for d in busy}
     now, found = time.time(), []
     listed = (

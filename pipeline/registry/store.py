@@ -28,6 +28,7 @@ from pipeline.data.task_dataset import DATA_FILES, TaskDataset
 from pipeline.registry.bucket import Bucket, StorageError, arrow_filesystem
 from pipeline.registry.lineage import Lineage
 from pipeline.registry.pointer import CurrentPointer
+from pipeline.registry.streams import DEFAULT_STREAM, Streams, registered_model_of
 from pipeline.settings import Connection
 
 SETS = "adapter-sets"
@@ -153,22 +154,46 @@ def read_dataset(conn: Connection, dataset_id: str, name: str) -> TaskDataset:
 class Registry:
     """Everything a lineage lives in: the bucket (sets, datasets, ledger), MLflow (versions, alias, runs) and a
     local cache. Built from a `Connection`, or from any bucket and lineage with the same methods (the tests'
-    in-memory ones)."""
+    in-memory ones). One registry is one stream's lineage; `for_stream` gives another stream's."""
 
-    def __init__(self, bucket: Bucket, lineage: Lineage, cache_dir: Path):
-        self.bucket, self.lineage, self.cache_dir = bucket, lineage, cache_dir
+    def __init__(
+        self,
+        bucket: Bucket,
+        lineage: Lineage,
+        cache_dir: Path,
+        stream: str = DEFAULT_STREAM,
+        base_model: str = "",
+    ):
+        self.bucket, self.lineage, self.cache_dir, self.stream = bucket, lineage, cache_dir, stream
         self.sets = AdapterSetStore(bucket, cache_dir)
         self.datasets = DatasetStore(bucket)
         self.pointer = CurrentPointer(bucket, lineage)
+        self.streams = Streams(bucket, base_model or lineage.name)
 
     def current(self, reconcile: bool = True):
         """The registered version under `current` (None before a lineage's first set); `reconcile` False
         computes it without writing (see CurrentPointer.head)."""
         return self.pointer.read(reconcile)
 
+    def for_stream(self, stream: str) -> Registry:
+        """The same bucket and MLflow server, holding `stream`'s lineage."""
+        if stream == self.stream:
+            return self
+        model = registered_model_of(self.streams.base_model, stream)
+        return Registry(
+            self.bucket, self.lineage.for_model(model), self.cache_dir, stream, self.streams.base_model
+        )
+
+    @property
+    def backbone(self) -> str | None:
+        """The backbone this stream's first drop fixed (None: no record yet)."""
+        record = self.streams.get(self.stream)
+        return record.backbone if record else None
+
     @classmethod
     def connect(cls, conn: Connection) -> Registry:
-        return cls(Bucket.connect(conn), Lineage(conn), conn.cache_dir)
+        """The registry of the connection's stream."""
+        return cls(Bucket.connect(conn), Lineage(conn), conn.cache_dir, conn.stream, conn.base_model)
 
 
 def load_drop(conn: Connection, data: str, name: str | None = None) -> TaskDataset:

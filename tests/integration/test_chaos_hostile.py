@@ -102,7 +102,9 @@ def test_keys_that_escape_or_abuse_the_drop_prefix_are_refused_by_s3_or_quaranti
         Registry.connect(conn),
         WatchConfig(quiet_period_s=0, poll_s=0.2),
         log=lambda m: None,
-        trainer=lambda ds: train_on_current(ds, Registry.connect(conn), config, max_accuracy_drop=1.0),
+        trainer=lambda ds, _registry: train_on_current(
+            ds, Registry.connect(conn), config, max_accuracy_drop=1.0
+        ),
     )
     done = {d["task"]: d for d in watcher.run(once=True)}
 

@@ -44,7 +44,7 @@ DOOMED_WATCHER = textwrap.dedent("""
         if at == stage:
             os.kill(os.getpid(), signal.SIGKILL)
 
-    def trainer(dataset):
+    def trainer(dataset, registry):
         return train_on_current(dataset, Registry.connect(conn), config, max_accuracy_drop=1.0, at_stage=die,
                                 on_epoch=lambda phase, epoch, loss: die("training"))
 
@@ -107,7 +107,9 @@ def test_a_watcher_killed_mid_drop_is_taken_over_and_the_drop_ends_registered_on
         Registry.connect(conn),
         WatchConfig(poll_s=0.2, lease_s=LEASE_S),
         log=lambda m: None,
-        trainer=lambda ds: train_on_current(ds, Registry.connect(conn), config, max_accuracy_drop=1.0),
+        trainer=lambda ds, _registry: train_on_current(
+            ds, Registry.connect(conn), config, max_accuracy_drop=1.0
+        ),
     )
     done = rescuer.run(once=True)
     recovered = time.monotonic() - killed_at
@@ -181,7 +183,9 @@ def test_sigterm_mid_training_hands_the_drop_back_and_the_next_watcher_takes_it_
         Registry.connect(conn),
         WatchConfig(poll_s=0.2),
         log=lambda m: None,
-        trainer=lambda ds: train_on_current(ds, Registry.connect(conn), config, max_accuracy_drop=1.0),
+        trainer=lambda ds, _registry: train_on_current(
+            ds, Registry.connect(conn), config, max_accuracy_drop=1.0
+        ),
     )
     done = rescuer.run(once=True)
     assert [d["state"] for d in done] == ["registered"]

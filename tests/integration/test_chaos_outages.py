@@ -91,7 +91,7 @@ def _run_fault(conn, drops, tiny_backbone_dir, outage: Outage, stage: str) -> tu
     bucket, lineage = Bucket.connect(conn), Lineage(conn)
     put_drop(bucket, "victim", drops[1].files)
 
-    def trainer(dataset):
+    def trainer(dataset, registry):
         return train_on_current(
             dataset,
             Registry.connect(conn),

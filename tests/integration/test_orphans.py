@@ -32,15 +32,15 @@ def test_publishing_a_set_again_refreshes_the_files_it_reuses_so_gc_spares_them(
     # leaves 3 s beyond that for the second publish and the listing on a slow machine.
     grace_s = 4.0
     time.sleep(grace_s + 1.0)
-    assert find_orphans(bucket, lineage, grace_s), "an unregistered set older than the grace is an orphan"
+    assert find_orphans(bucket, [lineage], grace_s), "an unregistered set older than the grace is an orphan"
     # What a retried job that trains the same bytes does, just before registering.
     sets.publish(tmp_path / "set")
-    assert find_orphans(bucket, lineage, grace_s) == []
+    assert find_orphans(bucket, [lineage], grace_s) == []
 
 
 def test_the_dataset_of_a_training_run_in_progress_is_never_an_orphan(conn):
     bucket, lineage = Bucket.connect(conn), Lineage(conn)
     bucket.put("datasets/abc123/train.parquet", b"PAR1")
     with lineage.training_run("a job in progress", {"dataset_id": "abc123"}):
-        assert find_orphans(bucket, lineage, grace_s=0) == []
-    assert [o.key for o in find_orphans(bucket, lineage, grace_s=0)] == ["datasets/abc123/train.parquet"]
+        assert find_orphans(bucket, [lineage], grace_s=0) == []
+    assert [o.key for o in find_orphans(bucket, [lineage], grace_s=0)] == ["datasets/abc123/train.parquet"]

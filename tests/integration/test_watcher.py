@@ -81,7 +81,7 @@ def watcher_factory(conn, tiny_backbone_dir):
             Registry.connect(conn),
             WatchConfig(poll_s=0.2, **kw),
             log=lambda m: None,
-            trainer=lambda ds: train_on_current(
+            trainer=lambda ds, _registry: train_on_current(
                 ds, Registry.connect(conn), config, max_accuracy_drop=max_accuracy_drop
             ),
         )
@@ -126,7 +126,7 @@ def test_a_drop_is_trained_by_a_two_worker_ray_train_job_and_registered(
         Registry.connect(conn),
         WatchConfig(poll_s=0.2),
         log=lambda m: None,
-        trainer=lambda ds: train_on_current(
+        trainer=lambda ds, _registry: train_on_current(
             ds, Registry.connect(conn), config, fit=fit, max_accuracy_drop=1.0
         ),
     )

@@ -74,7 +74,7 @@ def make_watcher(registry, config):
     def make(max_accuracy_drop=1.0, trainer=None, **settings) -> Watcher:
         # The tiny random backbone forgets freely: the guard is off unless a test is about the guard.
         trainer = trainer or (
-            lambda ds: train_on_current(ds, registry, config, max_accuracy_drop=max_accuracy_drop)
+            lambda ds, reg: train_on_current(ds, reg, config, max_accuracy_drop=max_accuracy_drop)
         )
         return Watcher(registry, WatchConfig(poll_s=0.01, **settings), trainer=trainer, log=lambda m: None)
 

@@ -135,7 +135,7 @@ def test_a_version_an_earlier_attempt_registered_is_finished_not_trained_again(
     assert registry.lineage.current() is None and len(registry.lineage.versions()) == 1
     drop(registry.bucket, "wn-t0", wordnet_files[0])
     trained = []
-    done = make_watcher(trainer=lambda ds: trained.append(ds)).run(once=True)
+    done = make_watcher(trainer=lambda ds, _registry: trained.append(ds)).run(once=True)
     assert trained == [] and done[0]["state"] == "registered"
     assert registry.lineage.current().version == "1" and len(registry.lineage.versions()) == 1
 
@@ -156,7 +156,7 @@ def test_a_training_longer_than_the_lease_keeps_its_claim_through_heartbeats(
 ):
     started = threading.Event()
 
-    def slow_trainer(dataset):
+    def slow_trainer(dataset, _registry):
         started.set()
         time.sleep(3.0)  # three leases
         raise RuntimeError("stopping here is enough for this test")
@@ -181,7 +181,7 @@ def test_a_failed_drop_is_requeued_marker_last_and_other_drops_are_refused_with_
 ):
     drop(registry.bucket, "flaky", wordnet_files[0])
 
-    def broken(dataset):
+    def broken(dataset, _registry):
         raise RuntimeError("MLflow was down")
 
     assert make_watcher(trainer=broken).run(once=True)[0]["state"] == "failed"
@@ -276,7 +276,7 @@ def test_sigterm_mid_drop_hands_it_back_so_the_next_watcher_claims_it_at_once(
 ):
     from pipeline.shutdown import Terminated
 
-    def stopped(dataset):
+    def stopped(dataset, _registry):
         raise Terminated("stopped by SIGTERM")
 
     drop(registry.bucket, "stopped", wordnet_files[0])

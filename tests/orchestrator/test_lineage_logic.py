@@ -100,11 +100,11 @@ def test_gc_deletes_only_what_no_version_needs_after_the_grace_and_never_a_datas
     bucket.put("datasets/busy/train.parquet", b"PAR1")  # a drop a watcher is working on
     with registry.lineage.training_run("busy on v1", {"dataset_id": "running"}):
         bucket.put("datasets/running/train.parquet", b"PAR1")  # a training still RUNNING in MLflow
-        assert find_orphans(bucket, registry.lineage, grace_s=3600) == [], "young objects are spared"
+        assert find_orphans(bucket, [registry.lineage], grace_s=3600) == [], "young objects are spared"
         bucket.clock = lambda: 0.0  # everything written from now on is ancient
         for key in list(bucket.objects):
             bucket.objects[key] = (bucket.objects[key][0], 0.0)
-        found = {o.key for o in find_orphans(bucket, registry.lineage, grace_s=3600, busy={"busy"})}
+        found = {o.key for o in find_orphans(bucket, [registry.lineage], grace_s=3600, busy={"busy"})}
         assert found == {"adapter-sets/manifests/dead.json", "datasets/gone/train.parquet"}
     deleted = collect_garbage(registry, grace_s=3600)
     assert {o.key for o in deleted} == found | {

@@ -1,0 +1,153 @@
+"""Streams on in-memory stand-ins: independent lineages in one bucket and one MLflow, their own arrival order,
+a backbone fixed by the first drop, and drops a stream cannot read quarantined with what to do."""
+
+import json
+
+import pytest
+
+from pipeline.data.fashion_mnist import split_fashion_mnist
+from pipeline.data.task_dataset import InvalidDataset, TaskDataset, dataset_id
+from pipeline.orchestrator.ledger import Ledger
+from pipeline.registry.streams import StreamError
+from tests.orchestrator.conftest import drop, parquet
+
+
+def task_json(**fields) -> bytes:
+    return json.dumps(fields).encode()
+
+
+@pytest.fixture(scope="module")
+def image_files():
+    """One real Split-FashionMNIST task (PNG bytes in an `image` column), cut small."""
+    task = split_fashion_mnist(1993, "ci")[0]
+    return {
+        "train.parquet": parquet(
+            image=task.train_inputs[::4], label=[task.classes[y] for y in task.train_labels[::4]]
+        ),
+        "test.parquet": parquet(
+            image=task.test_inputs[::4], label=[task.classes[y] for y in task.test_labels[::4]]
+        ),
+    }
+
+
+def test_two_streams_keep_their_own_versions_and_current_in_one_bucket(registry, wordnet_files, make_watcher):
+    drop(registry.bucket, "a0", wordnet_files[0])
+    drop(registry.bucket, "b0", {**wordnet_files[1], "task.json": task_json(stream="other")})
+    drop(registry.bucket, "a1", wordnet_files[2])
+    done = make_watcher().run(once=True)
+
+    assert [d["state"] for d in done] == ["registered"] * 3
+    other = registry.for_stream("other")
+    assert other.lineage.name == f"{registry.lineage.name}-other"
+    assert [v.tags["task"] for v in registry.lineage.versions()] == ["a0", "a1"]
+    assert [v.tags["task"] for v in other.lineage.versions()] == ["b0"]
+    assert registry.current().tags["task"] == "a1" and other.current().tags["task"] == "b0"
+    assert other.current().tags["parent_version"] == "none", "a stream's first set builds on nothing"
+    assert registry.streams.names() == ["default", "other"]
+
+
+def test_a_drop_held_by_another_watcher_holds_back_only_its_own_stream(registry, wordnet_files, make_watcher):
+    held = {**wordnet_files[0], "task.json": task_json(stream="slow")}
+    drop(registry.bucket, "held", held)
+    drop(registry.bucket, "later-same-stream", {**wordnet_files[1], "task.json": task_json(stream="slow")})
+    drop(registry.bucket, "other-stream", wordnet_files[2])
+    assert Ledger(registry.bucket, "someone-else", lease_s=600).claim(dataset_id(held), "held") is not None
+
+    done = make_watcher().run(once=True)
+
+    assert [(d["task"], d["state"]) for d in done] == [("other-stream", "registered")]
+    assert registry.for_stream("slow").lineage.versions() == []
+    assert sorted(k.split("/")[1] for k in registry.bucket.list("incoming/") if k.endswith("_READY")) == [
+        "held",
+        "later-same-stream",
+    ]
+
+
+def test_a_watcher_for_one_stream_leaves_the_others_drops_alone(registry, wordnet_files, make_watcher):
+    drop(registry.bucket, "mine", {**wordnet_files[0], "task.json": task_json(stream="mine")})
+    drop(registry.bucket, "theirs", wordnet_files[1])
+    done = make_watcher(streams=("mine",)).run(once=True)
+    assert [d["task"] for d in done] == ["mine"]
+    assert any(k.startswith("incoming/theirs/") for k in registry.bucket.list("incoming/"))
+
+
+def test_images_dropped_into_a_text_stream_are_quarantined_with_the_stream_to_name(
+    registry, wordnet_files, image_files, make_watcher
+):
+    drop(registry.bucket, "photos", image_files)
+    done = make_watcher().run(once=True)
+    assert done[0]["state"] == "quarantined"
+    assert "holds images" in done[0]["reason"] and '"backbone": "efficientnet-lite0"' in done[0]["reason"]
+    assert registry.streams.names() == ["default"], "a refused drop fixes no stream's backbone"
+
+
+def test_a_new_stream_takes_the_backbone_its_first_drop_names_and_keeps_it(
+    registry, image_files, wordnet_files
+):
+    record = registry.streams.admit("images", "efficientnet-lite0", reads_images=True)
+    assert (record.stream, record.backbone, record.registered_model) == (
+        "images",
+        "efficientnet-lite0",
+        f"{registry.lineage.name}-images",
+    )
+    assert registry.for_stream("images").backbone == "efficientnet-lite0"
+    # Later drops may leave the backbone out; naming another one, or bringing text, is refused.
+    assert registry.streams.admit("images", None, reads_images=True) == record
+    with pytest.raises(StreamError, match="uses backbone 'efficientnet-lite0'"):
+        registry.streams.admit("images", "sentence-transformers/all-MiniLM-L6-v2", reads_images=False)
+    with pytest.raises(StreamError, match="holds text"):
+        registry.streams.admit("images", None, reads_images=False)
+
+
+def test_a_drop_naming_another_backbone_than_its_streams_is_quarantined(
+    registry, image_files, wordnet_files, make_watcher
+):
+    registry.streams.admit("images", "efficientnet-lite0", reads_images=True)
+    drop(
+        registry.bucket,
+        "wrong",
+        {
+            **wordnet_files[0],
+            "task.json": task_json(stream="images", backbone="sentence-transformers/all-MiniLM-L6-v2"),
+        },
+    )
+    done = make_watcher().run(once=True)
+    assert done[0]["state"] == "quarantined" and "uses backbone 'efficientnet-lite0'" in done[0]["reason"]
+
+
+@pytest.mark.parametrize(
+    "fields, message",
+    [
+        ({"stream": "Images"}, "stream name 'Images'"),
+        ({"stream": "a/b"}, "stream name 'a/b'"),
+        ({"stream": 3}, "stream name 3"),
+        ({"backbone": "resnet-50"}, "backbone 'resnet-50': choose one of"),
+    ],
+)
+def test_task_json_names_a_valid_stream_and_a_known_backbone(wordnet_files, fields, message):
+    with pytest.raises(InvalidDataset, match=message):
+        TaskDataset.from_files("t", {**wordnet_files[0], "task.json": task_json(**fields)})
+
+
+def test_a_drop_without_task_json_belongs_to_the_default_stream(wordnet_files, image_files):
+    assert TaskDataset.from_files("t", wordnet_files[0]).stream == "default"
+    images = TaskDataset.from_files(
+        "t", {**image_files, "task.json": task_json(stream="images", backbone="efficientnet-lite0")}
+    )
+    assert (images.stream, images.backbone, images.input_column) == ("images", "efficientnet-lite0", "image")
+    task = images.to_task()
+    assert isinstance(task.train_inputs[0], bytes) and task.train_inputs[0][:4] == b"\x89PNG"
+
+
+def test_gc_keeps_the_sets_and_datasets_of_every_stream(registry, wordnet_files, make_watcher):
+    from pipeline.orchestrator.status import collect_garbage
+
+    drop(registry.bucket, "a0", wordnet_files[0])
+    drop(registry.bucket, "b0", {**wordnet_files[1], "task.json": task_json(stream="other")})
+    assert [d["state"] for d in make_watcher().run(once=True)] == ["registered", "registered"]
+    collect_garbage(registry, grace_s=0)
+    for stream in ("default", "other"):
+        lineage = registry.for_stream(stream)
+        lineage.sets.verify(lineage.sets.set_id_from_uri(lineage.current().source))  # every file still there
+        for version in lineage.lineage.versions():
+            assert registry.datasets.get(version.tags["dataset_id"], version.tags["task"])
