@@ -136,19 +136,43 @@ def train_config(
         raise typer.BadParameter(str(e)) from None
 
 
-def open_connection():
+def check_stream(value: str | None) -> str | None:
+    from pipeline.data.stream_names import StreamError, check_stream_name
+
+    try:
+        return None if value is None else check_stream_name(value)
+    except StreamError as e:
+        raise typer.BadParameter(str(e)) from None
+
+
+STREAM = Annotated[
+    str | None,
+    typer.Option(
+        "--stream",
+        help="The stream (independent lineage) to work on [default: LITELORA_STREAM, else default].",
+        callback=check_stream,
+    ),
+]
+
+
+def stream_for(option: str | None, dataset) -> str | None:
+    """Where a dataset trains: --stream, else the stream its task.json names, else LITELORA_STREAM or default."""
+    return option or dataset.info.get("stream")
+
+
+def open_connection(stream: str | None = None):
     import logging
 
     from pipeline.settings import connection
 
     logging.getLogger("mlflow").setLevel(logging.WARNING)  # its per-run "View run at" lines are noise here
-    return connection()
+    return connection(stream=stream)
 
 
-def open_registry():
+def open_registry(stream: str | None = None):
     from pipeline.registry.store import Registry
 
-    return Registry.connect(open_connection())
+    return Registry.connect(open_connection(stream))
 
 
 def command_line() -> str:

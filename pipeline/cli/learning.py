@@ -14,6 +14,7 @@ from pipeline.cli.app import (
     FIRST_EXAMPLES,
     JSON,
     SPARSITY,
+    STREAM,
     check_heads,
     command,
     command_line,
@@ -24,6 +25,7 @@ from pipeline.cli.app import (
     open_connection,
     open_registry,
     progress_bar,
+    stream_for,
     train_config,
     version_option,
 )
@@ -177,6 +179,7 @@ def train(
             help="Train on the registry's `current` set and register the result (S3 + MLflow) instead of --parent/--out.",
         ),
     ] = False,
+    stream: STREAM = None,
     as_json: JSON = False,
 ) -> None:
     """Train one task dataset on top of an adapter set and write the new set (what a pipeline job runs)."""
@@ -196,9 +199,10 @@ def train(
             from pipeline.data.task_dataset import TaskDataset
             from pipeline.orchestrator.transaction import train_on_current
 
+            dataset = TaskDataset.from_dir(data, name=task)
             result = train_on_current(
-                TaskDataset.from_dir(data, name=task),
-                open_registry(),
+                dataset,
+                open_registry(stream_for(stream, dataset)),
                 config,
                 overrides=overrides,
                 on_epoch=on_epoch,
@@ -252,6 +256,7 @@ def tune(
         int, typer.Option(help="Ray Train workers for the final training (0 = in this process).")
     ] = 2,
     gpu: Annotated[bool, typer.Option(help="Half a GPU per trial, one GPU per Ray Train worker.")] = False,
+    stream: STREAM = None,
     as_json: JSON = False,
 ) -> None:
     """Search rank, λ, τ, init logit and learning rate for one task with Ray Tune (nested MLflow runs)."""
@@ -260,7 +265,7 @@ def tune(
     from pipeline.tuning.search import TuneSpec, tune_task, tune_then_train
     from pipeline.tuning.space import SearchSpace
 
-    conn = open_connection()
+    conn = open_connection(stream)
     search_space = SearchSpace.from_file(space) if space else SearchSpace()
     spec = TuneSpec(
         trials=trials,
@@ -269,6 +274,7 @@ def tune(
         gpus_per_trial=0.5 if gpu else 0.0,
     )
     dataset = load_drop(conn, data, task)
+    conn = conn.for_stream(stream_for(stream, dataset) or conn.stream)  # the stream its task.json names
     with progress_bar() as progress:
         bar = progress.add_task(f"tune {dataset.name}", total=trials)
 
@@ -326,6 +332,7 @@ def analyze(
             help="Directory for the markdown and figures (default: beside the report for --bench, else a new temporary one)."
         ),
     ] = None,
+    stream: STREAM = None,
     as_json: JSON = False,
 ) -> None:
     """How much the adapters' subspaces overlap, per layer, and whether the gate pruned the tasks already covered.
@@ -335,7 +342,7 @@ def analyze(
     result, markdown = (
         write_report_analysis(bench_report, out)
         if bench_report is not None
-        else write_version_analysis(open_registry(), version, out)
+        else write_version_analysis(open_registry(stream), version, out)
     )
     typer.echo(json.dumps(result, indent=2) if as_json else markdown.read_text().rstrip())
     log(f"analysis: {markdown}")

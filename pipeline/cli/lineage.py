@@ -8,6 +8,7 @@ import typer
 
 from pipeline.cli.app import (
     JSON,
+    STREAM,
     command,
     echo_json,
     fail,
@@ -18,12 +19,12 @@ from pipeline.cli.app import (
 
 
 @command
-def lineage(as_json: JSON = False) -> None:
+def lineage(stream: STREAM = None, as_json: JSON = False) -> None:
     """The adapter-set version tree: parent, task, decision, adapters kept, accuracy; `current` marked."""
     from pipeline.registry.lineage import version_label
     from pipeline.registry.store import Registry
 
-    conn = open_connection()
+    conn = open_connection(stream)
     registry = Registry.connect(conn)
     current = registry.current(reconcile=False)  # a read: never writes, whatever credentials it has
     rows = [
@@ -34,6 +35,7 @@ def lineage(as_json: JSON = False) -> None:
     if as_json:
         echo_json(
             {
+                "stream": conn.stream,
                 "model": conn.registered_model,
                 "current": current.version if current else None,
                 "versions": rows,
@@ -83,6 +85,7 @@ def rollback(
     force: Annotated[
         bool, typer.Option("--force", help="Also make a version current that the promotion guard rejected.")
     ] = False,
+    stream: STREAM = None,
 ) -> None:
     """Make an earlier adapter set live again; the next task trains on top of it. Nothing is deleted."""
     from pipeline.errors import user_errors
@@ -90,7 +93,7 @@ def rollback(
     from pipeline.registry.lineage import version_label
 
     try:
-        move = rollbacks.rollback(open_registry(), version, reason, force)
+        move = rollbacks.rollback(open_registry(stream), version, reason, force)
     except user_errors() as e:
         fail(f"rollback refused, current unchanged: {e}")
     typer.echo(

@@ -8,7 +8,16 @@ from typing import Annotated
 import typer
 from rich.console import Console
 
-from pipeline.cli.app import EXIT_FAILED, JSON, command, echo_json, log, open_connection, open_registry
+from pipeline.cli.app import (
+    EXIT_FAILED,
+    JSON,
+    check_stream,
+    command,
+    echo_json,
+    log,
+    open_connection,
+    open_registry,
+)
 
 
 @command
@@ -19,12 +28,26 @@ def submit(
     ],
     task: Annotated[str, typer.Option(help="Task name: the drop goes to s3://<bucket>/incoming/<task>/.")],
     check: Annotated[bool, typer.Option(help="Validate locally first and refuse an invalid dataset.")] = True,
+    stream: Annotated[
+        str | None,
+        typer.Option(
+            help="Write this stream into the drop's task.json (default: what task.json says, else default).",
+            callback=check_stream,
+        ),
+    ] = None,
+    backbone: Annotated[
+        str | None,
+        typer.Option(
+            help="A new stream's backbone, written into task.json (e.g. efficientnet-lite0 for images)."
+        ),
+    ] = None,
 ) -> None:
     """Upload a dataset as a drop (files first, the _READY marker last), for `litelora watch` to train."""
     from pipeline.orchestrator.watcher import submit_drop
 
     bucket = open_registry().bucket
-    prefix, files = submit_drop(bucket, path, task, check)
+    fields = {k: v for k, v in {"stream": stream, "backbone": backbone}.items() if v}
+    prefix, files = submit_drop(bucket, path, task, check, fields)
     typer.echo(f"dropped {', '.join(files)} at {bucket.uri(prefix)}")
 
 
@@ -58,6 +81,13 @@ def watch(
             help="Promotion guard: the most (0-1) an earlier task's accuracy may drop for a new set to become current; 1 turns it off. [default: 0.05]",
         ),
     ] = None,
+    stream: Annotated[
+        list[str] | None,
+        typer.Option(
+            help="Only the drops of this stream (repeat for several; default: every stream). One watcher per "
+            "stream lets streams train at the same time."
+        ),
+    ] = None,
 ) -> None:
     """Run the orchestrator: claim each complete drop once, validate, train (Ray Train), register (Ctrl-C to stop)."""
     from pipeline.orchestrator.service import WatchOptions, build_watcher
@@ -70,13 +100,19 @@ def watch(
             tune=tune,
             trials=trials,
             max_accuracy_drop=guard,
-            config=WatchConfig(quiet_period_s=quiet_period, poll_s=poll, lease_s=lease),
+            config=WatchConfig(
+                quiet_period_s=quiet_period,
+                poll_s=poll,
+                lease_s=lease,
+                streams=tuple(check_stream(s) for s in stream or ()),
+            ),
         )
     except ValueError as e:
         raise typer.BadParameter(str(e)) from None
     watcher = build_watcher(open_connection(), options, log=log)
     log(
         f"watching {watcher.bucket.uri('incoming/')} as {watcher.ledger.watcher}"
+        + (f" for stream(s) {', '.join(stream)}" if stream else "")
         + (" (once)" if once else "")
         + (f", tuning each drop with {trials} trials" if options.tune == "auto" else "")
     )
@@ -109,8 +145,12 @@ def status(as_json: JSON = False, grace: GRACE = 3600.0) -> None:
     found = read_status(registry, grace)
     orphans = None if found.orphans is None else [o.to_dict() for o in found.orphans]
     if as_json:
-        echo_json({"drops": found.drops, "orphans": orphans})
+        echo_json({"streams": found.streams, "drops": found.drops, "orphans": orphans})
         return
+    for row in found.streams or []:
+        current = f"v{row['current']}" if row["current"] else "no version yet"
+        backbone = f", {row['backbone']}" if row["backbone"] else ""
+        typer.echo(f"stream {row['stream']}: {row['registered_model']}{backbone}, current {current}")
     table = Table(title=f"drops in {registry.bucket.uri('')}")
     for col in ("task", "dataset", "state", "version", "reason"):
         table.add_column(col)

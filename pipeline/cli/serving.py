@@ -9,6 +9,7 @@ import typer
 
 from pipeline.cli.app import (
     JSON,
+    STREAM,
     command,
     echo_json,
     err,
@@ -35,6 +36,7 @@ def predict(
         str | None, typer.Option(help="Registered version (default: `current`).", callback=version_option)
     ] = None,
     top: Annotated[int, typer.Option(min=1, help="Scores of the top classes to show.")] = 3,
+    stream: STREAM = None,
     as_json: JSON = False,
 ) -> None:
     """Classify text with a registered adapter set (merged weights): label, the task it belongs to, scores."""
@@ -47,7 +49,7 @@ def predict(
     texts = [*(text or []), *(line.rstrip("\n") for line in file or [] if line.strip())]
     if not texts:
         raise typer.BadParameter("give --text (repeatable) or --file")
-    predictor = Predictor.from_registry(open_connection(), version)
+    predictor = Predictor.from_registry(open_connection(stream), version)
     predictions = predictor.predict_all(texts, top=top)
     if as_json:
         echo_json({"version": predictor.version, "predictions": [p.__dict__ for p in predictions]})
@@ -65,13 +67,14 @@ def export(
     peft: Annotated[
         Path, typer.Option("--peft", help="Directory for the PEFT LoRA adapters, heads and labels.")
     ],
+    stream: STREAM = None,
     as_json: JSON = False,
 ) -> None:
     """Write a version as standard PEFT LoRA adapters (combined and one per kept adapter) plus its heads."""
     from pipeline.learn.peft_export import export_peft
     from pipeline.registry.current import load_current
 
-    found = load_current(open_registry(), version)
+    found = load_current(open_registry(stream), version)
     summary = export_peft(found.model, peft)
     if as_json:
         echo_json({"version": found.version, "directory": str(peft), **summary})
@@ -101,6 +104,7 @@ def serve(
             "[env: LITELORA_SERVE_TOKEN_FILE]"
         ),
     ] = None,
+    stream: STREAM = None,
 ) -> None:
     """Answer predictions over HTTP with the set under `current`; follow rollbacks without a restart."""
     from pipeline.serving.access import check_exposure, read_token, token_digest
@@ -125,7 +129,7 @@ def serve(
     starting.start()
     try:
         serve_until_stopped(
-            open_connection(),
+            open_connection(stream),
             host,
             port,
             poll,

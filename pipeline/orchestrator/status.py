@@ -42,6 +42,24 @@ class Status:
     orphans: list[Orphan] | None
     """None when MLflow could not be asked (`orphan_error` says why): the ledger alone lives in S3."""
     orphan_error: str = ""
+    streams: list[dict] | None = None
+    """Each stream's registered model, backbone and `current` (None when MLflow could not be asked)."""
+
+
+def stream_rows(registry: Registry) -> list[dict]:
+    rows = []
+    for name in registry.streams.names():
+        stream = registry.for_stream(name)
+        current = stream.current(reconcile=False)  # a read: never writes
+        rows.append(
+            {
+                "stream": name,
+                "registered_model": stream.lineage.name,
+                "backbone": stream.backbone,
+                "current": current.version if current else None,
+            }
+        )
+    return rows
 
 
 def orphans_of(registry: Registry, grace_s: float, entries: list[Entry]) -> list[Orphan]:
@@ -56,10 +74,10 @@ def orphans_of(registry: Registry, grace_s: float, entries: list[Entry]) -> list
 def read_status(registry: Registry, grace_s: float) -> Status:
     entries = Ledger(registry.bucket).entries()
     try:
-        orphans = orphans_of(registry, grace_s, entries)
+        orphans, streams = orphans_of(registry, grace_s, entries), stream_rows(registry)
     except (LineageError, AdapterSetError) as e:  # the ledger alone still says where every drop is
         return Status(drop_rows(entries), None, str(e))
-    return Status(drop_rows(entries), orphans)
+    return Status(drop_rows(entries), orphans, streams=streams)
 
 
 def collect_garbage(registry: Registry, grace_s: float, dry_run: bool = False) -> list[Orphan]:

@@ -285,8 +285,9 @@ def train_on_current(
     at_stage = at_stage or (lambda stage: None)
     lineage, timings = registry.lineage, {}
     with stopwatch(timings, "load_s"):
+        stream = registry.streams.admit(registry.stream, dataset.backbone, dataset.input_column == "image")
         parent = load_current(registry)
-        model = starting_model(parent, config, overrides, registry.backbone)
+        model = starting_model(parent, config, overrides, stream.backbone)
         check_inputs(dataset, model, registry.stream)
         task = dataset.to_task()
         earlier = earlier_tasks(registry, model)

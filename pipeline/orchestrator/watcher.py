@@ -93,12 +93,21 @@ def put_drop(bucket: Bucket, task: str, files: dict[str, bytes]) -> str:
     return f"{INCOMING}{task}/"
 
 
-def submit_drop(bucket: Bucket, path: Path, task: str, check: bool = True) -> tuple[str, list[str]]:
+def submit_drop(
+    bucket: Bucket, path: Path, task: str, check: bool = True, fields: dict | None = None
+) -> tuple[str, list[str]]:
     """`litelora submit`: a local drop folder or parquet file uploaded as a drop, validated first unless `check`
-    is off (the watcher validates again and quarantines what is invalid). Returns (prefix, file names)."""
+    is off (the watcher validates again and quarantines what is invalid); `fields` (stream, backbone) are written
+    into its task.json. Returns (prefix, file names)."""
     if not TASK_NAME.match(task):
         raise ValueError(f"task name {task!r}: 1-100 letters, digits, '.', '_' or '-'")
     files = drop_files(path)
+    if fields:
+        try:
+            info = json.loads(files.get("task.json", b"{}"))
+        except ValueError as err:
+            raise InvalidDataset(f"{path}: task.json is not valid JSON: {err}") from err
+        files["task.json"] = json.dumps({**info, **fields}, indent=2).encode()
     if check:
         try:
             TaskDataset.from_files(task, files)

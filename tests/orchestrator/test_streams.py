@@ -151,3 +151,17 @@ def test_gc_keeps_the_sets_and_datasets_of_every_stream(registry, wordnet_files,
         lineage.sets.verify(lineage.sets.set_id_from_uri(lineage.current().source))  # every file still there
         for version in lineage.lineage.versions():
             assert registry.datasets.get(version.tags["dataset_id"], version.tags["task"])
+
+
+def test_submit_writes_the_stream_and_backbone_into_the_drops_task_json(registry, image_files, tmp_path):
+    from pipeline.orchestrator.watcher import submit_drop
+
+    for name, data in image_files.items():
+        (tmp_path / name).write_bytes(data)
+    prefix, _ = submit_drop(
+        registry.bucket, tmp_path, "shoes", fields={"stream": "images", "backbone": "efficientnet-lite0"}
+    )
+    written = json.loads(registry.bucket.get(f"{prefix}task.json"))
+    assert written == {"stream": "images", "backbone": "efficientnet-lite0"}
+    with pytest.raises(InvalidDataset, match="backbone 'vit'"):
+        submit_drop(registry.bucket, tmp_path, "bad", fields={"backbone": "vit"})
