@@ -19,6 +19,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
+from pipeline.data.images import image_problem
 from pipeline.data.stream_names import DEFAULT_STREAM, StreamError, check_backbone_name, check_stream_name
 from pipeline.learn.task import Task
 
@@ -49,6 +50,8 @@ class DatasetLimits:
     """One `text` value (the tokenizer keeps a few hundred tokens of it anyway)."""
     max_image_bytes: int = 16 * 1024**2
     """One encoded `image` value."""
+    max_image_pixels: int = 25_000_000
+    """One image, width × height as its header declares (checked before decoding)."""
 
 
 def dataset_id(files: dict[str, bytes]) -> str:
@@ -173,6 +176,11 @@ def _check_values(name: str, table: pa.Table, column: str, limits: DatasetLimits
         raise InvalidDataset(
             f"{name}: a '{column}' value is {longest:,} bytes, over the {limit:,}-byte limit per row"
         )
+    if column == "image":
+        for row, data in enumerate(table[column].to_pylist()):
+            problem = image_problem(data, limits.max_image_pixels)
+            if problem:
+                raise InvalidDataset(f"{name}: the image in row {row} {problem}")
 
 
 def drop_files(path: str | Path) -> dict[str, bytes]:

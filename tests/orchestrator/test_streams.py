@@ -1,6 +1,7 @@
 """Streams on in-memory stand-ins: independent lineages in one bucket and one MLflow, their own arrival order,
 a backbone fixed by the first drop, and drops a stream cannot read quarantined with what to do."""
 
+import io
 import json
 
 import pytest
@@ -165,3 +166,35 @@ def test_submit_writes_the_stream_and_backbone_into_the_drops_task_json(registry
     assert written == {"stream": "images", "backbone": "efficientnet-lite0"}
     with pytest.raises(InvalidDataset, match="backbone 'vit'"):
         submit_drop(registry.bucket, tmp_path, "bad", fields={"backbone": "vit"})
+
+
+@pytest.mark.parametrize("hostile", ["truncated", "text", "100-megapixel-header", "decompression-bomb"])
+def test_an_image_drop_with_a_hostile_image_is_quarantined_with_the_reason(
+    registry, image_files, make_watcher, hostile
+):
+    import pyarrow.parquet as pq
+    from PIL import Image
+
+    from tests.data.test_images import encoded, png_declaring
+
+    bad = {
+        "truncated": encoded(Image.new("RGB", (32, 32)))[:60],
+        "text": b"just some text",
+        "100-megapixel-header": png_declaring(10_000, 10_000),
+        "decompression-bomb": encoded(Image.new("1", (12_000, 12_000))),
+    }[hostile]
+    table = pq.read_table(io.BytesIO(image_files["train.parquet"])).to_pydict()
+    images = [*table["image"][:-1], bad]
+    files = {
+        **image_files,
+        "train.parquet": parquet(image=images, label=table["label"]),
+        "task.json": task_json(stream="images", backbone="efficientnet-lite0"),
+    }
+    drop(registry.bucket, "hostile", files)
+    done = make_watcher().run(once=True)
+    assert done[0]["state"] == "quarantined"
+    assert f"the image in row {len(images) - 1}" in done[0]["reason"]
+    reason = json.loads(
+        registry.bucket.get(next(k for k in registry.bucket.list("quarantine/") if k.endswith("reason.json")))
+    )
+    assert reason["reason"] == done[0]["reason"]
