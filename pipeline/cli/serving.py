@@ -30,7 +30,10 @@ def predict(
         typer.Option("--file", help="Texts to classify, one per line ('-' reads stdin)."),
     ] = None,
     image: Annotated[
-        Path | None, typer.Option(help="An image file (needs a set trained on a vision backbone).")
+        list[Path] | None,
+        typer.Option(
+            help="A PNG/JPEG file to classify with a set on a vision backbone (repeat for several)."
+        ),
     ] = None,
     version: Annotated[
         str | None, typer.Option(help="Registered version (default: `current`).", callback=version_option)
@@ -39,24 +42,31 @@ def predict(
     stream: STREAM = None,
     as_json: JSON = False,
 ) -> None:
-    """Classify text with a registered adapter set (merged weights): label, the task it belongs to, scores."""
+    """Classify texts or images with a registered adapter set (merged weights): label, its task, scores."""
     from pipeline.serving.predictor import Predictor
 
-    if image is not None:
-        fail(
-            "--image needs an adapter set trained on a vision backbone; the registered sets read text (--text)"
-        )
     texts = [*(text or []), *(line.rstrip("\n") for line in file or [] if line.strip())]
-    if not texts:
-        raise typer.BadParameter("give --text (repeatable) or --file")
+    if not texts and not image:
+        raise typer.BadParameter("give --text (repeatable), --file or --image")
+    if texts and image:
+        raise typer.BadParameter("give texts or images, not both: a set reads one kind")
     predictor = Predictor.from_registry(open_connection(stream), version)
-    predictions = predictor.predict_all(texts, top=top)
+    if image and not predictor.reads_images:
+        fail(f"v{predictor.version} reads text; --image needs a stream on a vision backbone (--stream)")
+    if texts and predictor.reads_images:
+        fail(f"v{predictor.version} reads images; give --image (or choose a text stream with --stream)")
+    inputs, shown = (
+        (texts, [t[:60] for t in texts])
+        if texts
+        else ([p.read_bytes() for p in image], list(map(str, image)))
+    )
+    predictions = predictor.predict_all(inputs, top=top)
     if as_json:
         echo_json({"version": predictor.version, "predictions": [p.__dict__ for p in predictions]})
         return
-    for t, p in zip(texts, predictions, strict=True):
+    for name, p in zip(shown, predictions, strict=True):
         scores = ", ".join(f"{label} {score:.2f}" for label, score in p.scores.items())
-        typer.echo(f"{p.label}  (task {p.task}; v{predictor.version}; {scores})  <- {t[:60]}")
+        typer.echo(f"{p.label}  (task {p.task}; v{predictor.version}; {scores})  <- {name}")
 
 
 @command

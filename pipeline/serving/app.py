@@ -11,6 +11,8 @@ With a token (serving/access.py), /predict and /version need `Authorization: Bea
 /healthz stays open for liveness probes.
 """
 
+import base64
+import binascii
 import logging
 import threading
 import time
@@ -38,10 +40,29 @@ class PredictRequest(BaseModel):
     text: str | None = None
     texts: list[str] | None = None
     image: str | None = None
-    """Base64 image: refused (415) by sets whose backbone reads text."""
+    """A base64 PNG/JPEG, for a set on a vision backbone (415 from a text set, as texts are from an image set)."""
+    images: list[str] | None = None
     top: int = Field(3, ge=1, le=1000)
     version: str | None = None
     """Answer only if this version is the one being served (409 otherwise)."""
+
+
+def inputs_of(body: PredictRequest, reads_images: bool) -> list[str] | list[bytes]:
+    """The request's texts, or its images decoded from base64; the other kind is refused with 415."""
+    texts = body.texts if body.texts is not None else ([body.text] if body.text is not None else [])
+    images = body.images if body.images is not None else ([body.image] if body.image is not None else [])
+    if reads_images and texts:
+        raise HTTPException(
+            415, 'this adapter set\'s backbone reads images; send "image" or "images" (base64)'
+        )
+    if not reads_images and images:
+        raise HTTPException(415, 'this adapter set\'s backbone reads text; send "text" or "texts"')
+    if not reads_images:
+        return texts
+    try:
+        return [base64.b64decode(i, validate=True) for i in images]
+    except binascii.Error as error:
+        raise HTTPException(422, f"an image that is not valid base64: {error}") from None
 
 
 @api.middleware("http")
@@ -97,8 +118,6 @@ class AdapterSetServer:  # (no `from __future__ import annotations`: FastAPI mus
     def predict(self, body: PredictRequest, authorization: str | None = Header(None)) -> dict:
         self._require_token(authorization)
         predictor = self.predictor  # one read: this request finishes on this set, whatever swaps meanwhile
-        if body.image is not None:
-            raise HTTPException(415, 'this adapter set\'s backbone reads text; send "text" or "texts"')
         if body.version is not None:
             try:
                 asked = parse_version(body.version)
@@ -110,9 +129,8 @@ class AdapterSetServer:  # (no `from __future__ import annotations`: FastAPI mus
                     f"v{asked} is not being served; this server serves v{predictor.version} (the set under "
                     "`current`)",
                 )
-        texts = body.texts if body.texts is not None else ([body.text] if body.text is not None else [])
         try:
-            predictions = predictor.predict(texts, top=body.top)
+            predictions = predictor.predict(inputs_of(body, predictor.reads_images), top=body.top)
         except BadRequest as error:
             raise HTTPException(413 if "at most" in str(error) else 422, str(error)) from None
         return {"version": predictor.version, "predictions": [p.__dict__ for p in predictions]}

@@ -12,11 +12,15 @@ from dataclasses import dataclass
 
 import torch
 
+from pipeline.data.images import image_problem
+from pipeline.data.task_dataset import DatasetLimits
 from pipeline.learn.model import ContinualModel
 from pipeline.settings import Connection
 
 MAX_TEXT_CHARS = 10_000
 MAX_BATCH = 256
+IMAGE_LIMITS = DatasetLimits()
+"""A served image obeys the limits of a dropped one."""
 
 
 class BadRequest(ValueError):
@@ -57,33 +61,48 @@ class Predictor:
             raise LineageError("no adapter set is `current` yet: train and register a task first")
         return cls(found.model, found.version, found.set_id)
 
-    def predict_all(self, texts: list[str], top: int = 5) -> list[Prediction]:
-        """`predict` for any number of texts, `MAX_BATCH` at a time."""
+    @property
+    def reads_images(self) -> bool:
+        return self.model.config.backbone.reads_images
+
+    def predict_all(self, inputs: list[str] | list[bytes], top: int = 5) -> list[Prediction]:
+        """`predict` for any number of inputs, `MAX_BATCH` at a time."""
         return [
             p
-            for start in range(0, len(texts), MAX_BATCH)
-            for p in self.predict(texts[start : start + MAX_BATCH], top)
+            for start in range(0, len(inputs), MAX_BATCH)
+            for p in self.predict(inputs[start : start + MAX_BATCH], top)
         ]
 
+    def check(self, inputs: list[str] | list[bytes]) -> None:
+        """Refuse what this set cannot read: texts for a text backbone, PNG/JPEG bytes within the drop limits for
+        a vision one."""
+        kind, wanted = ("images", bytes) if self.reads_images else ("text", str)
+        for value in inputs:
+            if not isinstance(value, wanted):
+                raise BadRequest(
+                    f"inputs must be {kind} (got {type(value).__name__}); this set's backbone reads {kind}"
+                )
+            if wanted is str and len(value) > MAX_TEXT_CHARS:
+                raise BadRequest(f"an input of {len(value)} characters; at most {MAX_TEXT_CHARS}")
+            if wanted is bytes:
+                problem = image_problem(value, IMAGE_LIMITS.max_image_pixels)
+                if len(value) > IMAGE_LIMITS.max_image_bytes or problem:
+                    raise BadRequest(f"an image that {problem or 'is over the size limit'}")
+
     @torch.no_grad()
-    def predict(self, texts: list[str], top: int = 5) -> list[Prediction]:
-        if not texts:
-            raise BadRequest("no input: give at least one text")
+    def predict(self, inputs: list[str] | list[bytes], top: int = 5) -> list[Prediction]:
+        """Texts, or encoded images for a set on a vision backbone."""
+        if not inputs:
+            raise BadRequest("no input: give at least one " + ("image" if self.reads_images else "text"))
         if top < 1:
             raise BadRequest(f"top must be >= 1 (got {top})")
-        if len(texts) > MAX_BATCH:
-            raise BadRequest(f"{len(texts)} inputs in one request; at most {MAX_BATCH}")
-        for text in texts:
-            if not isinstance(text, str):
-                raise BadRequest(
-                    f"inputs must be text (got {type(text).__name__}); this set's backbone reads text"
-                )
-            if len(text) > MAX_TEXT_CHARS:
-                raise BadRequest(f"an input of {len(text)} characters; at most {MAX_TEXT_CHARS}")
+        if len(inputs) > MAX_BATCH:
+            raise BadRequest(f"{len(inputs)} inputs in one request; at most {MAX_BATCH}")
+        self.check(inputs)
         from pipeline.learn.evaluate import predict_logits
 
         with self._lock:
-            probs = predict_logits(self.model, texts).softmax(-1)
+            probs = predict_logits(self.model, inputs).softmax(-1)
         classes = self.model.classes
         out = []
         for row in probs:

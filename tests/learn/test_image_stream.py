@@ -68,3 +68,21 @@ def test_an_image_adapter_set_loads_back_with_identical_logits(network, tasks, t
     assert loaded.config.backbone == IMAGE
     # Bit for bit: the same tensors in the same shapes, the same batches, one process: the same computation.
     assert torch.equal(predict_logits(loaded, inputs), predict_logits(model, inputs))
+
+
+def test_a_predictor_on_an_image_set_reads_image_bytes_and_refuses_text_and_hostile_images(network, tasks):
+    from pipeline.learn.recipe import train_task
+    from pipeline.serving.predictor import BadRequest, Predictor
+    from tests.data.test_images import png_declaring
+
+    model = ContinualModel(_config(), backbone=copy.deepcopy(network))
+    train_task(model, tasks[0])
+    predictor = Predictor(model, version="1")
+    assert predictor.reads_images
+    predictions = predictor.predict(tasks[0].test_inputs[:4], top=2)
+    assert [p.label in tasks[0].classes for p in predictions] == [True] * 4
+    assert all(len(p.scores) == 2 for p in predictions)
+    with pytest.raises(BadRequest, match="inputs must be images"):
+        predictor.predict(["a text"])
+    with pytest.raises(BadRequest, match="declares 10000×10000 pixels"):
+        predictor.predict([png_declaring(10_000, 10_000)])
