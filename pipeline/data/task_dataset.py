@@ -19,6 +19,12 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
+from pipeline.data.image_folder import (
+    NotAnImageFolder,
+    image_folder_files,
+    is_image_folder,
+    read_image_folder,
+)
 from pipeline.data.images import image_problem
 from pipeline.data.stream_names import DEFAULT_STREAM, StreamError, check_backbone_name, check_stream_name
 from pipeline.learn.task import Task
@@ -183,13 +189,30 @@ def _check_values(name: str, table: pa.Table, column: str, limits: DatasetLimits
                 raise InvalidDataset(f"{name}: the image in row {row} {problem}")
 
 
+def contract_files(files: dict[str, bytes]) -> dict[str, bytes]:
+    """A drop's files by relative path → the contract's files: an image folder (train/<class>/<image>) becomes its
+    parquet files; anything else keeps the files the contract names."""
+    if not is_image_folder(list(files)):
+        return {name: data for name, data in files.items() if name in DATA_FILES}
+    try:
+        return image_folder_files(files)
+    except NotAnImageFolder as err:
+        raise InvalidDataset(str(err)) from err
+
+
 def drop_files(path: str | Path) -> dict[str, bytes]:
-    """The contract's files of a local drop: a folder holding them, or one parquet file (the training rows)."""
+    """The contract's files of a local drop: a folder holding them, an image folder, or one parquet file (the
+    training rows)."""
     path = Path(path)
     if path.is_file() and path.suffix == ".parquet":
         return {"train.parquet": path.read_bytes()}
     if not path.is_dir():
         raise InvalidDataset(f"{path} is neither a drop folder nor a parquet file")
+    if (path / "train").is_dir() and not (path / "train.parquet").exists():
+        try:
+            return contract_files(read_image_folder(path))
+        except InvalidDataset as err:
+            raise InvalidDataset(f"{path}: {err}") from err
     return {f: (path / f).read_bytes() for f in DATA_FILES if (path / f).exists()}
 
 

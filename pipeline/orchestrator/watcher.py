@@ -17,13 +17,15 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from pathlib import Path, PurePosixPath
+from pathlib import Path
 
+from pipeline.data.image_folder import IGNORED, is_image_folder
 from pipeline.data.task_dataset import (
     DATA_FILES,
     DatasetLimits,
     InvalidDataset,
     TaskDataset,
+    contract_files,
     dataset_id,
     drop_files,
 )
@@ -70,11 +72,11 @@ class Drop:
 
     @property
     def data_objects(self) -> dict[str, dict]:
-        return {
-            PurePosixPath(o["Key"]).name: o
-            for o in self.objects
-            if PurePosixPath(o["Key"]).name in DATA_FILES and PurePosixPath(o["Key"]).parent.name == self.task
-        }
+        """The drop's data by path inside it: the contract's files, or an image folder's images (and task.json)."""
+        inside = {o["Key"][len(self.prefix) :]: o for o in self.objects}
+        if is_image_folder(list(inside)):
+            return {rel: o for rel, o in inside.items() if rel != READY and not IGNORED.search(rel)}
+        return {rel: o for rel, o in inside.items() if rel in DATA_FILES}
 
     def listing_id(self) -> str:
         """An id for a drop that is refused before its bytes are read: its keys, sizes and ETags."""
@@ -255,6 +257,11 @@ class Watcher:
                 files = {name: self.bucket.get(o["Key"]) for name, o in drop.data_objects.items()}
             except FileNotFoundError:  # cleared since it was listed (another watcher finished it): look again
                 return None
+            try:
+                files = contract_files(files)  # an image folder becomes its parquet files: one id everywhere
+            except InvalidDataset as bad:
+                drop.problems.append(str(bad))
+                files = {}
             ds_id = dataset_id(files) if files else drop.listing_id()
         entry = self.ledger.read(ds_id)
         if (

@@ -198,3 +198,65 @@ def test_an_image_drop_with_a_hostile_image_is_quarantined_with_the_reason(
         registry.bucket.get(next(k for k in registry.bucket.list("quarantine/") if k.endswith("reason.json")))
     )
     assert reason["reason"] == done[0]["reason"]
+
+
+def image_folder(task, every: int = 4) -> dict[str, bytes]:
+    """A task as an image folder: train/<class>/<n>.png and test/<class>/<n>.png, by relative path."""
+    files = {}
+    for split, images, labels in (
+        ("train", task.train_inputs, task.train_labels),
+        ("test", task.test_inputs, task.test_labels),
+    ):
+        for n, (image, label) in enumerate(zip(images[::every], labels[::every], strict=True)):
+            files[f"{split}/{task.classes[label]}/{n:04d}.png"] = image
+    return files
+
+
+def test_an_image_folder_dropped_file_by_file_is_validated_as_its_parquet_equivalent(registry, make_watcher):
+    task = split_fashion_mnist(1993, "ci")[0]
+    folder = image_folder(task) | {
+        "task.json": task_json(stream="images", backbone="efficientnet-lite0"),
+        ".DS_Store": b"\0",
+    }
+    drop(registry.bucket, "shoes", folder)  # what `aws s3 cp --recursive` uploads, the marker last
+
+    trained = []
+
+    def look(dataset, stream_registry):  # what training would receive; training itself is not this test's
+        trained.append((dataset, stream_registry))
+        raise RuntimeError("looked, not trained")
+
+    done = make_watcher(trainer=look).run(once=True)
+
+    dataset, stream_registry = trained[0]
+    assert done[0]["reason"] == "RuntimeError: looked, not trained"
+    assert stream_registry.stream == "images" and dataset.input_column == "image"
+    assert dataset.train.num_rows == len(task.train_inputs[::4]) and dataset.test is not None
+    assert sorted(set(dataset.train["label"].to_pylist())) == sorted(task.classes)
+    # The same folder gives the same parquet bytes, so the same dataset id, wherever it is converted.
+    from pipeline.data.task_dataset import contract_files
+
+    assert dataset.dataset_id == dataset_id(contract_files(folder))
+
+
+def test_an_image_folder_with_stray_files_is_quarantined_naming_them(registry, make_watcher):
+    task = split_fashion_mnist(1993, "ci")[0]
+    drop(registry.bucket, "messy", image_folder(task) | {"train/notes.txt": b"hello", "README": b"x"})
+    done = make_watcher().run(once=True)
+    assert done[0]["state"] == "quarantined"
+    assert "README, train/notes.txt: an image folder holds only" in done[0]["reason"]
+
+
+def test_a_local_image_folder_submits_as_parquet_files(registry, tmp_path):
+    from pipeline.orchestrator.watcher import submit_drop
+
+    task = split_fashion_mnist(1993, "ci")[0]
+    for rel, data in image_folder(task).items():
+        (tmp_path / rel).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / rel).write_bytes(data)
+    _, names = submit_drop(
+        registry.bucket, tmp_path, "shoes", fields={"stream": "images", "backbone": "efficientnet-lite0"}
+    )
+    assert sorted(names) == ["task.json", "test.parquet", "train.parquet"]
+    dataset = TaskDataset.from_dir(tmp_path)
+    assert dataset.input_column == "image" and dataset.train.num_rows == len(task.train_inputs[::4])
