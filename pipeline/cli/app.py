@@ -145,6 +145,10 @@ def check_stream(value: str | None) -> str | None:
         raise typer.BadParameter(str(e)) from None
 
 
+def check_streams(values: list[str] | None) -> list[str] | None:
+    return None if values is None else [check_stream(v) for v in values]
+
+
 STREAM = Annotated[
     str | None,
     typer.Option(

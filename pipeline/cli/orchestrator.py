@@ -12,6 +12,7 @@ from pipeline.cli.app import (
     EXIT_FAILED,
     JSON,
     check_stream,
+    check_streams,
     command,
     echo_json,
     log,
@@ -85,7 +86,8 @@ def watch(
         list[str] | None,
         typer.Option(
             help="Only the drops of this stream (repeat for several; default: every stream). One watcher per "
-            "stream lets streams train at the same time."
+            "stream lets streams train at the same time.",
+            callback=check_streams,
         ),
     ] = None,
 ) -> None:
@@ -104,7 +106,7 @@ def watch(
                 quiet_period_s=quiet_period,
                 poll_s=poll,
                 lease_s=lease,
-                streams=tuple(check_stream(s) for s in stream or ()),
+                streams=tuple(stream or ()),
             ),
         )
     except ValueError as e:

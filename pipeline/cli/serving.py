@@ -10,6 +10,7 @@ import typer
 from pipeline.cli.app import (
     JSON,
     STREAM,
+    check_streams,
     command,
     echo_json,
     err,
@@ -114,7 +115,14 @@ def serve(
             "[env: LITELORA_SERVE_TOKEN_FILE]"
         ),
     ] = None,
-    stream: STREAM = None,
+    stream: Annotated[
+        list[str] | None,
+        typer.Option(
+            help="A stream to serve (repeat for several: each at /streams/<stream>/predict, the first also at "
+            "/predict) [default: LITELORA_STREAM, else default].",
+            callback=check_streams,
+        ),
+    ] = None,
 ) -> None:
     """Answer predictions over HTTP with the set under `current`; follow rollbacks without a restart."""
     from pipeline.serving.access import check_exposure, read_token, token_digest
@@ -130,6 +138,8 @@ def serve(
     def ready() -> None:
         starting.stop()
         following = "following `current`" if version is None else f"pinned to v{version}"
+        if stream and len(stream) > 1:
+            following += " of " + ", ".join(f"/streams/{s}" for s in stream)
         guarded = "bearer token required" if token else "no token: loopback only"
         log(
             f"serving http://{host}:{port}/predict  (GET /healthz, /version); {following}; {guarded}; "
@@ -139,7 +149,7 @@ def serve(
     starting.start()
     try:
         serve_until_stopped(
-            open_connection(stream),
+            open_connection(stream[0] if stream else None),
             host,
             port,
             poll,
@@ -147,6 +157,7 @@ def serve(
             replicas,
             on_ready=ready,
             token_digest=token_digest(token) if token else None,
+            streams=tuple(stream or ()),
         )
     finally:
         starting.stop()

@@ -78,46 +78,63 @@ async def refuse_oversize_bodies(request: Request, call_next):
 @serve.deployment(max_ongoing_requests=32)
 @serve.ingress(api)
 class AdapterSetServer:  # (no `from __future__ import annotations`: FastAPI must see real types)
+    """Each served stream's set under `current` (or one pinned version): the first stream answers at /predict and
+    /version, every stream at /streams/<stream>/predict and /streams/<stream>/version."""
+
     def __init__(
         self,
         conn: Connection,
         poll_s: float = 2.0,
         version: str | None = None,
         token_digest: str | None = None,
+        streams: tuple[str, ...] = (),
     ):
         # Checked by each route, on this object: Serve runs the routes on its own copy of the FastAPI app.
         self.token_digest = token_digest
-        self.conn, self.poll_s = conn, poll_s
-        self.predictor = Predictor.from_registry(conn, version)
+        self.poll_s = poll_s
+        self.streams = streams or (conn.stream,)
+        self.conns = {stream: conn.for_stream(stream) for stream in self.streams}
+        self.predictors = {s: Predictor.from_registry(c, version) for s, c in self.conns.items()}
         self.following = version is None  # a pinned version never moves
-        self.swaps, self.last_poll_error = 0, ""
+        self.swaps = dict.fromkeys(self.streams, 0)
+        self.last_poll_error = dict.fromkeys(self.streams, "")
         if self.following:
             threading.Thread(target=self._follow_current, name="follow-current", daemon=True).start()
 
     def _follow_current(self) -> None:
-        pointer = Registry.connect(self.conn).pointer
+        pointers = {stream: Registry.connect(conn).pointer for stream, conn in self.conns.items()}
         while True:
             time.sleep(self.poll_s)
-            try:
-                now = pointer.version(reconcile=False)  # replicas read; promoters and rollbacks write
-                if now is not None and now != self.predictor.version:
-                    fresh = Predictor.from_registry(self.conn, now)  # loaded off the request path
-                    self.predictor = fresh
-                    self.swaps += 1
-                    log.warning("now serving v%s", fresh.version)
-                self.last_poll_error = ""
-            except Exception as error:  # noqa: BLE001 - MLflow or S3 away: keep serving the set we have
-                self.last_poll_error = f"{type(error).__name__}: {error}"
+            for stream, pointer in pointers.items():
+                try:
+                    now = pointer.version(reconcile=False)  # replicas read; promoters and rollbacks write
+                    if now is not None and now != self.predictors[stream].version:
+                        fresh = Predictor.from_registry(
+                            self.conns[stream], now
+                        )  # loaded off the request path
+                        self.predictors[stream] = fresh
+                        self.swaps[stream] += 1
+                        log.warning("%s: now serving v%s", stream, fresh.version)
+                    self.last_poll_error[stream] = ""
+                except Exception as error:  # noqa: BLE001 - MLflow or S3 away: keep serving the set we have
+                    self.last_poll_error[stream] = f"{type(error).__name__}: {error}"
 
     def _require_token(self, authorization: str | None) -> None:
         # Not on /healthz: liveness probes carry no token, and it says only which version is served.
         if not authorized(authorization, self.token_digest):
             raise HTTPException(401, "missing or wrong bearer token", headers={"WWW-Authenticate": "Bearer"})
 
-    @api.post("/predict")
-    def predict(self, body: PredictRequest, authorization: str | None = Header(None)) -> dict:
-        self._require_token(authorization)
-        predictor = self.predictor  # one read: this request finishes on this set, whatever swaps meanwhile
+    def _served(self, stream: str) -> str:
+        if stream not in self.predictors:
+            raise HTTPException(
+                404, f"stream {stream!r} is not served here; served: {', '.join(self.streams)}"
+            )
+        return stream
+
+    def _predict(self, stream: str, body: PredictRequest) -> dict:
+        predictor = self.predictors[
+            stream
+        ]  # one read: this request finishes on this set, whatever swaps meanwhile
         if body.version is not None:
             try:
                 asked = parse_version(body.version)
@@ -135,23 +152,45 @@ class AdapterSetServer:  # (no `from __future__ import annotations`: FastAPI mus
             raise HTTPException(413 if "at most" in str(error) else 422, str(error)) from None
         return {"version": predictor.version, "predictions": [p.__dict__ for p in predictions]}
 
-    @api.get("/healthz")
-    def healthz(self) -> dict:
-        return {"status": "ok", "version": self.predictor.version}
-
-    @api.get("/version")
-    def version(self, authorization: str | None = Header(None)) -> dict:
-        self._require_token(authorization)
-        p = self.predictor
+    def _version(self, stream: str) -> dict:
+        p = self.predictors[stream]
         return {
+            "stream": stream,
             "version": p.version,
             "set_id": p.set_id,
             "tasks": [t.name for t in p.model.tasks],
             "following_current": self.following,
-            "swaps": self.swaps,
+            "swaps": self.swaps[stream],
             "poll_s": self.poll_s,
-            "last_poll_error": self.last_poll_error,
+            "last_poll_error": self.last_poll_error[stream],
         }
+
+    @api.post("/predict")
+    def predict(self, body: PredictRequest, authorization: str | None = Header(None)) -> dict:
+        self._require_token(authorization)
+        return self._predict(self.streams[0], body)
+
+    @api.post("/streams/{stream}/predict")
+    def predict_stream(
+        self, stream: str, body: PredictRequest, authorization: str | None = Header(None)
+    ) -> dict:
+        self._require_token(authorization)
+        return self._predict(self._served(stream), body)
+
+    @api.get("/healthz")
+    def healthz(self) -> dict:
+        versions = {stream: p.version for stream, p in self.predictors.items()}
+        return {"status": "ok", "version": versions[self.streams[0]], "streams": versions}
+
+    @api.get("/version")
+    def version(self, authorization: str | None = Header(None)) -> dict:
+        self._require_token(authorization)
+        return self._version(self.streams[0])
+
+    @api.get("/streams/{stream}/version")
+    def stream_version(self, stream: str, authorization: str | None = Header(None)) -> dict:
+        self._require_token(authorization)
+        return self._version(self._served(stream))
 
 
 def run_server(
@@ -162,6 +201,7 @@ def run_server(
     version: str | None = None,
     replicas: int = 1,
     token_digest: str | None = None,
+    streams: tuple[str, ...] = (),
 ) -> None:
     """Start Ray Serve (in the local or `RAY_ADDRESS` Ray) and deploy; returns once the app is healthy."""
     from pipeline.orchestrator.ray_train import init_ray
@@ -169,7 +209,7 @@ def run_server(
     init_ray(conn.cache_dir.parent)
     serve.start(http_options={"host": host, "port": port})
     serve.run(
-        AdapterSetServer.options(num_replicas=replicas).bind(conn, poll_s, version, token_digest),
+        AdapterSetServer.options(num_replicas=replicas).bind(conn, poll_s, version, token_digest, streams),
         name="litelora",
         route_prefix="/",
     )
@@ -184,18 +224,24 @@ def serve_until_stopped(
     replicas: int,
     on_ready=lambda: None,
     token_digest: str | None = None,
+    streams: tuple[str, ...] = (),
 ) -> None:
-    """Check there is a set to serve (before Ray Serve retries a replica that cannot load), serve it, and block
-    until SIGINT or SIGTERM; then remove our app only (on a shared cluster other Serve apps keep running)."""
+    """Check each stream has a set to serve (before Ray Serve retries a replica that cannot load), serve them, and
+    block until SIGINT or SIGTERM; then remove our app only (on a shared cluster other Serve apps keep running)."""
     import signal
 
     import ray
 
-    registry = Registry.connect(conn)
-    if (registry.lineage.get(version) if version else registry.current()) is None:
-        raise LineageError("no adapter set is `current` yet: train and register a task first")
+    if version and len(streams) > 1:
+        raise ValueError("--version pins one stream's set: serve one stream with it")
+    for stream in streams or (conn.stream,):
+        registry = Registry.connect(conn.for_stream(stream))
+        if (registry.lineage.get(version) if version else registry.current()) is None:
+            raise LineageError(
+                f"no adapter set is `current` in stream {stream!r} yet: train and register a task first"
+            )
     try:
-        run_server(conn, host, port, poll_s, version, replicas, token_digest)
+        run_server(conn, host, port, poll_s, version, replicas, token_digest, streams)
     except RuntimeError as e:  # a replica that failed to start: its last line says why
         raise JobFailed((str(e).strip().splitlines() or [type(e).__name__])[-1]) from None
     on_ready()
