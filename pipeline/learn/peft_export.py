@@ -6,6 +6,12 @@
     DIR/labels.json        class names in head order, the task owning each, pooling, max length, head option and
                            whether features are L2-normalised before the map (prototype head)
 
+On a vision backbone the adapted layers are 1×1 convolutions that we wrap as `<conv>.linear` (adapters/
+pointwise.py); they are exported under the convolution's own name with 1×1 kernels (A [r, C_in, 1, 1],
+B [C_out, r, 1, 1]), PEFT's Conv2d LoRA, so PEFT loads them onto the unmodified network
+(`pipeline.learn.efficientnet.load_efficientnet_lite0()`); labels.json then gives the image size and the
+ImageNet normalisation.
+
 SD-LoRA's magnitudes are folded into B: PEFT computes ΔW = (lora_alpha / r) · B A, and with lora_alpha = r
 that is B A, so B_peft = B · diag(s_i) reproduces W + Σ_i s_i · B_i A_i, with s_i = α_i / n_i (the newest kept
 adapter is still unnormalised, n = 1), exactly the scales the layer itself applies (`delta_factors`). Loading `combined` (or
@@ -21,6 +27,7 @@ import torch
 from safetensors.torch import save_file
 
 from pipeline.learn.head_options import classifier
+from pipeline.learn.image_backbone import IMAGENET_MEAN, IMAGENET_STD
 from pipeline.learn.model import ContinualModel
 
 
@@ -57,7 +64,8 @@ def export_peft(model: ContinualModel, directory: str | Path) -> dict:
     out.mkdir(parents=True, exist_ok=True)
     base = model.config.backbone.name
     layers = list(model.adapters)
-    targets = [name for name, _ in layers]
+    convolutional = model.config.backbone.reads_images  # 1×1 convolutions wrapped as `<conv>.linear`
+    targets = [name.removesuffix(".linear") if convolutional else name for name, _ in layers]
     ranks, owners = model.adapter_ranks(), model.adapter_slots()
     written = []
     combined: dict[str, torch.Tensor] = {}
@@ -68,6 +76,8 @@ def export_peft(model: ContinualModel, directory: str | Path) -> dict:
             continue
         a, s, b = (t.detach().float().cpu() for t in factors)
         b = b * s  # magnitudes folded into B (see module docstring)
+        if convolutional:
+            name, a, b = name.removesuffix(".linear"), a[:, :, None, None], b[:, :, None, None]
         key = f"base_model.model.{name}"
         combined |= {f"{key}.lora_A.weight": a, f"{key}.lora_B.weight": b}
         start = 0
@@ -94,8 +104,11 @@ def export_peft(model: ContinualModel, directory: str | Path) -> dict:
     labels = {
         "classes": model.classes,
         "task_of_class": [t.name for t in model.tasks for _ in t.classes],
-        "pooling": model.config.backbone.pooling,
-        "max_length": model.config.backbone.max_length,
+        **(
+            {"image_size": model.config.backbone.image_size, "mean": IMAGENET_MEAN, "std": IMAGENET_STD}
+            if convolutional
+            else {"pooling": model.config.backbone.pooling, "max_length": model.config.backbone.max_length}
+        ),
         "head": model.config.head,
         "normalize_features": normalise,
         "base_model": base,

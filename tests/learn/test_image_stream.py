@@ -86,3 +86,36 @@ def test_a_predictor_on_an_image_set_reads_image_bytes_and_refuses_text_and_host
         predictor.predict(["a text"])
     with pytest.raises(BadRequest, match="declares 10000×10000 pixels"):
         predictor.predict([png_declaring(10_000, 10_000)])
+
+
+def test_peft_loads_an_image_sets_export_onto_the_unmodified_network_and_gives_its_logits(
+    network, tasks, tmp_path
+):
+    from peft import PeftModel
+    from safetensors.torch import load_file
+
+    from pipeline.learn.image_backbone import ImageBackbone
+    from pipeline.learn.peft_export import export_peft
+    from pipeline.learn.recipe import train_task
+
+    model = ContinualModel(_config(gate=GateConfig(init_logit=5.0)), backbone=copy.deepcopy(network))
+    train_task(model, tasks[0])
+    model.eval()
+    labels = export_peft(model, tmp_path)
+    assert labels["image_size"] == IMAGE.image_size and "pooling" not in labels
+
+    # PEFT's Conv2d LoRA on the network as it ships: 1×1 convolutions, no `.linear` wrapper of ours.
+    plain = copy.deepcopy(network).eval()
+    first = next(iter(model.adapters))[0]
+    assert isinstance(plain.get_submodule(first.removesuffix(".linear")), torch.nn.Conv2d)
+    peft_model = PeftModel.from_pretrained(plain, tmp_path / "combined").eval()
+    images = tasks[0].test_inputs[:8]
+    pixels = ImageBackbone(copy.deepcopy(network), IMAGE.image_size).encode(images)["pixel_values"]
+    heads = load_file(tmp_path / "heads.safetensors")
+    with torch.no_grad():
+        features = peft_model.base_model.model.pooled(pixels)
+        if labels["normalize_features"]:
+            features = torch.nn.functional.normalize(features, dim=-1)
+        logits = features @ heads["weight"].T + heads["bias"]
+        ours = predict_logits(model, images)
+    torch.testing.assert_close(logits, ours, rtol=1e-4, atol=1e-4)  # the same maths in another order
