@@ -90,10 +90,15 @@ def export(
     if as_json:
         echo_json({"version": found.version, "directory": str(peft), **summary})
         return
+    base = (
+        "load_efficientnet_lite0()"  # from pipeline.learn.efficientnet: the network as its package ships it
+        if "image_size" in summary
+        else f"AutoModel.from_pretrained({summary['base_model']!r})"
+    )
     typer.echo(
         f"v{found.version} -> {peft}/combined (rank {sum(summary['ranks'])}) and {len(summary['adapters'])} "
         f"per-adapter LoRA(s) in {peft}/adapters/; heads and labels beside them\nload: PeftModel.from_pretrained("
-        f"AutoModel.from_pretrained({summary['base_model']!r}), {str(peft / 'combined')!r})"
+        f"{base}, {str(peft / 'combined')!r})"
     )
 
 
