@@ -260,3 +260,19 @@ def test_a_local_image_folder_submits_as_parquet_files(registry, tmp_path):
     assert sorted(names) == ["task.json", "test.parquet", "train.parquet"]
     dataset = TaskDataset.from_dir(tmp_path)
     assert dataset.input_column == "image" and dataset.train.num_rows == len(task.train_inputs[::4])
+
+
+def test_the_demos_image_drops_are_image_folders_of_the_images_stream():
+    from pipeline.data.task_dataset import contract_files
+    from pipeline.demo import image_drops
+
+    drops = image_drops("ci", 2)
+    assert [name for name, _, _ in drops] == ["fashion-0", "fashion-1"]
+    for _, files, _ in drops:
+        dataset = TaskDataset.from_files("t", contract_files(files))
+        assert (dataset.stream, dataset.backbone, dataset.input_column) == (
+            "images",
+            "efficientnet-lite0",
+            "image",
+        )
+        assert dataset.test is not None and dataset.train.num_rows == 32
