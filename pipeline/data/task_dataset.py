@@ -292,6 +292,10 @@ class TaskDataset:
         """The backbone task.json asks for (a new stream's first drop fixes it), or None."""
         return self.info.get("backbone")
 
+    def classes(self) -> list[str]:
+        """The label names of the training rows, sorted (the task's classes)."""
+        return sorted({str(y) for y in self.train["label"].to_pylist()})
+
     def schema(self) -> dict[str, str]:
         """Column → type of the training table (what the lineage records instead of the rows)."""
         return {f.name: str(f.type) for f in self.train.schema}

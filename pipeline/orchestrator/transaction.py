@@ -148,14 +148,22 @@ def starting_model(
     return ContinualModel.continuing(parent.model, default, overrides)
 
 
-def check_inputs(dataset: TaskDataset, model: ContinualModel, stream: str) -> None:
-    """Images need a vision backbone and texts a text one; say which stream to use instead."""
+def check_trainable(dataset: TaskDataset, model: ContinualModel, stream: str) -> None:
+    """What the drop's content must be for this stream's model: the kind of input its backbone reads (images need a
+    vision backbone; say which stream to use instead) and only classes it does not know yet."""
     reads_images = model.config.backbone.reads_images
     if reads_images != (dataset.input_column == "image"):
         held, other = ("images", "text") if not reads_images else ("text", "images")
         raise InvalidDataset(
             f"{dataset.name} holds {held}, and stream {stream!r} reads {other} with "
             f"{model.config.backbone.name!r}: name another stream in the drop's task.json (with its backbone)"
+        )
+    known = sorted(set(dataset.classes()) & set(model.classes))
+    if known:
+        raise InvalidDataset(
+            f"{dataset.name} brings classes stream {stream!r} already knows: {known[:5]}"
+            + (" …" if len(known) > 5 else "")
+            + "; every drop must bring new classes (more data for known classes is not supported yet)"
         )
 
 
@@ -288,7 +296,7 @@ def train_on_current(
         stream = registry.streams.admit(registry.stream, dataset.backbone, dataset.input_column == "image")
         parent = load_current(registry)
         model = starting_model(parent, config, overrides, stream.backbone)
-        check_inputs(dataset, model, registry.stream)
+        check_trainable(dataset, model, registry.stream)
         task = dataset.to_task()
         earlier = earlier_tasks(registry, model)
         dataset_uri = registry.datasets.put(dataset)

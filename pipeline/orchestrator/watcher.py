@@ -241,6 +241,13 @@ class Watcher:
             ).encode(),
         )
 
+    def _refuse(self, drop: Drop, entry: Entry, reason: str, timings: dict) -> dict:
+        """Quarantine a drop whose content cannot be trained, with the reason, and record it."""
+        self._quarantine(drop, entry.dataset_id[:16], reason)
+        self.ledger.record(entry, "quarantined", task=drop.task, reason=reason, timings=timings)
+        self.log(f"{drop.task}: quarantined: {reason}")
+        return {"task": drop.task, "dataset_id": entry.dataset_id, "state": "quarantined", "reason": reason}
+
     def _clear(self, drop: Drop, to: str | None = None) -> None:
         for obj in drop.objects:
             if to:
@@ -336,10 +343,7 @@ class Watcher:
             registry = self.registry.for_stream(dataset.stream)
             registry.streams.admit(dataset.stream, dataset.backbone, dataset.input_column == "image")
         except (InvalidDataset, StreamError) as bad:
-            self._quarantine(drop, entry.dataset_id[:16], str(bad))
-            self.ledger.record(entry, "quarantined", task=task, reason=str(bad), timings=timings)
-            self.log(f"{task}: quarantined: {bad}")
-            return {"task": task, "dataset_id": entry.dataset_id, "state": "quarantined", "reason": str(bad)}
+            return self._refuse(drop, entry, str(bad), timings)
         timings["validation_s"] = time.perf_counter() - clock
         if (
             entry.epoch > 0
@@ -370,6 +374,8 @@ class Watcher:
         beats.start()
         try:
             result = self.trainer(dataset, registry)
+        except InvalidDataset as bad:  # valid alone, but not for this stream (its inputs, its known classes)
+            return self._refuse(drop, entry, str(bad), timings)
         except Exception as error:  # noqa: BLE001 - any failure ends in `failed`, with the reason, and the watcher goes on
             reason = f"{type(error).__name__}: {error}"
             self._clear(drop, to=f"{FAILED}{task}/{entry.dataset_id[:16]}/")

@@ -276,3 +276,14 @@ def test_the_demos_image_drops_are_image_folders_of_the_images_stream():
             "image",
         )
         assert dataset.test is not None and dataset.train.num_rows == 32
+
+
+def test_a_drop_bringing_classes_its_stream_knows_is_quarantined_saying_so_and_current_stays(
+    registry, wordnet_files, make_watcher
+):
+    drop(registry.bucket, "first", wordnet_files[0])
+    drop(registry.bucket, "again", {**wordnet_files[0], "task.json": task_json(name="again")})
+    first, again = make_watcher().run(once=True)
+    assert first["state"] == "registered" and again["state"] == "quarantined"
+    assert "already knows" in again["reason"] and "must bring new classes" in again["reason"]
+    assert registry.current().version == first["version"] and len(registry.lineage.versions()) == 1
