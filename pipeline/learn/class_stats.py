@@ -44,29 +44,47 @@ class ClassStatistics:
 
     def add_classes(self, features: torch.Tensor, labels: torch.Tensor, num_classes: int) -> None:
         """Append the statistics of classes 0..num_classes-1 of one task (labels are task-local)."""
+        self.add_rows(features, labels + self.num_classes, self.num_classes + num_classes)
+
+    def add_rows(self, features: torch.Tensor, labels: torch.Tensor, num_classes: int) -> None:
+        """Absorb rows of global classes `labels`: a known class's statistics are pooled with the new rows (exact
+        counts, means and covariance up to its rank-k approximation), classes up to `num_classes` are appended."""
         features = features.double()
         means, factors, noise, counts = [], [], [], []
-        d, k = features.shape[1], self.rank
         for c in range(num_classes):
             x = features[labels == c]
+            known = c < self.num_classes
             if len(x) == 0:
+                if known:
+                    continue
                 raise ValueError(f"class {c} has no examples to estimate its statistics from")
-            mean = x.mean(0)
-            cov = (
-                torch.cov(x.T, correction=0).reshape(d, d) if len(x) > 1 else torch.zeros(d, d, dtype=x.dtype)
-            )
-            eigvals, eigvecs = torch.linalg.eigh(cov)  # ascending
-            eigvals = eigvals.clamp_min(0).flip(0)
-            eigvecs = eigvecs.flip(1)
-            sigma2 = eigvals[k:].mean() if k < d else eigvals.new_zeros(())
-            factors.append(eigvecs[:, :k] * (eigvals[:k] - sigma2).clamp_min(0).sqrt())
+            mean, cov, n = x.mean(0), _covariance(x), len(x)
+            if known:  # pool with what the class had: the law of total covariance over the two groups
+                n0, m0 = int(self.counts[c]), self.means[c].double()
+                f0 = self.factors[c].double()
+                c0 = f0 @ f0.T + self.noise[c].double() * torch.eye(len(m0), dtype=torch.float64)
+                total = n0 + n
+                gap = (m0 - mean)[:, None]
+                cov = (n0 * c0 + n * cov) / total + (n0 * n / total**2) * (gap @ gap.T)
+                mean, n = (n0 * m0 + n * mean) / total, total
+            factor, sigma2 = _ppca(cov, self.rank)
+            if known:
+                self.means[c], self.factors[c], self.noise[c], self.counts[c] = (
+                    mean.float(),
+                    factor.float(),
+                    sigma2,
+                    n,
+                )
+                continue
             means.append(mean)
+            factors.append(factor)
             noise.append(sigma2)
-            counts.append(len(x))
-        self.means = torch.cat([self.means, torch.stack(means).float()])
-        self.factors = torch.cat([self.factors, torch.stack(factors).float()])
-        self.noise = torch.cat([self.noise, torch.stack(noise).float()])
-        self.counts = torch.cat([self.counts, torch.tensor(counts)])
+            counts.append(n)
+        if means:
+            self.means = torch.cat([self.means, torch.stack(means).float()])
+            self.factors = torch.cat([self.factors, torch.stack(factors).float()])
+            self.noise = torch.cat([self.noise, torch.stack(noise).float()])
+            self.counts = torch.cat([self.counts, torch.tensor(counts)])
 
     def compensate_drift(self, before: torch.Tensor, after: torch.Tensor) -> None:
         """Move every stored mean by the drift of nearby features: `before`/`after` are the same inputs'
@@ -96,6 +114,19 @@ class ClassStatistics:
         means = tensors["means"]
         factors = tensors.get("factors", torch.zeros(means.shape[0], means.shape[1], 0))
         return cls(means, factors, tensors.get("noise", torch.zeros(means.shape[0])), tensors["counts"])
+
+
+def _covariance(x: torch.Tensor) -> torch.Tensor:
+    d = x.shape[1]
+    return torch.cov(x.T, correction=0).reshape(d, d) if len(x) > 1 else torch.zeros(d, d, dtype=x.dtype)
+
+
+def _ppca(cov: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Probabilistic PCA of a covariance: (factors [d, k], residual variance σ²), cov ≈ F Fᵀ + σ² I."""
+    eigvals, eigvecs = torch.linalg.eigh(cov)  # ascending
+    eigvals, eigvecs = eigvals.clamp_min(0).flip(0), eigvecs.flip(1)
+    sigma2 = eigvals[k:].mean() if k < len(eigvals) else eigvals.new_zeros(())
+    return eigvecs[:, :k] * (eigvals[:k] - sigma2).clamp_min(0).sqrt(), sigma2
 
 
 def drift_of_means(means: torch.Tensor, before: torch.Tensor, after: torch.Tensor) -> torch.Tensor:

@@ -24,7 +24,7 @@ def predict_logits(model, inputs: list, head: str | None = None) -> torch.Tensor
 
 
 def evaluate_stage(model, tasks: list[Task], head: str | None = None) -> StageScores:
-    """Score every task seen so far; `tasks[j]` must be the task that owns head j."""
+    """Score every task seen so far on its own held-out rows (a class two tasks brought is scored on both)."""
     return evaluate_heads(model, tasks, (head or model.config.head,))[head or model.config.head]
 
 
@@ -33,15 +33,15 @@ def evaluate_heads(
 ) -> dict[str, StageScores]:
     """`evaluate_stage` under several head options, from one pass of features (or given ones: `features[j]` of
     `tasks[j].test_inputs`, for a frozen model whose features are cached)."""
-    offsets, sizes = model.heads.offsets(), model.heads.sizes
     out = {option: StageScores([], [], []) for option in options}
     for j, task in enumerate(tasks):
         features_j = features_of(model, task.test_inputs) if features is None else features[j]
         labels = torch.tensor(task.test_labels)
+        index = model.class_index(task.classes)  # the task's classes among every class seen
         for option, scores in out.items():
             logits = score(model, features_j, option)
-            scores.cil_correct.append(int((logits.argmax(1) == labels + offsets[j]).sum()))
-            own = logits[:, offsets[j] : offsets[j] + sizes[j]]
+            scores.cil_correct.append(int((logits.argmax(1) == index[labels]).sum()))
+            own = logits[:, index]  # task-incremental: the task's own classes only
             scores.til_correct.append(int((own.argmax(1) == labels).sum()))
             scores.counts.append(len(task.test_labels))
     return out

@@ -42,6 +42,11 @@ STORED = {
 """Which scoring tensors (by name prefix) a set trained with each option keeps beyond its linear heads."""
 
 
+KNOWN_CLASS_HEADS = ("ridge", "prototype", "aligned")
+"""Head options that keep one entry per class (sums or statistics), so a later task's rows of a known class add
+to it. The per-task heads (`linear`, `calibrated`) would hold a class twice."""
+
+
 def needs_statistics(options: tuple[str, ...]) -> bool:
     return bool({"prototype", "aligned"} & set(options))
 
@@ -90,6 +95,11 @@ def features_of(model, inputs: list) -> torch.Tensor:
 def classifier(model, option: str) -> tuple[torch.Tensor, torch.Tensor, bool]:
     """Every option as one linear map over all classes: (weight [C, d], bias [C], normalise features first)."""
     heads = model.heads
+    if option in ("linear", "calibrated") and sum(heads.sizes) != len(model.classes):
+        raise ValueError(
+            f"the {option!r} head keeps one head per task, and a later task brought a known class again: score "
+            f"this set with one of {', '.join(KNOWN_CLASS_HEADS)}"
+        )
     if option == "linear":
         return torch.cat([h.weight for h in heads.heads]), torch.cat([h.bias for h in heads.heads]), False
     if option == "calibrated":
@@ -136,15 +146,19 @@ def fit_heads(
     `before` holds the task's training features under the model as it was before the task (for drift); `after`
     the same under the model now (computed unless given)."""
     after = features_of(model, task.train_inputs) if after is None else after
-    labels = torch.tensor(task.train_labels)
+    labels = model.class_index(task.classes)[torch.tensor(task.train_labels)]  # global class indices
     cfg = model.config
     if needs_statistics(options):
         if before is not None and cfg.drift_compensation:
             model.class_stats.compensate_drift(before, after)
-        model.class_stats.add_classes(after, labels, len(task.classes))
+        model.class_stats.add_rows(after, labels, len(model.classes))
     if "aligned" in options:
         model.heads.aligned_weight, model.heads.aligned_bias = align_classifier(
-            model.heads, model.class_stats, steps=cfg.align_steps, seed=cfg.seed + len(model.tasks)
+            model.heads,
+            model.class_stats,
+            steps=cfg.align_steps,
+            seed=cfg.seed + len(model.tasks),
+            rows=model.first_head_rows(),
         )
     if "calibrated" in options:
         model.heads.calibration = torch.cat(
@@ -154,8 +168,7 @@ def fit_heads(
         ridge = model.ridge
         if before is not None and cfg.drift_compensation and not torch.equal(before, after):
             ridge.compensate_drift(before, after)
-        offset = len(model.classes) - len(task.classes)
-        ridge.add(after, labels + offset, len(model.classes), held_out(task.train_inputs))
+        ridge.add(after, labels, len(model.classes), held_out(task.train_inputs))
         ridge.fit()
 
 
@@ -167,12 +180,23 @@ def calibration_of(head: torch.nn.Linear, features: torch.Tensor) -> torch.Tenso
 
 
 def align_classifier(
-    heads, stats: ClassStatistics, *, steps: int, seed: int, per_class: int = 32, lr: float = 0.01
+    heads,
+    stats: ClassStatistics,
+    *,
+    steps: int,
+    seed: int,
+    rows: torch.Tensor | None = None,
+    per_class: int = 32,
+    lr: float = 0.01,
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """One linear classifier over every class, started from the trained heads and fitted by cross-entropy
-    on features drawn from the class Gaussians (deterministic for a seed, so every DDP rank agrees)."""
-    weight = torch.cat([h.weight.detach().float().cpu() for h in heads.heads]).clone().requires_grad_(True)
-    bias = torch.cat([h.bias.detach().float().cpu() for h in heads.heads]).clone().requires_grad_(True)
+    """One linear classifier over every class, started from the trained heads (`rows`: each class's row among
+    them, for classes more than one task brought) and fitted by cross-entropy on features drawn from the class
+    Gaussians (deterministic for a seed, so every DDP rank agrees)."""
+    weight = torch.cat([h.weight.detach().float().cpu() for h in heads.heads])
+    bias = torch.cat([h.bias.detach().float().cpu() for h in heads.heads])
+    if rows is not None:
+        weight, bias = weight[rows], bias[rows]
+    weight, bias = weight.clone().requires_grad_(True), bias.clone().requires_grad_(True)
     optimizer = torch.optim.SGD([weight, bias], lr=lr, momentum=0.9)
     generator = torch.Generator().manual_seed(seed)
     with torch.enable_grad():

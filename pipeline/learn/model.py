@@ -23,7 +23,7 @@ from pipeline.adapters.adapter_set import (
 from pipeline.learn.backbone import load_backbone, pick_device
 from pipeline.learn.class_stats import ClassStatistics
 from pipeline.learn.config import TrainConfig
-from pipeline.learn.head_options import STORED, score
+from pipeline.learn.head_options import KNOWN_CLASS_HEADS, STORED, score
 from pipeline.learn.heads import TaskHeads
 from pipeline.learn.ridge import RidgeHead
 from pipeline.learn.subspace import chance_coverage, coverage
@@ -102,7 +102,30 @@ class ContinualModel(nn.Module):
     # -- bookkeeping -------------------------------------------------------------------------------
     @property
     def classes(self) -> list[str]:
-        return [c for t in self.tasks for c in t.classes]
+        """Every class seen, once, in the order tasks introduced them (a later task may bring known ones)."""
+        return list(dict.fromkeys(c for t in self.tasks for c in t.classes))
+
+    def class_index(self, classes: list[str]) -> torch.Tensor:
+        """The global index (into `classes`) of each of `classes`."""
+        where = {c: i for i, c in enumerate(self.classes)}
+        return torch.tensor([where[c] for c in classes], dtype=torch.long)
+
+    def first_head_rows(self) -> torch.Tensor:
+        """For each class, its row in the per-task heads stacked in task order (the head of the task that brought
+        it first)."""
+        seen: dict[str, int] = {}
+        rows = (c for t in self.tasks for c in t.classes)
+        for row, c in enumerate(rows):
+            seen.setdefault(c, row)
+        return torch.tensor(list(seen.values()), dtype=torch.long)
+
+    def introduced_by(self) -> list[str]:
+        """For each class, the name of the task that brought it first."""
+        first: dict[str, str] = {}
+        for t in self.tasks:
+            for c in t.classes:
+                first.setdefault(c, t.name)
+        return list(first.values())
 
     @property
     def active_adapters(self) -> int:
@@ -126,10 +149,11 @@ class ContinualModel(nn.Module):
     def begin_task(self, task: Task) -> int:
         """Open a gate slot, a new (or, for sequential LoRA, the continued) adapter and the task's head."""
         overlap = set(task.classes) & set(self.classes)
-        if overlap:
+        if overlap and self.config.head not in KNOWN_CLASS_HEADS:
             raise ValueError(
-                f"task {task.name!r} brings classes already learned by earlier tasks: {sorted(overlap)}; "
-                "class-incremental tasks must bring new classes"
+                f"task {task.name!r} brings classes already learned by earlier tasks: {sorted(overlap)}; with the "
+                f"{self.config.head!r} head (one head per task) every task must bring new classes: the "
+                f"{', '.join(KNOWN_CLASS_HEADS)} heads absorb more data for known classes"
             )
         first = not self.tasks
         method = self.config.method

@@ -103,7 +103,7 @@ def export_peft(model: ContinualModel, directory: str | Path) -> dict:
     )
     labels = {
         "classes": model.classes,
-        "task_of_class": [t.name for t in model.tasks for _ in t.classes],
+        "task_of_class": model.introduced_by(),
         **(
             {"image_size": model.config.backbone.image_size, "mean": IMAGENET_MEAN, "std": IMAGENET_STD}
             if convolutional

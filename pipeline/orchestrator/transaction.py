@@ -24,6 +24,7 @@ from pipeline.data.task_dataset import InvalidDataset, TaskDataset
 from pipeline.learn.config import TrainConfig
 from pipeline.learn.evaluate import StageScores, evaluate_stage
 from pipeline.learn.frozen import FeatureCache, frozen_reference
+from pipeline.learn.head_options import KNOWN_CLASS_HEADS
 from pipeline.learn.metrics import AccuracyMatrix
 from pipeline.learn.model import ContinualModel
 from pipeline.learn.recipe import EpochCallback, train_task
@@ -150,7 +151,7 @@ def starting_model(
 
 def check_trainable(dataset: TaskDataset, model: ContinualModel, stream: str) -> None:
     """What the drop's content must be for this stream's model: the kind of input its backbone reads (images need a
-    vision backbone; say which stream to use instead) and only classes it does not know yet."""
+    vision backbone; say which stream to use instead), and new classes only if its head keeps one head per task."""
     reads_images = model.config.backbone.reads_images
     if reads_images != (dataset.input_column == "image"):
         held, other = ("images", "text") if not reads_images else ("text", "images")
@@ -159,11 +160,12 @@ def check_trainable(dataset: TaskDataset, model: ContinualModel, stream: str) ->
             f"{model.config.backbone.name!r}: name another stream in the drop's task.json (with its backbone)"
         )
     known = sorted(set(dataset.classes()) & set(model.classes))
-    if known:
+    if known and model.config.head not in KNOWN_CLASS_HEADS:
         raise InvalidDataset(
-            f"{dataset.name} brings classes stream {stream!r} already knows: {known[:5]}"
+            f"{dataset.name} brings classes stream {stream!r} already knows ({', '.join(known[:5])}"
             + (" …" if len(known) > 5 else "")
-            + "; every drop must bring new classes (more data for known classes is not supported yet)"
+            + f"), and its {model.config.head!r} head keeps one head per task: drop only new classes here, or "
+            f"start a stream with a {' or '.join(KNOWN_CLASS_HEADS)} head for data that comes back"
         )
 
 

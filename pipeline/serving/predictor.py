@@ -40,7 +40,7 @@ class Predictor:
         model.merge(unwrap=True)
         model.eval()
         self.model, self.version, self.set_id = model, version, set_id
-        self.task_of_class = [t.name for t in model.tasks for _ in t.classes]
+        self.task_of_class = model.introduced_by()
         # One request at a time per set: a fast tokenizer used from two threads at once raises "Already borrowed".
         self._lock = threading.Lock()
 

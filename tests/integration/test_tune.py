@@ -113,9 +113,12 @@ def test_the_registered_version_is_trained_with_the_best_trials_configuration(co
     assert {"tune/pareto.png", "tune/trials.md", "tune/trials.json"} <= artifacts
 
 
-def test_a_search_in_which_every_trial_fails_says_why_and_registers_nothing(conn, drops):
-    # The first task's classes again: every trial's training refuses it.
-    again = TaskDataset.from_dir(drops[0], name="wordnet-0-again")
+def test_a_search_in_which_every_trial_fails_says_why_and_registers_nothing(conn, tmp_path):
+    # A lineage with per-task linear heads, and the first task's classes again: every trial's training refuses it.
+    first = write_drop(split_wordnet20(1993, "ci")[0], tmp_path / "wordnet-0")
+    linear = TrainConfig(epochs=1, first_examples=None, head="linear")
+    train_on_current(TaskDataset.from_dir(first), Registry.connect(conn), linear)
+    again = TaskDataset.from_dir(first, name="wordnet-0-again")
     again = TaskDataset.from_files(
         "wordnet-0-again", {**again.files, "task.json": b'{"note": "same classes"}'}
     )

@@ -141,8 +141,10 @@ def test_sequential_lora_keeps_training_one_adapter(tiny_bert, tokenizer, wordne
     assert [t.decision for t in model.tasks] == ["recruit", "continue", "continue"]
 
 
-def test_a_task_that_repeats_learned_classes_is_refused(tiny_bert, tokenizer, wordnet_tasks):
-    model = _model(tiny_bert, tokenizer)
+def test_a_task_that_repeats_learned_classes_is_refused_by_per_task_heads(
+    tiny_bert, tokenizer, wordnet_tasks
+):
+    model = ContinualModel(replace(_config(), head="linear"), backbone=tiny_bert, tokenizer=tokenizer)
     train_task(model, wordnet_tasks[0])
     with pytest.raises(ValueError, match="already learned"):
         train_task(model, wordnet_tasks[0])

@@ -4,6 +4,7 @@ a backbone fixed by the first drop, and drops a stream cannot read quarantined w
 import io
 import json
 
+import pyarrow.parquet as pq
 import pytest
 
 from pipeline.data.fashion_mnist import split_fashion_mnist
@@ -278,12 +279,49 @@ def test_the_demos_image_drops_are_image_folders_of_the_images_stream():
         assert dataset.test is not None and dataset.train.num_rows == 32
 
 
-def test_a_drop_bringing_classes_its_stream_knows_is_quarantined_saying_so_and_current_stays(
+def halves(files: dict) -> tuple[dict, dict]:
+    """A drop's training rows split in two drops of the same classes (the test rows go with each)."""
+    table = pq.read_table(io.BytesIO(files["train.parquet"])).to_pydict()
+    first = {k: v[0::2] for k, v in table.items()}
+    second = {k: v[1::2] for k, v in table.items()}
+    return (
+        {**files, "train.parquet": parquet(**first)},
+        {**files, "train.parquet": parquet(**second), "task.json": task_json(name="more")},
+    )
+
+
+def test_more_data_for_known_classes_trains_and_registers_on_a_ridge_stream(
     registry, wordnet_files, make_watcher
 ):
-    drop(registry.bucket, "first", wordnet_files[0])
-    drop(registry.bucket, "again", {**wordnet_files[0], "task.json": task_json(name="again")})
-    first, again = make_watcher().run(once=True)
-    assert first["state"] == "registered" and again["state"] == "quarantined"
-    assert "already knows" in again["reason"] and "must bring new classes" in again["reason"]
-    assert registry.current().version == first["version"] and len(registry.lineage.versions()) == 1
+    first, more = halves(wordnet_files[0])
+    drop(registry.bucket, "first", first)
+    drop(registry.bucket, "new-classes", wordnet_files[1])
+    drop(registry.bucket, "more", more)  # the first task's classes again, fresh rows
+    done = make_watcher().run(once=True)
+    assert [d["state"] for d in done] == ["registered"] * 3
+    from pipeline.registry.current import load_current
+
+    model = load_current(registry).model
+    assert len(model.classes) == len(set(model.classes)) == 8, "a class seen twice is one class"
+    assert model.introduced_by() == ["first"] * 4 + ["new-classes"] * 4
+    assert int(model.ridge.fit_rows.counts.sum() + model.ridge.held_rows.counts.sum()) == sum(
+        pq.read_metadata(io.BytesIO(f["train.parquet"])).num_rows for f in (first, wordnet_files[1], more)
+    ), "every training row of both drops is in the ridge sums"
+
+
+def test_known_classes_on_a_stream_with_per_task_heads_are_quarantined_saying_what_to_do(
+    registry, wordnet_files, make_watcher, config
+):
+    from dataclasses import replace
+
+    from pipeline.orchestrator.transaction import train_on_current
+
+    linear = replace(config, head="linear")
+    first, more = halves(wordnet_files[0])
+    drop(registry.bucket, "first", first)
+    drop(registry.bucket, "more", more)
+    trainer = lambda ds, reg: train_on_current(ds, reg, linear, max_accuracy_drop=1.0)
+    done = make_watcher(trainer=trainer).run(once=True)
+    assert [d["state"] for d in done] == ["registered", "quarantined"]
+    assert "already knows" in done[1]["reason"] and "keeps one head per task" in done[1]["reason"]
+    assert registry.current().version == done[0]["version"] and len(registry.lineage.versions()) == 1
