@@ -14,6 +14,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from pipeline.data.fashion_mnist import split_fashion_mnist
+from pipeline.data.image_folder import as_image_folder
 from pipeline.data.stream_names import DEFAULT_STREAM
 from pipeline.data.task_dataset import DATA_FILES, write_drop
 from pipeline.data.wordnet import ORDERINGS, split_wordnet20
@@ -41,15 +42,7 @@ def image_drops(tier: str, tasks: int) -> list[tuple[str, dict[str, bytes], str]
     """The Split-FashionMNIST demo tasks as image folders in the `images` stream."""
     out = []
     for i, task in enumerate(split_fashion_mnist(ORDERINGS[0], tier)[:tasks]):
-        files = {"task.json": json.dumps(IMAGE_STREAM).encode()}
-        for split, images, labels in (
-            ("train", task.train_inputs, task.train_labels),
-            ("test", task.test_inputs, task.test_labels),
-        ):
-            files |= {
-                f"{split}/{task.classes[y]}/{n:05d}.png": image
-                for n, (image, y) in enumerate(zip(images, labels, strict=True))
-            }
+        files = {"task.json": json.dumps(IMAGE_STREAM).encode(), **as_image_folder(task)}
         out.append((f"fashion-{i}", files, f"image folder, stream images: {', '.join(task.classes)}"))
     return out
 

@@ -18,6 +18,8 @@ from pathlib import Path, PurePosixPath
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from pipeline.learn.task import Task
+
 IMAGE_FILE = re.compile(r"^(train|test)/([^/]+)/([^/]+\.(?:png|jpe?g))$", re.IGNORECASE)
 IGNORED = re.compile(r"(^|/)(\.[^/]*|Thumbs\.db|desktop\.ini)$")
 """Files a file manager leaves behind (.DS_Store, ._x.png, Thumbs.db): never part of a dataset."""
@@ -57,6 +59,18 @@ def _parquet(images: list[bytes], labels: list[str]) -> bytes:
     table = pa.table({"image": pa.array(images, pa.binary()), "label": pa.array(labels, pa.string())})
     pq.write_table(table, buf, compression="none")  # PNG and JPEG are compressed already
     return buf.getvalue()
+
+
+def as_image_folder(task: Task) -> dict[str, bytes]:
+    """A task of encoded images as image-folder files: train/<class>/<n>.png and test/<class>/<n>.png."""
+    files = {}
+    for split, images, labels in (
+        ("train", task.train_inputs, task.train_labels),
+        ("test", task.test_inputs, task.test_labels),
+    ):
+        for n, (image, label) in enumerate(zip(images, labels, strict=True)):
+            files[f"{split}/{task.classes[label]}/{n:05d}.png"] = image
+    return files
 
 
 def read_image_folder(path: Path) -> dict[str, bytes]:

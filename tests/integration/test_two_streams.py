@@ -15,6 +15,7 @@ import requests
 from ray import serve
 
 from pipeline.data.fashion_mnist import split_fashion_mnist
+from pipeline.data.image_folder import as_image_folder
 from pipeline.orchestrator.ray_train import ScalingSpec, ray_fit
 from pipeline.orchestrator.transaction import train_on_current
 from pipeline.orchestrator.watcher import WatchConfig, Watcher, put_drop
@@ -54,13 +55,9 @@ def test_an_image_folder_and_a_text_drop_train_in_their_own_streams_and_predict_
 ):
     task = split_fashion_mnist(1995, "ci")[0]  # sandals and bags: 16 training images each
     folder = tmp_path / "shoes"
-    for split, images, labels in (
-        ("train", task.train_inputs, task.train_labels),
-        ("test", task.test_inputs, task.test_labels),
-    ):
-        for n, (image, label) in enumerate(zip(images, labels, strict=True)):
-            (folder / split / task.classes[label]).mkdir(parents=True, exist_ok=True)
-            (folder / split / task.classes[label] / f"{n:04d}.png").write_bytes(image)
+    for rel, image in as_image_folder(task).items():
+        (folder / rel).parent.mkdir(parents=True, exist_ok=True)
+        (folder / rel).write_bytes(image)
     (folder / "task.json").write_text(json.dumps({"stream": "images", "backbone": "efficientnet-lite0"}))
     copy_folder(conn, folder, "incoming/shoes/")  # no _READY marker: complete after the quiet period
     put_drop(Registry.connect(conn).bucket, "wn-t0", wordnet_drops[0].files)

@@ -3,11 +3,13 @@ a backbone fixed by the first drop, and drops a stream cannot read quarantined w
 
 import io
 import json
+from dataclasses import replace
 
 import pyarrow.parquet as pq
 import pytest
 
 from pipeline.data.fashion_mnist import split_fashion_mnist
+from pipeline.data.image_folder import as_image_folder
 from pipeline.data.task_dataset import InvalidDataset, TaskDataset, dataset_id
 from pipeline.orchestrator.ledger import Ledger
 from pipeline.registry.streams import StreamError
@@ -202,15 +204,16 @@ def test_an_image_drop_with_a_hostile_image_is_quarantined_with_the_reason(
 
 
 def image_folder(task, every: int = 4) -> dict[str, bytes]:
-    """A task as an image folder: train/<class>/<n>.png and test/<class>/<n>.png, by relative path."""
-    files = {}
-    for split, images, labels in (
-        ("train", task.train_inputs, task.train_labels),
-        ("test", task.test_inputs, task.test_labels),
-    ):
-        for n, (image, label) in enumerate(zip(images[::every], labels[::every], strict=True)):
-            files[f"{split}/{task.classes[label]}/{n:04d}.png"] = image
-    return files
+    """Every `every`-th image of a task as image-folder files."""
+    return as_image_folder(
+        replace(
+            task,
+            train_inputs=task.train_inputs[::every],
+            train_labels=task.train_labels[::every],
+            test_inputs=task.test_inputs[::every],
+            test_labels=task.test_labels[::every],
+        )
+    )
 
 
 def test_an_image_folder_dropped_file_by_file_is_validated_as_its_parquet_equivalent(registry, make_watcher):
@@ -312,8 +315,6 @@ def test_more_data_for_known_classes_trains_and_registers_on_a_ridge_stream(
 def test_known_classes_on_a_stream_with_per_task_heads_are_quarantined_saying_what_to_do(
     registry, wordnet_files, make_watcher, config
 ):
-    from dataclasses import replace
-
     from pipeline.orchestrator.transaction import train_on_current
 
     linear = replace(config, head="linear")
