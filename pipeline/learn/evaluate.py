@@ -34,10 +34,14 @@ def evaluate_heads(
     """`evaluate_stage` under several head options, from one pass of features (or given ones: `features[j]` of
     `tasks[j].test_inputs`, for a frozen model whose features are cached)."""
     out = {option: StageScores([], [], []) for option in options}
+    offsets = model.heads.offsets()
     for j, task in enumerate(tasks):
         features_j = features_of(model, task.test_inputs) if features is None else features[j]
         labels = torch.tensor(task.test_labels)
-        index = model.class_index(task.classes)  # the task's classes among every class seen
+        # The task's classes among every class seen; a task still open (scored mid-training, linear heads only)
+        # has only its own head, after the others.
+        closed = j < len(model.tasks)
+        index = model.class_index(task.classes) if closed else offsets[j] + torch.arange(len(task.classes))
         for option, scores in out.items():
             logits = score(model, features_j, option)
             scores.cil_correct.append(int((logits.argmax(1) == index[labels]).sum()))

@@ -95,7 +95,7 @@ def features_of(model, inputs: list) -> torch.Tensor:
 def classifier(model, option: str) -> tuple[torch.Tensor, torch.Tensor, bool]:
     """Every option as one linear map over all classes: (weight [C, d], bias [C], normalise features first)."""
     heads = model.heads
-    if option in ("linear", "calibrated") and sum(heads.sizes) != len(model.classes):
+    if option in ("linear", "calibrated") and len(model.classes) != sum(len(t.classes) for t in model.tasks):
         raise ValueError(
             f"the {option!r} head keeps one head per task, and a later task brought a known class again: score "
             f"this set with one of {', '.join(KNOWN_CLASS_HEADS)}"

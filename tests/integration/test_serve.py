@@ -113,7 +113,11 @@ def test_served_predictions_need_the_token_match_the_predictor_and_bad_input_get
         for name, body in bad.items()
     }
     assert codes == {"image": 415, "empty": 422, "unknown version": 409, "too long": 413}
-    assert server.get(f"{server.url}/healthz", timeout=5).json() == {"status": "ok", "version": "2"}
+    assert server.get(f"{server.url}/healthz", timeout=5).json() == {
+        "status": "ok",
+        "version": "2",
+        "streams": {"default": "2"},
+    }
 
 
 def test_a_rollback_in_the_mlflow_ui_during_a_stream_of_requests_switches_versions_without_a_failed_request(

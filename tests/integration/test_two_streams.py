@@ -1,8 +1,8 @@
 """Two streams on the real stack: an image folder copied with `aws s3 cp --recursive` into an image stream and a
 text drop in the default stream, trained by one watcher as 2-worker Ray Train jobs, registered under their own
-MLflow models, and each predicting its own kind of input."""
+MLflow models, and each stream's `current` predicting its own kind of input (what `litelora predict --stream` and
+each served stream's replicas load)."""
 
-import base64
 import json
 import os
 import shutil
@@ -11,8 +11,6 @@ import time
 
 import boto3
 import pytest
-import requests
-from ray import serve
 
 from pipeline.data.fashion_mnist import split_fashion_mnist
 from pipeline.data.image_folder import as_image_folder
@@ -20,9 +18,7 @@ from pipeline.orchestrator.ray_train import ScalingSpec, ray_fit
 from pipeline.orchestrator.transaction import train_on_current
 from pipeline.orchestrator.watcher import WatchConfig, Watcher, put_drop
 from pipeline.registry.store import Registry
-from pipeline.serving.app import run_server
 from pipeline.serving.predictor import BadRequest, Predictor
-from pipeline.stack.process import free_port
 
 pytestmark = [pytest.mark.integration, pytest.mark.ray, pytest.mark.model]
 
@@ -81,7 +77,6 @@ def test_an_image_folder_and_a_text_drop_train_in_their_own_streams_and_predict_
     assert images.lineage.name == f"{conn.registered_model}-images"
     assert [v.tags["task"] for v in images.lineage.versions()] == ["shoes"]
     assert [v.tags["task"] for v in text.lineage.versions()] == ["wn-t0"]
-    text_version = text.current().version
     assert json.loads(images.current().tags["config"])["backbone"]["name"] == "efficientnet-lite0"
 
     # Each stream's `current` answers its own kind of input, as `litelora predict --stream` and serving do.
@@ -93,27 +88,3 @@ def test_an_image_folder_and_a_text_drop_train_in_their_own_streams_and_predict_
         seen.predict(["a sentence"])
     read = Predictor.from_registry(conn.for_stream("default"))
     assert read.predict(["a domesticated animal kept as a pet"])[0].label in read.model.classes
-
-    # One `litelora serve --stream images --stream default`: each stream at /streams/<stream>/predict.
-    port = free_port()
-    run_server(conn, port=port, streams=("images", "default"))
-    try:
-        url = f"http://127.0.0.1:{port}"
-        shoe = base64.b64encode(task.test_inputs[0]).decode()
-        answer = requests.post(f"{url}/streams/images/predict", json={"image": shoe}, timeout=60)
-        assert answer.status_code == 200, answer.text
-        assert answer.json()["predictions"][0]["label"] == predictions[0].label
-        assert requests.post(f"{url}/predict", json={"image": shoe}, timeout=60).json() == answer.json()
-        text = requests.post(f"{url}/streams/default/predict", json={"text": "a pet"}, timeout=60)
-        assert text.status_code == 200 and text.json()["predictions"][0]["label"] in read.model.classes
-        assert (
-            requests.post(f"{url}/streams/images/predict", json={"text": "a pet"}, timeout=60).status_code
-            == 415
-        )
-        assert requests.post(f"{url}/streams/nope/predict", json={"text": "a"}, timeout=60).status_code == 404
-        assert requests.get(f"{url}/healthz", timeout=60).json()["streams"] == {
-            "images": images.current().version,
-            "default": text_version,
-        }
-    finally:
-        serve.shutdown()

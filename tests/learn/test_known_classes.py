@@ -90,3 +90,18 @@ def test_per_task_heads_refuse_a_known_class_and_say_which_heads_take_it(tiny_be
         ValueError, match="ridge, prototype, aligned heads absorb more data for known classes"
     ):
         train_task(model, later)
+
+
+def test_a_task_still_open_is_scored_on_its_own_linear_head_between_epochs(
+    tiny_bert, tokenizer, wordnet_tasks
+):
+    """What a Ray Tune trial reports mid-task (tuning/trial.py): the open task has only its linear head so far."""
+    from pipeline.tuning.trial import score_mid_task
+
+    model = frozen_model(tiny_bert, tokenizer, "ridge")
+    train_task(model, wordnet_tasks[0])
+    seen = []
+    model.begin_task(wordnet_tasks[1])
+    seen.append(score_mid_task(model, wordnet_tasks[:2]))
+    assert seen[0].counts == [len(t.test_labels) for t in wordnet_tasks[:2]]
+    assert all(0 <= c <= n for c, n in zip(seen[0].cil_correct, seen[0].counts, strict=True))
