@@ -203,9 +203,8 @@ class Watcher:
                     if stream in waiting or (self.config.streams and stream not in self.config.streams):
                         continue
                     outcome = self.process(drop)
-                    if (
-                        outcome is None
-                    ):  # another watcher holds it: its stream's later drops wait (arrival order)
+                    # None: another watcher holds it, and its stream's later drops wait for it (arrival order).
+                    if outcome is None:
                         waiting.add(stream)
                         continue
                     done.append(outcome)
