@@ -149,6 +149,11 @@ def check_streams(values: list[str] | None) -> list[str] | None:
     return None if values is None else [check_stream(v) for v in values]
 
 
+def streams_option(help: str):
+    """A repeatable --stream option (watch, serve)."""
+    return Annotated[list[str] | None, typer.Option("--stream", help=help, callback=check_streams)]
+
+
 STREAM = Annotated[
     str | None,
     typer.Option(

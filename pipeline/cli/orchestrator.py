@@ -12,12 +12,12 @@ from pipeline.cli.app import (
     EXIT_FAILED,
     JSON,
     check_stream,
-    check_streams,
     command,
     echo_json,
     log,
     open_connection,
     open_registry,
+    streams_option,
 )
 
 
@@ -82,14 +82,10 @@ def watch(
             help="Promotion guard: the most (0-1) an earlier task's accuracy may drop for a new set to become current; 1 turns it off. [default: 0.05]",
         ),
     ] = None,
-    stream: Annotated[
-        list[str] | None,
-        typer.Option(
-            help="Only the drops of this stream (repeat for several; default: every stream). One watcher per "
-            "stream lets streams train at the same time.",
-            callback=check_streams,
-        ),
-    ] = None,
+    stream: streams_option(
+        "Only the drops of this stream (repeat for several; default: every stream). One watcher per stream lets "
+        "streams train at the same time."
+    ) = None,
 ) -> None:
     """Run the orchestrator: claim each complete drop once, validate, train (Ray Train), register (Ctrl-C to stop)."""
     from pipeline.orchestrator.service import WatchOptions, build_watcher

@@ -10,7 +10,6 @@ import typer
 from pipeline.cli.app import (
     JSON,
     STREAM,
-    check_streams,
     command,
     echo_json,
     err,
@@ -18,6 +17,7 @@ from pipeline.cli.app import (
     log,
     open_connection,
     open_registry,
+    streams_option,
     version_option,
 )
 from pipeline.settings import load_settings
@@ -120,14 +120,10 @@ def serve(
             "[env: LITELORA_SERVE_TOKEN_FILE]"
         ),
     ] = None,
-    stream: Annotated[
-        list[str] | None,
-        typer.Option(
-            help="A stream to serve (repeat for several: each at /streams/<stream>/predict, the first also at "
-            "/predict) [default: LITELORA_STREAM, else default].",
-            callback=check_streams,
-        ),
-    ] = None,
+    stream: streams_option(
+        "A stream to serve (repeat for several: each at /streams/<stream>/predict, the first also at /predict) "
+        "[default: LITELORA_STREAM, else default]."
+    ) = None,
 ) -> None:
     """Answer predictions over HTTP with the set under `current`; follow rollbacks without a restart."""
     from pipeline.serving.access import check_exposure, read_token, token_digest

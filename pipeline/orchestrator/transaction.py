@@ -150,15 +150,8 @@ def starting_model(
 
 
 def check_trainable(dataset: TaskDataset, model: ContinualModel, stream: str) -> None:
-    """What the drop's content must be for this stream's model: the kind of input its backbone reads (images need a
-    vision backbone; say which stream to use instead), and new classes only if its head keeps one head per task."""
-    reads_images = model.config.backbone.reads_images
-    if reads_images != (dataset.input_column == "image"):
-        held, other = ("images", "text") if not reads_images else ("text", "images")
-        raise InvalidDataset(
-            f"{dataset.name} holds {held}, and stream {stream!r} reads {other} with "
-            f"{model.config.backbone.name!r}: name another stream in the drop's task.json (with its backbone)"
-        )
+    """A drop may repeat classes the stream knows only if its head keeps one entry per class (the kind of input
+    was checked against the stream's backbone by `Streams.admit`)."""
     known = sorted(set(dataset.classes()) & set(model.classes))
     if known and model.config.head not in KNOWN_CLASS_HEADS:
         raise InvalidDataset(

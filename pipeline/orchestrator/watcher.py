@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from pipeline.data.image_folder import IGNORED, is_image_folder
+from pipeline.data.stream_names import DEFAULT_STREAM, STREAM_NAME, StreamError
 from pipeline.data.task_dataset import (
     DATA_FILES,
     DatasetLimits,
@@ -35,7 +36,6 @@ from pipeline.orchestrator.transaction import StepResult, train_on_current
 from pipeline.registry.bucket import Bucket, StorageError
 from pipeline.registry.lineage import LineageError, parent_of
 from pipeline.registry.store import Registry
-from pipeline.registry.streams import DEFAULT_STREAM, STREAM_NAME, StreamError
 
 INCOMING, QUARANTINE, FAILED = "incoming/", "quarantine/", "failed/"
 READY = "_READY"
