@@ -14,8 +14,9 @@ FORMATS = ("PNG", "JPEG")
 MODES = ("1", "L", "LA", "P", "PA", "RGB", "RGBA", "CMYK", "I;16")
 
 
-def image_problem(data: bytes, max_pixels: int) -> str | None:
-    """What is wrong with one encoded image, or None."""
+def image_problem(data: bytes, max_pixels: int, decode: bool = True) -> str | None:
+    """What is wrong with one encoded image, or None. `decode` False checks the header only (for a caller that
+    decodes the image next and reports a decode failure itself)."""
     from PIL import Image, UnidentifiedImageError
 
     try:
@@ -30,7 +31,8 @@ def image_problem(data: bytes, max_pixels: int) -> str | None:
                     return f"declares {width}×{height} pixels, over the {max_pixels:,}-pixel limit"
                 if image.mode not in MODES:
                     return f"has pixel mode {image.mode!r}, which cannot be read as RGB"
-                image.load()
+                if decode:
+                    image.load()
     except Image.DecompressionBombError as err:
         return f"is refused as a decompression bomb ({err})"
     except UnidentifiedImageError:

@@ -188,6 +188,7 @@ class Watcher:
         self.trainer = trainer or train_on_current
         self.log = log
         self._held_logged: tuple[str, int] | None = None
+        self._stream_of: dict[tuple, str] = {}
 
     def run(self, once: bool = False, stop: Callable[[], bool] = lambda: False) -> list[dict]:
         """Process drops until stopped (or, with `once`, until none is left). Returns what was processed.
@@ -223,11 +224,17 @@ class Watcher:
         task_json = drop.data_objects.get("task.json")
         if drop.problems or task_json is None or task_json["Size"] > TASK_JSON_PEEK:
             return DEFAULT_STREAM
-        try:
-            stream = json.loads(self.bucket.get(task_json["Key"])).get("stream", DEFAULT_STREAM)
-        except (FileNotFoundError, ValueError, AttributeError):
-            return DEFAULT_STREAM
-        return stream if isinstance(stream, str) and STREAM_NAME.match(stream) else DEFAULT_STREAM
+        seen = (task_json["Key"], task_json.get("ETag", ""), task_json["Size"])
+        if (
+            seen not in self._stream_of
+        ):  # a drop waiting for its turn is looked at on every poll: read it once
+            try:
+                stream = json.loads(self.bucket.get(task_json["Key"])).get("stream", DEFAULT_STREAM)
+            except (FileNotFoundError, ValueError, AttributeError):
+                stream = DEFAULT_STREAM
+            valid = isinstance(stream, str) and STREAM_NAME.match(stream)
+            self._stream_of[seen] = stream if valid else DEFAULT_STREAM
+        return self._stream_of[seen]
 
     def _quarantine(self, drop: Drop, stamp: str, reason: str) -> None:
         target = f"{QUARANTINE}{drop.task if TASK_NAME.match(drop.task) else 'invalid-task-name'}/{stamp}/"

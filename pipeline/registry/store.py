@@ -169,6 +169,7 @@ class Registry:
         self.datasets = DatasetStore(bucket)
         self.pointer = CurrentPointer(bucket, lineage)
         self.streams = Streams(bucket, base_model or lineage.name)
+        self._siblings: dict[str, Registry] = {stream: self}
 
     def current(self, reconcile: bool = True):
         """The registered version under `current` (None before a lineage's first set); `reconcile` False
@@ -177,12 +178,16 @@ class Registry:
 
     def for_stream(self, stream: str) -> Registry:
         """The same bucket and MLflow server, holding `stream`'s lineage."""
-        if stream == self.stream:
-            return self
-        model = registered_model_of(self.streams.base_model, stream)
-        return Registry(
-            self.bucket, self.lineage.for_model(model), self.cache_dir, stream, self.streams.base_model
-        )
+        # One registry per stream, shared by its siblings: a watcher asks for a drop's stream on every drop, and a
+        # registry holds an MLflow client and the pointer's cached head.
+        if stream not in self._siblings:
+            model = registered_model_of(self.streams.base_model, stream)
+            sibling = Registry(
+                self.bucket, self.lineage.for_model(model), self.cache_dir, stream, self.streams.base_model
+            )
+            sibling._siblings = self._siblings
+            self._siblings[stream] = sibling
+        return self._siblings[stream]
 
     @property
     def backbone(self) -> str | None:

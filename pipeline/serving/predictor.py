@@ -85,7 +85,7 @@ class Predictor:
             if wanted is str and len(value) > MAX_TEXT_CHARS:
                 raise BadRequest(f"an input of {len(value)} characters; at most {MAX_TEXT_CHARS}")
             if wanted is bytes:
-                problem = image_problem(value, IMAGE_LIMITS.max_image_pixels)
+                problem = image_problem(value, IMAGE_LIMITS.max_image_pixels, decode=False)
                 if len(value) > IMAGE_LIMITS.max_image_bytes or problem:
                     raise BadRequest(f"an image that {problem or 'is over the size limit'}")
 
@@ -102,7 +102,10 @@ class Predictor:
         from pipeline.learn.evaluate import predict_logits
 
         with self._lock:
-            probs = predict_logits(self.model, inputs).softmax(-1)
+            try:
+                probs = predict_logits(self.model, inputs).softmax(-1)
+            except (OSError, SyntaxError) as error:  # a sound header over data that does not decode
+                raise BadRequest(f"an image that does not decode: {error}") from None
         classes = self.model.classes
         out = []
         for row in probs:

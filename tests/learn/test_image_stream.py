@@ -86,6 +86,8 @@ def test_a_predictor_on_an_image_set_reads_image_bytes_and_refuses_text_and_host
         predictor.predict(["a text"])
     with pytest.raises(BadRequest, match="declares 10000×10000 pixels"):
         predictor.predict([png_declaring(10_000, 10_000)])
+    with pytest.raises(BadRequest, match="does not decode"):  # a sound header over cut-off pixel data
+        predictor.predict([tasks[0].test_inputs[0][: len(tasks[0].test_inputs[0]) // 2]])
 
 
 def test_peft_loads_an_image_sets_export_onto_the_unmodified_network_and_gives_its_logits(

@@ -43,6 +43,7 @@ def test_two_streams_keep_their_own_versions_and_current_in_one_bucket(registry,
     assert [d["state"] for d in done] == ["registered"] * 3
     other = registry.for_stream("other")
     assert other.lineage.name == f"{registry.lineage.name}-other"
+    assert registry.for_stream("other") is other and other.for_stream("default") is registry
     assert [v.tags["task"] for v in registry.lineage.versions()] == ["a0", "a1"]
     assert [v.tags["task"] for v in other.lineage.versions()] == ["b0"]
     assert registry.current().tags["task"] == "a1" and other.current().tags["task"] == "b0"
