@@ -19,13 +19,34 @@ from pipeline.cli.app import (
 
 
 @command
-def lineage(stream: STREAM = None, as_json: JSON = False) -> None:
+def lineage(
+    stream: STREAM = None,
+    classes: Annotated[
+        bool,
+        typer.Option(
+            "--classes",
+            help="Instead of the tree: each class's accuracy after every version of the chain, on its latest "
+            "held-out rows, beside the frozen encoder with the same head.",
+        ),
+    ] = False,
+    version: Annotated[
+        str | None,
+        typer.Option(
+            help="With --classes: the chain ending at this version (default: `current`).",
+            callback=version_option,
+        ),
+    ] = None,
+    as_json: JSON = False,
+) -> None:
     """The adapter-set version tree: parent, task, decision, adapters kept, accuracy; `current` marked."""
     from pipeline.registry.lineage import version_label
     from pipeline.registry.store import Registry
 
     conn = open_connection(stream)
     registry = Registry.connect(conn)
+    if classes or version:
+        show_classes(registry, version, as_json)
+        return
     current = registry.current(reconcile=False)  # a read: never writes, whatever credentials it has
     rows = [
         {**node, "current": current is not None and node["version"] == current.version}
@@ -100,4 +121,37 @@ def rollback(
         f"v{version} is already current; nothing to do"
         if move is None
         else f"current: {version_label(move.from_version, 'none')} -> v{move.to_version}"
+    )
+
+
+def show_classes(registry, version: str | None, as_json: bool) -> None:
+    from pipeline.errors import user_errors
+    from pipeline.registry.current import class_report
+
+    try:
+        report = class_report(registry, version)
+    except user_errors() as e:
+        fail(str(e))
+    if report is None:
+        fail("no adapter set is current yet; name one with --version")
+    rows = report.history.rows()
+    if as_json:
+        echo_json(
+            {"stream": registry.stream, "version": report.version, "stages": report.stages, "classes": rows}
+        )
+        return
+    if not any(r["accuracy"] for r in rows):
+        typer.echo(f"v{report.version} was registered before per-class accuracy was recorded")
+        return
+    width = max(len(r["class"]) for r in rows)
+    columns = [stage.split(" ")[0] for stage in report.stages]
+    typer.echo(f"{'class':<{width}}  " + "  ".join(f"{c:>5}" for c in columns) + "  frozen")
+    for r in rows:
+        cells = ["    -" if a is None else f"{100 * a:5.1f}" for a in r["accuracy"]]
+        frozen = "     -" if r["frozen_accuracy"] is None else f"{100 * r['frozen_accuracy']:6.1f}"
+        typer.echo(f"{r['class']:<{width}}  " + "  ".join(cells) + f"  {frozen}")
+    typer.echo(
+        "\n% of each class's latest held-out rows classified right among every class known; '-': not known yet."
+        "\nfrozen: the bare backbone with the same head, after the last version. Columns: "
+        + ", ".join(report.stages)
     )

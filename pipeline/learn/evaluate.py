@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import torch
 
@@ -15,6 +15,9 @@ class StageScores:
     cil_correct: list[int]
     til_correct: list[int]
     counts: list[int]
+    classes: dict[str, list[int]] = field(default_factory=dict)
+    """Per class, [correct, count] over every class seen, on the held-out rows of the latest task that brought it
+    (a class that comes back is scored on its newest data)."""
 
 
 @torch.no_grad()
@@ -24,7 +27,8 @@ def predict_logits(model, inputs: list, head: str | None = None) -> torch.Tensor
 
 
 def evaluate_stage(model, tasks: list[Task], head: str | None = None) -> StageScores:
-    """Score every task seen so far on its own held-out rows (a class two tasks brought is scored on both)."""
+    """Score every task seen so far on its own held-out rows (a class two tasks brought counts in both), and every
+    class on its latest rows."""
     return evaluate_heads(model, tasks, (head or model.config.head,))[head or model.config.head]
 
 
@@ -44,8 +48,13 @@ def evaluate_heads(
         index = model.class_index(task.classes) if closed else offsets[j] + torch.arange(len(task.classes))
         for option, scores in out.items():
             logits = score(model, features_j, option)
-            scores.cil_correct.append(int((logits.argmax(1) == index[labels]).sum()))
+            hits = logits.argmax(1) == index[labels]
+            scores.cil_correct.append(int(hits.sum()))
             own = logits[:, index]  # task-incremental: the task's own classes only
             scores.til_correct.append(int((own.argmax(1) == labels).sum()))
             scores.counts.append(len(task.test_labels))
+            for k, name in enumerate(task.classes):
+                rows = labels == k
+                if rows.any():  # a later task without held-out rows of the class keeps the earlier score
+                    scores.classes[name] = [int(hits[rows].sum()), int(rows.sum())]
     return out

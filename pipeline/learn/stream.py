@@ -25,6 +25,8 @@ class StreamResult:
     """Methods that need the task id (Share, one LoRA per task) have no class-incremental scores."""
     cil: AccuracyMatrix = field(default_factory=AccuracyMatrix)
     til: AccuracyMatrix = field(default_factory=AccuracyMatrix)
+    classes: list[dict[str, list[int]]] = field(default_factory=list)
+    """Per stage: each class's [correct, count] on its latest held-out rows (`StageScores.classes`)."""
     decisions: list[str] = field(default_factory=list)
     active_adapters: int = 0
     stored_params: int = 0
@@ -114,6 +116,7 @@ def run_stream(
         for option, result in results.items():
             result.cil.add_stage(scores[option].cil_correct, scores[option].counts)
             result.til.add_stage(scores[option].til_correct, scores[option].counts)
+            result.classes.append(scores[option].classes)
             result.decisions.append(model.tasks[-1].decision)
             result.trainable_params.append(trained.trainable_parameters)
             result.task_seconds.append(trained.wall_time)

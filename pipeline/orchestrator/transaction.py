@@ -1,7 +1,7 @@
 """One task against the registry: the set under `current` + a task dataset → a new version.
 
-    load the parent, store the dataset → train (here, or as a Ray Train job) → evaluate every task so far, beside
-    the frozen encoder, and apply the promotion guard → publish the set (files, then manifest) → register an
+    load the parent, store the dataset → train (here, or as a Ray Train job) → evaluate every task and class so
+    far, beside the frozen encoder, and apply the promotion guard → publish the set (files, then manifest) → register an
     MLflow version with lineage tags → plots → move `current` (the commit point; only if the parent is still
     `current`)
 
@@ -21,6 +21,7 @@ from pathlib import Path
 
 from pipeline.data.stream_names import DEFAULT_BACKBONE
 from pipeline.data.task_dataset import InvalidDataset, TaskDataset
+from pipeline.learn.class_accuracy import ClassHistory
 from pipeline.learn.config import TrainConfig
 from pipeline.learn.evaluate import StageScores, evaluate_stage
 from pipeline.learn.frozen import FeatureCache, frozen_reference
@@ -123,6 +124,7 @@ class Scored:
     scores: StageScores
     frozen_avg: float
     frozen_final: float
+    classes: ClassHistory
 
     def summary(self, model: ContinualModel, fitted: Fitted) -> dict:
         return {
@@ -183,7 +185,10 @@ def score(registry: Registry, model: ContinualModel, tasks: list[Task], parent: 
     matrix = AccuracyMatrix([list(row) for row in metrics["correct"]], list(metrics["counts"]))
     matrix.add_stage(scores.cil_correct, scores.counts)
     til_rows = [*metrics.get("til_correct", []), scores.til_correct]
-    return Scored(matrix, til_rows, scores, reference.cil.average_accuracy, reference.cil.final_accuracy)
+    classes = ClassHistory.from_metrics(metrics).extended(scores.classes, reference.classes, len(tasks))
+    return Scored(
+        matrix, til_rows, scores, reference.cil.average_accuracy, reference.cil.final_accuracy, classes
+    )
 
 
 def publish_set(
@@ -198,12 +203,12 @@ def publish_set(
     """Save the set with its accuracy rows and put it in the bucket (files, then manifest); its metrics and
     manifest go to the run. Returns (manifest, set id, set URI)."""
     summary = scored.summary(model, fitted)
-    run.log_metrics(summary)
+    run.log_metrics(summary | scored.classes.latest_metrics())
     metrics = {
         "correct": scored.matrix.correct,
         "til_correct": scored.til_rows,
         "counts": scored.matrix.counts,
-    }
+    } | scored.classes.to_metrics()
     manifest = model.save(directory, extra={"parent_version": parent.version, "metrics": metrics | summary})
     set_id, set_uri = registry.sets.publish(directory)
     run.log_dict(manifest, "adapter_set/manifest.json")
@@ -221,9 +226,13 @@ def log_plots(
     rejected: str,
     directory: Path,
 ) -> None:
-    """Accuracy matrix, adapter usage, subspace overlap and the lineage tree, as the run's `plots/`."""
+    """Accuracy matrix, per-class accuracy, adapter usage, subspace overlap and the lineage tree, as the run's
+    `plots/`."""
     names = [t["name"] for t in manifest["tasks"]]
     plots.accuracy_heatmap(scored.matrix.matrix(), names, directory / "accuracy_matrix.png")
+    plots.class_accuracy(
+        scored.classes.rows(), [f"after {n}" for n in names], directory / "class_accuracy.png"
+    )
     plots.adapter_usage(manifest["tasks"], manifest["adapters"], directory / "adapter_usage.png")
     plots.overlap_heatmap(
         mean_overlap(overlap_matrices(model)),

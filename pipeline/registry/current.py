@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from pipeline.adapters.adapter_set import read_manifest
+from pipeline.learn.class_accuracy import ClassHistory
 from pipeline.learn.model import ContinualModel
 from pipeline.registry.store import Registry
 
@@ -32,3 +33,31 @@ def load_current(registry: Registry, version: str | None = None) -> Parent:
     set_id = registry.sets.set_id_from_uri(found.source)
     directory = registry.sets.fetch(set_id)
     return Parent(ContinualModel.load(directory), read_manifest(directory), found.version, set_id)
+
+
+@dataclass
+class ClassReport:
+    """Per-class accuracy along one version's chain, read from its manifest alone (no weights fetched)."""
+
+    version: str
+    stages: list[str]
+    """A label per stage, root first: `v<version> <task>`."""
+    history: ClassHistory
+
+
+def class_report(registry: Registry, version: str | None = None) -> ClassReport | None:
+    """`version`'s (default `current`'s) per-class history; None when nothing is current yet."""
+    found = registry.lineage.get(version) if version else registry.current(reconcile=False)
+    if found is None:
+        return None
+    manifest = registry.sets.manifest(registry.sets.set_id_from_uri(found.source))
+    nodes = {node["version"]: node for node in registry.lineage.nodes()}
+    chain, at = [], found.version
+    while at in nodes:
+        chain.append(nodes[at])
+        at = nodes[at]["parent"]
+    labels = [f"v{node['version']} {node['task']}" for node in reversed(chain)]
+    tasks = [task["name"] for task in manifest["tasks"]]
+    # A chain whose versions were deleted from MLflow still has its tasks in the manifest.
+    stages = labels if len(labels) == len(tasks) else tasks
+    return ClassReport(found.version, stages, ClassHistory.from_metrics(manifest["metrics"]))

@@ -79,6 +79,13 @@ def flatten(value, prefix: str = "") -> dict:
     return out
 
 
+def metric_key(name: str) -> str:
+    """`name` with what MLflow refuses in a metric key (anything but letters, digits, `_ - . /` and spaces, or a
+    path segment that is empty, `.` or `..`) replaced by `_`: class names are user data."""
+    segments = [re.sub(r"[^\w.\- ]", "_", segment) for segment in name.split("/")]
+    return "/".join(segment if segment.strip(". ") else "_" for segment in segments)
+
+
 class TrainingRun:
     """One MLflow run, written through the client."""
 
@@ -92,9 +99,9 @@ class TrainingRun:
 
     def log_metrics(self, metrics: dict, step: int = 0) -> None:
         now = int(time.time() * 1000)
-        self.client.log_batch(
-            self.run_id, metrics=[Metric(k, float(v), now, step) for k, v in metrics.items()]
-        )
+        items = [Metric(metric_key(k), float(v), now, step) for k, v in metrics.items()]
+        for start in range(0, len(items), 1000):  # MLflow takes at most 1000 metrics a batch
+            self.client.log_batch(self.run_id, metrics=items[start : start + 1000])
 
     def log_metric(self, key: str, value: float, step: int = 0) -> None:
         self.client.log_metric(self.run_id, key, value, step=step)

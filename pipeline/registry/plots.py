@@ -48,6 +48,35 @@ def accuracy_heatmap(matrix: list[list[float]], tasks: list[str], path: Path) ->
     return save_figure(fig, path)
 
 
+def class_accuracy(rows: list[dict], stages: list[str], path: Path) -> Path:
+    """Each class's accuracy (%) on its latest held-out rows after each stage, the frozen encoder's beside the
+    last; blank before a class was known (`ClassHistory.rows`)."""
+    cells = [[*r["accuracy"], r["frozen_accuracy"]] for r in rows]
+    data = [[float("nan") if v is None else 100 * v for v in row] for row in cells]
+    n, k = max(len(rows), 1), len(stages) + 1
+    fig, ax = plt.subplots(figsize=(3.5 + 0.8 * k, 1.5 + 0.35 * n))
+    im = ax.imshow(data or [[float("nan")] * k], vmin=0, vmax=100, cmap="viridis", aspect="auto")
+    for i, row in enumerate(cells):
+        for j, value in enumerate(row):
+            if value is not None:
+                value = 100 * value
+                ax.text(
+                    j,
+                    i,
+                    f"{value:.0f}",
+                    ha="center",
+                    va="center",
+                    fontsize=8,
+                    color="w" if value < 60 else "k",
+                )
+    ax.axvline(k - 1.5, color="w", linewidth=3)
+    ax.set_xticks(range(k), [*stages, "frozen encoder,\nsame head"], rotation=45, ha="right", fontsize=8)
+    ax.set_yticks(range(len(rows)), [r["class"] for r in rows], fontsize=8)
+    ax.set_title("Accuracy (%) per class, on its latest held-out rows", fontsize=10)
+    fig.colorbar(im, ax=ax, fraction=0.046)
+    return save_figure(fig, path)
+
+
 def adapter_usage(tasks: list[dict], adapters: list[dict], path: Path) -> Path:
     """Which kept adapters serve each task: task t uses every kept adapter trained at or before t."""
     slots = [a["slot"] for a in adapters]

@@ -67,18 +67,28 @@ class AdapterSetStore:
         with tempfile.TemporaryDirectory() as tmp:
             return verify_adapter_set(self.fetch(set_id, Path(tmp)))
 
-    def fetch(self, set_id: str, root: Path | None = None) -> Path:
-        """A local copy of a set (cached; every file is verified against its hash when the set is loaded)."""
-        target = (root or self.cache_dir / "sets") / set_id
-        if (target / MANIFEST).exists():
-            return target
+    def manifest(self, set_id: str) -> dict:
+        """A set's manifest alone (its metrics, tasks and file list), checked against the id; no other file."""
+        cached = self.cache_dir / "sets" / set_id / MANIFEST
+        return read_manifest(cached.parent) if cached.exists() else self._manifest(set_id)[1]
+
+    def _manifest(self, set_id: str) -> tuple[bytes, dict]:
         try:
             data = self.bucket.get(self.manifest_key(set_id))
         except FileNotFoundError as err:
             raise AdapterSetError(f"adapter set {set_id}: manifest {err} is missing") from err
         if set_id_of(data) != set_id:
             raise AdapterSetError(f"adapter set {set_id}: manifest content does not match its id (corrupt)")
-        manifest = upgrade_manifest(json.loads(data), self.manifest_key(set_id))  # a newer format stops here
+        return data, upgrade_manifest(
+            json.loads(data), self.manifest_key(set_id)
+        )  # a newer format stops here
+
+    def fetch(self, set_id: str, root: Path | None = None) -> Path:
+        """A local copy of a set (cached; every file is verified against its hash when the set is loaded)."""
+        target = (root or self.cache_dir / "sets") / set_id
+        if (target / MANIFEST).exists():
+            return target
+        data, manifest = self._manifest(set_id)
         for rel in set_files(manifest):
             if Path(rel).is_absolute() or ".." in Path(rel).parts:
                 raise AdapterSetError(f"adapter set {set_id}: manifest refers to {rel!r}, outside the set")

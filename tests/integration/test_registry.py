@@ -105,6 +105,14 @@ def test_register_three_roll_back_and_the_next_task_branches(conn, drops, config
         "wn-t0",
         "wn-t3",
     ]
+    # Per class, along the same branch: the tasks it holds, each class from the version that brought it.
+    classes = json.loads(runner.invoke(app, ["lineage", "--classes", "--json"]).stdout)
+    assert classes["version"] == v4.version
+    assert classes["stages"] == [f"v{v1.version} wn-t0", f"v{v4.version} wn-t3"]
+    assert {len(r["accuracy"]) for r in classes["classes"]} == {2} and len(classes["classes"]) == 8
+    assert sum(r["accuracy"][0] is None for r in classes["classes"]) == 4  # wn-t3's classes, unknown at v1
+    table = runner.invoke(app, ["lineage", "--classes", "--version", f"v{v3.version}"])
+    assert table.exit_code == 0 and "frozen" in table.output and len(table.output.splitlines()) >= 12
 
 
 def test_every_version_records_the_frozen_encoder_with_the_same_head_on_the_same_rows(conn, drops, config):

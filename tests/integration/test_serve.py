@@ -1,5 +1,8 @@
-"""`litelora serve` as a user runs it: a real HTTP client against the server, a rollback mid-stream."""
+"""`litelora serve` as a user runs it: a real HTTP client against the server (a text and an image stream),
+a rollback mid-stream."""
 
+import base64
+import contextlib
 import json
 import os
 import shutil
@@ -11,7 +14,9 @@ import time
 import pytest
 import requests
 
-from pipeline.data.task_dataset import TaskDataset, write_drop
+from pipeline.data.fashion_mnist import split_fashion_mnist
+from pipeline.data.image_folder import as_image_folder
+from pipeline.data.task_dataset import TaskDataset, contract_files, write_drop
 from pipeline.data.wordnet import split_wordnet20
 from pipeline.learn.config import TrainConfig
 from pipeline.orchestrator.transaction import train_on_current
@@ -38,6 +43,19 @@ def registry(conn, tmp_path):
     return conn, tasks
 
 
+@pytest.fixture
+def images(conn):
+    """One image folder trained in stream `images` (EfficientNet-Lite0, its stream defaults, 1 epoch)."""
+    task = split_fashion_mnist(1995, "ci")[0]  # sandals and bags
+    folder = {"task.json": json.dumps({"stream": "images", "backbone": "efficientnet-lite0"}).encode()}
+    dataset = TaskDataset.from_files("shoes", contract_files(folder | as_image_folder(task)))
+    quick = {"epochs": 1, "first_examples": 0}  # as overrides of the stream's defaults (None keeps a default)
+    train_on_current(
+        dataset, Registry.connect(conn).for_stream("images"), overrides=quick, max_accuracy_drop=1.0
+    )
+    return task
+
+
 class Client(requests.Session):
     """A client of the served API that sends the server's bearer token."""
 
@@ -47,25 +65,22 @@ class Client(requests.Session):
         self.headers["Authorization"] = f"Bearer {token}"
 
 
-@pytest.fixture
-def server(registry, tmp_path):
-    """`litelora serve` with a token, as a deployment beyond loopback runs it."""
+@contextlib.contextmanager
+def serving(tmp_path, *args: str):
+    """`litelora serve <args>` with a token, as a deployment beyond loopback runs it; stopped whatever happens."""
     port, token_file = free_port(), tmp_path / "serve-token"
+    command = [
+        shutil.which("litelora"),
+        "serve",
+        "--port",
+        str(port),
+        "--poll",
+        "0.5",
+        "--token-file",
+        str(token_file),
+    ]
     proc = subprocess.Popen(
-        [
-            shutil.which("litelora"),
-            "serve",
-            "--port",
-            str(port),
-            "--poll",
-            "0.5",
-            "--token-file",
-            str(token_file),
-        ],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-        env=os.environ.copy(),
+        [*command, *args], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=os.environ.copy()
     )
     url = f"http://127.0.0.1:{port}"
     try:  # from here on the server is stopped whatever happens, even if it never became healthy
@@ -86,8 +101,24 @@ def server(registry, tmp_path):
             proc.kill()
 
 
-def test_served_predictions_need_the_token_match_the_predictor_and_bad_input_gets_a_4xx(registry, server):
+@pytest.fixture
+def server(registry, tmp_path):
+    with serving(tmp_path) as client:
+        yield client
+
+
+@pytest.fixture
+def two_streams(registry, images, tmp_path):
+    """One server for the text stream (`default`, also at /predict) and the image stream."""
+    with serving(tmp_path, "--stream", "default", "--stream", "images") as client:
+        yield client
+
+
+def test_served_predictions_need_the_token_match_the_predictor_and_bad_input_gets_a_4xx(
+    registry, images, two_streams
+):
     conn, tasks = registry
+    server = two_streams
     texts = tasks[0].test_inputs[:3] + tasks[1].test_inputs[:3]
     body = {"texts": texts, "top": 2}
     assert requests.post(f"{server.url}/predict", json=body, timeout=30).status_code == 401
@@ -116,7 +147,30 @@ def test_served_predictions_need_the_token_match_the_predictor_and_bad_input_get
     assert server.get(f"{server.url}/healthz", timeout=5).json() == {
         "status": "ok",
         "version": "2",
-        "streams": {"default": "2"},
+        "streams": {"default": "2", "images": "1"},
+    }
+
+    # The image stream, beside it: PNG bytes in base64, labelled as that stream's own predictor labels them.
+    pictures = [base64.b64encode(image).decode() for image in images.test_inputs[:4]]
+    answer = server.post(f"{server.url}/streams/images/predict", json={"images": pictures}, timeout=30).json()
+    local = Predictor.from_registry(conn.for_stream("images")).predict(images.test_inputs[:4])
+    assert answer["version"] == "1" and [p["label"] for p in answer["predictions"]] == [
+        p.label for p in local
+    ]
+    assert {p["label"] for p in answer["predictions"]} <= set(images.classes)
+    one = server.post(f"{server.url}/streams/images/predict", json={"image": pictures[0]}, timeout=30).json()
+    assert one["predictions"][0]["label"] == local[0].label
+    refused = {
+        "text to images": server.post(f"{server.url}/streams/images/predict", json={"text": "x"}, timeout=30),
+        "not an image": server.post(
+            f"{server.url}/streams/images/predict", json={"image": "aGVsbG8="}, timeout=30
+        ),
+        "unknown stream": server.post(f"{server.url}/streams/audio/predict", json={"text": "x"}, timeout=30),
+    }
+    assert {name: r.status_code for name, r in refused.items()} == {
+        "text to images": 415,
+        "not an image": 422,
+        "unknown stream": 404,
     }
 
 

@@ -105,3 +105,29 @@ def test_a_task_still_open_is_scored_on_its_own_linear_head_between_epochs(
     seen.append(score_mid_task(model, wordnet_tasks[:2]))
     assert seen[0].counts == [len(t.test_labels) for t in wordnet_tasks[:2]]
     assert all(0 <= c <= n for c, n in zip(seen[0].cil_correct, seen[0].counts, strict=True))
+
+
+def test_a_class_that_comes_back_is_scored_on_its_latest_held_out_rows(tiny_bert, tokenizer, wordnet_tasks):
+    whole = wordnet_tasks[0]
+    first, later = split_rows(whole)
+    # The later drop brings its own held-out rows (none of class 0, one fewer of another): the classes it has rows
+    # of are scored on those only; class 0 keeps its score on the earlier rows.
+    keep = [i for i, y in enumerate(whole.test_labels) if y != 0][1:]
+    later = replace(
+        later,
+        test_inputs=[whole.test_inputs[i] for i in keep],
+        test_labels=[whole.test_labels[i] for i in keep],
+    )
+    model = frozen_model(tiny_bert, tokenizer, "ridge")
+    for task in (first, wordnet_tasks[1], later):
+        train_task(model, task)
+    scores = evaluate_stage(model, [first, wordnet_tasks[1], later])
+    assert list(scores.classes) == model.classes
+    latest = [later.test_labels.count(k) or first.test_labels.count(k) for k in range(len(whole.classes))]
+    assert [scores.classes[name][1] for name in whole.classes] == latest
+    assert latest != [first.test_labels.count(k) for k in range(len(whole.classes))]
+    for k, name in enumerate(wordnet_tasks[1].classes):
+        assert scores.classes[name][1] == wordnet_tasks[1].test_labels.count(k)
+    # Per task, the rows still add up as before: the per-class view is an extra, not a rewrite of the matrix.
+    assert sum(c for c, _ in scores.classes.values()) <= sum(scores.cil_correct)
+    assert scores.counts == [len(t.test_labels) for t in (first, wordnet_tasks[1], later)]

@@ -312,6 +312,20 @@ def test_more_data_for_known_classes_trains_and_registers_on_a_ridge_stream(
         pq.read_metadata(io.BytesIO(f["train.parquet"])).num_rows for f in (first, wordnet_files[1], more)
     ), "every training row of both drops is in the ridge sums"
 
+    from pipeline.registry.current import class_report
+
+    report = class_report(registry)
+    assert report.stages == [f"v{d['version']} {d['task']}" for d in done]
+    rows = {r["class"]: r for r in report.history.rows()}
+    assert set(rows) == set(model.classes)
+    for name in model.classes:  # known from the drop that brought it on, and beside the frozen encoder
+        known_from = 0 if model.introduced_by()[model.classes.index(name)] == "first" else 1
+        assert [a is not None for a in rows[name]["accuracy"]] == [i >= known_from for i in range(3)]
+        assert rows[name]["frozen_accuracy"] is not None
+    run = registry.lineage.run(registry.lineage.get(done[-1]["version"]).run_id)
+    assert {f"class_accuracy/{name}" for name in model.classes} <= set(run.metrics)
+    assert "plots/class_accuracy.png" in run.artifacts
+
 
 def test_known_classes_on_a_stream_with_per_task_heads_are_quarantined_saying_what_to_do(
     registry, wordnet_files, make_watcher, config
