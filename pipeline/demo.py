@@ -16,7 +16,7 @@ from pathlib import Path
 from pipeline.data.fashion_mnist import split_fashion_mnist
 from pipeline.data.image_folder import as_image_folder
 from pipeline.data.stream_names import DEFAULT_STREAM
-from pipeline.data.task_dataset import DATA_FILES, write_drop
+from pipeline.data.task_dataset import drop_files, write_drop
 from pipeline.data.wordnet import ORDERINGS, split_wordnet20
 from pipeline.learn.config import TrainConfig
 from pipeline.orchestrator.transaction import fit_with, train_on_current
@@ -33,7 +33,7 @@ def text_drops(tier: str, tasks: int) -> list[tuple[str, dict[str, bytes], str]]
     with tempfile.TemporaryDirectory() as tmp:
         for i, task in enumerate(split_wordnet20(ORDERINGS[0], tier)[:tasks]):
             folder = write_drop(task, Path(tmp) / f"wordnet-{i}")
-            files = {f: (folder / f).read_bytes() for f in DATA_FILES if (folder / f).exists()}
+            files = drop_files(folder)
             out.append((f"wordnet-{i}", files, f"{len(task.classes)} classes: {', '.join(task.classes)}"))
     return out
 

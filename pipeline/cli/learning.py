@@ -152,7 +152,9 @@ def bench(
 def train(
     data: Annotated[
         Path,
-        typer.Option(help="A drop folder (train.parquet [, test.parquet, task.json]) or one parquet file."),
+        typer.Option(
+            help="A drop folder (train.parquet or train/*.parquet [, test…, task.json]), an image folder, or one parquet file."
+        ),
     ],
     out: Annotated[Path | None, typer.Option(help="Directory to write the new adapter set to.")] = None,
     parent: Annotated[

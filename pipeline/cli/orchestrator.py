@@ -25,7 +25,9 @@ from pipeline.cli.app import (
 def submit(
     path: Annotated[
         Path,
-        typer.Argument(help="A drop folder (train.parquet [, test.parquet, task.json]) or one parquet file."),
+        typer.Argument(
+            help="A drop folder (train.parquet or train/*.parquet [, test…, task.json]), an image folder, or one parquet file."
+        ),
     ],
     task: Annotated[str, typer.Option(help="Task name: the drop goes to s3://<bucket>/incoming/<task>/.")],
     check: Annotated[bool, typer.Option(help="Validate locally first and refuse an invalid dataset.")] = True,

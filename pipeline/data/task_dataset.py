@@ -1,5 +1,10 @@
 """A task dataset drop (docs/architecture.md §3): `train.parquet`, optional `test.parquet` and `task.json`, validated.
 
+A split may also come as many files, `train/*.parquet` and `test/*.parquet` (what Spark, Glue, Athena and Ray Data
+write, e.g. `train/part-00000-….snappy.parquet`); markers and checksums beside them (`_SUCCESS`, `.crc`) are
+ignored. Each file is validated on its own; the parts are taken in the order of their content hashes, so a split's
+rows and its dataset id do not depend on the names a writer gave the parts.
+
 Every problem is reported as an `InvalidDataset` whose message says what to fix, so a drop can be
 quarantined with a reason a user can act on.
 """
@@ -10,6 +15,7 @@ import contextlib
 import hashlib
 import json
 import random
+import re
 import warnings
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -31,6 +37,8 @@ from pipeline.learn.task import Task
 
 INPUT_COLUMNS = ("text", "image")
 DATA_FILES = ("train.parquet", "test.parquet", "task.json")
+PARQUET_PART = re.compile(r"^(train|test)/([^/.][^/]*\.parquet)$")
+"""A part of a split written as many files: `train/<name>.parquet` (hidden files are a writer's leftovers)."""
 MAX_BYTES = 2 * 1024**3
 HELD_OUT_FRACTION = 0.2
 HELD_OUT_SEED = 0
@@ -49,7 +57,7 @@ class DatasetLimits:
     max_bytes: int = MAX_BYTES
     """All files of the drop, as stored."""
     max_rows: int = 1_000_000
-    """Per parquet file."""
+    """Per parquet file (a split of many files may hold more)."""
     max_decoded_bytes: int = 4 * 1024**3
     """Per parquet file, uncompressed, as its footer declares."""
     max_text_bytes: int = 1024**2
@@ -60,11 +68,31 @@ class DatasetLimits:
     """One image, width × height as its header declares (checked before decoding)."""
 
 
+def is_data_file(name: str) -> bool:
+    """A file the contract reads: train.parquet, test.parquet, task.json, or a part `train|test/<name>.parquet`."""
+    return name in DATA_FILES or PARQUET_PART.match(name) is not None
+
+
+def split_parts(files: dict[str, bytes], split: str) -> list[tuple[str, bytes]]:
+    """The files of `split` ("train" or "test"): its one parquet file, or its parts in content-hash order."""
+    parts = [(n, d) for n, d in files.items() if (m := PARQUET_PART.match(n)) and m.group(1) == split]
+    if parts and f"{split}.parquet" in files:
+        raise InvalidDataset(f"both {split}.parquet and {split}/*.parquet: drop one or the other")
+    if parts:
+        return sorted(parts, key=lambda part: hashlib.sha256(part[1]).digest())
+    return [(f"{split}.parquet", files[f"{split}.parquet"])] if f"{split}.parquet" in files else []
+
+
 def dataset_id(files: dict[str, bytes]) -> str:
-    """Content hash of a drop: the same bytes always give the same id, whatever the task name."""
+    """Content hash of a drop: the same bytes always give the same id, whatever the task name (and whatever the
+    parts of a split are called)."""
+    entries = []
+    for name, data in files.items():
+        part = PARQUET_PART.match(name)
+        entries.append(((f"{part.group(1)}/*" if part else name).encode(), hashlib.sha256(data).digest()))
     h = hashlib.sha256()
-    for name in sorted(files):
-        h.update(name.encode() + b"\0" + hashlib.sha256(files[name]).digest())
+    for name, digest in sorted(entries):
+        h.update(name + b"\0" + digest)
     return h.hexdigest()
 
 
@@ -118,6 +146,29 @@ def _read_parquet(
     return table, column
 
 
+def _read_split(
+    files: dict[str, bytes], split: str, limits: DatasetLimits, input_column: str | None
+) -> tuple[pa.Table, str] | None:
+    """A split's rows from its file or parts, each part validated alone (None if the drop has no such split)."""
+    parts = split_parts(files, split)
+    if not parts:
+        return None
+    tables, column = [], input_column
+    for name, data in parts:
+        table, found = _read_parquet(name, data, limits, column)
+        if tables and table.schema != tables[0].schema:
+            raise InvalidDataset(
+                f"{name} has columns {table.schema.types}, unlike {parts[0][0]} ({tables[0].schema.types}): "
+                "every part of a split needs the same label and input types"
+            )
+        tables.append(table)
+        column = found
+    table = pa.concat_tables(tables)
+    if table.num_rows == 0:
+        raise InvalidDataset(f"{split if len(parts) > 1 else parts[0][0]} is empty")
+    return table, column
+
+
 def _plain(kind: pa.DataType) -> pa.DataType:
     return kind.value_type if pa.types.is_dictionary(kind) else kind
 
@@ -168,8 +219,6 @@ def _check_schema(name: str, schema: pa.Schema, input_column: str | None) -> str
 
 
 def _check_values(name: str, table: pa.Table, column: str, limits: DatasetLimits) -> None:
-    if table.num_rows == 0:
-        raise InvalidDataset(f"{name} is empty")
     for c in ("label", column):
         if table[c].null_count:
             raise InvalidDataset(
@@ -193,7 +242,7 @@ def contract_files(files: dict[str, bytes]) -> dict[str, bytes]:
     """A drop's files by relative path → the contract's files: an image folder (train/<class>/<image>) becomes its
     parquet files; anything else keeps the files the contract names."""
     if not is_image_folder(list(files)):
-        return {name: data for name, data in files.items() if name in DATA_FILES}
+        return {name: data for name, data in files.items() if is_data_file(name)}
     try:
         return image_folder_files(files)
     except NotAnImageFolder as err:
@@ -201,14 +250,16 @@ def contract_files(files: dict[str, bytes]) -> dict[str, bytes]:
 
 
 def drop_files(path: str | Path) -> dict[str, bytes]:
-    """The contract's files of a local drop: a folder holding them, an image folder, or one parquet file (the
-    training rows)."""
+    """The contract's files of a local drop: a folder holding them (a split may be a folder of parquet parts), an
+    image folder, or one parquet file (the training rows)."""
     path = Path(path)
     if path.is_file() and path.suffix == ".parquet":
         return {"train.parquet": path.read_bytes()}
     if not path.is_dir():
         raise InvalidDataset(f"{path} is neither a drop folder nor a parquet file")
-    if (path / "train").is_dir() and not (path / "train.parquet").exists():
+    if (path / "train").is_dir() or (
+        path / "test"
+    ).is_dir():  # an image folder, or splits of many parquet files
         try:
             return contract_files(read_image_folder(path))
         except InvalidDataset as err:
@@ -235,8 +286,10 @@ class TaskDataset:
         size = sum(len(b) for b in files.values())
         if size > limits.max_bytes:
             raise InvalidDataset(f"drop is {size:,} bytes, over the {limits.max_bytes:,}-byte limit")
-        if "train.parquet" not in files:
-            raise InvalidDataset(f"no train.parquet in the drop (found: {sorted(files) or 'nothing'})")
+        if not split_parts(files, "train"):
+            raise InvalidDataset(
+                f"no train.parquet (or train/*.parquet) in the drop (found: {sorted(files) or 'nothing'})"
+            )
         info = {}
         if "task.json" in files:
             try:
@@ -255,24 +308,22 @@ class TaskDataset:
                     check_backbone_name(info["backbone"])
             except StreamError as err:
                 raise InvalidDataset(f"task.json: {err}") from err
-        train, column = _read_parquet(
-            "train.parquet", files["train.parquet"], limits, info.get("input_column")
-        )
+        train, column = _read_split(files, "train", limits, info.get("input_column"))
         if pc.count_distinct(train["label"]).as_py() < 2:
-            raise InvalidDataset("train.parquet has a single class; a task needs at least two")
+            raise InvalidDataset("the training rows hold a single class; a task needs at least two")
         test = None
-        if "test.parquet" in files:
-            test, test_column = _read_parquet("test.parquet", files["test.parquet"], limits, column)
+        if found := _read_split(files, "test", limits, column):
+            test, test_column = found
             if test_column != column:
-                raise InvalidDataset("test.parquet and train.parquet use different input columns")
+                raise InvalidDataset("the test and training rows use different input columns")
             if test["label"].type != train["label"].type:
-                raise InvalidDataset("test.parquet labels are not of the same type as train.parquet labels")
+                raise InvalidDataset("the test labels are not of the same type as the training labels")
             unknown = set(test["label"].to_pylist()) - set(train["label"].to_pylist())
             if unknown:
                 raise InvalidDataset(
-                    f"test.parquet has labels that train.parquet never shows: {sorted(map(str, unknown))[:5]}"
+                    f"the test rows have labels the training rows never show: {sorted(map(str, unknown))[:5]}"
                 )
-        known = {k: v for k, v in files.items() if k in DATA_FILES}
+        known = {k: v for k, v in files.items() if is_data_file(k)}
         return cls(info.get("name", name), train, test, column, dataset_id(known), info, known)
 
     @classmethod

@@ -22,13 +22,13 @@ from pathlib import Path
 from pipeline.data.image_folder import IGNORED, is_image_folder
 from pipeline.data.stream_names import DEFAULT_STREAM, STREAM_NAME, StreamError
 from pipeline.data.task_dataset import (
-    DATA_FILES,
     DatasetLimits,
     InvalidDataset,
     TaskDataset,
     contract_files,
     dataset_id,
     drop_files,
+    is_data_file,
 )
 from pipeline.orchestrator.ledger import Entry, Ledger, LostClaim
 from pipeline.orchestrator.promotion import SUPERSEDED, promote_if_parent_current
@@ -76,7 +76,7 @@ class Drop:
         inside = {o["Key"][len(self.prefix) :]: o for o in self.objects}
         if is_image_folder(list(inside)):
             return {rel: o for rel, o in inside.items() if rel != READY and not IGNORED.search(rel)}
-        return {rel: o for rel, o in inside.items() if rel in DATA_FILES}
+        return {rel: o for rel, o in inside.items() if is_data_file(rel)}
 
     def listing_id(self) -> str:
         """An id for a drop that is refused before its bytes are read: its keys, sizes and ETags."""

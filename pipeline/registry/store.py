@@ -24,7 +24,7 @@ from pipeline.adapters.adapter_set import (
     upgrade_manifest,
     verify_adapter_set,
 )
-from pipeline.data.task_dataset import DATA_FILES, TaskDataset
+from pipeline.data.task_dataset import TaskDataset, is_data_file
 from pipeline.registry.bucket import Bucket, StorageError, arrow_filesystem
 from pipeline.registry.lineage import Lineage
 from pipeline.registry.pointer import CurrentPointer
@@ -125,11 +125,12 @@ class DatasetStore:
         return self.bucket.uri(f"datasets/{dataset.dataset_id}/")
 
     def get(self, dataset_id: str, name: str) -> TaskDataset:
-        files = {}
-        for file in DATA_FILES:
-            key = f"datasets/{dataset_id}/{file}"
-            if self.bucket.exists(key):
-                files[file] = self.bucket.get(key)
+        prefix = f"datasets/{dataset_id}/"
+        files = {
+            o["Key"][len(prefix) :]: self.bucket.get(o["Key"])
+            for o in self.bucket.list_objects(prefix)
+            if is_data_file(o["Key"][len(prefix) :])
+        }
         if not files:
             raise FileNotFoundError(self.bucket.uri(f"datasets/{dataset_id}/"))
         return TaskDataset.from_files(name, files)
@@ -139,14 +140,14 @@ def read_drop(conn: Connection, uri: str, name: str) -> TaskDataset:
     """A drop folder in S3 (`s3://bucket/prefix/`), read through pyarrow's S3 filesystem and validated."""
     root = uri.removeprefix("s3://").rstrip("/")
     filesystem = arrow_filesystem(conn)
-    infos = filesystem.get_file_info([f"{root}/{file}" for file in DATA_FILES])
+    infos = filesystem.get_file_info(pafs.FileSelector(root, recursive=True, allow_not_found=True))
     files = {
-        file: filesystem.open_input_file(info.path).readall()
-        for file, info in zip(DATA_FILES, infos, strict=True)
-        if info.type == pafs.FileType.File
+        rel: filesystem.open_input_file(info.path).readall()
+        for info in infos
+        if info.type == pafs.FileType.File and is_data_file(rel := info.path[len(root) + 1 :])
     }
     if not files:
-        raise FileNotFoundError(f"s3://{root}/ holds none of {', '.join(DATA_FILES)}")
+        raise FileNotFoundError(f"s3://{root}/ holds no drop files (train.parquet, train/*.parquet, …)")
     return TaskDataset.from_files(name, files)
 
 

@@ -61,7 +61,7 @@ def test_extra_columns_are_ignored_with_a_warning():
         ({"train.parquet": _parquet(text=[1, 2], label=["x", "y"])}, "column 'text' has type"),
         (
             {"train.parquet": _parquet(**GOOD), "test.parquet": _parquet(text=["z"], label=["fungus"])},
-            "never shows",
+            "never show",
         ),
         ({"train.parquet": _parquet(**GOOD), "task.json": b"{not json"}, "task.json is not valid JSON"),
         (
@@ -144,3 +144,81 @@ def test_a_written_drop_reads_back_as_the_same_task(tmp_path, wordnet_tasks):
     back = TaskDataset.from_dir(write_drop(task, tmp_path / "t0")).to_task()
     assert back.classes == sorted(task.classes)
     assert [back.classes[y] for y in back.test_labels] == [task.classes[y] for y in task.test_labels]
+
+
+def _parts(split: str, names: list[str], tables: list[dict]) -> dict[str, bytes]:
+    return {f"{split}/{name}": _parquet(**table) for name, table in zip(names, tables, strict=True)}
+
+
+HALVES = [
+    {"text": GOOD["text"][:2], "label": GOOD["label"][:2]},
+    {"text": GOOD["text"][2:], "label": GOOD["label"][2:]},
+]
+
+
+def test_a_split_of_many_parquet_files_reads_as_one_table_whatever_its_parts_are_called():
+    spark = _parts("train", ["part-00000-a1.snappy.parquet", "part-00001-a1.snappy.parquet"], HALVES)
+    spark |= {
+        "train/_SUCCESS": b"",
+        "train/.part-00000-a1.snappy.parquet.crc": b"crc",
+    }  # a writer's leftovers
+    renamed = _parts("train", ["part-1.parquet", "part-0.parquet"], HALVES)
+    one, other = TaskDataset.from_files("t", spark), TaskDataset.from_files("t", renamed)
+    assert one.dataset_id == other.dataset_id, "the id hashes the parts' contents, not their names"
+    assert one.train.num_rows == 5 and one.train.to_pylist() == other.train.to_pylist()
+    assert sorted(one.files) == ["train/part-00000-a1.snappy.parquet", "train/part-00001-a1.snappy.parquet"]
+    assert one.to_task().classes == ["animal", "plant"]
+    single = TaskDataset.from_files("t", {"train.parquet": _parquet(**GOOD)})
+    assert single.dataset_id != one.dataset_id  # other bytes
+
+
+def test_a_test_split_of_many_files_and_empty_parts_are_read():
+    empty = {"text": pa.array([], pa.string()), "label": pa.array([], pa.string())}
+    files = {"train.parquet": _parquet(**GOOD)} | _parts(
+        "test", ["part-0.parquet", "part-1.parquet"], [{"text": ["a fir"], "label": ["plant"]}, empty]
+    )
+    dataset = TaskDataset.from_files("t", files)
+    assert dataset.test.num_rows == 1  # a writer's empty partition is no error; an empty split is
+
+
+@pytest.mark.parametrize(
+    "files, reason",
+    [
+        (
+            {"train.parquet": _parquet(**GOOD)} | _parts("train", ["p.parquet"], [GOOD]),
+            "both train.parquet and train/\\*.parquet",
+        ),
+        (
+            _parts(
+                "train", ["a.parquet", "b.parquet"], [GOOD, {"text": GOOD["text"], "label": [1, 2, 3, 4, 5]}]
+            ),
+            "every part of a split needs the same label and input types",
+        ),
+        (
+            _parts("train", ["a.parquet"], [{"text": ["x", "y"], "label": ["l", None]}]),
+            "train/a.parquet has 1 rows with a null",
+        ),
+        (
+            _parts(
+                "train",
+                ["a.parquet"],
+                [{"text": pa.array([], pa.string()), "label": pa.array([], pa.string())}],
+            ),
+            "is empty",
+        ),
+        ({"train/nested/part-0.parquet": _parquet(**GOOD)}, "no train.parquet \\(or train/\\*.parquet\\)"),
+    ],
+)
+def test_a_bad_split_of_many_files_names_the_part_or_the_fix(files, reason):
+    with pytest.raises(InvalidDataset, match=reason):
+        TaskDataset.from_files("t", files)
+
+
+def test_a_local_folder_of_parts_is_a_drop(tmp_path):
+    from pipeline.data.task_dataset import drop_files
+
+    for name, data in _parts("train", ["part-0.parquet", "part-1.parquet"], HALVES).items():
+        (tmp_path / name).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / name).write_bytes(data)
+    (tmp_path / "train" / "_SUCCESS").write_bytes(b"")
+    assert sorted(drop_files(tmp_path)) == ["train/part-0.parquet", "train/part-1.parquet"]

@@ -204,3 +204,23 @@ def test_rollback_to_a_rejected_version_needs_force_and_to_current_is_a_no_op(co
     assert Lineage(conn).current().version == v1.version
     forced = runner.invoke(app, ["rollback", v2.version, "--force", "--reason", "accept the regression"])
     assert forced.exit_code == 0 and Lineage(conn).current().version == v2.version
+
+
+def test_a_dataset_of_many_parquet_files_reads_back_through_pyarrows_s3_as_ray_workers_read_it(conn, drops):
+    import io
+
+    import pyarrow.parquet as pq
+
+    from pipeline.data.task_dataset import TaskDataset
+    from pipeline.registry.store import read_dataset
+
+    table = pq.read_table(io.BytesIO(drops[0].files["train.parquet"]))
+    parts = {}
+    for i in range(3):
+        buf = io.BytesIO()
+        pq.write_table(table.slice(i * 10, 10 if i < 2 else None), buf)
+        parts[f"train/part-{i:05d}.snappy.parquet"] = buf.getvalue()
+    dataset = TaskDataset.from_files("parts", parts | {"train/_SUCCESS": b""})
+    Registry.connect(conn).datasets.put(dataset)
+    read = read_dataset(conn, dataset.dataset_id, "parts")  # lists the prefix recursively, checks the id
+    assert read.dataset_id == dataset.dataset_id and read.train.to_pylist() == dataset.train.to_pylist()

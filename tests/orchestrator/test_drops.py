@@ -319,3 +319,26 @@ def test_a_drop_cleared_between_listing_and_reading_is_skipped_not_fatal(
 
     monkeypatch.setattr(bucket, "get", cleared_meanwhile)
     assert make_watcher().run(once=True) == []
+
+
+def test_a_drop_written_as_many_parquet_files_is_trained_stored_and_read_back_by_later_tasks(
+    registry, wordnet_files, make_watcher
+):
+    import io
+
+    import pyarrow.parquet as pq
+
+    rows = pq.read_table(io.BytesIO(wordnet_files[0]["train.parquet"])).to_pydict()
+    parts = {  # what Spark writes: part files, a _SUCCESS marker and hidden checksums
+        f"train/part-{i:05d}-8c1e.snappy.parquet": parquet(**{k: v[i::3] for k, v in rows.items()})
+        for i in range(3)
+    }
+    extras = {"train/_SUCCESS": b"", "train/.part-00000-8c1e.snappy.parquet.crc": b"crc"}
+    drop(registry.bucket, "spark", parts | extras | {"test.parquet": wordnet_files[0]["test.parquet"]})
+    drop(registry.bucket, "next", wordnet_files[1])  # evaluates the first task from its stored parts
+    done = make_watcher().run(once=True)
+    assert [d["state"] for d in done] == ["registered", "registered"]
+    stored = registry.datasets.get(done[0]["dataset_id"], "spark")
+    assert stored.dataset_id == done[0]["dataset_id"]
+    assert sorted(stored.files) == sorted([*parts, "test.parquet"])
+    assert stored.train.num_rows == len(rows["label"])
