@@ -22,6 +22,9 @@ def main() -> int:
     parser.add_argument("--once", action="store_true", help="process the drops that are there, then exit")
     parser.add_argument("--workers", type=int, default=options.workers, help="Ray Train workers per job")
     parser.add_argument("--gpu", action="store_true", help="one GPU per worker")
+    parser.add_argument(
+        "--cpus-per-worker", type=float, default=None, help="CPUs each worker reserves (default 0.5 on CPU)"
+    )
     parser.add_argument("--tune", choices=("auto", "off"), default=None, help="Ray Tune before each drop")
     parser.add_argument("--trials", type=int, default=options.trials)
     parser.add_argument(
@@ -45,6 +48,7 @@ def main() -> int:
         options = WatchOptions(
             workers=args.workers,
             gpu=args.gpu,
+            cpus_per_worker=args.cpus_per_worker,
             tune=args.tune,
             trials=args.trials,
             max_accuracy_drop=args.guard,

@@ -67,6 +67,12 @@ def watch(
         int, typer.Option(help="Ray Train workers per job (DDP); 0 = train in this process without Ray.")
     ] = 2,
     gpu: Annotated[bool, typer.Option(help="One GPU per Ray Train worker (NCCL).")] = False,
+    cpus_per_worker: Annotated[
+        float | None,
+        typer.Option(
+            min=0.1, help="CPUs each Ray Train worker reserves. [default: 0.5 on CPU, Ray's with --gpu]"
+        ),
+    ] = None,
     tune: Annotated[
         str | None,
         typer.Option(
@@ -97,6 +103,7 @@ def watch(
         options = WatchOptions(
             workers=workers,
             gpu=gpu,
+            cpus_per_worker=cpus_per_worker,
             tune=tune,
             trials=trials,
             max_accuracy_drop=guard,

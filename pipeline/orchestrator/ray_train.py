@@ -40,8 +40,15 @@ from pipeline.shutdown import sigterm_interrupts
 class ScalingSpec:
     num_workers: int = 2
     use_gpu: bool = False
-    cpus_per_worker: float = 0.5
-    """Fractional on small machines: with 1 CPU per worker on 2 cores, Ray's data tasks starve."""
+    cpus_per_worker: float | None = None
+    """CPUs each worker reserves (with a GPU, beside it). Default: 0.5 without a GPU (fractional on small
+    machines: with 1 CPU per worker on 2 cores, Ray's data tasks starve), Ray's own with one."""
+
+    def resources_per_worker(self) -> dict | None:
+        if self.use_gpu:
+            return None if self.cpus_per_worker is None else {"CPU": self.cpus_per_worker, "GPU": 1}
+        return {"CPU": 0.5 if self.cpus_per_worker is None else self.cpus_per_worker}
+
     max_failures: int = 2
 
 
@@ -199,7 +206,7 @@ def fit_with_ray_train(
         scaling_config=ScalingConfig(
             num_workers=scaling.num_workers,
             use_gpu=scaling.use_gpu,
-            resources_per_worker=None if scaling.use_gpu else {"CPU": scaling.cpus_per_worker},
+            resources_per_worker=scaling.resources_per_worker(),
         ),
         run_config=RunConfig(
             name=f"{task_name}-{dataset_id[:12]}",

@@ -17,6 +17,8 @@ class WatchOptions:
     workers: int = 2
     """Ray Train workers per job (DDP); 0 trains in this process without Ray."""
     gpu: bool = False
+    cpus_per_worker: float | None = None
+    """CPUs each Ray Train worker reserves (None: 0.5 without a GPU, Ray's default with one)."""
     tune: str | None = None
     """"auto": a Ray Tune search before each drop; "off": the parent's configuration. None: auto with a GPU."""
     trials: int = 8
@@ -32,7 +34,7 @@ class WatchOptions:
 
 def build_watcher(conn: Connection, options: WatchOptions, log: Callable[[str], None] = print) -> Watcher:
     registry = Registry.connect(conn)
-    fit = fit_with(conn, options.workers, options.gpu)
+    fit = fit_with(conn, options.workers, options.gpu, options.cpus_per_worker)
     guarded = {} if options.max_accuracy_drop is None else {"max_accuracy_drop": options.max_accuracy_drop}
 
     def trained(dataset, stream_registry):

@@ -97,13 +97,14 @@ def fit_locally(
     )
 
 
-def fit_with(conn, workers: int, gpu: bool = False) -> Fit:
-    """Each task as a Ray Train job of `workers` workers (DDP, one GPU each with `gpu`); 0: in this process."""
+def fit_with(conn, workers: int, gpu: bool = False, cpus_per_worker: float | None = None) -> Fit:
+    """Each task as a Ray Train job of `workers` workers (DDP, one GPU each with `gpu`, `cpus_per_worker` CPUs
+    each); 0: in this process."""
     if workers <= 0:
         return fit_locally
     from pipeline.orchestrator.ray_train import ScalingSpec, ray_fit
 
-    return ray_fit(conn, ScalingSpec(num_workers=workers, use_gpu=gpu))
+    return ray_fit(conn, ScalingSpec(num_workers=workers, use_gpu=gpu, cpus_per_worker=cpus_per_worker))
 
 
 @contextlib.contextmanager

@@ -1,5 +1,6 @@
-"""The cluster path, locally: `ray start --head`, then `ray job submit` of the entry point a cluster runs
-(jobs/watch.py); the drop in the bucket becomes a registered version."""
+"""The cluster path, locally: a two-node Ray cluster (`ray start --head`, then `ray start --address` with its own
+temp directory), then `ray job submit` of the entry point a cluster runs (jobs/watch.py); the drop in the bucket
+becomes a registered version, trained by workers on both nodes, so nothing relies on the driver's local disk."""
 
 import json
 import os
@@ -22,25 +23,25 @@ pytestmark = [pytest.mark.integration, pytest.mark.ray, pytest.mark.model]
 REPO = Path(__file__).parents[2]
 
 
-@pytest.fixture
-def ray_head():
-    """A Ray head of its own (GCS, raylet, dashboard with the Jobs API) on loopback; stopped by its temp dir,
-    because `ray stop` would stop every Ray on the machine."""
-    temp = Path(tempfile.mkdtemp(prefix="rh", dir="/tmp"))  # short: Unix socket paths are limited
-    dashboard = free_port()
-    env = {**os.environ, "RAY_AUTH_MODE": "disabled"}
-    subprocess.run(
+# `pipeline` sets RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER=0 so that its own local node stays on loopback; that also makes
+# Ray refuse to join a second node. This cluster is multi-node on purpose (and on loopback by --node-ip-address).
+CLUSTER_ENV = {k: v for k, v in os.environ.items() if k != "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"} | {
+    "RAY_AUTH_MODE": "disabled"
+}
+
+
+def ray_start(temp: Path, *args: str) -> None:
+    """`ray start` of one node on loopback, with agent and metrics ports of its own: other Ray nodes on the machine
+    (the session's, the cluster's other node) hold the defaults, and a head whose job agent cannot bind answers
+    every submission "No available agent"."""
+    started = subprocess.run(
         [
             shutil.which("ray"),
             "start",
-            "--head",
             "--node-ip-address=127.0.0.1",
-            f"--port={free_port()}",
-            "--dashboard-host=127.0.0.1",
-            f"--dashboard-port={dashboard}",
-            "--num-cpus=2",
-            # Agent ports of its own: a second Ray node on the machine (the session's) holds the defaults,
-            # and a head whose job agent cannot bind answers every submission "No available agent".
+            *args,
+            f"--node-manager-port={free_port()}",
+            f"--object-manager-port={free_port()}",
             f"--dashboard-agent-listen-port={free_port()}",
             f"--dashboard-agent-grpc-port={free_port()}",
             f"--runtime-env-agent-port={free_port()}",
@@ -48,23 +49,52 @@ def ray_head():
             f"--temp-dir={temp}",
             "--disable-usage-stats",
         ],
-        check=True,
-        env=env,
+        check=False,
+        env=CLUSTER_ENV,
         capture_output=True,
+        text=True,
     )
+    assert started.returncode == 0, started.stdout[-2000:] + started.stderr[-2000:]
+
+
+@pytest.fixture
+def ray_cluster():
+    """A Ray cluster of its own: a head (GCS, raylet, dashboard with the Jobs API) and a second node, one CPU each,
+    each with its own temp directory; stopped by those directories, because `ray stop` would stop every Ray on the
+    machine. Yields the dashboard's address."""
+    temps = [
+        Path(tempfile.mkdtemp(prefix=p, dir="/tmp")) for p in ("rh", "rn")
+    ]  # short: socket paths are limited
+    dashboard, gcs = free_port(), free_port()
     try:
+        ray_start(
+            temps[0],
+            "--head",
+            f"--port={gcs}",
+            "--dashboard-host=127.0.0.1",
+            f"--dashboard-port={dashboard}",
+            "--num-cpus=1",
+        )
+        ray_start(temps[1], f"--address=127.0.0.1:{gcs}", "--num-cpus=1")
         yield f"http://127.0.0.1:{dashboard}"
     finally:
-        mine = [p for p in psutil.process_iter(["cmdline"]) if str(temp) in " ".join(p.info["cmdline"] or [])]
+        mine = [
+            p
+            for p in psutil.process_iter(["cmdline"])
+            if any(str(t) in " ".join(p.info["cmdline"] or []) for t in temps)
+        ]
         for proc in mine:
             proc.terminate()
         _, alive = psutil.wait_procs(mine, timeout=15)
         for proc in alive:
             proc.kill()
-        shutil.rmtree(temp, ignore_errors=True)
+        for temp in temps:
+            shutil.rmtree(temp, ignore_errors=True)
 
 
-def test_ray_job_submit_of_the_watcher_entry_point_registers_a_version(conn, ray_head, tmp_path):
+def test_ray_job_submit_of_the_watcher_entry_point_trains_on_two_nodes_and_registers_a_version(
+    conn, ray_cluster, tmp_path
+):
     bucket = Bucket.connect(conn)
     task = split_wordnet20(1993, "ci")[0]
     task.train_inputs, task.train_labels = (
@@ -91,7 +121,7 @@ def test_ray_job_submit_of_the_watcher_entry_point_registers_a_version(conn, ray
         "job",
         "submit",
         "--address",
-        ray_head,
+        ray_cluster,
         "--working-dir",
         str(REPO),
         "--runtime-env-json",
@@ -102,6 +132,8 @@ def test_ray_job_submit_of_the_watcher_entry_point_registers_a_version(conn, ray
         "--once",
         "--workers",
         "2",
+        "--cpus-per-worker",  # one node's CPU each: the two workers must land on different nodes
+        "1",
     ]
     for _ in range(30):  # a fresh head answers before its job agent has registered: Ray says to try again
         job = subprocess.run(
@@ -119,3 +151,9 @@ def test_ray_job_submit_of_the_watcher_entry_point_registers_a_version(conn, ray
     assert "wn0: registered as v1" in job.stdout
     current = Lineage(conn).current()
     assert current is not None and current.version == "1" and current.tags["task"] == "wn0"
+
+    from ray.util.state import list_actors, list_nodes
+
+    nodes = {n.node_id for n in list_nodes(address=ray_cluster) if n.state == "ALIVE"}
+    workers = list_actors(address=ray_cluster, filters=[("class_name", "=", "RayTrainWorker")], limit=100)
+    assert len(nodes) == 2 and {w.node_id for w in workers} == nodes, "a Train worker on each node"

@@ -80,3 +80,12 @@ def test_overhead_is_everything_but_training_compute_and_evaluation():
     assert out["overhead_s"] == pytest.approx(13.0)
     # Training starts once the drop is detected, validated and the workers are set up: total minus what follows.
     assert out["to_training_start_s"] == pytest.approx(38.0 - 20.0 - 1.5 - 5.0 - 0.5)
+
+
+def test_each_ray_train_worker_reserves_half_a_cpu_by_default_and_what_it_is_told_beside_its_gpu():
+    from pipeline.orchestrator.ray_train import ScalingSpec
+
+    assert ScalingSpec().resources_per_worker() == {"CPU": 0.5}
+    assert ScalingSpec(cpus_per_worker=1).resources_per_worker() == {"CPU": 1}
+    assert ScalingSpec(use_gpu=True).resources_per_worker() is None  # Ray's default: one GPU, one CPU
+    assert ScalingSpec(use_gpu=True, cpus_per_worker=8).resources_per_worker() == {"CPU": 8, "GPU": 1}
