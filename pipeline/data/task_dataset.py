@@ -257,9 +257,8 @@ def drop_files(path: str | Path) -> dict[str, bytes]:
         return {"train.parquet": path.read_bytes()}
     if not path.is_dir():
         raise InvalidDataset(f"{path} is neither a drop folder nor a parquet file")
-    if (path / "train").is_dir() or (
-        path / "test"
-    ).is_dir():  # an image folder, or splits of many parquet files
+    # An image folder, or splits written as many parquet files.
+    if (path / "train").is_dir() or (path / "test").is_dir():
         try:
             return contract_files(read_image_folder(path))
         except InvalidDataset as err:

@@ -43,13 +43,12 @@ class ScalingSpec:
     cpus_per_worker: float | None = None
     """CPUs each worker reserves (with a GPU, beside it). Default: 0.5 without a GPU (fractional on small
     machines: with 1 CPU per worker on 2 cores, Ray's data tasks starve), Ray's own with one."""
+    max_failures: int = 2
 
     def resources_per_worker(self) -> dict | None:
         if self.use_gpu:
             return None if self.cpus_per_worker is None else {"CPU": self.cpus_per_worker, "GPU": 1}
         return {"CPU": 0.5 if self.cpus_per_worker is None else self.cpus_per_worker}
-
-    max_failures: int = 2
 
 
 def init_ray(home: Path) -> None:

@@ -1,9 +1,9 @@
 """One task against the registry: the set under `current` + a task dataset → a new version.
 
     load the parent, store the dataset → train (here, or as a Ray Train job) → evaluate every task and class so
-    far, beside the frozen encoder, and apply the promotion guard → publish the set (files, then manifest) → register an
-    MLflow version with lineage tags → plots → move `current` (the commit point; only if the parent is still
-    `current`)
+    far, beside the frozen encoder, and apply the promotion guard → publish the set (files, then manifest) →
+    register an MLflow version with lineage tags → plots → move `current` (the commit point; only if the parent
+    is still `current`)
 
 A crash before the last step leaves `current` on the last complete set. docs/architecture.md has the failure
 model.
