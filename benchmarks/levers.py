@@ -18,7 +18,7 @@ from dataclasses import replace
 from pathlib import Path
 
 from pipeline.baselines.joint import run_joint
-from pipeline.bench.continual import STREAMS
+from pipeline.bench.continual import STREAMS, validation_tasks
 from pipeline.learn.config import TrainConfig
 from pipeline.learn.stream import run_stream
 
@@ -68,14 +68,6 @@ HEADS = ("ridge", "linear")
 TEXT_ONLY = {
     "q/k/v/o + MLP"
 }  # module names of a BERT-style encoder; the vision backbone adapts its 1×1 convs
-
-
-def validation_tasks(tasks, ordering: int):
-    """Each task trained on 80% of its training rows and scored on the other 20% (seeded, class-stratified)."""
-    return [
-        replace(rest, test_inputs=val.test_inputs, test_labels=val.test_labels)
-        for rest, val in (t.split_validation(0.2, seed=ordering + i) for i, t in enumerate(tasks))
-    ]
 
 
 def run_lever(stream: str, ordering: int, settings: dict, test: bool) -> dict:

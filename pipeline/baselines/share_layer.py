@@ -21,9 +21,12 @@ import torch.nn.functional as F
 from torch import nn
 
 
-def basis_of(columns: torch.Tensor, size: float) -> torch.Tensor:
+def basis_of(columns: torch.Tensor, size: float, pad: torch.Generator | None = None) -> torch.Tensor:
     """Top left singular vectors of the row-centred `columns` (d × n): `size` of them if an int, else as many as
-    reach that fraction of the variance."""
+    reach that fraction of the variance. Only informative directions are kept, unless `pad` (a seeded generator)
+    is given: then a fixed `size` is filled up with random directions orthogonal to them, as the official code's
+    fixed k keeps k columns whatever the stack's rank (a basis from one rank-r LoRA has at most r − 1 informative
+    directions; the others give the next task's coefficients room to move)."""
     centred = columns - columns.mean(dim=1, keepdim=True)
     u, s, _ = torch.linalg.svd(centred.double(), full_matrices=False)
     energy = s.square()
@@ -42,7 +45,12 @@ def basis_of(columns: torch.Tensor, size: float) -> torch.Tensor:
         )
     else:
         k = size
-    return u[:, : max(1, min(k, informative))].to(columns.dtype)
+    kept = u[:, : max(1, min(k, informative))]
+    if pad is not None and isinstance(size, int) and kept.shape[1] < min(size, columns.shape[0]):
+        extra = torch.randn(columns.shape[0], min(size, columns.shape[0]) - kept.shape[1], generator=pad)
+        extra = extra.double() - kept @ (kept.T @ extra.double())  # orthogonal to the informative directions
+        kept = torch.cat([kept, torch.linalg.qr(extra).Q], dim=1)
+    return kept.to(columns.dtype)
 
 
 class TaskLoRALinear(nn.Module):
@@ -101,25 +109,42 @@ class TaskLoRALinear(nn.Module):
         ).T
 
     @torch.no_grad()
-    def end_task(self, basis_size: float) -> None:
-        """Store the trained task; Share re-computes its basis and re-projects every task onto it."""
+    def end_task(
+        self,
+        basis_size: float,
+        fold_expansion: bool = True,
+        reproject: str = "all",
+        pad: torch.Generator | None = None,
+    ) -> None:
+        """Store the trained task; Share re-computes its basis and re-projects tasks onto it.
+
+        `fold_expansion`: the task keeps its whole trained factor U L + P Q (ours); False keeps only U L, as the
+        official code does (P Q then shapes the new basis but not the task). `reproject`: "all" earlier tasks
+        (ours, and the code's NLG pipeline) or only the "previous" one (the code's NLU script: older tasks keep
+        coefficients of a basis that has moved on). `pad`: see `basis_of`."""
         a, b = (t.detach().clone() for t in self._trained_factors())
+        own_a, own_b = a, b
+        if self.kind == "share" and "coef_a" in self.train_params and not fold_expansion:
+            p = self.train_params
+            own_a, own_b = self.basis_a @ p["coef_a"].detach(), self.basis_b @ p["coef_b"].detach()
         self.train_params = nn.ParameterDict()
         if self.kind == "lora":
             self.stored_a.append(a)
             self.stored_b.append(b)
             return
-        old = [self.stored_factors(j) for j in range(len(self.stored_a))]
-        tall_a = [x for x, _ in old] + [a]
-        tall_b = [y for _, y in old] + [b]
-        self.basis_a = basis_of(torch.cat(tall_a, dim=1), basis_size)
-        self.basis_b = basis_of(torch.cat(tall_b, dim=1), basis_size)
-        self.stored_a = [self.basis_a.T @ x for x in tall_a]
-        self.stored_b = [self.basis_b.T @ y for y in tall_b]
+        earlier = range(len(self.stored_a)) if reproject == "all" else range(len(self.stored_a))[-1:]
+        old = [self.stored_factors(j) for j in earlier]
+        # The new basis comes from the trained factors (expansion included); the task keeps `own`.
+        self.basis_a = basis_of(torch.cat([x for x, _ in old] + [a], dim=1), basis_size, pad)
+        self.basis_b = basis_of(torch.cat([y for _, y in old] + [b], dim=1), basis_size, pad)
+        for j, (x, y) in zip(earlier, old, strict=True):
+            self.stored_a[j], self.stored_b[j] = self.basis_a.T @ x, self.basis_b.T @ y
+        self.stored_a.append(self.basis_a.T @ own_a)
+        self.stored_b.append(self.basis_b.T @ own_b)
         errors = [
             float((r - basis @ basis.T @ r).norm() / r.norm().clamp_min(1e-12))
-            for tall, basis in ((tall_a, self.basis_a), (tall_b, self.basis_b))
-            for r in tall[:-1]
+            for tall, basis in (([x for x, _ in old], self.basis_a), ([y for _, y in old], self.basis_b))
+            for r in tall
         ]
         self.reprojection_errors.append(sum(errors) / len(errors) if errors else 0.0)
 

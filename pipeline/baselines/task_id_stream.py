@@ -33,6 +33,35 @@ class ShareConfig:
     about 60%), an int a fixed k."""
     expansion: int = 2
     """φ, rank of the temporary expansion trained beside the coefficients."""
+    pad: bool = False
+    """A fixed k keeps k columns, random orthogonal directions where the stack has fewer informative ones (the
+    official code); False keeps only the informative ones."""
+    fold_expansion: bool = True
+    """The task keeps its whole trained factor U L + P Q (ours); False: only U L (the official code)."""
+    reproject: str = "all"
+    """Earlier tasks re-projected onto a new basis: "all" (ours) or only the "previous" one (the NLU script)."""
+    epochs: int | None = None
+    """Epochs per task, for both task-id methods (None: the training config's)."""
+    lr: float | None = None
+    weight_decay: float = 0.0
+    warmup: float = 0.0
+    """Fraction of a task's steps over which the learning rate ramps up linearly (the official scripts: 0.06)."""
+
+    @classmethod
+    def official(cls, epochs: int) -> ShareConfig:
+        """The official code's NLU settings (k = 32 with padding, φ = 2, only U L kept, the previous task
+        re-projected, AdamW lr 4e-3, weight decay 0.1, 6% warm-up), `epochs` scaled to our task sizes."""
+        return cls(
+            basis=32,
+            expansion=2,
+            pad=True,
+            fold_expansion=False,
+            reproject="previous",
+            epochs=epochs,
+            lr=4e-3,
+            weight_decay=0.1,
+            warmup=0.06,
+        )
 
 
 class TaskSelectedModel(torch.nn.Module):
@@ -73,12 +102,17 @@ def train_selected_task(model: TaskSelectedModel, task: Task, t: int, share: Sha
     params = [p for layer in model.layers.values() for p in layer.train_params.values()] + list(
         head.parameters()
     )
-    optimizer = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=0.0)
+    optimizer = torch.optim.AdamW(params, lr=share.lr or cfg.lr, weight_decay=share.weight_decay)
+    epochs = share.epochs or cfg.epochs
+    warmup = share.warmup * epochs * -(-len(task.train_labels) // cfg.batch_size)
+    schedule = torch.optim.lr_scheduler.LambdaLR(
+        optimizer, lambda step: min(1.0, (step + 1) / max(warmup, 1.0))
+    )
     offset = model.heads.offsets()[-1]
     batches = Batches.of(model, task.train_inputs, task.train_labels)
     model.train()
     model.backbone.eval()
-    for epoch in range(cfg.epochs):
+    for epoch in range(epochs):
         for batch, labels in batches.iterate(cfg.batch_size, cfg.seed + 7919 * t + epoch, model.device):
             with autocast(model.device):
                 logits = model(**batch)
@@ -86,9 +120,11 @@ def train_selected_task(model: TaskSelectedModel, task: Task, t: int, share: Sha
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()
+            schedule.step()
     trainable = sum(p.numel() for p in params)
+    pad = torch.Generator().manual_seed(cfg.seed + t) if share.pad else None
     for layer in model.layers.values():
-        layer.end_task(share.basis)
+        layer.end_task(share.basis, share.fold_expansion, share.reproject, pad)
     model.eval()
     return trainable
 

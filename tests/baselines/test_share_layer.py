@@ -79,3 +79,32 @@ def test_share_reprojects_every_earlier_task_onto_the_new_basis_and_reports_the_
 def test_an_unknown_storage_kind_is_refused():
     with pytest.raises(ValueError):
         TaskLoRALinear(nn.Linear(2, 2), "nope", 1)
+
+
+def test_a_padded_fixed_k_keeps_k_orthonormal_columns_with_the_informative_directions_first():
+    torch.manual_seed(0)
+    columns = torch.randn(20, 4)  # centred rank ≤ 3: a basis from one rank-4 LoRA
+    plain = basis_of(columns, 8)
+    padded = basis_of(columns, 8, pad=torch.Generator().manual_seed(0))
+    assert plain.shape[1] == 3 and padded.shape[1] == 8
+    assert torch.allclose(padded.T @ padded, torch.eye(8), atol=1e-5)
+    assert torch.allclose(padded[:, :3], plain, atol=1e-6)  # the padding never displaces what the stack holds
+    assert basis_of(columns, 0.9, pad=torch.Generator()).shape[1] <= 3, "a k by variance is never padded"
+
+
+def test_the_official_codes_choices_keep_only_u_l_and_re_project_only_the_previous_task():
+    layer = _layer("share", d_in=16, d_out=16, rank=2)
+    for _ in range(2):
+        layer.begin_task(expansion=2)
+        _train(layer, scale=0.3)
+        layer.end_task(basis_size=6, fold_expansion=False, reproject="previous")
+    oldest = [t.clone() for t in (layer.stored_a[0], layer.stored_b[0])]
+    layer.begin_task(expansion=2)
+    _train(layer, scale=0.3)
+    coef_a = layer.train_params["coef_a"].detach().clone()
+    basis_before = layer.basis_a.clone()
+    layer.end_task(basis_size=6, fold_expansion=False, reproject="previous")
+    # Task 0 keeps the coefficients of a basis that has since moved on; task 2 keeps U L, not U L + P Q.
+    assert torch.equal(layer.stored_a[0], oldest[0]) and torch.equal(layer.stored_b[0], oldest[1])
+    own = layer.basis_a @ layer.stored_a[2]
+    assert torch.allclose(own, layer.basis_a @ layer.basis_a.T @ (basis_before @ coef_a), atol=1e-5)
