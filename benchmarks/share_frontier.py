@@ -61,9 +61,10 @@ def run(stream: str, ordering: int, name: str, epochs: int, test: bool) -> dict:
     tasks = spec.tasks(ordering, "quick")
     tasks = tasks if test else validation_tasks(tasks, ordering)
     config = TrainConfig(backbone=spec.backbone, seed=ordering).with_overrides(rank=spec.rank)
-    method = "lora-per-task" if name == "one LoRA per task" else "share"
-    share = share_settings("official", epochs) if method != "share" else share_settings(name, epochs)
-    model = TaskSelectedModel(config, "lora" if method != "share" else "share")
+    lora = name == "one LoRA per task"
+    method = "lora-per-task" if lora else "share"
+    share = share_settings("official" if lora else name, epochs)  # LoRA trains with the same optimiser
+    model = TaskSelectedModel(config, "lora" if lora else "share")
     clock = time.process_time()
     result = run_task_id_stream(tasks, config, method, share=share, model=model)
     layers = list(model.layers.values())
@@ -81,7 +82,7 @@ def run(stream: str, ordering: int, name: str, epochs: int, test: bool) -> dict:
         "increment_per_task": per_task,
         "reprojection_error": (
             sum(result.reprojection_errors[1:]) / max(len(result.reprojection_errors) - 1, 1)
-            if method == "share"
+            if not lora
             else None
         ),
         "decisions": result.decisions,

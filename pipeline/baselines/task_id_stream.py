@@ -47,6 +47,13 @@ class ShareConfig:
     warmup: float = 0.0
     """Fraction of a task's steps over which the learning rate ramps up linearly (the official scripts: 0.06)."""
 
+    def __post_init__(self) -> None:
+        if self.reproject not in ("all", "previous"):
+            raise ValueError(f"reproject is 'all' or 'previous', not {self.reproject!r}")
+        if self.reproject == "previous" and not (isinstance(self.basis, int) and self.pad):
+            # Older tasks keep coefficients of the old basis: they stay usable only while k cannot change.
+            raise ValueError("reproject='previous' needs a fixed k that is padded (basis=int, pad=True)")
+
     @classmethod
     def official(cls, epochs: int) -> ShareConfig:
         """The official code's NLU settings (k = 32 with padding, φ = 2, only U L kept, the previous task

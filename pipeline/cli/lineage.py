@@ -32,7 +32,8 @@ def lineage(
     version: Annotated[
         str | None,
         typer.Option(
-            help="With --classes: the chain ending at this version (default: `current`).",
+            help="Per-class accuracy along the chain ending at this version (implies --classes; default: "
+            "`current`).",
             callback=version_option,
         ),
     ] = None,
@@ -144,7 +145,7 @@ def show_classes(registry, version: str | None, as_json: bool) -> None:
         typer.echo(f"v{report.version} was registered before per-class accuracy was recorded")
         return
     width = max(len(r["class"]) for r in rows)
-    columns = [stage.split(" ")[0] for stage in report.stages]
+    columns = report.columns()
     typer.echo(f"{'class':<{width}}  " + "  ".join(f"{c:>5}" for c in columns) + "  frozen")
     for r in rows:
         cells = ["    -" if a is None else f"{100 * a:5.1f}" for a in r["accuracy"]]

@@ -39,6 +39,8 @@ INPUT_COLUMNS = ("text", "image")
 DATA_FILES = ("train.parquet", "test.parquet", "task.json")
 PARQUET_PART = re.compile(r"^(train|test)/([^/.][^/]*\.parquet)$")
 """A part of a split written as many files: `train/<name>.parquet` (hidden files are a writer's leftovers)."""
+NESTED_PART = re.compile(r"^(train|test)/[^/]+/.*\.parquet$")
+"""Parquet files in folders below a split (Hive-style partitions): refused, never silently dropped."""
 MAX_BYTES = 2 * 1024**3
 HELD_OUT_FRACTION = 0.2
 HELD_OUT_SEED = 0
@@ -57,9 +59,11 @@ class DatasetLimits:
     max_bytes: int = MAX_BYTES
     """All files of the drop, as stored."""
     max_rows: int = 1_000_000
-    """Per parquet file (a split of many files may hold more)."""
+    """Per split (its one file, or all its parts together)."""
     max_decoded_bytes: int = 4 * 1024**3
-    """Per parquet file, uncompressed, as its footer declares."""
+    """Per split, uncompressed, as the footers declare (and dictionaries expand)."""
+    max_parts: int = 10_000
+    """Files of one split."""
     max_text_bytes: int = 1024**2
     """One `text` value (the tokenizer keeps a few hundred tokens of it anyway)."""
     max_image_bytes: int = 16 * 1024**2
@@ -69,18 +73,41 @@ class DatasetLimits:
 
 
 def is_data_file(name: str) -> bool:
-    """A file the contract reads: train.parquet, test.parquet, task.json, or a part `train|test/<name>.parquet`."""
-    return name in DATA_FILES or PARQUET_PART.match(name) is not None
+    """A file the contract reads: train.parquet, test.parquet, task.json, or a part `train|test/<name>.parquet`
+    (and parquet files below those folders, so that validation can refuse them with a reason)."""
+    return name in DATA_FILES or PARQUET_PART.match(name) is not None or NESTED_PART.match(name) is not None
 
 
 def split_parts(files: dict[str, bytes], split: str) -> list[tuple[str, bytes]]:
     """The files of `split` ("train" or "test"): its one parquet file, or its parts in content-hash order."""
+    nested = sorted(n for n in files if NESTED_PART.match(n) and n.startswith(f"{split}/"))
+    if nested:
+        raise InvalidDataset(
+            f"{nested[0]}: a split's parquet files sit directly in {split}/ (partition folders such as "
+            "label=x/ are not read, and their column would be lost): write the split without partitionBy"
+        )
     parts = [(n, d) for n, d in files.items() if (m := PARQUET_PART.match(n)) and m.group(1) == split]
     if parts and f"{split}.parquet" in files:
         raise InvalidDataset(f"both {split}.parquet and {split}/*.parquet: drop one or the other")
     if parts:
         return sorted(parts, key=lambda part: hashlib.sha256(part[1]).digest())
     return [(f"{split}.parquet", files[f"{split}.parquet"])] if f"{split}.parquet" in files else []
+
+
+def stored_files(files: dict[str, bytes]) -> dict[str, bytes]:
+    """The contract's files under the names they are kept by: a part is named by its content (and, for identical
+    parts, such as a writer's empty partitions, by its place among them), so the same rows written again by a
+    writer that names its parts afresh (Spark's UUIDs) land on the same objects, not beside them."""
+    out, seen = {}, {}
+    for name, data in sorted(files.items(), key=lambda item: hashlib.sha256(item[1]).digest()):
+        part = PARQUET_PART.match(name)
+        if not part:
+            out[name] = data
+            continue
+        digest = hashlib.sha256(data).hexdigest()[:32]
+        n = seen[(part.group(1), digest)] = seen.get((part.group(1), digest), -1) + 1
+        out[f"{part.group(1)}/{digest}{f'-{n}' if n else ''}.parquet"] = data
+    return out
 
 
 def dataset_id(files: dict[str, bytes]) -> str:
@@ -106,19 +133,24 @@ def _unreadable(name: str) -> Iterator[None]:
         ) from err
 
 
+def _footer(name: str, data: bytes) -> pq.FileMetaData:
+    with _unreadable(name):
+        return pq.ParquetFile(pa.BufferReader(data)).metadata
+
+
 def _read_parquet(
-    name: str, data: bytes, limits: DatasetLimits, input_column: str | None
-) -> tuple[pa.Table, str]:
+    name: str, data: bytes, limits: DatasetLimits, input_column: str | None, budget: int | None = None
+) -> tuple[pa.Table, str, int]:
     """Read the label and input columns of a parquet file, never holding more than the limits allow in memory.
 
     Everything that can be checked on the footer is checked before any value is decoded: row count, column
     names and types (a nested or fixed-size column can expand a tiny file into gigabytes), declared sizes.
     Other columns are never read. Strings and bytes are read dictionary-encoded and their decoded size summed
-    before decoding: a tiny file can repeat one huge value a million times through its dictionary.
-    Returns (table with `label` and the input column, the input column's name)."""
-    with _unreadable(name):
-        meta = pq.ParquetFile(pa.BufferReader(data)).metadata
-        schema = meta.schema.to_arrow_schema()
+    before decoding: a tiny file can repeat one huge value a million times through its dictionary. `budget`: the
+    decoded bytes left for this file when it is one part of a split.
+    Returns (table with `label` and the input column, the input column's name, its decoded bytes)."""
+    meta = _footer(name, data)
+    schema = meta.schema.to_arrow_schema()
     if meta.num_rows > limits.max_rows:
         raise InvalidDataset(f"{name} has {meta.num_rows:,} rows, over the {limits.max_rows:,}-row limit")
     column = _check_schema(name, schema, input_column)
@@ -129,40 +161,53 @@ def _read_parquet(
         for g in range(meta.num_row_groups)
         for i in indices
     )
-    if declared > limits.max_decoded_bytes:
-        raise InvalidDataset(
-            f"{name} decodes to {declared:,} bytes, over the {limits.max_decoded_bytes:,}-byte limit"
-        )
+    allowed = limits.max_decoded_bytes if budget is None else budget
+    limit = (
+        f"the {allowed:,}-byte limit"
+        if budget is None
+        else f"the {allowed:,} bytes left of the split's {limits.max_decoded_bytes:,}-byte limit"
+    )
+    if declared > allowed:
+        raise InvalidDataset(f"{name} decodes to {declared:,} bytes, over {limit}")
     variable = [c for c in wanted if _variable_width(schema.field(c).type)]
     with _unreadable(name):
         table = pq.ParquetFile(pa.BufferReader(data), read_dictionary=variable).read(columns=wanted)
     decoded = declared + sum(_dictionary_decoded_bytes(table[c]) for c in variable)
-    if decoded > limits.max_decoded_bytes:
-        raise InvalidDataset(
-            f"{name} decodes to {decoded:,} bytes, over the {limits.max_decoded_bytes:,}-byte limit"
-        )
+    if decoded > allowed:
+        raise InvalidDataset(f"{name} decodes to {decoded:,} bytes, over {limit}")
     table = pa.table({c: table[c].cast(_plain(table.schema.field(c).type)) for c in wanted})
     _check_values(name, table, column, limits)
-    return table, column
+    return table, column, decoded
 
 
 def _read_split(
     files: dict[str, bytes], split: str, limits: DatasetLimits, input_column: str | None
 ) -> tuple[pa.Table, str] | None:
-    """A split's rows from its file or parts, each part validated alone (None if the drop has no such split)."""
+    """A split's rows from its file or parts, each part validated alone and all of them within the split's limits
+    (None if the drop has no such split)."""
     parts = split_parts(files, split)
     if not parts:
         return None
-    tables, column = [], input_column
+    if len(parts) > 1:  # the totals, from the footers, before any part is decoded
+        if len(parts) > limits.max_parts:
+            raise InvalidDataset(
+                f"{split}/ holds {len(parts):,} parquet files, over the {limits.max_parts:,}-file limit"
+            )
+        rows = sum(_footer(name, data).num_rows for name, data in parts)
+        if rows > limits.max_rows:
+            raise InvalidDataset(
+                f"{split}/*.parquet: {rows:,} rows in {len(parts)} files, over the {limits.max_rows:,}-row limit"
+            )
+    tables, column, left = [], input_column, limits.max_decoded_bytes
     for name, data in parts:
-        table, found = _read_parquet(name, data, limits, column)
+        table, found, decoded = _read_parquet(name, data, limits, column, left if len(parts) > 1 else None)
         if tables and table.schema != tables[0].schema:
             raise InvalidDataset(
                 f"{name} has columns {table.schema.types}, unlike {parts[0][0]} ({tables[0].schema.types}): "
                 "every part of a split needs the same label and input types"
             )
         tables.append(table)
-        column = found
+        column, left = found, left - decoded
     table = pa.concat_tables(tables)
     if table.num_rows == 0:
         raise InvalidDataset(f"{split if len(parts) > 1 else parts[0][0]} is empty")
@@ -275,7 +320,8 @@ class TaskDataset:
     dataset_id: str
     info: dict = field(default_factory=dict)
     files: dict[str, bytes] = field(default_factory=dict, repr=False)
-    """The contract's files as dropped (what the registry stores under datasets/<id>/)."""
+    """The contract's files as dropped, parts under their content names (what the registry stores under
+    datasets/<id>/)."""
 
     @classmethod
     def from_files(
@@ -322,7 +368,7 @@ class TaskDataset:
                 raise InvalidDataset(
                     f"the test rows have labels the training rows never show: {sorted(map(str, unknown))[:5]}"
                 )
-        known = {k: v for k, v in files.items() if is_data_file(k)}
+        known = stored_files({k: v for k, v in files.items() if is_data_file(k)})
         return cls(info.get("name", name), train, test, column, dataset_id(known), info, known)
 
     @classmethod

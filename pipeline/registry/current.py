@@ -41,8 +41,16 @@ class ClassReport:
 
     version: str
     stages: list[str]
-    """A label per stage, root first: `v<version> <task>`."""
+    """A label per stage, root first: `v<version> <task>` (the task alone where the chain is incomplete)."""
+    versions: list[str] | None
+    """The version of each stage, if every version of the chain is still registered."""
     history: ClassHistory
+
+    def columns(self) -> list[str]:
+        """Short stage names for a table: `v<version>`, else `t<stage>`."""
+        return (
+            [f"v{v}" for v in self.versions] if self.versions else [f"t{i}" for i in range(len(self.stages))]
+        )
 
 
 def class_report(registry: Registry, version: str | None = None) -> ClassReport | None:
@@ -53,11 +61,11 @@ def class_report(registry: Registry, version: str | None = None) -> ClassReport 
     manifest = registry.sets.manifest(registry.sets.set_id_from_uri(found.source))
     nodes = {node["version"]: node for node in registry.lineage.nodes()}
     chain, at = [], found.version
-    while at in nodes:
+    while at in nodes and nodes[at] not in chain:  # parent tags are editable in the UI: never loop on a cycle
         chain.append(nodes[at])
         at = nodes[at]["parent"]
-    labels = [f"v{node['version']} {node['task']}" for node in reversed(chain)]
     tasks = [task["name"] for task in manifest["tasks"]]
     # A chain whose versions were deleted from MLflow still has its tasks in the manifest.
-    stages = labels if len(labels) == len(tasks) else tasks
-    return ClassReport(found.version, stages, ClassHistory.from_metrics(manifest["metrics"]))
+    versions = [node["version"] for node in reversed(chain)] if len(chain) == len(tasks) else None
+    stages = [f"v{v} {t}" for v, t in zip(versions, tasks, strict=True)] if versions else tasks
+    return ClassReport(found.version, stages, versions, ClassHistory.from_metrics(manifest["metrics"]))

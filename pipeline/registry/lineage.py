@@ -10,6 +10,7 @@ MLflow's process-wide active run. See docs/architecture.md.
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import json
 import re
 import time
@@ -79,11 +80,21 @@ def flatten(value, prefix: str = "") -> dict:
     return out
 
 
+METRIC_KEY_LENGTH = 250
+"""MLflow's longest metric key."""
+
+
 def metric_key(name: str) -> str:
-    """`name` with what MLflow refuses in a metric key (anything but letters, digits, `_ - . /` and spaces, or a
-    path segment that is empty, `.` or `..`) replaced by `_`: class names are user data."""
+    """`name` as a metric key MLflow accepts on every platform: characters other than letters, digits,
+    `_ - . /` and spaces, and path segments that are empty, `.` or `..`, become `_`. Class names are user data, so
+    a name that had to change (or be cut to MLflow's length) ends in a hash of the original: two names never
+    share a key."""
     segments = [re.sub(r"[^\w.\- ]", "_", segment) for segment in name.split("/")]
-    return "/".join(segment if segment.strip(". ") else "_" for segment in segments)
+    key = "/".join(segment if segment.strip(". ") else "_" for segment in segments)
+    if key == name and len(key) <= METRIC_KEY_LENGTH:
+        return key
+    digest = hashlib.sha256(name.encode()).hexdigest()[:8]
+    return f"{key[: METRIC_KEY_LENGTH - 9].rstrip('/')}-{digest}"
 
 
 class TrainingRun:

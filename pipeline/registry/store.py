@@ -133,7 +133,10 @@ class DatasetStore:
         }
         if not files:
             raise FileNotFoundError(self.bucket.uri(f"datasets/{dataset_id}/"))
-        return TaskDataset.from_files(name, files)
+        dataset = TaskDataset.from_files(name, files)
+        if dataset.dataset_id != dataset_id:
+            raise StorageError(f"{self.bucket.uri(prefix)} holds other bytes ({dataset.dataset_id})")
+        return dataset
 
 
 def read_drop(conn: Connection, uri: str, name: str) -> TaskDataset:

@@ -108,3 +108,13 @@ def test_the_official_codes_choices_keep_only_u_l_and_re_project_only_the_previo
     assert torch.equal(layer.stored_a[0], oldest[0]) and torch.equal(layer.stored_b[0], oldest[1])
     own = layer.basis_a @ layer.stored_a[2]
     assert torch.allclose(own, layer.basis_a @ layer.basis_a.T @ (basis_before @ coef_a), atol=1e-5)
+
+
+def test_settings_that_would_break_earlier_tasks_are_refused():
+    from pipeline.baselines.task_id_stream import ShareConfig
+
+    assert ShareConfig.official(epochs=5).reproject == "previous"
+    with pytest.raises(ValueError, match="needs a fixed k that is padded"):
+        ShareConfig(basis=0.6, reproject="previous")  # k may change, and older coefficients would not fit
+    with pytest.raises(ValueError, match="'all' or 'previous'"):
+        ShareConfig(reproject="some")

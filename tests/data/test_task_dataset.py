@@ -6,7 +6,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from pipeline.data.task_dataset import DatasetLimits, InvalidDataset, TaskDataset, write_drop
+from pipeline.data.task_dataset import DatasetLimits, InvalidDataset, TaskDataset, dataset_id, write_drop
 
 
 def _parquet(**columns) -> bytes:
@@ -166,19 +166,46 @@ def test_a_split_of_many_parquet_files_reads_as_one_table_whatever_its_parts_are
     one, other = TaskDataset.from_files("t", spark), TaskDataset.from_files("t", renamed)
     assert one.dataset_id == other.dataset_id, "the id hashes the parts' contents, not their names"
     assert one.train.num_rows == 5 and one.train.to_pylist() == other.train.to_pylist()
-    assert sorted(one.files) == ["train/part-00000-a1.snappy.parquet", "train/part-00001-a1.snappy.parquet"]
+    # Kept under content names: the same rows written again with fresh part names are the very same objects.
+    assert one.files == other.files and len(one.files) == 2
+    assert all(name.startswith("train/") and len(name) == len("train/.parquet") + 32 for name in one.files)
     assert one.to_task().classes == ["animal", "plant"]
-    single = TaskDataset.from_files("t", {"train.parquet": _parquet(**GOOD)})
-    assert single.dataset_id != one.dataset_id  # other bytes
 
 
-def test_a_test_split_of_many_files_and_empty_parts_are_read():
-    empty = {"text": pa.array([], pa.string()), "label": pa.array([], pa.string())}
-    files = {"train.parquet": _parquet(**GOOD)} | _parts(
-        "test", ["part-0.parquet", "part-1.parquet"], [{"text": ["a fir"], "label": ["plant"]}, empty]
+def test_the_id_of_a_drop_of_single_files_never_changes():
+    """Every registered version names its dataset by this id: a new release must compute the same one."""
+    files = {"train.parquet": b"rows", "test.parquet": b"held out", "task.json": b"{}"}
+    assert dataset_id(files) == "12d10a9ece06416b2234f6fdf38cd32079201bf59f5f5bc7c267c1871592b119"
+
+
+def test_the_limits_hold_for_a_split_of_many_files_together():
+    mixed = {"text": ["a cat", "an oak", "a rose"], "label": ["animal", "plant", "plant"]}
+    parts = _parts("train", [f"p{i}.parquet" for i in range(4)], [mixed] * 4)  # 3 rows each, 12 in all
+    with pytest.raises(InvalidDataset, match="12 rows in 4 files, over the 10-row limit"):
+        TaskDataset.from_files("t", parts, DatasetLimits(max_rows=10))
+    with pytest.raises(InvalidDataset, match="over the 3-file limit"):
+        TaskDataset.from_files("t", parts, DatasetLimits(max_parts=3))
+    meta = pq.ParquetFile(pa.BufferReader(parts["train/p0.parquet"])).metadata
+    declared = sum(meta.row_group(0).column(i).total_uncompressed_size for i in range(meta.num_columns))
+    limits = DatasetLimits(max_decoded_bytes=4 * declared - 1)  # one part decodes to at most 2 × declared
+    assert (
+        TaskDataset.from_files("t", {"train/p0.parquet": parts["train/p0.parquet"]}, limits).train.num_rows
+        == 3
     )
+    with pytest.raises(InvalidDataset, match="bytes left of the split's"):
+        TaskDataset.from_files(
+            "t", parts, limits
+        )  # each part alone fits; together they decode past the limit
+
+
+def test_identical_parts_are_all_kept():
+    """A writer's empty partitions are byte for byte the same file: each still counts, and reads back."""
+    empty = {"text": pa.array([], pa.string()), "label": pa.array([], pa.string())}
+    files = _parts("train", ["a.parquet", "b.parquet", "c.parquet"], [GOOD, empty, empty])
     dataset = TaskDataset.from_files("t", files)
-    assert dataset.test.num_rows == 1  # a writer's empty partition is no error; an empty split is
+    assert len(dataset.files) == 3
+    again = TaskDataset.from_files("t", dataset.files)  # what the registry reads back
+    assert again.dataset_id == dataset.dataset_id and again.files == dataset.files
 
 
 @pytest.mark.parametrize(
@@ -206,7 +233,10 @@ def test_a_test_split_of_many_files_and_empty_parts_are_read():
             ),
             "is empty",
         ),
-        ({"train/nested/part-0.parquet": _parquet(**GOOD)}, "no train.parquet \\(or train/\\*.parquet\\)"),
+        (
+            {"train/label=x/part-0.parquet": _parquet(**GOOD)},
+            "partition folders such as label=x/ are not read",
+        ),
     ],
 )
 def test_a_bad_split_of_many_files_names_the_part_or_the_fix(files, reason):

@@ -30,9 +30,25 @@ def test_rows_show_each_class_from_the_stage_that_brought_it_with_the_frozen_enc
     }
 
 
-def test_any_class_name_becomes_a_metric_key_mlflow_accepts():
-    for name in ("T-shirt/top", "noun.animal", "a:b é", "..", "a//b", "", "x?*"):
-        key = metric_key(f"class_accuracy/{name}")
-        _validate_metric_name(key)  # raises on a key MLflow would refuse
-        assert key.startswith("class_accuracy/")
-    assert metric_key("class_accuracy/noun.animal") == "class_accuracy/noun.animal"
+def test_any_class_name_becomes_a_metric_key_mlflow_accepts_and_no_two_names_share_one():
+    names = [
+        "T-shirt/top",
+        "noun.animal",
+        "a:b é",
+        "..",
+        "a//b",
+        "",
+        "x?*",
+        "a?b",
+        "a*b",
+        "x" * 300,
+        "x" * 301,
+    ]
+    keys = [metric_key(f"class_accuracy/{name}") for name in names]
+    for key in keys:
+        _validate_metric_name(key)  # raises on a key MLflow would refuse (characters, paths)
+        assert key.startswith("class_accuracy/") and len(key) <= 250  # MLflow's longest key
+    assert len(set(keys)) == len(keys)
+    assert (
+        metric_key("class_accuracy/noun.animal") == "class_accuracy/noun.animal"
+    )  # a valid name is kept as is

@@ -113,3 +113,24 @@ def test_gc_deletes_only_what_no_version_needs_after_the_grace_and_never_a_datas
     }
     assert bucket.exists(kept.set_uri.removeprefix(bucket.uri(""))), "a registered set is never an orphan"
     assert rollback(registry, kept.version) is None  # and it still verifies
+
+
+def test_a_set_on_a_parent_registered_before_per_class_accuracy_starts_its_class_history_blank(
+    registry, datasets, config
+):
+    from pipeline.learn.recipe import train_task
+    from pipeline.orchestrator.transaction import earlier_tasks, score, starting_model
+    from pipeline.registry.current import load_current
+
+    train_on_current(datasets[0], registry, config, max_accuracy_drop=OFF)
+    parent = load_current(registry)
+    for key in ("classes", "frozen_classes"):  # what a set of an earlier release carries
+        del parent.manifest["metrics"][key]
+    model = starting_model(parent, config, None)
+    earlier, task = earlier_tasks(registry, model), datasets[1].to_task()
+    train_task(model, task)
+    scored = score(registry, model, [*earlier, task], parent)
+    assert scored.classes.stages[0] == {} and len(scored.classes.stages[1]) == 8
+    rows = {r["class"]: r for r in scored.classes.rows()}
+    assert all(rows[name]["accuracy"][0] is None for name in model.classes)  # unknown, not zero
+    assert len(scored.classes.frozen) == 2  # the reference is refitted on the whole chain every time
