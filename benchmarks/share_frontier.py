@@ -4,6 +4,7 @@ task-incremental accuracy against stored parameters per task, beside one LoRA pe
     python benchmarks/share_frontier.py [--stream fashion-mnist|wordnet] [--ordering 1993] [--epochs 5]
                                         [--runs NAME,...] [--test] [--out benchmarks]
 
+Runs already in the report (same epochs and rows) are kept, so an interrupted study resumes where it stopped.
 Scored on validation rows cut from each task's training rows (`--test`: the test rows, only to check a choice).
 Every run trains with the official optimiser settings (AdamW lr 4e-3, weight decay 0.1, 6% warm-up) for `--epochs`
 per task, one LoRA per task too, so the rows differ only in how Share stores the tasks. Writes
@@ -203,7 +204,13 @@ def main() -> None:
     }
     stem = args.out / f"share-{spec.report_prefix}o{args.ordering}{'-test' if args.test else ''}"
     args.out.mkdir(parents=True, exist_ok=True)
+    if stem.with_suffix(".json").exists():  # runs of the same settings already made are kept, not redone
+        earlier = json.loads(stem.with_suffix(".json").read_text())
+        if earlier["epochs"] == args.epochs and earlier["split"] == report["split"]:
+            report["runs"] = earlier["runs"]
     for name in names:
+        if name in report["runs"]:
+            continue
         report["runs"][name] = run(args.stream, args.ordering, name, args.epochs, args.test)
         row = report["runs"][name]
         print(
