@@ -2,7 +2,7 @@
 task-incremental accuracy against stored parameters per task, beside one LoRA per task trained the same way.
 
     python benchmarks/share_frontier.py [--stream fashion-mnist|wordnet] [--ordering 1993] [--epochs 5]
-                                        [--runs NAME,...] [--test] [--out benchmarks]
+                                        [--runs 'NAME|NAME…'] [--test] [--out benchmarks]
 
 Runs already in the report (same epochs and rows) are kept, so an interrupted study resumes where it stopped.
 Scored on validation rows cut from each task's training rows (`--test`: the test rows, only to check a choice).
@@ -38,11 +38,11 @@ ABLATIONS: dict[str, tuple[str, dict]] = {
     "+ fold φ-terms": ("the task keeps U L + P Q (ours)", {"fold_expansion": True}),
     "+ re-project all": ("every earlier task re-projected onto the new basis (ours)", {"reproject": "all"}),
     "+ both": ("both of ours", OURS),
-    "+ both, k unpadded": (
+    "+ both − padding": (
         "k = 32 but only the informative directions (a basis from task 0 alone)",
         {**OURS, "pad": False},
     ),
-    "+ both, k by variance": (
+    "+ both + k by variance": (
         "k from 60% explained variance, unpadded (the paper's guidance)",
         {**OURS, "basis": 0.6, "pad": False},
     ),
@@ -148,7 +148,7 @@ def plot(report: dict, path: Path) -> None:
             ax.plot([p[0] for p in points], [p[1] for p in points], marker=marker, label=f"Share, φ = {phi}")
             for x, y, n in points:
                 ax.annotate(n.split()[0], (x, y), xytext=(3, 3), textcoords="offset points", fontsize=7)
-    for name, style in (("official", "s"), ("+ both, k by variance", "D")):
+    for name, style in (("official", "s"), ("+ both + k by variance", "D")):
         if name in runs:
             r = runs[name]
             ax.scatter(
@@ -187,11 +187,11 @@ def main() -> None:
     parser.add_argument("--stream", default="fashion-mnist", choices=sorted(STREAMS))
     parser.add_argument("--ordering", type=int, default=1993)
     parser.add_argument("--epochs", type=int, default=5)
-    parser.add_argument("--runs", default=None, help="comma-separated names (default: all)")
+    parser.add_argument("--runs", default=None, help="names separated by '|' (default: all)")
     parser.add_argument("--test", action="store_true", help="score the test rows (only to check a choice)")
     parser.add_argument("--out", type=Path, default=Path("benchmarks"))
     args = parser.parse_args()
-    names = args.runs.split(",") if args.runs else ["one LoRA per task", *ABLATIONS, *FRONTIER]
+    names = args.runs.split("|") if args.runs else ["one LoRA per task", *ABLATIONS, *FRONTIER]
     spec = STREAMS[args.stream]
     report = {
         "title": spec.title,
