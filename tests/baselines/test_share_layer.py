@@ -105,6 +105,7 @@ def test_the_official_codes_choices_keep_only_u_l_and_re_project_only_the_previo
     basis_before = layer.basis_a.clone()
     layer.end_task(basis_size=6, fold_expansion=False, reproject="previous")
     # Task 0 keeps the coefficients of a basis that has since moved on; task 2 keeps U L, not U L + P Q.
+    # Bit for bit: task 0's stored tensors must not be touched at all (nothing recomputes them).
     assert torch.equal(layer.stored_a[0], oldest[0]) and torch.equal(layer.stored_b[0], oldest[1])
     own = layer.basis_a @ layer.stored_a[2]
     assert torch.allclose(own, layer.basis_a @ layer.basis_a.T @ (basis_before @ coef_a), atol=1e-5)
