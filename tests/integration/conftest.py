@@ -32,24 +32,41 @@ def stack_home(tmp_path_factory):
         signal.signal(signal.SIGTERM, previous)
 
 
+def use_stack(env: pytest.MonkeyPatch, home) -> None:
+    """The environment a user gets from `eval "$(litelora env)"`, plus LITELORA_HOME."""
+    env.setenv("LITELORA_HOME", str(home))
+    for key, value in embedded.env_exports(home).items():
+        env.setenv(key, value)
+
+
+def own_bucket(env: pytest.MonkeyPatch):
+    """A new bucket and registered model, made the configured ones; their connection."""
+    name = f"test-{uuid.uuid4().hex[:10]}"
+    env.setenv("LITELORA_BUCKET", name)
+    env.setenv("LITELORA_REGISTERED_MODEL", name)
+    conn = connection(load_settings())
+    Bucket.connect(conn).client.create_bucket(Bucket=name)
+    return conn
+
+
 @pytest.fixture
 def stack_env(stack_home, monkeypatch):
-    """The environment a user gets from `eval "$(litelora env)"`, plus LITELORA_HOME."""
-    monkeypatch.setenv("LITELORA_HOME", str(stack_home))
-    for key, value in embedded.env_exports(stack_home).items():
-        monkeypatch.setenv(key, value)
+    use_stack(monkeypatch, stack_home)
     return stack_home
 
 
 @pytest.fixture
 def conn(stack_env, monkeypatch):
     """A bucket and a registered model of this test's own, on the session's stack."""
-    name = f"test-{uuid.uuid4().hex[:10]}"
-    monkeypatch.setenv("LITELORA_BUCKET", name)
-    monkeypatch.setenv("LITELORA_REGISTERED_MODEL", name)
-    conn = connection(load_settings())
-    Bucket.connect(conn).client.create_bucket(Bucket=name)
-    return conn
+    return own_bucket(monkeypatch)
+
+
+@pytest.fixture(scope="module")
+def module_conn(stack_home):
+    """A bucket and a registered model shared by one module's tests (state they build once and only read)."""
+    with pytest.MonkeyPatch.context() as env:
+        use_stack(env, stack_home)
+        yield own_bucket(env)
 
 
 @pytest.fixture(scope="session")

@@ -28,9 +28,11 @@ from pipeline.stack.process import free_port
 pytestmark = [pytest.mark.integration, pytest.mark.ray, pytest.mark.model]
 
 
-@pytest.fixture
-def registry(conn, tmp_path):
-    """Two registered versions of the ci-tier stream (1 epoch each, MiniLM); v2 is current."""
+@pytest.fixture(scope="module")
+def registry(module_conn, tmp_path_factory):
+    """Two registered versions of the ci-tier stream (1 epoch each, MiniLM); v2 is current. Trained once for the
+    module: its tests only read them (a test that moves `current` puts it back)."""
+    conn, tmp_path = module_conn, tmp_path_factory.mktemp("serve-drops")
     tasks = split_wordnet20(1993, "ci")[:2]
     for i, task in enumerate(tasks):
         train_on_current(
@@ -43,15 +45,15 @@ def registry(conn, tmp_path):
     return conn, tasks
 
 
-@pytest.fixture
-def images(conn):
+@pytest.fixture(scope="module")
+def images(module_conn):
     """One image folder trained in stream `images` (EfficientNet-Lite0, its stream defaults, 1 epoch)."""
     task = split_fashion_mnist(1995, "ci")[0]  # sandals and bags
     folder = {"task.json": json.dumps({"stream": "images", "backbone": "efficientnet-lite0"}).encode()}
     dataset = TaskDataset.from_files("shoes", contract_files(folder | as_image_folder(task)))
     quick = {"epochs": 1, "first_examples": 0}  # as overrides of the stream's defaults (None keeps a default)
     train_on_current(
-        dataset, Registry.connect(conn).for_stream("images"), overrides=quick, max_accuracy_drop=1.0
+        dataset, Registry.connect(module_conn).for_stream("images"), overrides=quick, max_accuracy_drop=1.0
     )
     return task
 
@@ -194,15 +196,20 @@ def test_a_rollback_in_the_mlflow_ui_during_a_stream_of_requests_switches_versio
 
     client = threading.Thread(target=stream)
     client.start()
-    time.sleep(2)
-    lineage = Lineage(conn)  # a rollback the way the MLflow UI makes it: the alias alone
-    lineage.client.set_registered_model_alias(lineage.name, "current", "1")
-    deadline = time.monotonic() + 30
-    while time.monotonic() < deadline and (not seen or seen[-1] != "1"):
-        time.sleep(0.2)
-    time.sleep(1)
-    stop.set()
-    client.join()
+    lineage = Lineage(conn)
+    try:
+        time.sleep(2)
+        # A rollback the way the MLflow UI makes it: the alias alone.
+        lineage.client.set_registered_model_alias(lineage.name, "current", "1")
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline and (not seen or seen[-1] != "1"):
+            time.sleep(0.2)
+        time.sleep(1)
+    finally:
+        stop.set()
+        client.join()
+        # The module's other tests read v2 as current.
+        lineage.client.set_registered_model_alias(lineage.name, "current", "2")
     assert failures == []
     assert seen[0] == "2" and seen[-1] == "1"
     assert seen == sorted(seen, reverse=True), "once swapped, never back"
