@@ -25,9 +25,10 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 
-from pipeline.baselines.task_id_stream import ShareConfig, TaskSelectedModel, run_task_id_stream
+from pipeline.baselines.task_id_stream import run_task_id_stream
 from pipeline.bench.continual import STREAMS, validation_tasks
 from pipeline.learn.config import TrainConfig
+from pipeline.learn.task_selected import ShareConfig, TaskSelectedModel
 
 OURS = {"fold_expansion": True, "reproject": "all"}
 ABLATIONS: dict[str, tuple[str, dict]] = {
@@ -65,9 +66,9 @@ def run(stream: str, ordering: int, name: str, epochs: int, test: bool) -> dict:
     lora = name == "one LoRA per task"
     method = "lora-per-task" if lora else "share"
     share = share_settings("official" if lora else name, epochs)  # LoRA trains with the same optimiser
-    model = TaskSelectedModel(config, "lora" if lora else "share")
+    model = TaskSelectedModel(config, "lora" if lora else "share", share)
     clock = time.process_time()
-    result = run_task_id_stream(tasks, config, method, share=share, model=model)
+    result = run_task_id_stream(tasks, config, method, model=model)
     layers = list(model.layers.values())
     basis = sum(
         layer.basis_a.numel() + layer.basis_b.numel() for layer in layers if layer.basis_a is not None

@@ -4,11 +4,15 @@
     <set>/adapters/<sha256>.safetensors   one per kept adapter: `<module>.lora_A`, `<module>.lora_B`
     <set>/heads/<sha256>.safetensors      one per task: `weight`, `bias`
     <set>/scoring/<sha256>.safetensors    optional: class statistics, calibration, aligned classifier
+    <set>/deltas/<sha256>.safetensors     format 2 (method `share`): each layer's basis and every task's
+                                          coefficients, `<module>.basis_a|basis_b|a|b`
 
 A file's name is the SHA-256 of its bytes, so sets that share an adapter share its file and a corrupt or
 substituted file is detected on load. Tensors are only ever read with safetensors, never with pickle.
 
-The manifest's `format` names its version. A release reads every version it knows (each upgraded in memory to
+The manifest's `format` names its version. Format 2 adds task-selected sets (Share: no gate, no kept adapters, a
+delta per task); every other set is still written as format 1, which holds it, so earlier releases keep reading
+those. A release reads every version it knows (each upgraded in memory to
 the current shape by `UPGRADES`) and refuses a newer one with a message that says to upgrade; a committed
 fixture of each version (tests/learn/fixtures/) keeps old sets loading.
 """
@@ -27,10 +31,11 @@ from safetensors import SafetensorError
 from safetensors.torch import load as load_safetensors
 from safetensors.torch import save as save_safetensors
 
-FORMAT_NAME, FORMAT_VERSION = "litelora-adapter-set", 1
-FORMAT = f"{FORMAT_NAME}/{FORMAT_VERSION}"
+FORMAT_NAME, FORMAT_VERSION = "litelora-adapter-set", 2
+FORMAT = f"{FORMAT_NAME}/1"
+TASK_SELECTED_FORMAT = f"{FORMAT_NAME}/2"
 MANIFEST = "manifest.json"
-UPGRADES = {1: lambda manifest: manifest}
+UPGRADES = {1: lambda manifest: manifest, 2: lambda manifest: manifest}
 """Manifest format version → a function that brings such a manifest to the current shape."""
 
 
@@ -115,7 +120,7 @@ def read_tensor_file(directory: str | Path, rel: str) -> dict[str, torch.Tensor]
 def set_files(manifest: dict) -> list[str]:
     """Every tensor file a manifest refers to, relative to the set."""
     files = [a["file"] for a in manifest.get("adapters", [])] + [t["head"] for t in manifest.get("tasks", [])]
-    return files + ([manifest["scoring"]] if manifest.get("scoring") else [])
+    return files + [manifest[key] for key in ("scoring", "deltas") if manifest.get(key)]
 
 
 def verify_adapter_set(directory: str | Path) -> dict:

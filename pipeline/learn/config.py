@@ -12,9 +12,14 @@ from pipeline.learn.head_options import HEAD_OPTIONS, HeadOption
 
 FIRST_EPOCHS_CAP = 10
 
-Method = Literal["litelora", "sdlora", "seq-lora", "frozen"]
+Method = Literal["litelora", "sdlora", "seq-lora", "frozen", "share"]
 METHODS: tuple[str, ...] = ("litelora", "sdlora", "seq-lora", "frozen")
-"""`frozen` adapts nothing and fits the same heads on the bare backbone: the reference adaptation must beat."""
+"""The gated methods, one set of adapters for every class (`ContinualModel`). `frozen` adapts nothing and fits the
+same heads on the bare backbone: the reference adaptation must beat."""
+STREAM_METHODS: tuple[str, ...] = (*METHODS, "share")
+"""What a stream may run: the gated methods, or Share (`TaskSelectedModel`: predictions name their task)."""
+SHARE_EPOCHS = 5
+"""Epochs per task of a Share stream: what its storage-accuracy frontier was measured with (docs/method.md §8)."""
 
 
 @dataclass
@@ -64,8 +69,8 @@ class TrainConfig:
     device: str = "auto"
 
     def __post_init__(self) -> None:
-        if self.method not in METHODS:
-            raise ValueError(f"unknown method {self.method!r}; choose one of {', '.join(METHODS)}")
+        if self.method not in STREAM_METHODS:
+            raise ValueError(f"unknown method {self.method!r}; choose one of {', '.join(STREAM_METHODS)}")
         if self.head not in HEAD_OPTIONS:
             raise ValueError(f"unknown head option {self.head!r}; choose one of {', '.join(HEAD_OPTIONS)}")
         for name in ("epochs", "batch_size", "phase2_batch_size", "eval_batch_size"):
@@ -85,10 +90,13 @@ class TrainConfig:
         return asdict(self)
 
     @classmethod
-    def for_backbone(cls, name: str) -> TrainConfig:
-        """The defaults of a new lineage on backbone `name`. Vision backbones adapt at rank 4: the setting our
-        Split-FashionMNIST numbers were measured with (docs/method.md)."""
-        config = cls(backbone=BackboneConfig(name=name))
+    def for_backbone(cls, name: str, method: str = "litelora") -> TrainConfig:
+        """The defaults of a new lineage on backbone `name` running `method`. Vision backbones adapt at rank 4: the
+        setting our Split-FashionMNIST numbers were measured with (docs/method.md). Share trains every task the
+        same number of epochs and scores with its per-task heads."""
+        config = cls(backbone=BackboneConfig(name=name), method=method)
+        if method == "share":
+            config = config.with_overrides(epochs=SHARE_EPOCHS, first_examples=0, head="linear")
         return config.with_overrides(rank=4) if config.backbone.reads_images else config
 
     def with_overrides(self, **changes) -> TrainConfig:

@@ -18,6 +18,8 @@ class StageScores:
     classes: dict[str, list[int]] = field(default_factory=dict)
     """Per class, [correct, count] over every class seen, on the held-out rows of the latest task that brought it
     (a class that comes back is scored on its newest data)."""
+    til_classes: dict[str, list[int]] = field(default_factory=dict)
+    """The same, task-incremental: among the classes of the task the rows belong to."""
 
 
 @torch.no_grad()
@@ -50,11 +52,12 @@ def evaluate_heads(
             logits = score(model, features_j, option)
             hits = logits.argmax(1) == index[labels]
             scores.cil_correct.append(int(hits.sum()))
-            own = logits[:, index]  # task-incremental: the task's own classes only
-            scores.til_correct.append(int((own.argmax(1) == labels).sum()))
+            own = logits[:, index].argmax(1) == labels  # task-incremental: the task's own classes only
+            scores.til_correct.append(int(own.sum()))
             scores.counts.append(len(task.test_labels))
             for k, name in enumerate(task.classes):
                 rows = labels == k
                 if rows.any():  # a later task without held-out rows of the class keeps the earlier score
                     scores.classes[name] = [int(hits[rows].sum()), int(rows.sum())]
+                    scores.til_classes[name] = [int(own[rows].sum()), int(rows.sum())]
     return out

@@ -22,7 +22,7 @@ from pipeline.adapters.adapter_set import (
 )
 from pipeline.learn.backbone import load_backbone, pick_device
 from pipeline.learn.class_stats import ClassStatistics
-from pipeline.learn.config import TrainConfig
+from pipeline.learn.config import METHODS, TrainConfig
 from pipeline.learn.head_options import KNOWN_CLASS_HEADS, STORED, score
 from pipeline.learn.heads import TaskHeads
 from pipeline.learn.ridge import RidgeHead
@@ -49,6 +49,10 @@ class ContinualModel(nn.Module):
     def __init__(self, config: TrainConfig, backbone: nn.Module | None = None, tokenizer=None):
         """`backbone` (and, for text, `tokenizer`): a fresh network to adapt instead of loading the configured one."""
         super().__init__()
+        if config.method not in METHODS:
+            raise ValueError(
+                f"{config.method!r} selects by task: its model is a TaskSelectedModel (methods.py)"
+            )
         self.config = config
         self.encoder = load_backbone(config.backbone, backbone, tokenizer)
         self.backbone = self.encoder.network  # registered here: the module that carries the adapters

@@ -16,6 +16,10 @@ SD-LoRA's magnitudes are folded into B: PEFT computes ΔW = (lora_alpha / r) · 
 that is B A, so B_peft = B · diag(s_i) reproduces W + Σ_i s_i · B_i A_i, with s_i = α_i / n_i (the newest kept
 adapter is still unnormalised, n = 1), exactly the scales the layer itself applies (`delta_factors`). Loading `combined` (or
 every per-adapter LoRA at once) on the same backbone gives the set's features; the heads give its logits.
+
+A Share set has no combined delta: each task is its own LoRA, reconstructed from the basis (Â_j = (U_A L_A^j)ᵀ,
+B̂_j = U_B L_B^j, rank p, lora_alpha = p), written as DIR/adapters/<t>-<task>/ with its head as
+DIR/heads/<t>-<task>.safetensors; labels.json lists each task's classes, adapter and head.
 """
 
 from __future__ import annotations
@@ -29,6 +33,7 @@ from safetensors.torch import save_file
 from pipeline.learn.head_options import classifier
 from pipeline.learn.image_backbone import IMAGENET_MEAN, IMAGENET_STD
 from pipeline.learn.model import ContinualModel
+from pipeline.learn.task_selected import TaskSelectedModel
 
 
 def _adapter_dir(
@@ -55,9 +60,76 @@ def _adapter_dir(
     save_file({k: v.contiguous() for k, v in tensors.items()}, directory / "adapter_model.safetensors")
 
 
+def _input_labels(model: ContinualModel | TaskSelectedModel) -> dict:
+    """What a user needs to feed the exported network as the set was fed."""
+    backbone = model.config.backbone
+    if backbone.reads_images:
+        return {"image_size": backbone.image_size, "mean": IMAGENET_MEAN, "std": IMAGENET_STD}
+    return {"pooling": backbone.pooling, "max_length": backbone.max_length}
+
+
+def _peft_target(name: str, convolutional: bool) -> str:
+    """1×1 convolutions wrapped as `<conv>.linear` are exported under the convolution's own name."""
+    return name.removesuffix(".linear") if convolutional else name
+
+
+def _peft_name(name: str, a: torch.Tensor, b: torch.Tensor, convolutional: bool):
+    """A layer's PEFT module name and factors (1×1 kernels for a convolution)."""
+    if convolutional:
+        return _peft_target(name, True), a[:, :, None, None], b[:, :, None, None]
+    return name, a, b
+
+
 @torch.no_grad()
-def export_peft(model: ContinualModel, directory: str | Path) -> dict:
+def export_task_selected(model: TaskSelectedModel, directory: str | Path) -> dict:
+    """Write each task of a Share (or one-LoRA-per-task) set as its own PEFT LoRA plus its head."""
+    out = Path(directory)
+    base, convolutional = model.config.backbone.name, model.config.backbone.reads_images
+    targets = [_peft_target(name, convolutional) for name in model.layers]
+    tasks = []
+    for j, record in enumerate(model.tasks):
+        tensors = {}
+        for name, layer in model.layers.items():
+            tall_a, b = (t.detach().float().cpu() for t in layer.stored_factors(j))
+            key, a, b = _peft_name(name, tall_a.T.contiguous(), b, convolutional)
+            tensors |= {
+                f"base_model.model.{key}.lora_A.weight": a,
+                f"base_model.model.{key}.lora_B.weight": b,
+            }
+        folder = f"{j:02d}-{record.name}"  # task names may repeat across drops
+        _adapter_dir(out / "adapters" / folder, targets, model.config.adapter.rank, base, tensors)
+        head = model.heads.heads[j]
+        (out / "heads").mkdir(parents=True, exist_ok=True)
+        save_file(
+            {"weight": head.weight.detach().float().cpu(), "bias": head.bias.detach().float().cpu()},
+            out / "heads" / f"{folder}.safetensors",
+        )
+        tasks.append(
+            {
+                "task": record.name,
+                "classes": record.classes,
+                "adapter": f"adapters/{folder}",
+                "head": f"heads/{folder}.safetensors",
+            }
+        )
+    labels = {
+        "method": model.config.method,
+        "tasks": tasks,
+        "classes": model.classes,
+        **_input_labels(model),
+        "base_model": base,
+        "adapters": [Path(t["adapter"]).name for t in tasks],
+        "ranks": [model.config.adapter.rank] * len(tasks),
+    }
+    (out / "labels.json").write_text(json.dumps(labels, indent=2))
+    return labels
+
+
+@torch.no_grad()
+def export_peft(model: ContinualModel | TaskSelectedModel, directory: str | Path) -> dict:
     """Write the set under `directory`; returns a summary (adapters written, ranks, classes)."""
+    if isinstance(model, TaskSelectedModel):
+        return export_task_selected(model, directory)
     if model.gate.task_open:
         raise RuntimeError("cannot export while a task is being trained")
     out = Path(directory)
@@ -65,7 +137,7 @@ def export_peft(model: ContinualModel, directory: str | Path) -> dict:
     base = model.config.backbone.name
     layers = list(model.adapters)
     convolutional = model.config.backbone.reads_images  # 1×1 convolutions wrapped as `<conv>.linear`
-    targets = [name.removesuffix(".linear") if convolutional else name for name, _ in layers]
+    targets = [_peft_target(name, convolutional) for name, _ in layers]
     ranks, owners = model.adapter_ranks(), model.adapter_slots()
     written = []
     combined: dict[str, torch.Tensor] = {}
@@ -76,8 +148,7 @@ def export_peft(model: ContinualModel, directory: str | Path) -> dict:
             continue
         a, s, b = (t.detach().float().cpu() for t in factors)
         b = b * s  # magnitudes folded into B (see module docstring)
-        if convolutional:
-            name, a, b = name.removesuffix(".linear"), a[:, :, None, None], b[:, :, None, None]
+        name, a, b = _peft_name(name, a, b, convolutional)
         key = f"base_model.model.{name}"
         combined |= {f"{key}.lora_A.weight": a, f"{key}.lora_B.weight": b}
         start = 0
@@ -104,11 +175,7 @@ def export_peft(model: ContinualModel, directory: str | Path) -> dict:
     labels = {
         "classes": model.classes,
         "task_of_class": model.introduced_by(),
-        **(
-            {"image_size": model.config.backbone.image_size, "mean": IMAGENET_MEAN, "std": IMAGENET_STD}
-            if convolutional
-            else {"pooling": model.config.backbone.pooling, "max_length": model.config.backbone.max_length}
-        ),
+        **_input_labels(model),
         "head": model.config.head,
         "normalize_features": normalise,
         "base_model": base,

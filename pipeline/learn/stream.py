@@ -27,6 +27,8 @@ class StreamResult:
     til: AccuracyMatrix = field(default_factory=AccuracyMatrix)
     classes: list[dict[str, list[int]]] = field(default_factory=list)
     """Per stage: each class's [correct, count] on its latest held-out rows (`StageScores.classes`)."""
+    til_classes: list[dict[str, list[int]]] = field(default_factory=list)
+    """The same, task-incremental (`StageScores.til_classes`)."""
     decisions: list[str] = field(default_factory=list)
     active_adapters: int = 0
     stored_params: int = 0
@@ -117,6 +119,7 @@ def run_stream(
             result.cil.add_stage(scores[option].cil_correct, scores[option].counts)
             result.til.add_stage(scores[option].til_correct, scores[option].counts)
             result.classes.append(scores[option].classes)
+            result.til_classes.append(scores[option].til_classes)
             result.decisions.append(model.tasks[-1].decision)
             result.trainable_params.append(trained.trainable_parameters)
             result.task_seconds.append(trained.wall_time)

@@ -1,7 +1,8 @@
 """A registered adapter set, loaded once with its adapters merged into the backbone, answering predictions.
 
 Merged and unwrapped (plain nn.Linear modules again), a prediction costs exactly what the plain backbone
-costs; the set cannot train afterwards.
+costs; the set cannot train afterwards. A Share set keeps a delta per task: a prediction names its task, and
+that task's delta and head answer it.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ import torch
 
 from pipeline.data.images import image_problem
 from pipeline.data.task_dataset import DatasetLimits
+from pipeline.learn.methods import AnyModel
 from pipeline.learn.model import ContinualModel
 from pipeline.settings import Connection
 
@@ -32,12 +34,14 @@ class Prediction:
     label: str
     task: str
     scores: dict[str, float]
-    """Softmax over every class the set knows, the top ones only."""
+    """Softmax over every class the set knows (the named task's classes, if the request names one), the top
+    ones only."""
 
 
 class Predictor:
-    def __init__(self, model: ContinualModel, version: str | None = None, set_id: str | None = None):
-        model.merge(unwrap=True)
+    def __init__(self, model: AnyModel, version: str | None = None, set_id: str | None = None):
+        if isinstance(model, ContinualModel):  # a Share set's delta depends on the task: nothing to merge
+            model.merge(unwrap=True)
         model.eval()
         self.model, self.version, self.set_id = model, version, set_id
         self.task_of_class = model.introduced_by()
@@ -65,12 +69,35 @@ class Predictor:
     def reads_images(self) -> bool:
         return self.model.config.backbone.reads_images
 
-    def predict_all(self, inputs: list[str] | list[bytes], top: int = 5) -> list[Prediction]:
+    @property
+    def needs_task(self) -> bool:
+        """Whether a prediction must name its task (a Share set)."""
+        return not isinstance(self.model, ContinualModel)
+
+    def task_index(self, task: str | None) -> int | None:
+        """The stored task a request names (the latest of that name), None if it names none."""
+        if task is None:
+            if self.needs_task:
+                raise BadRequest(
+                    f"v{self.version} runs Share, which keeps a delta per task: name the task "
+                    f"(one of {', '.join(t.name for t in self.model.tasks)})"
+                )
+            return None
+        for j in reversed(range(len(self.model.tasks))):
+            if self.model.tasks[j].name == task:
+                return j
+        raise BadRequest(
+            f"no task {task!r} in v{self.version}; its tasks: {', '.join(t.name for t in self.model.tasks)}"
+        )
+
+    def predict_all(
+        self, inputs: list[str] | list[bytes], top: int = 5, task: str | None = None
+    ) -> list[Prediction]:
         """`predict` for any number of inputs, `MAX_BATCH` at a time."""
         return [
             p
             for start in range(0, len(inputs), MAX_BATCH)
-            for p in self.predict(inputs[start : start + MAX_BATCH], top)
+            for p in self.predict(inputs[start : start + MAX_BATCH], top, task)
         ]
 
     def check(self, inputs: list[str] | list[bytes]) -> None:
@@ -90,8 +117,11 @@ class Predictor:
                     raise BadRequest(f"an image that {problem or 'is over the size limit'}")
 
     @torch.no_grad()
-    def predict(self, inputs: list[str] | list[bytes], top: int = 5) -> list[Prediction]:
-        """Texts, or encoded images for a set on a vision backbone."""
+    def predict(
+        self, inputs: list[str] | list[bytes], top: int = 5, task: str | None = None
+    ) -> list[Prediction]:
+        """Texts, or encoded images for a set on a vision backbone; `task` limits the answer to that task's classes
+        (a Share set needs it)."""
         if not inputs:
             raise BadRequest("no input: give at least one " + ("image" if self.reads_images else "text"))
         if top < 1:
@@ -99,21 +129,29 @@ class Predictor:
         if len(inputs) > MAX_BATCH:
             raise BadRequest(f"{len(inputs)} inputs in one request; at most {MAX_BATCH}")
         self.check(inputs)
+        j = self.task_index(task)
         from pipeline.learn.evaluate import predict_logits
 
         with self._lock:
             try:
-                probs = predict_logits(self.model, inputs).softmax(-1)
+                if self.needs_task:
+                    logits = self.model.task_logits(inputs, j)
+                else:
+                    logits = predict_logits(self.model, inputs)
+                    if j is not None:
+                        logits = logits[:, self.model.class_index(self.model.tasks[j].classes)]
             except (OSError, SyntaxError) as error:  # a sound header over data that does not decode
                 raise BadRequest(f"an image that does not decode: {error}") from None
-        classes = self.model.classes
+        probs = logits.softmax(-1)
+        classes = self.model.classes if j is None else self.model.tasks[j].classes
+        owners = self.task_of_class if j is None else [self.model.tasks[j].name] * len(classes)
         out = []
         for row in probs:
             best = row.topk(min(top, row.numel()))
             out.append(
                 Prediction(
                     classes[int(best.indices[0])],
-                    self.task_of_class[int(best.indices[0])],
+                    owners[int(best.indices[0])],
                     {classes[int(i)]: round(float(p), 6) for p, i in zip(best.values, best.indices)},
                 )
             )

@@ -2,10 +2,11 @@
 
 import copy
 
-from pipeline.baselines.task_id_stream import TASK_ID_METHODS, TaskSelectedModel, run_task_id_stream
+from pipeline.baselines.task_id_stream import TASK_ID_METHODS, run_task_id_stream
 from pipeline.bench.continual import summarise
 from pipeline.bench.report import markdown
 from pipeline.learn.config import TrainConfig
+from pipeline.learn.task_selected import TaskSelectedModel
 
 
 def _run(method, tiny_bert, tokenizer, tasks):

@@ -9,7 +9,8 @@ Two ways to store the per-task factors (docs/method.md §8):
            task the basis is recomputed from the centred stack of every task's factors and all tasks are
            re-projected onto it.
 
-Both need the task id at inference, so they are scored task-incrementally only.
+Both need the task id at inference, so they are scored task-incrementally only. A Share stream in the service
+stores exactly `tensors()`: the basis and every task's coefficients.
 """
 
 from __future__ import annotations
@@ -164,6 +165,25 @@ class TaskLoRALinear(nn.Module):
         else:
             return out
         return out + F.linear(F.linear(x, a.T.to(x.dtype)), b.to(x.dtype))
+
+    # -- storage -----------------------------------------------------------------------------------
+    def tensors(self) -> dict[str, torch.Tensor]:
+        """What a saved set keeps of this layer: `a`, `b` stacked over tasks [tasks, rows, p] (coefficients for
+        Share, the factors themselves for one LoRA per task), and Share's `basis_a`, `basis_b`."""
+        if self.train_params:
+            raise RuntimeError("cannot store a layer while a task is being trained")
+        out = {"a": torch.stack(self.stored_a), "b": torch.stack(self.stored_b)} if self.stored_a else {}
+        if self.basis_a is not None:
+            out |= {"basis_a": self.basis_a, "basis_b": self.basis_b}
+        return out
+
+    def load_tensors(self, tensors: dict[str, torch.Tensor]) -> None:
+        w = self.base.weight
+        move = lambda t: t.to(device=w.device, dtype=w.dtype)
+        self.stored_a = [move(t) for t in tensors["a"]] if "a" in tensors else []
+        self.stored_b = [move(t) for t in tensors["b"]] if "b" in tensors else []
+        self.basis_a = move(tensors["basis_a"]) if "basis_a" in tensors else None
+        self.basis_b = move(tensors["basis_b"]) if "basis_b" in tensors else None
 
     def stored_parameters(self) -> int:
         stored = sum(t.numel() for t in self.stored_a + self.stored_b)

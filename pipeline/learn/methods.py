@@ -1,0 +1,71 @@
+"""Which model runs a stream's method; training, scoring and loading whichever it is.
+
+LiteLoRA and the other gated methods (SD-LoRA, sequential LoRA, frozen) are `ContinualModel`s: one set of adapters
+serves every class. Share is a `TaskSelectedModel`: a prediction names its task (docs/method.md §8).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from torch import nn
+
+from pipeline.adapters.adapter_set import read_manifest
+from pipeline.learn.config import TrainConfig
+from pipeline.learn.evaluate import StageScores, evaluate_stage
+from pipeline.learn.model import ContinualModel
+from pipeline.learn.recipe import EpochCallback, train_task
+from pipeline.learn.task import Task
+from pipeline.learn.task_selected import TaskSelectedModel, evaluate_selected, train_selected_task
+
+AnyModel = ContinualModel | TaskSelectedModel
+
+
+def selects_by_task(method: str) -> bool:
+    """Whether a method's predictions need the task's name."""
+    return method == "share"
+
+
+def load_model(directory: str | Path, backbone: nn.Module | None = None, tokenizer=None) -> AnyModel:
+    """The model an adapter set was written by, rebuilt from it."""
+    kind = TaskSelectedModel if selects_by_task(read_manifest(directory)["method"]) else ContinualModel
+    return kind.load(directory, backbone, tokenizer)
+
+
+def continuing(parent: AnyModel | None, config: TrainConfig, overrides: dict | None = None) -> AnyModel:
+    """The model the next task trains: `parent` (its configuration, with `overrides`), or a new model running
+    `config.method` for a lineage's first task."""
+    if parent is None and selects_by_task(config.method):
+        parent = TaskSelectedModel(config)
+    elif not isinstance(parent, TaskSelectedModel):
+        return ContinualModel.continuing(parent, config, overrides)
+    if overrides:
+        parent.reconfigure(parent.config.with_overrides(**overrides))
+    return parent
+
+
+@dataclass
+class Trained:
+    decision: str
+    """recruit | reuse | continue | none (gated methods); store (Share: every task keeps its delta)."""
+    logit: float
+    wall_time: float
+
+
+def train_next_task(model: AnyModel, task: Task, on_epoch: EpochCallback | None = None) -> Trained:
+    """Train `task` on `model` in this process, whichever method it runs."""
+    if isinstance(model, TaskSelectedModel):
+        return Trained("store", 0.0, train_selected_task(model, task, on_epoch=on_epoch).wall_time)
+    result = train_task(model, task, on_epoch=on_epoch)
+    return Trained(result.decision.decision, result.decision.logit, result.wall_time)
+
+
+def evaluate(model: AnyModel, tasks: list[Task]) -> StageScores:
+    """Every task so far on its held-out rows: class-incremental and task-incremental for a gated model, only
+    task-incremental (in both rows) for a Share model, whose predictions name their task."""
+    return (
+        evaluate_selected(model, tasks)
+        if isinstance(model, TaskSelectedModel)
+        else evaluate_stage(model, tasks)
+    )
