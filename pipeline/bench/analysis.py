@@ -185,6 +185,11 @@ def write_version_analysis(registry, version: str | None, out: Path | None = Non
     found = load_current(registry, version)
     if found.model is None:
         raise LineageError("no adapter set is `current` yet: train and register a task first")
+    if found.model.config.method == "share":
+        raise ValueError(
+            f"v{found.version} is a Share set: the analysis measures the gate's kept adapters, which it has none of "
+            "(each task's delta is in `litelora export`)"
+        )
     result = analyze_model(found.model)
     directory = out or Path(tempfile.mkdtemp(prefix="litelora-analysis-"))
     figures = (

@@ -162,7 +162,10 @@ def train(
     ] = None,
     task: Annotated[str | None, typer.Option(help="Task name (default: the folder name).")] = None,
     method: Annotated[
-        str, typer.Option(help="litelora, sdlora, seq-lora or frozen (ignored with --parent).")
+        str,
+        typer.Option(
+            help="litelora, sdlora, seq-lora, frozen, or share (a delta per task: predictions name their task); ignored with --parent or on a stream that has sets."
+        ),
     ] = "litelora",
     epochs: EPOCHS = None,
     first_examples: FIRST_EXAMPLES = None,

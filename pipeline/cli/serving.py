@@ -40,6 +40,12 @@ def predict(
         str | None, typer.Option(help="Registered version (default: `current`).", callback=version_option)
     ] = None,
     top: Annotated[int, typer.Option(min=1, help="Scores of the top classes to show.")] = 3,
+    task: Annotated[
+        str | None,
+        typer.Option(
+            help="Score only this task's classes (a Share stream needs it: it keeps a delta per task)."
+        ),
+    ] = None,
     stream: STREAM = None,
     as_json: JSON = False,
 ) -> None:
@@ -61,7 +67,7 @@ def predict(
         if texts
         else ([p.read_bytes() for p in image], list(map(str, image)))
     )
-    predictions = predictor.predict_all(inputs, top=top)
+    predictions = predictor.predict_all(inputs, top=top, task=task)
     if as_json:
         echo_json({"version": predictor.version, "predictions": [p.__dict__ for p in predictions]})
         return
@@ -81,7 +87,8 @@ def export(
     stream: STREAM = None,
     as_json: JSON = False,
 ) -> None:
-    """Write a version as standard PEFT LoRA adapters (combined and one per kept adapter) plus its heads."""
+    """Write a version as standard PEFT LoRA adapters (combined and one per kept adapter; a Share set: one per task)
+    plus its heads."""
     from pipeline.learn.peft_export import export_peft
     from pipeline.registry.current import load_current
 
@@ -95,6 +102,14 @@ def export(
         if "image_size" in summary
         else f"AutoModel.from_pretrained({summary['base_model']!r})"
     )
+    if "tasks" in summary:  # a Share set: a LoRA per task, no combined delta
+        first = f"{peft}/adapters/{summary['adapters'][0]}"
+        typer.echo(
+            f"v{found.version} -> {len(summary['adapters'])} per-task LoRA(s) (rank {summary['ranks'][0]}) in "
+            f"{peft}/adapters/, a head per task in {peft}/heads/, labels.json beside them\nload: "
+            f"PeftModel.from_pretrained({base}, {first!r})"
+        )
+        return
     typer.echo(
         f"v{found.version} -> {peft}/combined (rank {sum(summary['ranks'])}) and {len(summary['adapters'])} "
         f"per-adapter LoRA(s) in {peft}/adapters/; heads and labels beside them\nload: PeftModel.from_pretrained("

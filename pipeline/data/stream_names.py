@@ -1,4 +1,5 @@
-"""What a drop's `task.json` may name beyond its task: the stream it belongs to and, for a new stream, its backbone.
+"""What a drop's `task.json` may name beyond its task: the stream it belongs to and, for a new stream, its backbone
+and method.
 
 Streams themselves (records, registered models) live in `registry/streams.py`; these are the naming rules a
 drop is validated against before anything is stored.
@@ -9,6 +10,7 @@ from __future__ import annotations
 import re
 
 from pipeline.learn.backbone import VISION_BACKBONES, BackboneConfig
+from pipeline.learn.config import STREAM_METHODS
 
 DEFAULT_STREAM = "default"
 STREAM_NAME = re.compile(r"^[a-z0-9][a-z0-9-]{0,39}$")
@@ -33,4 +35,11 @@ def check_backbone_name(name: str) -> str:
     known = (DEFAULT_BACKBONE, *VISION_BACKBONES)
     if name not in known:
         raise StreamError(f"backbone {name!r}: choose one of {', '.join(known)}")
+    return name
+
+
+def check_method_name(name: str) -> str:
+    """Methods a stream may run: LiteLoRA (the default), the other gated methods, or Share."""
+    if name not in STREAM_METHODS:
+        raise StreamError(f"method {name!r}: choose one of {', '.join(STREAM_METHODS)}")
     return name

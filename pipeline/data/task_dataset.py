@@ -32,7 +32,13 @@ from pipeline.data.image_folder import (
     read_image_folder,
 )
 from pipeline.data.images import image_problem
-from pipeline.data.stream_names import DEFAULT_STREAM, StreamError, check_backbone_name, check_stream_name
+from pipeline.data.stream_names import (
+    DEFAULT_STREAM,
+    StreamError,
+    check_backbone_name,
+    check_method_name,
+    check_stream_name,
+)
 from pipeline.learn.task import Task
 
 INPUT_COLUMNS = ("text", "image")
@@ -351,6 +357,8 @@ class TaskDataset:
                 check_stream_name(info.get("stream", DEFAULT_STREAM))
                 if "backbone" in info:
                     check_backbone_name(info["backbone"])
+                if "method" in info:
+                    check_method_name(info["method"])
             except StreamError as err:
                 raise InvalidDataset(f"task.json: {err}") from err
         train, column = _read_split(files, "train", limits, info.get("input_column"))
@@ -387,6 +395,11 @@ class TaskDataset:
     def backbone(self) -> str | None:
         """The backbone task.json asks for (a new stream's first drop fixes it), or None."""
         return self.info.get("backbone")
+
+    @property
+    def method(self) -> str | None:
+        """The method task.json asks for (a new stream's first drop fixes it), or None."""
+        return self.info.get("method")
 
     def classes(self) -> list[str]:
         """The label names of the training rows, sorted (the task's classes)."""

@@ -9,9 +9,8 @@ from pathlib import Path
 
 from pipeline.data.task_dataset import TaskDataset
 from pipeline.learn.config import TrainConfig
-from pipeline.learn.evaluate import evaluate_stage
-from pipeline.learn.model import ContinualModel
-from pipeline.learn.recipe import EpochCallback, train_task
+from pipeline.learn.methods import continuing, evaluate, load_model, train_next_task
+from pipeline.learn.recipe import EpochCallback
 
 
 def train_local_set(
@@ -27,18 +26,18 @@ def train_local_set(
     model with `config`; write the new set to `out` and return a summary."""
     dataset = TaskDataset.from_dir(data, name=task)
     new_task = dataset.to_task()
-    model = ContinualModel.continuing(ContinualModel.load(parent) if parent else None, config, overrides)
-    result = train_task(model, new_task, on_epoch=on_epoch)
+    model = continuing(load_model(parent) if parent else None, config, overrides)
+    result = train_next_task(model, new_task, on_epoch)
     accuracy = None
     if not parent:  # a first set can be scored on its own task's held-out rows
-        scores = evaluate_stage(model, [new_task])
+        scores = evaluate(model, [new_task])
         accuracy = scores.cil_correct[0] / scores.counts[0]
     manifest = model.save(out, extra={"parent": str(parent) if parent else None})
     return {
         "task": new_task.name,
         "dataset_id": new_task.dataset_id,
-        "decision": result.decision.decision,
-        "gate_logit": result.decision.logit,
+        "decision": result.decision,
+        "gate_logit": result.logit,
         "active_adapters": model.active_adapters,
         "tasks": len(model.tasks),
         "accuracy": accuracy,

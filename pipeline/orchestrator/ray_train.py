@@ -28,8 +28,9 @@ from torch.nn.parallel import DistributedDataParallel
 
 from pipeline.errors import JobFailed
 from pipeline.learn.config import TrainConfig
-from pipeline.learn.model import ContinualModel
+from pipeline.learn.methods import AnyModel, continuing, load_model
 from pipeline.learn.recipe import Progress, capture_progress, train_task
+from pipeline.learn.task_selected import TaskSelectedModel, train_selected_task
 from pipeline.registry.bucket import Bucket, arrow_filesystem
 from pipeline.registry.store import AdapterSetStore, read_dataset
 from pipeline.settings import Connection
@@ -119,14 +120,15 @@ def train_loop_per_worker(cfg: dict) -> None:
     conn: Connection = cfg["connection"]
     bucket = Bucket.connect(conn)
     config = TrainConfig.from_dict(cfg["config"])
+    parent = None
     if cfg["parent_set_id"]:
-        model = ContinualModel.load(
+        parent = load_model(
             AdapterSetStore(bucket, conn.cache_dir / f"rank{rank}").fetch(cfg["parent_set_id"])
         )
-        model.reconfigure(config)
-    else:
-        model = ContinualModel(config)
+        parent.reconfigure(config)
+    model = continuing(parent, config)
     model.to(ray.train.torch.get_device())
+    selected = isinstance(model, TaskSelectedModel)
     task = read_dataset(conn, cfg["dataset_id"], cfg["task_name"]).to_task()
 
     def wrap(module):
@@ -144,13 +146,21 @@ def train_loop_per_worker(cfg: dict) -> None:
             tracker.log_metric(f"{phase}_loss", loss, step=epoch)
         with tempfile.TemporaryDirectory() as tmp:
             checkpoint = None
-            if rank == 0:
+            # A Share task restarts from its first epoch: its optimiser schedule is not checkpointed.
+            if rank == 0 and not selected:
                 write_progress(capture_progress(model, phase, epoch + 1), Path(tmp))
                 checkpoint = Checkpoint.from_directory(tmp)
             # A barrier: every rank reports once per epoch.
             ray.train.report({"phase": phase, "epoch": epoch, "loss": loss}, checkpoint=checkpoint)
 
-    result = train_task(model, task, wrap=wrap, rank=rank, world_size=world, on_epoch=on_epoch, resume=resume)
+    if selected:
+        result = train_selected_task(model, task, on_epoch, wrap=wrap, rank=rank, world_size=world)
+        keep, logit = True, 0.0
+    else:
+        result = train_task(
+            model, task, wrap=wrap, rank=rank, world_size=world, on_epoch=on_epoch, resume=resume
+        )
+        keep, logit = result.decision.keep, result.decision.logit
     trained = time.time()
     phase1_epochs = config.task_epochs(len(model.tasks) - 1, len(task.train_labels))
     resumed_epochs = (
@@ -168,8 +178,8 @@ def train_loop_per_worker(cfg: dict) -> None:
                 "worker_started_at": started,
                 "worker_ready_at": ready,
                 "worker_trained_at": trained,
-                "keep": int(result.decision.keep),
-                "logit": result.decision.logit,
+                "keep": int(keep),
+                "logit": logit,
                 "trainable_parameters": result.trainable_parameters,
                 "train_s": result.wall_time,
             },
@@ -185,7 +195,7 @@ def fit_with_ray_train(
     task_name: str,
     scaling: ScalingSpec,
     mlflow_run_id: str | None = None,
-) -> tuple[ContinualModel, dict]:
+) -> tuple[AnyModel, dict]:
     """Run the job; returns the trained model (loaded from the job's checkpoint) and rank 0's final metrics."""
     clock = time.time()
     init_ray(conn.cache_dir.parent)
@@ -219,7 +229,7 @@ def fit_with_ray_train(
     if result.checkpoint is None:
         raise JobFailed(f"Ray Train job for {task_name} ended without a checkpoint: {result.error}")
     with result.checkpoint.as_directory() as directory:
-        model = ContinualModel.load(directory)
+        model = load_model(directory)
     metrics = dict(result.metrics or {})
     metrics["ray_job_s"] = time.time() - clock
     if "worker_started_at" in metrics:  # absent when a restarted group handed back a finished set

@@ -41,13 +41,17 @@ def build_watcher(conn: Connection, options: WatchOptions, log: Callable[[str], 
         return train_on_current(dataset, stream_registry, fit=fit, **guarded)
 
     def tuned(dataset, stream_registry):
-        from pipeline.tuning.search import TuneSpec, tune_then_train
+        from pipeline.tuning.search import NothingToTune, TuneSpec, tune_then_train
         from pipeline.tuning.space import SearchSpace
 
         spec = TuneSpec(trials=options.trials, gpus_per_trial=0.5 if options.gpu else 0.0)
         # Ctrl-C or SIGTERM that reaches Tune first ends the search with SearchInterrupted, a KeyboardInterrupt:
         # the watcher hands the drop back and stops.
         stream_conn = conn.for_stream(stream_registry.stream)
-        return tune_then_train(dataset, stream_conn, SearchSpace(), spec, fit=fit, log=log, **guarded)[1]
+        try:
+            return tune_then_train(dataset, stream_conn, SearchSpace(), spec, fit=fit, log=log, **guarded)[1]
+        except NothingToTune as why:  # a Share stream: trained with its settings
+            log(f"{dataset.name}: {why}")
+            return trained(dataset, stream_registry)
 
     return Watcher(registry, options.config, trainer=tuned if options.tune == "auto" else trained, log=log)

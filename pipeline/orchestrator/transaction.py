@@ -23,14 +23,16 @@ from pipeline.data.stream_names import DEFAULT_BACKBONE
 from pipeline.data.task_dataset import InvalidDataset, TaskDataset
 from pipeline.learn.class_accuracy import ClassHistory
 from pipeline.learn.config import TrainConfig
-from pipeline.learn.evaluate import StageScores, evaluate_stage
+from pipeline.learn.evaluate import StageScores
 from pipeline.learn.frozen import FeatureCache, frozen_reference
 from pipeline.learn.head_options import KNOWN_CLASS_HEADS
+from pipeline.learn.methods import AnyModel, continuing, evaluate, train_next_task
 from pipeline.learn.metrics import AccuracyMatrix
 from pipeline.learn.model import ContinualModel
-from pipeline.learn.recipe import EpochCallback, train_task
+from pipeline.learn.recipe import EpochCallback
 from pipeline.learn.subspace import mean_overlap, overlap_matrices
 from pipeline.learn.task import Task
+from pipeline.learn.task_selected import TaskSelectedModel
 from pipeline.orchestrator.promotion import MAX_ACCURACY_DROP, guard_reason, promote_if_parent_current
 from pipeline.registry import plots
 from pipeline.registry.current import Parent, load_current
@@ -73,7 +75,7 @@ class StepResult:
 
 @dataclass
 class Fitted:
-    model: ContinualModel
+    model: AnyModel
     decision: str
     logit: float
     train_s: float
@@ -81,20 +83,14 @@ class Fitted:
 
 
 # How a task is trained: in this process (`fit_locally`) or as a Ray Train job (`ray_train.ray_fit`).
-Fit = Callable[[ContinualModel, Task, Parent, TrainingRun, EpochCallback], Fitted]
+Fit = Callable[[AnyModel, Task, Parent, TrainingRun, EpochCallback], Fitted]
 
 
 def fit_locally(
-    model: ContinualModel, task: Task, parent: Parent, run: TrainingRun, on_epoch: EpochCallback
+    model: AnyModel, task: Task, parent: Parent, run: TrainingRun, on_epoch: EpochCallback
 ) -> Fitted:
-    result = train_task(model, task, on_epoch=on_epoch)
-    return Fitted(
-        model,
-        result.decision.decision,
-        result.decision.logit,
-        result.wall_time,
-        {"compute_s": result.wall_time},
-    )
+    trained = train_next_task(model, task, on_epoch)
+    return Fitted(model, trained.decision, trained.logit, trained.wall_time, {"compute_s": trained.wall_time})
 
 
 def fit_with(conn, workers: int, gpu: bool = False, cpus_per_worker: float | None = None) -> Fit:
@@ -127,7 +123,7 @@ class Scored:
     frozen_final: float
     classes: ClassHistory
 
-    def summary(self, model: ContinualModel, fitted: Fitted) -> dict:
+    def summary(self, model: AnyModel, fitted: Fitted) -> dict:
         return {
             "avg_accuracy": self.matrix.average_accuracy,
             "final_accuracy": self.matrix.final_accuracy,
@@ -142,19 +138,36 @@ class Scored:
 
 
 def starting_model(
-    parent: Parent, config: TrainConfig | None, overrides: dict | None, backbone: str | None = None
-) -> ContinualModel:
+    parent: Parent,
+    config: TrainConfig | None,
+    overrides: dict | None,
+    backbone: str | None = None,
+    method: str | None = None,
+) -> AnyModel:
     """The parent's model (its configuration, with `overrides`), or a new one for a lineage's first set: `config`,
-    else the defaults for the stream's `backbone`."""
-    default = config or TrainConfig.for_backbone(backbone or DEFAULT_BACKBONE).with_overrides(
-        head=load_settings().head
-    )
-    return ContinualModel.continuing(parent.model, default, overrides)
+    else the defaults for the stream's `backbone`, running the drop's `method` if it names one."""
+    default = config
+    if default is None:
+        default = TrainConfig.for_backbone(backbone or DEFAULT_BACKBONE, method or "litelora")
+        if default.method != "share":  # Share scores with its own per-task heads
+            default = default.with_overrides(head=load_settings().head)
+    elif method and parent.model is None:
+        default = default.with_overrides(method=method)
+    return continuing(parent.model, default, overrides)
 
 
-def check_trainable(dataset: TaskDataset, model: ContinualModel, stream: str) -> None:
-    """A drop may repeat classes the stream knows only if its head keeps one entry per class (the kind of input
-    was checked against the stream's backbone by `Streams.admit`)."""
+def check_trainable(dataset: TaskDataset, model: AnyModel, stream: str) -> None:
+    """A drop that names a method must name the stream's; it may repeat classes the stream knows only if the
+    stream can tell them apart (Share: by task; otherwise a head that keeps one entry per class). The kind of
+    input was checked against the stream's backbone by `Streams.admit`."""
+    if dataset.method and dataset.method != model.config.method:
+        raise InvalidDataset(
+            f"{dataset.name} asks for method {dataset.method!r}, and stream {stream!r} runs "
+            f"{model.config.method!r} (set by its first drop): drop it into another stream, or remove `method` "
+            "from task.json"
+        )
+    if isinstance(model, TaskSelectedModel):
+        return
     known = sorted(set(dataset.classes()) & set(model.classes))
     if known and model.config.head not in KNOWN_CLASS_HEADS:
         raise InvalidDataset(
@@ -165,7 +178,7 @@ def check_trainable(dataset: TaskDataset, model: ContinualModel, stream: str) ->
         )
 
 
-def earlier_tasks(registry: Registry, model: ContinualModel) -> list[Task]:
+def earlier_tasks(registry: Registry, model: AnyModel) -> list[Task]:
     """The tasks the model already knows, read back from the stored datasets, to evaluate every one of them."""
     tasks = []
     for record in model.tasks:
@@ -176,26 +189,27 @@ def earlier_tasks(registry: Registry, model: ContinualModel) -> list[Task]:
     return tasks
 
 
-def score(registry: Registry, model: ContinualModel, tasks: list[Task], parent: Parent) -> Scored:
-    """Evaluate every task so far; the same head on the bare backbone's (cached) features gives the reference."""
-    scores = evaluate_stage(model, tasks)
-    reference = frozen_reference(
+def score(registry: Registry, model: AnyModel, tasks: list[Task], parent: Parent) -> Scored:
+    """Evaluate every task so far; the same head on the bare backbone's (cached) features gives the reference.
+    A Share set is scored task-incrementally (its predictions name the task), and so is its reference."""
+    scores = evaluate(model, tasks)
+    frozen = frozen_reference(
         model.config, tasks, FeatureCache(model.config.backbone, registry.cache_dir / "features")
     )
+    selected = isinstance(model, TaskSelectedModel)
+    reference, frozen_classes = (frozen.til, frozen.til_classes) if selected else (frozen.cil, frozen.classes)
     metrics = parent.metrics or {"correct": [], "counts": []}
     matrix = AccuracyMatrix([list(row) for row in metrics["correct"]], list(metrics["counts"]))
     matrix.add_stage(scores.cil_correct, scores.counts)
     til_rows = [*metrics.get("til_correct", []), scores.til_correct]
-    classes = ClassHistory.from_metrics(metrics).extended(scores.classes, reference.classes, len(tasks))
-    return Scored(
-        matrix, til_rows, scores, reference.cil.average_accuracy, reference.cil.final_accuracy, classes
-    )
+    classes = ClassHistory.from_metrics(metrics).extended(scores.classes, frozen_classes, len(tasks))
+    return Scored(matrix, til_rows, scores, reference.average_accuracy, reference.final_accuracy, classes)
 
 
 def publish_set(
     registry: Registry,
     run: TrainingRun,
-    model: ContinualModel,
+    model: AnyModel,
     parent: Parent,
     scored: Scored,
     fitted: Fitted,
@@ -219,7 +233,7 @@ def publish_set(
 def log_plots(
     run: TrainingRun,
     registry: Registry,
-    model: ContinualModel,
+    model: AnyModel,
     manifest: dict,
     scored: Scored,
     version: str,
@@ -227,19 +241,20 @@ def log_plots(
     rejected: str,
     directory: Path,
 ) -> None:
-    """Accuracy matrix, per-class accuracy, adapter usage, subspace overlap and the lineage tree, as the run's
-    `plots/`."""
+    """Accuracy matrix, per-class accuracy, adapter usage and subspace overlap (gated methods: Share keeps no
+    adapters to choose from) and the lineage tree, as the run's `plots/`."""
     names = [t["name"] for t in manifest["tasks"]]
     plots.accuracy_heatmap(scored.matrix.matrix(), names, directory / "accuracy_matrix.png")
     plots.class_accuracy(
         scored.classes.rows(), [f"after {n}" for n in names], directory / "class_accuracy.png"
     )
-    plots.adapter_usage(manifest["tasks"], manifest["adapters"], directory / "adapter_usage.png")
-    plots.overlap_heatmap(
-        mean_overlap(overlap_matrices(model)),
-        [names[a["slot"]] for a in manifest["adapters"]],
-        directory / "subspace_overlap.png",
-    )
+    if isinstance(model, ContinualModel):
+        plots.adapter_usage(manifest["tasks"], manifest["adapters"], directory / "adapter_usage.png")
+        plots.overlap_heatmap(
+            mean_overlap(overlap_matrices(model)),
+            [names[a["slot"]] for a in manifest["adapters"]],
+            directory / "subspace_overlap.png",
+        )
     # Drawn before the alias moves, so the tree marks where `current` will be if the promotion goes through.
     now = registry.pointer.version()
     expected_current = version if not rejected and now == parent.version else None
@@ -251,7 +266,7 @@ def tags_of_version(
     task: Task,
     parent: Parent,
     fitted: Fitted,
-    model: ContinualModel,
+    model: AnyModel,
     scored: Scored,
     set_id: str,
     dataset_uri: str,
@@ -300,7 +315,7 @@ def train_on_current(
     with stopwatch(timings, "load_s"):
         stream = registry.streams.admit(registry.stream, dataset.backbone, dataset.input_column == "image")
         parent = load_current(registry)
-        model = starting_model(parent, config, overrides, stream.backbone)
+        model = starting_model(parent, config, overrides, stream.backbone, dataset.method)
         check_trainable(dataset, model, registry.stream)
         task = dataset.to_task()
         earlier = earlier_tasks(registry, model)

@@ -6,7 +6,7 @@ from dataclasses import dataclass
 
 from pipeline.adapters.adapter_set import read_manifest
 from pipeline.learn.class_accuracy import ClassHistory
-from pipeline.learn.model import ContinualModel
+from pipeline.learn.methods import AnyModel, load_model
 from pipeline.registry.store import Registry
 
 
@@ -14,7 +14,7 @@ from pipeline.registry.store import Registry
 class Parent:
     """A registered set loaded to train or serve on top of; all None before a lineage's first set."""
 
-    model: ContinualModel | None
+    model: AnyModel | None
     manifest: dict | None
     version: str | None
     set_id: str | None
@@ -32,7 +32,7 @@ def load_current(registry: Registry, version: str | None = None) -> Parent:
         return Parent(None, None, None, None)
     set_id = registry.sets.set_id_from_uri(found.source)
     directory = registry.sets.fetch(set_id)
-    return Parent(ContinualModel.load(directory), read_manifest(directory), found.version, set_id)
+    return Parent(load_model(directory), read_manifest(directory), found.version, set_id)
 
 
 @dataclass

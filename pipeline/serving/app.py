@@ -4,7 +4,7 @@ It polls `current` (registry/pointer.py) and, when it moves (a new version, a ro
 the old one and swaps one reference: a request takes the predictor once, so requests in flight finish on the
 set they started with and no request fails during a swap.
 
-    POST /predict  {"text": "…"} or {"texts": ["…", …]}, optional "top", "version"  → label, task, scores
+    POST /predict  {"text": "…"} or {"texts": ["…", …]}, optional "top", "version", "task"  → label, task, scores
     GET  /healthz  GET /version
 
 With a token (serving/access.py), /predict and /version need `Authorization: Bearer <token>` (401 without);
@@ -45,6 +45,8 @@ class PredictRequest(BaseModel):
     top: int = Field(3, ge=1, le=1000)
     version: str | None = None
     """Answer only if this version is the one being served (409 otherwise)."""
+    task: str | None = None
+    """Score only this task's classes; a Share set needs it (422 without), as it keeps a delta per task."""
 
 
 def inputs_of(body: PredictRequest, reads_images: bool) -> list[str] | list[bytes]:
@@ -147,7 +149,9 @@ class AdapterSetServer:  # (no `from __future__ import annotations`: FastAPI mus
                     "`current`)",
                 )
         try:
-            predictions = predictor.predict(inputs_of(body, predictor.reads_images), top=body.top)
+            predictions = predictor.predict(
+                inputs_of(body, predictor.reads_images), top=body.top, task=body.task
+            )
         except BadRequest as error:
             raise HTTPException(413 if "at most" in str(error) else 422, str(error)) from None
         return {"version": predictor.version, "predictions": [p.__dict__ for p in predictions]}
@@ -159,6 +163,8 @@ class AdapterSetServer:  # (no `from __future__ import annotations`: FastAPI mus
             "version": p.version,
             "set_id": p.set_id,
             "tasks": [t.name for t in p.model.tasks],
+            "method": p.model.config.method,
+            "needs_task": p.needs_task,
             "following_current": self.following,
             "swaps": self.swaps[stream],
             "poll_s": self.poll_s,

@@ -61,12 +61,21 @@ def conn(stack_env, monkeypatch):
     return own_bucket(monkeypatch)
 
 
-@pytest.fixture(scope="module")
-def module_conn(stack_home):
-    """A bucket and a registered model shared by one module's tests (state they build once and only read)."""
+@pytest.fixture(scope="session")
+def session_conn(stack_home):
+    """A bucket and a registered model this test process's tests share: for state built once (by session fixtures)
+    and only read. A test that uses it through the environment asks for `session_env`."""
     with pytest.MonkeyPatch.context() as env:
         use_stack(env, stack_home)
-        yield own_bucket(env)
+        return own_bucket(env)
+
+
+@pytest.fixture
+def session_env(session_conn, stack_env, monkeypatch):
+    """The environment of `eval "$(litelora env)"` with the shared bucket and registered model configured."""
+    monkeypatch.setenv("LITELORA_BUCKET", session_conn.bucket)
+    monkeypatch.setenv("LITELORA_REGISTERED_MODEL", session_conn.registered_model)
+    return session_conn
 
 
 @pytest.fixture(scope="session")

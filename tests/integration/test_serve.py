@@ -1,5 +1,5 @@
-"""`litelora serve` as a user runs it: a real HTTP client against the server (a text and an image stream),
-a rollback mid-stream."""
+"""`litelora serve` as a user runs it: a real HTTP client against the server (a text, an image and a Share
+stream), a rollback mid-stream."""
 
 import base64
 import contextlib
@@ -28,11 +28,11 @@ from pipeline.stack.process import free_port
 pytestmark = [pytest.mark.integration, pytest.mark.ray, pytest.mark.model]
 
 
-@pytest.fixture(scope="module")
-def registry(module_conn, tmp_path_factory):
-    """Two registered versions of the ci-tier stream (1 epoch each, MiniLM); v2 is current. Trained once for the
-    module: its tests only read them (a test that moves `current` puts it back)."""
-    conn, tmp_path = module_conn, tmp_path_factory.mktemp("serve-drops")
+@pytest.fixture(scope="session")
+def registry(session_conn, tmp_path_factory):
+    """Two registered versions of the ci-tier stream (1 epoch each, MiniLM); v2 is current. Trained once per test
+    process: the tests only read them (a test that moves `current` puts it back)."""
+    conn, tmp_path = session_conn, tmp_path_factory.mktemp("serve-drops")
     tasks = split_wordnet20(1993, "ci")[:2]
     for i, task in enumerate(tasks):
         train_on_current(
@@ -45,17 +45,35 @@ def registry(module_conn, tmp_path_factory):
     return conn, tasks
 
 
-@pytest.fixture(scope="module")
-def images(module_conn):
+@pytest.fixture(scope="session")
+def images(session_conn):
     """One image folder trained in stream `images` (EfficientNet-Lite0, its stream defaults, 1 epoch)."""
     task = split_fashion_mnist(1995, "ci")[0]  # sandals and bags
     folder = {"task.json": json.dumps({"stream": "images", "backbone": "efficientnet-lite0"}).encode()}
     dataset = TaskDataset.from_files("shoes", contract_files(folder | as_image_folder(task)))
     quick = {"epochs": 1, "first_examples": 0}  # as overrides of the stream's defaults (None keeps a default)
     train_on_current(
-        dataset, Registry.connect(module_conn).for_stream("images"), overrides=quick, max_accuracy_drop=1.0
+        dataset, Registry.connect(session_conn).for_stream("images"), overrides=quick, max_accuracy_drop=1.0
     )
     return task
+
+
+@pytest.fixture(scope="session")
+def shared(registry, tmp_path_factory):
+    """Stream `shared` running Share: the registry's two ci-tier tasks again, named by the drops' task.json."""
+    tmp_path = tmp_path_factory.mktemp("share-drops")
+    conn, tasks = registry
+    share = json.dumps({"stream": "shared", "method": "share"}).encode()
+    for i, task in enumerate(tasks):
+        folder = write_drop(task, tmp_path / f"s{i}")
+        (folder / "task.json").write_bytes(share)
+        train_on_current(
+            TaskDataset.from_dir(folder),
+            Registry.connect(conn).for_stream("shared"),
+            overrides={"epochs": 1},
+            max_accuracy_drop=1.0,
+        )
+    return tasks
 
 
 class Client(requests.Session):
@@ -104,23 +122,23 @@ def serving(tmp_path, *args: str):
 
 
 @pytest.fixture
-def server(registry, tmp_path):
+def server(registry, session_env, tmp_path):
     with serving(tmp_path) as client:
         yield client
 
 
 @pytest.fixture
-def two_streams(registry, images, tmp_path):
-    """One server for the text stream (`default`, also at /predict) and the image stream."""
-    with serving(tmp_path, "--stream", "default", "--stream", "images") as client:
+def three_streams(registry, images, shared, session_env, tmp_path):
+    """One server for the text stream (`default`, also at /predict), the image stream and the Share stream."""
+    with serving(tmp_path, "--stream", "default", "--stream", "images", "--stream", "shared") as client:
         yield client
 
 
 def test_served_predictions_need_the_token_match_the_predictor_and_bad_input_gets_a_4xx(
-    registry, images, two_streams
+    registry, images, shared, three_streams, tmp_path
 ):
     conn, tasks = registry
-    server = two_streams
+    server = three_streams
     texts = tasks[0].test_inputs[:3] + tasks[1].test_inputs[:3]
     body = {"texts": texts, "top": 2}
     assert requests.post(f"{server.url}/predict", json=body, timeout=30).status_code == 401
@@ -149,7 +167,7 @@ def test_served_predictions_need_the_token_match_the_predictor_and_bad_input_get
     assert server.get(f"{server.url}/healthz", timeout=5).json() == {
         "status": "ok",
         "version": "2",
-        "streams": {"default": "2", "images": "1"},
+        "streams": {"default": "2", "images": "1", "shared": "2"},
     }
 
     # The image stream, beside it: PNG bytes in base64, labelled as that stream's own predictor labels them.
@@ -174,6 +192,42 @@ def test_served_predictions_need_the_token_match_the_predictor_and_bad_input_get
         "not an image": 422,
         "unknown stream": 404,
     }
+
+    # The Share stream answers for the task a request names, as its own predictor does; without one, 422.
+    texts = shared[1].test_inputs[:4]
+    url = f"{server.url}/streams/shared/predict"
+    answer = server.post(url, json={"texts": texts, "task": "s1"}, timeout=30).json()
+    local = Predictor.from_registry(conn.for_stream("shared")).predict(texts, task="s1")
+    assert answer["version"] == "2" and [p["label"] for p in answer["predictions"]] == [
+        p.label for p in local
+    ]
+    assert {p["task"] for p in answer["predictions"]} == {"s1"}
+    nameless = server.post(url, json={"texts": texts}, timeout=30)
+    assert nameless.status_code == 422 and "name the task" in nameless.json()["detail"]
+    assert server.get(f"{server.url}/streams/shared/version", timeout=5).json()["needs_task"] is True
+
+    # From the shell: `litelora predict --task` answers as the server does; the export is a PEFT LoRA per task.
+    from typer.testing import CliRunner
+
+    from pipeline.cli import app
+
+    runner = CliRunner()
+    predicted = runner.invoke(
+        app, ["predict", "--stream", "shared", "--task", "s1", "--text", texts[0], "--json"]
+    )
+    assert predicted.exit_code == 0, predicted.output
+    assert json.loads(predicted.stdout)["predictions"][0]["label"] == local[0].label
+    nameless = runner.invoke(app, ["predict", "--stream", "shared", "--text", texts[0]])
+    assert nameless.exit_code == 1 and "name the task" in nameless.output
+    exported = runner.invoke(
+        app, ["export", "v2", "--stream", "shared", "--peft", str(tmp_path / "peft"), "--json"]
+    )
+    assert exported.exit_code == 0, exported.output
+    summary = json.loads(exported.stdout)
+    assert [t["task"] for t in summary["tasks"]] == ["s0", "s1"]
+    for entry in summary["tasks"]:
+        assert (tmp_path / "peft" / entry["adapter"] / "adapter_model.safetensors").exists()
+        assert (tmp_path / "peft" / entry["head"]).exists()
 
 
 def test_a_rollback_in_the_mlflow_ui_during_a_stream_of_requests_switches_versions_without_a_failed_request(
@@ -208,7 +262,7 @@ def test_a_rollback_in_the_mlflow_ui_during_a_stream_of_requests_switches_versio
     finally:
         stop.set()
         client.join()
-        # The module's other tests read v2 as current.
+        # The other tests read v2 as current.
         lineage.client.set_registered_model_alias(lineage.name, "current", "2")
     assert failures == []
     assert seen[0] == "2" and seen[-1] == "1"
@@ -216,7 +270,7 @@ def test_a_rollback_in_the_mlflow_ui_during_a_stream_of_requests_switches_versio
     assert server.get(f"{server.url}/version", timeout=5).json()["swaps"] == 1
 
 
-def test_export_and_predict_commands_read_the_registry_like_the_server(registry, tmp_path):
+def test_export_and_predict_commands_read_the_registry_like_the_server(registry, session_env, tmp_path):
     from typer.testing import CliRunner
 
     from pipeline.cli import app

@@ -1,7 +1,7 @@
-"""Two streams on the real stack: an image folder copied with `aws s3 cp --recursive` into an image stream and a
-text drop in the default stream, trained by one watcher as 2-worker Ray Train jobs, registered under their own
-MLflow models, and each stream's `current` predicting its own kind of input (what `litelora predict --stream` and
-each served stream's replicas load)."""
+"""Streams on the real stack: an image folder copied with `aws s3 cp --recursive` into an image stream, a text drop
+in the default stream and a text drop in a Share stream, trained by one watcher as 2-worker Ray Train jobs,
+registered under their own MLflow models, and each stream's `current` predicting its own kind of input (what
+`litelora predict --stream` and each served stream's replicas load)."""
 
 import json
 import os
@@ -46,7 +46,7 @@ def copy_folder(conn, folder, prefix: str) -> None:
             client.upload_file(str(path), conn.bucket, prefix + path.relative_to(folder).as_posix())
 
 
-def test_an_image_folder_and_a_text_drop_train_in_their_own_streams_and_predict_their_own_inputs(
+def test_an_image_folder_a_text_drop_and_a_share_drop_train_in_their_own_streams_and_predict_their_inputs(
     conn, ray_node, wordnet_drops, tmp_path
 ):
     task = split_fashion_mnist(1995, "ci")[0]  # sandals and bags: 16 training images each
@@ -57,6 +57,11 @@ def test_an_image_folder_and_a_text_drop_train_in_their_own_streams_and_predict_
     (folder / "task.json").write_text(json.dumps({"stream": "images", "backbone": "efficientnet-lite0"}))
     copy_folder(conn, folder, "incoming/shoes/")  # no _READY marker: complete after the quiet period
     put_drop(Registry.connect(conn).bucket, "wn-t0", wordnet_drops[0].files)
+    share = {
+        **wordnet_drops[1].files,
+        "task.json": json.dumps({"stream": "shared", "method": "share"}).encode(),
+    }
+    put_drop(Registry.connect(conn).bucket, "wn-s1", share)
     time.sleep(2.5)  # the quiet period (1 s) plus S3's whole-second LastModified
 
     fit = ray_fit(conn, ScalingSpec(num_workers=2))
@@ -72,7 +77,9 @@ def test_an_image_folder_and_a_text_drop_train_in_their_own_streams_and_predict_
     )
     done = {d["task"]: d for d in watcher.run(once=True)}
 
-    assert {t: d["state"] for t, d in done.items()} == {"shoes": "registered", "wn-t0": "registered"}
+    assert {t: d["state"] for t, d in done.items()} == dict.fromkeys(
+        ("shoes", "wn-t0", "wn-s1"), "registered"
+    )
     images, text = registry.for_stream("images"), registry.for_stream("default")
     assert images.lineage.name == f"{conn.registered_model}-images"
     assert [v.tags["task"] for v in images.lineage.versions()] == ["shoes"]
@@ -88,3 +95,10 @@ def test_an_image_folder_and_a_text_drop_train_in_their_own_streams_and_predict_
         seen.predict(["a sentence"])
     read = Predictor.from_registry(conn.for_stream("default"))
     assert read.predict(["a domesticated animal kept as a pet"])[0].label in read.model.classes
+
+    # The Share stream trained its task on the same two workers; its set answers for the task a request names.
+    shared = Predictor.from_registry(conn.for_stream("shared"))
+    assert shared.needs_task and shared.model.config.method == "share"
+    assert registry.for_stream("shared").current().tags["decision"] == "store"
+    answer = shared.predict(["a domesticated animal kept as a pet"], task="wn-s1")
+    assert answer[0].label in wordnet_drops[1].classes() and answer[0].task == "wn-s1"

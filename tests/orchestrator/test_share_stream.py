@@ -1,0 +1,75 @@
+"""A Share stream on in-memory stand-ins: drops naming `"method": "share"` train, register and promote like any
+task, their versions load as Share sets, predictions name their task, and the stream keeps its method."""
+
+import json
+
+import pytest
+
+from pipeline.adapters.adapter_set import TASK_SELECTED_FORMAT
+from pipeline.learn.task_selected import TaskSelectedModel
+from pipeline.registry.current import load_current
+from pipeline.serving.predictor import BadRequest, Predictor
+from tests.orchestrator.conftest import drop
+
+
+def share_drop(files: dict, **fields) -> dict:
+    return {**files, "task.json": json.dumps({"stream": "shared", **fields}).encode()}
+
+
+def test_share_drops_register_versions_whose_sets_answer_for_a_named_task(
+    registry, wordnet_files, datasets, make_watcher
+):
+    drop(registry.bucket, "s0", share_drop(wordnet_files[0], method="share"))
+    drop(registry.bucket, "s1", share_drop(wordnet_files[1]))  # later drops may leave the method out
+    drop(registry.bucket, "plain", wordnet_files[2])
+    done = make_watcher().run(once=True)
+
+    assert [d["state"] for d in done] == ["registered"] * 3
+    shared = registry.for_stream("shared")
+    versions = shared.lineage.versions()
+    assert [(v.tags["task"], v.tags["decision"]) for v in versions] == [("s0", "store"), ("s1", "store")]
+    assert versions[1].tags["parent_version"] == versions[0].version
+    assert json.loads(versions[1].tags["config"])["method"] == "share"
+    current = load_current(shared)
+    assert isinstance(current.model, TaskSelectedModel) and current.manifest["format"] == TASK_SELECTED_FORMAT
+    metrics = current.metrics
+    # Task-incremental rows (the task is named), with the frozen encoder's beside them.
+    assert metrics["correct"] == metrics["til_correct"] and len(metrics["til_correct"]) == 2
+    assert 0.0 <= metrics["frozen_final_accuracy"] <= 1.0
+    known = set(datasets[0].classes()) | set(datasets[1].classes())
+    assert set(metrics["classes"][-1]) == set(metrics["frozen_classes"][-1]) == known  # per class, both
+    assert load_current(registry).model.config.method == "litelora", "the default stream is untouched"
+
+    predictor = Predictor(current.model, current.version)
+    texts = datasets[1].to_task().test_inputs[:4]
+    with pytest.raises(BadRequest, match="name the task"):
+        predictor.predict(texts)
+    answer = predictor.predict(texts, task="s1")
+    assert {p.label for p in answer} <= set(datasets[1].classes()) and {p.task for p in answer} == {"s1"}
+
+
+def test_a_drop_naming_another_method_than_its_streams_is_quarantined_with_what_to_do(
+    registry, wordnet_files, make_watcher
+):
+    drop(registry.bucket, "s0", share_drop(wordnet_files[0], method="share"))
+    drop(registry.bucket, "plain", wordnet_files[1])
+    drop(registry.bucket, "gated", share_drop(wordnet_files[2], method="litelora"))
+    drop(registry.bucket, "shared-default", {**wordnet_files[3], "task.json": b'{"method": "share"}'})
+    done = {d["task"]: d for d in make_watcher().run(once=True)}
+
+    assert done["s0"]["state"] == done["plain"]["state"] == "registered"
+    for name, runs in (("gated", "share"), ("shared-default", "litelora")):
+        assert done[name]["state"] == "quarantined", name
+        assert f"runs '{runs}'" in done[name]["reason"] and "another stream" in done[name]["reason"]
+    assert [v.tags["task"] for v in registry.for_stream("shared").lineage.versions()] == ["s0"]
+    assert [v.tags["task"] for v in registry.lineage.versions()] == ["plain"]
+
+
+def test_a_search_on_a_share_stream_is_refused_saying_why(registry, wordnet_files, monkeypatch):
+    from pipeline.data.task_dataset import TaskDataset
+    from pipeline.tuning import search
+
+    monkeypatch.setattr(search.Registry, "connect", lambda conn: registry.for_stream("shared"))
+    dataset = TaskDataset.from_files("s0", share_drop(wordnet_files[0], method="share"))
+    with pytest.raises(search.NothingToTune, match="runs share: the search covers the LiteLoRA gate's knobs"):
+        search.tune_task(dataset, conn=None)
