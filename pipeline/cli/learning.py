@@ -221,10 +221,16 @@ def train(
     elif register:
         state = result["outcome"]
         on = f"v{result['parent']}" if result["parent"] else "the bare backbone"
+        # A Share set's accuracy is task-incremental: each prediction names its task.
+        scope = "within each task so far" if result["decision"] == "store" else "on every class so far"
         typer.echo(
             f"v{result['version']} ({state}): {result['task']} {result['decision']} on {on}; "
-            f"{result['active_adapters']} adapter(s); accuracy {100 * result['final_accuracy']:.1f}% on every "
-            f"class so far (the frozen encoder with the same head: {100 * result['frozen_final_accuracy']:.1f}%)"
+            f"{result['active_adapters']} adapter(s); accuracy {100 * result['final_accuracy']:.1f}% {scope} "
+            f"(the frozen encoder with the same head: {100 * result['frozen_final_accuracy']:.1f}%)"
+        )
+    elif result["decision"] == "store":
+        typer.echo(
+            f"{result['task']}: stored (Share: {result['tasks']} task(s) on one basis); set written to {out}"
         )
     else:
         typer.echo(
