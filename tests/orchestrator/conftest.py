@@ -1,6 +1,7 @@
 """The orchestration logic on in-memory stand-ins for the bucket and MLflow (tests/fakes.py): seconds, no servers."""
 
 import io
+from pathlib import Path
 
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -15,6 +16,8 @@ from pipeline.orchestrator.watcher import READY_BODY, WatchConfig, Watcher
 from pipeline.registry.store import Registry
 from tests.fakes import MemoryBucket, MemoryLineage
 
+PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+
 
 def parquet(**columns) -> bytes:
     buf = io.BytesIO()
@@ -28,6 +31,23 @@ def drop(bucket, task: str, files: dict, ready: bool = True) -> None:
         bucket.put(f"incoming/{task}/{name}", data)
     if ready:
         bucket.put(f"incoming/{task}/_READY", READY_BODY)
+
+
+@pytest.fixture(autouse=True)
+def figures_built_not_rasterised(monkeypatch):
+    """Every version's plots are built from its data as in production, but not drawn to pixels: rasterising them
+    was two thirds of these tests' time. tests/registry/test_plots.py and the integration tests draw them for real."""
+    import matplotlib.pyplot as plt
+
+    from pipeline.registry import plots
+
+    def save_figure(fig, path: Path) -> Path:
+        plt.close(fig)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(PNG_SIGNATURE)
+        return path
+
+    monkeypatch.setattr(plots, "save_figure", save_figure)
 
 
 @pytest.fixture

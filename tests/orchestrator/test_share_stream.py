@@ -73,3 +73,19 @@ def test_a_search_on_a_share_stream_is_refused_saying_why(registry, wordnet_file
     dataset = TaskDataset.from_files("s0", share_drop(wordnet_files[0], method="share"))
     with pytest.raises(search.NothingToTune, match="runs share: the search covers the LiteLoRA gate's knobs"):
         search.tune_task(dataset, conn=None)
+
+
+def test_a_gated_set_asked_for_a_named_task_answers_among_that_tasks_classes(
+    registry, wordnet_files, datasets, make_watcher
+):
+    drop(registry.bucket, "a", wordnet_files[0])
+    drop(registry.bucket, "b", wordnet_files[1])
+    make_watcher().run(once=True)
+    predictor = Predictor(load_current(registry).model, "2")
+    texts = datasets[0].to_task().test_inputs[:6]
+    everything = predictor.predict(texts, top=50)
+    named = predictor.predict(texts, top=50, task="a")
+    assert all(len(p.scores) == 8 for p in everything), "every class the set knows"
+    assert all(set(p.scores) == set(datasets[0].classes()) and p.task == "a" for p in named)
+    with pytest.raises(BadRequest, match="no task 'c' in v2; its tasks: a, b"):
+        predictor.predict(texts, task="c")
