@@ -39,7 +39,8 @@ def basis_of(columns: torch.Tensor, size: float, pad: torch.Generator | None = N
         k = (
             int(
                 torch.searchsorted(
-                    energy.cumsum(0) / energy.sum().clamp_min(1e-30), torch.tensor(size, dtype=energy.dtype)
+                    energy.cumsum(0) / energy.sum().clamp_min(1e-30),
+                    torch.tensor(size, dtype=energy.dtype, device=energy.device),
                 )
             )
             + 1
@@ -48,8 +49,9 @@ def basis_of(columns: torch.Tensor, size: float, pad: torch.Generator | None = N
         k = size
     kept = u[:, : max(1, min(k, informative))]
     if pad is not None and isinstance(size, int) and kept.shape[1] < min(size, columns.shape[0]):
+        # Drawn on the CPU (a seeded generator gives the same directions on any device), used where the basis is.
         extra = torch.randn(columns.shape[0], min(size, columns.shape[0]) - kept.shape[1], generator=pad)
-        extra = extra.double() - kept @ (kept.T @ extra.double())  # orthogonal to the informative directions
+        extra = extra.to(kept) - kept @ (kept.T @ extra.to(kept))  # orthogonal to the informative directions
         kept = torch.cat([kept, torch.linalg.qr(extra).Q], dim=1)
     return kept.to(columns.dtype)
 
@@ -87,16 +89,16 @@ class TaskLoRALinear(nn.Module):
             a = torch.empty(self.rank, self.in_features, **kw)
             nn.init.kaiming_uniform_(a, a=math.sqrt(5))
             params = {"a": a, "b": torch.zeros(self.out_features, self.rank, **kw)}
-        else:  # coefficients from the previous task, plus the temporary expansion
+        else:  # coefficients from the previous task, plus the temporary expansion (none when φ = 0)
             u = lambda *shape: torch.empty(*shape, **kw).uniform_(-0.5, 0.5)
-            params = {
-                "coef_a": self.stored_a[-1].clone(),
-                "coef_b": self.stored_b[-1].clone(),
-                "pa": u(self.in_features, expansion),
-                "qa": u(expansion, self.rank),
-                "pb": u(self.rank, expansion),
-                "qb": u(expansion, self.out_features),
-            }
+            params = {"coef_a": self.stored_a[-1].clone(), "coef_b": self.stored_b[-1].clone()}
+            if expansion:
+                params |= {
+                    "pa": u(self.in_features, expansion),
+                    "qa": u(expansion, self.rank),
+                    "pb": u(self.rank, expansion),
+                    "qb": u(expansion, self.out_features),
+                }
         self.train_params = nn.ParameterDict({k: nn.Parameter(v) for k, v in params.items()})
         self.task = None
 
@@ -105,9 +107,10 @@ class TaskLoRALinear(nn.Module):
         p = self.train_params
         if "a" in p:
             return p["a"].T, p["b"]
-        return self.basis_a @ p["coef_a"] + p["pa"] @ p["qa"], self.basis_b @ p["coef_b"] + (
-            p["pb"] @ p["qb"]
-        ).T
+        a, b = self.basis_a @ p["coef_a"], self.basis_b @ p["coef_b"]
+        if "pa" in p:
+            a, b = a + p["pa"] @ p["qa"], b + (p["pb"] @ p["qb"]).T
+        return a, b
 
     @torch.no_grad()
     def end_task(
@@ -165,6 +168,16 @@ class TaskLoRALinear(nn.Module):
         else:
             return out
         return out + F.linear(F.linear(x, a.T.to(x.dtype)), b.to(x.dtype))
+
+    def _apply(self, fn, recurse: bool = True):
+        """`.to()`, `.double()` … also move the stored factors and the basis: plain tensors, not buffers (their
+        number grows with the tasks)."""
+        super()._apply(fn, recurse)
+        self.stored_a = [fn(t) for t in self.stored_a]
+        self.stored_b = [fn(t) for t in self.stored_b]
+        if self.basis_a is not None:
+            self.basis_a, self.basis_b = fn(self.basis_a), fn(self.basis_b)
+        return self
 
     # -- storage -----------------------------------------------------------------------------------
     def tensors(self) -> dict[str, torch.Tensor]:

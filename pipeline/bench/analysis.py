@@ -179,17 +179,19 @@ def write_version_analysis(registry, version: str | None, out: Path | None = Non
     import json
     import tempfile
 
+    from pipeline.learn.methods import selects_by_task
     from pipeline.registry.current import load_current
     from pipeline.registry.lineage import LineageError
 
-    found = load_current(registry, version)
-    if found.model is None:
+    registered = registry.lineage.get(version) if version else registry.current()
+    if registered is None:
         raise LineageError("no adapter set is `current` yet: train and register a task first")
-    if found.model.config.method == "share":
+    if selects_by_task(json.loads(registered.tags.get("config", "{}")).get("method", "litelora")):
         raise ValueError(
-            f"v{found.version} is a Share set: the analysis measures the gate's kept adapters, which it has none of "
-            "(each task's delta is in `litelora export`)"
+            f"v{registered.version} is a Share set: the analysis measures the gate's kept adapters, which it has "
+            "none of (each task's delta is in `litelora export`)"
         )
+    found = load_current(registry, registered.version)
     result = analyze_model(found.model)
     directory = out or Path(tempfile.mkdtemp(prefix="litelora-analysis-"))
     figures = (

@@ -121,20 +121,17 @@ FIRST_EXAMPLES = Annotated[
 def train_config(
     method: str = "litelora", epochs=None, sparsity=None, rank=None, head=None, first_examples=None
 ):
-    from pipeline.learn.backbone import BackboneConfig
     from pipeline.learn.config import TrainConfig
 
     settings = load_settings()
     try:
-        # A Share set scores with its per-task heads: the configured head option is not its to take.
-        default_head = None if method == "share" else settings.head
-        return TrainConfig.for_backbone(BackboneConfig().name, method).with_overrides(
-            device=settings.device,
-            epochs=epochs,
-            sparsity=sparsity,
-            rank=rank,
-            head=head or default_head,
-            first_examples=first_examples,
+        return (
+            TrainConfig(device=settings.device)
+            .with_overrides(head=settings.head)
+            .running(method)
+            .with_overrides(
+                epochs=epochs, sparsity=sparsity, rank=rank, head=head, first_examples=first_examples
+            )
         )
     except ValueError as e:
         raise typer.BadParameter(str(e)) from None

@@ -221,8 +221,9 @@ def train(
     elif register:
         state = result["outcome"]
         on = f"v{result['parent']}" if result["parent"] else "the bare backbone"
-        # A Share set's accuracy is task-incremental: each prediction names its task.
-        scope = "within each task so far" if result["decision"] == "store" else "on every class so far"
+        from pipeline.learn.methods import accuracy_scope
+
+        scope = accuracy_scope(result["method"])
         typer.echo(
             f"v{result['version']} ({state}): {result['task']} {result['decision']} on {on}; "
             f"{result['active_adapters']} adapter(s); accuracy {100 * result['final_accuracy']:.1f}% {scope} "

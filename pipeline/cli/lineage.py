@@ -151,8 +151,11 @@ def show_classes(registry, version: str | None, as_json: bool) -> None:
         cells = ["    -" if a is None else f"{100 * a:5.1f}" for a in r["accuracy"]]
         frozen = "     -" if r["frozen_accuracy"] is None else f"{100 * r['frozen_accuracy']:6.1f}"
         typer.echo(f"{r['class']:<{width}}  " + "  ".join(cells) + f"  {frozen}")
+    among = (
+        "its task's classes (Share: the task is named)" if report.method == "share" else "every class known"
+    )
     typer.echo(
-        "\n% of each class's latest held-out rows classified right among every class known; '-': not known yet."
+        f"\n% of each class's latest held-out rows classified right among {among}; '-': not known yet."
         "\nfrozen: the bare backbone with the same head, after the last version. Columns: "
         + ", ".join(report.stages)
     )

@@ -99,6 +99,18 @@ class TrainConfig:
             config = config.with_overrides(epochs=SHARE_EPOCHS, first_examples=0, head="linear")
         return config.with_overrides(rank=4) if config.backbone.reads_images else config
 
+    def running(self, method: str) -> TrainConfig:
+        """This configuration running `method`: what it left at the generic defaults takes `method`'s (Share's
+        epochs and per-task heads), what it set stays."""
+        generic = TrainConfig.for_backbone(self.backbone.name)
+        specific = TrainConfig.for_backbone(self.backbone.name, method)
+        changes = {
+            f.name: getattr(specific, f.name)
+            for f in fields(self)
+            if f.name not in ("method", "backbone") and getattr(self, f.name) == getattr(generic, f.name)
+        }
+        return replace(self, method=method, **changes)
+
     def with_overrides(self, **changes) -> TrainConfig:
         """A copy with knobs changed by their field name, wherever they live (`rank` → adapter, `sparsity` →
         gate, `lr` → here); None keeps the current value."""

@@ -27,6 +27,11 @@ def selects_by_task(method: str) -> bool:
     return method == "share"
 
 
+def accuracy_scope(method: str) -> str:
+    """What a set's accuracy counts, in words: among every class, or within the task a prediction names."""
+    return "within each task so far" if selects_by_task(method) else "on every class so far"
+
+
 def load_model(directory: str | Path, backbone: nn.Module | None = None, tokenizer=None) -> AnyModel:
     """The model an adapter set was written by, rebuilt from it."""
     kind = TaskSelectedModel if selects_by_task(read_manifest(directory)["method"]) else ContinualModel

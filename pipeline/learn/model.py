@@ -45,6 +45,28 @@ class TaskRecord:
     """The same for a random subspace of that rank: what coverage means nothing beyond."""
 
 
+def classes_of(tasks: list[TaskRecord]) -> list[str]:
+    """Every class the tasks brought, once, in the order they introduced them (a later task may bring known ones)."""
+    return list(dict.fromkeys(c for t in tasks for c in t.classes))
+
+
+def introducing_tasks(tasks: list[TaskRecord]) -> list[str]:
+    """For each class of `classes_of(tasks)`, the name of the task that brought it first."""
+    first: dict[str, str] = {}
+    for t in tasks:
+        for c in t.classes:
+            first.setdefault(c, t.name)
+    return list(first.values())
+
+
+def task_named(tasks: list[TaskRecord], name: str) -> int:
+    """The index of the task called `name` (the latest, if drops repeated a name); KeyError naming the tasks."""
+    for j in reversed(range(len(tasks))):
+        if tasks[j].name == name:
+            return j
+    raise KeyError(f"no task {name!r}; the tasks: {', '.join(t.name for t in tasks)}")
+
+
 class ContinualModel(nn.Module):
     def __init__(self, config: TrainConfig, backbone: nn.Module | None = None, tokenizer=None):
         """`backbone` (and, for text, `tokenizer`): a fresh network to adapt instead of loading the configured one."""
@@ -107,7 +129,7 @@ class ContinualModel(nn.Module):
     @property
     def classes(self) -> list[str]:
         """Every class seen, once, in the order tasks introduced them (a later task may bring known ones)."""
-        return list(dict.fromkeys(c for t in self.tasks for c in t.classes))
+        return classes_of(self.tasks)
 
     def class_index(self, classes: list[str]) -> torch.Tensor:
         """The global index (into `classes`) of each of `classes`."""
@@ -125,11 +147,7 @@ class ContinualModel(nn.Module):
 
     def introduced_by(self) -> list[str]:
         """For each class, the name of the task that brought it first."""
-        first: dict[str, str] = {}
-        for t in self.tasks:
-            for c in t.classes:
-                first.setdefault(c, t.name)
-        return list(first.values())
+        return introducing_tasks(self.tasks)
 
     @property
     def active_adapters(self) -> int:

@@ -97,7 +97,8 @@ def export_task_selected(model: TaskSelectedModel, directory: str | Path) -> dic
                 f"base_model.model.{key}.lora_B.weight": b,
             }
         folder = f"{j:02d}-{record.name}"  # task names may repeat across drops
-        _adapter_dir(out / "adapters" / folder, targets, model.config.adapter.rank, base, tensors)
+        rank = next(iter(tensors.values())).shape[0]  # lora_A's rows: the rank the task was trained at
+        _adapter_dir(out / "adapters" / folder, targets, rank, base, tensors)
         head = model.heads.heads[j]
         (out / "heads").mkdir(parents=True, exist_ok=True)
         save_file(
@@ -110,6 +111,7 @@ def export_task_selected(model: TaskSelectedModel, directory: str | Path) -> dic
                 "classes": record.classes,
                 "adapter": f"adapters/{folder}",
                 "head": f"heads/{folder}.safetensors",
+                "rank": rank,
             }
         )
     labels = {
@@ -117,9 +119,11 @@ def export_task_selected(model: TaskSelectedModel, directory: str | Path) -> dic
         "tasks": tasks,
         "classes": model.classes,
         **_input_labels(model),
+        "head": "linear",  # logits = features @ weightᵀ + bias, per task
+        "normalize_features": False,
         "base_model": base,
         "adapters": [Path(t["adapter"]).name for t in tasks],
-        "ranks": [model.config.adapter.rank] * len(tasks),
+        "ranks": [t["rank"] for t in tasks],
     }
     (out / "labels.json").write_text(json.dumps(labels, indent=2))
     return labels

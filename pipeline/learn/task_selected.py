@@ -29,7 +29,7 @@ from pipeline.learn.backbone import autocast, embed, load_backbone, pick_device
 from pipeline.learn.config import TrainConfig
 from pipeline.learn.evaluate import StageScores
 from pipeline.learn.heads import TaskHeads
-from pipeline.learn.model import TaskRecord
+from pipeline.learn.model import TaskRecord, classes_of, introducing_tasks
 from pipeline.learn.recipe import Batches, EpochCallback
 from pipeline.learn.task import Task
 
@@ -141,21 +141,10 @@ class TaskSelectedModel(nn.Module):
     # -- bookkeeping -------------------------------------------------------------------------------
     @property
     def classes(self) -> list[str]:
-        return list(dict.fromkeys(c for t in self.tasks for c in t.classes))
+        return classes_of(self.tasks)
 
     def introduced_by(self) -> list[str]:
-        first: dict[str, str] = {}
-        for t in self.tasks:
-            for c in t.classes:
-                first.setdefault(c, t.name)
-        return list(first.values())
-
-    def task_index(self, name: str) -> int:
-        """The task called `name` (the latest, if drops repeated a name); KeyError with the known names."""
-        for j in reversed(range(len(self.tasks))):
-            if self.tasks[j].name == name:
-                return j
-        raise KeyError(f"no task {name!r} in this set; its tasks: {', '.join(t.name for t in self.tasks)}")
+        return introducing_tasks(self.tasks)
 
     @property
     def active_adapters(self) -> int:
@@ -316,5 +305,6 @@ def evaluate_selected(model: TaskSelectedModel, tasks: list[Task]) -> StageScore
         for k, name in enumerate(task.classes):
             rows = labels == k
             if rows.any():
-                scores.classes[name] = scores.til_classes[name] = [int(hits[rows].sum()), int(rows.sum())]
+                scores.classes[name] = [int(hits[rows].sum()), int(rows.sum())]
+                scores.til_classes[name] = list(scores.classes[name])
     return scores

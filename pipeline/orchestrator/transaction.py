@@ -16,7 +16,7 @@ import json
 import tempfile
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 from pipeline.data.stream_names import DEFAULT_BACKBONE
@@ -61,6 +61,8 @@ class StepResult:
     frozen_avg_accuracy: float | None = None
     frozen_final_accuracy: float | None = None
     """The same head fitted on the bare backbone's features of the same tasks, scored on the same rows."""
+    method: str = "litelora"
+    """What the stream runs; Share's accuracies are task-incremental (`methods.accuracy_scope`)."""
 
     @property
     def outcome(self) -> str:
@@ -146,26 +148,28 @@ def starting_model(
 ) -> AnyModel:
     """The parent's model (its configuration, with `overrides`), or a new one for a lineage's first set: `config`,
     else the defaults for the stream's `backbone`, running the drop's `method` if it names one."""
-    default = config
-    if default is None:
-        default = TrainConfig.for_backbone(backbone or DEFAULT_BACKBONE, method or "litelora")
-        if default.method != "share":  # Share scores with its own per-task heads
-            default = default.with_overrides(head=load_settings().head)
-    elif method and parent.model is None:
-        default = default.with_overrides(method=method)
+    default = config or TrainConfig.for_backbone(backbone or DEFAULT_BACKBONE).with_overrides(
+        head=load_settings().head
+    )
+    if method and parent.model is None:
+        default = default.running(method)
     return continuing(parent.model, default, overrides)
+
+
+def check_method(dataset: TaskDataset, method: str, stream: str) -> None:
+    """A drop that names a method must name the one its stream runs."""
+    if dataset.method and dataset.method != method:
+        raise InvalidDataset(
+            f"{dataset.name} asks for method {dataset.method!r}, and stream {stream!r} runs {method!r} (set by its "
+            "first drop): drop it into another stream, or remove `method` from task.json"
+        )
 
 
 def check_trainable(dataset: TaskDataset, model: AnyModel, stream: str) -> None:
     """A drop that names a method must name the stream's; it may repeat classes the stream knows only if the
     stream can tell them apart (Share: by task; otherwise a head that keeps one entry per class). The kind of
     input was checked against the stream's backbone by `Streams.admit`."""
-    if dataset.method and dataset.method != model.config.method:
-        raise InvalidDataset(
-            f"{dataset.name} asks for method {dataset.method!r}, and stream {stream!r} runs "
-            f"{model.config.method!r} (set by its first drop): drop it into another stream, or remove `method` "
-            "from task.json"
-        )
+    check_method(dataset, model.config.method, stream)
     if isinstance(model, TaskSelectedModel):
         return
     known = sorted(set(dataset.classes()) & set(model.classes))
@@ -193,10 +197,12 @@ def score(registry: Registry, model: AnyModel, tasks: list[Task], parent: Parent
     """Evaluate every task so far; the same head on the bare backbone's (cached) features gives the reference.
     A Share set is scored task-incrementally (its predictions name the task), and so is its reference."""
     scores = evaluate(model, tasks)
-    frozen = frozen_reference(
-        model.config, tasks, FeatureCache(model.config.backbone, registry.cache_dir / "features")
-    )
     selected = isinstance(model, TaskSelectedModel)
+    # Share's heads are per-task linear heads, whatever head option its configuration carries.
+    same_head = replace(model.config, head="linear") if selected else model.config
+    frozen = frozen_reference(
+        same_head, tasks, FeatureCache(model.config.backbone, registry.cache_dir / "features")
+    )
     reference, frozen_classes = (frozen.til, frozen.til_classes) if selected else (frozen.cil, frozen.classes)
     metrics = parent.metrics or {"correct": [], "counts": []}
     matrix = AccuracyMatrix([list(row) for row in metrics["correct"]], list(metrics["counts"]))
@@ -328,7 +334,9 @@ def train_on_current(
         "parent_version": parent_tag(parent.version),
     }
     with lineage.training_run(name, run_tags, run_id) as run, tempfile.TemporaryDirectory() as tmp:
-        run.log_params(model.config.to_dict())
+        # A Share set trains with its own optimiser settings, k and φ: they are part of what made it.
+        share = {"share": asdict(model.share)} if isinstance(model, TaskSelectedModel) else {}
+        run.log_params(model.config.to_dict() | share)
         run.log_dataset(task.name, task.dataset_id, dataset_uri, dataset.schema(), dataset.train.num_rows)
 
         def log_epoch(phase: str, epoch: int, loss: float) -> None:
@@ -382,4 +390,5 @@ def train_on_current(
         timings=timings,
         frozen_avg_accuracy=scored.frozen_avg,
         frozen_final_accuracy=scored.frozen_final,
+        method=model.config.method,
     )

@@ -30,6 +30,7 @@ from pipeline.data.task_dataset import (
     drop_files,
     is_data_file,
 )
+from pipeline.learn.methods import accuracy_scope
 from pipeline.orchestrator.ledger import Entry, Ledger, LostClaim
 from pipeline.orchestrator.promotion import SUPERSEDED, promote_if_parent_current
 from pipeline.orchestrator.transaction import StepResult, train_on_current
@@ -401,7 +402,7 @@ class Watcher:
         self._clear(drop)
         self.log(
             f"{task}: {state} as v{result.version} ({result.decision}, {result.active_adapters} adapter(s) kept, "
-            f"accuracy {100 * result.final_accuracy:.1f}% on every class so far, frozen encoder with the same head "
+            f"accuracy {100 * result.final_accuracy:.1f}% {accuracy_scope(result.method)}, frozen encoder with the same head "
             f"{100 * result.frozen_final_accuracy:.1f}%; {timings.get('compute_s', 0):.0f} s training, "
             f"{timings['overhead_s']:.0f} s overhead)"
             + (f": {result.rejected_reason}" if result.rejected_reason else "")

@@ -45,6 +45,8 @@ class ClassReport:
     versions: list[str] | None
     """The version of each stage, if every version of the chain is still registered."""
     history: ClassHistory
+    method: str = "litelora"
+    """The stream's method: Share scores each class among its task's classes (the task is named)."""
 
     def columns(self) -> list[str]:
         """Short stage names for a table: `v<version>`, else `t<stage>`."""
@@ -68,4 +70,5 @@ def class_report(registry: Registry, version: str | None = None) -> ClassReport 
     # A chain whose versions were deleted from MLflow still has its tasks in the manifest.
     versions = [node["version"] for node in reversed(chain)] if len(chain) == len(tasks) else None
     stages = [f"v{v} {t}" for v, t in zip(versions, tasks, strict=True)] if versions else tasks
-    return ClassReport(found.version, stages, versions, ClassHistory.from_metrics(manifest["metrics"]))
+    history = ClassHistory.from_metrics(manifest["metrics"])
+    return ClassReport(found.version, stages, versions, history, manifest.get("method", "litelora"))

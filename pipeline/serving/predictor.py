@@ -16,7 +16,7 @@ import torch
 from pipeline.data.images import image_problem
 from pipeline.data.task_dataset import DatasetLimits
 from pipeline.learn.methods import AnyModel
-from pipeline.learn.model import ContinualModel
+from pipeline.learn.model import ContinualModel, task_named
 from pipeline.settings import Connection
 
 MAX_TEXT_CHARS = 10_000
@@ -76,19 +76,18 @@ class Predictor:
 
     def task_index(self, task: str | None) -> int | None:
         """The stored task a request names (the latest of that name), None if it names none."""
+        names = ", ".join(t.name for t in self.model.tasks)
         if task is None:
             if self.needs_task:
                 raise BadRequest(
-                    f"v{self.version} runs Share, which keeps a delta per task: name the task "
-                    f"(one of {', '.join(t.name for t in self.model.tasks)})"
+                    f'v{self.version} runs Share, which keeps a delta per task: name the task ("task": "<name>" '
+                    f"in the request, --task on the command line), one of {names}"
                 )
             return None
-        for j in reversed(range(len(self.model.tasks))):
-            if self.model.tasks[j].name == task:
-                return j
-        raise BadRequest(
-            f"no task {task!r} in v{self.version}; its tasks: {', '.join(t.name for t in self.model.tasks)}"
-        )
+        try:
+            return task_named(self.model.tasks, task)
+        except KeyError:
+            raise BadRequest(f"no task {task!r} in v{self.version}; its tasks: {names}") from None
 
     def predict_all(
         self, inputs: list[str] | list[bytes], top: int = 5, task: str | None = None

@@ -26,6 +26,7 @@ from pipeline.data.task_dataset import TaskDataset
 from pipeline.errors import JobFailed
 from pipeline.learn.config import TrainConfig
 from pipeline.learn.methods import selects_by_task
+from pipeline.orchestrator.transaction import check_method
 from pipeline.registry import plots
 from pipeline.registry.bucket import arrow_filesystem
 from pipeline.registry.lineage import TRAINING_EXPERIMENT, TrainingRun, parent_tag
@@ -266,11 +267,14 @@ def tune_task(
     parent_set_id = sets.set_id_from_uri(parent.source) if parent else None
     manifest = read_manifest(sets.fetch(parent_set_id)) if parent_set_id else None
     config = TrainConfig.from_dict(manifest["config"]) if manifest else (base_config or TrainConfig())
+    if manifest:  # a drop its stream would refuse is refused before the trials, not after them
+        check_method(dataset, config.method, registry.stream)
     method = config.method if manifest else (dataset.method or config.method)
     if selects_by_task(method):
         raise NothingToTune(
             f"stream {registry.stream!r} runs {method}: the search covers the LiteLoRA gate's knobs, which it does "
-            "not have; train its drops without a search"
+            "not have; train its drops without a search (`litelora train --register`, or `litelora watch`, which "
+            "does so by itself)"
         )
     registry.datasets.put(dataset)  # trials read the task by id, like the Ray Train workers
     name = search_name(dataset.name, dataset.dataset_id, space, spec, parent_set_id)

@@ -6,13 +6,16 @@ from pipeline.baselines.task_id_stream import TASK_ID_METHODS, run_task_id_strea
 from pipeline.bench.continual import summarise
 from pipeline.bench.report import markdown
 from pipeline.learn.config import TrainConfig
-from pipeline.learn.task_selected import TaskSelectedModel
+from pipeline.learn.task_selected import ShareConfig, TaskSelectedModel
 
 
 def _run(method, tiny_bert, tokenizer, tasks):
     config = TrainConfig(epochs=1, batch_size=8, lr=5e-3, seed=0)
+    plain = ShareConfig(
+        lr=None, weight_decay=0.0, warmup=0.0
+    )  # the training config's lr, as the other methods
     model = TaskSelectedModel(
-        config, TASK_ID_METHODS[method], backbone=copy.deepcopy(tiny_bert), tokenizer=tokenizer
+        config, TASK_ID_METHODS[method], plain, backbone=copy.deepcopy(tiny_bert), tokenizer=tokenizer
     )
     return run_task_id_stream(tasks, config, method, model=model), model
 

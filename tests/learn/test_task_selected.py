@@ -51,18 +51,38 @@ def test_a_share_set_round_trips_through_format_2_and_gives_each_task_its_logits
         )
 
 
-def test_the_next_task_trains_on_the_loaded_set_and_keeps_the_earlier_tasks_usable(
+def test_the_next_task_trains_on_the_loaded_set_and_leaves_the_earlier_tasks_answers_as_they_were(
     share_model, tiny_bert, tokenizer, wordnet_tasks, tmp_path
 ):
     share_model.save(tmp_path / "set")
     parent = load_model(tmp_path / "set", backbone=copy.deepcopy(tiny_bert), tokenizer=tokenizer)
+    before = [parent.task_logits(t.test_inputs, j) for j, t in enumerate(wordnet_tasks[:2])]
     model = continuing(parent, CONFIG, {"epochs": 2})
     assert model is parent and model.config.epochs == 2
     train_selected_task(model, wordnet_tasks[2])
+    # φ = 0: the new task's factors lie in the basis, so re-projecting the earlier tasks loses nothing but rounding.
+    assert model.reprojection_error() < 1e-4
+    for j, task in enumerate(wordnet_tasks[:2]):
+        torch.testing.assert_close(model.task_logits(task.test_inputs, j), before[j], rtol=1e-4, atol=1e-4)
     scores = evaluate_selected(model, wordnet_tasks)
-    assert scores.til_correct == scores.cil_correct and scores.counts == [8, 8, 8]
-    assert set(scores.classes) == {c for t in wordnet_tasks for c in t.classes}
+    assert scores.counts == [8, 8, 8] and set(scores.classes) == {c for t in wordnet_tasks for c in t.classes}
     assert model.active_adapters == 1  # one basis, whatever the number of tasks
+
+
+def test_moving_a_share_model_moves_its_basis_and_coefficients_too(share_model, wordnet_tasks):
+    texts = wordnet_tasks[0].test_inputs
+    before = share_model.task_logits(texts, 0)
+    layer = next(iter(share_model.layers.values()))
+
+    def stored_dtypes() -> set:
+        return {t.dtype for t in [layer.basis_a, layer.basis_b, *layer.stored_a, *layer.stored_b]}
+
+    share_model.double()  # what `.to(device)` does under Ray Train, on the CPU: the stored tensors follow
+    assert stored_dtypes() == {torch.float64}
+    share_model.float()
+    assert stored_dtypes() == {torch.float32}
+    # float32 → float64 → float32 gives back the very same values: the same computation as before.
+    torch.testing.assert_close(share_model.task_logits(texts, 0), before)
 
 
 def test_a_new_lineage_running_share_gets_a_task_selected_model_and_a_gated_model_refuses_share(
@@ -70,6 +90,9 @@ def test_a_new_lineage_running_share_gets_a_task_selected_model_and_a_gated_mode
 ):
     config = TrainConfig.for_backbone(str(tiny_backbone_dir), "share")
     assert (config.method, config.epochs, config.head) == ("share", 5, "linear")
+    # A configuration switched to Share keeps what it set and takes Share's defaults for the rest.
+    mine = TrainConfig(epochs=1, seed=7).running("share")
+    assert (mine.method, mine.epochs, mine.seed, mine.head) == ("share", 1, 7, "linear")
     assert isinstance(continuing(None, config), TaskSelectedModel)
     with pytest.raises(ValueError, match="TaskSelectedModel"):
         ContinualModel(config)

@@ -2,10 +2,12 @@
 task, their versions load as Share sets, predictions name their task, and the stream keeps its method."""
 
 import json
+from dataclasses import replace
 
 import pytest
 
 from pipeline.adapters.adapter_set import TASK_SELECTED_FORMAT
+from pipeline.learn.frozen import FeatureCache, frozen_reference
 from pipeline.learn.task_selected import TaskSelectedModel
 from pipeline.registry.current import load_current
 from pipeline.serving.predictor import BadRequest, Predictor
@@ -17,7 +19,7 @@ def share_drop(files: dict, **fields) -> dict:
 
 
 def test_share_drops_register_versions_whose_sets_answer_for_a_named_task(
-    registry, wordnet_files, datasets, make_watcher
+    registry, wordnet_files, datasets, make_watcher, config
 ):
     drop(registry.bucket, "s0", share_drop(wordnet_files[0], method="share"))
     drop(registry.bucket, "s1", share_drop(wordnet_files[1]))  # later drops may leave the method out
@@ -35,7 +37,11 @@ def test_share_drops_register_versions_whose_sets_answer_for_a_named_task(
     metrics = current.metrics
     # Task-incremental rows (the task is named), with the frozen encoder's beside them.
     assert metrics["correct"] == metrics["til_correct"] and len(metrics["til_correct"]) == 2
-    assert 0.0 <= metrics["frozen_final_accuracy"] <= 1.0
+    tasks = [d.to_task() for d in datasets[:2]]
+    reference = frozen_reference(
+        replace(current.model.config, head="linear"), tasks, FeatureCache(config.backbone)
+    )
+    assert metrics["frozen_final_accuracy"] == pytest.approx(reference.til.final_accuracy)  # task-incremental
     known = set(datasets[0].classes()) | set(datasets[1].classes())
     assert set(metrics["classes"][-1]) == set(metrics["frozen_classes"][-1]) == known  # per class, both
     assert load_current(registry).model.config.method == "litelora", "the default stream is untouched"
@@ -65,14 +71,26 @@ def test_a_drop_naming_another_method_than_its_streams_is_quarantined_with_what_
     assert [v.tags["task"] for v in registry.lineage.versions()] == ["plain"]
 
 
-def test_a_search_on_a_share_stream_is_refused_saying_why(registry, wordnet_files, monkeypatch):
-    from pipeline.data.task_dataset import TaskDataset
+def test_a_search_is_refused_before_any_trial_on_a_share_stream_or_for_a_drop_its_stream_would_refuse(
+    registry, wordnet_files, make_watcher, monkeypatch
+):
+    from pipeline.data.task_dataset import InvalidDataset, TaskDataset
     from pipeline.tuning import search
 
-    monkeypatch.setattr(search.Registry, "connect", lambda conn: registry.for_stream("shared"))
-    dataset = TaskDataset.from_files("s0", share_drop(wordnet_files[0], method="share"))
-    with pytest.raises(search.NothingToTune, match="runs share: the search covers the LiteLoRA gate's knobs"):
-        search.tune_task(dataset, conn=None)
+    def tune(stream: str, name: str, files: dict):
+        monkeypatch.setattr(search.Registry, "connect", lambda conn: registry.for_stream(stream))
+        return search.tune_task(TaskDataset.from_files(name, files), conn=None)
+
+    refusal = "runs share: the search covers the LiteLoRA gate's knobs"
+    with pytest.raises(search.NothingToTune, match=refusal):  # a new stream whose first drop names Share
+        tune("shared", "s0", share_drop(wordnet_files[0], method="share"))
+    drop(registry.bucket, "s0", share_drop(wordnet_files[0], method="share"))
+    drop(registry.bucket, "plain", wordnet_files[1])
+    make_watcher().run(once=True)
+    with pytest.raises(search.NothingToTune, match=refusal):  # a Share stream with sets: its manifest says so
+        tune("shared", "s1", share_drop(wordnet_files[2]))
+    with pytest.raises(InvalidDataset, match="runs 'litelora'"):  # refused before the trials, not after them
+        tune("default", "odd", {**wordnet_files[2], "task.json": b'{"method": "share"}'})
 
 
 def test_a_gated_set_asked_for_a_named_task_answers_among_that_tasks_classes(
