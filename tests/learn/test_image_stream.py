@@ -121,3 +121,28 @@ def test_peft_loads_an_image_sets_export_onto_the_unmodified_network_and_gives_i
         logits = features @ heads["weight"].T + heads["bias"]
         ours = predict_logits(model, images)
     torch.testing.assert_close(logits, ours, rtol=1e-4, atol=1e-4)  # the same maths in another order
+
+
+def test_peft_loads_each_task_of_an_image_share_set_onto_the_unmodified_network(network, tasks, tmp_path):
+    from peft import PeftModel
+    from safetensors.torch import load_file
+
+    from pipeline.learn.image_backbone import ImageBackbone
+    from pipeline.learn.peft_export import export_peft
+    from pipeline.learn.task_selected import TaskSelectedModel, train_selected_task
+
+    model = TaskSelectedModel(_config().running("share"), backbone=copy.deepcopy(network))
+    for task in tasks:  # the second task trains coefficients on the first's basis
+        train_selected_task(model, task)
+    labels = export_peft(model, tmp_path)
+    for j, (task, entry) in enumerate(zip(tasks, labels["tasks"], strict=True)):
+        plain = copy.deepcopy(network).eval()  # 1×1 convolutions as the package ships them
+        peft_model = PeftModel.from_pretrained(plain, tmp_path / entry["adapter"]).eval()
+        pixels = ImageBackbone(copy.deepcopy(network), IMAGE.image_size).encode(task.test_inputs)[
+            "pixel_values"
+        ]
+        head = load_file(tmp_path / entry["head"])
+        with torch.no_grad():
+            logits = peft_model.base_model.model.pooled(pixels) @ head["weight"].T + head["bias"]
+        # The export multiplies basis and coefficients out once; the layer does it per forward: rounding only.
+        torch.testing.assert_close(logits, model.task_logits(task.test_inputs, j), rtol=1e-4, atol=1e-4)
