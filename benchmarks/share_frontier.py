@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import shlex
 import sys
 import time
 from dataclasses import replace
@@ -200,7 +201,7 @@ def main() -> None:
         "split": "test" if args.test else "validation",
         "epochs": args.epochs,
         "rank": spec.rank or TrainConfig().adapter.rank,
-        "command": "python " + " ".join(sys.argv),
+        "command": "python " + shlex.join(sys.argv),
         "runs": {},
     }
     stem = args.out / f"share-{spec.report_prefix}o{args.ordering}{'-test' if args.test else ''}"
