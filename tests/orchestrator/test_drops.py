@@ -154,11 +154,11 @@ def test_an_expired_claim_is_taken_over_and_the_old_holder_stops(registry):
 def test_a_training_longer_than_the_lease_keeps_its_claim_through_heartbeats(
     registry, wordnet_files, make_watcher
 ):
-    started = threading.Event()
+    started, checked = threading.Event(), threading.Event()
 
     def slow_trainer(dataset, _registry):
         started.set()
-        time.sleep(3.0)  # three leases
+        checked.wait(30)  # trains past the lease until the rival has tried
         raise RuntimeError("stopping here is enough for this test")
 
     # A lease ten heartbeats long, so a busy machine that delays a heartbeat does not lose the claim.
@@ -172,6 +172,7 @@ def test_a_training_longer_than_the_lease_keeps_its_claim_through_heartbeats(
     assert rival.claim(dataset_id(wordnet_files[0]), "slow") is None, (
         "a heartbeating claim must not be taken over"
     )
+    checked.set()
     job.join(30)
     assert rival.read(dataset_id(wordnet_files[0])).state == "failed"
 
