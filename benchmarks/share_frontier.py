@@ -50,7 +50,9 @@ ABLATIONS: dict[str, tuple[str, dict]] = {
     ),
 }
 FRONTIER = {
-    f"k={k} φ={phi}": {**OURS, "basis": k, "expansion": phi} for k in (2, 3, 4, 8, 16, 32, 64) for phi in (0, 2, 4)
+    f"k={k} φ={phi}": {**OURS, "basis": k, "expansion": phi}
+    for k in (2, 3, 4, 8, 16, 32, 64)
+    for phi in (0, 2, 4)
 }
 
 
