@@ -44,12 +44,16 @@ def submit(
             help="A new stream's backbone, written into task.json (e.g. efficientnet-lite0 for images)."
         ),
     ] = None,
+    method: Annotated[
+        str | None,
+        typer.Option(help="A new stream's method, written into task.json: litelora (default) or share."),
+    ] = None,
 ) -> None:
     """Upload a dataset as a drop (files first, the _READY marker last), for `litelora watch` to train."""
     from pipeline.orchestrator.watcher import submit_drop
 
     bucket = open_registry().bucket
-    fields = {k: v for k, v in {"stream": stream, "backbone": backbone}.items() if v}
+    fields = {k: v for k, v in {"stream": stream, "backbone": backbone, "method": method}.items() if v}
     prefix, files = submit_drop(bucket, path, task, check, fields)
     typer.echo(f"dropped {', '.join(files)} at {bucket.uri(prefix)}")
 

@@ -84,6 +84,9 @@ def export(
     peft: Annotated[
         Path, typer.Option("--peft", help="Directory for the PEFT LoRA adapters, heads and labels.")
     ],
+    force: Annotated[
+        bool, typer.Option("--force", help="Replace an earlier export in the directory (else refused).")
+    ] = False,
     stream: STREAM = None,
     as_json: JSON = False,
 ) -> None:
@@ -93,14 +96,17 @@ def export(
     from pipeline.registry.current import load_current
 
     found = load_current(open_registry(stream), version)
-    summary = export_peft(found.model, peft)
+    summary = export_peft(found.model, peft, replace=force)
     if as_json:
         echo_json({"version": found.version, "directory": str(peft), **summary})
         return
+    from pipeline.learn.backbone import resolve_model_path
+
     base = (
         "load_efficientnet_lite0()"  # from pipeline.learn.efficientnet: the network as its package ships it
         if "image_size" in summary
-        else f"AutoModel.from_pretrained({summary['base_model']!r})"
+        # The packaged copy on local disk: loads offline, as the pipeline does.
+        else f"AutoModel.from_pretrained({resolve_model_path(summary['base_model'])!r})"
     )
     if "tasks" in summary:  # a Share set: a LoRA per task, no combined delta
         first = f"{peft}/adapters/{summary['adapters'][0]}"

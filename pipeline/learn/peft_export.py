@@ -25,6 +25,7 @@ DIR/heads/<t>-<task>.safetensors; labels.json lists each task's classes, adapter
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 
 import torch
@@ -129,9 +130,23 @@ def export_task_selected(model: TaskSelectedModel, directory: str | Path) -> dic
     return labels
 
 
+def make_room(directory: Path, replace: bool) -> None:
+    """An export goes into a directory of its own: one holding an earlier export (its labels.json) is refused, or
+    with `replace` emptied, so two versions' adapters never mix."""
+    if (directory / "labels.json").exists():
+        if not replace:
+            raise ValueError(
+                f"{directory} holds an earlier export: choose an empty directory, or replace it (--force)"
+            )
+        shutil.rmtree(directory)
+
+
 @torch.no_grad()
-def export_peft(model: ContinualModel | TaskSelectedModel, directory: str | Path) -> dict:
+def export_peft(
+    model: ContinualModel | TaskSelectedModel, directory: str | Path, replace: bool = False
+) -> dict:
     """Write the set under `directory`; returns a summary (adapters written, ranks, classes)."""
+    make_room(Path(directory), replace)
     if isinstance(model, TaskSelectedModel):
         return export_task_selected(model, directory)
     if model.gate.task_open:

@@ -30,7 +30,7 @@ from pipeline.data.task_dataset import (
     drop_files,
     is_data_file,
 )
-from pipeline.learn.methods import accuracy_scope
+from pipeline.learn.methods import accuracy_scope, selects_by_task
 from pipeline.orchestrator.ledger import Entry, Ledger, LostClaim
 from pipeline.orchestrator.promotion import SUPERSEDED, promote_if_parent_current
 from pipeline.orchestrator.transaction import StepResult, train_on_current
@@ -100,7 +100,7 @@ def submit_drop(
     bucket: Bucket, path: Path, task: str, check: bool = True, fields: dict | None = None
 ) -> tuple[str, list[str]]:
     """`litelora submit`: a local drop folder or parquet file uploaded as a drop, validated first unless `check`
-    is off (the watcher validates again and quarantines what is invalid); `fields` (stream, backbone) are written
+    is off (the watcher validates again and quarantines what is invalid); `fields` (stream, backbone, method) are written
     into its task.json. Returns (prefix, file names)."""
     if not TASK_NAME.match(task):
         raise ValueError(f"task name {task!r}: 1-100 letters, digits, '.', '_' or '-'")
@@ -161,6 +161,13 @@ Trainer = Callable[[TaskDataset, Registry], StepResult]
 """Trains a validated drop on its stream's registry."""
 TASK_JSON_PEEK = 64 * 1024
 """A task.json larger than this is not read to find its stream (validation refuses it later)."""
+
+
+def kept_of(result: StepResult) -> str:
+    """What a new set keeps, in words: its kept adapters, or Share's one basis for every task."""
+    if selects_by_task(result.method):
+        return "one basis for every task"
+    return f"{result.active_adapters} adapter(s) kept"
 
 
 def orchestration_overhead(timings: dict, total_s: float) -> dict:
@@ -401,7 +408,7 @@ class Watcher:
         )
         self._clear(drop)
         self.log(
-            f"{task}: {state} as v{result.version} ({result.decision}, {result.active_adapters} adapter(s) kept, "
+            f"{task}: {state} as v{result.version} ({result.decision}, {kept_of(result)}, "
             f"accuracy {100 * result.final_accuracy:.1f}% {accuracy_scope(result.method)}, frozen encoder with the same head "
             f"{100 * result.frozen_final_accuracy:.1f}%; {timings.get('compute_s', 0):.0f} s training, "
             f"{timings['overhead_s']:.0f} s overhead)"

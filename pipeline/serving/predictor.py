@@ -62,7 +62,10 @@ class Predictor:
         )
         found = load_current(registry, version)
         if found.model is None:
-            raise LineageError("no adapter set is `current` yet: train and register a task first")
+            raise LineageError(
+                f"no adapter set is `current` in stream {conn.stream!r} yet: train and register a task first "
+                "(another stream: --stream NAME; `litelora status` lists them)"
+            )
         return cls(found.model, found.version, found.set_id)
 
     @property

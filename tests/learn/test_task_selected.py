@@ -140,3 +140,14 @@ def test_peft_loads_each_tasks_export_and_gives_that_tasks_logits(
         assert (theirs - share_model.task_logits(task.test_inputs, j)).abs().max() < 1e-5
         config = json.loads((tmp_path / entry["adapter"] / "adapter_config.json").read_text())
         assert config["r"] == config["lora_alpha"] == CONFIG.adapter.rank
+
+
+def test_an_export_never_mixes_with_an_earlier_one_in_the_same_directory(share_model, tmp_path):
+    export_peft(share_model, tmp_path)
+    (tmp_path / "adapters" / "99-stale").mkdir()  # what an export of another version would have left
+    with pytest.raises(ValueError, match="holds an earlier export"):
+        export_peft(share_model, tmp_path)
+    export_peft(share_model, tmp_path, replace=True)
+    assert sorted(p.name for p in (tmp_path / "adapters").iterdir()) == [
+        t["adapter"].split("/")[-1] for t in json.loads((tmp_path / "labels.json").read_text())["tasks"]
+    ]

@@ -107,3 +107,15 @@ def test_a_gated_set_asked_for_a_named_task_answers_among_that_tasks_classes(
     assert all(set(p.scores) == set(datasets[0].classes()) and p.task == "a" for p in named)
     with pytest.raises(BadRequest, match="no task 'c' in v2; its tasks: a, b"):
         predictor.predict(texts, task="c")
+
+
+def test_submit_starts_a_share_stream_from_a_folder_without_task_json(
+    registry, wordnet_files, make_watcher, tmp_path
+):
+    from pipeline.orchestrator.watcher import submit_drop
+
+    for name, data in wordnet_files[0].items():
+        (tmp_path / name).write_bytes(data)
+    submit_drop(registry.bucket, tmp_path, "topics", fields={"stream": "support", "method": "share"})
+    assert [d["state"] for d in make_watcher().run(once=True)] == ["registered"]
+    assert load_current(registry.for_stream("support")).model.config.method == "share"
