@@ -145,7 +145,12 @@ def _footer(name: str, data: bytes) -> pq.FileMetaData:
 
 
 def _read_parquet(
-    name: str, data: bytes, limits: DatasetLimits, input_column: str | None, budget: int | None = None
+    name: str,
+    data: bytes,
+    limits: DatasetLimits,
+    input_column: str | None,
+    budget: int | None = None,
+    meta: pq.FileMetaData | None = None,
 ) -> tuple[pa.Table, str, int]:
     """Read the label and input columns of a parquet file, never holding more than the limits allow in memory.
 
@@ -153,9 +158,9 @@ def _read_parquet(
     names and types (a nested or fixed-size column can expand a tiny file into gigabytes), declared sizes.
     Other columns are never read. Strings and bytes are read dictionary-encoded and their decoded size summed
     before decoding: a tiny file can repeat one huge value a million times through its dictionary. `budget`: the
-    decoded bytes left for this file when it is one part of a split.
+    decoded bytes left for this file when it is one part of a split; `meta`: its footer, if already read.
     Returns (table with `label` and the input column, the input column's name, its decoded bytes)."""
-    meta = _footer(name, data)
+    meta = meta or _footer(name, data)
     schema = meta.schema.to_arrow_schema()
     if meta.num_rows > limits.max_rows:
         raise InvalidDataset(f"{name} has {meta.num_rows:,} rows, over the {limits.max_rows:,}-row limit")
@@ -194,19 +199,22 @@ def _read_split(
     parts = split_parts(files, split)
     if not parts:
         return None
+    footers: list[pq.FileMetaData | None] = [None] * len(parts)
     if len(parts) > 1:  # the totals, from the footers, before any part is decoded
         if len(parts) > limits.max_parts:
             raise InvalidDataset(
                 f"{split}/ holds {len(parts):,} parquet files, over the {limits.max_parts:,}-file limit"
             )
-        rows = sum(_footer(name, data).num_rows for name, data in parts)
+        footers = [_footer(name, data) for name, data in parts]
+        rows = sum(meta.num_rows for meta in footers)
         if rows > limits.max_rows:
             raise InvalidDataset(
                 f"{split}/*.parquet: {rows:,} rows in {len(parts)} files, over the {limits.max_rows:,}-row limit"
             )
     tables, column, left = [], input_column, limits.max_decoded_bytes
-    for name, data in parts:
-        table, found, decoded = _read_parquet(name, data, limits, column, left if len(parts) > 1 else None)
+    for (name, data), meta in zip(parts, footers, strict=True):
+        budget = left if len(parts) > 1 else None
+        table, found, decoded = _read_parquet(name, data, limits, column, budget, meta)
         if tables and table.schema != tables[0].schema:
             raise InvalidDataset(
                 f"{name} has columns {table.schema.types}, unlike {parts[0][0]} ({tables[0].schema.types}): "

@@ -140,7 +140,8 @@ def _run_epochs(
         if scheduler is not None:
             scheduler.step()
     for epoch in range(start, epochs):
-        total, steps = 0.0, 0
+        # Summed on the device and read once an epoch: a read per step would wait for the GPU at every step.
+        total, steps = torch.zeros((), device=device), 0
         for batch, labels in batches.iterate(batch_size, seed * 1000 + epoch, device, rank, world_size):
             model.gate.clear_samples()
             with autocast(device):
@@ -152,10 +153,10 @@ def _run_epochs(
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()
-            total, steps = total + float(loss.detach()), steps + 1
+            total, steps = total + loss.detach(), steps + 1
         if scheduler is not None:
             scheduler.step()
-        losses.append(total / max(steps, 1))
+        losses.append(total.item() / max(steps, 1))
         if on_epoch is not None:
             on_epoch(phase, epoch, losses[-1])
     model.gate.clear_samples()

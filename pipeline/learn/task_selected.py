@@ -272,7 +272,7 @@ def train_selected_task(
     model.train()
     model.backbone.eval()  # the frozen encoder never runs dropout
     for epoch in range(epochs):
-        total, steps = 0.0, 0
+        total, steps = torch.zeros((), device=model.device), 0  # read once an epoch, as in the recipe
         seed = cfg.seed + 7919 * t + epoch
         for batch, labels in batches.iterate(cfg.batch_size, seed, model.device, rank, world_size):
             with autocast(model.device):
@@ -282,9 +282,9 @@ def train_selected_task(
             loss.backward()
             optimizer.step()
             schedule.step()
-            total, steps = total + loss.item(), steps + 1
+            total, steps = total + loss.detach(), steps + 1
         if on_epoch is not None:
-            on_epoch("train", epoch, total / max(steps, 1))
+            on_epoch("train", epoch, total.item() / max(steps, 1))
     trainable = sum(p.numel() for p in params)
     model.end_task(task)
     model.eval()
