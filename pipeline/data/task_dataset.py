@@ -12,6 +12,7 @@ quarantined with a reason a user can act on.
 from __future__ import annotations
 
 import contextlib
+import functools
 import hashlib
 import json
 import random
@@ -21,10 +22,12 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
+from pipeline.data.held_out import ROW_HASH, SEEDED, TEST_FILE, is_held_out, row_keys
 from pipeline.data.image_folder import (
     NotAnImageFolder,
     image_folder_files,
@@ -336,6 +339,8 @@ class TaskDataset:
     files: dict[str, bytes] = field(default_factory=dict, repr=False)
     """The contract's files as dropped, parts under their content names (what the registry stores under
     datasets/<id>/)."""
+    held_out_rule: str | None = None
+    """The held-out rule the store recorded for this dataset (None: a new drop's, see `split_rule`)."""
 
     @classmethod
     def from_files(
@@ -417,20 +422,49 @@ class TaskDataset:
         """Column → type of the training table (what the lineage records instead of the rows)."""
         return {f.name: str(f.type) for f in self.train.schema}
 
-    def to_task(self, seed: int = HELD_OUT_SEED) -> Task:
-        """The core's view: class names sorted, a deterministic seeded held-out split when there is no test set."""
-        column = self.input_column  # texts, or encoded images as bytes: what the backbone's `encode` reads
-        train_x, train_y = self.train[column].to_pylist(), [str(y) for y in self.train["label"].to_pylist()]
+    @property
+    def split_rule(self) -> str:
+        """How the held-out rows are chosen (held_out.py): the drop's test rows, else `held_out_rule` (what the
+        store recorded), else row-hash unless the drop is too small for it."""
         if self.test is not None:
-            test_x, test_y = self.test[column].to_pylist(), [str(y) for y in self.test["label"].to_pylist()]
-        else:
-            order = list(range(len(train_x)))
-            random.Random(seed).shuffle(order)
-            cut = max(1, int(len(order) * HELD_OUT_FRACTION))
-            held, kept = set(order[:cut]), order[cut:]
-            test_x, test_y = [train_x[i] for i in sorted(held)], [train_y[i] for i in sorted(held)]
-            train_x, train_y = [train_x[i] for i in kept], [train_y[i] for i in kept]
-        classes = sorted(set(train_y))
+            return TEST_FILE
+        if self.held_out_rule:
+            return self.held_out_rule
+        held = int(is_held_out(self.row_keys).sum())
+        return ROW_HASH if 0 < held < self.train.num_rows else SEEDED
+
+    @functools.cached_property
+    def row_keys(self) -> np.ndarray:
+        """Each training row's key (held_out.row_keys)."""
+        return row_keys(self.train[self.input_column].to_pylist())
+
+    def held_out_mask(self, seed: int = HELD_OUT_SEED) -> np.ndarray:
+        """Which training rows are held out (none when the drop has test rows)."""
+        rule, n = self.split_rule, self.train.num_rows
+        if rule == TEST_FILE:
+            return np.zeros(n, dtype=bool)
+        if rule == ROW_HASH:
+            return is_held_out(self.row_keys)
+        order = list(range(n))
+        random.Random(seed).shuffle(order)
+        mask = np.zeros(n, dtype=bool)
+        mask[order[: max(1, int(n * HELD_OUT_FRACTION))]] = True
+        return mask
+
+    def held_out_rows(self, seed: int = HELD_OUT_SEED) -> pa.Table:
+        """The rows every version scores the task on: the test rows, or the held-out training rows."""
+        return self.test if self.test is not None else self.train.filter(self.held_out_mask(seed))
+
+    def to_task(self, seed: int = HELD_OUT_SEED) -> Task:
+        """The core's view: class names sorted, the held-out rows of `split_rule`."""
+        column = self.input_column  # texts, or encoded images as bytes: what the backbone's `encode` reads
+        rule, mask = self.split_rule, self.held_out_mask(seed)
+        train, held = self.train.filter(~mask), self.held_out_rows(seed)
+        train_x, train_y = train[column].to_pylist(), [str(y) for y in train["label"].to_pylist()]
+        test_x, test_y = held[column].to_pylist(), [str(y) for y in held["label"].to_pylist()]
+        # Every class of the drop, so a worker that streams its shard knows them without reading the others (a
+        # seeded split named those left in the training rows: the same set, or a held-out row had no class).
+        classes = self.classes()
         index = {c: i for i, c in enumerate(classes)}
         return Task(
             name=self.name,
@@ -441,9 +475,7 @@ class TaskDataset:
             test_labels=[index[y] for y in test_y],
             dataset_id=self.dataset_id,
             meta={
-                "held_out": "test.parquet"
-                if self.test is not None
-                else f"seeded {HELD_OUT_FRACTION:.0%} split, seed {seed}"
+                "held_out": f"seeded {HELD_OUT_FRACTION:.0%} split, seed {seed}" if rule == SEEDED else rule
             },
         )
 

@@ -11,6 +11,7 @@ import copy
 import hashlib
 import json
 import os
+import shutil
 from collections.abc import Callable
 from dataclasses import asdict, replace
 from pathlib import Path
@@ -80,11 +81,69 @@ class FeatureCache:
         return embed(self.backbone(), inputs, 128, self.device)
 
 
-def frozen_reference(config: TrainConfig, tasks: list[Task], features: FeatureCache) -> StreamResult:
+def frozen_reference(
+    config: TrainConfig,
+    tasks: list[Task],
+    features: FeatureCache,
+    stages: Path | None = None,
+    rows: Callable[[Task], Task] | None = None,
+) -> StreamResult:
     """`config`'s head (and recipe, for linear heads) fitted on the bare backbone's features of `tasks`, in order,
-    each stage scored on the tasks' held-out rows."""
+    each stage scored on the tasks' held-out rows.
+
+    `stages`: a directory that keeps the reference after every prefix of tasks, named by the backbone, the
+    configuration and the dataset ids, so a lineage's next task only fits its own head on top of its parent's
+    reference. Tasks before the longest kept prefix need only their held-out rows; `rows(task)` gives a task's
+    training rows when it has to be fitted again (a cold cache)."""
     frozen = replace(config, method="frozen")
     bare = features.backbone()
-    model = ContinualModel(frozen, copy.deepcopy(bare.network), getattr(bare, "tokenizer", None))
-    results, _ = run_stream(tasks, frozen, model=model, features=features)
-    return results[config.head]
+    tokenizer = getattr(bare, "tokenizer", None)
+    keys = stage_keys(frozen, tasks) if stages is not None else []
+    done, model, results = 0, None, None
+    for k in range(len(keys), 0, -1):
+        kept = stages / keys[k - 1]
+        if (kept / "result.json").exists():
+            model = ContinualModel.load(kept, copy.deepcopy(bare.network), tokenizer)
+            results = {config.head: StreamResult.from_dict(json.loads((kept / "result.json").read_text()))}
+            done = k
+            break
+    model = model or ContinualModel(frozen, copy.deepcopy(bare.network), tokenizer)
+    needed = [
+        task if t < done or task.train_labels or rows is None else rows(task) for t, task in enumerate(tasks)
+    ]
+
+    def keep(t: int, result: StreamResult) -> None:
+        target = stages / keys[t]
+        if target.exists():
+            return
+        partial = stages / f"{keys[t]}.{os.getpid()}.partial"
+        shutil.rmtree(partial, ignore_errors=True)
+        model.save(partial)
+        (partial / "result.json").write_text(json.dumps(result.to_dict()))
+        try:
+            partial.rename(target)  # atomic: a reader sees a whole stage or none
+        except OSError:  # another process kept the same stage first
+            shutil.rmtree(partial, ignore_errors=True)
+
+    scored, _ = run_stream(
+        needed,
+        frozen,
+        model=model,
+        features=features,
+        done=done,
+        results=results,
+        on_task=keep if keys else None,
+    )
+    return scored[config.head]
+
+
+def stage_keys(config: TrainConfig, tasks: list[Task]) -> list[str]:
+    """For each prefix of `tasks`, a name for the frozen reference after it (none if a task has no dataset id)."""
+    if not all(task.dataset_id for task in tasks):
+        return []
+    head = hashlib.sha256(json.dumps(config.to_dict(), sort_keys=True, default=str).encode())
+    keys = []
+    for task in tasks:
+        head.update(task.dataset_id.encode())
+        keys.append(head.copy().hexdigest()[:32])
+    return keys

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 
 import torch
 
@@ -46,6 +46,13 @@ class StreamResult:
     reprojection_errors: list[float] = field(default_factory=list)
     """Share: mean relative error of earlier tasks' factors re-projected onto the new basis, per task."""
     wall_time: float = 0.0
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict) -> StreamResult:
+        return cls(**data | {"cil": AccuracyMatrix(**data["cil"]), "til": AccuracyMatrix(**data["til"])})
 
     def row(self) -> dict:
         """One benchmark row: the fields every report and the JSON output carry."""
@@ -92,16 +99,23 @@ def run_stream(
     on_task: Callable[[int, StreamResult], None] | None = None,
     on_epoch: EpochCallback | None = None,
     features: Callable[[Task, str], torch.Tensor] | None = None,
+    done: int = 0,
+    results: dict[str, StreamResult] | None = None,
 ) -> tuple[dict[str, StreamResult], ContinualModel]:
     """Train and evaluate the stream once; score it under each head option (default: the configured one).
     Head options do not change training, so one run serves them all. `features(task, split)` gives the bare
-    backbone's features (cached) to the `frozen` method, whose features never change."""
+    backbone's features (cached) to the `frozen` method, whose features never change.
+
+    `done` > 0 continues a stream: `model` has trained `tasks[:done]` and `results` hold their stages (those tasks
+    need only their held-out rows)."""
     start = time.perf_counter()
     model = model or ContinualModel(config)
     head_options = head_options or (config.head,)
-    results = {option: StreamResult(config.method, option) for option in head_options}
+    results = results or {option: StreamResult(config.method, option) for option in head_options}
     cached = features if config.method == "frozen" else None
     for t, task in enumerate(tasks):
+        if t < done:
+            continue
         trained = train_task(
             model,
             task,

@@ -183,10 +183,11 @@ def check_trainable(dataset: TaskDataset, model: AnyModel, stream: str) -> None:
 
 
 def earlier_tasks(registry: Registry, model: AnyModel) -> list[Task]:
-    """The tasks the model already knows, read back from the stored datasets, to evaluate every one of them."""
+    """The tasks the model already knows, with their held-out rows alone (read back from the stored datasets), to
+    evaluate every one of them: scoring a new task never reads earlier tasks' training rows."""
     tasks = []
     for record in model.tasks:
-        old = registry.datasets.get(record.dataset_id, record.name).to_task()
+        old = registry.datasets.held_out(record.dataset_id, record.name)
         if old.classes != record.classes:
             raise RuntimeError(f"stored dataset {record.dataset_id} no longer matches task {record.name!r}")
         tasks.append(old)
@@ -201,7 +202,11 @@ def score(registry: Registry, model: AnyModel, tasks: list[Task], parent: Parent
     # Share's heads are per-task linear heads, whatever head option its configuration carries.
     same_head = replace(model.config, head="linear") if selected else model.config
     frozen = frozen_reference(
-        same_head, tasks, FeatureCache(model.config.backbone, registry.cache_dir / "features")
+        same_head,
+        tasks,
+        FeatureCache(model.config.backbone, registry.cache_dir / "features"),
+        stages=registry.cache_dir / "frozen-stages",
+        rows=lambda task: registry.datasets.get(task.dataset_id, task.name).to_task(),
     )
     reference, frozen_classes = (frozen.til, frozen.til_classes) if selected else (frozen.cil, frozen.classes)
     metrics = parent.metrics or {"correct": [], "counts": []}
@@ -323,9 +328,9 @@ def train_on_current(
         parent = load_current(registry)
         model = starting_model(parent, config, overrides, stream.backbone, dataset.method)
         check_trainable(dataset, model, registry.stream)
+        dataset_uri = registry.datasets.put(dataset)  # first: a dataset stored before keeps its held-out rule
         task = dataset.to_task()
         earlier = earlier_tasks(registry, model)
-        dataset_uri = registry.datasets.put(dataset)
 
     name = f"{task.name} on {version_label(parent.version)}"
     run_tags = {

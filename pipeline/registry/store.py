@@ -4,16 +4,19 @@ adapter-sets/objects/adapters/<sha256>.safetensors   shared by every set that ke
 adapter-sets/objects/heads/<sha256>.safetensors
 adapter-sets/objects/scoring/<sha256>.safetensors    what a head option keeps (class statistics, ridge sums)
 adapter-sets/manifests/<set-id>.json                 written last: a set exists once this exists
-datasets/<dataset-id>/{train,test}.parquet, task.json  what trained (and evaluates) each task
+datasets/<dataset-id>/{train,test}.parquet, task.json  what trained each task, as dropped
+datasets/<dataset-id>/held_out.parquet, held_out.json   the rows every version scores it on, and how they were chosen
 """
 
 from __future__ import annotations
 
 import hashlib
+import io
 import json
 import tempfile
 from pathlib import Path
 
+import pyarrow.parquet as pq
 from pyarrow import fs as pafs
 
 from pipeline.adapters.adapter_set import (
@@ -24,7 +27,9 @@ from pipeline.adapters.adapter_set import (
     upgrade_manifest,
     verify_adapter_set,
 )
+from pipeline.data.held_out import SEEDED
 from pipeline.data.task_dataset import TaskDataset, is_data_file
+from pipeline.learn.task import Task
 from pipeline.registry.bucket import Bucket, StorageError, arrow_filesystem
 from pipeline.registry.lineage import Lineage
 from pipeline.registry.pointer import CurrentPointer
@@ -32,6 +37,7 @@ from pipeline.registry.streams import DEFAULT_STREAM, Streams, registered_model_
 from pipeline.settings import Connection
 
 SETS = "adapter-sets"
+HELD_OUT_RECORD, HELD_OUT_ROWS = "held_out.json", "held_out.parquet"
 
 
 def set_id_of(manifest_bytes: bytes) -> str:
@@ -114,15 +120,28 @@ def _write(path: Path, data: bytes) -> None:
 
 
 class DatasetStore:
-    """Each trained dataset, kept by id so that every later version can evaluate every earlier task."""
+    """Each trained dataset, kept by id so that every later version can evaluate every earlier task. Beside the
+    drop's files, its held-out rows on their own: scoring an earlier task reads those, never its training rows."""
 
     def __init__(self, bucket: Bucket):
         self.bucket = bucket
 
     def put(self, dataset: TaskDataset) -> str:
-        for name, data in dataset.files.items():
-            self.bucket.put_immutable(f"datasets/{dataset.dataset_id}/{name}", data)
-        return self.bucket.uri(f"datasets/{dataset.dataset_id}/")
+        """Store the drop and its held-out rows. A dataset stored before takes the held-out rule recorded then
+        (or, stored by a release before held_out.json existed, the seeded rule it was scored with)."""
+        prefix = f"datasets/{dataset.dataset_id}/"
+        if dataset.held_out_rule is None and self.bucket.list(prefix):
+            record = self._record(dataset.dataset_id)
+            dataset.held_out_rule = record["rule"] if record else SEEDED
+        for name, data in (dataset.files | held_out_files(dataset)).items():  # the record comes last
+            self.bucket.put_immutable(prefix + name, data)
+        return self.bucket.uri(prefix)
+
+    def _record(self, dataset_id: str) -> dict | None:
+        try:
+            return json.loads(self.bucket.get(f"datasets/{dataset_id}/{HELD_OUT_RECORD}"))
+        except FileNotFoundError:
+            return None
 
     def get(self, dataset_id: str, name: str) -> TaskDataset:
         prefix = f"datasets/{dataset_id}/"
@@ -136,7 +155,46 @@ class DatasetStore:
         dataset = TaskDataset.from_files(name, files)
         if dataset.dataset_id != dataset_id:
             raise StorageError(f"{self.bucket.uri(prefix)} holds other bytes ({dataset.dataset_id})")
+        record = self._record(dataset_id)
+        dataset.held_out_rule = record["rule"] if record else SEEDED
         return dataset
+
+    def held_out(self, dataset_id: str, name: str) -> Task:
+        """The task with its held-out rows only (no training rows): what scoring it after a later task needs."""
+        record = self._record(dataset_id)
+        if record is None:  # stored before held-out rows were kept apart: cut them from the drop
+            full = self.get(dataset_id, name).to_task()
+            return Task(
+                full.name, full.classes, [], [], full.test_inputs, full.test_labels, dataset_id, full.meta
+            )
+        table = pq.read_table(io.BytesIO(self.bucket.get(f"datasets/{dataset_id}/{HELD_OUT_ROWS}")))
+        index = {c: i for i, c in enumerate(record["classes"])}
+        return Task(
+            name,
+            record["classes"],
+            [],
+            [],
+            table[record["input_column"]].to_pylist(),
+            [index[str(y)] for y in table["label"].to_pylist()],
+            dataset_id,
+            {"held_out": record["rule"]},
+        )
+
+
+def held_out_files(dataset: TaskDataset) -> dict[str, bytes]:
+    """held_out.parquet (label and input of the rows every version scores the task on) and held_out.json (the
+    rule that chose them, the classes, the row counts)."""
+    rows = dataset.held_out_rows()
+    buffer = io.BytesIO()
+    pq.write_table(rows.select(["label", dataset.input_column]), buffer)
+    record = {
+        "rule": dataset.split_rule,
+        "classes": dataset.classes(),
+        "input_column": dataset.input_column,
+        "held_out_rows": rows.num_rows,
+        "train_rows": dataset.train.num_rows - int(dataset.held_out_mask().sum()),
+    }
+    return {HELD_OUT_ROWS: buffer.getvalue(), HELD_OUT_RECORD: json.dumps(record, sort_keys=True).encode()}
 
 
 def read_drop(conn: Connection, uri: str, name: str) -> TaskDataset:
@@ -156,13 +214,24 @@ def read_drop(conn: Connection, uri: str, name: str) -> TaskDataset:
 
 def read_dataset(conn: Connection, dataset_id: str, name: str) -> TaskDataset:
     """A stored task read the way Ray workers and Tune trials read it (pyarrow, no local copy), checked against
-    its id."""
-    dataset = read_drop(conn, f"{conn.bucket}/datasets/{dataset_id}", name)
+    its id, with the held-out rule it was stored with."""
+    root = f"{conn.bucket}/datasets/{dataset_id}"
+    dataset = read_drop(conn, root, name)
     if dataset.dataset_id != dataset_id:
-        raise StorageError(
-            f"s3://{conn.bucket}/datasets/{dataset_id}/ holds other bytes ({dataset.dataset_id})"
-        )
+        raise StorageError(f"s3://{root}/ holds other bytes ({dataset.dataset_id})")
+    dataset.held_out_rule = held_out_record(conn, dataset_id)["rule"]
     return dataset
+
+
+def held_out_record(conn: Connection, dataset_id: str) -> dict:
+    """A stored dataset's held_out.json (a dataset stored before it existed: the seeded rule)."""
+    try:
+        with arrow_filesystem(conn).open_input_file(
+            f"{conn.bucket}/datasets/{dataset_id}/{HELD_OUT_RECORD}"
+        ) as f:
+            return json.loads(f.readall())
+    except FileNotFoundError:
+        return {"rule": SEEDED}
 
 
 class Registry:

@@ -6,6 +6,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
+from pipeline.data.held_out import row_keys
 from pipeline.data.task_dataset import DatasetLimits, InvalidDataset, TaskDataset, dataset_id, write_drop
 
 
@@ -21,13 +22,31 @@ GOOD = {
 }
 
 
-def test_a_valid_drop_becomes_a_task_with_sorted_classes_and_a_seeded_held_out_split():
+def test_a_valid_drop_becomes_a_task_with_sorted_classes_and_rows_held_out_by_their_content():
     ds = TaskDataset.from_files("plants", {"train.parquet": _parquet(**GOOD)})
-    task = ds.to_task(seed=0)
-    assert task.classes == ["animal", "plant"]
+    task = ds.to_task()
+    assert ds.split_rule == "row-hash" and task.classes == ["animal", "plant"]
+    assert sorted(task.train_inputs + task.test_inputs) == sorted(GOOD["text"]) and task.test_inputs
+    assert set(task.test_inputs) == {
+        x for x, key in zip(GOOD["text"], row_keys(GOOD["text"])) if key % 5 == 0
+    }
+    # The same rows in another order, in another file, hold out the same rows.
+    shuffled = {k: v[::-1] for k, v in GOOD.items()}
+    again = TaskDataset.from_files("plants", {"train.parquet": _parquet(**shuffled)}).to_task()
+    assert sorted(again.test_inputs) == sorted(task.test_inputs)
+
+
+def test_a_drop_too_small_for_the_row_hash_and_a_stored_legacy_dataset_take_the_seeded_split():
+    tiny = {"text": ["a cow", "an oak"], "label": ["animal", "plant"]}
+    keys = row_keys(tiny["text"])
+    assert not any(k % 5 == 0 for k in keys), "the fixture needs rows the hash keeps"
+    ds = TaskDataset.from_files("tiny", {"train.parquet": _parquet(**tiny)})
+    assert ds.split_rule == "seeded" and len(ds.to_task().test_inputs) == 1
+    legacy = TaskDataset.from_files("plants", {"train.parquet": _parquet(**GOOD)})
+    legacy.held_out_rule = "seeded"
+    task = legacy.to_task(seed=0)
     assert len(task.train_inputs) == 4 and len(task.test_inputs) == 1
-    again = TaskDataset.from_files("plants", {"train.parquet": _parquet(**GOOD)}).to_task(seed=0)
-    assert again.test_inputs == task.test_inputs
+    assert task.meta["held_out"] == "seeded 20% split, seed 0"
 
 
 def test_the_same_bytes_have_the_same_dataset_id_whatever_the_task_name():

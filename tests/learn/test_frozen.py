@@ -1,6 +1,7 @@
 """The frozen reference: the same head on the bare backbone, from features cached by backbone and dataset."""
 
 import copy
+from dataclasses import replace
 
 import torch
 
@@ -60,3 +61,30 @@ def test_the_frozen_reference_from_cached_features_matches_a_frozen_run(
     # A second reference reads the files: the backbone is never run again.
     cache.compute = lambda inputs: (_ for _ in ()).throw(AssertionError("recomputed cached features"))
     assert frozen_reference(config, ids, cache).cil.correct == reference.cil.correct
+
+
+def test_a_kept_reference_continues_with_the_next_task_from_held_out_rows_alone(
+    tiny_bert, tokenizer, wordnet_tasks, tmp_path
+):
+    config = _config()
+    backbone = TextBackbone(tiny_bert, tokenizer, BackboneConfig())
+    ids = [copy.copy(t) for t in wordnet_tasks]
+    for i, t in enumerate(ids):
+        t.dataset_id = f"dataset{i}"
+    whole = frozen_reference(config, ids, FeatureCache(config.backbone, backbone=backbone))
+    stages, cache = tmp_path / "stages", FeatureCache(config.backbone, tmp_path / "f", backbone=backbone)
+    frozen_reference(config, ids[:2], cache, stages)
+    held_only = [replace(t, train_inputs=[], train_labels=[]) for t in ids[:2]]
+
+    def no_training_rows(task):
+        raise AssertionError(f"read the training rows of {task.name}")
+
+    continued = frozen_reference(config, [*held_only, ids[2]], cache, stages, rows=no_training_rows)
+    # The same computation on the same features in the same order: the very same counts.
+    assert continued.cil.correct == whole.cil.correct and continued.til.correct == whole.til.correct
+    assert len(list(stages.iterdir())) == 3
+    # A cold cache fits every task again, reading the training rows through `rows`.
+    cold = frozen_reference(
+        config, [*held_only, ids[2]], cache, tmp_path / "cold", rows=lambda t: ids[int(t.dataset_id[-1])]
+    )
+    assert cold.cil.correct == whole.cil.correct
