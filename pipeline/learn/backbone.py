@@ -9,7 +9,9 @@ loaded from local files. Images: EfficientNet-Lite0 (image_backbone.py).
 
 from __future__ import annotations
 
+import functools
 import importlib
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Literal, Protocol
 
@@ -62,15 +64,32 @@ class TextBackbone:
         return self.network.config.hidden_size
 
     def encode(self, texts: list[str]) -> dict[str, torch.Tensor]:
-        # Only ids and mask: BERT's token_type_ids are all zeros for one segment, which is its default.
-        enc = self.tokenizer(
-            texts, padding=True, truncation=True, max_length=self.config.max_length, return_tensors="pt"
-        )
-        return {"input_ids": enc["input_ids"], "attention_mask": enc["attention_mask"]}
+        return encode_texts(self.tokenizer, texts, self.config.max_length)
 
     def features(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
         hidden = self.network(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
         return pool(hidden, attention_mask, self.config.pooling)
+
+
+def encode_texts(
+    tokenizer, texts: list[str], max_length: int, padding: bool | str = True
+) -> dict[str, torch.Tensor]:
+    # Only ids and mask: BERT's token_type_ids are all zeros for one segment, which is its default.
+    enc = tokenizer(texts, padding=padding, truncation=True, max_length=max_length, return_tensors="pt")
+    return {"input_ids": enc["input_ids"], "attention_mask": enc["attention_mask"]}
+
+
+def input_encoder(config: BackboneConfig) -> Callable[[list], dict[str, torch.Tensor]]:
+    """Raw inputs → the tensors the backbone reads, without loading its network: what a data pipeline runs apart
+    from the model. Texts are padded to `max_length`, so rows encoded in different batches stack."""
+    if config.reads_images:
+        from pipeline.learn.image_backbone import encode_images
+
+        return functools.partial(encode_images, size=config.image_size)
+    from transformers import AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(resolve_model_path(config.name), revision=config.revision)
+    return functools.partial(encode_texts, tokenizer, max_length=config.max_length, padding="max_length")
 
 
 def resolve_model_path(name: str) -> str:

@@ -22,8 +22,8 @@ import torch.nn.functional as F
 
 from pipeline.learn.backbone import embed
 from pipeline.learn.class_stats import ClassStatistics
-from pipeline.learn.ridge import held_out
 from pipeline.learn.task import Task
+from pipeline.learn.training_rows import RowFeatures
 
 HeadOption = Literal["linear", "prototype", "aligned", "calibrated", "ridge"]
 HEAD_OPTIONS: tuple[str, ...] = ("linear", "prototype", "aligned", "calibrated", "ridge")
@@ -137,21 +137,20 @@ def score(model, features: torch.Tensor, option: str) -> torch.Tensor:
 def fit_heads(
     model,
     task: Task,
-    before: torch.Tensor | None,
+    before: RowFeatures | None,
     options: tuple[str, ...],
-    after: torch.Tensor | None = None,
+    after: RowFeatures,
 ) -> None:
     """After `task` closed: update the class statistics and fit what each option in `options` needs.
 
-    `before` holds the task's training features under the model as it was before the task (for drift); `after`
-    the same under the model now (computed unless given)."""
-    after = features_of(model, task.train_inputs) if after is None else after
-    labels = model.class_index(task.classes)[torch.tensor(task.train_labels)]  # global class indices
+    `after` holds the task's training rows' features under the model now; `before` the same rows' features under
+    the model as it was before the task (for drift)."""
+    labels = model.class_index(task.classes)[after.labels]  # global class indices
     cfg = model.config
     if needs_statistics(options):
         if before is not None and cfg.drift_compensation:
-            model.class_stats.compensate_drift(before, after)
-        model.class_stats.add_rows(after, labels, len(model.classes))
+            model.class_stats.compensate_drift(before.features, after.features)
+        model.class_stats.add_rows(after.features, labels, len(model.classes))
     if "aligned" in options:
         model.heads.aligned_weight, model.heads.aligned_bias = align_classifier(
             model.heads,
@@ -162,13 +161,13 @@ def fit_heads(
         )
     if "calibrated" in options:
         model.heads.calibration = torch.cat(
-            [model.heads.calibration, calibration_of(model.heads.heads[-1], after)]
+            [model.heads.calibration, calibration_of(model.heads.heads[-1], after.features)]
         )
     if "ridge" in options:
         ridge = model.ridge
-        if before is not None and cfg.drift_compensation and not torch.equal(before, after):
-            ridge.compensate_drift(before, after)
-        ridge.add(after, labels, len(model.classes), held_out(task.train_inputs))
+        if before is not None and cfg.drift_compensation and not torch.equal(before.features, after.features):
+            ridge.compensate_drift(before.features, after.features)
+        ridge.add(after.features, labels, len(model.classes), after.ridge_held)
         ridge.fit()
 
 

@@ -33,6 +33,13 @@ def decode_images(images: list[bytes], size: int) -> torch.Tensor:
     return torch.from_numpy(np.stack(pixels)).permute(0, 3, 1, 2).float().div_(255.0)
 
 
+def encode_images(images: list[bytes], size: int) -> dict[str, torch.Tensor]:
+    """Encoded images → the normalised pixels the network reads."""
+    pixels = decode_images(images, size)
+    mean, std = torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1), torch.tensor(IMAGENET_STD).view(1, 3, 1, 1)
+    return {"pixel_values": (pixels - mean) / std}
+
+
 @dataclass
 class ImageBackbone:
     network: EfficientNetLite0
@@ -47,9 +54,7 @@ class ImageBackbone:
         return self.network.hidden_size
 
     def encode(self, images: list[bytes]) -> dict[str, torch.Tensor]:
-        pixels = decode_images(images, self.image_size)
-        mean, std = torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1), torch.tensor(IMAGENET_STD).view(1, 3, 1, 1)
-        return {"pixel_values": (pixels - mean) / std}
+        return encode_images(images, self.image_size)
 
     def features(self, pixel_values: torch.Tensor) -> torch.Tensor:
         return self.network.pooled(pixel_values)

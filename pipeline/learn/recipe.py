@@ -10,9 +10,8 @@ the batches and `wrap` applying DDP once per phase, after the phase has set what
 
 from __future__ import annotations
 
-import math
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import torch
@@ -21,9 +20,10 @@ from torch import nn
 
 from pipeline.adapters import GateDecision
 from pipeline.learn.backbone import autocast
-from pipeline.learn.head_options import check_fittable, features_of, fit_heads, needs_drift_reference
+from pipeline.learn.head_options import check_fittable, fit_heads, needs_drift_reference
 from pipeline.learn.model import ContinualModel
 from pipeline.learn.task import Task
+from pipeline.learn.training_rows import Batches, RowFeatures, TaskRows, TrainingRows
 
 EpochCallback = Callable[[str, int, float], None]  # (phase, epoch, mean loss)
 
@@ -68,47 +68,6 @@ def restore_progress(model: ContinualModel, progress: Progress) -> None:
             layer.lora_b.copy_(t[f"{name}.lora_b"])
 
 
-@dataclass
-class Batches:
-    """Encoded inputs of one task (a dict of tensors, one row per example), cut into shuffled (and, under DDP,
-    sharded) batches. Under DDP, rank r's k-th batch is its share of the k-th global batch."""
-
-    inputs: dict[str, torch.Tensor]
-    labels: torch.Tensor
-
-    @classmethod
-    def of(cls, model, inputs: list, labels: list[int]) -> Batches:
-        return cls(dict(model.encode(inputs)), torch.tensor(labels, dtype=torch.long))
-
-    def __len__(self) -> int:
-        return self.labels.numel()
-
-    def iterate(
-        self, batch_size: int, seed: int | None, device: torch.device, rank: int = 0, world_size: int = 1
-    ) -> Iterator[tuple[dict[str, torch.Tensor], torch.Tensor]]:
-        n = len(self)
-        order = (
-            torch.randperm(n, generator=torch.Generator().manual_seed(seed))
-            if seed is not None
-            else torch.arange(n)
-        )
-        if world_size > 1:  # every worker gets the same number of batches: DDP steps are collective
-            per_rank = math.ceil(n / world_size)
-            order = order.repeat(math.ceil(per_rank * world_size / n))[: per_rank * world_size][
-                rank::world_size
-            ]
-            # `batch_size` is the global batch, as in Ray Train's examples: each rank takes its share, so a
-            # task takes as many optimiser steps on 2 workers as in one process and learns as much.
-            batch_size = math.ceil(batch_size / world_size)
-        for start in range(0, order.numel(), batch_size):
-            idx = order[start : start + batch_size]
-            batch = {name: tensor[idx] for name, tensor in self.inputs.items()}
-            if "attention_mask" in batch:  # padded sequences: trim to the longest one of this batch
-                width = int(batch["attention_mask"].sum(1).max())
-                batch = {name: tensor[:, :width] for name, tensor in batch.items()}
-            yield {name: tensor.to(device) for name, tensor in batch.items()}, self.labels[idx].to(device)
-
-
 def _optimizer(kind: str, groups: list[dict], lr: float) -> torch.optim.Optimizer:
     groups = [g for g in groups if g["params"]]
     if kind == "sgd":
@@ -119,7 +78,7 @@ def _optimizer(kind: str, groups: list[dict], lr: float) -> torch.optim.Optimize
 def _run_epochs(
     model: ContinualModel,
     forward: nn.Module,
-    batches: Batches,
+    batches: TrainingRows,
     optimizer: torch.optim.Optimizer,
     scheduler: torch.optim.lr_scheduler.LRScheduler | None,
     *,
@@ -178,39 +137,38 @@ def train_task(
     resume: Progress | None = None,
     head_options: tuple[str, ...] | None = None,
     features: torch.Tensor | None = None,
+    rows: TrainingRows | None = None,
 ) -> TaskResult:
     """Train `task` on top of `model` in place, close it with the gate's (or the method's) decision and fit
     the head options (by default the configured one).
 
     `resume` continues from an epoch boundary captured by `capture_progress` in an earlier, killed attempt.
-    `features`: the task's training features for the `frozen` method, which never change (so can be cached)."""
+    `features`: the task's training features for the `frozen` method, which never change (so can be cached).
+    `rows`: the task's training rows when they are not in `task` (a Ray Train worker's streamed shard)."""
     cfg = model.config
     device = model.gate.alpha.device
     start = time.perf_counter()
     head_options = head_options or (cfg.head,)
     check_fittable(model, head_options)
-    # Every rank computes the drift reference on the whole task: identical on all ranks, and tasks are small.
-    drift_reference = (
-        features_of(model, task.train_inputs) if needs_drift_reference(model, head_options) else None
-    )
+    rows = TaskRows(model, task) if rows is None else rows
+    drift_reference = rows.features(model) if needs_drift_reference(model, head_options) else None
     torch.manual_seed(cfg.seed + len(model.tasks))
     t = model.begin_task(task)
     seed = cfg.seed + 7919 * t
+    frozen: RowFeatures | None = None
     if cfg.method == "frozen":
         # Nothing adapts, so the head trains on features computed once: the batches are features, the network
         # is the heads alone.
-        features = features_of(model, task.train_inputs) if features is None else features
-        batches = Batches({"features": features}, torch.tensor(task.train_labels, dtype=torch.long))
-        network = model.heads
+        frozen = rows.features(model) if features is None else RowFeatures.of(task, features)
+        batches, network = Batches({"features": frozen.features}, frozen.labels), model.heads
     else:
-        batches = Batches.of(model, task.train_inputs, task.train_labels)
-        network, features = model, None
+        batches, network = rows, model
 
     adapter_params = model.adapters.trainable_parameters()
     head_params = list(model.heads.heads[-1].parameters())
     train_alpha = cfg.method == "sdlora" or (cfg.method == "litelora" and t > 0)
     model.gate.alpha.requires_grad_(train_alpha)
-    epochs = cfg.task_epochs(t, len(task.train_labels))
+    epochs = cfg.task_epochs(t, len(rows))
     hooks = []
     if cfg.method == "litelora" and train_alpha and not cfg.relearn_magnitudes:
         # Only α_t learns: the earlier magnitudes, and so the features every earlier task was fitted on, stay.
@@ -292,5 +250,5 @@ def train_task(
     model.gate.alpha.requires_grad_(False)
     model.eval()
     if set(head_options) != {"linear"}:
-        fit_heads(model, task, drift_reference, head_options, after=features)
+        fit_heads(model, task, drift_reference, head_options, frozen or rows.features(model))
     return TaskResult(decision, trainable, time.perf_counter() - start, losses)

@@ -30,8 +30,9 @@ from pipeline.learn.config import TrainConfig
 from pipeline.learn.evaluate import StageScores
 from pipeline.learn.heads import TaskHeads
 from pipeline.learn.model import TaskRecord, classes_of, introducing_tasks
-from pipeline.learn.recipe import Batches, EpochCallback
+from pipeline.learn.recipe import EpochCallback
 from pipeline.learn.task import Task
+from pipeline.learn.training_rows import TaskRows, TrainingRows
 
 KINDS = ("share", "lora")
 """How the per-task deltas are stored: Share's basis and coefficients, or each task's LoRA as trained."""
@@ -252,9 +253,10 @@ def train_selected_task(
     wrap: Callable[[nn.Module], nn.Module] = lambda m: m,
     rank: int = 0,
     world_size: int = 1,
+    rows: TrainingRows | None = None,
 ) -> SelectedTaskResult:
     """Train the task's delta and head (backbone and basis frozen), then store it. Under Ray Train `wrap` applies
-    DDP and `rank`/`world_size` shard every batch, as in `recipe.train_task`."""
+    DDP and `rank`/`world_size` shard every batch, and `rows` may stream the task, as in `recipe.train_task`."""
     start = time.perf_counter()
     cfg, share, t = model.config, model.share, len(model.tasks)
     torch.manual_seed(cfg.seed + t)
@@ -262,12 +264,12 @@ def train_selected_task(
     params = model.trainable()
     optimizer = torch.optim.AdamW(params, lr=share.lr or cfg.lr, weight_decay=share.weight_decay)
     epochs = share.epochs or cfg.epochs
-    warmup = share.warmup * epochs * -(-len(task.train_labels) // cfg.batch_size)
+    batches = TaskRows(model, task) if rows is None else rows
+    warmup = share.warmup * epochs * -(-len(batches) // cfg.batch_size)
     schedule = torch.optim.lr_scheduler.LambdaLR(
         optimizer, lambda step: min(1.0, (step + 1) / max(warmup, 1.0))
     )
     offset = model.heads.offsets()[-1]
-    batches = Batches.of(model, task.train_inputs, task.train_labels)
     network = wrap(model)
     model.train()
     model.backbone.eval()  # the frozen encoder never runs dropout

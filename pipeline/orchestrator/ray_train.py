@@ -1,7 +1,7 @@
 """Train one task as a Ray Train job: the core recipe, unchanged, in every worker (DDP: gloo on CPU, NCCL on GPU).
 
-Each worker loads the parent set and the task's dataset from the bucket and trains its shard of every batch
-sequence. After every epoch rank 0 reports a checkpoint of the task's progress (safetensors + JSON, under
+Each worker loads the parent set from the bucket and trains on its shard of the task's training rows, which
+Ray Data reads from the bucket, decodes and tokenises as it streams (shard_rows.py). After every epoch rank 0 reports a checkpoint of the task's progress (safetensors + JSON, under
 s3://<bucket>/checkpoints/); at the end it reports the closed adapter set. If a worker dies, Ray Train restarts
 the group (FailureConfig) and the workers resume from the last epoch boundary; a group that finds the finished
 set reports it again instead of training twice.
@@ -12,6 +12,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import resource
 import tempfile
 import time
 import warnings
@@ -30,9 +31,12 @@ from pipeline.errors import JobFailed
 from pipeline.learn.config import TrainConfig
 from pipeline.learn.methods import AnyModel, continuing, load_model
 from pipeline.learn.recipe import Progress, capture_progress, train_task
+from pipeline.learn.task import Task
 from pipeline.learn.task_selected import TaskSelectedModel, train_selected_task
+from pipeline.learn.training_rows import TaskRows, TrainingRows
+from pipeline.orchestrator.shard_rows import ShardRows, streams, training_dataset
 from pipeline.registry.bucket import Bucket, arrow_filesystem
-from pipeline.registry.store import AdapterSetStore, read_dataset
+from pipeline.registry.store import AdapterSetStore, held_out_record, read_dataset
 from pipeline.settings import Connection
 from pipeline.shutdown import sigterm_interrupts
 
@@ -98,11 +102,46 @@ def read_progress(directory: Path) -> Progress:
     return Progress(meta["phase"], meta["epochs_done"], load_file(directory / "progress.safetensors"))
 
 
+class PassClock:
+    """A worker's training rows, timed: each training epoch's wall time, the part of it spent waiting for its first
+    batch (a streamed epoch starts by reading and shuffling), and its rows on this worker."""
+
+    def __init__(self, rows: TrainingRows):
+        self.rows, self.epochs = rows, []
+
+    def __len__(self) -> int:
+        return len(self.rows)
+
+    def iterate(self, batch_size, seed, device, rank=0, world_size=1):
+        started, first, count = time.perf_counter(), None, 0
+        for inputs, labels in self.rows.iterate(batch_size, seed, device, rank, world_size):
+            first = time.perf_counter() - started if first is None else first
+            count += len(labels)
+            yield inputs, labels
+        self.epochs.append((time.perf_counter() - started, first or 0.0, count))
+
+    def features(self, model):
+        return self.rows.features(model)
+
+    def summary(self) -> dict:
+        """Mean epoch and start times, and rows per second once an epoch's batches flow (the training loop's work
+        on them included)."""
+        n = max(len(self.epochs), 1)
+        flowing, rows = sum(s - f for s, f, _ in self.epochs), sum(c for *_, c in self.epochs)
+        return {
+            "worker_epochs": len(self.epochs),
+            "worker_epoch_s": sum(s for s, _, _ in self.epochs) / n,
+            "worker_epoch_start_s": sum(f for _, f, _ in self.epochs) / n,
+            "worker_rows_per_s": rows / flowing if flowing else 0.0,
+        }
+
+
 def train_loop_per_worker(cfg: dict) -> None:
     """What every worker runs: plain PyTorch around the core's `train_task`.
 
-    Every rank reads the whole (small, already validated) task and trains its own shard of each epoch's
-    seeded permutation, like a `DistributedSampler`; the held-out split is the same seeded cut on every rank."""
+    A task whose held-out rows are decided row by row streams: each rank iterates its Ray Data shard. Otherwise
+    (a seeded split) every rank reads the whole, small task and trains its share of each epoch's seeded
+    permutation, like a `DistributedSampler`."""
     started = time.time()
     context = ray.train.get_context()
     rank, world = context.get_world_rank(), context.get_world_size()
@@ -129,7 +168,14 @@ def train_loop_per_worker(cfg: dict) -> None:
     model = continuing(parent, config)
     model.to(ray.train.torch.get_device())
     selected = isinstance(model, TaskSelectedModel)
-    task = read_dataset(conn, cfg["dataset_id"], cfg["task_name"]).to_task()
+    if cfg["held_out"] is not None:  # streamed: this worker's shard, read, decoded and tokenised by Ray Data
+        record = cfg["held_out"]
+        task = Task(cfg["task_name"], record["classes"], [], [], [], [], cfg["dataset_id"])
+        rows = ShardRows(ray.train.get_dataset_shard("train"), record["train_rows"], config.eval_batch_size)
+    else:
+        task = read_dataset(conn, cfg["dataset_id"], cfg["task_name"]).to_task()
+        rows = TaskRows(model, task)
+    rows = clock = PassClock(rows)
 
     def wrap(module):
         return DistributedDataParallel(module, find_unused_parameters=True) if world > 1 else module
@@ -154,15 +200,15 @@ def train_loop_per_worker(cfg: dict) -> None:
             ray.train.report({"phase": phase, "epoch": epoch, "loss": loss}, checkpoint=checkpoint)
 
     if selected:
-        result = train_selected_task(model, task, on_epoch, wrap=wrap, rank=rank, world_size=world)
+        result = train_selected_task(model, task, on_epoch, wrap=wrap, rank=rank, world_size=world, rows=rows)
         keep, logit = True, 0.0
     else:
         result = train_task(
-            model, task, wrap=wrap, rank=rank, world_size=world, on_epoch=on_epoch, resume=resume
+            model, task, wrap=wrap, rank=rank, world_size=world, on_epoch=on_epoch, resume=resume, rows=rows
         )
         keep, logit = result.decision.keep, result.decision.logit
     trained = time.time()
-    phase1_epochs = config.task_epochs(len(model.tasks) - 1, len(task.train_labels))
+    phase1_epochs = config.task_epochs(len(model.tasks) - 1, len(rows))
     resumed_epochs = (
         0 if resume is None else resume.epochs_done + (phase1_epochs if resume.phase == "phase2" else 0)
     )
@@ -182,6 +228,9 @@ def train_loop_per_worker(cfg: dict) -> None:
                 "logit": logit,
                 "trainable_parameters": result.trainable_parameters,
                 "train_s": result.wall_time,
+                # Linux reports kilobytes: the most this worker process ever held, parent set and backbone included.
+                "worker_peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+                **clock.summary(),
             },
             checkpoint=checkpoint,
         )
@@ -200,6 +249,13 @@ def fit_with_ray_train(
     clock = time.time()
     init_ray(conn.cache_dir.parent)
     storage_path, filesystem = f"{conn.bucket}/checkpoints", arrow_filesystem(conn)
+    record = held_out_record(conn, dataset_id)
+    streamed = streams(record)
+    datasets = (
+        {"train": training_dataset(conn, dataset_id, record, config.backbone, config.seed)}
+        if streamed
+        else None
+    )
     trainer = TorchTrainer(
         train_loop_per_worker,
         train_loop_config={
@@ -208,10 +264,12 @@ def fit_with_ray_train(
             "dataset_id": dataset_id,
             "task_name": task_name,
             "mlflow_run_id": mlflow_run_id,
+            "held_out": record if streamed else None,
             # Endpoints and bucket travel with the job; on a cloud cluster the keys are None and
             # workers use their instance profile.
             "connection": conn,
         },
+        datasets=datasets,
         scaling_config=ScalingConfig(
             num_workers=scaling.num_workers,
             use_gpu=scaling.use_gpu,
@@ -246,6 +304,14 @@ def fit_with_ray_train(
 
 
 TIMINGS = ("ray_start_s", "worker_setup_s", "compute_s", "ray_finish_s", "ray_job_s")
+WORKER_MEASURES = (
+    "worker_peak_rss_mb",
+    "worker_epoch_s",
+    "worker_epoch_start_s",
+    "worker_rows_per_s",
+    "worker_epochs",
+)
+"""What rank 0 measured of itself (the ranks do the same work): reported beside the timings."""
 
 
 def ray_fit(conn: Connection, scaling: ScalingSpec):
@@ -258,7 +324,7 @@ def ray_fit(conn: Connection, scaling: ScalingSpec):
         )
         last = trained.tasks[-1]
         run.set_tags({"ray_train.resumed_epochs": metrics.get("resumed_epochs", 0)})
-        timings = {k: metrics[k] for k in TIMINGS if k in metrics}
+        timings = {k: metrics[k] for k in TIMINGS + WORKER_MEASURES if k in metrics}
         return Fitted(trained, last.decision, last.logit, float(metrics.get("train_s", 0.0)), timings)
 
     return fit

@@ -11,8 +11,9 @@ from pipeline.adapters import GateConfig
 from pipeline.learn.config import TrainConfig
 from pipeline.learn.head_options import features_of
 from pipeline.learn.model import ContinualModel
-from pipeline.learn.recipe import Batches, train_task
+from pipeline.learn.recipe import train_task
 from pipeline.learn.task import Task
+from pipeline.learn.training_rows import Batches
 
 
 def _config(method="litelora", **gate):

@@ -1,0 +1,75 @@
+"""Ray Data streams a stored task's training rows to the Ray Train workers: exactly the rows the in-memory task
+trains on, in equal shards, with features that line up row by row from one pass to the next."""
+
+from concurrent.futures import ThreadPoolExecutor
+
+import pytest
+import torch
+
+from pipeline.data.held_out import row_keys
+from pipeline.data.task_dataset import TaskDataset
+from pipeline.data.wordnet import split_wordnet20
+from pipeline.learn.backbone import BackboneConfig
+from pipeline.learn.config import TrainConfig
+from pipeline.learn.head_options import features_of
+from pipeline.learn.model import ContinualModel
+from pipeline.orchestrator.shard_rows import ShardRows, streams, training_dataset
+from pipeline.registry.store import Registry, held_out_record
+from tests.orchestrator.conftest import parquet
+
+pytestmark = [pytest.mark.integration, pytest.mark.ray]
+
+
+@pytest.fixture
+def stored(conn):
+    """A drop without test rows (held out by row hash), stored as the orchestrator stores it."""
+    source = split_wordnet20(1993, "ci")[0]
+    texts, labels = source.train_inputs[:60], [source.classes[y] for y in source.train_labels[:60]]
+    dataset = TaskDataset.from_files("wn", {"train.parquet": parquet(text=texts, label=labels)})
+    Registry.connect(conn).datasets.put(dataset)
+    record = held_out_record(conn, dataset.dataset_id)
+    assert streams(record) and record["rule"] == "row-hash"
+    return dataset, record
+
+
+def test_ranks_stream_equal_shares_of_the_training_rows_and_as_many_steps(
+    conn, ray_node, stored, tiny_backbone_dir
+):
+    dataset, record = stored
+    backbone = BackboneConfig(name=str(tiny_backbone_dir))
+    shards = training_dataset(conn, dataset.dataset_id, record, backbone, seed=0).streaming_split(
+        2, equal=True
+    )
+
+    def epoch(shard):
+        rows = ShardRows(shard, record["train_rows"], eval_batch_size=8)
+        return [labels.tolist() for _, labels in rows.iterate(8, 1, torch.device("cpu"), world_size=2)]
+
+    with ThreadPoolExecutor(2) as pool:  # the shards of a streaming split are consumed together
+        first, second = pool.map(epoch, shards)
+    assert len(first) == len(second), "every rank takes as many DDP steps"
+    assert all(len(batch) <= 4 for batch in first + second), "each rank takes its share of the global batch"
+    streamed = sorted(y for batch in first + second for y in batch)
+    train = dataset.to_task().train_labels
+    assert record["train_rows"] == len(train) and len(streamed) in (len(train), len(train) - 1)
+    assert set(streamed) <= set(train)
+
+
+def test_streamed_features_are_the_training_rows_in_key_order_on_every_pass(
+    conn, ray_node, stored, tiny_backbone_dir, tiny_bert, tokenizer
+):
+    dataset, record = stored
+    backbone = BackboneConfig(name=str(tiny_backbone_dir))
+    (shard,) = training_dataset(conn, dataset.dataset_id, record, backbone, seed=0).streaming_split(1)
+    model = ContinualModel(TrainConfig(backbone=backbone), backbone=tiny_bert, tokenizer=tokenizer)
+    rows = ShardRows(shard, record["train_rows"], eval_batch_size=8)
+    before, after = rows.features(model), rows.features(model)  # as around a task: two passes, other batches
+
+    task = dataset.to_task()  # the held-out rows never reach a worker
+    keys = row_keys(task.train_inputs).view("int64").tolist()
+    order = sorted(range(len(keys)), key=lambda i: (keys[i], task.train_labels[i]))
+    in_memory = features_of(model, task.train_inputs)[order]
+    for streamed in (before, after):
+        assert streamed.labels.tolist() == [task.train_labels[i] for i in order]
+        # Rows batched with other rows are padded to other widths: equal up to float rounding.
+        torch.testing.assert_close(streamed.features, in_memory, rtol=1e-5, atol=1e-5)
