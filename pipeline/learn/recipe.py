@@ -5,7 +5,8 @@
                                         phase 2 (only l_t; noisy gate; CE + λ·mean|β_t|) → keep iff l_t > 0
 
 Plain PyTorch: under Ray Train the same functions run in every worker, with `rank`/`world_size` sharding
-the batches and `wrap` applying DDP once per phase, after the phase has set what is trainable.
+the batches (or `rows`, the worker's streamed shard) and `wrap` applying DDP once per phase, after the phase has
+set what is trainable.
 """
 
 from __future__ import annotations

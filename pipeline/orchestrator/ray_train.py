@@ -19,6 +19,7 @@ import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
+import psutil
 import ray
 import ray.train
 import ray.train.torch
@@ -102,12 +103,20 @@ def read_progress(directory: Path) -> Progress:
     return Progress(meta["phase"], meta["epochs_done"], load_file(directory / "progress.safetensors"))
 
 
+def private_mb() -> float:
+    """This process's own resident memory, without the shared pages it maps (Ray's object store, whose blocks a
+    streamed shard passes through, is a fixed, spillable budget of the node, not this worker's)."""
+    info = psutil.Process().memory_info()
+    return (info.rss - info.shared) / 1024**2
+
+
 class PassClock:
-    """A worker's training rows, timed: each training epoch's wall time, the part of it spent waiting for its first
-    batch (a streamed epoch starts by reading and shuffling), and its rows on this worker."""
+    """A worker's training rows, timed and metered: each training epoch's wall time, the part of it spent waiting
+    for its first batch (a streamed epoch starts by reading and shuffling), its rows on this worker, and the
+    worker's private memory after every pass."""
 
     def __init__(self, rows: TrainingRows):
-        self.rows, self.epochs = rows, []
+        self.rows, self.epochs, self.private_mb = rows, [], private_mb()
 
     def __len__(self) -> int:
         return len(self.rows)
@@ -119,9 +128,12 @@ class PassClock:
             count += len(labels)
             yield inputs, labels
         self.epochs.append((time.perf_counter() - started, first or 0.0, count))
+        self.private_mb = max(self.private_mb, private_mb())
 
     def features(self, model):
-        return self.rows.features(model)
+        features = self.rows.features(model)
+        self.private_mb = max(self.private_mb, private_mb())
+        return features
 
     def summary(self) -> dict:
         """Mean epoch and start times, and rows per second once an epoch's batches flow (the training loop's work
@@ -133,6 +145,7 @@ class PassClock:
             "worker_epoch_s": sum(s for s, _, _ in self.epochs) / n,
             "worker_epoch_start_s": sum(f for _, f, _ in self.epochs) / n,
             "worker_rows_per_s": rows / flowing if flowing else 0.0,
+            "worker_peak_private_mb": self.private_mb,
         }
 
 
@@ -228,7 +241,8 @@ def train_loop_per_worker(cfg: dict) -> None:
                 "logit": logit,
                 "trainable_parameters": result.trainable_parameters,
                 "train_s": result.wall_time,
-                # Linux reports kilobytes: the most this worker process ever held, parent set and backbone included.
+                # Linux reports kilobytes: the most this worker process ever held resident, parent set, backbone and
+                # the object-store pages it mapped included.
                 "worker_peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
                 **clock.summary(),
             },
@@ -306,6 +320,7 @@ def fit_with_ray_train(
 TIMINGS = ("ray_start_s", "worker_setup_s", "compute_s", "ray_finish_s", "ray_job_s")
 WORKER_MEASURES = (
     "worker_peak_rss_mb",
+    "worker_peak_private_mb",
     "worker_epoch_s",
     "worker_epoch_start_s",
     "worker_rows_per_s",
