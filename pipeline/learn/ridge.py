@@ -25,7 +25,7 @@ from dataclasses import dataclass, field
 import torch
 import torch.nn.functional as F
 
-from pipeline.learn.class_stats import drift_of_means
+from pipeline.learn.class_stats import CHUNK_ROWS, drift_of_means
 
 LAMBDAS: tuple[float, ...] = tuple(10.0 ** (e / 2) for e in range(-6, 13))
 """λ is chosen from 1e-3 … 1e6, half a decade apart."""
@@ -105,20 +105,27 @@ class RidgeHead:
         return F.relu(h @ self._projection.T)
 
     def add(self, h: torch.Tensor, labels: torch.Tensor, num_classes: int, held: torch.Tensor) -> None:
-        """Absorb rows `h` of global classes `labels`; `held` marks the rows that choose λ (see `held_out`)."""
-        phi, labels = self.features(h), labels.long().cpu()
+        """Absorb rows `h` of global classes `labels`; `held` marks the rows that choose λ (see `held_out`).
+        A chunk of rows at a time: φ is float64, twice the size of the features."""
+        labels = labels.long().cpu()
         if self.fit_rows is None:
-            self.fit_rows, self.held_rows = RidgeSums.empty(phi.shape[1]), RidgeSums.empty(phi.shape[1])
-        self.fit_rows.add(phi[~held], labels[~held], num_classes)
-        self.held_rows.add(phi[held], labels[held], num_classes)
+            dim = self.dim or h.shape[-1]
+            self.fit_rows, self.held_rows = RidgeSums.empty(dim), RidgeSums.empty(dim)
+        for i in range(0, len(h), CHUNK_ROWS):
+            phi, y, kept = (
+                self.features(h[i : i + CHUNK_ROWS]),
+                labels[i : i + CHUNK_ROWS],
+                held[i : i + CHUNK_ROWS],
+            )
+            self.fit_rows.add(phi[~kept], y[~kept], num_classes)
+            self.held_rows.add(phi[kept], y[kept], num_classes)
 
     def compensate_drift(self, before: torch.Tensor, after: torch.Tensor) -> None:
         """Move every class mean along the drift of the same rows' features `before` → `after` a task."""
         if not self.num_classes:
             return
-        before, after = self.features(before), self.features(after)
         for rows in (self.fit_rows, self.held_rows):
-            rows.move_means(drift_of_means(rows.means(), before, after))
+            rows.move_means(drift_of_means(rows.means(), before, after, self.features))
 
     def validation_error(self, lam: float) -> float:
         """Mean squared error on the held-out rows of W fitted on the other rows with this λ."""

@@ -134,6 +134,25 @@ def _encoder(backbone: str):
     return input_encoder(BackboneConfig(**json.loads(backbone)))
 
 
+def gathered(local: dict[str, torch.Tensor], device: torch.device) -> dict[str, torch.Tensor]:
+    """Every rank's rows, on every rank, gathered into one tensor each (no pickled copies). Ray Train's shards
+    are equal, so every rank sends as many rows; the tensors travel on `device` (NCCL gathers only on GPUs)."""
+    world = dist.get_world_size()
+    counts = torch.empty(world, dtype=torch.long, device=device)
+    dist.all_gather_single(counts, torch.tensor([len(local["label"])], device=device))
+    if len(set(counts.tolist())) > 1:
+        raise RuntimeError(
+            f"the ranks streamed unequal shards ({counts.tolist()} rows); Ray Train splits them equally"
+        )
+    out = {}
+    for name, tensor in local.items():
+        tensor = tensor.to(device, torch.uint8 if tensor.dtype == torch.bool else tensor.dtype).contiguous()
+        buffer = tensor.new_empty((world * len(tensor), *tensor.shape[1:]))
+        dist.all_gather_single(buffer, tensor)
+        out[name] = buffer.cpu()
+    return out
+
+
 class ShardRows:
     """This worker's shard (`ray.train.get_dataset_shard`) as the core's `TrainingRows`. Ray Train splits the
     stream into equal shards, so every rank takes the same number of batches, as DDP needs."""
@@ -182,10 +201,9 @@ class ShardRows:
         finally:
             model.train(was_training)
         local = {name: torch.cat(tensors) for name, tensors in parts.items()}
+        parts.clear()
         if dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1:
-            gathered: list[dict | None] = [None] * dist.get_world_size()
-            dist.all_gather_object(gathered, local)
-            local = {name: torch.cat([g[name] for g in gathered]) for name in local}
+            local = gathered(local, device)
         # Sorted by key, ties (the same input repeated) by label: identical inputs have identical features.
         order = torch.argsort(local["label"], stable=True)
         order = order[torch.argsort(local["key"][order], stable=True)]
