@@ -215,8 +215,10 @@ def write_report(report: dict, out: Path) -> None:
             f"**{stream}** ({small['size']} → {large['size']}: rows per task × {ratio:.1f}): worker peak RSS × "
             f"{peak(large) / peak(small):.2f}, its private memory × "
             f"{peak(large, 'worker_peak_private_mb') / peak(small, 'worker_peak_private_mb'):.2f}; rows/s per worker {speed(small):.1f} → {speed(large):.1f} "
-            f"({100 * (speed(large) / speed(small) - 1):+.0f}%); the last task's overhead {overhead(small):.1f} s → "
-            f"{overhead(large):.1f} s while the earlier tasks' training rows grow × {ratio:.1f}."
+            f"({100 * (speed(large) / speed(small) - 1):+.0f}%). Overhead grows with a task's own rows (the driver "
+            "computes the frozen encoder's features of the new drop), not with the rows before it: within a size, "
+            f"the last task, after the most rows, costs {overhead(small):.1f} s ({small['size']}) and "
+            f"{overhead(large):.1f} s ({large['size']})."
         )
         lines += [summary, ""]
     (out / "scale.md").write_text("\n".join(lines))
@@ -225,9 +227,12 @@ def write_report(report: dict, out: Path) -> None:
     for stream, runs in by_stream.items():
         runs = sorted(runs, key=lambda r: r["tasks"][0]["train_rows"])
         rows = [r["tasks"][0]["train_rows"] for r in runs]
-        axes[0].plot(
-            rows, [max(t["worker_peak_rss_mb"] for t in r["tasks"]) for r in runs], "o-", label=stream
-        )
+        for key, kind, style in (
+            ("worker_peak_rss_mb", "RSS", "o-"),
+            ("worker_peak_private_mb", "private", "s--"),
+        ):
+            peaks = [max(t[key] for t in r["tasks"]) for r in runs]
+            axes[0].plot(rows, peaks, style, label=f"{stream} {kind}")
         axes[1].plot(
             rows,
             [sum(t["worker_rows_per_s"] for t in r["tasks"]) / len(r["tasks"]) for r in runs],
