@@ -59,7 +59,7 @@ def ray_start(temp: Path, *args: str) -> None:
 
 @pytest.fixture
 def ray_cluster():
-    """A Ray cluster of its own: a head (GCS, raylet, dashboard with the Jobs API) and a second node, two CPUs each,
+    """A Ray cluster of its own: a head (GCS, raylet, dashboard with the Jobs API) and a second node, three CPUs each,
     each with its own temp directory; stopped by those directories, because `ray stop` would stop every Ray on the
     machine. Yields the dashboard's address."""
     temps = [
@@ -73,9 +73,9 @@ def ray_cluster():
             f"--port={gcs}",
             "--dashboard-host=127.0.0.1",
             f"--dashboard-port={dashboard}",
-            "--num-cpus=2",
+            "--num-cpus=3",
         )
-        ray_start(temps[1], f"--address=127.0.0.1:{gcs}", "--num-cpus=2")
+        ray_start(temps[1], f"--address=127.0.0.1:{gcs}", "--num-cpus=3")
         yield f"http://127.0.0.1:{dashboard}"
     finally:
         mine = [
@@ -132,10 +132,10 @@ def test_ray_job_submit_of_the_watcher_entry_point_trains_on_two_nodes_and_regis
         "--once",
         "--workers",
         "2",
-        # Over half a node's two CPUs each: the two workers must land on different nodes, and half a CPU stays
-        # free on each for Ray Data's tasks, which stream the task to them.
+        # Over half a node's three CPUs each: the two workers must land on different nodes, and a CPU stays free
+        # on each for Ray Data's tasks, which stream the task to them (its repartition takes a whole CPU).
         "--cpus-per-worker",
-        "1.5",
+        "2",
     ]
     for _ in range(30):  # a fresh head answers before its job agent has registered: Ray says to try again
         job = subprocess.run(
