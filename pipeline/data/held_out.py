@@ -11,13 +11,13 @@ test.parquet  the drop's own test rows; every training row trains
 
 from __future__ import annotations
 
-import hashlib
 from collections.abc import Iterable
 
 import numpy as np
 
+from pipeline.learn.task import input_hashes
+
 ROW_HASH, SEEDED, TEST_FILE = "row-hash", "seeded", "test.parquet"
-RULES = (ROW_HASH, SEEDED, TEST_FILE)
 ONE_IN = 5
 """One row in five is held out (20%, as the seeded split)."""
 PERSON = b"litelora-held"
@@ -26,18 +26,7 @@ PERSON = b"litelora-held"
 
 def row_keys(inputs: Iterable[str | bytes]) -> np.ndarray:
     """A 64-bit key per row from its input's bytes (uint64)."""
-    return np.array(
-        [
-            int.from_bytes(
-                hashlib.blake2b(
-                    x.encode("utf-8") if isinstance(x, str) else bytes(x), digest_size=8, person=PERSON
-                ).digest(),
-                "big",
-            )
-            for x in inputs
-        ],
-        dtype=np.uint64,
-    )
+    return input_hashes(inputs, PERSON)
 
 
 def is_held_out(keys: np.ndarray) -> np.ndarray:

@@ -87,6 +87,13 @@ def is_data_file(name: str) -> bool:
     return name in DATA_FILES or PARQUET_PART.match(name) is not None or NESTED_PART.match(name) is not None
 
 
+def is_training_file(name: str) -> bool:
+    """`train.parquet`, or a part `train/<name>.parquet`."""
+    return name == "train.parquet" or (
+        (part := PARQUET_PART.match(name)) is not None and part.group(1) == "train"
+    )
+
+
 def split_parts(files: dict[str, bytes], split: str) -> list[tuple[str, bytes]]:
     """The files of `split` ("train" or "test"): its one parquet file, or its parts in content-hash order."""
     nested = sorted(n for n in files if NESTED_PART.match(n) and n.startswith(f"{split}/"))
@@ -451,15 +458,17 @@ class TaskDataset:
         mask[order[: max(1, int(n * HELD_OUT_FRACTION))]] = True
         return mask
 
-    def held_out_rows(self, seed: int = HELD_OUT_SEED) -> pa.Table:
-        """The rows every version scores the task on: the test rows, or the held-out training rows."""
-        return self.test if self.test is not None else self.train.filter(self.held_out_mask(seed))
+    def split(self, seed: int = HELD_OUT_SEED) -> tuple[pa.Table, pa.Table]:
+        """(the rows that train, the rows every version scores the task on: its test rows, or those held out)."""
+        if self.test is not None:
+            return self.train, self.test
+        mask = self.held_out_mask(seed)
+        return self.train.filter(~mask), self.train.filter(mask)
 
     def to_task(self, seed: int = HELD_OUT_SEED) -> Task:
         """The core's view: class names sorted, the held-out rows of `split_rule`."""
         column = self.input_column  # texts, or encoded images as bytes: what the backbone's `encode` reads
-        rule, mask = self.split_rule, self.held_out_mask(seed)
-        train, held = self.train.filter(~mask), self.held_out_rows(seed)
+        rule, (train, held) = self.split_rule, self.split(seed)
         train_x, train_y = train[column].to_pylist(), [str(y) for y in train["label"].to_pylist()]
         test_x, test_y = held[column].to_pylist(), [str(y) for y in held["label"].to_pylist()]
         # Every class of the drop, so a worker that streams its shard knows them without reading the others (a

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import functools
 import importlib
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Literal, Protocol
 
@@ -150,13 +150,20 @@ def autocast(device: torch.device):
     return torch.autocast(device_type=device.type, dtype=torch.bfloat16, enabled=device.type == "cuda")
 
 
-@torch.no_grad()
 def embed(encoder, inputs: list, batch_size: int, device: torch.device) -> torch.Tensor:
     """Pooled features of `inputs` from anything with `encode` and `features` (a backbone, a continual model),
     in batches, on CPU in float32."""
+    chunks = (
+        encoder.encode(inputs[start : start + batch_size]) for start in range(0, len(inputs), batch_size)
+    )
+    return embed_batches(encoder, chunks, device)
+
+
+@torch.no_grad()
+def embed_batches(encoder, batches: Iterable[dict[str, torch.Tensor]], device: torch.device) -> torch.Tensor:
+    """Pooled features of already encoded batches, on CPU in float32."""
     out = []
-    for start in range(0, len(inputs), batch_size):
-        batch = encoder.encode(inputs[start : start + batch_size])
+    for batch in batches:
         with autocast(device):
             feats = encoder.features(**{name: tensor.to(device) for name, tensor in batch.items()})
         out.append(feats.float().cpu())

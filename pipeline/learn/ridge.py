@@ -19,13 +19,14 @@ has the measurements behind these choices.
 
 from __future__ import annotations
 
-import hashlib
 from dataclasses import dataclass, field
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 
 from pipeline.learn.class_stats import CHUNK_ROWS, drift_of_means
+from pipeline.learn.task import input_hashes
 
 LAMBDAS: tuple[float, ...] = tuple(10.0 ** (e / 2) for e in range(-6, 13))
 """λ is chosen from 1e-3 … 1e6, half a decade apart."""
@@ -35,12 +36,7 @@ HELD_OUT_ONE_IN = 5
 
 def held_out(inputs: list) -> torch.Tensor:
     """Which rows choose λ: decided by each row's own bytes, so the same rows on every rank, in any order."""
-
-    def pick(x) -> bool:
-        data = x.encode("utf-8") if isinstance(x, str) else bytes(x)
-        return int.from_bytes(hashlib.blake2b(data, digest_size=8).digest(), "big") % HELD_OUT_ONE_IN == 0
-
-    return torch.tensor([pick(x) for x in inputs], dtype=torch.bool)
+    return torch.from_numpy(input_hashes(inputs) % np.uint64(HELD_OUT_ONE_IN) == 0)
 
 
 @dataclass

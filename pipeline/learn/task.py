@@ -2,9 +2,30 @@
 
 from __future__ import annotations
 
+import hashlib
 import random
 from collections import defaultdict
+from collections.abc import Iterable
 from dataclasses import dataclass, field, replace
+
+import numpy as np
+
+
+def input_hashes(inputs: Iterable[str | bytes], person: bytes = b"") -> np.ndarray:
+    """A 64-bit BLAKE2b hash of each input's bytes (uint64), keyed by `person`: choices made by a row's own content
+    are the same on every rank and in any order."""
+    return np.array(
+        [
+            int.from_bytes(
+                hashlib.blake2b(
+                    x.encode("utf-8") if isinstance(x, str) else bytes(x), digest_size=8, person=person
+                ).digest(),
+                "big",
+            )
+            for x in inputs
+        ],
+        dtype=np.uint64,
+    )
 
 
 @dataclass

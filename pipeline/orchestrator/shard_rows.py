@@ -26,7 +26,9 @@ import torch.distributed as dist
 from pyarrow import fs as pafs
 
 from pipeline.data.held_out import ROW_HASH, TEST_FILE, is_held_out, row_keys
-from pipeline.learn.backbone import BackboneConfig, autocast, input_encoder
+from pipeline.data.task_dataset import is_training_file
+from pipeline.learn.backbone import BackboneConfig, input_encoder
+from pipeline.learn.head_options import features_of_batches
 from pipeline.learn.ridge import held_out
 from pipeline.learn.training_rows import Batch, RowFeatures, trim_padding
 from pipeline.registry.bucket import arrow_filesystem
@@ -60,8 +62,7 @@ def training_dataset(
     paths = sorted(
         info.path
         for info in filesystem.get_file_info(pafs.FileSelector(root, recursive=True))
-        if info.type == pafs.FileType.File
-        and (info.path == f"{root}/train.parquet" or info.path.startswith(f"{root}/train/"))
+        if info.type == pafs.FileType.File and is_training_file(info.path[len(root) + 1 :])
     )
     groups = [
         {"path": path, "row_group": group}
@@ -134,6 +135,11 @@ def _encoder(backbone: str):
     return input_encoder(BackboneConfig(**json.loads(backbone)))
 
 
+def _inputs(batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """What the backbone reads of a streamed batch, padding cut to its longest row."""
+    return trim_padding({k: v for k, v in batch.items() if k not in ROW_COLUMNS})
+
+
 def gathered(local: dict[str, torch.Tensor], device: torch.device) -> dict[str, torch.Tensor]:
     """Every rank's rows, on every rank, gathered into one tensor each (no pickled copies). Ray Train's shards
     are equal, so every rank sends as many rows; the tensors travel on `device` (NCCL gathers only on GPUs)."""
@@ -177,33 +183,23 @@ class ShardRows:
     ) -> Iterator[Batch]:
         # `batch_size` is the global batch: each rank takes its share, as with in-memory rows.
         for batch in self._batches(math.ceil(batch_size / world_size), seed):
-            labels = batch["label"]
-            inputs = trim_padding({k: v for k, v in batch.items() if k not in ROW_COLUMNS})
-            yield {k: v.to(device) for k, v in inputs.items()}, labels.to(device)
+            yield {k: v.to(device) for k, v in _inputs(batch).items()}, batch["label"].to(device)
 
-    @torch.no_grad()
     def features(self, model) -> RowFeatures:
         """Every shard's rows, gathered on every rank and put in the order of their keys, so two passes (before
         and after a task) line up row by row whichever rows each shard received."""
-        device = next(model.parameters()).device
-        was_training = model.training
-        model.eval()
-        parts: dict[str, list[torch.Tensor]] = {"features": [], "label": [], "ridge_held": [], "key": []}
-        try:
+        parts: dict[str, list[torch.Tensor]] = {name: [] for name in ROW_COLUMNS}
+
+        def inputs() -> Iterator[dict[str, torch.Tensor]]:
             for batch in self._batches(self.eval_batch_size, None):
-                inputs = trim_padding({k: v for k, v in batch.items() if k not in ROW_COLUMNS})
-                with autocast(device):
-                    parts["features"].append(
-                        model.features(**{k: v.to(device) for k, v in inputs.items()}).float().cpu()
-                    )
                 for name in ROW_COLUMNS:
                     parts[name].append(batch[name])
-        finally:
-            model.train(was_training)
-        local = {name: torch.cat(tensors) for name, tensors in parts.items()}
-        parts.clear()
+                yield _inputs(batch)
+
+        features = features_of_batches(model, inputs())
+        local = {name: torch.cat(tensors) for name, tensors in parts.items()} | {"features": features}
         if dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1:
-            local = gathered(local, device)
+            local = gathered(local, model.gate.alpha.device)
         # Sorted by key, ties (the same input repeated) by label: identical inputs have identical features.
         order = torch.argsort(local["label"], stable=True)
         order = order[torch.argsort(local["key"][order], stable=True)]

@@ -14,6 +14,7 @@ import hashlib
 import io
 import json
 import tempfile
+from dataclasses import replace
 from pathlib import Path
 
 import pyarrow.parquet as pq
@@ -163,10 +164,7 @@ class DatasetStore:
         """The task with its held-out rows only (no training rows): what scoring it after a later task needs."""
         record = self._record(dataset_id)
         if record is None:  # stored before held-out rows were kept apart: cut them from the drop
-            full = self.get(dataset_id, name).to_task()
-            return Task(
-                full.name, full.classes, [], [], full.test_inputs, full.test_labels, dataset_id, full.meta
-            )
+            return replace(self.get(dataset_id, name).to_task(), train_inputs=[], train_labels=[])
         table = pq.read_table(io.BytesIO(self.bucket.get(f"datasets/{dataset_id}/{HELD_OUT_ROWS}")))
         index = {c: i for i, c in enumerate(record["classes"])}
         return Task(
@@ -184,7 +182,7 @@ class DatasetStore:
 def held_out_files(dataset: TaskDataset) -> dict[str, bytes]:
     """held_out.parquet (label and input of the rows every version scores the task on) and held_out.json (the
     rule that chose them, the classes, the row counts)."""
-    rows = dataset.held_out_rows()
+    train, rows = dataset.split()
     buffer = io.BytesIO()
     pq.write_table(rows.select(["label", dataset.input_column]), buffer)
     record = {
@@ -192,7 +190,7 @@ def held_out_files(dataset: TaskDataset) -> dict[str, bytes]:
         "classes": dataset.classes(),
         "input_column": dataset.input_column,
         "held_out_rows": rows.num_rows,
-        "train_rows": dataset.train.num_rows - int(dataset.held_out_mask().sum()),
+        "train_rows": train.num_rows,
     }
     return {HELD_OUT_ROWS: buffer.getvalue(), HELD_OUT_RECORD: json.dumps(record, sort_keys=True).encode()}
 
