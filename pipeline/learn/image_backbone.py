@@ -1,5 +1,8 @@
-"""Images as the learning core reads them: PNG/JPEG bytes (the task dataset's `image` column) → resized,
-ImageNet-normalised tensors → EfficientNet-Lite0 pooled features."""
+"""Images as the learning core reads them: PNG/JPEG bytes (the task dataset's `image` column) → resized 8-bit
+pixels → ImageNet-normalised on the model's device → EfficientNet-Lite0 pooled features.
+
+Pixels travel as bytes and become floats only where the network runs: a batch moves a quarter of the bytes
+through Ray's object store and onto a GPU."""
 
 from __future__ import annotations
 
@@ -23,21 +26,26 @@ def load_image_network(config) -> EfficientNetLite0:
 
 
 def decode_images(images: list[bytes], size: int) -> torch.Tensor:
-    """[N, 3, size, size] float pixels in [0, 1]; grey images get three equal channels."""
+    """[N, 3, size, size] uint8 pixels; grey images get three equal channels."""
     from PIL import Image  # only image streams need Pillow
 
     pixels = [
         np.asarray(Image.open(io.BytesIO(data)).convert("RGB").resize((size, size), Image.BILINEAR))
         for data in images
     ]
-    return torch.from_numpy(np.stack(pixels)).permute(0, 3, 1, 2).float().div_(255.0)
+    return torch.from_numpy(np.stack(pixels)).permute(0, 3, 1, 2).contiguous()
 
 
 def encode_images(images: list[bytes], size: int) -> dict[str, torch.Tensor]:
-    """Encoded images → the normalised pixels the network reads."""
-    pixels = decode_images(images, size)
-    mean, std = torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1), torch.tensor(IMAGENET_STD).view(1, 3, 1, 1)
-    return {"pixel_values": (pixels - mean) / std}
+    """Encoded images → the pixels the backbone reads (`ImageBackbone.features`)."""
+    return {"pixels": decode_images(images, size)}
+
+
+def normalised(pixels: torch.Tensor) -> torch.Tensor:
+    """uint8 pixels → the ImageNet-normalised floats the network reads, on the pixels' device."""
+    mean = torch.tensor(IMAGENET_MEAN, device=pixels.device).view(1, 3, 1, 1)
+    std = torch.tensor(IMAGENET_STD, device=pixels.device).view(1, 3, 1, 1)
+    return (pixels.float().div_(255.0) - mean) / std
 
 
 @dataclass
@@ -56,5 +64,5 @@ class ImageBackbone:
     def encode(self, images: list[bytes]) -> dict[str, torch.Tensor]:
         return encode_images(images, self.image_size)
 
-    def features(self, pixel_values: torch.Tensor) -> torch.Tensor:
-        return self.network.pooled(pixel_values)
+    def features(self, pixels: torch.Tensor) -> torch.Tensor:
+        return self.network.pooled(normalised(pixels))

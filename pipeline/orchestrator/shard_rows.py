@@ -36,7 +36,7 @@ from pipeline.settings import Connection
 
 STREAMED_RULES = (ROW_HASH, TEST_FILE)
 BLOCK_ROWS = 256
-"""Rows per encoded block (64-pixel images: 12.5 MB)."""
+"""Rows per encoded block (64-pixel images as bytes: 3 MB)."""
 SHUFFLE_BUFFER_ROWS = 1024
 """Rows each worker reshuffles every epoch on top of the dataset's seeded shuffle: a fixed few megabytes."""
 DATA_TASK_CPUS = 0.25

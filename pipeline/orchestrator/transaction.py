@@ -194,20 +194,24 @@ def earlier_tasks(registry: Registry, model: AnyModel) -> list[Task]:
     return tasks
 
 
-def score(registry: Registry, model: AnyModel, tasks: list[Task], parent: Parent) -> Scored:
+def score(
+    registry: Registry, model: AnyModel, tasks: list[Task], parent: Parent, timings: dict | None = None
+) -> Scored:
     """Evaluate every task so far; the same head on the bare backbone's (cached) features gives the reference.
-    A Share set is scored task-incrementally (its predictions name the task), and so is its reference."""
+    A Share set is scored task-incrementally (its predictions name the task), and so is its reference.
+    `timings` gets `frozen_reference_s`: fitting that head on the new task's rows, the part that grows with them."""
     scores = evaluate(model, tasks)
     selected = isinstance(model, TaskSelectedModel)
     # Share's heads are per-task linear heads, whatever head option its configuration carries.
     same_head = replace(model.config, head="linear") if selected else model.config
-    frozen = frozen_reference(
-        same_head,
-        tasks,
-        FeatureCache(model.config.backbone, registry.cache_dir / "features"),
-        stages=registry.cache_dir / "frozen-stages",
-        rows=lambda task: registry.datasets.get(task.dataset_id, task.name).to_task(),
-    )
+    with stopwatch({} if timings is None else timings, "frozen_reference_s"):
+        frozen = frozen_reference(
+            same_head,
+            tasks,
+            FeatureCache(model.config.backbone, registry.cache_dir / "features"),
+            stages=registry.cache_dir / "frozen-stages",
+            rows=lambda task: registry.datasets.get(task.dataset_id, task.name).to_task(),
+        )
     reference, frozen_classes = (frozen.til, frozen.til_classes) if selected else (frozen.cil, frozen.classes)
     metrics = parent.metrics or {"correct": [], "counts": []}
     matrix = AccuracyMatrix([list(row) for row in metrics["correct"]], list(metrics["counts"]))
@@ -354,7 +358,7 @@ def train_on_current(
         model = fitted.model
         timings |= fitted.timings
         with stopwatch(timings, "evaluate_s"):
-            scored = score(registry, model, [*earlier, task], parent)
+            scored = score(registry, model, [*earlier, task], parent, timings)
             rejected = guard_reason(parent.metrics, scored.scores, max_accuracy_drop)
         with stopwatch(timings, "register_s"):
             manifest, set_id, set_uri = publish_set(

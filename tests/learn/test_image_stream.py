@@ -96,7 +96,7 @@ def test_peft_loads_an_image_sets_export_onto_the_unmodified_network_and_gives_i
     from peft import PeftModel
     from safetensors.torch import load_file
 
-    from pipeline.learn.image_backbone import ImageBackbone
+    from pipeline.learn.image_backbone import ImageBackbone, normalised
     from pipeline.learn.peft_export import export_peft
     from pipeline.learn.recipe import train_task
 
@@ -112,7 +112,7 @@ def test_peft_loads_an_image_sets_export_onto_the_unmodified_network_and_gives_i
     assert isinstance(plain.get_submodule(first.removesuffix(".linear")), torch.nn.Conv2d)
     peft_model = PeftModel.from_pretrained(plain, tmp_path / "combined").eval()
     images = tasks[0].test_inputs[:8]
-    pixels = ImageBackbone(copy.deepcopy(network), IMAGE.image_size).encode(images)["pixel_values"]
+    pixels = normalised(ImageBackbone(copy.deepcopy(network), IMAGE.image_size).encode(images)["pixels"])
     heads = load_file(tmp_path / "heads.safetensors")
     with torch.no_grad():
         features = peft_model.base_model.model.pooled(pixels)
@@ -127,7 +127,7 @@ def test_peft_loads_each_task_of_an_image_share_set_onto_the_unmodified_network(
     from peft import PeftModel
     from safetensors.torch import load_file
 
-    from pipeline.learn.image_backbone import ImageBackbone
+    from pipeline.learn.image_backbone import ImageBackbone, normalised
     from pipeline.learn.peft_export import export_peft
     from pipeline.learn.task_selected import TaskSelectedModel, train_selected_task
 
@@ -138,9 +138,9 @@ def test_peft_loads_each_task_of_an_image_share_set_onto_the_unmodified_network(
     for j, (task, entry) in enumerate(zip(tasks, labels["tasks"], strict=True)):
         plain = copy.deepcopy(network).eval()  # 1×1 convolutions as the package ships them
         peft_model = PeftModel.from_pretrained(plain, tmp_path / entry["adapter"]).eval()
-        pixels = ImageBackbone(copy.deepcopy(network), IMAGE.image_size).encode(task.test_inputs)[
-            "pixel_values"
-        ]
+        pixels = normalised(
+            ImageBackbone(copy.deepcopy(network), IMAGE.image_size).encode(task.test_inputs)["pixels"]
+        )
         head = load_file(tmp_path / entry["head"])
         with torch.no_grad():
             logits = peft_model.base_model.model.pooled(pixels) @ head["weight"].T + head["bias"]
