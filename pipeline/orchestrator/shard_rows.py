@@ -196,8 +196,8 @@ class ShardRows:
                     parts[name].append(batch[name])
                 yield _inputs(batch)
 
-        features = features_of_batches(model, inputs())
-        local = {name: torch.cat(tensors) for name, tensors in parts.items()} | {"features": features}
+        local = {"features": features_of_batches(model, inputs())}
+        local |= {name: torch.cat(tensors) for name, tensors in parts.items()}
         if dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1:
             local = gathered(local, model.gate.alpha.device)
         # Sorted by key, ties (the same input repeated) by label: identical inputs have identical features.
