@@ -113,26 +113,46 @@ def private_mb() -> float:
 class PassClock:
     """A worker's training rows, timed and metered: each training epoch's wall time, the part of it spent waiting
     for its first batch (a streamed epoch starts by reading and shuffling), its rows on this worker, and the
-    worker's private memory after every pass."""
+    worker's private memory through every pass (sampled every `SAMPLE_BATCHES` batches and at its end)."""
+
+    SAMPLE_BATCHES = 32
 
     def __init__(self, rows: TrainingRows):
         self.rows, self.epochs, self.private_mb = rows, [], private_mb()
+        self.passes: list[dict] = []
+        """Per pass: its kind, and the worker's private memory (MB) at its start, highest and at its end."""
 
     def __len__(self) -> int:
         return len(self.rows)
 
+    def _metered(self, kind: str) -> dict:
+        now = private_mb()
+        self.passes.append({"pass": kind, "start_mb": now, "peak_mb": now, "end_mb": now})
+        return self.passes[-1]
+
+    def _sample(self, metered: dict) -> None:
+        now = private_mb()
+        metered["peak_mb"], metered["end_mb"] = max(metered["peak_mb"], now), now
+        self.private_mb = max(self.private_mb, now)
+
     def iterate(self, batch_size, seed, device, rank=0, world_size=1):
         started, first, count = time.perf_counter(), None, 0
-        for inputs, labels in self.rows.iterate(batch_size, seed, device, rank, world_size):
+        metered = self._metered("train")
+        for step, (inputs, labels) in enumerate(
+            self.rows.iterate(batch_size, seed, device, rank, world_size)
+        ):
             first = time.perf_counter() - started if first is None else first
             count += len(labels)
+            if step % self.SAMPLE_BATCHES == 0:
+                self._sample(metered)
             yield inputs, labels
         self.epochs.append((time.perf_counter() - started, first or 0.0, count))
-        self.private_mb = max(self.private_mb, private_mb())
+        self._sample(metered)
 
     def features(self, model):
+        metered = self._metered("features")
         features = self.rows.features(model)
-        self.private_mb = max(self.private_mb, private_mb())
+        self._sample(metered)
         return features
 
     def summary(self) -> dict:
@@ -146,6 +166,7 @@ class PassClock:
             "worker_epoch_start_s": sum(f for _, f, _ in self.epochs) / n,
             "worker_rows_per_s": rows / flowing if flowing else 0.0,
             "worker_peak_private_mb": self.private_mb,
+            "worker_passes": self.passes,
         }
 
 
@@ -325,6 +346,7 @@ WORKER_MEASURES = (
     "worker_epoch_start_s",
     "worker_rows_per_s",
     "worker_epochs",
+    "worker_passes",
 )
 """What rank 0 measured of itself (the ranks do the same work): reported beside the timings."""
 

@@ -146,3 +146,18 @@ def test_peft_loads_each_task_of_an_image_share_set_onto_the_unmodified_network(
             logits = peft_model.base_model.model.pooled(pixels) @ head["weight"].T + head["bias"]
         # The export multiplies basis and coefficients out once; the layer does it per forward: rounding only.
         torch.testing.assert_close(logits, model.task_logits(task.test_inputs, j), rtol=1e-4, atol=1e-4)
+
+
+def test_images_are_encoded_as_bytes_and_normalised_where_the_network_runs(tasks):
+    from pipeline.learn.image_backbone import IMAGENET_MEAN, IMAGENET_STD, encode_images, normalised
+
+    images = tasks[0].train_inputs[:4]
+    encoded = encode_images(images, IMAGE.image_size)
+    pixels = encoded["pixels"]
+    assert set(encoded) == {"pixels"} and pixels.dtype == torch.uint8
+    assert pixels.shape == (4, 3, IMAGE.image_size, IMAGE.image_size)
+    # What a streamed block carries is a quarter of float pixels; the network still reads ImageNet-normalised
+    # floats in [0, 1] space.
+    mean, std = torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1), torch.tensor(IMAGENET_STD).view(1, 3, 1, 1)
+    expected = (pixels.double() / 255 - mean.double()) / std.double()
+    torch.testing.assert_close(normalised(pixels), expected.float(), rtol=1e-6, atol=1e-6)
