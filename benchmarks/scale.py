@@ -7,8 +7,9 @@ Real data: the full Split-FashionMNIST training set (Debian's dataset-fashion-mn
 tier (Debian's wordnet-base). "all" is every training row of each task; 1× is a class-stratified tenth, 4× four
 tenths. Every size scores on the same 400 test rows per task, so what changes between sizes is the training rows
 alone. After the `--tasks` tasks at a size comes one more task of the stream at 1× whatever the size (the probe):
-the same new drop after 10× more earlier rows, which is what "overhead must not grow with history" is about. Each (stream, size) runs in its own process, so the driver's peak RSS is its own. Training is one epoch per
-phase: this measures cost, not accuracy. Writes `<out>/scale.{md,json,png}`.
+the same new drop after 10× more earlier rows, which is what "overhead must not grow with history" is about. Each
+(stream, size) runs in its own process, so the driver's peak RSS is its own. Training is one epoch per phase:
+this measures cost, not accuracy. Writes `<out>/scale.{md,json,png}`.
 """
 
 from __future__ import annotations
@@ -261,7 +262,7 @@ def write_report(report: dict, out: Path) -> None:
                 "o-",
                 label=f"{stream} {r['size']}",
             )
-        probes = [probe(r) for r in runs if probe(r)]
+        probes = [p for p in map(probe, runs) if p]
         axes[2].plot(
             [p["earlier_train_rows"] for p in probes],
             [p["overhead_s"] for p in probes],

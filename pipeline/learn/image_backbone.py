@@ -6,6 +6,7 @@ through Ray's object store and onto a GPU."""
 
 from __future__ import annotations
 
+import functools
 import io
 from dataclasses import dataclass
 
@@ -43,9 +44,17 @@ def encode_images(images: list[bytes], size: int) -> dict[str, torch.Tensor]:
 
 def normalised(pixels: torch.Tensor) -> torch.Tensor:
     """uint8 pixels → the ImageNet-normalised floats the network reads, on the pixels' device."""
-    mean = torch.tensor(IMAGENET_MEAN, device=pixels.device).view(1, 3, 1, 1)
-    std = torch.tensor(IMAGENET_STD, device=pixels.device).view(1, 3, 1, 1)
+    mean, std = _mean_std(pixels.device)
     return (pixels.float().div_(255.0) - mean) / std
+
+
+@functools.lru_cache(maxsize=8)
+def _mean_std(device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+    """Made once a device: a copy onto a GPU every step would wait for it."""
+    return (
+        torch.tensor(IMAGENET_MEAN, device=device).view(1, 3, 1, 1),
+        torch.tensor(IMAGENET_STD, device=device).view(1, 3, 1, 1),
+    )
 
 
 @dataclass

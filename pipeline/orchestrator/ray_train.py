@@ -118,9 +118,10 @@ class PassClock:
     SAMPLE_BATCHES = 32
 
     def __init__(self, rows: TrainingRows):
-        self.rows, self.epochs, self.private_mb = rows, [], private_mb()
+        self.rows, self.start_mb = rows, private_mb()
         self.passes: list[dict] = []
-        """Per pass: its kind, and the worker's private memory (MB) at its start, highest and at its end."""
+        """Per pass: its kind, the worker's private memory (MB) at its start, highest and at its end, and for a
+        training epoch its seconds, wait for the first batch and rows."""
 
     def __len__(self) -> int:
         return len(self.rows)
@@ -130,10 +131,10 @@ class PassClock:
         self.passes.append({"pass": kind, "start_mb": now, "peak_mb": now, "end_mb": now})
         return self.passes[-1]
 
-    def _sample(self, metered: dict) -> None:
+    @staticmethod
+    def _sample(metered: dict) -> None:
         now = private_mb()
         metered["peak_mb"], metered["end_mb"] = max(metered["peak_mb"], now), now
-        self.private_mb = max(self.private_mb, now)
 
     def iterate(self, batch_size, seed, device, rank=0, world_size=1):
         started, first, count = time.perf_counter(), None, 0
@@ -146,7 +147,7 @@ class PassClock:
             if step % self.SAMPLE_BATCHES == 0:
                 self._sample(metered)
             yield inputs, labels
-        self.epochs.append((time.perf_counter() - started, first or 0.0, count))
+        metered |= {"seconds": time.perf_counter() - started, "first_batch_s": first or 0.0, "rows": count}
         self._sample(metered)
 
     def features(self, model):
@@ -158,14 +159,15 @@ class PassClock:
     def summary(self) -> dict:
         """Mean epoch and start times, and rows per second once an epoch's batches flow (the training loop's work
         on them included)."""
-        n = max(len(self.epochs), 1)
-        flowing, rows = sum(s - f for s, f, _ in self.epochs), sum(c for *_, c in self.epochs)
+        epochs = [p for p in self.passes if p["pass"] == "train"]
+        n = max(len(epochs), 1)
+        flowing = sum(e["seconds"] - e["first_batch_s"] for e in epochs)
         return {
-            "worker_epochs": len(self.epochs),
-            "worker_epoch_s": sum(s for s, _, _ in self.epochs) / n,
-            "worker_epoch_start_s": sum(f for _, f, _ in self.epochs) / n,
-            "worker_rows_per_s": rows / flowing if flowing else 0.0,
-            "worker_peak_private_mb": self.private_mb,
+            "worker_epochs": len(epochs),
+            "worker_epoch_s": sum(e["seconds"] for e in epochs) / n,
+            "worker_epoch_start_s": sum(e["first_batch_s"] for e in epochs) / n,
+            "worker_rows_per_s": sum(e["rows"] for e in epochs) / flowing if flowing else 0.0,
+            "worker_peak_private_mb": max([self.start_mb, *(p["peak_mb"] for p in self.passes)]),
             "worker_passes": self.passes,
         }
 
