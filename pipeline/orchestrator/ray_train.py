@@ -19,7 +19,6 @@ import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
-import psutil
 import ray
 import ray.train
 import ray.train.torch
@@ -36,6 +35,7 @@ from pipeline.learn.task import Task
 from pipeline.learn.task_selected import TaskSelectedModel, train_selected_task
 from pipeline.learn.training_rows import TaskRows, TrainingRows
 from pipeline.orchestrator.shard_rows import ShardRows, streams, training_dataset
+from pipeline.orchestrator.worker_memory import map_large_blocks, private_mb
 from pipeline.registry.bucket import Bucket, arrow_filesystem
 from pipeline.registry.store import AdapterSetStore, held_out_record, read_dataset
 from pipeline.settings import Connection
@@ -101,13 +101,6 @@ def write_progress(progress: Progress, directory: Path) -> None:
 def read_progress(directory: Path) -> Progress:
     meta = json.loads((directory / "progress.json").read_text())
     return Progress(meta["phase"], meta["epochs_done"], load_file(directory / "progress.safetensors"))
-
-
-def private_mb() -> float:
-    """This process's own resident memory, without the shared pages it maps (Ray's object store, whose blocks a
-    streamed shard passes through, is a fixed, spillable budget of the node, not this worker's)."""
-    info = psutil.Process().memory_info()
-    return (info.rss - info.shared) / 1024**2
 
 
 class PassClock:
@@ -179,6 +172,7 @@ def train_loop_per_worker(cfg: dict) -> None:
     (a seeded split) every rank reads the whole, small task and trains its share of each epoch's seeded
     permutation, like a `DistributedSampler`."""
     started = time.time()
+    map_large_blocks()
     context = ray.train.get_context()
     rank, world = context.get_world_rank(), context.get_world_size()
     resume = None
