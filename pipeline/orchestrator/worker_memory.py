@@ -16,8 +16,9 @@ def map_large_blocks() -> None:
 
     glibc raises its mmap threshold each time it frees such a block, after which large activations come from the
     heap, which fragments and does not shrink: one text features pass over a worker's 10,880 rows took it from 444
-    to 791 MB private, and in one process each further pass over 10,880 rows added ~90 MB (over 5,440 rows 17 MB; with
-    the threshold fixed at 4 MB, nothing). Smaller tensors stay on the heap: a 1 MB threshold made a MiniLM training step 30% slower, 4 MB 5%.
+    to 791 MB private, and in one process each further pass over those rows added ~90 MB (over 5,440 rows, 17 MB;
+    with the threshold fixed at 4 MB, nothing). Smaller tensors stay on the heap: a 1 MB threshold made a MiniLM
+    training step 30% slower, 4 MB 5%.
     Nothing happens off glibc."""
     try:
         ctypes.CDLL("libc.so.6").mallopt(M_MMAP_THRESHOLD, LARGE_BLOCK_BYTES)

@@ -1,12 +1,13 @@
 """A Train worker gives large blocks back to the system when it frees them, so its heap cannot keep what a pass
 of large activations once needed."""
 
+import platform
 import subprocess
 import sys
 
 import pytest
 
-pytestmark = pytest.mark.skipif(sys.platform != "linux", reason="glibc's allocator")
+pytestmark = pytest.mark.skipif(platform.libc_ver()[0] != "glibc", reason="glibc's allocator")
 
 # A fresh process: glibc's threshold depends on everything the process allocated before. Freeing a 16 MB block
 # raises the default threshold to 16 MB, so a later 8 MB block comes from the heap and stays resident.
