@@ -35,7 +35,7 @@ from pipeline.learn.task import Task
 from pipeline.learn.task_selected import TaskSelectedModel, train_selected_task
 from pipeline.learn.training_rows import TaskRows, TrainingRows
 from pipeline.orchestrator.shard_rows import ShardRows, streams, training_dataset
-from pipeline.orchestrator.worker_memory import map_large_blocks, private_mb
+from pipeline.orchestrator.worker_memory import large_blocks_mapped, private_mb
 from pipeline.registry.bucket import Bucket, arrow_filesystem
 from pipeline.registry.store import AdapterSetStore, held_out_record, read_dataset
 from pipeline.settings import Connection
@@ -145,7 +145,8 @@ class PassClock:
 
     def features(self, model):
         metered = self._metered("features")
-        features = self.rows.features(model)
+        with large_blocks_mapped():
+            features = self.rows.features(model)
         self._sample(metered)
         return features
 
@@ -172,7 +173,6 @@ def train_loop_per_worker(cfg: dict) -> None:
     (a seeded split) every rank reads the whole, small task and trains its share of each epoch's seeded
     permutation, like a `DistributedSampler`."""
     started = time.time()
-    map_large_blocks()
     context = ray.train.get_context()
     rank, world = context.get_world_rank(), context.get_world_size()
     resume = None

@@ -2,28 +2,41 @@
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
+from collections.abc import Iterator
 
 import psutil
 
-LARGE_BLOCK_BYTES = 4 * 1024**2
 M_MMAP_THRESHOLD = -3
 """glibc's `mallopt` parameter (malloc.h)."""
+LARGE_BLOCK_BYTES = 4 * 1024**2
+HEAP_BLOCK_BYTES = 32 * 1024**2
+"""The highest threshold glibc raises itself to on 64-bit systems: where a training loop's settles."""
 
 
-def map_large_blocks() -> None:
-    """Give every allocation of `LARGE_BLOCK_BYTES` or more its own mapping, returned to the system when freed.
-
-    glibc raises its mmap threshold each time it frees such a block, after which large activations come from the
-    heap, which fragments and does not shrink: one text features pass over a worker's 10,880 rows took it from 444
-    to 791 MB private, and in one process each further pass over those rows added ~90 MB (over 5,440 rows, 17 MB;
-    with the threshold fixed at 4 MB, nothing). Smaller tensors stay on the heap: a 1 MB threshold made a MiniLM
-    training step 30% slower, 4 MB 5%.
-    Nothing happens off glibc."""
+def _mmap_threshold(size: int) -> None:
     try:
-        ctypes.CDLL("libc.so.6").mallopt(M_MMAP_THRESHOLD, LARGE_BLOCK_BYTES)
-    except (OSError, AttributeError):
+        ctypes.CDLL("libc.so.6").mallopt(M_MMAP_THRESHOLD, size)
+    except (OSError, AttributeError):  # not glibc: nothing to set
         pass
+
+
+@contextlib.contextmanager
+def large_blocks_mapped() -> Iterator[None]:
+    """Within it, every allocation of `LARGE_BLOCK_BYTES` or more gets its own mapping, returned to the system when
+    freed; after it, blocks up to `HEAP_BLOCK_BYTES` come from the heap, as glibc would settle on by itself.
+
+    For a features pass: its batches are large, and glibc raises its mmap threshold each time it frees such a
+    block, after which they come from the heap, which fragments and does not shrink. One text features pass over a
+    worker's 10,880 rows took it from 444 to 791 MB private; in one process each further pass over those rows added
+    ~90 MB (over 5,440 rows, 17 MB; with a 4 MB threshold, nothing). Not for training: there the fresh pages of
+    mapped blocks cost a CPU worker 16% of its rows per second."""
+    _mmap_threshold(LARGE_BLOCK_BYTES)
+    try:
+        yield
+    finally:
+        _mmap_threshold(HEAP_BLOCK_BYTES)
 
 
 def private_mb() -> float:

@@ -1,5 +1,5 @@
-"""A Train worker gives large blocks back to the system when it frees them, so its heap cannot keep what a pass
-of large activations once needed."""
+"""A Train worker's features pass gives large blocks back to the system when it frees them, so its heap cannot
+keep what a pass of large activations once needed."""
 
 import platform
 import subprocess
@@ -13,13 +13,13 @@ pytestmark = pytest.mark.skipif(platform.libc_ver()[0] != "glibc", reason="glibc
 # raises the default threshold to 16 MB, so a later 8 MB block comes from the heap and stays resident.
 KEPT_AFTER_FREE = """
 import sys, torch
-from pipeline.orchestrator.worker_memory import map_large_blocks, private_mb
-if sys.argv[1] == "mapped":
-    map_large_blocks()
-block = torch.ones(4 * 2**20); del block
-before = private_mb()
-block = torch.ones(2 * 2**20); del block
-print(private_mb() - before)
+import contextlib
+from pipeline.orchestrator.worker_memory import large_blocks_mapped, private_mb
+with large_blocks_mapped() if sys.argv[1] == "mapped" else contextlib.nullcontext():
+    block = torch.ones(4 * 2**20); del block
+    before = private_mb()
+    block = torch.ones(2 * 2**20); del block
+    print(private_mb() - before)
 """
 
 
@@ -30,6 +30,6 @@ def kept_mb(mode: str) -> float:
     return float(out.stdout)
 
 
-def test_a_freed_large_block_leaves_a_worker_with_large_blocks_mapped():
+def test_a_features_pass_gives_its_freed_large_blocks_back():
     assert kept_mb("default") > 6  # what the worker would keep: the 8 MB block, on the heap
     assert kept_mb("mapped") < 1
