@@ -127,6 +127,7 @@ def main() -> None:
     from pipeline.stack import embedded
     from pipeline.stack.process import free_port
 
+    args.out.mkdir(parents=True, exist_ok=True)
     report_path = args.out / "scale.json"
     report = json.loads(report_path.read_text()) if report_path.exists() else {"runs": []}
     with tempfile.TemporaryDirectory(prefix="litelora-scale-") as home:
