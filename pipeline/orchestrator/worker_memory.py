@@ -30,8 +30,8 @@ def large_blocks_mapped() -> Iterator[None]:
     For a features pass: its batches are large, and glibc raises its mmap threshold each time it frees such a
     block, after which they come from the heap, which fragments and does not shrink. One text features pass over a
     worker's 10,880 rows took it from 444 to 791 MB private; in one process each further pass over those rows added
-    ~90 MB (over 5,440 rows, 17 MB; with a 4 MB threshold, nothing). Not for training: there the fresh pages of
-    mapped blocks cost a CPU worker 16% of its rows per second."""
+    ~90 MB (over 5,440 rows, 17 MB; with a 4 MB threshold, nothing). Not for training, which allocates such blocks
+    every step: each mapped one needs fresh pages (a 1 MB threshold made a MiniLM training step 30% slower)."""
     _mmap_threshold(LARGE_BLOCK_BYTES)
     try:
         yield
