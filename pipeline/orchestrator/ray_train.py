@@ -35,7 +35,7 @@ from pipeline.learn.task import Task
 from pipeline.learn.task_selected import TaskSelectedModel, train_selected_task
 from pipeline.learn.training_rows import TaskRows, TrainingRows
 from pipeline.orchestrator.shard_rows import ShardRows, streams, training_dataset
-from pipeline.orchestrator.worker_memory import large_blocks_mapped, private_mb
+from pipeline.orchestrator.worker_memory import private_mb
 from pipeline.registry.bucket import Bucket, arrow_filesystem
 from pipeline.registry.store import AdapterSetStore, held_out_record, read_dataset
 from pipeline.settings import Connection
@@ -145,8 +145,7 @@ class PassClock:
 
     def features(self, model):
         metered = self._metered("features")
-        with large_blocks_mapped():
-            features = self.rows.features(model)
+        features = self.rows.features(model)
         self._sample(metered)
         return features
 

@@ -31,6 +31,7 @@ from pipeline.learn.backbone import BackboneConfig, input_encoder
 from pipeline.learn.head_options import features_of_batches
 from pipeline.learn.ridge import held_out
 from pipeline.learn.training_rows import Batch, RowFeatures, trim_padding
+from pipeline.orchestrator.worker_memory import large_blocks_mapped
 from pipeline.registry.bucket import arrow_filesystem
 from pipeline.settings import Connection
 
@@ -196,7 +197,8 @@ class ShardRows:
                     parts[name].append(batch[name])
                 yield _inputs(batch)
 
-        local = {"features": features_of_batches(model, inputs())}
+        with large_blocks_mapped():  # eval batches are large: their blocks go back to the system
+            local = {"features": features_of_batches(model, inputs())}
         local |= {name: torch.cat(tensors) for name, tensors in parts.items()}
         if dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1:
             local = gathered(local, model.gate.alpha.device)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import ctypes
+import functools
 from collections.abc import Iterator
 
 import psutil
@@ -12,14 +13,21 @@ M_MMAP_THRESHOLD = -3
 """glibc's `mallopt` parameter (malloc.h)."""
 LARGE_BLOCK_BYTES = 4 * 1024**2
 HEAP_BLOCK_BYTES = 32 * 1024**2
-"""The highest threshold glibc raises itself to on 64-bit systems: where a training loop's settles."""
+"""The highest threshold glibc raises itself to on 64-bit systems: where a training loop's own threshold settles."""
+
+
+@functools.cache
+def _glibc() -> ctypes.CDLL | None:
+    try:
+        libc = ctypes.CDLL("libc.so.6")
+    except OSError:
+        return None
+    return libc if hasattr(libc, "mallopt") else None
 
 
 def _mmap_threshold(size: int) -> None:
-    try:
-        ctypes.CDLL("libc.so.6").mallopt(M_MMAP_THRESHOLD, size)
-    except (OSError, AttributeError):  # not glibc: nothing to set
-        pass
+    if (libc := _glibc()) is not None:  # elsewhere there is nothing to set
+        libc.mallopt(M_MMAP_THRESHOLD, size)
 
 
 @contextlib.contextmanager

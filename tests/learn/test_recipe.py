@@ -13,7 +13,7 @@ from pipeline.learn.head_options import features_of
 from pipeline.learn.model import ContinualModel
 from pipeline.learn.recipe import train_task
 from pipeline.learn.task import Task
-from pipeline.learn.training_rows import Batches
+from pipeline.learn.training_rows import PADDED_TO, Batches, trim_padding
 
 
 def _config(method="litelora", **gate):
@@ -224,3 +224,12 @@ def test_under_ddp_the_ranks_shares_of_each_step_make_up_the_global_batch(rows, 
         assert steps == [sorted(b) for b in single]
     assert len(steps) == math.ceil(math.ceil(rows / workers) / math.ceil(batch / workers))
     assert {x for step in steps for x in step} == set(range(rows))
+
+
+def test_trimmed_text_batches_keep_a_multiple_of_16_positions_within_their_padding():
+    mask = torch.zeros(2, 128, dtype=torch.long)
+    mask[0, :5], mask[1, :17] = 1, 1
+    trimmed = trim_padding({"input_ids": torch.ones(2, 128, dtype=torch.long), "attention_mask": mask})
+    assert {t.shape[1] for t in trimmed.values()} == {2 * PADDED_TO}
+    mask[1, :] = 1  # the longest row fills the padding: nothing is added beyond it
+    assert trim_padding({"attention_mask": mask})["attention_mask"].shape[1] == 128

@@ -31,14 +31,3 @@ def test_pass_clock_counts_every_epochs_rows_and_meters_each_pass():
     for metered in summary["worker_passes"]:
         assert metered["peak_mb"] >= max(metered["start_mb"], metered["end_mb"]) > 0
     assert summary["worker_peak_private_mb"] >= max(p["peak_mb"] for p in summary["worker_passes"])
-
-
-def test_trimmed_text_batches_keep_a_multiple_of_16_positions_within_their_padding():
-    from pipeline.learn.training_rows import PADDED_TO, trim_padding
-
-    mask = torch.zeros(2, 128, dtype=torch.long)
-    mask[0, :5], mask[1, :17] = 1, 1
-    trimmed = trim_padding({"input_ids": torch.ones(2, 128, dtype=torch.long), "attention_mask": mask})
-    assert {t.shape[1] for t in trimmed.values()} == {2 * PADDED_TO}
-    mask[1, :] = 1  # the longest row fills the padding: nothing is added beyond it
-    assert trim_padding({"attention_mask": mask})["attention_mask"].shape[1] == 128
