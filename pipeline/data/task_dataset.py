@@ -51,6 +51,8 @@ PARQUET_PART = re.compile(r"^(train|test)/([^/.][^/]*\.parquet)$")
 NESTED_PART = re.compile(r"^(train|test)/[^/]+/.*\.parquet$")
 """Parquet files in folders below a split (Hive-style partitions): refused, never silently dropped."""
 MAX_BYTES = 2 * 1024**3
+DECODE_BATCH_ROWS = 256
+"""Rows decoded at a time while the decoded bytes are counted: what a refusal may cost beyond the limit."""
 HELD_OUT_FRACTION = 0.2
 HELD_OUT_SEED = 0
 """The same seed on every read, so a task's held-out split never changes between training and evaluation."""
@@ -143,7 +145,7 @@ def dataset_id(files: dict[str, bytes]) -> str:
 def _unreadable(name: str) -> Iterator[None]:
     try:
         yield
-    except (pa.ArrowInvalid, OSError) as err:
+    except (pa.ArrowException, OSError) as err:
         raise InvalidDataset(
             f"{name} is not a readable parquet file (truncated or another format): {err}"
         ) from err
@@ -165,9 +167,9 @@ def _read_parquet(
     """Read the label and input columns of a parquet file, never holding more than the limits allow in memory.
 
     Everything that can be checked on the footer is checked before any value is decoded: row count, column
-    names and types (a nested or fixed-size column can expand a tiny file into gigabytes), declared sizes.
-    Other columns are never read. Strings and bytes are read dictionary-encoded and their decoded size summed
-    before decoding: a tiny file can repeat one huge value a million times through its dictionary. `budget`: the
+    names and types (a nested or fixed-size column can expand a tiny file into gigabytes), declared sizes of
+    the two columns' leaves. Other columns are never read. What the footer declares may understate: the values
+    are then decoded a batch at a time against the same limit (`_decode_within`). `budget`: the
     decoded bytes left for this file when it is one part of a split; `meta`: its footer, if already read.
     Returns (table with `label` and the input column, the input column's name, its decoded bytes)."""
     meta = meta or _footer(name, data)
@@ -176,11 +178,11 @@ def _read_parquet(
         raise InvalidDataset(f"{name} has {meta.num_rows:,} rows, over the {limits.max_rows:,}-row limit")
     column = _check_schema(name, schema, input_column)
     wanted = ["label", column]
-    indices = [schema.get_field_index(c) for c in wanted]
+    leaves = _leaf_indices(name, meta, wanted)
     declared = sum(
         meta.row_group(g).column(i).total_uncompressed_size
         for g in range(meta.num_row_groups)
-        for i in indices
+        for i in leaves
     )
     allowed = limits.max_decoded_bytes if budget is None else budget
     limit = (
@@ -191,14 +193,43 @@ def _read_parquet(
     if declared > allowed:
         raise InvalidDataset(f"{name} decodes to {declared:,} bytes, over {limit}")
     variable = [c for c in wanted if _variable_width(schema.field(c).type)]
-    with _unreadable(name):
-        table = pq.ParquetFile(pa.BufferReader(data), read_dictionary=variable).read(columns=wanted)
-    decoded = declared + sum(_dictionary_decoded_bytes(table[c]) for c in variable)
-    if decoded > allowed:
-        raise InvalidDataset(f"{name} decodes to {decoded:,} bytes, over {limit}")
+    table, decoded = _decode_within(name, data, wanted, variable, allowed, limit)
     table = pa.table({c: table[c].cast(_plain(table.schema.field(c).type)) for c in wanted})
     _check_values(name, table, column, limits)
-    return table, column, decoded
+    return table, column, max(declared, decoded)
+
+
+def _leaf_indices(name: str, meta: pq.FileMetaData, wanted: list[str]) -> list[int]:
+    """The footer's leaf columns of the top-level columns `wanted`. A footer counts leaves, not fields: a struct
+    before `label` shifts every later index, so the leaves are found by their path."""
+    paths = [meta.schema.column(i).path for i in range(meta.num_columns)]
+    found = [i for i, path in enumerate(paths) if path in wanted]
+    if sorted(paths[i] for i in found) != sorted(wanted):
+        raise InvalidDataset(
+            f"{name}: columns {wanted} must each be one flat column (leaf columns: {paths[:10]})"
+        )
+    return found
+
+
+def _decode_within(
+    name: str, data: bytes, wanted: list[str], variable: list[str], allowed: int, limit: str
+) -> tuple[pa.Table, int]:
+    """The columns `wanted`, decoded a batch at a time with a running count of their decoded bytes, so a footer
+    that understates its sizes is refused once the count passes `allowed`, never after decoding it all. Strings
+    and bytes stay dictionary-encoded until the count is done: a tiny file can repeat one huge value a million
+    times through its dictionary."""
+    batches, decoded = [], 0
+    with _unreadable(name):
+        reader = pq.ParquetFile(pa.BufferReader(data), read_dictionary=variable)
+        for batch in reader.iter_batches(batch_size=DECODE_BATCH_ROWS, columns=wanted):
+            decoded += sum(
+                _dictionary_decoded_bytes(batch[c]) if c in variable else batch[c].nbytes for c in wanted
+            )
+            if decoded > allowed:
+                raise InvalidDataset(f"{name} decodes to more than {decoded:,} bytes, over {limit}")
+            batches.append(batch)
+        table = pa.Table.from_batches(batches) if batches else reader.read(columns=wanted)
+    return table, decoded
 
 
 def _read_split(
@@ -252,12 +283,10 @@ def _variable_width(kind: pa.DataType) -> bool:
     )
 
 
-def _dictionary_decoded_bytes(column: pa.ChunkedArray) -> int:
-    total = 0
-    for chunk in column.chunks:
-        lengths = pc.binary_length(chunk.dictionary)
-        total += pc.sum(pc.take(lengths, chunk.indices)).as_py() or 0
-    return total
+def _dictionary_decoded_bytes(array: pa.Array) -> int:
+    """The bytes a dictionary-encoded string or binary array takes once decoded (values and offsets)."""
+    lengths = pc.binary_length(array.dictionary)
+    return (pc.sum(pc.take(lengths, array.indices)).as_py() or 0) + 8 * len(array)
 
 
 def _check_schema(name: str, schema: pa.Schema, input_column: str | None) -> str:

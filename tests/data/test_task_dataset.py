@@ -126,7 +126,9 @@ def test_one_huge_value_repeated_through_the_dictionary_is_refused_without_decod
     bomb = pa.DictionaryArray.from_arrays(pa.array([0] * rows, pa.int32()), pa.array(["w" * 512 * 1024]))
     data = _parquet(text=bomb, label=pa.array(["x", "y"] * (rows // 2)))
     assert len(data) < 1024**2
-    with pytest.raises(InvalidDataset, match="decodes to 104,8.* bytes, over the 4,294,967,296-byte limit"):
+    with pytest.raises(
+        InvalidDataset, match="decodes to more than .* bytes, over the 4,294,967,296-byte limit"
+    ):
         TaskDataset.from_files("t", {"train.parquet": data})
 
 
@@ -156,6 +158,44 @@ def test_a_file_that_decodes_past_the_limit_is_refused_before_decoding():
             {"train.parquet": _parquet(text=["word"] * 500, label=["x", "y"] * 250)},
             DatasetLimits(max_decoded_bytes=1000),
         )
+
+
+def test_a_struct_column_before_label_does_not_hide_the_input_from_the_footer_check(monkeypatch):
+    # A footer counts leaf columns: struct<x,y> takes two, so field indices would count `label` and a leaf of
+    # the struct instead of the text. The refusal must come from the footer, before any value is decoded.
+    rows = 400
+    meta = pa.array([{"x": 1, "y": 2}] * rows)
+    data = _parquet(
+        meta=meta, label=["x", "y"] * (rows // 2), text=[f"{i}" + "w" * 10_000 for i in range(rows)]
+    )
+
+    def decoded(*args, **kwargs):
+        raise AssertionError("decoded a column of a drop its footer already refuses")
+
+    monkeypatch.setattr(pq.ParquetFile, "read", decoded)
+    monkeypatch.setattr(pq.ParquetFile, "iter_batches", decoded)
+    with pytest.raises(InvalidDataset, match="decodes to 4,.* bytes, over the 1,000,000-byte limit"):
+        TaskDataset.from_files("t", {"train.parquet": data}, DatasetLimits(max_decoded_bytes=10**6))
+
+
+def test_values_a_footer_understates_are_refused_a_batch_at_a_time_before_all_are_decoded(monkeypatch):
+    # Dictionary pages declare the few distinct values, not what their references expand to: the count of
+    # decoded bytes runs batch by batch and stops at the limit, with most of the rows never decoded.
+    rows = 100_000
+    repeated = pa.DictionaryArray.from_arrays(pa.array([0] * rows, pa.int32()), pa.array(["w" * 1000]))
+    data = _parquet(text=repeated, label=pa.array(["x", "y"] * (rows // 2)))
+    seen = []
+    batches = pq.ParquetFile.iter_batches
+
+    def counted(self, *args, **kwargs):
+        for batch in batches(self, *args, **kwargs):
+            seen.append(batch.num_rows)
+            yield batch
+
+    monkeypatch.setattr(pq.ParquetFile, "iter_batches", counted)
+    with pytest.raises(InvalidDataset, match="decodes to more than .* over the 10,000,000-byte limit"):
+        TaskDataset.from_files("t", {"train.parquet": data}, DatasetLimits(max_decoded_bytes=10**7))
+    assert 0 < sum(seen) < rows // 5
 
 
 def test_a_written_drop_reads_back_as_the_same_task(tmp_path, wordnet_tasks):
