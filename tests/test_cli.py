@@ -141,3 +141,12 @@ def test_a_version_is_written_3_or_v3_and_anything_else_is_a_usage_error():
     ):
         result = runner.invoke(app, args)
         assert result.exit_code == 2 and "not a version" in result.output, args
+
+
+def test_control_characters_from_a_drop_are_shown_escaped_never_sent_to_the_terminal(tmp_path):
+    # A name holding an escape sequence would retitle, clear or rewrite the user's terminal.
+    hostile = tmp_path / "drop\x1b]0;owned\x07\x1b[2J\r[red]x"
+    result = runner.invoke(app, ["train", "--data", str(hostile), "--out", str(tmp_path / "v1")])
+    assert result.exit_code == 1
+    assert "\x1b" not in result.output and "\x07" not in result.output and "\r" not in result.output
+    assert "drop\\x1b]0;owned\\x07\\x1b[2J\\r[red]x" in result.output

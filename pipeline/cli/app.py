@@ -6,6 +6,7 @@ from __future__ import annotations
 import errno
 import functools
 import json
+import re
 import shlex
 import sys
 from pathlib import Path
@@ -14,14 +15,16 @@ from typing import Annotated
 import click
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import (
     BarColumn,
     MofNCompleteColumn,
     Progress,
+    ProgressColumn,
     SpinnerColumn,
-    TextColumn,
     TimeElapsedColumn,
 )
+from rich.text import Text
 
 from pipeline.errors import user_errors
 from pipeline.settings import load_settings
@@ -63,17 +66,32 @@ def command(fn):
     return app.command()(run)
 
 
+CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f\u202a-\u202e\u2066-\u2069]")
+"""Characters that steer a terminal (escape sequences, carriage returns, bidirectional overrides): never echoed
+as they are, because task names, labels, keys and reasons come from drops."""
+
+
+def printable(text: str) -> str:
+    """`text` with every terminal control character shown as its escape (`\\x1b`), newlines and tabs kept."""
+    return CONTROL.sub(lambda m: m.group().encode("unicode_escape").decode(), str(text))
+
+
+def echo(text: str = "") -> None:
+    """One line (or block) on stdout, control characters shown as escapes."""
+    typer.echo(printable(text))
+
+
 def fail(message: str) -> None:
-    err.print(f"[red]error:[/red] {message}", highlight=False, soft_wrap=True)
+    err.print(f"[red]error:[/red] {escape(printable(message))}", highlight=False, soft_wrap=True)
     raise typer.Exit(EXIT_FAILED)
 
 
 def log(message: str) -> None:
-    err.print(message, highlight=False, soft_wrap=True)
+    err.print(escape(printable(message)), highlight=False, soft_wrap=True)
 
 
 def echo_json(data) -> None:
-    typer.echo(json.dumps(data, indent=2, default=str))
+    typer.echo(json.dumps(data, indent=2, default=str))  # JSON escapes control characters itself
 
 
 def csv(value: str) -> list[str]:
@@ -99,11 +117,16 @@ def check_heads(value: str | None) -> str | None:
     return value
 
 
+class Description(ProgressColumn):
+    """A task's description as plain text (it names tasks and files from drops: no markup, no control codes)."""
+
+    def render(self, task) -> Text:
+        return Text(printable(task.description))
+
+
 def progress_bar(total_known: bool = True) -> Progress:
     counter = (BarColumn(), MofNCompleteColumn()) if total_known else (SpinnerColumn(),)
-    return Progress(
-        TextColumn("{task.description}"), *counter, TimeElapsedColumn(), console=err, transient=False
-    )
+    return Progress(Description(), *counter, TimeElapsedColumn(), console=err, transient=False)
 
 
 EPOCHS = Annotated[int | None, typer.Option(help="Epochs per task (phase 1).")]

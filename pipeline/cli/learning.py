@@ -8,6 +8,7 @@ from typing import Annotated
 
 import typer
 from rich.console import Console
+from rich.text import Text
 
 from pipeline.cli.app import (
     EPOCHS,
@@ -19,11 +20,13 @@ from pipeline.cli.app import (
     command,
     command_line,
     csv,
+    echo,
     echo_json,
     fail,
     log,
     open_connection,
     open_registry,
+    printable,
     progress_bar,
     stream_for,
     train_config,
@@ -104,7 +107,7 @@ def bench(
         except ImportError as e:
             fail(f"the speed benchmark compares against PEFT: pip install peft ({e})")
         _, markdown = write_speed_report(result, out, command_line())
-        typer.echo(json.dumps(result, indent=2) if as_json else markdown.read_text().rstrip())
+        echo(json.dumps(result, indent=2) if as_json else markdown.read_text().rstrip())
         return
     config = train_config(epochs=epochs, sparsity=sparsity, first_examples=first_examples)
     try:
@@ -224,17 +227,17 @@ def train(
         from pipeline.learn.methods import accuracy_scope
 
         scope = accuracy_scope(result["method"])
-        typer.echo(
+        echo(
             f"v{result['version']} ({state}): {result['task']} {result['decision']} on {on}; "
             f"{result['active_adapters']} adapter(s); accuracy {100 * result['final_accuracy']:.1f}% {scope} "
             f"(the frozen encoder with the same head: {100 * result['frozen_final_accuracy']:.1f}%)"
         )
     elif result["decision"] == "store":
-        typer.echo(
+        echo(
             f"{result['task']}: stored (Share: {result['tasks']} task(s) on one basis); set written to {out}"
         )
     else:
-        typer.echo(
+        echo(
             f"{result['task']}: {result['decision']} (gate logit {result['gate_logit']:+.3f}); "
             f"{result['active_adapters']} adapter(s) for {result['tasks']} task(s); set written to {out}"
         )
@@ -291,7 +294,7 @@ def tune(
         bar = progress.add_task(f"tune {dataset.name}", total=trials)
 
         def on_trial(message: str) -> None:
-            progress.console.print(message, highlight=False, soft_wrap=True)
+            progress.console.print(Text(printable(message)), soft_wrap=True)
             progress.advance(bar)
 
         if register:
@@ -309,19 +312,17 @@ def tune(
     if as_json:
         echo_json({"search": outcome.to_dict(), "version": result.to_dict() if result else None})
         return
-    typer.echo(markdown_table(outcome.rows, outcome.knobs, outcome.front).rstrip())
-    typer.echo(
+    echo(markdown_table(outcome.rows, outcome.knobs, outcome.front).rstrip())
+    echo(
         f"best: {outcome.best_trial.trial_id} {json.dumps(outcome.best, sort_keys=True)}"
         + (" (resumed search)" if outcome.resumed else "")
     )
     if result:
-        typer.echo(
+        echo(
             f"v{result.version} ({result.outcome}): {result.task} {result.decision}; {result.active_adapters} "
             f"adapter(s); A {100 * result.avg_accuracy:.1f}%"
         )
-    typer.echo(
-        f"MLflow: {conn.mlflow_uri}/#/experiments/ (run {outcome.run_id}: trials nested, tune/pareto.png)"
-    )
+    echo(f"MLflow: {conn.mlflow_uri}/#/experiments/ (run {outcome.run_id}: trials nested, tune/pareto.png)")
 
 
 @command
@@ -356,5 +357,5 @@ def analyze(
         if bench_report is not None
         else write_version_analysis(open_registry(stream), version, out)
     )
-    typer.echo(json.dumps(result, indent=2) if as_json else markdown.read_text().rstrip())
+    echo(json.dumps(result, indent=2) if as_json else markdown.read_text().rstrip())
     log(f"analysis: {markdown}")

@@ -10,6 +10,7 @@ from pipeline.cli.app import (
     JSON,
     STREAM,
     command,
+    echo,
     echo_json,
     fail,
     open_connection,
@@ -66,7 +67,7 @@ def lineage(
         )
         return
     if not rows:
-        typer.echo("no adapter sets registered yet")
+        echo("no adapter sets registered yet")
         return
     children: dict = {}
     for r in rows:
@@ -77,7 +78,7 @@ def lineage(
             "  (rejected by the promotion guard)" if r["promotion"] == "rejected" else ""
         )
         acc = f"avg acc {100 * float(r['avg_accuracy']):.1f}%" if r["avg_accuracy"] else ""
-        typer.echo(
+        echo(
             f"{'  ' * depth}v{r['version']}  {r['task']}  {r['decision']}  {r['active_adapters']} adapter(s)  "
             f"{acc}{mark}"
         )
@@ -87,12 +88,10 @@ def lineage(
     for root in children.get(None, []):
         show(root, 0)
     if moves:
-        typer.echo(
-            "\nrecent moves of `current` (all of them: --json, or the experiment litelora-alias-moves):"
-        )
+        echo("\nrecent moves of `current` (all of them: --json, or the experiment litelora-alias-moves):")
     for m in moves[-5:]:
         before = version_label(m["from_version"], "none")
-        typer.echo(
+        echo(
             f"  {m['when']}  {m['kind']}: {before} -> v{m['to_version']}  by {m['who']}"
             + (f"  ({m['reason']})" if m["reason"] else "")
         )
@@ -118,7 +117,7 @@ def rollback(
         move = rollbacks.rollback(open_registry(stream), version, reason, force)
     except user_errors() as e:
         fail(f"rollback refused, current unchanged: {e}")
-    typer.echo(
+    echo(
         f"v{version} is already current; nothing to do"
         if move is None
         else f"current: {version_label(move.from_version, 'none')} -> v{move.to_version}"
@@ -142,19 +141,19 @@ def show_classes(registry, version: str | None, as_json: bool) -> None:
         )
         return
     if not any(r["accuracy"] for r in rows):
-        typer.echo(f"v{report.version} was registered before per-class accuracy was recorded")
+        echo(f"v{report.version} was registered before per-class accuracy was recorded")
         return
     width = max(len(r["class"]) for r in rows)
     columns = report.columns()
-    typer.echo(f"{'class':<{width}}  " + "  ".join(f"{c:>5}" for c in columns) + "  frozen")
+    echo(f"{'class':<{width}}  " + "  ".join(f"{c:>5}" for c in columns) + "  frozen")
     for r in rows:
         cells = ["    -" if a is None else f"{100 * a:5.1f}" for a in r["accuracy"]]
         frozen = "     -" if r["frozen_accuracy"] is None else f"{100 * r['frozen_accuracy']:6.1f}"
-        typer.echo(f"{r['class']:<{width}}  " + "  ".join(cells) + f"  {frozen}")
+        echo(f"{r['class']:<{width}}  " + "  ".join(cells) + f"  {frozen}")
     among = (
         "its task's classes (Share: the task is named)" if report.method == "share" else "every class known"
     )
-    typer.echo(
+    echo(
         f"\n% of each class's latest held-out rows classified right among {among}; '-': not known yet."
         "\nfrozen: the bare backbone with the same head, after the last version. Columns: "
         + ", ".join(report.stages)

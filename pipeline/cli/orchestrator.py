@@ -13,10 +13,12 @@ from pipeline.cli.app import (
     JSON,
     check_stream,
     command,
+    echo,
     echo_json,
     log,
     open_connection,
     open_registry,
+    printable,
     streams_option,
 )
 
@@ -55,7 +57,7 @@ def submit(
     bucket = open_registry().bucket
     fields = {k: v for k, v in {"stream": stream, "backbone": backbone, "method": method}.items() if v}
     prefix, files = submit_drop(bucket, path, task, check, fields)
-    typer.echo(f"dropped {', '.join(files)} at {bucket.uri(prefix)}")
+    echo(f"dropped {', '.join(files)} at {bucket.uri(prefix)}")
 
 
 @command
@@ -130,7 +132,7 @@ def watch(
     done = watcher.run(once=once)
     failed = [d for d in done if d["state"] == "failed"]
     if once:
-        typer.echo(f"processed {len(done)} drop(s)" + (f", {len(failed)} failed" if failed else ""))
+        echo(f"processed {len(done)} drop(s)" + (f", {len(failed)} failed" if failed else ""))
     if failed:
         raise typer.Exit(EXIT_FAILED)
 
@@ -149,6 +151,7 @@ def status(as_json: JSON = False, grace: GRACE = 3600.0) -> None:
     """Every drop the orchestrator has seen (task, dataset id, state, reason, version) and the orphan objects
     `litelora gc` would delete."""
     from rich.table import Table
+    from rich.text import Text
 
     from pipeline.orchestrator.status import read_status
 
@@ -161,23 +164,18 @@ def status(as_json: JSON = False, grace: GRACE = 3600.0) -> None:
     for row in found.streams or []:
         current = f"v{row['current']}" if row["current"] else "no version yet"
         backbone = f", {row['backbone']}" if row["backbone"] else ""
-        typer.echo(f"stream {row['stream']}: {row['registered_model']}{backbone}, current {current}")
+        echo(f"stream {row['stream']}: {row['registered_model']}{backbone}, current {current}")
     table = Table(title=f"drops in {registry.bucket.uri('')}")
     for col in ("task", "dataset", "state", "version", "reason"):
         table.add_column(col)
     for r in found.drops:
-        table.add_row(
-            r["task"],
-            r["dataset_id"][:12],
-            r["state"],
-            f"v{r['version']}" if r["version"] else "",
-            r["reason"] or "",
-        )
+        cells = (r["task"], r["dataset_id"][:12], r["state"], f"v{r['version']}" if r["version"] else "")
+        table.add_row(*(Text(printable(c)) for c in (*cells, r["reason"] or "")))
     Console().print(table)
     if orphans is None:
-        typer.echo(f"orphans: not checked ({found.orphan_error})")
+        echo(f"orphans: not checked ({found.orphan_error})")
     elif orphans:
-        typer.echo(
+        echo(
             f"{len(orphans)} orphan object(s), {sum(o['size'] for o in orphans):,} bytes, that no version "
             f"refers to (left by jobs that died before registering): `litelora gc --grace {grace:g}` deletes them"
         )
@@ -201,10 +199,10 @@ def gc(
         echo_json({"deleted": not dry_run, "orphans": [o.to_dict() for o in orphans]})
         return
     for o in orphans:
-        typer.echo(
+        echo(
             f"{'would delete' if dry_run else 'deleted'} {registry.bucket.uri(o.key)} ({o.size:,} bytes): {o.why}"
         )
-    typer.echo(
+    echo(
         f"{len(orphans)} orphan object(s), {sum(o.size for o in orphans):,} bytes"
         + (" (dry run: nothing deleted)" if dry_run else "")
     )
@@ -227,7 +225,7 @@ def retry(
     if as_json:
         echo_json(info)
         return
-    typer.echo(
+    echo(
         f"requeued {info['task']} (dataset {info['dataset_id'][:12]}) at {info['to']}; it failed with: "
         f"{info['reason_it_failed']}\nthe running watcher picks it up (or: litelora watch --once)"
     )

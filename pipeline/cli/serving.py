@@ -11,6 +11,7 @@ from pipeline.cli.app import (
     JSON,
     STREAM,
     command,
+    echo,
     echo_json,
     err,
     fail,
@@ -73,7 +74,7 @@ def predict(
         return
     for name, p in zip(shown, predictions, strict=True):
         scores = ", ".join(f"{label} {score:.2f}" for label, score in p.scores.items())
-        typer.echo(f"{p.label}  (task {p.task}; v{predictor.version}; {scores})  <- {name}")
+        echo(f"{p.label}  (task {p.task}; v{predictor.version}; {scores})  <- {name}")
 
 
 @command
@@ -110,13 +111,13 @@ def export(
     )
     if "tasks" in summary:  # a Share set: a LoRA per task, no combined delta
         first = f"{peft}/adapters/{summary['adapters'][0]}"
-        typer.echo(
+        echo(
             f"v{found.version} -> {len(summary['adapters'])} per-task LoRA(s) (rank {summary['ranks'][0]}) in "
             f"{peft}/adapters/, a head per task in {peft}/heads/, labels.json beside them\nload: "
             f"PeftModel.from_pretrained({base}, {first!r})"
         )
         return
-    typer.echo(
+    echo(
         f"v{found.version} -> {peft}/combined (rank {sum(summary['ranks'])}) and {len(summary['adapters'])} "
         f"per-adapter LoRA(s) in {peft}/adapters/; heads and labels beside them\nload: PeftModel.from_pretrained("
         f"{base}, {str(peft / 'combined')!r})"

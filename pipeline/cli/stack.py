@@ -7,7 +7,7 @@ from typing import Annotated
 
 import typer
 
-from pipeline.cli.app import EXIT_FAILED, JSON, command, echo_json, err, log, open_connection
+from pipeline.cli.app import EXIT_FAILED, JSON, command, echo, echo_json, err, log, open_connection
 from pipeline.cli.lineage import lineage
 from pipeline.settings import load_settings
 
@@ -44,7 +44,7 @@ def up(
         )
         return
     verb = f"started in {state.startup_s:.1f} s" if started else "already running"
-    typer.echo(
+    echo(
         f"stack {verb}\n  S3:        {state.s3_endpoint} (bucket {state.bucket})\n  MLflow UI: "
         f'{state.mlflow_uri}\n  state:     {home}\npoint tools at it: eval "$(litelora env)"'
     )
@@ -56,7 +56,7 @@ def down() -> None:
     from pipeline.stack import embedded
 
     stopped = embedded.down(load_settings().home)
-    typer.echo(f"stopped {', '.join(stopped)}" if stopped else "nothing was running")
+    echo(f"stopped {', '.join(stopped)}" if stopped else "nothing was running")
 
 
 @command
@@ -65,7 +65,7 @@ def env() -> None:
     from pipeline.stack import embedded
 
     for key, value in embedded.env_exports(load_settings().home).items():
-        typer.echo(f"export {key}={shlex.quote(value)}")
+        echo(f"export {key}={shlex.quote(value)}")
 
 
 @command
@@ -95,11 +95,11 @@ def demo(
     done = run_demo(conn, tier=tier, workers=workers, tasks=tasks, images=images, log=log)
     lineage()
     if images:
-        typer.echo("\nstream images:")
+        echo("\nstream images:")
         lineage(stream="images")
     for d in done:
         if d["state"] == "rejected":
-            typer.echo(
+            echo(
                 f"note: {d['task']} (v{d['version']}) was rejected by the promotion guard, so `current` does "
                 "not know its classes; `litelora rollback` can still make it current with --force"
             )
@@ -108,7 +108,7 @@ def demo(
     for prefix in ("wordnet-", "fashion-"):
         last = ([d for d in trained if d["task"].startswith(prefix)] or [None])[-1]
         if last:
-            typer.echo(
+            echo(
                 f"\n{last['task']} (v{last['version']}): accuracy {100 * last['final_accuracy']:.1f}% over every "
                 f"class so far (average over the stream {100 * last['avg_accuracy']:.1f}%); the frozen encoder "
                 f"with the same head: {100 * last['frozen_final_accuracy']:.1f}% "
@@ -116,7 +116,7 @@ def demo(
             )
     models = [conn.registered_model, *([conn.for_stream("images").registered_model] if images else [])]
     for model in models:
-        typer.echo(f"\nMLflow UI: {conn.mlflow_uri}/#/models/{model}  (lineage, decisions, plots)")
-    typer.echo("next: litelora status · litelora rollback VERSION · litelora down")
+        echo(f"\nMLflow UI: {conn.mlflow_uri}/#/models/{model}  (lineage, decisions, plots)")
+    echo("next: litelora status · litelora rollback VERSION · litelora down")
     if [d for d in done if d["state"] not in ("registered", "rejected", "duplicate")]:
         raise typer.Exit(EXIT_FAILED)

@@ -13,7 +13,7 @@ from pipeline.learn.backbone import VISION_BACKBONES, BackboneConfig
 from pipeline.learn.config import STREAM_METHODS
 
 DEFAULT_STREAM = "default"
-STREAM_NAME = re.compile(r"^[a-z0-9][a-z0-9-]{0,39}$")
+STREAM_NAME = re.compile(r"^[a-z0-9][a-z0-9-]{0,39}\Z")
 """Lower case, digits and '-': a stream name becomes part of an MLflow model name and of bucket keys."""
 DEFAULT_BACKBONE = BackboneConfig().name
 

@@ -58,8 +58,22 @@ HELD_OUT_SEED = 0
 """The same seed on every read, so a task's held-out split never changes between training and evaluation."""
 
 
+TASK_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,99}\Z")
+"""A task's name, from its key or its task.json: it becomes part of bucket keys, export folders, Ray run and
+Tune folder names, and is echoed to terminals, so it may not hold '/', '..' leading dots or control characters."""
+
+
 class InvalidDataset(ValueError):
     """The drop breaks the dataset contract; the message names the problem and the fix."""
+
+
+def check_task_name(name: object, where: str = "task name") -> str:
+    if not isinstance(name, str) or not TASK_NAME.match(name):
+        shown = repr(name)[:60] + ("…" if len(repr(name)) > 60 else "")
+        raise InvalidDataset(
+            f"{where} {shown}: 1-100 letters, digits, '.', '_' or '-', starting with one of the first two"
+        )
+    return name
 
 
 @dataclass(frozen=True)
@@ -400,8 +414,7 @@ class TaskDataset:
                 raise InvalidDataset("task.json must hold a JSON object")
             if info.get("input_column", "text") not in INPUT_COLUMNS:
                 raise InvalidDataset(f"task.json: input_column must be one of {list(INPUT_COLUMNS)}")
-            if not isinstance(info.get("name", name), str) or not 0 < len(info.get("name", name)) <= 100:
-                raise InvalidDataset("task.json: name must be a string of 1-100 characters")
+            check_task_name(info.get("name", name), "task.json: name")
             try:
                 check_stream_name(info.get("stream", DEFAULT_STREAM))
                 if "backbone" in info:

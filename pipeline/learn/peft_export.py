@@ -25,6 +25,7 @@ DIR/heads/<t>-<task>.safetensors; labels.json lists each task's classes, adapter
 from __future__ import annotations
 
 import json
+import re
 import shutil
 from pathlib import Path
 
@@ -69,6 +70,13 @@ def _input_labels(model: ContinualModel | TaskSelectedModel) -> dict:
     return {"pooling": backbone.pooling, "max_length": backbone.max_length}
 
 
+def task_folder(index: int, name: str) -> str:
+    """A task's export folder: its index (task names may repeat across drops) and its name with anything but
+    letters, digits, '.', '_' and '-' replaced, so that no name a set holds (sets registered before names were
+    checked included) leads the export outside its directory."""
+    return f"{index:02d}-" + re.sub(r"[^A-Za-z0-9._-]", "_", name)[:100].lstrip(".")
+
+
 def _peft_target(name: str, convolutional: bool) -> str:
     """1×1 convolutions wrapped as `<conv>.linear` are exported under the convolution's own name."""
     return name.removesuffix(".linear") if convolutional else name
@@ -97,7 +105,7 @@ def export_task_selected(model: TaskSelectedModel, directory: str | Path) -> dic
                 f"base_model.model.{key}.lora_A.weight": a,
                 f"base_model.model.{key}.lora_B.weight": b,
             }
-        folder = f"{j:02d}-{record.name}"  # task names may repeat across drops
+        folder = task_folder(j, record.name)
         rank = next(iter(tensors.values())).shape[0]  # lora_A's rows: the rank the task was trained at
         _adapter_dir(out / "adapters" / folder, targets, rank, base, tensors)
         head = model.heads.heads[j]
@@ -180,7 +188,7 @@ def export_peft(
     if combined:
         _adapter_dir(out / "combined", targets, sum(ranks), base, combined)
         for i, tensors in enumerate(per_adapter):
-            name = f"{owners[i]:02d}-{model.tasks[owners[i]].name}"  # task names may repeat across drops
+            name = task_folder(owners[i], model.tasks[owners[i]].name)
             _adapter_dir(out / "adapters" / name, targets, ranks[i], base, tensors)
             written.append(name)
     weight, bias, normalise = classifier(model, model.config.head)

@@ -12,7 +12,6 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import json
-import re
 import threading
 import time
 from collections.abc import Callable
@@ -22,9 +21,11 @@ from pathlib import Path
 from pipeline.data.image_folder import IGNORED, is_image_folder
 from pipeline.data.stream_names import DEFAULT_STREAM, STREAM_NAME, StreamError
 from pipeline.data.task_dataset import (
+    TASK_NAME,
     DatasetLimits,
     InvalidDataset,
     TaskDataset,
+    check_task_name,
     contract_files,
     dataset_id,
     drop_files,
@@ -43,7 +44,6 @@ READY = "_READY"
 # Never an empty body: SeaweedFS 4.48 answers an empty PUT so that the next request on the same keep-alive
 # connection stalls until its read timeout (seen here; AWS S3 and MinIO are fine with empty markers).
 READY_BODY = b'{"ready": true}\n'
-TASK_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$")
 
 
 @dataclass
@@ -102,8 +102,7 @@ def submit_drop(
     """`litelora submit`: a local drop folder or parquet file uploaded as a drop, validated first unless `check`
     is off (the watcher validates again and quarantines what is invalid); `fields` (stream, backbone, method) are written
     into its task.json. Returns (prefix, file names)."""
-    if not TASK_NAME.match(task):
-        raise ValueError(f"task name {task!r}: 1-100 letters, digits, '.', '_' or '-'")
+    check_task_name(task)
     files = drop_files(path)
     if fields:
         try:

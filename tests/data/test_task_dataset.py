@@ -1,6 +1,7 @@
 """The task-dataset contract: valid drops become tasks; each invalid case gets a reason a user can act on."""
 
 import io
+import json
 
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -87,7 +88,7 @@ def test_extra_columns_are_ignored_with_a_warning():
             {"train.parquet": _parquet(**GOOD), "task.json": b'{"input_column": "label"}'},
             "input_column must be one of",
         ),
-        ({"train.parquet": _parquet(**GOOD), "task.json": b'{"name": ""}'}, "name must be a string"),
+        ({"train.parquet": _parquet(**GOOD), "task.json": b'{"name": ""}'}, "task.json: name .*: 1-100 letters"),
         # hostile shapes: nested values, float or struct labels, one enormous value
         ({"train.parquet": _parquet(text=[["a"], ["b"]], label=["x", "y"])}, "column 'text' has type list"),
         (
@@ -311,3 +312,10 @@ def test_a_local_folder_of_parts_is_a_drop(tmp_path):
         (tmp_path / name).write_bytes(data)
     (tmp_path / "train" / "_SUCCESS").write_bytes(b"")
     assert sorted(drop_files(tmp_path)) == ["train/part-0.parquet", "train/part-1.parquet"]
+
+
+@pytest.mark.parametrize("name", ["../../../../victim/model", "a/b", ".hidden", "x\x1b]0;t\x07", "ok\n", "é"])
+def test_a_task_name_in_task_json_obeys_the_rule_of_the_key(name):
+    files = {"train.parquet": _parquet(**GOOD), "task.json": json.dumps({"name": name}).encode()}
+    with pytest.raises(InvalidDataset, match="task.json: name"):
+        TaskDataset.from_files("plants", files)

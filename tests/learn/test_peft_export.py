@@ -74,3 +74,19 @@ def test_peft_loads_the_combined_export_and_gives_the_sets_logits(
         )["r"]
         == 2
     )
+
+
+def test_a_task_name_that_climbs_out_of_the_export_is_written_inside_it(
+    tiny_bert, tokenizer, wordnet_tasks, tmp_path
+):
+    # A set registered before task names were checked may hold any name; the export names folders by index.
+    config = TrainConfig(epochs=1, batch_size=8, phase2_batch_size=4, seed=0, first_examples=0, head="linear")
+    model = ContinualModel(config, backbone=tiny_bert, tokenizer=tokenizer)
+    train_task(model, replace(wordnet_tasks[0], name="../../../../victim/model"))
+    out = tmp_path / "export" / "here"
+    export_peft(model, out)
+    written = [p for p in tmp_path.rglob("*") if p.is_file()]
+    assert any(p.name == "adapter_model.safetensors" for p in written)
+    assert all(p.is_relative_to(out) for p in written), [str(p) for p in written if not p.is_relative_to(out)]
+    assert (out / "adapters" / "00-.._.._.._victim_model").is_dir() is False
+    assert (out / "adapters" / "00-_.._.._.._victim_model").is_dir()

@@ -2,9 +2,10 @@
 
 import pytest
 
+from pipeline.data.task_dataset import TASK_NAME
 from pipeline.learn.evaluate import StageScores
 from pipeline.orchestrator.promotion import guard_reason
-from pipeline.orchestrator.watcher import TASK_NAME, _unsafe, orchestration_overhead
+from pipeline.orchestrator.watcher import _unsafe, orchestration_overhead
 
 
 @pytest.mark.parametrize(
@@ -39,6 +40,7 @@ def test_ordinary_keys_are_safe(key):
         ("a" * 101, False),
         ("ünïcode", False),
         ("a b", False),
+        ("trailing-newline\n", False),
     ],
 )
 def test_task_names_are_plain(name, ok):
