@@ -88,7 +88,10 @@ def test_extra_columns_are_ignored_with_a_warning():
             {"train.parquet": _parquet(**GOOD), "task.json": b'{"input_column": "label"}'},
             "input_column must be one of",
         ),
-        ({"train.parquet": _parquet(**GOOD), "task.json": b'{"name": ""}'}, "task.json: name .*: 1-100 letters"),
+        (
+            {"train.parquet": _parquet(**GOOD), "task.json": b'{"name": ""}'},
+            "task.json: name .*: 1-100 letters",
+        ),
         # hostile shapes: nested values, float or struct labels, one enormous value
         ({"train.parquet": _parquet(text=[["a"], ["b"]], label=["x", "y"])}, "column 'text' has type list"),
         (
