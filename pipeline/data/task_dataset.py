@@ -34,7 +34,7 @@ from pipeline.data.image_folder import (
     is_image_folder,
     read_image_folder,
 )
-from pipeline.data.images import image_problem
+from pipeline.data.images import checked_image
 from pipeline.data.stream_names import (
     DEFAULT_STREAM,
     StreamError,
@@ -95,6 +95,13 @@ class DatasetLimits:
     """One encoded `image` value."""
     max_image_pixels: int = 25_000_000
     """One image, width × height as its header declares (checked before decoding)."""
+    max_split_pixels: int = 2_000_000_000
+    """All images of a split together, as their headers declare (checked before any is decoded): 20,000 photos
+    of 10 MP, or 2.5 million 28×28 digits."""
+    max_classes: int = 10_000
+    """Classes of one drop: heads and class statistics grow with them."""
+    max_label_chars: int = 200
+    """One class name (it is stored in every later set's manifest and shown in every lineage)."""
 
 
 def is_data_file(name: str) -> bool:
@@ -278,8 +285,11 @@ def _read_split(
         tables.append(table)
         column, left = found, left - decoded
     table = pa.concat_tables(tables)
+    where = f"{split}/*.parquet" if len(parts) > 1 else parts[0][0]
     if table.num_rows == 0:
-        raise InvalidDataset(f"{split if len(parts) > 1 else parts[0][0]} is empty")
+        raise InvalidDataset(f"{where} is empty")
+    if column == "image":
+        _check_images(where, table[column], limits)
     return table, column
 
 
@@ -343,11 +353,27 @@ def _check_values(name: str, table: pa.Table, column: str, limits: DatasetLimits
         raise InvalidDataset(
             f"{name}: a '{column}' value is {longest:,} bytes, over the {limit:,}-byte limit per row"
         )
-    if column == "image":
-        for row, data in enumerate(table[column].to_pylist()):
-            problem = image_problem(data, limits.max_image_pixels)
+    if pa.types.is_string(table["label"].type) or pa.types.is_large_string(table["label"].type):
+        longest = pc.max(pc.utf8_length(table["label"])).as_py() or 0
+        if longest > limits.max_label_chars:
+            raise InvalidDataset(
+                f"{name}: a label is {longest:,} characters, over the {limits.max_label_chars}-character limit"
+            )
+
+
+def _check_images(name: str, images: pa.ChunkedArray, limits: DatasetLimits) -> None:
+    """Every header first (per image and all together within the pixel limits), then every image decoded."""
+    pixels = 0
+    for decode in (False, True):
+        for row, data in enumerate(images.to_pylist()):
+            problem, declared = checked_image(data, limits.max_image_pixels, decode)
             if problem:
                 raise InvalidDataset(f"{name}: the image in row {row} {problem}")
+            pixels += declared if not decode else 0
+        if pixels > limits.max_split_pixels:
+            raise InvalidDataset(
+                f"{name}: its images declare {pixels:,} pixels, over the {limits.max_split_pixels:,}-pixel limit"
+            )
 
 
 def contract_files(files: dict[str, bytes]) -> dict[str, bytes]:
@@ -424,8 +450,13 @@ class TaskDataset:
             except StreamError as err:
                 raise InvalidDataset(f"task.json: {err}") from err
         train, column = _read_split(files, "train", limits, info.get("input_column"))
-        if pc.count_distinct(train["label"]).as_py() < 2:
+        classes = pc.count_distinct(train["label"]).as_py()
+        if classes < 2:
             raise InvalidDataset("the training rows hold a single class; a task needs at least two")
+        if classes > limits.max_classes:
+            raise InvalidDataset(
+                f"the training rows hold {classes:,} classes, over the {limits.max_classes:,}-class limit"
+            )
         test = None
         if found := _read_split(files, "test", limits, column):
             test, test_column = found

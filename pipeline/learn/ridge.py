@@ -128,9 +128,9 @@ class RidgeHead:
         w = solve(self.fit_rows.gram, self.fit_rows.sums.T, lam)
         held = self.held_rows
         n = float(held.counts.sum())
-        return (
-            float((torch.trace(w.T @ held.gram @ w) - 2 * torch.trace(w.T @ held.sums.T)) / max(n, 1.0)) + 1
-        )
+        # tr(WᵀGW) and tr(WᵀQ) as sums of products: never the C × C matrices behind the traces.
+        fitted = float(((held.gram @ w) * w).sum())
+        return float((fitted - 2 * float((w * held.sums.T).sum())) / max(n, 1.0)) + 1
 
     def fit(self, lambdas: tuple[float, ...] = LAMBDAS) -> None:
         """Choose λ on the held-out rows (when there are any), then solve W on every row."""

@@ -62,3 +62,16 @@ def test_a_drop_with_one_bad_image_names_its_row_and_is_refused_before_training(
     }
     with pytest.raises(InvalidDataset, match=r"train.parquet: the image in row 2 declares 10000×10000"):
         TaskDataset.from_files("t", files)
+
+
+def test_images_that_each_fit_but_together_declare_too_many_pixels_are_refused_before_any_is_decoded(
+    monkeypatch,
+):
+    # 400 headers of 5,000 × 5,000 (each under the per-image limit): 10 gigapixels to decode, from a few KB.
+    big = png_declaring(5_000, 5_000)
+    files = {"train.parquet": parquet(image=[big] * 400, label=["a", "b"] * 200)}
+    monkeypatch.setattr(Image.Image, "load", lambda self: pytest.fail("decoded an image of a refused drop"))
+    with pytest.raises(
+        InvalidDataset, match=r"declare 10,000,000,000 pixels, over the 2,000,000,000-pixel limit"
+    ):
+        TaskDataset.from_files("t", files)

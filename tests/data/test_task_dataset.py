@@ -322,3 +322,16 @@ def test_a_task_name_in_task_json_obeys_the_rule_of_the_key(name):
     files = {"train.parquet": _parquet(**GOOD), "task.json": json.dumps({"name": name}).encode()}
     with pytest.raises(InvalidDataset, match="task.json: name"):
         TaskDataset.from_files("plants", files)
+
+
+def test_a_drop_of_more_classes_than_the_limit_is_refused_from_its_labels():
+    rows = 200_000
+    data = _parquet(text=[f"t{i}" for i in range(rows)], label=[f"class {i}" for i in range(rows)])
+    with pytest.raises(InvalidDataset, match="200,000 classes, over the 10,000-class limit"):
+        TaskDataset.from_files("t", {"train.parquet": data})
+
+
+def test_a_class_name_longer_than_the_limit_is_refused():
+    data = _parquet(text=["a", "b", "c"], label=["x", "y", "z" * 200_000])
+    with pytest.raises(InvalidDataset, match="a label is 200,000 characters, over the 200-character limit"):
+        TaskDataset.from_files("t", {"train.parquet": data})

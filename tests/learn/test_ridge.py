@@ -111,3 +111,24 @@ def test_drift_compensation_moves_class_means_and_keeps_the_sums_exact():
         expected_gram += centred.T @ centred + len(own) * torch.outer(moved.means()[c], moved.means()[c])
     torch.testing.assert_close(moved.gram, expected_gram, rtol=1e-9, atol=1e-9)
     assert not torch.allclose(moved.means(), old_means)
+
+
+def test_choosing_lambda_costs_memory_in_classes_never_in_classes_squared():
+    # 200,000 classes (what an unchecked drop could declare): a C × C matrix would be 320 GB of float64.
+    classes, dim = 200_000, 4
+    generator = torch.Generator().manual_seed(0)
+    features = torch.randn(2 * classes, dim, generator=generator)
+    labels = torch.arange(classes).repeat(2)
+    head = RidgeHead()
+    head.add(features, labels, classes, torch.arange(2 * classes) % 2 == 0)
+    error = head.validation_error(1.0)
+    # The same number through the C × C traces, on a slice small enough to build them.
+    small = RidgeHead()
+    small.add(features[:40], labels[:40] % 10, 10, torch.arange(40) % 2 == 0)
+    w = torch.linalg.solve(small.fit_rows.gram + torch.eye(dim, dtype=torch.float64), small.fit_rows.sums.T)
+    held = small.held_rows
+    expected = (
+        float((torch.trace(w.T @ held.gram @ w) - 2 * torch.trace(w.T @ held.sums.T)) / held.counts.sum()) + 1
+    )
+    assert small.validation_error(1.0) == pytest.approx(expected, rel=1e-9)
+    assert error > 0
