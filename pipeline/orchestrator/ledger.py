@@ -34,6 +34,9 @@ STATES = (
 )
 TERMINAL = frozenset({"registered", "rejected", "quarantined", "failed", "duplicate"})
 PREFIX = "ledger"
+RETRY_REQUESTED, TAKEN_OVER = "retry requested", "taken over from an expired claim"
+MAX_ATTEMPTS = 3
+"""Attempts whose watcher died before a drop counts as poison and fails, instead of being claimed for ever."""
 
 
 class LostClaim(RuntimeError):
@@ -82,6 +85,17 @@ class Entry:
     def task(self) -> str:
         return next((e.task for e in self.events if e.task), "")
 
+    def dead_attempts(self) -> int:
+        """Attempts since the last retry whose watcher went silent mid-drop (a later claim took them over):
+        what a drop that kills its watcher (out of memory, a native crash) leaves behind."""
+        dead = 0
+        for event in self.events:
+            if event.state == "pending" and event.reason.startswith(RETRY_REQUESTED):
+                dead = 0
+            elif event.state == "claimed" and event.reason.startswith(TAKEN_OVER):
+                dead += 1
+        return dead
+
     def summary(self) -> dict:
         last = self.events[-1] if self.events else None
         first = self.events[0].at if self.events else None
@@ -107,10 +121,17 @@ def _merged_timings(events: list[Event]) -> dict:
 
 
 class Ledger:
-    def __init__(self, bucket: Bucket, watcher: str | None = None, lease_s: float = 120.0):
+    def __init__(
+        self,
+        bucket: Bucket,
+        watcher: str | None = None,
+        lease_s: float = 120.0,
+        max_attempts: int = MAX_ATTEMPTS,
+    ):
         self.bucket = bucket
         self.watcher = watcher or f"watcher-{uuid.uuid4().hex[:8]}"
         self.lease_s = lease_s
+        self.max_attempts = max_attempts
         self._beats = 0
 
     def _put(self, key: str, payload: dict) -> bool:
@@ -139,7 +160,8 @@ class Ledger:
         """Claim a dataset (or take over an expired claim). None if another watcher holds it or it is done.
 
         A dataset queued again by `litelora retry`, or one this very watcher gave up on half-way (its storage
-        went away mid-step), is claimed at once: nobody else is working on it."""
+        went away mid-step), is claimed at once: nobody else is working on it. Taking over the `max_attempts`-th
+        attempt that died ends the dataset `failed` (poison) instead: the entry returned is then terminal."""
         now = time.time() if now is None else now
         entry = self.read(dataset_id)
         if entry.terminal:
@@ -158,13 +180,21 @@ class Ledger:
         reason = (
             ""
             if epoch == 0
-            else "retry requested"
+            else RETRY_REQUESTED
             if requeued
             else "resumed by the same watcher"
             if ours
-            else f"taken over from an expired claim (epoch {epoch - 1})"
+            else f"{TAKEN_OVER} (epoch {epoch - 1})"
         )
         self.record(entry, "claimed", task=task, reason=reason)
+        if (dead := entry.dead_attempts()) >= self.max_attempts:
+            self.record(
+                entry,
+                "failed",
+                task=task,
+                reason=f"poison: {dead} attempts died without a word (out of memory or a crash in native code?); "
+                "`litelora retry` queues it again",
+            )
         return entry
 
     def record(self, entry: Entry, state: str, **fields) -> None:
@@ -198,7 +228,7 @@ class Ledger:
                 watcher=who,
                 epoch=entry.epoch,
                 task=entry.task,
-                reason=f"retry requested by {who}",
+                reason=f"{RETRY_REQUESTED} by {who}",
             )
             if not self._append(entry, event):
                 raise ValueError(

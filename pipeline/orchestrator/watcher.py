@@ -32,7 +32,7 @@ from pipeline.data.task_dataset import (
     is_data_file,
 )
 from pipeline.learn.methods import accuracy_scope, selects_by_task
-from pipeline.orchestrator.ledger import Entry, Ledger, LostClaim
+from pipeline.orchestrator.ledger import MAX_ATTEMPTS, Entry, Ledger, LostClaim
 from pipeline.orchestrator.promotion import SUPERSEDED, promote_if_parent_current
 from pipeline.orchestrator.transaction import StepResult, train_on_current
 from pipeline.registry.bucket import Bucket, StorageError
@@ -55,6 +55,8 @@ class WatchConfig:
     """A claim whose watcher has been silent this long is taken over."""
     heartbeat_s: float = 30.0
     """At most a third of the lease, whatever is asked: a claim must survive one lost heartbeat."""
+    max_attempts: int = MAX_ATTEMPTS
+    """Attempts whose watcher died (its claim expired mid-drop) before the drop fails as poison."""
     limits: DatasetLimits = field(default_factory=DatasetLimits)
     streams: tuple[str, ...] = ()
     """Only the drops of these streams (empty: every stream)."""
@@ -191,7 +193,7 @@ class Watcher:
     ):
         self.config = config or WatchConfig()
         self.registry, self.bucket = registry, registry.bucket
-        self.ledger = Ledger(self.bucket, lease_s=self.config.lease_s)
+        self.ledger = Ledger(self.bucket, lease_s=self.config.lease_s, max_attempts=self.config.max_attempts)
         self.trainer = trainer or train_on_current
         self.log = log
         self._held_logged: tuple[str, int] | None = None
@@ -307,6 +309,8 @@ class Watcher:
             if claimed is None:
                 self._log_held(drop, ds_id)
                 return None
+            if claimed.terminal:  # poison: the attempts before this one all died
+                return self._give_up(drop, claimed)
             return self._work(drop, files, claimed, {"detection_latency_s": detected - drop.arrived})
         except LostClaim as lost:
             self.log(f"{drop.task}: {lost}")
@@ -315,6 +319,12 @@ class Watcher:
             if claimed is not None:
                 self._hand_back(claimed, drop.task)
             raise
+
+    def _give_up(self, drop: Drop, entry: Entry) -> dict:
+        reason = entry.events[-1].reason
+        self._clear(drop, to=f"{FAILED}{drop.task}/{entry.dataset_id[:16]}/")
+        self.log(f"{drop.task}: failed: {reason}")
+        return {"task": drop.task, "dataset_id": entry.dataset_id, "state": "failed", "reason": reason}
 
     def _hand_back(self, entry: Entry, task: str) -> None:
         """Stopped mid-drop (Ctrl-C, SIGTERM): release the claim so another watcher takes the drop at once

@@ -346,3 +346,27 @@ def test_a_drop_written_as_many_parquet_files_is_trained_stored_and_read_back_by
     assert [(d["state"], d["dataset_id"]) for d in again] == [("duplicate", done[0]["dataset_id"])]
     stored = registry.datasets.get(done[0]["dataset_id"], "spark")
     assert len(stored.files) == len(parts) + 1 and stored.train.num_rows == len(rows["label"])
+
+
+def test_a_drop_that_kills_every_watcher_fails_as_poison_after_three_attempts_and_retry_queues_it_again(
+    registry, wordnet_files, make_watcher
+):
+    drop(registry.bucket, "poison", wordnet_files[0])
+    ds_id = dataset_id(wordnet_files[0])
+    for attempt in range(3):  # each attempt's watcher dies (OOM, a native crash): its claim just expires
+        assert Ledger(registry.bucket, f"dies-{attempt}", lease_s=0.2).claim(ds_id, "poison") is not None
+        time.sleep(0.3)
+    done = make_watcher(lease_s=0.2).run(once=True)
+    assert [(d["state"], d["reason"][:23]) for d in done] == [("failed", "poison: 3 attempts died")]
+    assert registry.bucket.list("incoming/poison/") == [] and registry.bucket.list("failed/poison/")
+    assert registry.lineage.versions() == [], "the fourth attempt never trained"
+    requeue(registry.bucket, Ledger(registry.bucket), "poison")
+    assert [d["state"] for d in make_watcher(lease_s=0.2).run(once=True)] == ["registered"]
+
+
+def test_a_drop_whose_watcher_died_twice_is_still_tried_a_third_time(registry, wordnet_files, make_watcher):
+    drop(registry.bucket, "unlucky", wordnet_files[0])
+    for attempt in range(2):
+        Ledger(registry.bucket, f"dies-{attempt}", lease_s=0.2).claim(dataset_id(wordnet_files[0]), "unlucky")
+        time.sleep(0.3)
+    assert [d["state"] for d in make_watcher(lease_s=0.2).run(once=True)] == ["registered"]
