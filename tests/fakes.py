@@ -69,6 +69,20 @@ class MemoryBucket:
                 if k.startswith(prefix)
             ]
 
+    def copy(self, source: str, target: str) -> None:
+        with self._lock:
+            if source not in self.objects:
+                raise FileNotFoundError(self.uri(source))
+            self.objects[target] = (self.objects[source][0], self.clock())
+
+    def delete_if_unchanged(self, key: str, etag: str, modified: float) -> bool:
+        with self._lock:
+            data, at = self.objects.get(key, (None, None))
+            if data is None or str(hash(data)) != etag or abs(at - modified) >= 1.0:
+                return False
+            del self.objects[key]
+            return True
+
     def move(self, source: str, target: str) -> None:
         with self._lock:
             if source not in self.objects:

@@ -39,7 +39,7 @@ from pipeline.registry.bucket import Bucket, StorageError
 from pipeline.registry.lineage import LineageError, parent_of
 from pipeline.registry.store import Registry
 
-INCOMING, QUARANTINE, FAILED = "incoming/", "quarantine/", "failed/"
+INCOMING, PROCESSING, QUARANTINE, FAILED = "incoming/", "processing/", "quarantine/", "failed/"
 READY = "_READY"
 # Never an empty body: SeaweedFS 4.48 answers an empty PUT so that the next request on the same keep-alive
 # connection stalls until its read timeout (seen here; AWS S3 and MinIO are fine with empty markers).
@@ -72,6 +72,8 @@ class Drop:
     objects: list[dict]
     arrived: float
     problems: list[str] = field(default_factory=list)
+    sources: list[dict] = field(default_factory=list)
+    """For a drop moved into processing/: the objects under incoming/ it was claimed as (key, ETag, time)."""
 
     @property
     def data_objects(self) -> dict[str, dict]:
@@ -131,13 +133,17 @@ def _unsafe(key: str) -> bool:
 
 
 def detect(bucket: Bucket, config: WatchConfig, now: float | None = None) -> list[Drop]:
-    """Complete drops under incoming/, oldest first."""
+    """Complete drops under incoming/ and claimed ones under processing/, oldest first."""
     now = time.time() if now is None else now
+    claimed = claimed_drops(bucket)
+    taken = {(s["key"], s["etag"]) for drop in claimed for s in drop.sources}
     groups: dict[str, list[dict]] = {}
     for obj in bucket.list_objects(INCOMING):
+        if (obj["Key"], obj.get("ETag", "")) in taken:
+            continue  # left behind by a move into processing/ that a watcher did not finish: its claim's
         task = obj["Key"][len(INCOMING) :].split("/", 1)[0]
         groups.setdefault(task, []).append(obj)
-    drops = []
+    drops: list[Drop] = claimed
     for task, objects in groups.items():
         newest = max(o["LastModified"].timestamp() for o in objects)
         marker = [o for o in objects if o["Key"] == f"{INCOMING}{task}/{READY}"]
@@ -156,6 +162,30 @@ def detect(bucket: Bucket, config: WatchConfig, now: float | None = None) -> lis
             drop.problems.append(f"drop is {size:,} bytes, over the {config.limits.max_bytes:,}-byte limit")
         drops.append(drop)
     return sorted(drops, key=lambda d: (d.arrived, d.task))
+
+
+def claimed_drops(bucket: Bucket) -> list[Drop]:
+    """Drops a watcher claimed and moved to processing/<dataset-id>/, each with the record of where they came
+    from (processing/<dataset-id>.json, written before anything moved). What a watcher that died mid-drop left."""
+    groups: dict[str, list[dict]] = {}
+    records = {}
+    for obj in bucket.list_objects(PROCESSING):
+        name, _, rest = obj["Key"][len(PROCESSING) :].partition("/")
+        if rest:
+            groups.setdefault(name, []).append(obj)
+        elif name.endswith(".json"):
+            records[name.removesuffix(".json")] = obj["Key"]
+    drops = []
+    for ds_id, key in records.items():
+        try:
+            record = json.loads(bucket.get(key))
+        except FileNotFoundError:
+            continue  # finished meanwhile
+        prefix = f"{PROCESSING}{ds_id}/"
+        drops.append(
+            Drop(record["task"], prefix, groups.get(ds_id, []), record["arrived"], [], record["sources"])
+        )
+    return drops
 
 
 Trainer = Callable[[TaskDataset, Registry], StepResult]
@@ -249,6 +279,8 @@ class Watcher:
         target = f"{QUARANTINE}{drop.task if TASK_NAME.match(drop.task) else 'invalid-task-name'}/{stamp}/"
         for obj in drop.objects:
             self.bucket.move(obj["Key"], target + obj["Key"][len(drop.prefix) :].replace("/", "_"))
+        if drop.prefix.startswith(PROCESSING):
+            self.bucket.delete(drop.prefix.rstrip("/") + ".json")
         self.bucket.put(
             target + "reason.json",
             json.dumps(
@@ -267,25 +299,70 @@ class Watcher:
         for obj in drop.objects:
             if to:
                 self.bucket.move(obj["Key"], to + obj["Key"][len(drop.prefix) :])
-            else:
+            elif drop.prefix.startswith(PROCESSING):
                 self.bucket.delete(obj["Key"])
+            else:  # a drop refused before it was claimed: a newer upload under its keys stays
+                self.bucket.delete_if_unchanged(
+                    obj["Key"], obj.get("ETag", ""), obj["LastModified"].timestamp()
+                )
+        if drop.prefix.startswith(PROCESSING):
+            self.bucket.delete(drop.prefix.rstrip("/") + ".json")
+
+    def _take(self, drop: Drop, ds_id: str) -> Drop:
+        """Move a claimed drop out of incoming/ into processing/<dataset-id>/, so that files uploaded under its
+        task name meanwhile are a drop of their own, never deleted with it. The record of its sources is written
+        first; only the objects still as they were listed are deleted from incoming/. A watcher that takes the
+        drop over finishes an interrupted move the same way."""
+        target = f"{PROCESSING}{ds_id}/"
+        if drop.prefix != target:
+            drop.sources = [
+                {"key": o["Key"], "etag": o.get("ETag", ""), "modified": o["LastModified"].timestamp()}
+                for o in drop.objects
+            ]
+            record = {
+                "task": drop.task,
+                "arrived": drop.arrived,
+                "from": drop.prefix,
+                "sources": drop.sources,
+            }
+            self.bucket.put(target.rstrip("/") + ".json", json.dumps(record).encode())
+        for source in drop.sources:
+            copy = target + source["key"].split("/", 2)[2]  # incoming/<task>/<path inside the drop>
+            if not self.bucket.exists(copy):
+                self.bucket.copy(source["key"], copy)
+        for source in drop.sources:
+            self.bucket.delete_if_unchanged(source["key"], source["etag"], source["modified"])
+        return Drop(drop.task, target, self.bucket.list_objects(target), drop.arrived, [], drop.sources)
+
+    def _read(self, drop: Drop) -> tuple[dict[str, bytes], str] | None:
+        """A drop's contract files and dataset id (None if it was cleared since it was listed). A drop refused on
+        its keys or sizes alone is never downloaded: its id comes from its listing."""
+        if drop.problems:
+            return {}, drop.listing_id()
+        try:
+            files = {name: self.bucket.get(o["Key"]) for name, o in drop.data_objects.items()}
+        except FileNotFoundError:  # cleared since it was listed (another watcher finished it): look again
+            return None
+        try:
+            files = contract_files(files)  # an image folder becomes its parquet files: one id everywhere
+        except InvalidDataset as bad:
+            drop.problems.append(str(bad))
+            files = {}
+        return files, dataset_id(files) if files else drop.listing_id()
 
     def process(self, drop: Drop) -> dict | None:
         detected = time.time()
-        if drop.problems:  # refused on its keys or sizes alone: never download it
-            files, ds_id = {}, drop.listing_id()
+        if drop.prefix.startswith(PROCESSING):  # claimed before: its id is its folder; read once it is whole
+            files, ds_id = None, drop.prefix[len(PROCESSING) :].rstrip("/")
+        elif (read := self._read(drop)) is None:
+            return None
         else:
-            try:
-                files = {name: self.bucket.get(o["Key"]) for name, o in drop.data_objects.items()}
-            except FileNotFoundError:  # cleared since it was listed (another watcher finished it): look again
-                return None
-            try:
-                files = contract_files(files)  # an image folder becomes its parquet files: one id everywhere
-            except InvalidDataset as bad:
-                drop.problems.append(str(bad))
-                files = {}
-            ds_id = dataset_id(files) if files else drop.listing_id()
+            files, ds_id = read
         entry = self.ledger.read(ds_id)
+        if entry.terminal and drop.prefix.startswith(PROCESSING):
+            if time.time() - entry.last_activity() >= self.ledger.lease_s:
+                self._clear(drop)  # its watcher finished it and died before clearing it
+            return None
         if (
             entry.terminal
             and entry.claims
@@ -311,7 +388,11 @@ class Watcher:
                 return None
             if claimed.terminal:  # poison: the attempts before this one all died
                 return self._give_up(drop, claimed)
-            return self._work(drop, files, claimed, {"detection_latency_s": detected - drop.arrived})
+            if not drop.problems:
+                drop = self._take(drop, ds_id)
+            if files is None and (read := self._read(drop)) is not None:
+                files, _ = read
+            return self._work(drop, files or {}, claimed, {"detection_latency_s": detected - drop.arrived})
         except LostClaim as lost:
             self.log(f"{drop.task}: {lost}")
             return None

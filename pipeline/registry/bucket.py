@@ -112,6 +112,26 @@ class Bucket:
                 objects.extend(page.get("Contents", []))
         return objects
 
+    def copy(self, source: str, target: str) -> None:
+        with self._request(f"copy to {target}", source):
+            self.client.copy_object(
+                Bucket=self.name, Key=target, CopySource={"Bucket": self.name, "Key": source}
+            )
+
+    def delete_if_unchanged(self, key: str, etag: str, modified: float) -> bool:
+        """Delete `key` only while it is the very object that was listed (same ETag, LastModified within the
+        second that listings and HEAD may round differently): a newer upload under the same key stays. False if it
+        changed or is gone."""
+        try:
+            with self._request("check", key):
+                head = self.client.head_object(Bucket=self.name, Key=key)
+        except FileNotFoundError:
+            return False
+        if head.get("ETag") != etag or abs(head["LastModified"].timestamp() - modified) >= 1.0:
+            return False
+        self.delete(key)
+        return True
+
     def move(self, source: str, target: str) -> None:
         with self._request(f"move to {target}", source):
             self.client.copy_object(

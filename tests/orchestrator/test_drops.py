@@ -370,3 +370,71 @@ def test_a_drop_whose_watcher_died_twice_is_still_tried_a_third_time(registry, w
         Ledger(registry.bucket, f"dies-{attempt}", lease_s=0.2).claim(dataset_id(wordnet_files[0]), "unlucky")
         time.sleep(0.3)
     assert [d["state"] for d in make_watcher(lease_s=0.2).run(once=True)] == ["registered"]
+
+
+class Died(BaseException):
+    """A watcher killed where it stands (SIGKILL, OOM): nothing is handed back, nothing cleaned up."""
+
+
+def test_files_uploaded_under_a_task_name_while_its_drop_trains_are_a_drop_of_their_own_never_deleted(
+    registry, wordnet_files, make_watcher, config
+):
+    from pipeline.orchestrator.transaction import train_on_current
+
+    drop(registry.bucket, "plants", wordnet_files[0])
+    corrected = {
+        "train.parquet": wordnet_files[1]["train.parquet"]
+    }  # same task name, new bytes, no test rows
+
+    def user_resubmits_meanwhile(dataset, reg):
+        drop(registry.bucket, "plants", corrected)
+        return train_on_current(dataset, reg, config, max_accuracy_drop=1.0)
+
+    first = make_watcher(trainer=user_resubmits_meanwhile).run(once=True)
+    assert [d["dataset_id"] for d in first] == [dataset_id(wordnet_files[0])]
+    left = {k.rsplit("/", 1)[1]: registry.bucket.get(k) for k in registry.bucket.list("incoming/plants/")}
+    assert set(left) == {"train.parquet", "_READY"} and left["train.parquet"] == corrected["train.parquet"]
+    second = make_watcher().run(once=True)
+    assert [(d["dataset_id"], d["state"]) for d in second] == [(dataset_id(corrected), "registered")]
+    assert registry.bucket.list("incoming/") == [] and registry.bucket.list("processing/") == []
+
+
+def test_a_drop_whose_watcher_died_after_claiming_it_is_taken_over_from_processing(
+    registry, wordnet_files, make_watcher
+):
+    drop(registry.bucket, "orphaned", wordnet_files[0])
+
+    def killed(dataset, _registry):
+        raise Died
+
+    with pytest.raises(Died):
+        make_watcher(trainer=killed, lease_s=0.2).run(once=True)
+    assert registry.bucket.list("incoming/") == [] and registry.bucket.list("processing/")
+    time.sleep(0.3)  # its lease runs out
+    assert [d["state"] for d in make_watcher(lease_s=0.2).run(once=True)] == ["registered"]
+    assert registry.bucket.list("processing/") == []
+
+
+def test_a_move_into_processing_cut_short_is_finished_by_the_next_watcher_and_its_leftovers_are_no_drop(
+    registry, wordnet_files, make_watcher, monkeypatch
+):
+    drop(registry.bucket, "halfway", wordnet_files[0])
+    copies = []
+    copy = registry.bucket.copy
+
+    def dies_after_one_copy(source, target):
+        if copies:
+            raise Died
+        copies.append(target)
+        copy(source, target)
+
+    monkeypatch.setattr(registry.bucket, "copy", dies_after_one_copy)
+    with pytest.raises(Died):
+        make_watcher(lease_s=0.2).run(once=True)
+    monkeypatch.setattr(registry.bucket, "copy", copy)
+    assert len(registry.bucket.list("incoming/halfway/")) == 3, "nothing deleted before every copy exists"
+    time.sleep(0.3)
+    done = make_watcher(lease_s=0.2).run(once=True)
+    assert [(d["dataset_id"], d["state"]) for d in done] == [(dataset_id(wordnet_files[0]), "registered")]
+    assert registry.bucket.list("incoming/") == [] and registry.bucket.list("processing/") == []
+    assert len(registry.lineage.versions()) == 1
