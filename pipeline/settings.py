@@ -7,7 +7,7 @@ when they are absent and the embedded stack (`litelora up`) is running, its endp
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from pydantic import AliasChoices, Field
@@ -51,7 +51,7 @@ class Connection:
 
     s3_endpoint: str | None
     access_key: str | None
-    secret_key: str | None
+    secret_key: str | None = field(repr=False)
     region: str
     bucket: str
     mlflow_uri: str
@@ -61,6 +61,11 @@ class Connection:
     stream: str = "default"
     base_model: str = ""
     """The default stream's registered model, from which every stream's name is derived."""
+
+    def without_keys(self) -> Connection:
+        """What may travel in a Ray job's config (Ray shows it in its dashboard): everything but the S3 keys,
+        which a worker finds itself (`with_keys`)."""
+        return replace(self, access_key=None, secret_key=None)
 
     def for_stream(self, stream: str) -> Connection:
         from pipeline.registry.streams import registered_model_of
@@ -102,6 +107,23 @@ def connection(settings: Settings | None = None, stream: str | None = None) -> C
         settings.registered_model,
         settings.home / "cache",
     ).for_stream(stream or settings.stream)
+
+
+def with_keys(conn: Connection) -> Connection:
+    """A Ray worker's connection: the S3 keys from its environment (AWS_*: a node's or the job's runtime env), else
+    from this installation's credentials file when the worker runs beside the embedded stack, else none (boto3 and
+    pyarrow then use the node's instance profile)."""
+    from pipeline.stack.embedded import Credentials
+
+    if conn.access_key:
+        return conn
+    settings, home = load_settings(), conn.cache_dir.parent
+    if settings.access_key:
+        return replace(conn, access_key=settings.access_key, secret_key=settings.secret_key)
+    if (home / "credentials.json").exists():
+        creds = Credentials.load_or_create(home)
+        return replace(conn, access_key=creds.access_key, secret_key=creds.secret_key)
+    return conn
 
 
 def apply_offline_defaults() -> None:

@@ -38,7 +38,7 @@ from pipeline.orchestrator.shard_rows import ShardRows, streams, training_datase
 from pipeline.orchestrator.worker_memory import private_mb
 from pipeline.registry.bucket import Bucket, arrow_filesystem
 from pipeline.registry.store import AdapterSetStore, held_out_record, read_dataset
-from pipeline.settings import Connection
+from pipeline.settings import Connection, with_keys
 from pipeline.shutdown import sigterm_interrupts
 
 
@@ -64,7 +64,6 @@ def init_ray(home: Path) -> None:
     another thread was seen to exit silently at its next Train job."""
     if ray.is_initialized():
         return
-    os.environ.setdefault("RAY_AUTH_MODE", "disabled")
     os.environ.setdefault("RAY_TRAIN_V2_ENABLED", "1")
     # The Train controller polls its workers this often (default 2 s); every job ends with a few polls, which
     # cost ~4 s a task. Ray Train forwards RAY_TRAIN_* variables from the driver to its controller.
@@ -73,6 +72,9 @@ def init_ray(home: Path) -> None:
         ray.init(address=os.environ["RAY_ADDRESS"], log_to_driver=False)
         sigterm_interrupts()  # ray.init replaced the handler with one that dumps a native stack
         return
+    # A node of our own, on loopback only: nobody else can reach it to present a token. A cluster named by
+    # RAY_ADDRESS keeps its own authentication (token mode: RAY_AUTH_TOKEN or ~/.ray/auth_token).
+    os.environ.setdefault("RAY_AUTH_MODE", "disabled")
     # Unix socket paths are limited to 107 bytes: keep Ray's session dir short, keyed by the state dir.
     temp = Path(tempfile.gettempdir()) / f"llray-{hashlib.sha256(str(home).encode()).hexdigest()[:8]}"
     ray.init(
@@ -185,7 +187,7 @@ def train_loop_per_worker(cfg: dict) -> None:
                 return
             resume = read_progress(Path(directory))
 
-    conn: Connection = cfg["connection"]
+    conn: Connection = with_keys(cfg["connection"])
     bucket = Bucket.connect(conn)
     config = TrainConfig.from_dict(cfg["config"])
     parent = None
@@ -295,9 +297,8 @@ def fit_with_ray_train(
             "task_name": task_name,
             "mlflow_run_id": mlflow_run_id,
             "held_out": record if streamed else None,
-            # Endpoints and bucket travel with the job; on a cloud cluster the keys are None and
-            # workers use their instance profile.
-            "connection": conn,
+            # Endpoints and bucket travel with the job, never the keys: Ray's dashboard shows this config.
+            "connection": conn.without_keys(),
         },
         datasets=datasets,
         scaling_config=ScalingConfig(

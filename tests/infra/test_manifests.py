@@ -383,6 +383,29 @@ def test_the_ray_dashboard_is_reached_only_from_ray_pods_the_submitter_and_the_o
         assert doc["spec"].get("type", "ClusterIP") == "ClusterIP", f"{doc['metadata']['name']} is exposed"
 
 
+def test_a_pod_labelling_itself_kuberay_operator_in_another_namespace_does_not_reach_the_job_api():
+    # A namespaceSelector of {} admits every namespace, where anyone may label a pod as the operator.
+    for rule in policies()["ray-within-cluster"]["ingress"]:
+        for peer in rule["from"]:
+            if "namespaceSelector" in peer:
+                selector = peer["namespaceSelector"]
+                assert set(selector.get("matchLabels", {})) == {"kubernetes.io/metadata.name"}, selector
+                assert not selector.get("matchExpressions"), selector
+
+
+def test_every_ray_cluster_asks_callers_for_its_token_and_every_submitter_presents_it():
+    examples = {doc["metadata"]["name"]: doc for path, doc in of_kind("Secret") if is_example(path)}
+    for name, spec in cluster_specs():
+        auth = spec.get("authOptions", {})
+        assert auth.get("mode") == "token", name
+        assert "auth_token" in examples[auth["secretName"]]["stringData"], name
+    for item in of_kind("RayJob"):
+        (submitter,) = item[1]["spec"]["submitterPodTemplate"]["spec"]["containers"]
+        env = {e["name"]: e for e in submitter.get("env", [])}
+        assert env["RAY_AUTH_MODE"]["value"] == "token", ident(item)
+        assert env["RAY_AUTH_TOKEN"]["valueFrom"]["secretKeyRef"]["key"] == "auth_token", ident(item)
+
+
 # ---------------------------------------------------------------- container image (infra/docker)
 
 

@@ -91,3 +91,58 @@ def test_each_ray_train_worker_reserves_half_a_cpu_by_default_and_what_it_is_tol
     assert ScalingSpec(cpus_per_worker=1).resources_per_worker() == {"CPU": 1}
     assert ScalingSpec(use_gpu=True).resources_per_worker() is None  # Ray's default: one GPU, one CPU
     assert ScalingSpec(use_gpu=True, cpus_per_worker=8).resources_per_worker() == {"CPU": 8, "GPU": 1}
+
+
+def test_the_connection_a_ray_job_shows_in_its_dashboard_holds_no_s3_key(tmp_path, monkeypatch):
+    from pipeline.settings import Connection, with_keys
+
+    conn = Connection(
+        "http://127.0.0.1:1",
+        "AKIDEXAMPLE",
+        "s3cr3t-never-shown",
+        "us-east-1",
+        "b",
+        "http://m",
+        "m",
+        tmp_path / "cache",
+    )
+    assert "s3cr3t" not in repr(conn)
+    travelling = conn.without_keys()
+    assert travelling.secret_key is None and travelling.access_key is None
+    # A worker finds the keys itself: its environment first, then this installation's credentials file.
+    monkeypatch.delenv("AWS_ACCESS_KEY_ID", raising=False)
+    monkeypatch.delenv("AWS_SECRET_ACCESS_KEY", raising=False)
+    assert with_keys(travelling).secret_key is None, "no keys anywhere: an instance profile's turn"
+    (tmp_path / "credentials.json").write_text('{"access_key": "LLFILE", "secret_key": "from-file"}')
+    assert (with_keys(travelling).access_key, with_keys(travelling).secret_key) == ("LLFILE", "from-file")
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "ENVKEY")
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "from-env")
+    assert with_keys(travelling).secret_key == "from-env"
+
+
+def test_the_train_loop_config_of_a_ray_train_job_carries_no_secret(monkeypatch, tmp_path):
+    import ray.train.torch
+
+    from pipeline.learn.config import TrainConfig
+    from pipeline.orchestrator import ray_train
+    from pipeline.settings import Connection
+
+    seen = {}
+
+    class Stop(Exception):
+        pass
+
+    def trainer(loop, train_loop_config, **kwargs):
+        seen.update(train_loop_config)
+        raise Stop
+
+    monkeypatch.setattr(ray_train, "TorchTrainer", trainer)
+    monkeypatch.setattr(ray_train, "init_ray", lambda home: None)
+    monkeypatch.setattr(ray_train, "held_out_record", lambda conn, dataset_id: {"rule": "seeded"})
+    conn = Connection(
+        None, "AKIDEXAMPLE", "s3cr3t-never-shown", "us-east-1", "b", "http://m", "m", tmp_path / "c"
+    )
+    with pytest.raises(Stop):
+        ray_train.fit_with_ray_train(conn, TrainConfig(), None, "d" * 64, "t", ray_train.ScalingSpec())
+    assert "s3cr3t" not in repr(seen) and "AKIDEXAMPLE" not in repr(seen)
+    assert ray.train.torch  # the real module was importable: the trainer above stands in for it only
