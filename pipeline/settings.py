@@ -10,7 +10,7 @@ import os
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
-from pydantic import AliasChoices, Field
+from pydantic import AliasChoices, Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 REGISTERED_MODEL = "litelora-adapter-set"
@@ -43,6 +43,9 @@ class Settings(BaseSettings):
     """Show a command's traceback instead of its one-line error."""
     serve_token_file: Path | None = None
     """`litelora serve --token-file`: the bearer token clients must send (needed beyond loopback)."""
+    state_key: SecretStr | None = None
+    """Key of the MACs on the state the service writes and reads back (a resumable search's trial records);
+    unset: a random key kept in <home>/state-key. On a cluster, a Secret, so a restarted head keeps it."""
 
 
 @dataclass(frozen=True)

@@ -5,6 +5,8 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 UNPICKLERS = {"pickle", "cPickle", "dill", "cloudpickle", "joblib", "shelve", "marshal"}
+# Ray loads these from storage with (cloud)pickle: tuner.pkl, trainer.pkl, experiment state's pickled fields.
+RAY_STATE_LOADERS = ("Tuner.restore", "Trainer.restore", "ExperimentAnalysis")
 
 
 def _violations(path: Path) -> list[str]:
@@ -20,6 +22,8 @@ def _violations(path: Path) -> list[str]:
             found.append(f"line {node.lineno}: torch.load without weights_only=True")
         if name == "AutoModel.from_pretrained" and keywords.get("use_safetensors") != "True":
             found.append(f"line {node.lineno}: from_pretrained may load a pickled .bin")
+        if name.endswith(RAY_STATE_LOADERS):
+            found.append(f"line {node.lineno}: {name} unpickles Ray state from storage")
         if keywords.get("allow_pickle") == "True":
             found.append(f"line {node.lineno}: allow_pickle=True")
     return [f"{path.relative_to(ROOT)}: {v}" for v in found]

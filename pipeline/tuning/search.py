@@ -1,11 +1,14 @@
 """Search LiteLoRA's hyperparameters for one task with Ray Tune, then train it with the best configuration.
 
     MLflow parent run (the task's run) ── one nested run per trial (Ray's MLflowLoggerCallback)
-    Tuner: random search × ASHA on `objective`, trials sized to the cluster, state under s3://<bucket>/tune/
+    Tuner: a seeded list of configurations × ASHA on `objective`, trials sized to the cluster
+    each ended trial → a sealed record under s3://<bucket>/tune/<search>/trials/ (records.py)
     best finished trial → overrides → `train_on_current` in the same run → the version carries `tune.*` tags
 
 The search is named by task, dataset and a hash of the space and settings: running the same command again
-resumes it (`Tuner.restore`) instead of starting over; changing the space starts a new search.
+resumes it instead of starting over; changing the space starts a new search. A resumed search is a new Tuner
+that runs only the configurations without a verified record: Tune's own saved state is pickles, and anyone who
+could write it would run code on the driver, so it is never restored (`Tuner.restore` is not used).
 """
 
 from __future__ import annotations
@@ -13,13 +16,12 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import secrets
 import tempfile
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-
-from ray.tune import Callback, ExperimentAnalysis
 
 from pipeline.adapters.adapter_set import read_manifest
 from pipeline.data.task_dataset import TaskDataset
@@ -28,15 +30,16 @@ from pipeline.learn.config import TrainConfig
 from pipeline.learn.methods import selects_by_task
 from pipeline.orchestrator.transaction import check_method
 from pipeline.registry import plots
-from pipeline.registry.bucket import arrow_filesystem
+from pipeline.registry.bucket import Bucket, arrow_filesystem
 from pipeline.registry.lineage import TRAINING_EXPERIMENT, TrainingRun, parent_tag
+from pipeline.registry.service_key import ServiceKey
 from pipeline.registry.store import Registry
-from pipeline.settings import Connection
+from pipeline.settings import Connection, load_settings
+from pipeline.tuning.attempt import Attempt, ResumedASHA, TrialLedger, describe, register, unregister
 from pipeline.tuning.pareto import TrialRow, markdown_table, pareto_front
+from pipeline.tuning.records import TUNE_PREFIX, SearchRecords, TrialRecord
 from pipeline.tuning.space import SearchSpace
 from pipeline.tuning.trial import TrialSetup, run_trial, trial_rows
-
-TUNE_PREFIX = "tune/"
 
 
 class TuneFailed(JobFailed):
@@ -109,54 +112,15 @@ def search_name(
     return f"{task}-{dataset_id[:12]}-{hashlib.sha256(fingerprint.encode()).hexdigest()[:8]}"
 
 
-def _rows(results) -> list[TrialRow]:
+def _error_rows(results) -> list[TrialRow]:
+    """The trials of this attempt that failed. They get no record: a resumed search tries them again."""
     rows = []
     for result in results:
-        metrics = result.metrics or {}
-        trial_id = metrics.get("trial_id") or result.path.rstrip("/").rsplit("/", 1)[-1]
-        config = {k: v for k, v in (result.config or {}).items()}
         if result.error is not None:
-            rows.append(
-                TrialRow(trial_id, config, "error", error=str(result.error).strip().splitlines()[-1][:300])
-            )
-            continue
-        rows.append(
-            TrialRow(
-                trial_id,
-                config,
-                "finished" if metrics.get("closed") else "stopped",
-                metrics.get("objective"),
-                metrics.get("accuracy"),
-                metrics.get("til_accuracy"),
-                metrics.get("active_adapters"),
-                int(metrics.get("training_iteration", 0)),
-            )
-        )
+            trial_id = (result.metrics or {}).get("trial_id") or result.path.rstrip("/").rsplit("/", 1)[-1]
+            error = str(result.error).strip().splitlines()[-1][:300]
+            rows.append(TrialRow(trial_id, dict(result.config or {}), "error", error=error))
     return rows
-
-
-# Who hears about trials in this process. Tune pickles its callbacks with the search state (to restore it),
-# so the callback carries only the search's name and looks its listener up here.
-_LISTENERS: dict[str, Callable[[str], None]] = {}
-
-
-class TrialProgress(Callback):
-    def __init__(self, search: str):
-        self.search = search
-
-    def _say(self, message: str) -> None:
-        _LISTENERS.get(self.search, lambda _: None)(message)
-
-    def on_trial_complete(self, iteration, trials, trial, **info):
-        result = trial.last_result or {}
-        how = "finished" if result.get("closed") else "stopped early by ASHA"
-        self._say(
-            f"trial {trial.trial_id} {how}: objective {result.get('objective', float('nan')):.4f}, "
-            f"{result.get('active_adapters', '?')} adapter(s); {_short(trial.config)}"
-        )
-
-    def on_trial_error(self, iteration, trials, trial, **info):
-        self._say(f"trial {trial.trial_id} failed (its nested MLflow run and Ray's logs say why)")
 
 
 def _tuner(
@@ -164,60 +128,50 @@ def _tuner(
     setup: TrialSetup,
     space: SearchSpace,
     spec: TuneSpec,
+    pending: dict[int, dict],
+    earlier: list[TrialRecord],
     run_id: str,
     conn: Connection,
-    log: Callable[[str], None],
 ):
+    """A fresh Tuner for the configurations still `pending`; ASHA is told what the `earlier` trials reported."""
     from ray import tune
     from ray.air.integrations.mlflow import MLflowLoggerCallback
-    from ray.tune.schedulers import ASHAScheduler
     from ray.tune.search.basic_variant import BasicVariantGenerator
 
     # Tune's console reporter (banner, tables, a TensorBoard hint) would interleave with our own output and
     # break --json; with the legacy reporter, verbose=0 means silent.
     os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
-    storage_path, filesystem = f"{conn.bucket}/{TUNE_PREFIX.rstrip('/')}", arrow_filesystem(conn)
     resources = {"CPU": spec.cpus_per_trial} | ({"GPU": spec.gpus_per_trial} if spec.gpus_per_trial else {})
     trainable = tune.with_resources(tune.with_parameters(run_trial, setup=setup), resources)
-    path = f"{storage_path}/{name}"
-    if tune.Tuner.can_restore(path, storage_filesystem=filesystem):
-        log(f"resuming the search stored at s3://{path}")
-        return (
-            tune.Tuner.restore(
-                path,
-                trainable,
-                resume_unfinished=True,
-                resume_errored=True,
-                param_space=space.to_tune(),
-                storage_filesystem=filesystem,
-            ),
-            path,
-            True,
-        )
-
     max_t = setup_epochs(setup) + 1
-    tuner = tune.Tuner(
+    scheduler = ResumedASHA(
+        metric="objective",
+        mode="max",
+        time_attr="training_iteration",
+        max_t=max_t,
+        grace_period=min(spec.grace_epochs, max_t),
+        reduction_factor=2,
+    )
+    for record in earlier:
+        scheduler.replay(record)
+    return tune.Tuner(
         trainable,
         param_space=space.to_tune(),
         tune_config=tune.TuneConfig(
-            num_samples=spec.trials,
-            scheduler=ASHAScheduler(
-                metric="objective",
-                mode="max",
-                time_attr="training_iteration",
-                max_t=max_t,
-                grace_period=min(spec.grace_epochs, max_t),
-                reduction_factor=2,
-            ),
-            search_alg=BasicVariantGenerator(random_state=spec.seed),
+            num_samples=len(pending),
+            scheduler=scheduler,
+            # Each point replaces one sample: the trials are exactly the pending configurations.
+            search_alg=BasicVariantGenerator(points_to_evaluate=list(pending.values())),
         ),
         run_config=tune.RunConfig(
-            name=name,
-            storage_path=storage_path,
-            storage_filesystem=filesystem,
+            # Every attempt writes Tune's own files (logs, results, its pickled state) to a directory of its
+            # own, which nothing reads back.
+            name=f"attempt-{time.strftime('%Y%m%dT%H%M%S')}-{secrets.token_hex(3)}",
+            storage_path=f"{conn.bucket}/{TUNE_PREFIX}{name}",
+            storage_filesystem=arrow_filesystem(conn),
             verbose=0,
             callbacks=[
-                TrialProgress(name),
+                TrialLedger(name),
                 MLflowLoggerCallback(
                     tracking_uri=conn.mlflow_uri,
                     experiment_name=TRAINING_EXPERIMENT,
@@ -226,19 +180,12 @@ def _tuner(
             ],
         ),
     )
-    return tuner, path, False
 
 
 def setup_epochs(setup: TrialSetup) -> int:
     config = TrainConfig.from_dict(setup.base_config)
     phase2 = config.phase2_epochs if config.method == "litelora" and setup.earlier else 0
     return config.task_epochs(len(setup.earlier), setup.train_rows) + phase2
-
-
-def _short(config: dict) -> str:
-    return ", ".join(
-        f"{k}={v:.3g}" if isinstance(v, float) else f"{k}={v}" for k, v in sorted(config.items())
-    )
 
 
 class NothingToTune(ValueError):
@@ -293,6 +240,7 @@ def tune_task(
     )
 
     run_id = lineage.find_run("tune_search", name)
+    resumed = run_id is not None
     if run_id:  # a resumed search: trial runs a killed search left RUNNING are re-run under new runs
         lineage.end_running_children(run_id, "KILLED")
     else:
@@ -310,16 +258,7 @@ def tune_task(
     run = lineage.run(run_id)
 
     init_ray(conn.cache_dir.parent)
-    tuner, path, resumed = _tuner(name, setup, space, spec, run_id, conn, log)
-    _LISTENERS[name] = on_trial or log
-    try:
-        grid = tuner.fit()  # Tune catches SIGINT itself: it saves the state and returns early
-    finally:
-        _LISTENERS.pop(name, None)
-    rows = _rows(grid)
-    # After Ctrl-C Tune marks every trial terminated in memory; the state it saved first tells the truth.
-    saved = ExperimentAnalysis(path, storage_filesystem=arrow_filesystem(conn)).trials
-    ended = sum(trial.status in ("TERMINATED", "ERROR") for trial in saved)
+    rows, ended = _run_trials(name, setup, space, spec, run_id, conn, log, on_trial or log)
     if ended < spec.trials:
         run.end("KILLED")
         raise SearchInterrupted(
@@ -347,6 +286,41 @@ def tune_task(
     _log_search(run, outcome)
     run.end()  # `train_on_current(run_id=…)` reopens it to train with the winner
     return outcome
+
+
+def _run_trials(
+    name: str,
+    setup: TrialSetup,
+    space: SearchSpace,
+    spec: TuneSpec,
+    run_id: str,
+    conn: Connection,
+    log: Callable[[str], None],
+    listener: Callable[[str], None],
+) -> tuple[list[TrialRow], int]:
+    """Train the search's configurations that have no verified record yet. Every trial's row (the ended ones by
+    slot, then this attempt's failures) and how many trials have ended."""
+    configs = space.samples(spec.trials, spec.seed)
+    records = SearchRecords(Bucket.connect(conn), name, ServiceKey.load(load_settings()), log)
+    earlier = records.read(configs)
+    if earlier:
+        where = f"s3://{conn.bucket}/{TUNE_PREFIX}{name}/"
+        log(f"resuming the search in {where}: {len(earlier)} of {spec.trials} trials ended before")
+        for record in earlier.values():
+            listener(
+                f"trial {record.row.trial_id} ended in an earlier run ({record.row.status}); not run again"
+            )
+    attempt = Attempt(records, {s: c for s, c in enumerate(configs) if s not in earlier}, listener)
+    errors = []
+    if attempt.pending:
+        tuner = _tuner(name, setup, space, spec, dict(attempt.pending), list(earlier.values()), run_id, conn)
+        register(name, attempt)
+        try:
+            errors = _error_rows(tuner.fit())  # Tune catches SIGINT itself: it stops the trials and returns
+        finally:
+            unregister(name)
+    done = earlier | attempt.ended
+    return [done[slot].row for slot in sorted(done)] + errors, len(done) + len(errors)
 
 
 def _log_search(run: TrainingRun, outcome: TuneOutcome) -> None:
@@ -389,7 +363,7 @@ def tune_then_train(
     outcome = tune_task(dataset, conn, space, spec, base_config=base_config, log=log, on_trial=on_trial)
     tune_s = time.perf_counter() - clock
     log(
-        f"best of {len(outcome.rows)} trials: {_short(outcome.best)} (objective {outcome.best_trial.objective:.4f}); "
+        f"best of {len(outcome.rows)} trials: {describe(outcome.best)} (objective {outcome.best_trial.objective:.4f}); "
         "training the task with it"
     )
     result = train_on_current(

@@ -8,6 +8,8 @@ overrides the defaults (`litelora tune --space space.json`).
 from __future__ import annotations
 
 import json
+import math
+import random
 from pathlib import Path
 
 from pydantic import BaseModel, ConfigDict, ValidationError, field_validator, model_validator
@@ -94,6 +96,24 @@ class SearchSpace(BaseModel):
         except (OSError, json.JSONDecodeError) as err:
             raise InvalidSearchSpace(f"cannot read search space {path}: {err}") from None
         return cls.parse(data)
+
+    def samples(self, count: int, seed: int) -> list[dict]:
+        """The search's `count` configurations, drawn from `seed`: the same list every time, so a resumed search
+        knows which of them it has already trained (Tune runs exactly these, as its points to evaluate)."""
+        rng, configs = random.Random(seed), []
+        for _ in range(count):
+            config = {}
+            for name in self.knobs():
+                value = getattr(self, name)
+                if isinstance(value, list):
+                    config[name] = rng.choice(value)
+                elif value.log:
+                    drawn = math.exp(rng.uniform(math.log(value.low), math.log(value.high)))
+                    config[name] = min(max(drawn, value.low), value.high)
+                else:
+                    config[name] = rng.uniform(value.low, value.high)
+            configs.append(config)
+        return configs
 
     def to_tune(self) -> dict:
         """The Ray Tune `param_space`: one sampler per searched knob."""

@@ -3,6 +3,7 @@ trial fails."""
 
 import json
 import os
+import pickle
 import shutil
 import signal
 import subprocess
@@ -15,9 +16,10 @@ from pipeline.data.task_dataset import TaskDataset, write_drop
 from pipeline.data.wordnet import split_wordnet20
 from pipeline.learn.config import TrainConfig
 from pipeline.orchestrator.transaction import train_on_current
+from pipeline.registry.bucket import Bucket
 from pipeline.registry.lineage import TRAINING_EXPERIMENT, Lineage
 from pipeline.registry.store import Registry
-from pipeline.tuning.search import TuneFailed, TuneSpec, tune_then_train
+from pipeline.tuning.search import TuneFailed, TuneSpec, search_name, tune_task, tune_then_train
 from pipeline.tuning.space import SearchSpace
 
 pytestmark = [pytest.mark.integration, pytest.mark.ray, pytest.mark.model]
@@ -126,3 +128,35 @@ def test_a_search_in_which_every_trial_fails_says_why_and_registers_nothing(conn
     with pytest.raises(TuneFailed, match="none of the 2 trials finished.*already learned"):
         tune_then_train(again, conn, SearchSpace(), TuneSpec(trials=2), log=lambda _: None)
     assert [v.version for v in Lineage(conn).versions()] == before
+
+
+class _Payload:
+    """Unpickling this creates `marker`: a stand-in for any code a planted pickle would run on the driver."""
+
+    def __init__(self, marker):
+        self.marker = str(marker)
+
+    def __reduce__(self):
+        return (open, (self.marker, "w"))
+
+
+def test_a_pickle_planted_under_the_search_key_never_runs(conn, tmp_path):
+    dataset = TaskDataset.from_dir(write_drop(split_wordnet20(1993, "ci")[0], tmp_path / "wordnet-0"))
+    space = SearchSpace.parse({"rank": [2], "temperature": None, "init_logit": None, "lr": None})
+    spec, config = TuneSpec(trials=1), TrainConfig(epochs=1, first_examples=None)
+    first = tune_task(dataset, conn, space, spec, base_config=config, log=lambda _: None)
+    prefix = f"tune/{search_name(dataset.name, dataset.dataset_id, space, spec, None)}/"
+    bucket, marker = Bucket.connect(conn), tmp_path / "payload-ran"
+    # Where Tuner.restore looked (the predictable key), every attempt's own Tune state, and a trial record.
+    planted = [f"{prefix}tuner.pkl", f"{prefix}trials/0000.json.pkl"]
+    planted += [key for key in bucket.list(prefix) if key.endswith("tuner.pkl")]
+    for key in planted:
+        bucket.put(key, pickle.dumps(_Payload(marker)))
+
+    said = []
+    again = tune_task(dataset, conn, space, spec, base_config=config, log=said.append)
+
+    assert not marker.exists()
+    assert again.resumed and again.best_trial == first.best_trial  # its one trial ended before: not re-run
+    assert any(line.startswith("resuming the search") for line in said)
+    assert any("trials/0000.json.pkl: not a trial record" in line for line in said)
