@@ -89,6 +89,13 @@ def watch(
     lease: Annotated[
         float, typer.Option(min=10, help="Seconds of silence after which another watcher takes a drop over.")
     ] = 300.0,
+    max_attempts: Annotated[
+        int,
+        typer.Option(
+            min=1,
+            help="Attempts whose watcher died mid-drop (its lease ran out) before the drop fails as poison.",
+        ),
+    ] = 3,
     guard: Annotated[
         float | None,
         typer.Option(
@@ -117,6 +124,7 @@ def watch(
                 quiet_period_s=quiet_period,
                 poll_s=poll,
                 lease_s=lease,
+                max_attempts=max_attempts,
                 streams=tuple(stream or ()),
             ),
         )
