@@ -9,22 +9,23 @@ from typing import Literal
 from pipeline.adapters.config import AdapterConfig, GateConfig
 from pipeline.learn.backbone import BackboneConfig
 from pipeline.learn.head_options import HEAD_OPTIONS, HeadOption
+from pipeline.methods import DEFAULT_METHOD, method_of, stream_methods
+from pipeline.methods import METHODS as ALL_METHODS
 
 FIRST_EPOCHS_CAP = 10
 
-Method = Literal["litelora", "sdlora", "seq-lora", "frozen", "share"]
-METHODS: tuple[str, ...] = ("litelora", "sdlora", "seq-lora", "frozen")
+METHODS: tuple[str, ...] = tuple(
+    name for name, m in ALL_METHODS.items() if not m.selects_by_task and not m.benchmark_only
+)
 """The gated methods, one set of adapters for every class (`ContinualModel`). `frozen` adapts nothing and fits the
 same heads on the bare backbone: the reference adaptation must beat."""
-STREAM_METHODS: tuple[str, ...] = (*METHODS, "share")
-"""What a stream may run: the gated methods, or Share (`TaskSelectedModel`: predictions name their task)."""
-SHARE_EPOCHS = 5
-"""Epochs per task of a Share stream: what its storage-accuracy frontier was measured with (docs/method.md §8)."""
+STREAM_METHODS: tuple[str, ...] = stream_methods()
+"""What a stream may run: the gated methods, or those whose predictions name their task (`TaskSelectedModel`)."""
 
 
 @dataclass
 class TrainConfig:
-    method: Method = "litelora"
+    method: str = DEFAULT_METHOD
     backbone: BackboneConfig = field(default_factory=BackboneConfig)
     adapter: AdapterConfig = field(default_factory=AdapterConfig)
     gate: GateConfig = field(default_factory=GateConfig)
@@ -90,13 +91,12 @@ class TrainConfig:
         return asdict(self)
 
     @classmethod
-    def for_backbone(cls, name: str, method: str = "litelora") -> TrainConfig:
-        """The defaults of a new lineage on backbone `name` running `method`. Vision backbones adapt at rank 4: the
-        setting our Split-FashionMNIST numbers were measured with (docs/method.md). Share trains every task the
-        same number of epochs and scores with its per-task heads."""
+    def for_backbone(cls, name: str, method: str = DEFAULT_METHOD) -> TrainConfig:
+        """The defaults of a new lineage on backbone `name` running `method` (with the method's own defaults, e.g.
+        Share's epochs and per-task heads). Vision backbones adapt at rank 4: the setting our Split-FashionMNIST
+        numbers were measured with (docs/method.md)."""
         config = cls(backbone=BackboneConfig(name=name), method=method)
-        if method == "share":
-            config = config.with_overrides(epochs=SHARE_EPOCHS, first_examples=0, head="linear")
+        config = config.with_overrides(**method_of(method).defaults)
         return config.with_overrides(rank=4) if config.backbone.reads_images else config
 
     def running(self, method: str) -> TrainConfig:

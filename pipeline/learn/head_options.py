@@ -55,7 +55,7 @@ def needs_statistics(options: tuple[str, ...]) -> bool:
 
 def needs_drift_reference(model, options: tuple[str, ...]) -> bool:
     """Whether fitting `options` after the next task needs the task's features from before it trained."""
-    if model.config.method == "frozen":  # features that never change never drift
+    if not model.method.adapts(len(model.tasks)):  # a task that adapts nothing moves no feature
         return False
     stored = model.class_stats.num_classes if needs_statistics(options) else 0
     return model.config.drift_compensation and bool(

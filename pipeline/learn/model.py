@@ -22,12 +22,13 @@ from pipeline.adapters.adapter_set import (
 )
 from pipeline.learn.backbone import load_backbone, pick_device
 from pipeline.learn.class_stats import ClassStatistics
-from pipeline.learn.config import METHODS, TrainConfig
+from pipeline.learn.config import TrainConfig
 from pipeline.learn.head_options import KNOWN_CLASS_HEADS, STORED, score
 from pipeline.learn.heads import TaskHeads
 from pipeline.learn.ridge import RidgeHead
 from pipeline.learn.subspace import chance_coverage, coverage
 from pipeline.learn.task import Task
+from pipeline.methods import Method, method_of
 
 
 @dataclass
@@ -71,7 +72,7 @@ class ContinualModel(nn.Module):
     def __init__(self, config: TrainConfig, backbone: nn.Module | None = None, tokenizer=None):
         """`backbone` (and, for text, `tokenizer`): a fresh network to adapt instead of loading the configured one."""
         super().__init__()
-        if config.method not in METHODS:
+        if method_of(config.method).selects_by_task:
             raise ValueError(
                 f"{config.method!r} selects by task: its model is a TaskSelectedModel (methods.py)"
             )
@@ -155,10 +156,14 @@ class ContinualModel(nn.Module):
 
     def stored_parameters(self) -> int:
         """Adapter parameters a saved set holds: kept adapters + one α (and one logit for LiteLoRA) per task."""
-        per_task = {"litelora": 2, "frozen": 0}.get(self.config.method, 1)
+        per_task = self.method.task_parameters
         return sum(self.adapters.adapter_parameter_count(r) for r in self.adapter_ranks()) + per_task * len(
             self.tasks
         )
+
+    @property
+    def method(self) -> Method:
+        return method_of(self.config.method)
 
     def head_parameters(self) -> int:
         return sum(p.numel() for p in self.heads.parameters())
@@ -177,36 +182,33 @@ class ContinualModel(nn.Module):
                 f"{self.config.head!r} head (one head per task) every task must bring new classes: the "
                 f"{', '.join(KNOWN_CLASS_HEADS)} heads absorb more data for known classes"
             )
-        first = not self.tasks
-        method = self.config.method
-        if method == "frozen":
+        method, opening = self.method, self.method.opening(len(self.tasks))
+        if opening == "none":
             self.gate.begin_task()  # a slot for the task's bookkeeping; no adapter
-        elif method == "seq-lora":
-            self.gate.begin_task(init_alpha=1.0)
-            if first:
-                self.adapters.new_adapter(self.config.adapter.rank)
-            else:
-                self.adapters.resume_latest()
         else:
-            self.adapters.normalise()  # the previous task's direction is used normalised from now on
-            self.gate.begin_task()
-            if method == "sdlora":
+            if method.normalises_directions:
+                self.adapters.normalise()  # the previous task's direction is used normalised from now on
+            self.gate.begin_task(init_alpha=method.initial_magnitude)
+            if method.resets_magnitudes():
                 self.gate.reset_alpha(self.config.sdlora_alpha_init)
-            self.adapters.new_adapter(self.config.adapter.rank)
+            if opening == "continue":
+                self.adapters.resume_latest()
+            else:
+                self.adapters.new_adapter(self.config.adapter.rank)
         self.heads.add_task(len(task.classes)).to(self.gate.alpha.device)
         return self.gate.current_task
 
     def end_task(self, task: Task, keep: bool | None = None) -> GateDecision:
         covered = coverage(self)  # measured before a pruned adapter disappears
         chance = chance_coverage(self) if covered is not None else None
-        frozen = self.config.method == "frozen"
-        decision = self.gate.close_task(keep=False if frozen else keep)
+        index = len(self.tasks)
+        adapted = self.method.adapts(index)
+        decision = self.gate.close_task(keep=keep if adapted else False)
         if decision.keep:
             self.adapters.freeze_adapter(slot=decision.task)
         else:
             self.adapters.drop_adapter()  # pruned: neither stored nor computed from now on
-        label = "continue" if self.config.method == "seq-lora" and self.tasks else decision.decision
-        label = "none" if frozen else label
+        label = self.method.decision(index, decision.decision)
         self.tasks.append(
             TaskRecord(task.name, list(task.classes), label, decision.logit, task.dataset_id, covered, chance)
         )

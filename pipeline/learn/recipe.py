@@ -156,8 +156,9 @@ def train_task(
     torch.manual_seed(cfg.seed + len(model.tasks))
     t = model.begin_task(task)
     seed = cfg.seed + 7919 * t
+    method = model.method
     frozen: RowFeatures | None = None
-    if cfg.method == "frozen":
+    if not method.adapts(t):
         # Nothing adapts, so the head trains on features computed once: the batches are features, the network
         # is the heads alone.
         frozen = rows.features(model) if features is None else RowFeatures.of(task, features)
@@ -167,11 +168,11 @@ def train_task(
 
     adapter_params = model.adapters.trainable_parameters()
     head_params = list(model.heads.heads[-1].parameters())
-    train_alpha = cfg.method == "sdlora" or (cfg.method == "litelora" and t > 0)
+    train_alpha = method.trains_magnitudes(t)
     model.gate.alpha.requires_grad_(train_alpha)
     epochs = cfg.task_epochs(t, len(rows))
     hooks = []
-    if cfg.method == "litelora" and train_alpha and not cfg.relearn_magnitudes:
+    if train_alpha and method.only_the_task_magnitude(cfg.relearn_magnitudes):
         # Only α_t learns: the earlier magnitudes, and so the features every earlier task was fitted on, stay.
         mask = torch.zeros_like(model.gate.alpha)
         mask[t] = 1.0
@@ -218,7 +219,7 @@ def train_task(
     }
 
     keep = True
-    if cfg.method == "litelora" and t > 0:
+    if method.selects(t):
         # Phase 2 (selection): only l_t learns, from noisy hard gate samples; everything else is frozen.
         for p in model.parameters():
             p.requires_grad_(False)

@@ -112,7 +112,8 @@ def run_stream(
     model = model or ContinualModel(config)
     head_options = head_options or (config.head,)
     results = results or {option: StreamResult(config.method, option) for option in head_options}
-    cached = features if config.method == "frozen" else None
+    # The bare encoder's features serve every task only where nothing ever adapts.
+    cached = None if model.method.adapts(0) else features
     for t, task in enumerate(tasks):
         if t < done:
             continue
