@@ -32,6 +32,7 @@ from pipeline.cli.app import (
     train_config,
     version_option,
 )
+from pipeline.methods import DEFAULT_METHOD, METHODS, every_class_methods, stream_methods
 
 
 @command
@@ -62,9 +63,11 @@ def bench(
     methods: Annotated[
         str,
         typer.Option(
-            help="Comma-separated: litelora, sdlora, seq-lora, frozen (no adapters, the same heads), share, lora-per-task (these two need the task id), joint (all tasks at once: the ceiling)."
+            help="Comma-separated, of: "
+            + "; ".join(f"{m.name} ({m.summary})" for m in METHODS.values())
+            + " [default: every method that scores every class]."
         ),
-    ] = "litelora,sdlora,seq-lora,frozen",
+    ] = ",".join(every_class_methods()),
     orderings: Annotated[str, typer.Option(help="Comma-separated class-ordering seeds.")] = "1993,1995,2000",
     reference: Annotated[
         bool, typer.Option(help="Also score the frozen nearest-class-mean reference.")
@@ -167,9 +170,9 @@ def train(
     method: Annotated[
         str,
         typer.Option(
-            help="litelora, sdlora, seq-lora, frozen, or share (a delta per task: predictions name their task); ignored with --parent or on a stream that has sets."
+            help=f"One of {', '.join(stream_methods())}; ignored with --parent or on a stream that has sets."
         ),
-    ] = "litelora",
+    ] = DEFAULT_METHOD,
     epochs: EPOCHS = None,
     first_examples: FIRST_EXAMPLES = None,
     sparsity: SPARSITY = None,

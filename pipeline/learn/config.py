@@ -9,14 +9,11 @@ from typing import Literal
 from pipeline.adapters.config import AdapterConfig, GateConfig
 from pipeline.learn.backbone import BackboneConfig
 from pipeline.learn.head_options import HEAD_OPTIONS, HeadOption
-from pipeline.methods import DEFAULT_METHOD, method_of, stream_methods
-from pipeline.methods import METHODS as ALL_METHODS
+from pipeline.methods import DEFAULT_METHOD, every_class_methods, method_of, stream_methods
 
 FIRST_EPOCHS_CAP = 10
 
-METHODS: tuple[str, ...] = tuple(
-    name for name, m in ALL_METHODS.items() if not m.selects_by_task and not m.benchmark_only
-)
+METHODS: tuple[str, ...] = every_class_methods()
 """The gated methods, one set of adapters for every class (`ContinualModel`). `frozen` adapts nothing and fits the
 same heads on the bare backbone: the reference adaptation must beat."""
 STREAM_METHODS: tuple[str, ...] = stream_methods()

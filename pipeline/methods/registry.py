@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
-from pipeline.methods import frozen, joint, litelora, lora_per_task, sdlora, seq_lora, share
+from pipeline.methods import adapt_once, frozen, joint, litelora, lora_per_task, sdlora, seq_lora, share
 from pipeline.methods.base import Method
 
 METHODS: dict[str, Method] = {
-    m.METHOD.name: m.METHOD for m in (litelora, sdlora, seq_lora, frozen, share, lora_per_task, joint)
+    m.METHOD.name: m.METHOD
+    for m in (litelora, sdlora, seq_lora, frozen, adapt_once, share, lora_per_task, joint)
 }
 DEFAULT_METHOD = "litelora"
 
@@ -24,3 +25,8 @@ def method_of(name: str) -> Method:
 def stream_methods() -> tuple[str, ...]:
     """What a stream (a drop's task.json, `litelora train`) may run."""
     return tuple(name for name, m in METHODS.items() if not m.benchmark_only)
+
+
+def every_class_methods() -> tuple[str, ...]:
+    """The stream methods whose one set of adapters scores every class (`ContinualModel`), no task name needed."""
+    return tuple(name for name in stream_methods() if not METHODS[name].selects_by_task)
