@@ -7,8 +7,9 @@ set they started with and no request fails during a swap.
     POST /predict  {"text": "…"} or {"texts": ["…", …]}, optional "top", "version", "task"  → label, task, scores
     GET  /healthz  GET /version
 
-With a token (serving/access.py), /predict and /version need `Authorization: Bearer <token>` (401 without);
-/healthz stays open for liveness probes.
+With a token (serving/access.py), every path but /healthz needs `Authorization: Bearer <token>` (401 without, before
+any body is read: serving/guard.py) and FastAPI's /docs, /redoc and /openapi.json are not found; /healthz stays open
+for liveness probes. Every body is bounded as it arrives, chunked or not.
 """
 
 import base64
@@ -17,15 +18,14 @@ import logging
 import threading
 import time
 
-from fastapi import FastAPI, Header, HTTPException, Request
-from fastapi.responses import JSONResponse
+from fastapi import FastAPI, HTTPException
 from pydantic import BaseModel, ConfigDict, Field
 from ray import serve
 
 from pipeline.errors import JobFailed
 from pipeline.registry.lineage import LineageError, parse_version
 from pipeline.registry.store import Registry
-from pipeline.serving.access import authorized
+from pipeline.serving.guard import RequestGuard
 from pipeline.serving.predictor import BadRequest, Predictor
 from pipeline.settings import Connection
 
@@ -67,14 +67,13 @@ def inputs_of(body: PredictRequest, reads_images: bool) -> list[str] | list[byte
         raise HTTPException(422, f"an image that is not valid base64: {error}") from None
 
 
-@api.middleware("http")
-async def refuse_oversize_bodies(request: Request, call_next):
-    size = request.headers.get("content-length")
-    if size is not None and size.isdigit() and int(size) > MAX_BODY_BYTES:
-        return JSONResponse(
-            {"detail": f"request body of {size} bytes; at most {MAX_BODY_BYTES}"}, status_code=413
-        )
-    return await call_next(request)
+def _replica_token_digest() -> str | None:
+    # The replica's own server object, found as Serve finds a route's `self`.
+    return serve.get_replica_context().servable_object.token_digest
+
+
+# Before @serve.ingress, which freezes a copy of the app: the guard runs before routing and body parsing.
+api.add_middleware(RequestGuard, token_digest=_replica_token_digest, max_body_bytes=MAX_BODY_BYTES)
 
 
 @serve.deployment(max_ongoing_requests=32)
@@ -91,7 +90,7 @@ class AdapterSetServer:  # (no `from __future__ import annotations`: FastAPI mus
         token_digest: str | None = None,
         streams: tuple[str, ...] = (),
     ):
-        # Checked by each route, on this object: Serve runs the routes on its own copy of the FastAPI app.
+        # Read by the RequestGuard in front of every route, per request.
         self.token_digest = token_digest
         self.poll_s = poll_s
         self.streams = streams or (conn.stream,)
@@ -120,11 +119,6 @@ class AdapterSetServer:  # (no `from __future__ import annotations`: FastAPI mus
                     self.last_poll_error[stream] = ""
                 except Exception as error:  # noqa: BLE001 - MLflow or S3 away: keep serving the set we have
                     self.last_poll_error[stream] = f"{type(error).__name__}: {error}"
-
-    def _require_token(self, authorization: str | None) -> None:
-        # Not on /healthz: liveness probes carry no token, and it says only which version is served.
-        if not authorized(authorization, self.token_digest):
-            raise HTTPException(401, "missing or wrong bearer token", headers={"WWW-Authenticate": "Bearer"})
 
     def _served(self, stream: str) -> str:
         if stream not in self.predictors:
@@ -172,15 +166,11 @@ class AdapterSetServer:  # (no `from __future__ import annotations`: FastAPI mus
         }
 
     @api.post("/predict")
-    def predict(self, body: PredictRequest, authorization: str | None = Header(None)) -> dict:
-        self._require_token(authorization)
+    def predict(self, body: PredictRequest) -> dict:
         return self._predict(self.streams[0], body)
 
     @api.post("/streams/{stream}/predict")
-    def predict_stream(
-        self, stream: str, body: PredictRequest, authorization: str | None = Header(None)
-    ) -> dict:
-        self._require_token(authorization)
+    def predict_stream(self, stream: str, body: PredictRequest) -> dict:
         return self._predict(self._served(stream), body)
 
     @api.get("/healthz")
@@ -189,13 +179,11 @@ class AdapterSetServer:  # (no `from __future__ import annotations`: FastAPI mus
         return {"status": "ok", "version": versions[self.streams[0]], "streams": versions}
 
     @api.get("/version")
-    def version(self, authorization: str | None = Header(None)) -> dict:
-        self._require_token(authorization)
+    def version(self) -> dict:
         return self._version(self.streams[0])
 
     @api.get("/streams/{stream}/version")
-    def stream_version(self, stream: str, authorization: str | None = Header(None)) -> dict:
-        self._require_token(authorization)
+    def stream_version(self, stream: str) -> dict:
         return self._version(self._served(stream))
 
 
