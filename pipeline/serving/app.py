@@ -21,10 +21,12 @@ import time
 from fastapi import FastAPI, HTTPException
 from pydantic import BaseModel, ConfigDict, Field
 from ray import serve
+from ray.serve.config import HTTPOptions
 
 from pipeline.errors import JobFailed
 from pipeline.registry.lineage import LineageError, parse_version
 from pipeline.registry.store import Registry
+from pipeline.serving.access import check_listening
 from pipeline.serving.guard import RequestGuard
 from pipeline.serving.predictor import BadRequest, Predictor
 from pipeline.settings import Connection
@@ -196,17 +198,31 @@ def run_server(
     replicas: int = 1,
     token_digest: str | None = None,
     streams: tuple[str, ...] = (),
-) -> None:
-    """Start Ray Serve (in the local or `RAY_ADDRESS` Ray) and deploy; returns once the app is healthy."""
+) -> tuple[str, int]:
+    """Start Ray Serve (in the local or `RAY_ADDRESS` Ray) and deploy; returns, once the app is healthy, the host
+    and port its proxy really listens on (a Serve already running keeps its own)."""
     from pipeline.orchestrator.ray_train import init_ray
 
     init_ray(conn.cache_dir.parent)
     serve.start(http_options={"host": host, "port": port})
+    listening = proxy_http_options()
+    check_listening(
+        listening.host, asked=host, guarded=token_digest is not None
+    )  # before anything is deployed
     serve.run(
         AdapterSetServer.options(num_replicas=replicas).bind(conn, poll_s, version, token_digest, streams),
         name="litelora",
         route_prefix="/",
     )
+    return listening.host, listening.port
+
+
+def proxy_http_options() -> HTTPOptions:
+    """The HTTP options Serve's proxies run with. On a cluster where Serve already runs, `serve.start` keeps them
+    and only logs a warning about the ones it was given; its own check compares against these."""
+    from ray.serve.context import _get_global_client
+
+    return _get_global_client().http_config
 
 
 def serve_until_stopped(
@@ -216,7 +232,7 @@ def serve_until_stopped(
     poll_s: float,
     version: str | None,
     replicas: int,
-    on_ready=lambda: None,
+    on_ready=lambda host, port: None,
     token_digest: str | None = None,
     streams: tuple[str, ...] = (),
 ) -> None:
@@ -235,10 +251,10 @@ def serve_until_stopped(
                 f"no adapter set is `current` in stream {stream!r} yet: train and register a task first"
             )
     try:
-        run_server(conn, host, port, poll_s, version, replicas, token_digest, streams)
+        listening = run_server(conn, host, port, poll_s, version, replicas, token_digest, streams)
     except RuntimeError as e:  # a replica that failed to start: its last line says why
         raise JobFailed((str(e).strip().splitlines() or [type(e).__name__])[-1]) from None
-    on_ready()
+    on_ready(*listening)
     stop = threading.Event()
     for sig in (signal.SIGINT, signal.SIGTERM):  # Ray's own SIGINT handling would leave the server up
         signal.signal(sig, lambda *_: stop.set())
