@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Annotated
 
@@ -153,20 +154,20 @@ def serve(
 
     token_file = token_file or load_settings().serve_token_file
     token, created = read_token(token_file.expanduser()) if token_file else (None, False)
-    check_exposure(host, token)  # before the registry is touched
+    check_exposure(host, token, os.environ.get("RAY_ADDRESS"))  # before the registry is touched
     if created:
         log(f"created a new token in {token_file} (mode 0600): send it as `Authorization: Bearer …`")
     starting = err.status("starting Ray Serve and loading the adapter set…")
 
-    def ready() -> None:
+    def ready(listening_host: str, listening_port: int) -> None:  # a Serve already running keeps its own
         starting.stop()
         following = "following `current`" if version is None else f"pinned to v{version}"
         if stream and len(stream) > 1:
             following += " of " + ", ".join(f"/streams/{s}" for s in stream)
         guarded = "bearer token required" if token else "no token: loopback only"
         log(
-            f"serving http://{host}:{port}/predict  (GET /healthz, /version); {following}; {guarded}; "
-            "Ctrl-C to stop"
+            f"serving http://{listening_host}:{listening_port}/predict  (GET /healthz, /version); {following}; "
+            f"{guarded}; Ctrl-C to stop"
         )
 
     starting.start()

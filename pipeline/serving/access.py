@@ -1,5 +1,9 @@
 """Who may call `litelora serve`: anyone on loopback; beyond it, only requests that carry the bearer token.
 
+"Beyond it" is judged three times: the host asked for, the Ray cluster joined (RAY_ADDRESS on another machine:
+its proxies are reached from that machine's network), and the host Serve's proxy really listens on once started
+(on a cluster where Serve already runs, `serve.start` keeps the proxy it finds, whatever host was asked).
+
 The token lives in a file only its owner can read (or a mounted secret). Replicas receive its SHA-256, never the
 token itself, so it is not in Ray's object store or dashboard.
 """
@@ -12,6 +16,7 @@ import ipaddress
 import os
 import secrets
 from pathlib import Path
+from urllib.parse import urlsplit
 
 MIN_TOKEN_CHARS = 16
 
@@ -57,13 +62,40 @@ def token_digest(token: str) -> str:
     return hashlib.sha256(token.encode()).hexdigest()
 
 
-def check_exposure(host: str, token: str | None) -> None:
-    """Refuse to listen beyond loopback without a token, before anything else is touched."""
-    if token is None and not is_loopback(host):
+def names_a_remote_cluster(ray_address: str | None) -> bool:
+    """Whether RAY_ADDRESS joins a cluster on another machine (`auto` and `local` are this machine's)."""
+    if not ray_address or ray_address in ("auto", "local"):
+        return False
+    host = urlsplit(ray_address if "://" in ray_address else f"//{ray_address}").hostname
+    return host is None or not is_loopback(host)
+
+
+def check_exposure(host: str, token: str | None, ray_address: str | None = None) -> None:
+    """Refuse to listen beyond loopback, or to serve from another machine's cluster, without a token, before
+    anything else is touched."""
+    if token is not None:
+        return
+    if not is_loopback(host):
         raise AccessRefused(
             f"refusing to listen on {host} without a token: anyone who reaches it could query your models; "
             "pass --token-file PATH (created 0600 if absent; or a mounted secret)"
         )
+    if names_a_remote_cluster(ray_address):
+        raise AccessRefused(
+            f"refusing to serve on the Ray cluster at {ray_address} without a token: its Serve proxies listen on "
+            "that cluster's machines, not on this one's loopback; pass --token-file PATH"
+        )
+
+
+def check_listening(host: str | None, asked: str, guarded: bool) -> None:
+    """Refuse to deploy behind a Serve proxy that really listens beyond loopback when requests need no token."""
+    if guarded or host is None or is_loopback(host):  # host None: Serve's HTTP proxy is off
+        return
+    raise AccessRefused(
+        f"Ray Serve already runs on this cluster and its proxy listens on {host}, not on {asked}: Serve keeps "
+        "the proxy it finds. Refusing to serve there without a token; pass --token-file PATH, or run "
+        "`serve shutdown` first if nothing else on the cluster uses Serve"
+    )
 
 
 def authorized(authorization: str | None, digest: str | None) -> bool:

@@ -7,8 +7,9 @@ set they started with and no request fails during a swap.
     POST /predict  {"text": "…"} or {"texts": ["…", …]}, optional "top", "version", "task"  → label, task, scores
     GET  /healthz  GET /version
 
-With a token (serving/access.py), /predict and /version need `Authorization: Bearer <token>` (401 without);
-/healthz stays open for liveness probes.
+With a token (serving/access.py), every path but /healthz needs `Authorization: Bearer <token>` (401 without, before
+any body is read: serving/guard.py) and FastAPI's /docs, /redoc and /openapi.json are not found; /healthz stays open
+for liveness probes. Every body is bounded as it arrives, chunked or not.
 """
 
 import base64
@@ -17,15 +18,16 @@ import logging
 import threading
 import time
 
-from fastapi import FastAPI, Header, HTTPException, Request
-from fastapi.responses import JSONResponse
+from fastapi import FastAPI, HTTPException
 from pydantic import BaseModel, ConfigDict, Field
 from ray import serve
+from ray.serve.config import HTTPOptions
 
 from pipeline.errors import JobFailed
 from pipeline.registry.lineage import LineageError, parse_version
 from pipeline.registry.store import Registry
-from pipeline.serving.access import authorized
+from pipeline.serving.access import check_listening
+from pipeline.serving.guard import RequestGuard
 from pipeline.serving.predictor import BadRequest, Predictor
 from pipeline.settings import Connection
 
@@ -67,14 +69,13 @@ def inputs_of(body: PredictRequest, reads_images: bool) -> list[str] | list[byte
         raise HTTPException(422, f"an image that is not valid base64: {error}") from None
 
 
-@api.middleware("http")
-async def refuse_oversize_bodies(request: Request, call_next):
-    size = request.headers.get("content-length")
-    if size is not None and size.isdigit() and int(size) > MAX_BODY_BYTES:
-        return JSONResponse(
-            {"detail": f"request body of {size} bytes; at most {MAX_BODY_BYTES}"}, status_code=413
-        )
-    return await call_next(request)
+def _replica_token_digest() -> str | None:
+    # The replica's own server object, found as Serve finds a route's `self`.
+    return serve.get_replica_context().servable_object.token_digest
+
+
+# Before @serve.ingress, which freezes a copy of the app: the guard runs before routing and body parsing.
+api.add_middleware(RequestGuard, token_digest=_replica_token_digest, max_body_bytes=MAX_BODY_BYTES)
 
 
 @serve.deployment(max_ongoing_requests=32)
@@ -91,7 +92,7 @@ class AdapterSetServer:  # (no `from __future__ import annotations`: FastAPI mus
         token_digest: str | None = None,
         streams: tuple[str, ...] = (),
     ):
-        # Checked by each route, on this object: Serve runs the routes on its own copy of the FastAPI app.
+        # Read by the RequestGuard in front of every route, per request.
         self.token_digest = token_digest
         self.poll_s = poll_s
         self.streams = streams or (conn.stream,)
@@ -120,11 +121,6 @@ class AdapterSetServer:  # (no `from __future__ import annotations`: FastAPI mus
                     self.last_poll_error[stream] = ""
                 except Exception as error:  # noqa: BLE001 - MLflow or S3 away: keep serving the set we have
                     self.last_poll_error[stream] = f"{type(error).__name__}: {error}"
-
-    def _require_token(self, authorization: str | None) -> None:
-        # Not on /healthz: liveness probes carry no token, and it says only which version is served.
-        if not authorized(authorization, self.token_digest):
-            raise HTTPException(401, "missing or wrong bearer token", headers={"WWW-Authenticate": "Bearer"})
 
     def _served(self, stream: str) -> str:
         if stream not in self.predictors:
@@ -172,15 +168,11 @@ class AdapterSetServer:  # (no `from __future__ import annotations`: FastAPI mus
         }
 
     @api.post("/predict")
-    def predict(self, body: PredictRequest, authorization: str | None = Header(None)) -> dict:
-        self._require_token(authorization)
+    def predict(self, body: PredictRequest) -> dict:
         return self._predict(self.streams[0], body)
 
     @api.post("/streams/{stream}/predict")
-    def predict_stream(
-        self, stream: str, body: PredictRequest, authorization: str | None = Header(None)
-    ) -> dict:
-        self._require_token(authorization)
+    def predict_stream(self, stream: str, body: PredictRequest) -> dict:
         return self._predict(self._served(stream), body)
 
     @api.get("/healthz")
@@ -189,13 +181,11 @@ class AdapterSetServer:  # (no `from __future__ import annotations`: FastAPI mus
         return {"status": "ok", "version": versions[self.streams[0]], "streams": versions}
 
     @api.get("/version")
-    def version(self, authorization: str | None = Header(None)) -> dict:
-        self._require_token(authorization)
+    def version(self) -> dict:
         return self._version(self.streams[0])
 
     @api.get("/streams/{stream}/version")
-    def stream_version(self, stream: str, authorization: str | None = Header(None)) -> dict:
-        self._require_token(authorization)
+    def stream_version(self, stream: str) -> dict:
         return self._version(self._served(stream))
 
 
@@ -208,17 +198,31 @@ def run_server(
     replicas: int = 1,
     token_digest: str | None = None,
     streams: tuple[str, ...] = (),
-) -> None:
-    """Start Ray Serve (in the local or `RAY_ADDRESS` Ray) and deploy; returns once the app is healthy."""
+) -> tuple[str, int]:
+    """Start Ray Serve (in the local or `RAY_ADDRESS` Ray) and deploy; returns, once the app is healthy, the host
+    and port its proxy really listens on (a Serve already running keeps its own)."""
     from pipeline.orchestrator.ray_train import init_ray
 
     init_ray(conn.cache_dir.parent)
     serve.start(http_options={"host": host, "port": port})
+    listening = proxy_http_options()
+    check_listening(
+        listening.host, asked=host, guarded=token_digest is not None
+    )  # before anything is deployed
     serve.run(
         AdapterSetServer.options(num_replicas=replicas).bind(conn, poll_s, version, token_digest, streams),
         name="litelora",
         route_prefix="/",
     )
+    return listening.host, listening.port
+
+
+def proxy_http_options() -> HTTPOptions:
+    """The HTTP options Serve's proxies run with. On a cluster where Serve already runs, `serve.start` keeps them
+    and only logs a warning about the ones it was given; its own check compares against these."""
+    from ray.serve.context import _get_global_client
+
+    return _get_global_client().http_config
 
 
 def serve_until_stopped(
@@ -228,7 +232,7 @@ def serve_until_stopped(
     poll_s: float,
     version: str | None,
     replicas: int,
-    on_ready=lambda: None,
+    on_ready=lambda host, port: None,
     token_digest: str | None = None,
     streams: tuple[str, ...] = (),
 ) -> None:
@@ -247,10 +251,10 @@ def serve_until_stopped(
                 f"no adapter set is `current` in stream {stream!r} yet: train and register a task first"
             )
     try:
-        run_server(conn, host, port, poll_s, version, replicas, token_digest, streams)
+        listening = run_server(conn, host, port, poll_s, version, replicas, token_digest, streams)
     except RuntimeError as e:  # a replica that failed to start: its last line says why
         raise JobFailed((str(e).strip().splitlines() or [type(e).__name__])[-1]) from None
-    on_ready()
+    on_ready(*listening)
     stop = threading.Event()
     for sig in (signal.SIGINT, signal.SIGTERM):  # Ray's own SIGINT handling would leave the server up
         signal.signal(sig, lambda *_: stop.set())

@@ -8,6 +8,7 @@ import os
 import shutil
 import signal
 import subprocess
+import sys
 import threading
 import time
 
@@ -299,3 +300,46 @@ def test_export_and_predict_commands_read_the_registry_like_the_server(registry,
     run_id = Lineage(conn).get("2").run_id
     logged = {a.path for a in Lineage(conn).client.list_artifacts(run_id, "analysis")}
     assert {"analysis/analysis.md", "analysis/layer_overlap.png", "analysis/coverage.png"} <= logged
+
+
+EXPOSED_SERVE_ALREADY_RUNNING = """
+import sys
+from pathlib import Path
+from types import SimpleNamespace
+
+from ray import serve
+
+from pipeline.orchestrator.ray_train import init_ray
+from pipeline.serving.access import AccessRefused
+from pipeline.serving.app import run_server
+from pipeline.stack.process import free_port
+
+home = Path(sys.argv[1])
+init_ray(home)
+serve.start(http_options={"host": "0.0.0.0", "port": free_port()})  # someone's earlier Serve, on every interface
+try:
+    run_server(SimpleNamespace(cache_dir=home / "cache"), "127.0.0.1", free_port())
+    print("served")
+except AccessRefused as refused:
+    print(f"refused: {refused}")
+print("apps:", sorted(serve.status().applications))
+serve.shutdown()
+"""
+
+
+def test_a_loopback_serve_without_a_token_on_a_cluster_whose_serve_proxy_listens_on_0_0_0_0_is_refused(
+    tmp_path,
+):
+    """Real Ray Serve: `serve.start` keeps the proxy it finds (0.0.0.0 here), whatever host it was given. In its own
+    process, so this test process's Ray node is not the one exposed."""
+    ran = subprocess.run(
+        [sys.executable, "-c", EXPOSED_SERVE_ALREADY_RUNNING, str(tmp_path)],
+        check=False,  # its output says why
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert "refused: Ray Serve already runs on this cluster and its proxy listens on 0.0.0.0" in ran.stdout, (
+        ran.stdout + ran.stderr[-2000:]
+    )
+    assert "apps: []" in ran.stdout, "nothing was deployed behind the exposed proxy"
