@@ -288,7 +288,7 @@ def _start_stack(
         if chosen[name] != port:
             raise StackError(f"port {port} for {_LABELS[name]} is busy; choose another with --{name}-port")
     s3_endpoint, mlflow_uri = f"http://127.0.0.1:{chosen['s3']}", f"http://127.0.0.1:{chosen['mlflow']}"
-    logs = home / "logs"
+    logs = _private_dir(home / "logs")
     seaweed = start(
         "seaweedfs",
         _seaweed_argv(home, chosen["s3"], taken, bucket),
