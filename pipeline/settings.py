@@ -34,6 +34,8 @@ class Settings(BaseSettings):
     secret_key: str | None = Field(None, validation_alias="AWS_SECRET_ACCESS_KEY")
     region: str = Field("us-east-1", validation_alias=AliasChoices("AWS_REGION", "AWS_DEFAULT_REGION"))
     mlflow_uri: str | None = Field(None, validation_alias="MLFLOW_TRACKING_URI")
+    mlflow_username: str | None = Field(None, validation_alias="MLFLOW_TRACKING_USERNAME")
+    mlflow_password: str | None = Field(None, validation_alias="MLFLOW_TRACKING_PASSWORD")
     registered_model: str = REGISTERED_MODEL
     """Name of the MLflow registered model holding the default stream's adapter-set versions; another stream's
     is `<name>-<stream>`."""
@@ -64,6 +66,17 @@ class Connection:
     stream: str = "default"
     base_model: str = ""
     """The default stream's registered model, from which every stream's name is derived."""
+    mlflow_username: str | None = None
+    mlflow_password: str | None = field(default=None, repr=False)
+    """MLflow's login (the embedded stack's admin, or MLFLOW_TRACKING_*): MLflow's client reads it only from
+    the environment, so `export_mlflow_login` puts it there, in each process that talks to MLflow."""
+
+    def export_mlflow_login(self) -> None:
+        """Where MLflow's client looks for a login: this process's environment (Ray workers get the
+        connection, not the driver's environment)."""
+        if self.mlflow_username and self.mlflow_password:
+            os.environ["MLFLOW_TRACKING_USERNAME"] = self.mlflow_username
+            os.environ["MLFLOW_TRACKING_PASSWORD"] = self.mlflow_password
 
     def without_keys(self) -> Connection:
         """What may travel in a Ray job's config (Ray shows it in its dashboard): everything but the S3 keys,
@@ -85,11 +98,12 @@ class NotConfigured(RuntimeError):
 
 def connection(settings: Settings | None = None, stream: str | None = None) -> Connection:
     """Where the lineage of `stream` (default: LITELORA_STREAM, else `default`) lives."""
-    from pipeline.stack.embedded import Credentials, StackState
+    from pipeline.stack.embedded import MLFLOW_USERNAME, Credentials, StackState
 
     settings = settings or load_settings()
     s3, key, secret = settings.s3_endpoint, settings.access_key, settings.secret_key
     bucket, mlflow_uri = settings.bucket, settings.mlflow_uri
+    mlflow_user, mlflow_password = settings.mlflow_username, settings.mlflow_password
     if not (bucket and mlflow_uri):
         state = StackState.load(settings.home)
         if state is None or not state.alive():
@@ -99,8 +113,10 @@ def connection(settings: Settings | None = None, stream: str | None = None) -> C
             )
         creds = Credentials.load_or_create(settings.home)
         s3, key, secret = s3 or state.s3_endpoint, key or creds.access_key, secret or creds.secret_key
+        if not mlflow_user and mlflow_uri in (None, state.mlflow_uri):  # the stack's MLflow: its admin login
+            mlflow_user, mlflow_password = MLFLOW_USERNAME, creds.mlflow_password
         bucket, mlflow_uri = bucket or state.bucket, mlflow_uri or state.mlflow_uri
-    return Connection(
+    conn = Connection(
         s3,
         key,
         secret,
@@ -109,7 +125,11 @@ def connection(settings: Settings | None = None, stream: str | None = None) -> C
         mlflow_uri,
         settings.registered_model,
         settings.home / "cache",
+        mlflow_username=mlflow_user,
+        mlflow_password=mlflow_password,
     ).for_stream(stream or settings.stream)
+    conn.export_mlflow_login()
+    return conn
 
 
 def with_keys(conn: Connection) -> Connection:

@@ -61,7 +61,7 @@ def down() -> None:
 
 @command
 def env() -> None:
-    """Print `export` lines that point aws, boto3 and mlflow at the embedded stack: eval "$(litelora env)"."""
+    """Print `export` lines pointing aws, boto3 and mlflow (with its login) at the stack: eval "$(litelora env)"."""
     from pipeline.stack import embedded
 
     for key, value in embedded.env_exports(load_settings().home).items():

@@ -183,6 +183,7 @@ class Lineage:
     def __init__(self, conn: Connection):
         self.conn = conn
         self.uri = conn.mlflow_uri
+        conn.export_mlflow_login()  # in a Ray worker, the connection is all that came from the driver
         self.client = MlflowClient(tracking_uri=conn.mlflow_uri, registry_uri=conn.mlflow_uri)
         self.name = conn.registered_model
 
