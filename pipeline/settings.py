@@ -79,9 +79,9 @@ class Connection:
             os.environ["MLFLOW_TRACKING_PASSWORD"] = self.mlflow_password
 
     def without_keys(self) -> Connection:
-        """What may travel in a Ray job's config (Ray shows it in its dashboard): everything but the S3 keys,
-        which a worker finds itself (`with_keys`)."""
-        return replace(self, access_key=None, secret_key=None)
+        """What may travel in a Ray job's config (Ray shows it in its dashboard): everything but the S3 keys and
+        MLflow's password, which a worker finds itself (`with_keys`)."""
+        return replace(self, access_key=None, secret_key=None, mlflow_password=None)
 
     def for_stream(self, stream: str) -> Connection:
         from pipeline.registry.streams import registered_model_of
@@ -133,20 +133,27 @@ def connection(settings: Settings | None = None, stream: str | None = None) -> C
 
 
 def with_keys(conn: Connection) -> Connection:
-    """A Ray worker's connection: the S3 keys from its environment (AWS_*: a node's or the job's runtime env), else
-    from this installation's credentials file when the worker runs beside the embedded stack, else none (boto3 and
-    pyarrow then use the node's instance profile)."""
-    from pipeline.stack.embedded import Credentials
+    """A Ray worker's connection (`Connection.without_keys` travelled): the S3 keys and MLflow's password from its
+    environment (AWS_*, MLFLOW_TRACKING_PASSWORD: a node's or the job's runtime env), else from this installation's
+    credentials file when the worker runs beside the embedded stack, else none (boto3 and pyarrow then use the
+    node's instance profile)."""
+    from pipeline.stack.embedded import MLFLOW_USERNAME, Credentials
 
-    if conn.access_key:
-        return conn
     settings, home = load_settings(), conn.cache_dir.parent
-    if settings.access_key:
-        return replace(conn, access_key=settings.access_key, secret_key=settings.secret_key)
-    if (home / "credentials.json").exists():
-        creds = Credentials.load_or_create(home)
-        return replace(conn, access_key=creds.access_key, secret_key=creds.secret_key)
-    return conn
+    creds = Credentials.load_or_create(home) if (home / "credentials.json").exists() else None
+    key, secret = conn.access_key, conn.secret_key
+    if not key:
+        key, secret = (
+            (settings.access_key, settings.secret_key)
+            if settings.access_key
+            else (creds.access_key, creds.secret_key)
+            if creds
+            else (None, None)
+        )
+    password = conn.mlflow_password or settings.mlflow_password
+    if not password and creds and conn.mlflow_username == MLFLOW_USERNAME:
+        password = creds.mlflow_password
+    return replace(conn, access_key=key, secret_key=secret, mlflow_password=password)
 
 
 def apply_offline_defaults() -> None:

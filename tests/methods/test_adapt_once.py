@@ -9,7 +9,9 @@ from pipeline.learn.model import ContinualModel
 from pipeline.learn.recipe import train_task
 
 
-def test_adapt_once_adapts_the_first_task_then_moves_no_feature_of_any_class(tiny_bert, tokenizer, wordnet_tasks):
+def test_adapt_once_adapts_the_first_task_then_moves_no_feature_of_any_class(
+    tiny_bert, tokenizer, wordnet_tasks
+):
     config = TrainConfig(method="adapt-once", epochs=1, batch_size=8, lr=5e-3, seed=0, first_examples=0)
     model = ContinualModel(config, backbone=tiny_bert, tokenizer=tokenizer)
     first = train_task(model, wordnet_tasks[0])

@@ -110,8 +110,13 @@ def test_the_connection_a_ray_job_shows_in_its_dashboard_holds_no_s3_key(tmp_pat
     travelling = conn.without_keys()
     assert travelling.secret_key is None and travelling.access_key is None
     # A worker finds the keys itself: its environment first, then this installation's credentials file.
-    monkeypatch.delenv("AWS_ACCESS_KEY_ID", raising=False)
-    monkeypatch.delenv("AWS_SECRET_ACCESS_KEY", raising=False)
+    for name in (
+        "AWS_ACCESS_KEY_ID",
+        "AWS_SECRET_ACCESS_KEY",
+        "MLFLOW_TRACKING_USERNAME",
+        "MLFLOW_TRACKING_PASSWORD",
+    ):
+        monkeypatch.delenv(name, raising=False)
     assert with_keys(travelling).secret_key is None, "no keys anywhere: an instance profile's turn"
     (tmp_path / "credentials.json").write_text('{"access_key": "LLFILE", "secret_key": "from-file"}')
     assert (with_keys(travelling).access_key, with_keys(travelling).secret_key) == ("LLFILE", "from-file")
@@ -144,5 +149,5 @@ def test_the_train_loop_config_of_a_ray_train_job_carries_no_secret(monkeypatch,
     )
     with pytest.raises(Stop):
         ray_train.fit_with_ray_train(conn, TrainConfig(), None, "d" * 64, "t", ray_train.ScalingSpec())
-    assert "s3cr3t" not in repr(seen) and "AKIDEXAMPLE" not in repr(seen)
+    assert "s3cr3t" not in repr(seen) and "AKIDEXAMPLE" not in repr(seen) and "mlfl0w" not in repr(seen)
     assert ray.train.torch  # the real module was importable: the trainer above stands in for it only
