@@ -17,7 +17,7 @@ import time
 from dataclasses import replace
 from pathlib import Path
 
-from pipeline.baselines.joint import run_joint
+from pipeline.methods.joint.stream import run_joint
 from pipeline.bench.continual import STREAMS, validation_tasks
 from pipeline.learn.config import TrainConfig
 from pipeline.learn.stream import run_stream

@@ -26,10 +26,10 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 
-from pipeline.baselines.task_id_stream import run_task_id_stream
+from pipeline.methods.share.stream import run_task_id_stream
 from pipeline.bench.continual import STREAMS, validation_tasks
 from pipeline.learn.config import TrainConfig
-from pipeline.learn.task_selected import ShareConfig, TaskSelectedModel
+from pipeline.methods.share.model import ShareConfig, TaskSelectedModel
 
 OURS = {"fold_expansion": True, "reproject": "all"}
 ABLATIONS: dict[str, tuple[str, dict]] = {

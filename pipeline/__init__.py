@@ -9,6 +9,9 @@ and lineage in MLflow; `pipeline.orchestrator`, `pipeline.tuning` and `pipeline.
 import os
 
 __version__ = "0.1.0"
+PRODUCT = "litelora"
+"""The product's name wherever it names a thing of ours: the console script, the embedded stack's bucket and
+logins, the Serve application."""
 
 # Ray reads this once, when it is imported, and without it a local node listens on every interface whatever
 # `_node_ip_address` says. So it is set here, before any of our modules imports ray. A driver joining a cluster

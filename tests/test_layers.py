@@ -9,6 +9,8 @@ CORE = [
     "pipeline.learn.model",
     "pipeline.learn.frozen",
     "pipeline.learn.peft_export",
+    "pipeline.methods",
+    "pipeline.methods.share.model",
     "pipeline.data.task_dataset",
     "pipeline.data.wordnet",
     "pipeline.data.fashion_mnist",

@@ -13,7 +13,11 @@ from pathlib import Path
 import matplotlib.pyplot as plt
 
 from pipeline.learn.subspace import mean_overlap, overlap_matrices
+from pipeline.methods import DEFAULT_METHOD, method_of
+from pipeline.methods.sdlora import METHOD as SDLORA_METHOD
 from pipeline.registry.plots import save_figure  # also selects the file-only Agg backend
+
+SDLORA = SDLORA_METHOD.name
 
 
 def _mean(values: list[float]) -> float | None:
@@ -68,10 +72,10 @@ def analyze_report(report: dict) -> dict:
             "gate_logit": None,
         }
         for r in report["rows"]
-        if r["method"] == "litelora" and r["head"] == "linear"
+        if r["method"] == DEFAULT_METHOD and r["head"] == "linear"
         for i, (d, c, ch) in enumerate(zip(r["decisions"], r["coverage"], r["chance_coverage"], strict=True))
     ]
-    sdlora = [r for r in report["rows"] if r["method"] == "sdlora" and r["head"] == "linear"]
+    sdlora = [r for r in report["rows"] if r["method"] == SDLORA and r["head"] == "linear"]
     return {
         "tasks": tasks,
         **_by_decision(tasks),
@@ -179,14 +183,15 @@ def write_version_analysis(registry, version: str | None, out: Path | None = Non
     import json
     import tempfile
 
-    from pipeline.learn.methods import selects_by_task
     from pipeline.registry.current import load_current
     from pipeline.registry.lineage import LineageError
 
     registered = registry.lineage.get(version) if version else registry.current()
     if registered is None:
         raise LineageError("no adapter set is `current` yet: train and register a task first")
-    if selects_by_task(json.loads(registered.tags.get("config", "{}")).get("method", "litelora")):
+    if method_of(
+        json.loads(registered.tags.get("config", "{}")).get("method", DEFAULT_METHOD)
+    ).selects_by_task:
         raise ValueError(
             f"v{registered.version} is a Share set: the analysis measures the gate's kept adapters, which it has "
             "none of (each task's delta is in `litelora export`)"

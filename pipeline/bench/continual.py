@@ -13,21 +13,23 @@ from importlib.metadata import PackageNotFoundError, version
 
 import torch
 
-from pipeline.baselines.joint import run_joint
 from pipeline.baselines.ncm import run_ncm
-from pipeline.baselines.task_id_stream import TASK_ID_METHODS, run_task_id_stream
 from pipeline.data.fashion_mnist import split_fashion_mnist
 from pipeline.data.wordnet import ORDERINGS, split_wordnet20
 from pipeline.learn.backbone import BackboneConfig
-from pipeline.learn.config import METHODS, TrainConfig
+from pipeline.learn.config import TrainConfig
 from pipeline.learn.frozen import FeatureCache
 from pipeline.learn.stream import run_stream
 from pipeline.learn.task import Task
+from pipeline.methods import METHODS, every_class_methods, joint
+from pipeline.methods.joint.stream import run_joint
+from pipeline.methods.share.stream import TASK_ID_METHODS, run_task_id_stream
 
 REFERENCE = "ncm-frozen"
-CEILING = "joint"
-"""All tasks trained at once (baselines/joint.py): the upper bound adaptation could reach on a stream."""
-ALL_METHODS: tuple[str, ...] = (*METHODS, *TASK_ID_METHODS, CEILING)
+CEILING = joint.METHOD.name
+"""All tasks trained at once (methods/joint/stream.py): the upper bound adaptation could reach on a stream."""
+ALL_METHODS: tuple[str, ...] = tuple(METHODS)
+"""Every registered method: those that score every class, those that name the task, and the ceiling."""
 SUMMARY_KEYS = (
     "avg_accuracy",
     "final_accuracy",
@@ -81,7 +83,7 @@ def validation_tasks(tasks: list[Task], ordering: int) -> list[Task]:
 class BenchPlan:
     stream: str = "wordnet"
     tier: str = "quick"
-    methods: tuple[str, ...] = METHODS
+    methods: tuple[str, ...] = field(default_factory=every_class_methods)
     orderings: tuple[int, ...] = ORDERINGS[:1]
     reference: bool = True
     """Also score the frozen-backbone nearest-class-mean reference."""

@@ -9,6 +9,9 @@ from rich.console import Console
 from rich.table import Table
 
 from pipeline.bench import plots
+from pipeline.methods.frozen import METHOD as FROZEN_METHOD
+
+FROZEN = FROZEN_METHOD.name
 
 
 def _pct(x: float | None) -> str:
@@ -29,9 +32,9 @@ def frozen_gaps(report: dict, entry: dict) -> tuple[float | None, float | None]:
         return found[0]["avg_accuracy"] if found and found[0]["avg_accuracy"] is not None else None
 
     a = entry["avg_accuracy"]
-    same, ncm = mean_a("frozen", entry["head"]), mean_a("ncm-frozen", None)
+    same, ncm = mean_a(FROZEN, entry["head"]), mean_a("ncm-frozen", None)
     return (
-        None if a is None or same is None or entry["method"] == "frozen" else a - same,
+        None if a is None or same is None or entry["method"] == FROZEN else a - same,
         None if a is None or ncm is None or entry["method"] == "ncm-frozen" else a - ncm,
     )
 

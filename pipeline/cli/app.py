@@ -26,7 +26,9 @@ from rich.progress import (
 )
 from rich.text import Text
 
+from pipeline import PRODUCT
 from pipeline.errors import user_errors
+from pipeline.methods import DEFAULT_METHOD
 from pipeline.settings import load_settings
 from pipeline.shutdown import exit_code, sigterm_interrupts
 
@@ -142,7 +144,7 @@ FIRST_EXAMPLES = Annotated[
 
 
 def train_config(
-    method: str = "litelora", epochs=None, sparsity=None, rank=None, head=None, first_examples=None
+    method: str = DEFAULT_METHOD, epochs=None, sparsity=None, rank=None, head=None, first_examples=None
 ):
     from pipeline.learn.config import TrainConfig
 
@@ -215,7 +217,7 @@ def command_line() -> str:
 def main(argv: list[str] | None = None) -> None:
     """The console script: `app`, with file-system errors (disk full, permission denied) as one clear line."""
     try:
-        app(args=argv, prog_name="litelora")
+        app(args=argv, prog_name=PRODUCT)
     except OSError as e:
         home = load_settings().home
         in_home = e.filename is not None and Path(e.filename).is_relative_to(home)

@@ -17,6 +17,7 @@ from pipeline.cli.app import (
     open_registry,
     version_option,
 )
+from pipeline.methods import method_of
 
 
 @command
@@ -151,7 +152,9 @@ def show_classes(registry, version: str | None, as_json: bool) -> None:
         frozen = "     -" if r["frozen_accuracy"] is None else f"{100 * r['frozen_accuracy']:6.1f}"
         echo(f"{r['class']:<{width}}  " + "  ".join(cells) + f"  {frozen}")
     among = (
-        "its task's classes (Share: the task is named)" if report.method == "share" else "every class known"
+        "its task's classes (the task is named)"
+        if method_of(report.method).selects_by_task
+        else "every class known"
     )
     echo(
         f"\n% of each class's latest held-out rows classified right among {among}; '-': not known yet."

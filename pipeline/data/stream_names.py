@@ -10,7 +10,7 @@ from __future__ import annotations
 import re
 
 from pipeline.learn.backbone import VISION_BACKBONES, BackboneConfig
-from pipeline.learn.config import STREAM_METHODS
+from pipeline.methods import stream_methods
 
 DEFAULT_STREAM = "default"
 STREAM_NAME = re.compile(r"^[a-z0-9][a-z0-9-]{0,39}\Z")
@@ -40,6 +40,6 @@ def check_backbone_name(name: str) -> str:
 
 def check_method_name(name: str) -> str:
     """Methods a stream may run: LiteLoRA (the default), the other gated methods, or Share."""
-    if name not in STREAM_METHODS:
-        raise StreamError(f"method {name!r}: choose one of {', '.join(STREAM_METHODS)}")
+    if name not in stream_methods():
+        raise StreamError(f"method {name!r}: choose one of {', '.join(stream_methods())}")
     return name

@@ -9,15 +9,9 @@ from typing import Literal
 from pipeline.adapters.config import AdapterConfig, GateConfig
 from pipeline.learn.backbone import BackboneConfig
 from pipeline.learn.head_options import HEAD_OPTIONS, HeadOption
-from pipeline.methods import DEFAULT_METHOD, every_class_methods, method_of, stream_methods
+from pipeline.methods import DEFAULT_METHOD, method_of, stream_methods
 
 FIRST_EPOCHS_CAP = 10
-
-METHODS: tuple[str, ...] = every_class_methods()
-"""The gated methods, one set of adapters for every class (`ContinualModel`). `frozen` adapts nothing and fits the
-same heads on the bare backbone: the reference adaptation must beat."""
-STREAM_METHODS: tuple[str, ...] = stream_methods()
-"""What a stream may run: the gated methods, or those whose predictions name their task (`TaskSelectedModel`)."""
 
 
 @dataclass
@@ -67,8 +61,8 @@ class TrainConfig:
     device: str = "auto"
 
     def __post_init__(self) -> None:
-        if self.method not in STREAM_METHODS:
-            raise ValueError(f"unknown method {self.method!r}; choose one of {', '.join(STREAM_METHODS)}")
+        if self.method not in stream_methods():  # asked each time: a method may be registered after import
+            raise ValueError(f"unknown method {self.method!r}; choose one of {', '.join(stream_methods())}")
         if self.head not in HEAD_OPTIONS:
             raise ValueError(f"unknown head option {self.head!r}; choose one of {', '.join(HEAD_OPTIONS)}")
         for name in ("epochs", "batch_size", "phase2_batch_size", "eval_batch_size"):

@@ -24,6 +24,7 @@ from pipeline.learn.config import TrainConfig
 from pipeline.learn.model import ContinualModel
 from pipeline.learn.stream import StreamResult, run_stream
 from pipeline.learn.task import Task
+from pipeline.methods.frozen import METHOD as FROZEN
 
 Features = Callable[[Task, str], torch.Tensor]
 """(task, "train" | "test") → the bare backbone's pooled features of that split's inputs."""
@@ -95,7 +96,7 @@ def frozen_reference(
     configuration and the dataset ids, so a lineage's next task only fits its own head on top of its parent's
     reference. Tasks before the longest kept prefix need only their held-out rows; `rows(task)` gives a task's
     training rows when it has to be fitted again (a cold cache)."""
-    frozen = replace(config, method="frozen")
+    frozen = replace(config, method=FROZEN.name)
     bare = features.backbone()
     tokenizer = getattr(bare, "tokenizer", None)
     keys = stage_keys(frozen, tasks) if stages is not None else []

@@ -17,14 +17,15 @@ from pipeline.learn.evaluate import StageScores, evaluate_stage
 from pipeline.learn.model import ContinualModel
 from pipeline.learn.recipe import EpochCallback, train_task
 from pipeline.learn.task import Task
-from pipeline.learn.task_selected import TaskSelectedModel, evaluate_selected, train_selected_task
+from pipeline.methods import method_of
+from pipeline.methods.share.model import TaskSelectedModel, evaluate_selected, train_selected_task
 
 AnyModel = ContinualModel | TaskSelectedModel
 
 
 def selects_by_task(method: str) -> bool:
     """Whether a method's predictions need the task's name."""
-    return method == "share"
+    return method_of(method).selects_by_task
 
 
 def accuracy_scope(method: str) -> str:

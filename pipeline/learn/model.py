@@ -165,6 +165,10 @@ class ContinualModel(nn.Module):
     def method(self) -> Method:
         return method_of(self.config.method)
 
+    def run_params(self) -> dict:
+        """What made the set, for its training run: the configuration."""
+        return self.config.to_dict()
+
     def head_parameters(self) -> int:
         return sum(p.numel() for p in self.heads.parameters())
 

@@ -34,11 +34,9 @@ from safetensors.torch import save_file
 
 from pipeline.learn.head_options import classifier
 from pipeline.learn.image_backbone import IMAGENET_MEAN, IMAGENET_STD
-from pipeline.learn.model import ContinualModel
-from pipeline.learn.task_selected import TaskSelectedModel
 
 
-def _adapter_dir(
+def adapter_dir(
     directory: Path, targets: list[str], rank: int, base_model: str, tensors: dict[str, torch.Tensor]
 ) -> None:
     directory.mkdir(parents=True, exist_ok=True)
@@ -62,7 +60,7 @@ def _adapter_dir(
     save_file({k: v.contiguous() for k, v in tensors.items()}, directory / "adapter_model.safetensors")
 
 
-def _input_labels(model: ContinualModel | TaskSelectedModel) -> dict:
+def input_labels(model) -> dict:
     """What a user needs to feed the exported network as the set was fed."""
     backbone = model.config.backbone
     if backbone.reads_images:
@@ -77,65 +75,16 @@ def task_folder(index: int, name: str) -> str:
     return f"{index:02d}-" + re.sub(r"[^A-Za-z0-9._-]", "_", name)[:100].lstrip(".")
 
 
-def _peft_target(name: str, convolutional: bool) -> str:
+def peft_target(name: str, convolutional: bool) -> str:
     """1×1 convolutions wrapped as `<conv>.linear` are exported under the convolution's own name."""
     return name.removesuffix(".linear") if convolutional else name
 
 
-def _peft_name(name: str, a: torch.Tensor, b: torch.Tensor, convolutional: bool):
+def peft_name(name: str, a: torch.Tensor, b: torch.Tensor, convolutional: bool):
     """A layer's PEFT module name and factors (1×1 kernels for a convolution)."""
     if convolutional:
-        return _peft_target(name, True), a[:, :, None, None], b[:, :, None, None]
+        return peft_target(name, True), a[:, :, None, None], b[:, :, None, None]
     return name, a, b
-
-
-@torch.no_grad()
-def export_task_selected(model: TaskSelectedModel, directory: str | Path) -> dict:
-    """Write each task of a Share (or one-LoRA-per-task) set as its own PEFT LoRA plus its head."""
-    out = Path(directory)
-    base, convolutional = model.config.backbone.name, model.config.backbone.reads_images
-    targets = [_peft_target(name, convolutional) for name in model.layers]
-    tasks = []
-    for j, record in enumerate(model.tasks):
-        tensors = {}
-        for name, layer in model.layers.items():
-            tall_a, b = (t.detach().float().cpu() for t in layer.stored_factors(j))
-            key, a, b = _peft_name(name, tall_a.T.contiguous(), b, convolutional)
-            tensors |= {
-                f"base_model.model.{key}.lora_A.weight": a,
-                f"base_model.model.{key}.lora_B.weight": b,
-            }
-        folder = task_folder(j, record.name)
-        rank = next(iter(tensors.values())).shape[0]  # lora_A's rows: the rank the task was trained at
-        _adapter_dir(out / "adapters" / folder, targets, rank, base, tensors)
-        head = model.heads.heads[j]
-        (out / "heads").mkdir(parents=True, exist_ok=True)
-        save_file(
-            {"weight": head.weight.detach().float().cpu(), "bias": head.bias.detach().float().cpu()},
-            out / "heads" / f"{folder}.safetensors",
-        )
-        tasks.append(
-            {
-                "task": record.name,
-                "classes": record.classes,
-                "adapter": f"adapters/{folder}",
-                "head": f"heads/{folder}.safetensors",
-                "rank": rank,
-            }
-        )
-    labels = {
-        "method": model.config.method,
-        "tasks": tasks,
-        "classes": model.classes,
-        **_input_labels(model),
-        "head": "linear",  # logits = features @ weightᵀ + bias, per task
-        "normalize_features": False,
-        "base_model": base,
-        "adapters": [Path(t["adapter"]).name for t in tasks],
-        "ranks": [t["rank"] for t in tasks],
-    }
-    (out / "labels.json").write_text(json.dumps(labels, indent=2))
-    return labels
 
 
 def make_room(directory: Path, replace: bool) -> None:
@@ -150,13 +99,12 @@ def make_room(directory: Path, replace: bool) -> None:
 
 
 @torch.no_grad()
-def export_peft(
-    model: ContinualModel | TaskSelectedModel, directory: str | Path, replace: bool = False
-) -> dict:
-    """Write the set under `directory`; returns a summary (adapters written, ranks, classes)."""
+def export_peft(model, directory: str | Path, replace: bool = False) -> dict:
+    """Write the set under `directory`; returns a summary (adapters written, ranks, classes). A set whose
+    predictions name their task writes itself (its method's own export)."""
     make_room(Path(directory), replace)
-    if isinstance(model, TaskSelectedModel):
-        return export_task_selected(model, directory)
+    if model.method.selects_by_task:
+        return model.export_peft(directory)
     if model.gate.task_open:
         raise RuntimeError("cannot export while a task is being trained")
     out = Path(directory)
@@ -164,7 +112,7 @@ def export_peft(
     base = model.config.backbone.name
     layers = list(model.adapters)
     convolutional = model.config.backbone.reads_images  # 1×1 convolutions wrapped as `<conv>.linear`
-    targets = [_peft_target(name, convolutional) for name, _ in layers]
+    targets = [peft_target(name, convolutional) for name, _ in layers]
     ranks, owners = model.adapter_ranks(), model.adapter_slots()
     written = []
     combined: dict[str, torch.Tensor] = {}
@@ -175,7 +123,7 @@ def export_peft(
             continue
         a, s, b = (t.detach().float().cpu() for t in factors)
         b = b * s  # magnitudes folded into B (see module docstring)
-        name, a, b = _peft_name(name, a, b, convolutional)
+        name, a, b = peft_name(name, a, b, convolutional)
         key = f"base_model.model.{name}"
         combined |= {f"{key}.lora_A.weight": a, f"{key}.lora_B.weight": b}
         start = 0
@@ -186,10 +134,10 @@ def export_peft(
             }
             start += r
     if combined:
-        _adapter_dir(out / "combined", targets, sum(ranks), base, combined)
+        adapter_dir(out / "combined", targets, sum(ranks), base, combined)
         for i, tensors in enumerate(per_adapter):
             name = task_folder(owners[i], model.tasks[owners[i]].name)
-            _adapter_dir(out / "adapters" / name, targets, ranks[i], base, tensors)
+            adapter_dir(out / "adapters" / name, targets, ranks[i], base, tensors)
             written.append(name)
     weight, bias, normalise = classifier(model, model.config.head)
     save_file(
@@ -202,7 +150,7 @@ def export_peft(
     labels = {
         "classes": model.classes,
         "task_of_class": model.introduced_by(),
-        **_input_labels(model),
+        **input_labels(model),
         "head": model.config.head,
         "normalize_features": normalise,
         "base_model": base,

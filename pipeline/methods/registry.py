@@ -2,14 +2,20 @@
 
 from __future__ import annotations
 
-from pipeline.methods import adapt_once, frozen, joint, litelora, lora_per_task, sdlora, seq_lora, share
+from pipeline.methods.adapt_once import METHOD as ADAPT_ONCE
 from pipeline.methods.base import Method
+from pipeline.methods.frozen import METHOD as FROZEN
+from pipeline.methods.joint import METHOD as JOINT
+from pipeline.methods.litelora import METHOD as LITELORA
+from pipeline.methods.lora_per_task import METHOD as LORA_PER_TASK
+from pipeline.methods.sdlora import METHOD as SDLORA
+from pipeline.methods.seq_lora import METHOD as SEQ_LORA
+from pipeline.methods.share import METHOD as SHARE
 
 METHODS: dict[str, Method] = {
-    m.METHOD.name: m.METHOD
-    for m in (litelora, sdlora, seq_lora, frozen, adapt_once, share, lora_per_task, joint)
+    m.name: m for m in (LITELORA, SDLORA, SEQ_LORA, FROZEN, ADAPT_ONCE, SHARE, LORA_PER_TASK, JOINT)
 }
-DEFAULT_METHOD = "litelora"
+DEFAULT_METHOD = LITELORA.name
 
 
 class UnknownMethod(ValueError):

@@ -32,8 +32,8 @@ from pipeline.learn.config import TrainConfig
 from pipeline.learn.methods import AnyModel, continuing, load_model
 from pipeline.learn.recipe import Progress, capture_progress, train_task
 from pipeline.learn.task import Task
-from pipeline.learn.task_selected import TaskSelectedModel, train_selected_task
 from pipeline.learn.training_rows import TaskRows, TrainingRows
+from pipeline.methods.share.model import TaskSelectedModel, train_selected_task
 from pipeline.orchestrator.shard_rows import ShardRows, streams, training_dataset
 from pipeline.orchestrator.worker_memory import private_mb
 from pipeline.registry.bucket import Bucket, arrow_filesystem

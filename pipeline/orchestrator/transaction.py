@@ -28,11 +28,10 @@ from pipeline.learn.frozen import FeatureCache, frozen_reference
 from pipeline.learn.head_options import KNOWN_CLASS_HEADS
 from pipeline.learn.methods import AnyModel, continuing, evaluate, train_next_task
 from pipeline.learn.metrics import AccuracyMatrix
-from pipeline.learn.model import ContinualModel
 from pipeline.learn.recipe import EpochCallback
 from pipeline.learn.subspace import mean_overlap, overlap_matrices
 from pipeline.learn.task import Task
-from pipeline.learn.task_selected import TaskSelectedModel
+from pipeline.methods import DEFAULT_METHOD
 from pipeline.orchestrator.promotion import MAX_ACCURACY_DROP, guard_reason, promote_if_parent_current
 from pipeline.registry import plots
 from pipeline.registry.current import Parent, load_current
@@ -61,7 +60,7 @@ class StepResult:
     frozen_avg_accuracy: float | None = None
     frozen_final_accuracy: float | None = None
     """The same head fitted on the bare backbone's features of the same tasks, scored on the same rows."""
-    method: str = "litelora"
+    method: str = DEFAULT_METHOD
     """What the stream runs; Share's accuracies are task-incremental (`methods.accuracy_scope`)."""
 
     @property
@@ -170,7 +169,7 @@ def check_trainable(dataset: TaskDataset, model: AnyModel, stream: str) -> None:
     stream can tell them apart (Share: by task; otherwise a head that keeps one entry per class). The kind of
     input was checked against the stream's backbone by `Streams.admit`."""
     check_method(dataset, model.config.method, stream)
-    if isinstance(model, TaskSelectedModel):
+    if model.method.selects_by_task:  # a prediction names its task: a class may come back in another task
         return
     known = sorted(set(dataset.classes()) & set(model.classes))
     if known and model.config.head not in KNOWN_CLASS_HEADS:
@@ -201,7 +200,7 @@ def score(
     A Share set is scored task-incrementally (its predictions name the task), and so is its reference.
     `timings` gets `frozen_reference_s`: fitting that head on the new task's rows, the part that grows with them."""
     scores = evaluate(model, tasks)
-    selected = isinstance(model, TaskSelectedModel)
+    selected = model.method.selects_by_task
     # Share's heads are per-task linear heads, whatever head option its configuration carries.
     same_head = replace(model.config, head="linear") if selected else model.config
     with stopwatch({} if timings is None else timings, "frozen_reference_s"):
@@ -263,7 +262,7 @@ def log_plots(
     plots.class_accuracy(
         scored.classes.rows(), [f"after {n}" for n in names], directory / "class_accuracy.png"
     )
-    if isinstance(model, ContinualModel):
+    if not model.method.selects_by_task:  # adapters shared by every task: which each uses, how they overlap
         plots.adapter_usage(manifest["tasks"], manifest["adapters"], directory / "adapter_usage.png")
         plots.overlap_heatmap(
             mean_overlap(overlap_matrices(model)),
@@ -344,8 +343,7 @@ def train_on_current(
     }
     with lineage.training_run(name, run_tags, run_id) as run, tempfile.TemporaryDirectory() as tmp:
         # A Share set trains with its own optimiser settings, k and φ: they are part of what made it.
-        share = {"share": asdict(model.share)} if isinstance(model, TaskSelectedModel) else {}
-        run.log_params(model.config.to_dict() | share)
+        run.log_params(model.run_params())
         run.log_dataset(task.name, task.dataset_id, dataset_uri, dataset.schema(), dataset.train.num_rows)
 
         def log_epoch(phase: str, epoch: int, loss: float) -> None:

@@ -31,7 +31,8 @@ from pipeline.data.task_dataset import (
     drop_files,
     is_data_file,
 )
-from pipeline.learn.methods import accuracy_scope, selects_by_task
+from pipeline.learn.methods import accuracy_scope
+from pipeline.methods import method_of
 from pipeline.orchestrator.ledger import MAX_ATTEMPTS, Entry, Ledger, LostClaim
 from pipeline.orchestrator.promotion import SUPERSEDED, promote_if_parent_current
 from pipeline.orchestrator.transaction import StepResult, train_on_current
@@ -196,7 +197,7 @@ TASK_JSON_PEEK = 64 * 1024
 
 def kept_of(result: StepResult) -> str:
     """What a new set keeps, in words: its kept adapters, or Share's one basis for every task."""
-    if selects_by_task(result.method):
+    if method_of(result.method).selects_by_task:
         return "one basis for every task"
     return f"{result.active_adapters} adapter(s) kept"
 

@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from pipeline.adapters.adapter_set import read_manifest
 from pipeline.learn.class_accuracy import ClassHistory
 from pipeline.learn.methods import AnyModel, load_model
+from pipeline.methods import DEFAULT_METHOD
 from pipeline.registry.store import Registry
 
 
@@ -45,7 +46,7 @@ class ClassReport:
     versions: list[str] | None
     """The version of each stage, if every version of the chain is still registered."""
     history: ClassHistory
-    method: str = "litelora"
+    method: str = DEFAULT_METHOD
     """The stream's method: Share scores each class among its task's classes (the task is named)."""
 
     def columns(self) -> list[str]:
@@ -71,4 +72,4 @@ def class_report(registry: Registry, version: str | None = None) -> ClassReport 
     versions = [node["version"] for node in reversed(chain)] if len(chain) == len(tasks) else None
     stages = [f"v{v} {t}" for v, t in zip(versions, tasks, strict=True)] if versions else tasks
     history = ClassHistory.from_metrics(manifest["metrics"])
-    return ClassReport(found.version, stages, versions, history, manifest.get("method", "litelora"))
+    return ClassReport(found.version, stages, versions, history, manifest.get("method", DEFAULT_METHOD))

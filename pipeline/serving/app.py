@@ -23,6 +23,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from ray import serve
 from ray.serve.config import HTTPOptions
 
+from pipeline import PRODUCT
 from pipeline.errors import JobFailed
 from pipeline.registry.lineage import LineageError, parse_version
 from pipeline.registry.store import Registry
@@ -211,7 +212,7 @@ def run_server(
     )  # before anything is deployed
     serve.run(
         AdapterSetServer.options(num_replicas=replicas).bind(conn, poll_s, version, token_digest, streams),
-        name="litelora",
+        name=PRODUCT,
         route_prefix="/",
     )
     return listening.host, listening.port
@@ -259,5 +260,5 @@ def serve_until_stopped(
     for sig in (signal.SIGINT, signal.SIGTERM):  # Ray's own SIGINT handling would leave the server up
         signal.signal(sig, lambda *_: stop.set())
     stop.wait()
-    serve.delete("litelora")
+    serve.delete(PRODUCT)
     ray.shutdown()

@@ -16,7 +16,7 @@ import torch
 from pipeline.data.images import image_problem
 from pipeline.data.task_dataset import DatasetLimits
 from pipeline.learn.methods import AnyModel
-from pipeline.learn.model import ContinualModel, task_named
+from pipeline.learn.model import task_named
 from pipeline.settings import Connection
 
 MAX_TEXT_CHARS = 10_000
@@ -40,8 +40,7 @@ class Prediction:
 
 class Predictor:
     def __init__(self, model: AnyModel, version: str | None = None, set_id: str | None = None):
-        if isinstance(model, ContinualModel):  # a Share set's delta depends on the task: nothing to merge
-            model.merge(unwrap=True)
+        model.merge(unwrap=True)  # what can be merged: a set whose delta depends on the task merges nothing
         model.eval()
         self.model, self.version, self.set_id = model, version, set_id
         self.task_of_class = model.introduced_by()
@@ -75,7 +74,7 @@ class Predictor:
     @property
     def needs_task(self) -> bool:
         """Whether a prediction must name its task (a Share set)."""
-        return not isinstance(self.model, ContinualModel)
+        return self.model.method.selects_by_task
 
     def task_index(self, task: str | None) -> int | None:
         """The stored task a request names (the latest of that name), None if it names none."""

@@ -24,6 +24,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from urllib.parse import urlsplit
 
+from pipeline import PRODUCT
 from pipeline.stack.process import (
     PortTaken,
     ServerProcess,
@@ -33,12 +34,12 @@ from pipeline.stack.process import (
     wait_healthy,
 )
 
-DEFAULT_BUCKET = "litelora"
+DEFAULT_BUCKET = PRODUCT
 PREFERRED_PORTS = {"s3": 8333, "mlflow": 5000}
 HEALTH_TIMEOUT_S = 60.0
 
 
-MLFLOW_USERNAME = "litelora"
+MLFLOW_USERNAME = PRODUCT
 
 
 @dataclass
@@ -145,7 +146,7 @@ def _write_identities(home: Path, creds: Credentials) -> None:
     identities = {
         "identities": [
             {
-                "name": "litelora",
+                "name": PRODUCT,
                 "credentials": [{"accessKey": creds.access_key, "secretKey": creds.secret_key}],
                 "actions": ["Admin", "Read", "Write", "List", "Tagging"],
             }

@@ -129,7 +129,7 @@ def test_peft_loads_each_task_of_an_image_share_set_onto_the_unmodified_network(
 
     from pipeline.learn.image_backbone import ImageBackbone, normalised
     from pipeline.learn.peft_export import export_peft
-    from pipeline.learn.task_selected import TaskSelectedModel, train_selected_task
+    from pipeline.methods.share.model import TaskSelectedModel, train_selected_task
 
     model = TaskSelectedModel(_config().running("share"), backbone=copy.deepcopy(network))
     for task in tasks:  # the second task trains coefficients on the first's basis

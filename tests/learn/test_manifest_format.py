@@ -10,7 +10,7 @@ import torch
 from pipeline.adapters.adapter_set import FORMAT, TASK_SELECTED_FORMAT, AdapterSetError, read_manifest
 from pipeline.learn.methods import load_model
 from pipeline.learn.model import ContinualModel
-from pipeline.learn.task_selected import TaskSelectedModel
+from pipeline.methods.share.model import TaskSelectedModel
 
 FIXTURES = Path(__file__).parent / "fixtures"
 

@@ -8,7 +8,7 @@ import pytest
 
 from pipeline.adapters.adapter_set import TASK_SELECTED_FORMAT
 from pipeline.learn.frozen import FeatureCache, frozen_reference
-from pipeline.learn.task_selected import TaskSelectedModel
+from pipeline.methods.share.model import TaskSelectedModel
 from pipeline.registry.current import load_current
 from pipeline.serving.predictor import BadRequest, Predictor
 from tests.orchestrator.conftest import drop

@@ -18,13 +18,15 @@ from pipeline.learn.model import ContinualModel
 from pipeline.learn.recipe import train_task
 from pipeline.learn.stream import StreamResult
 from pipeline.learn.task import Task
+from pipeline.methods.joint import METHOD
+from pipeline.methods.registry import DEFAULT_METHOD
 
 
 def merge_tasks(tasks: list[Task]) -> Task:
     """One task holding every class and training row of `tasks`, classes in stream order."""
     offsets = [sum(len(u.classes) for u in tasks[:j]) for j in range(len(tasks))]
     return Task(
-        name="joint",
+        name=METHOD.name,
         classes=[c for t in tasks for c in t.classes],
         train_inputs=[x for t in tasks for x in t.train_inputs],
         train_labels=[y + offsets[j] for j, t in enumerate(tasks) for y in t.train_labels],
@@ -38,9 +40,9 @@ def run_joint(
 ) -> dict[str, StreamResult]:
     """Train one adapter (task 0's recipe: `first_examples`) and the heads on all tasks at once; score each stage."""
     start = time.perf_counter()
-    model = ContinualModel(replace(config, method="litelora"))
+    model = ContinualModel(replace(config, method=DEFAULT_METHOD))  # its first-task recipe, on every task
     trained = train_task(model, merge_tasks(tasks), head_options=head_options)
-    results = {option: StreamResult("joint", option) for option in head_options}
+    results = {option: StreamResult(METHOD.name, option) for option in head_options}
     test_features = [features_of(model, t.test_inputs) for t in tasks]
     sizes = [len(t.classes) for t in tasks]
     for stage in range(len(tasks)):
@@ -56,7 +58,7 @@ def run_joint(
                 counts.append(len(labels))
             result.cil.add_stage(cil, counts)
             result.til.add_stage(til, counts)
-            result.decisions.append("joint")
+            result.decisions.append(METHOD.name)
     for result in results.values():
         result.active_adapters = model.active_adapters
         result.stored_params = model.stored_parameters()

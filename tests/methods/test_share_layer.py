@@ -4,7 +4,7 @@ import pytest
 import torch
 from torch import nn
 
-from pipeline.adapters.share_layer import TaskLoRALinear, basis_of
+from pipeline.methods.share.layer import TaskLoRALinear, basis_of
 
 
 def _layer(kind, d_in=12, d_out=10, rank=3):
@@ -112,7 +112,7 @@ def test_the_official_codes_choices_keep_only_u_l_and_re_project_only_the_previo
 
 
 def test_settings_that_would_break_earlier_tasks_are_refused():
-    from pipeline.learn.task_selected import ShareConfig
+    from pipeline.methods.share.model import ShareConfig
 
     assert ShareConfig.official(epochs=5).reproject == "previous"
     with pytest.raises(ValueError, match="needs a fixed k that is padded"):

@@ -24,7 +24,6 @@ from pipeline.adapters.adapter_set import (
     write_adapter_set,
 )
 from pipeline.adapters.inject import replace_linears
-from pipeline.adapters.share_layer import TaskLoRALinear
 from pipeline.learn.backbone import autocast, embed, load_backbone, pick_device
 from pipeline.learn.config import TrainConfig
 from pipeline.learn.evaluate import StageScores
@@ -33,6 +32,9 @@ from pipeline.learn.model import TaskRecord, classes_of, introducing_tasks
 from pipeline.learn.recipe import EpochCallback
 from pipeline.learn.task import Task
 from pipeline.learn.training_rows import TaskRows, TrainingRows
+from pipeline.methods.base import Method
+from pipeline.methods.registry import method_of
+from pipeline.methods.share.layer import TaskLoRALinear
 
 KINDS = ("share", "lora")
 """How the per-task deltas are stored: Share's basis and coefficients, or each task's LoRA as trained."""
@@ -111,6 +113,22 @@ class TaskSelectedModel(nn.Module):
 
     def reconfigure(self, config: TrainConfig) -> None:
         self.config = config
+
+    @property
+    def method(self) -> Method:
+        return method_of(self.config.method)
+
+    def run_params(self) -> dict:
+        """What made the set, for its training run: the configuration and Share's own settings (k, φ, optimiser)."""
+        return self.config.to_dict() | {"share": asdict(self.share)}
+
+    def merge(self, unwrap: bool = False) -> None:
+        """Nothing to merge: the delta depends on the task a prediction names."""
+
+    def export_peft(self, directory) -> dict:
+        from pipeline.methods.share.export import export_task_selected  # it reads the PEFT writer of learn/
+
+        return export_task_selected(self, directory)
 
     # -- forward -----------------------------------------------------------------------------------
     def select(self, task: int | None) -> None:

@@ -2,11 +2,12 @@
 
 import copy
 
-from pipeline.baselines.task_id_stream import TASK_ID_METHODS, run_task_id_stream
 from pipeline.bench.continual import summarise
 from pipeline.bench.report import markdown
 from pipeline.learn.config import TrainConfig
-from pipeline.learn.task_selected import ShareConfig, TaskSelectedModel
+from pipeline.methods import method_of
+from pipeline.methods.share.model import ShareConfig, TaskSelectedModel
+from pipeline.methods.share.stream import run_task_id_stream
 
 
 def _run(method, tiny_bert, tokenizer, tasks):
@@ -15,7 +16,7 @@ def _run(method, tiny_bert, tokenizer, tasks):
         lr=None, weight_decay=0.0, warmup=0.0
     )  # the training config's lr, as the other methods
     model = TaskSelectedModel(
-        config, TASK_ID_METHODS[method], plain, backbone=copy.deepcopy(tiny_bert), tokenizer=tokenizer
+        config, method_of(method).kind, plain, backbone=copy.deepcopy(tiny_bert), tokenizer=tokenizer
     )
     return run_task_id_stream(tasks, config, method, model=model), model
 

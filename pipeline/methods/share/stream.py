@@ -1,4 +1,5 @@
-"""The baselines that select a delta by task id: Share and one LoRA per task (the storage reference).
+"""The bench's runner for the methods that select a delta by task id: Share and one LoRA per task (the storage
+reference).
 
 Same tasks, backbone, targets, rank, heads, optimiser, epochs and metrics as the adapter methods; they need
 the task id at inference, so only task-incremental accuracy is reported for them (docs/method.md §8).
@@ -12,14 +13,15 @@ from collections.abc import Callable
 from pipeline.learn.config import TrainConfig
 from pipeline.learn.stream import StreamResult
 from pipeline.learn.task import Task
-from pipeline.learn.task_selected import (
+from pipeline.methods.registry import METHODS, method_of
+from pipeline.methods.share.model import (
     TaskSelectedModel,
     evaluate_selected,
     train_selected_task,
 )
 
-TASK_ID_METHODS: dict[str, str] = {"share": "share", "lora-per-task": "lora"}
-"""Bench method name → how the per-task factors are stored."""
+TASK_ID_METHODS: tuple[str, ...] = tuple(name for name, m in METHODS.items() if m.selects_by_task)
+"""The methods whose predictions name their task: the bench runs them here."""
 
 
 def run_task_id_stream(
@@ -31,7 +33,7 @@ def run_task_id_stream(
 ) -> StreamResult:
     start = time.perf_counter()
     """Train `tasks` in order with `method` (a new model with the service's Share settings, unless `model`)."""
-    model = model or TaskSelectedModel(config, TASK_ID_METHODS[method])
+    model = model or TaskSelectedModel(config, method_of(method).kind)
     result = StreamResult(method, task_incremental_only=True)
     for t, task in enumerate(tasks):
         trained = train_selected_task(model, task)

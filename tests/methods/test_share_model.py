@@ -14,7 +14,7 @@ from pipeline.learn.config import TrainConfig
 from pipeline.learn.methods import continuing, load_model
 from pipeline.learn.model import ContinualModel
 from pipeline.learn.peft_export import export_peft
-from pipeline.learn.task_selected import TaskSelectedModel, evaluate_selected, train_selected_task
+from pipeline.methods.share.model import TaskSelectedModel, evaluate_selected, train_selected_task
 from pipeline.serving.predictor import BadRequest, Predictor
 
 CONFIG = TrainConfig(method="share", epochs=1, batch_size=8, seed=0, head="linear")
