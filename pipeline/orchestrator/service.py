@@ -6,10 +6,11 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
+from pipeline.learn.config import TrainConfig
 from pipeline.orchestrator.transaction import fit_with, train_on_current
 from pipeline.orchestrator.watcher import WatchConfig, Watcher
 from pipeline.registry.store import Registry
-from pipeline.settings import Connection
+from pipeline.settings import Connection, load_settings
 
 
 @dataclass
@@ -36,9 +37,14 @@ def build_watcher(conn: Connection, options: WatchOptions, log: Callable[[str], 
     registry = Registry.connect(conn)
     fit = fit_with(conn, options.workers, options.gpu, options.cpus_per_worker)
     guarded = {} if options.max_accuracy_drop is None else {"max_accuracy_drop": options.max_accuracy_drop}
+    # LITELORA_DEVICE, as `litelora train` honours it: a new lineage's sets and every later one run there.
+    device = load_settings().device
+    config = TrainConfig(device=device)
 
     def trained(dataset, stream_registry):
-        return train_on_current(dataset, stream_registry, fit=fit, **guarded)
+        return train_on_current(
+            dataset, stream_registry, config, overrides={"device": device}, fit=fit, **guarded
+        )
 
     def tuned(dataset, stream_registry):
         from pipeline.tuning.search import NothingToTune, TuneSpec, tune_then_train
@@ -49,7 +55,9 @@ def build_watcher(conn: Connection, options: WatchOptions, log: Callable[[str], 
         # the watcher hands the drop back and stops.
         stream_conn = conn.for_stream(stream_registry.stream)
         try:
-            return tune_then_train(dataset, stream_conn, SearchSpace(), spec, fit=fit, log=log, **guarded)[1]
+            return tune_then_train(
+                dataset, stream_conn, SearchSpace(), spec, fit=fit, base_config=config, log=log, **guarded
+            )[1]
         except NothingToTune as why:  # a Share stream: trained with its settings
             log(f"{dataset.name}: {why}")
             return trained(dataset, stream_registry)

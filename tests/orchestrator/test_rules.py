@@ -151,3 +151,20 @@ def test_the_train_loop_config_of_a_ray_train_job_carries_no_secret(monkeypatch,
         ray_train.fit_with_ray_train(conn, TrainConfig(), None, "d" * 64, "t", ray_train.ScalingSpec())
     assert "s3cr3t" not in repr(seen) and "AKIDEXAMPLE" not in repr(seen) and "mlfl0w" not in repr(seen)
     assert ray.train.torch  # the real module was importable: the trainer above stands in for it only
+
+
+def test_watch_trains_every_set_on_the_device_litelora_device_names(monkeypatch, tmp_path):
+    from pipeline.orchestrator import service
+    from pipeline.registry.store import Registry
+    from pipeline.settings import Connection
+    from tests.fakes import MemoryBucket, MemoryLineage
+
+    seen = {}
+    monkeypatch.setenv("LITELORA_DEVICE", "cpu")
+    monkeypatch.setattr(Registry, "connect", lambda conn: Registry(MemoryBucket(), MemoryLineage(), tmp_path))
+    monkeypatch.setattr(
+        service, "train_on_current", lambda ds, reg, config, **kw: seen.update(config=config, **kw)
+    )
+    conn = Connection(None, None, None, "us-east-1", "b", "http://m", "m", tmp_path / "cache")
+    service.build_watcher(conn, service.WatchOptions(workers=0)).trainer("a dataset", "its registry")
+    assert seen["config"].device == "cpu" and seen["overrides"] == {"device": "cpu"}
