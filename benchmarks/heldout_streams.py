@@ -136,7 +136,7 @@ def frozen_references(folders: list[Path]) -> dict:
     }
 
 
-def run_stream(folders: list[Path]) -> dict:
+def run_sequence(folders: list[Path]) -> dict:
     env = dict(os.environ)
     with tempfile.TemporaryDirectory(prefix="litelora-heldout-") as home:
         env["LITELORA_HOME"] = home
@@ -206,7 +206,7 @@ def main() -> None:
         for name in args.streams.split(","):
             print(f"{name}:", flush=True)
             folders = builders[name](Path(root))
-            report["streams"][name] = frozen_references(folders) | run_stream(folders)
+            report["streams"][name] = frozen_references(folders) | run_sequence(folders)
             (args.out / "heldout.json").write_text(json.dumps(report, indent=2))  # after each stream
             (args.out / "heldout.md").write_text(markdown(report))
     print(markdown(report))

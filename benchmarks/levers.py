@@ -17,10 +17,10 @@ import time
 from dataclasses import replace
 from pathlib import Path
 
-from pipeline.methods.joint.stream import run_joint
 from pipeline.bench.continual import STREAMS, validation_tasks
 from pipeline.learn.config import TrainConfig
-from pipeline.learn.stream import run_stream
+from pipeline.learn.sequence import run_sequence
+from pipeline.methods.joint.runner import run_joint
 
 QKVO_MLP = (
     "query",
@@ -80,7 +80,7 @@ def run_lever(stream: str, ordering: int, settings: dict, test: bool) -> dict:
     config = config.with_overrides(rank=spec.rank).with_overrides(**settings)
     clock = time.process_time()
     wall = time.perf_counter()
-    results = run_joint(tasks, config, HEADS) if joint else run_stream(tasks, config, head_options=HEADS)[0]
+    results = run_joint(tasks, config, HEADS) if joint else run_sequence(tasks, config, head_options=HEADS)[0]
     return {
         "config": config.to_dict(),
         "cpu_s": time.process_time() - clock,

@@ -26,10 +26,10 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 
-from pipeline.methods.share.stream import run_task_id_stream
 from pipeline.bench.continual import STREAMS, validation_tasks
 from pipeline.learn.config import TrainConfig
 from pipeline.methods.share.model import ShareConfig, TaskSelectedModel
+from pipeline.methods.share.runner import run_task_id_stream
 
 OURS = {"fold_expansion": True, "reproject": "all"}
 ABLATIONS: dict[str, tuple[str, dict]] = {

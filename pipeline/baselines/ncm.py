@@ -12,18 +12,18 @@ import torch
 import torch.nn.functional as F
 
 from pipeline.learn.backbone import BackboneConfig, embed, load_backbone, pick_device
-from pipeline.learn.stream import StreamResult
+from pipeline.learn.sequence import SequenceResult
 from pipeline.learn.task import Task
 
 
-def run_ncm(tasks: list[Task], config: BackboneConfig | None = None, device: str = "auto") -> StreamResult:
+def run_ncm(tasks: list[Task], config: BackboneConfig | None = None, device: str = "auto") -> SequenceResult:
     """Cosine nearest-class-mean over frozen features, evaluated after every task like the other methods."""
     config = config or BackboneConfig()
     start = time.perf_counter()
     backbone = load_backbone(config)
     device = pick_device(device)
     backbone.network.to(device)
-    result = StreamResult("ncm-frozen", "prototype")
+    result = SequenceResult("ncm-frozen", "prototype")
     means: list[torch.Tensor] = []
     test_features = []
     for t, task in enumerate(tasks):

@@ -19,15 +19,15 @@ from pipeline.data.wordnet import ORDERINGS, split_wordnet20
 from pipeline.learn.backbone import BackboneConfig
 from pipeline.learn.config import TrainConfig
 from pipeline.learn.frozen import FeatureCache
-from pipeline.learn.stream import run_stream
+from pipeline.learn.sequence import run_sequence
 from pipeline.learn.task import Task
 from pipeline.methods import METHODS, every_class_methods, joint
-from pipeline.methods.joint.stream import run_joint
-from pipeline.methods.share.stream import TASK_ID_METHODS, run_task_id_stream
+from pipeline.methods.joint.runner import run_joint
+from pipeline.methods.share.runner import TASK_ID_METHODS, run_task_id_stream
 
 REFERENCE = "ncm-frozen"
 CEILING = joint.METHOD.name
-"""All tasks trained at once (methods/joint/stream.py): the upper bound adaptation could reach on a stream."""
+"""All tasks trained at once (methods/joint/runner.py): the upper bound adaptation could reach on a stream."""
 ALL_METHODS: tuple[str, ...] = tuple(METHODS)
 """Every registered method: those that score every class, those that name the task, and the ceiling."""
 SUMMARY_KEYS = (
@@ -194,7 +194,7 @@ def run_bench(plan: BenchPlan, on_task: Callable[[str, int, int], None] | None =
                 config = replace(
                     plan.config, method=method, seed=ordering
                 )  # the ordering also seeds training
-                results, _ = run_stream(
+                results, _ = run_sequence(
                     tasks, config, head_options=plan.heads, on_task=progress, features=frozen
                 )
             rows += [{**result.row(), "ordering": ordering} for result in results.values()]

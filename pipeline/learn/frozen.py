@@ -22,7 +22,7 @@ from safetensors.torch import load_file, save_file
 from pipeline.learn.backbone import BackboneConfig, embed, load_backbone, pick_device
 from pipeline.learn.config import TrainConfig
 from pipeline.learn.model import ContinualModel
-from pipeline.learn.stream import StreamResult, run_stream
+from pipeline.learn.sequence import SequenceResult, run_sequence
 from pipeline.learn.task import Task
 from pipeline.methods.frozen import METHOD as FROZEN
 
@@ -88,7 +88,7 @@ def frozen_reference(
     features: FeatureCache,
     stages: Path | None = None,
     rows: Callable[[Task], Task] | None = None,
-) -> StreamResult:
+) -> SequenceResult:
     """`config`'s head (and recipe, for linear heads) fitted on the bare backbone's features of `tasks`, in order,
     each stage scored on the tasks' held-out rows.
 
@@ -105,7 +105,7 @@ def frozen_reference(
         kept = stages / keys[k - 1]
         if (kept / "result.json").exists():
             model = ContinualModel.load(kept, copy.deepcopy(bare.network), tokenizer)
-            results = {config.head: StreamResult.from_dict(json.loads((kept / "result.json").read_text()))}
+            results = {config.head: SequenceResult.from_dict(json.loads((kept / "result.json").read_text()))}
             done = k
             break
     model = model or ContinualModel(frozen, copy.deepcopy(bare.network), tokenizer)
@@ -113,7 +113,7 @@ def frozen_reference(
         task if t < done or task.train_labels or rows is None else rows(task) for t, task in enumerate(tasks)
     ]
 
-    def keep(t: int, result: StreamResult) -> None:
+    def keep(t: int, result: SequenceResult) -> None:
         target = stages / keys[t]
         if target.exists():
             return
@@ -126,7 +126,7 @@ def frozen_reference(
         except OSError:  # another process kept the same stage first
             shutil.rmtree(partial, ignore_errors=True)
 
-    scored, _ = run_stream(
+    scored, _ = run_sequence(
         needed,
         frozen,
         model=model,

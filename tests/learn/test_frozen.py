@@ -10,7 +10,7 @@ from pipeline.learn.config import TrainConfig
 from pipeline.learn.frozen import FeatureCache, frozen_reference
 from pipeline.learn.model import ContinualModel
 from pipeline.learn.recipe import train_task
-from pipeline.learn.stream import run_stream
+from pipeline.learn.sequence import run_sequence
 
 
 def _config(**changes):
@@ -38,7 +38,7 @@ def test_the_frozen_reference_from_cached_features_matches_a_frozen_run(
     tiny_bert, tokenizer, wordnet_tasks, tmp_path
 ):
     config = _config()
-    direct, _ = run_stream(
+    direct, _ = run_sequence(
         wordnet_tasks,
         config.with_overrides(method="frozen"),
         model=ContinualModel(

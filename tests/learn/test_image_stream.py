@@ -12,7 +12,7 @@ from pipeline.learn.backbone import BackboneConfig
 from pipeline.learn.config import TrainConfig
 from pipeline.learn.evaluate import predict_logits
 from pipeline.learn.model import ContinualModel
-from pipeline.learn.stream import run_stream
+from pipeline.learn.sequence import run_sequence
 
 pytestmark = pytest.mark.model
 
@@ -45,7 +45,7 @@ def _config(**changes) -> TrainConfig:
 def test_a_two_task_litelora_stream_runs_on_images_and_adapts_the_pointwise_maps(network, tasks):
     config = _config()
     model = ContinualModel(config, backbone=copy.deepcopy(network))
-    results, model = run_stream(tasks, config, model=model)
+    results, model = run_sequence(tasks, config, model=model)
     assert len(model.tasks) == 2 and model.adapters.num_frozen in (1, 2)
     assert all(name.endswith(("_expand_conv.linear", "_project_conv.linear")) for name, _ in model.adapters)
     matrix = results[config.head].cil.matrix()
@@ -61,7 +61,7 @@ def test_frozen_nearest_class_mean_on_images_beats_chance():
 def test_an_image_adapter_set_loads_back_with_identical_logits(network, tasks, tmp_path):
     config = _config(gate=GateConfig(init_logit=5.0))
     model = ContinualModel(config, backbone=copy.deepcopy(network))
-    run_stream(tasks, config, model=model)
+    run_sequence(tasks, config, model=model)
     model.save(tmp_path / "set")
     loaded = ContinualModel.load(tmp_path / "set", backbone=copy.deepcopy(network))
     inputs = tasks[0].test_inputs + tasks[1].test_inputs

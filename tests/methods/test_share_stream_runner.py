@@ -7,7 +7,7 @@ from pipeline.bench.report import markdown
 from pipeline.learn.config import TrainConfig
 from pipeline.methods import method_of
 from pipeline.methods.share.model import ShareConfig, TaskSelectedModel
-from pipeline.methods.share.stream import run_task_id_stream
+from pipeline.methods.share.runner import run_task_id_stream
 
 
 def _run(method, tiny_bert, tokenizer, tasks):

@@ -1,5 +1,5 @@
 """Share: one shared basis per side and layer, per-task coefficients; a prediction names its task (model.py: the
-task-selected model, layer.py: the shared basis and the coefficients, stream.py: the bench's runner for it and for
+task-selected model, layer.py: the shared basis and the coefficients, runner.py: the bench's runner for it and for
 one LoRA per task; docs/method.md §8)."""
 
 from dataclasses import dataclass

@@ -11,7 +11,7 @@ import time
 from collections.abc import Callable
 
 from pipeline.learn.config import TrainConfig
-from pipeline.learn.stream import StreamResult
+from pipeline.learn.sequence import SequenceResult
 from pipeline.learn.task import Task
 from pipeline.methods.registry import METHODS, method_of
 from pipeline.methods.share.model import (
@@ -28,13 +28,13 @@ def run_task_id_stream(
     tasks: list[Task],
     config: TrainConfig,
     method: str,
-    on_task: Callable[[int, StreamResult], None] | None = None,
+    on_task: Callable[[int, SequenceResult], None] | None = None,
     model: TaskSelectedModel | None = None,
-) -> StreamResult:
+) -> SequenceResult:
     start = time.perf_counter()
     """Train `tasks` in order with `method` (a new model with the service's Share settings, unless `model`)."""
     model = model or TaskSelectedModel(config, method_of(method).kind)
-    result = StreamResult(method, task_incremental_only=True)
+    result = SequenceResult(method, task_incremental_only=True)
     for t, task in enumerate(tasks):
         trained = train_selected_task(model, task)
         result.trainable_params.append(trained.trainable_parameters)

@@ -16,7 +16,7 @@ from pipeline.learn.config import TrainConfig
 from pipeline.learn.head_options import features_of, score
 from pipeline.learn.model import ContinualModel
 from pipeline.learn.recipe import train_task
-from pipeline.learn.stream import StreamResult
+from pipeline.learn.sequence import SequenceResult
 from pipeline.learn.task import Task
 from pipeline.methods.joint import METHOD
 from pipeline.methods.registry import DEFAULT_METHOD
@@ -37,12 +37,12 @@ def merge_tasks(tasks: list[Task]) -> Task:
 
 def run_joint(
     tasks: list[Task], config: TrainConfig, head_options: tuple[str, ...]
-) -> dict[str, StreamResult]:
+) -> dict[str, SequenceResult]:
     """Train one adapter (task 0's recipe: `first_examples`) and the heads on all tasks at once; score each stage."""
     start = time.perf_counter()
     model = ContinualModel(replace(config, method=DEFAULT_METHOD))  # its first-task recipe, on every task
     trained = train_task(model, merge_tasks(tasks), head_options=head_options)
-    results = {option: StreamResult(METHOD.name, option) for option in head_options}
+    results = {option: SequenceResult(METHOD.name, option) for option in head_options}
     test_features = [features_of(model, t.test_inputs) for t in tasks]
     sizes = [len(t.classes) for t in tasks]
     for stage in range(len(tasks)):

@@ -1,4 +1,5 @@
-"""Run one method over a stream of tasks: train each task, evaluate every task seen so far, keep score."""
+"""Run one method over a sequence of tasks (a benchmark's; a lineage of drops is a stream): train each task,
+evaluate every task seen so far, keep score."""
 
 from __future__ import annotations
 
@@ -18,7 +19,7 @@ from pipeline.learn.task import Task
 
 
 @dataclass
-class StreamResult:
+class SequenceResult:
     method: str
     head: str = "linear"
     task_incremental_only: bool = False
@@ -51,7 +52,7 @@ class StreamResult:
         return asdict(self)
 
     @classmethod
-    def from_dict(cls, data: dict) -> StreamResult:
+    def from_dict(cls, data: dict) -> SequenceResult:
         return cls(**data | {"cil": AccuracyMatrix(**data["cil"]), "til": AccuracyMatrix(**data["til"])})
 
     def row(self) -> dict:
@@ -90,28 +91,28 @@ class StreamResult:
         }
 
 
-def run_stream(
+def run_sequence(
     tasks: list[Task],
     config: TrainConfig,
     *,
     model: ContinualModel | None = None,
     head_options: tuple[str, ...] | None = None,
-    on_task: Callable[[int, StreamResult], None] | None = None,
+    on_task: Callable[[int, SequenceResult], None] | None = None,
     on_epoch: EpochCallback | None = None,
     features: Callable[[Task, str], torch.Tensor] | None = None,
     done: int = 0,
-    results: dict[str, StreamResult] | None = None,
-) -> tuple[dict[str, StreamResult], ContinualModel]:
-    """Train and evaluate the stream once; score it under each head option (default: the configured one).
+    results: dict[str, SequenceResult] | None = None,
+) -> tuple[dict[str, SequenceResult], ContinualModel]:
+    """Train and evaluate the sequence once; score it under each head option (default: the configured one).
     Head options do not change training, so one run serves them all. `features(task, split)` gives the bare
     backbone's features (cached) to the `frozen` method, whose features never change.
 
-    `done` > 0 continues a stream: `model` has trained `tasks[:done]` and `results` hold their stages (those tasks
+    `done` > 0 continues a sequence: `model` has trained `tasks[:done]` and `results` hold their stages (those tasks
     need only their held-out rows)."""
     start = time.perf_counter()
     model = model or ContinualModel(config)
     head_options = head_options or (config.head,)
-    results = results or {option: StreamResult(config.method, option) for option in head_options}
+    results = results or {option: SequenceResult(config.method, option) for option in head_options}
     # The bare encoder's features serve every task only where nothing ever adapts.
     cached = None if model.method.adapts(0) else features
     for t, task in enumerate(tasks):
