@@ -8,7 +8,7 @@ class-incrementally on every task seen:
     refreshed  statistics recomputed from every seen task's training rows under the current model — an
                oracle that keeps examples, which a set never does; it bounds what better compensation can win
 
-Run: python benchmarks/head_drift.py [--orderings 1993,1995,2000] — writes benchmarks/head-drift.{md,json}.
+Run: python benchmarks/head_drift.py [--orderings 1993,1995,2000] — writes benchmarks/reports/head-drift.{md,json}.
 """
 
 from __future__ import annotations
@@ -86,7 +86,7 @@ def run(ordering: int) -> dict:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--orderings", default="1993,1995,2000")
-    parser.add_argument("--out", type=Path, default=Path(__file__).parent)
+    parser.add_argument("--out", type=Path, default=Path(__file__).parent / "reports")
     args = parser.parse_args()
     runs = [run(int(o)) for o in args.orderings.split(",")]
     lines = [

@@ -1,7 +1,7 @@
 """Two text streams nobody tuned on, run as a user would: one drop at a time through `litelora train --register`,
 scored through `litelora predict`, beside the frozen encoder with the same head and with nearest class mean.
 
-    python benchmarks/heldout_streams.py [--streams verbs,debian] [--out benchmarks]
+    python benchmarks/heldout_streams.py [--streams verbs,debian] [--out benchmarks/reports]
 
 - verbs: WordNet 3.0 verb synsets (lemmas + gloss) labelled with their supersense (verb.motion, …): the 12
   largest, 4 tasks × 3 classes, 150 train / 100 test each. Debian's `wordnet-base` (data.verb).
@@ -190,7 +190,7 @@ def run_sequence(folders: list[Path]) -> dict:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--streams", default="verbs,debian")
-    parser.add_argument("--out", type=Path, default=Path("benchmarks"))
+    parser.add_argument("--out", type=Path, default=Path("benchmarks/reports"))
     args = parser.parse_args()
     builders = {
         "verbs": lambda root: drops(verb_pool(), 12, 3, 150, 100, "verbs", root),

@@ -1,6 +1,6 @@
 """What refusing a hostile drop costs: bytes on disk → peak RSS of `litelora train --data` → its verdict.
 
-    python benchmarks/hostile_drops.py [--out benchmarks/hostile-drops.md] [--json]
+    python benchmarks/hostile_drops.py [--out benchmarks/reports/hostile-drops.md] [--json]
 
 Each drop is built in a temporary folder and handed to `litelora train --data DIR --out SET` in a child
 process of its own, as a user would; the child's peak RSS comes from the kernel (wait4), so it includes the
@@ -99,7 +99,7 @@ def commit() -> str:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--out", type=Path, default=Path(__file__).parent / "hostile-drops.md")
+    parser.add_argument("--out", type=Path, default=Path(__file__).parent / "reports" / "hostile-drops.md")
     parser.add_argument("--json", action="store_true", help="Print the rows as JSON on stdout.")
     args = parser.parse_args()
     rows = []

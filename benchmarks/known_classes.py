@@ -1,7 +1,7 @@
 """More data for known classes: the same classes delivered in two drops at different times against one drop
 holding all their data, on real data with the shipped defaults.
 
-    python benchmarks/known_classes.py [--tier quick] [--ordering 1993] [--out benchmarks]
+    python benchmarks/known_classes.py [--tier quick] [--ordering 1993] [--out benchmarks/reports]
 
 Split-WordNet-20, MiniLM. One stream is the five tasks as they are. In the other, task 0's training rows are
 split in two drops of the same classes: the first half arrives first, the second half after task 1. Both end
@@ -48,7 +48,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--tier", default="quick")
     parser.add_argument("--ordering", type=int, default=1993)
-    parser.add_argument("--out", type=Path, default=Path(__file__).parent)
+    parser.add_argument("--out", type=Path, default=Path(__file__).parent / "reports")
     args = parser.parse_args()
     original = split_wordnet20(args.ordering, args.tier)
     first = original[0]

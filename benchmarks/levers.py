@@ -1,7 +1,7 @@
 """What moves the features: one lever at a time against the shipped recipe, on one ordering, scored on validation rows
 cut from each task's training rows (never on the test rows the reports and the promotion guard use).
 
-    python benchmarks/levers.py [--stream wordnet|fashion-mnist] [--ordering 1993] [--test] [--out benchmarks]
+    python benchmarks/levers.py [--stream wordnet|fashion-mnist] [--ordering 1993] [--test] [--out benchmarks/reports]
 
 Every lever is a full configuration written out below (not a change to whatever the defaults are today), so the
 table regenerates the same runs. `--test` scores the test rows instead (for the final check of a choice, never
@@ -124,7 +124,7 @@ def main() -> None:
     parser.add_argument("--ordering", type=int, default=1993)
     parser.add_argument("--levers", default=None, help="comma-separated names (default: all that apply)")
     parser.add_argument("--test", action="store_true", help="score the test rows (only to check a choice)")
-    parser.add_argument("--out", type=Path, default=Path("benchmarks"))
+    parser.add_argument("--out", type=Path, default=Path("benchmarks/reports"))
     args = parser.parse_args()
     split = "test" if args.test else "validation"
     report = {

@@ -1,7 +1,7 @@
 """How the service scales with the size of a task: the same stream at 1×, 4× and all of its training rows, each task
 trained by a 2-worker Ray Train job that streams its shard through Ray Data, on the real embedded stack.
 
-    python benchmarks/scale.py [--streams fashion-mnist,wordnet] [--sizes 1x,4x,all] [--tasks 3] [--out benchmarks]
+    python benchmarks/scale.py [--streams fashion-mnist,wordnet] [--sizes 1x,4x,all] [--tasks 3] [--out benchmarks/reports]
 
 Real data: the full Split-FashionMNIST training set (Debian's dataset-fashion-mnist) and the Split-WordNet-20 full
 tier (Debian's wordnet-base). "all" is every training row of each task; 1× is a class-stratified tenth, 4× four
@@ -116,7 +116,7 @@ def main() -> None:
     parser.add_argument("--streams", default="fashion-mnist,wordnet")
     parser.add_argument("--sizes", default=",".join(SIZES))
     parser.add_argument("--tasks", type=int, default=3)
-    parser.add_argument("--out", type=Path, default=Path("benchmarks"))
+    parser.add_argument("--out", type=Path, default=Path("benchmarks/reports"))
     parser.add_argument("--one", nargs=2, metavar=("STREAM", "SIZE"), help=argparse.SUPPRESS)
     parser.add_argument("--result", type=Path, help=argparse.SUPPRESS)
     args = parser.parse_args()

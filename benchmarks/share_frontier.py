@@ -2,7 +2,7 @@
 task-incremental accuracy against stored parameters per task, beside one LoRA per task trained the same way.
 
     python benchmarks/share_frontier.py [--stream fashion-mnist|wordnet] [--ordering 1993] [--epochs 5]
-                                        [--runs 'NAME|NAME…'] [--test] [--out benchmarks]
+                                        [--runs 'NAME|NAME…'] [--test] [--out benchmarks/reports]
 
 Runs already in the report (same epochs and rows) are kept, so an interrupted study resumes where it stopped.
 Scored on validation rows cut from each task's training rows (`--test`: the test rows, only to check a choice).
@@ -193,7 +193,7 @@ def main() -> None:
     parser.add_argument("--epochs", type=int, default=5)
     parser.add_argument("--runs", default=None, help="names separated by '|' (default: all)")
     parser.add_argument("--test", action="store_true", help="score the test rows (only to check a choice)")
-    parser.add_argument("--out", type=Path, default=Path("benchmarks"))
+    parser.add_argument("--out", type=Path, default=Path("benchmarks/reports"))
     args = parser.parse_args()
     names = args.runs.split("|") if args.runs else ["one LoRA per task", *ABLATIONS, *FRONTIER]
     spec = STREAMS[args.stream]

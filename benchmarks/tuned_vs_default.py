@@ -5,7 +5,7 @@
 Each arm trains the five tasks in order into a bucket and registered model of its own, in this process (no
 Ray Train), with the promotion guard off so that both arms see the same stream. The tuned arm runs
 `litelora tune`'s search (Ray Tune, ASHA, nested MLflow runs) before every task. Writes
-benchmarks/tuned-vs-default.{md,json}.
+benchmarks/reports/tuned-vs-default.{md,json}.
 """
 
 from __future__ import annotations
@@ -70,7 +70,7 @@ def main() -> None:
     )
     parser.add_argument("--trials", type=int, default=8)
     parser.add_argument("--ordering", type=int, default=1993)
-    parser.add_argument("--out", type=Path, default=Path(__file__).parent)
+    parser.add_argument("--out", type=Path, default=Path(__file__).parent / "reports")
     args = parser.parse_args()
     tmp = Path(f"/tmp/tuned-vs-default-{args.ordering}")
     datasets = [

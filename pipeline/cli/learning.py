@@ -339,7 +339,7 @@ def analyze(
     bench_report: Annotated[
         Path | None,
         typer.Option(
-            "--bench", help="Analyse a bench JSON report instead (e.g. benchmarks/full-quick.json)."
+            "--bench", help="Analyse a bench JSON report instead (e.g. benchmarks/reports/full-quick.json)."
         ),
     ] = None,
     out: Annotated[

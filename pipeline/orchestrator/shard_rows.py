@@ -5,7 +5,7 @@
     →  streaming_split, one shard a worker
 
 Every step but the worker's own runs in Ray Data's tasks, and a worker iterates its shard a few blocks of 256 rows
-at a time: its memory does not grow with the drop (benchmarks/scale.md). Only rules a row decides alone can stream; a drop
+at a time: its memory does not grow with the drop (benchmarks/reports/scale.md). Only rules a row decides alone can stream; a drop
 held out by the seeded rule (tiny, or stored before row-hash) is read whole, as before.
 """
 
