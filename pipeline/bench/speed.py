@@ -82,64 +82,104 @@ def _train_step(
     return step
 
 
-def run_speed(plan: SpeedPlan, log: Callable[[str], None] = print) -> dict:
+@dataclass
+class _Batch:
+    """One tokenised batch of real text and its (constant) labels, on the device every step runs on."""
+
+    ids: torch.Tensor
+    mask: torch.Tensor
+    labels: torch.Tensor
+    device: torch.device
+
+
+def _batch(config: TrainConfig, tokenizer, size: int, device: torch.device) -> _Batch:
+    texts = [t for task in split_wordnet20(1993, "ci") for t in task.train_inputs][:size]
+    enc = tokenizer(
+        texts, padding=True, truncation=True, max_length=config.backbone.max_length, return_tensors="pt"
+    )
+    labels = torch.zeros(len(texts), dtype=torch.long, device=device)
+    return _Batch(enc["input_ids"].to(device), enc["attention_mask"].to(device), labels, device)
+
+
+def _peft_step(config: TrainConfig, backbone, batch: _Batch) -> Callable[[], None]:
+    """PEFT LoRA on the same query/value projections, with a linear head: what one task costs in PEFT."""
     from peft import LoraConfig, get_peft_model
+
+    rank = config.adapter.rank
+    peft_model = get_peft_model(
+        copy.deepcopy(backbone),
+        LoraConfig(r=rank, lora_alpha=rank, target_modules=["query", "value"], lora_dropout=0.0),
+    ).to(batch.device)
+    head = torch.nn.Linear(backbone.config.hidden_size, 2).to(batch.device)
+    peft_opt = torch.optim.AdamW(
+        [p for p in peft_model.parameters() if p.requires_grad] + list(head.parameters()), lr=config.lr
+    )
+    ids, mask = batch.ids, batch.mask
+    return _train_step(
+        lambda: head(pool(peft_model(input_ids=ids, attention_mask=mask).last_hidden_state, mask, "mean")),
+        batch.labels,
+        peft_opt,
+        batch.device,
+    )
+
+
+def _core_step_ms(plan: SpeedPlan, backbone, tokenizer, kept: int, batch: _Batch) -> float:
+    """Median time of one training step of the core holding `kept` frozen adapters."""
+    model = model_with_kept(plan.config, backbone, tokenizer, kept).to(batch.device)
+    params = (
+        model.adapters.trainable_parameters() + [model.gate.alpha] + list(model.heads.heads[-1].parameters())
+    )
+    model.gate.alpha.requires_grad_(True)
+    optimizer = torch.optim.AdamW(params, lr=plan.config.lr)
+    offset = model.heads.offsets()[-1]
+    return _median_ms(
+        _train_step(
+            lambda: model(input_ids=batch.ids, attention_mask=batch.mask)[:, offset : offset + 2],
+            batch.labels,
+            optimizer,
+            batch.device,
+        ),
+        batch.device,
+        plan.repeats,
+        plan.warmup,
+    )
+
+
+def _inference_ms(plan: SpeedPlan, backbone, tokenizer, batch: _Batch) -> tuple[float, float]:
+    """Median forward time with every adapter merged into the backbone, and of the plain backbone."""
+    merged = model_with_kept(plan.config, backbone, tokenizer, max(plan.kept))
+    merged.end_task(_dummy_task(max(plan.kept)), keep=True)
+    merged.merge(unwrap=True)
+    merged.eval().to(batch.device)
+    plain = copy.deepcopy(backbone).eval().to(batch.device)
+    ids, mask, device = batch.ids, batch.mask, batch.device
+    with torch.no_grad():
+        merged_ms = _median_ms(
+            lambda: merged(input_ids=ids, attention_mask=mask), device, plan.repeats, plan.warmup
+        )
+        plain_ms = _median_ms(
+            lambda: plain(input_ids=ids, attention_mask=mask), device, plan.repeats, plan.warmup
+        )
+    return merged_ms, plain_ms
+
+
+def run_speed(plan: SpeedPlan, log: Callable[[str], None] = print) -> dict:
+    import peft  # noqa: F401 - without PEFT, fail before loading the backbone
 
     config = plan.config
     device = pick_device(config.device)
     loaded = load_backbone(config.backbone)
     backbone, tokenizer = loaded.network, loaded.tokenizer
-    texts = [t for task in split_wordnet20(1993, "ci") for t in task.train_inputs][: plan.batch_size]
-    enc = tokenizer(
-        texts, padding=True, truncation=True, max_length=config.backbone.max_length, return_tensors="pt"
-    )
-    ids, mask = enc["input_ids"].to(device), enc["attention_mask"].to(device)
-    labels = torch.zeros(len(texts), dtype=torch.long, device=device)
-    rank = config.adapter.rank
-
-    # PEFT LoRA on the same query/value projections, with a linear head: what one task costs in PEFT.
-    peft_model = get_peft_model(
-        copy.deepcopy(backbone),
-        LoraConfig(r=rank, lora_alpha=rank, target_modules=["query", "value"], lora_dropout=0.0),
-    ).to(device)
-    head = torch.nn.Linear(backbone.config.hidden_size, 2).to(device)
-    peft_opt = torch.optim.AdamW(
-        [p for p in peft_model.parameters() if p.requires_grad] + list(head.parameters()), lr=config.lr
-    )
-    peft_step = _train_step(
-        lambda: head(pool(peft_model(input_ids=ids, attention_mask=mask).last_hidden_state, mask, "mean")),
-        labels,
-        peft_opt,
-        device,
-    )
+    batch = _batch(config, tokenizer, plan.batch_size, device)
+    peft_step = _peft_step(config, backbone, batch)
     # Measured before and after the core's sweep; the lower median is the reference, so a passing disturbance
     # (another process, a cold allocator) cannot flatter the ratios.
     peft_runs = [_median_ms(peft_step, device, plan.repeats, plan.warmup)]
-    peft_ms = peft_runs[0]
-    log(f"PEFT LoRA step: {peft_ms:.1f} ms")
+    log(f"PEFT LoRA step: {peft_runs[0]:.1f} ms")
 
     steps = []
     for kept in plan.kept:
-        model = model_with_kept(config, backbone, tokenizer, kept).to(device)
-        params = (
-            model.adapters.trainable_parameters()
-            + [model.gate.alpha]
-            + list(model.heads.heads[-1].parameters())
-        )
-        model.gate.alpha.requires_grad_(True)
-        optimizer = torch.optim.AdamW(params, lr=config.lr)
-        offset = model.heads.offsets()[-1]
-        ms = _median_ms(
-            _train_step(
-                lambda m=model, o=offset: m(input_ids=ids, attention_mask=mask)[:, o : o + 2],
-                labels,
-                optimizer,
-                device,
-            ),
-            device,
-            plan.repeats,
-            plan.warmup,
-        )
+        ms = _core_step_ms(plan, backbone, tokenizer, kept, batch)
         steps.append({"kept": kept, "step_ms": ms})
         log(f"core step with {kept} kept adapter(s): {ms:.1f} ms")
 
@@ -149,26 +189,15 @@ def run_speed(plan: SpeedPlan, log: Callable[[str], None] = print) -> dict:
         row["vs_peft"] = row["step_ms"] / peft_ms
     log(f"PEFT LoRA step again: {peft_runs[1]:.1f} ms; reference {peft_ms:.1f} ms")
 
-    merged = model_with_kept(config, backbone, tokenizer, max(plan.kept))
-    merged.end_task(_dummy_task(max(plan.kept)), keep=True)
-    merged.merge(unwrap=True)
-    merged.eval().to(device)
-    plain = copy.deepcopy(backbone).eval().to(device)
-    with torch.no_grad():
-        merged_ms = _median_ms(
-            lambda: merged(input_ids=ids, attention_mask=mask), device, plan.repeats, plan.warmup
-        )
-        plain_ms = _median_ms(
-            lambda: plain(input_ids=ids, attention_mask=mask), device, plan.repeats, plan.warmup
-        )
+    merged_ms, plain_ms = _inference_ms(plan, backbone, tokenizer, batch)
     log(
         f"inference, {max(plan.kept) + 1} adapters merged: {merged_ms:.1f} ms; plain backbone {plain_ms:.1f} ms"
     )
     return {
         "device": str(device),
         "threads": torch.get_num_threads(),
-        "batch_size": len(texts),
-        "rank": rank,
+        "batch_size": len(batch.labels),
+        "rank": config.adapter.rank,
         "backbone": config.backbone.name,
         "peft_step_ms": peft_ms,
         "peft_step_runs_ms": peft_runs,

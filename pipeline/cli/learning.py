@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 from rich.console import Console
@@ -34,104 +34,92 @@ from pipeline.cli.app import (
 )
 from pipeline.methods import DEFAULT_METHOD, METHODS, every_class_methods, stream_methods
 
+if TYPE_CHECKING:
+    from pipeline.bench.continual import BenchPlan
+    from pipeline.learn.config import TrainConfig
+
+QUICK = Annotated[
+    bool,
+    typer.Option("--quick", help="Quick tier (150/100 per class), one ordering: ≤ 10 min on 2 cores."),
+]
+FULL = Annotated[
+    bool,
+    typer.Option(
+        "--full",
+        help="Every method (also share, lora-per-task and the joint ceiling), the three orderings, the default, linear and aligned heads, plots (≈ 1 h on 2 cores at the quick tier).",
+    ),
+]
+BENCH_STREAM = Annotated[
+    str,
+    typer.Option(
+        help="wordnet (Split-WordNet-20, MiniLM) or fashion-mnist (Split-FashionMNIST, EfficientNet-Lite0 at 64 px, rank 4 unless --rank)."
+    ),
+]
+TIER = Annotated[
+    str,
+    typer.Option(
+        help="Data tier: ci, quick or full (full needs Debian's wordnet-base or dataset-fashion-mnist)."
+    ),
+]
+BENCH_METHODS = Annotated[
+    str,
+    typer.Option(
+        help="Comma-separated, of: "
+        + "; ".join(f"{m.name} ({m.summary})" for m in METHODS.values())
+        + " [default: every method that scores every class]."
+    ),
+]
+EVERY_CLASS_METHODS = ",".join(every_class_methods())
+ORDERINGS = Annotated[str, typer.Option(help="Comma-separated class-ordering seeds.")]
+REFERENCE = Annotated[bool, typer.Option(help="Also score the frozen nearest-class-mean reference.")]
+RANK = Annotated[int | None, typer.Option(help="Adapter rank.")]
+BENCH_HEADS = Annotated[
+    str | None,
+    typer.Option(
+        help="Comma-separated head options to score (one training run serves all): ridge, linear, prototype, aligned, calibrated; default: the default head.",
+        callback=check_heads,
+    ),
+]
+BENCH_OUT = Annotated[Path, typer.Option(help="Directory for the JSON and markdown report.")]
+SPEED = Annotated[
+    bool,
+    typer.Option(
+        "--speed",
+        help="Instead: training-step time with 0–20 kept adapters vs a PEFT LoRA step, and merged vs plain inference (needs peft).",
+    ),
+]
+
 
 @command
 def bench(
-    quick: Annotated[
-        bool,
-        typer.Option("--quick", help="Quick tier (150/100 per class), one ordering: ≤ 10 min on 2 cores."),
-    ] = False,
-    full: Annotated[
-        bool,
-        typer.Option(
-            "--full",
-            help="Every method (also share, lora-per-task and the joint ceiling), the three orderings, the default, linear and aligned heads, plots (≈ 1 h on 2 cores at the quick tier).",
-        ),
-    ] = False,
-    stream: Annotated[
-        str,
-        typer.Option(
-            help="wordnet (Split-WordNet-20, MiniLM) or fashion-mnist (Split-FashionMNIST, EfficientNet-Lite0 at 64 px, rank 4 unless --rank)."
-        ),
-    ] = "wordnet",
-    tier: Annotated[
-        str,
-        typer.Option(
-            help="Data tier: ci, quick or full (full needs Debian's wordnet-base or dataset-fashion-mnist)."
-        ),
-    ] = "quick",
-    methods: Annotated[
-        str,
-        typer.Option(
-            help="Comma-separated, of: "
-            + "; ".join(f"{m.name} ({m.summary})" for m in METHODS.values())
-            + " [default: every method that scores every class]."
-        ),
-    ] = ",".join(every_class_methods()),
-    orderings: Annotated[str, typer.Option(help="Comma-separated class-ordering seeds.")] = "1993,1995,2000",
-    reference: Annotated[
-        bool, typer.Option(help="Also score the frozen nearest-class-mean reference.")
-    ] = True,
+    quick: QUICK = False,
+    full: FULL = False,
+    stream: BENCH_STREAM = "wordnet",
+    tier: TIER = "quick",
+    methods: BENCH_METHODS = EVERY_CLASS_METHODS,
+    orderings: ORDERINGS = "1993,1995,2000",
+    reference: REFERENCE = True,
     epochs: EPOCHS = None,
     first_examples: FIRST_EXAMPLES = None,
     sparsity: SPARSITY = None,
-    rank: Annotated[int | None, typer.Option(help="Adapter rank.")] = None,
-    heads: Annotated[
-        str | None,
-        typer.Option(
-            help="Comma-separated head options to score (one training run serves all): ridge, linear, prototype, aligned, calibrated; default: the default head.",
-            callback=check_heads,
-        ),
-    ] = None,
-    out: Annotated[Path, typer.Option(help="Directory for the JSON and markdown report.")] = Path(
-        "benchmarks"
-    ),
+    rank: RANK = None,
+    heads: BENCH_HEADS = None,
+    out: BENCH_OUT = Path("benchmarks"),
     as_json: JSON = False,
-    speed: Annotated[
-        bool,
-        typer.Option(
-            "--speed",
-            help="Instead: training-step time with 0–20 kept adapters vs a PEFT LoRA step, and merged vs plain inference (needs peft).",
-        ),
-    ] = False,
+    speed: SPEED = False,
 ) -> None:
     """Train a stream with each method and ordering; print accuracy, forgetting, adapters and parameters kept, beside
     the frozen encoder; write markdown, JSON and plots (--speed: step and inference time against PEFT instead)."""
-    from pipeline.bench.continual import STREAMS, BenchPlan, run_bench
+    from pipeline.bench.continual import STREAMS, run_bench
     from pipeline.bench.report import print_report, report_name, write_report
 
     if speed:
-        from pipeline.bench.speed import SpeedPlan, run_speed, write_speed_report
-
-        try:
-            result = run_speed(
-                SpeedPlan(config=train_config(epochs=epochs, sparsity=sparsity, rank=rank)), log=log
-            )
-        except ImportError as e:
-            fail(f"the speed benchmark compares against PEFT: pip install peft ({e})")
-        _, markdown = write_speed_report(result, out, command_line())
-        echo(json.dumps(result, indent=2) if as_json else markdown.read_text().rstrip())
+        _bench_speed(epochs, sparsity, rank, out, as_json)
         return
     config = train_config(epochs=epochs, sparsity=sparsity, first_examples=first_examples)
-    try:
-        seeds = tuple(int(o) for o in csv(orderings))
-    except ValueError:
-        raise typer.BadParameter("orderings must be integers, e.g. 1993,1995,2000") from None
-    try:
-        plan = BenchPlan.from_options(
-            stream,
-            tier,
-            tuple(csv(methods)),
-            seeds,
-            tuple(csv(heads or "")),
-            reference,
-            config,
-            rank=rank,
-            quick=quick,
-            full=full,
-        )
-    except ValueError as e:  # a usage error (exit 2), not a failed run
-        raise typer.BadParameter(str(e)) from None
+    plan = _bench_plan(
+        stream, tier, methods, orderings, heads, reference, config, rank=rank, quick=quick, full=full
+    )
     with progress_bar() as progress:
         bar = progress.add_task("bench", total=plan.steps)
         report = run_bench(
@@ -154,42 +142,104 @@ def bench(
     log(f"report: {md_path} and {json_path}")
 
 
+def _bench_speed(
+    epochs: int | None, sparsity: float | None, rank: int | None, out: Path, as_json: bool
+) -> None:
+    """`bench --speed`: the core's step and merged inference timed against PEFT."""
+    from pipeline.bench.speed import SpeedPlan, run_speed, write_speed_report
+
+    try:
+        result = run_speed(
+            SpeedPlan(config=train_config(epochs=epochs, sparsity=sparsity, rank=rank)), log=log
+        )
+    except ImportError as e:
+        fail(f"the speed benchmark compares against PEFT: pip install peft ({e})")
+    _, markdown = write_speed_report(result, out, command_line())
+    echo(json.dumps(result, indent=2) if as_json else markdown.read_text().rstrip())
+
+
+def _bench_plan(
+    stream: str,
+    tier: str,
+    methods: str,
+    orderings: str,
+    heads: str | None,
+    reference: bool,
+    config: TrainConfig,
+    *,
+    rank: int | None,
+    quick: bool,
+    full: bool,
+) -> BenchPlan:
+    """The bench's options as a plan; what does not make one is a usage error (exit 2), not a failed run."""
+    from pipeline.bench.continual import BenchPlan
+
+    try:
+        seeds = tuple(int(o) for o in csv(orderings))
+    except ValueError:
+        raise typer.BadParameter("orderings must be integers, e.g. 1993,1995,2000") from None
+    try:
+        return BenchPlan.from_options(
+            stream,
+            tier,
+            tuple(csv(methods)),
+            seeds,
+            tuple(csv(heads or "")),
+            reference,
+            config,
+            rank=rank,
+            quick=quick,
+            full=full,
+        )
+    except ValueError as e:
+        raise typer.BadParameter(str(e)) from None
+
+
+DATA = Annotated[
+    Path,
+    typer.Option(
+        help="A drop folder (train.parquet or train/*.parquet [, test…, task.json]), an image folder, or one parquet file."
+    ),
+]
+SET_OUT = Annotated[Path | None, typer.Option(help="Directory to write the new adapter set to.")]
+PARENT = Annotated[
+    Path | None, typer.Option(help="Adapter set to build on (default: start from the bare backbone).")
+]
+TASK = Annotated[str | None, typer.Option(help="Task name (default: the folder name).")]
+METHOD = Annotated[
+    str,
+    typer.Option(
+        help=f"One of {', '.join(stream_methods())}; ignored with --parent or on a stream that has sets."
+    ),
+]
+HEAD = Annotated[
+    str | None,
+    typer.Option(
+        help="Head option of a new lineage: ridge (default), linear (paper), prototype, aligned or calibrated; LITELORA_HEAD sets the default. A set keeps its parent's.",
+        callback=check_heads,
+    ),
+]
+REGISTER = Annotated[
+    bool,
+    typer.Option(
+        "--register",
+        help="Train on the registry's `current` set and register the result (S3 + MLflow) instead of --parent/--out.",
+    ),
+]
+
+
 @command
 def train(
-    data: Annotated[
-        Path,
-        typer.Option(
-            help="A drop folder (train.parquet or train/*.parquet [, test…, task.json]), an image folder, or one parquet file."
-        ),
-    ],
-    out: Annotated[Path | None, typer.Option(help="Directory to write the new adapter set to.")] = None,
-    parent: Annotated[
-        Path | None, typer.Option(help="Adapter set to build on (default: start from the bare backbone).")
-    ] = None,
-    task: Annotated[str | None, typer.Option(help="Task name (default: the folder name).")] = None,
-    method: Annotated[
-        str,
-        typer.Option(
-            help=f"One of {', '.join(stream_methods())}; ignored with --parent or on a stream that has sets."
-        ),
-    ] = DEFAULT_METHOD,
+    data: DATA,
+    out: SET_OUT = None,
+    parent: PARENT = None,
+    task: TASK = None,
+    method: METHOD = DEFAULT_METHOD,
     epochs: EPOCHS = None,
     first_examples: FIRST_EXAMPLES = None,
     sparsity: SPARSITY = None,
-    head: Annotated[
-        str | None,
-        typer.Option(
-            help="Head option of a new lineage: ridge (default), linear (paper), prototype, aligned or calibrated; LITELORA_HEAD sets the default. A set keeps its parent's.",
-            callback=check_heads,
-        ),
-    ] = None,
-    register: Annotated[
-        bool,
-        typer.Option(
-            "--register",
-            help="Train on the registry's `current` set and register the result (S3 + MLflow) instead of --parent/--out.",
-        ),
-    ] = False,
+    head: HEAD = None,
+    register: REGISTER = False,
     stream: STREAM = None,
     as_json: JSON = False,
 ) -> None:
@@ -225,17 +275,26 @@ def train(
     if as_json:
         echo_json(result)
     elif register:
-        state = result["outcome"]
-        on = f"v{result['parent']}" if result["parent"] else "the bare backbone"
-        from pipeline.learn.methods import accuracy_scope
+        _echo_registered(result)
+    else:
+        _echo_local_set(result, out)
 
-        scope = accuracy_scope(result["method"])
-        echo(
-            f"v{result['version']} ({state}): {result['task']} {result['decision']} on {on}; "
-            f"{result['active_adapters']} adapter(s); accuracy {100 * result['final_accuracy']:.1f}% {scope} "
-            f"(the frozen encoder with the same head: {100 * result['frozen_final_accuracy']:.1f}%)"
-        )
-    elif result["decision"] == "store":
+
+def _echo_registered(result: dict) -> None:
+    from pipeline.learn.methods import accuracy_scope
+
+    state = result["outcome"]
+    on = f"v{result['parent']}" if result["parent"] else "the bare backbone"
+    scope = accuracy_scope(result["method"])
+    echo(
+        f"v{result['version']} ({state}): {result['task']} {result['decision']} on {on}; "
+        f"{result['active_adapters']} adapter(s); accuracy {100 * result['final_accuracy']:.1f}% {scope} "
+        f"(the frozen encoder with the same head: {100 * result['frozen_final_accuracy']:.1f}%)"
+    )
+
+
+def _echo_local_set(result: dict, out: Path) -> None:
+    if result["decision"] == "store":
         echo(
             f"{result['task']}: stored (Share: {result['tasks']} task(s) on one basis); set written to {out}"
         )
@@ -246,40 +305,47 @@ def train(
         )
 
 
+TUNE_DATA = Annotated[
+    str, typer.Option(help="A drop folder, one parquet file, or s3://bucket/prefix/ of a drop.")
+]
+TRIALS = Annotated[
+    int, typer.Option(min=1, help="Trials to run (random search, ASHA stops weak ones early).")
+]
+SUBSAMPLE = Annotated[
+    float, typer.Option(min=0.01, max=1.0, help="Share of the training rows each trial uses.")
+]
+COST_PER_ADAPTER = Annotated[
+    float, typer.Option(help="Objective = accuracy − this × adapters kept (0.01 = a point each).")
+]
+SPACE = Annotated[
+    Path | None,
+    typer.Option(
+        help="JSON search space (fields: rank, sparsity, temperature, init_logit, lr, phase2_lr; null fixes a knob)."
+    ),
+]
+REGISTER_BEST = Annotated[
+    bool, typer.Option(help="Train the task with the best configuration and register it.")
+]
+WORKERS = Annotated[int, typer.Option(help="Ray Train workers for the final training (0 = in this process).")]
+GPU = Annotated[bool, typer.Option(help="Half a GPU per trial, one GPU per Ray Train worker.")]
+
+
 @command
 def tune(
-    data: Annotated[
-        str, typer.Option(help="A drop folder, one parquet file, or s3://bucket/prefix/ of a drop.")
-    ],
-    task: Annotated[str | None, typer.Option(help="Task name (default: the folder name).")] = None,
-    trials: Annotated[
-        int, typer.Option(min=1, help="Trials to run (random search, ASHA stops weak ones early).")
-    ] = 8,
-    subsample: Annotated[
-        float, typer.Option(min=0.01, max=1.0, help="Share of the training rows each trial uses.")
-    ] = 0.5,
-    cost_per_adapter: Annotated[
-        float, typer.Option(help="Objective = accuracy − this × adapters kept (0.01 = a point each).")
-    ] = 0.01,
-    space: Annotated[
-        Path | None,
-        typer.Option(
-            help="JSON search space (fields: rank, sparsity, temperature, init_logit, lr, phase2_lr; null fixes a knob)."
-        ),
-    ] = None,
-    register: Annotated[
-        bool, typer.Option(help="Train the task with the best configuration and register it.")
-    ] = True,
-    workers: Annotated[
-        int, typer.Option(help="Ray Train workers for the final training (0 = in this process).")
-    ] = 2,
-    gpu: Annotated[bool, typer.Option(help="Half a GPU per trial, one GPU per Ray Train worker.")] = False,
+    data: TUNE_DATA,
+    task: TASK = None,
+    trials: TRIALS = 8,
+    subsample: SUBSAMPLE = 0.5,
+    cost_per_adapter: COST_PER_ADAPTER = 0.01,
+    space: SPACE = None,
+    register: REGISTER_BEST = True,
+    workers: WORKERS = 2,
+    gpu: GPU = False,
     stream: STREAM = None,
     as_json: JSON = False,
 ) -> None:
     """Search rank, λ, τ, init logit and learning rate for one task with Ray Tune (nested MLflow runs)."""
     from pipeline.registry.store import load_drop
-    from pipeline.tuning.pareto import markdown_table
     from pipeline.tuning.search import TuneSpec, tune_task, tune_then_train
     from pipeline.tuning.space import SearchSpace
 
@@ -315,6 +381,13 @@ def tune(
     if as_json:
         echo_json({"search": outcome.to_dict(), "version": result.to_dict() if result else None})
         return
+    _echo_search(outcome, result, conn.mlflow_uri)
+
+
+def _echo_search(outcome, result, mlflow_uri: str) -> None:
+    """The trials' table, the winner and, when one was trained with it, the version it became."""
+    from pipeline.tuning.pareto import markdown_table
+
     echo(markdown_table(outcome.rows, outcome.knobs, outcome.front).rstrip())
     echo(
         f"best: {outcome.best_trial.trial_id} {json.dumps(outcome.best, sort_keys=True)}"
@@ -325,7 +398,7 @@ def tune(
             f"v{result.version} ({result.outcome}): {result.task} {result.decision}; {result.active_adapters} "
             f"adapter(s); A {100 * result.avg_accuracy:.1f}%"
         )
-    echo(f"MLflow: {conn.mlflow_uri}/#/experiments/ (run {outcome.run_id}: trials nested, tune/pareto.png)")
+    echo(f"MLflow: {mlflow_uri}/#/experiments/ (run {outcome.run_id}: trials nested, tune/pareto.png)")
 
 
 @command

@@ -60,53 +60,65 @@ def submit(
     echo(f"dropped {', '.join(files)} at {bucket.uri(prefix)}")
 
 
+ONCE = Annotated[bool, typer.Option("--once", help="Process the drops that are there, then exit.")]
+QUIET_PERIOD = Annotated[
+    float, typer.Option(help="Seconds without change after which a drop without _READY is complete.")
+]
+POLL = Annotated[float, typer.Option(help="Seconds between looks at the bucket.")]
+WORKERS = Annotated[
+    int, typer.Option(help="Ray Train workers per job (DDP); 0 = train in this process without Ray.")
+]
+GPU = Annotated[bool, typer.Option(help="One GPU per Ray Train worker (NCCL).")]
+CPUS_PER_WORKER = Annotated[
+    float | None,
+    typer.Option(
+        min=0.1, help="CPUs each Ray Train worker reserves. [default: 0.5 on CPU, Ray's with --gpu]"
+    ),
+]
+TUNE = Annotated[
+    str | None,
+    typer.Option(
+        help="auto: search hyperparameters with Ray Tune before training each drop; off: train with the parent's configuration. Default: auto with --gpu, off on CPU."
+    ),
+]
+TRIALS = Annotated[int, typer.Option(min=1, help="Trials per drop when tuning.")]
+LEASE = Annotated[
+    float, typer.Option(min=10, help="Seconds of silence after which another watcher takes a drop over.")
+]
+MAX_ATTEMPTS = Annotated[
+    int,
+    typer.Option(
+        min=1,
+        help="Attempts whose watcher died mid-drop (its lease ran out) before the drop fails as poison.",
+    ),
+]
+GUARD = Annotated[
+    float | None,
+    typer.Option(
+        min=0,
+        help="Promotion guard: the most (0-1) an earlier task's accuracy may drop for a new set to become current; 1 turns it off. [default: 0.05]",
+    ),
+]
+WATCHED_STREAMS = streams_option(
+    "Only the drops of this stream (repeat for several; default: every stream). One watcher per stream lets "
+    "streams train at the same time."
+)
+
+
 @command
 def watch(
-    once: Annotated[
-        bool, typer.Option("--once", help="Process the drops that are there, then exit.")
-    ] = False,
-    quiet_period: Annotated[
-        float, typer.Option(help="Seconds without change after which a drop without _READY is complete.")
-    ] = 30.0,
-    poll: Annotated[float, typer.Option(help="Seconds between looks at the bucket.")] = 5.0,
-    workers: Annotated[
-        int, typer.Option(help="Ray Train workers per job (DDP); 0 = train in this process without Ray.")
-    ] = 2,
-    gpu: Annotated[bool, typer.Option(help="One GPU per Ray Train worker (NCCL).")] = False,
-    cpus_per_worker: Annotated[
-        float | None,
-        typer.Option(
-            min=0.1, help="CPUs each Ray Train worker reserves. [default: 0.5 on CPU, Ray's with --gpu]"
-        ),
-    ] = None,
-    tune: Annotated[
-        str | None,
-        typer.Option(
-            help="auto: search hyperparameters with Ray Tune before training each drop; off: train with the parent's configuration. Default: auto with --gpu, off on CPU."
-        ),
-    ] = None,
-    trials: Annotated[int, typer.Option(min=1, help="Trials per drop when tuning.")] = 8,
-    lease: Annotated[
-        float, typer.Option(min=10, help="Seconds of silence after which another watcher takes a drop over.")
-    ] = 300.0,
-    max_attempts: Annotated[
-        int,
-        typer.Option(
-            min=1,
-            help="Attempts whose watcher died mid-drop (its lease ran out) before the drop fails as poison.",
-        ),
-    ] = 3,
-    guard: Annotated[
-        float | None,
-        typer.Option(
-            min=0,
-            help="Promotion guard: the most (0-1) an earlier task's accuracy may drop for a new set to become current; 1 turns it off. [default: 0.05]",
-        ),
-    ] = None,
-    stream: streams_option(
-        "Only the drops of this stream (repeat for several; default: every stream). One watcher per stream lets "
-        "streams train at the same time."
-    ) = None,
+    once: ONCE = False,
+    quiet_period: QUIET_PERIOD = 30.0,
+    poll: POLL = 5.0,
+    workers: WORKERS = 2,
+    gpu: GPU = False,
+    cpus_per_worker: CPUS_PER_WORKER = None,
+    tune: TUNE = None,
+    trials: TRIALS = 8,
+    lease: LEASE = 300.0,
+    max_attempts: MAX_ATTEMPTS = 3,
+    guard: GUARD = None,
+    stream: WATCHED_STREAMS = None,
 ) -> None:
     """Run the orchestrator: claim each complete drop once, validate, train (Ray Train), register (Ctrl-C to stop)."""
     from pipeline.orchestrator.service import WatchOptions, build_watcher

@@ -14,7 +14,7 @@ import hashlib
 import json
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -442,20 +442,12 @@ class Watcher:
         self.ledger.record(entry, "validating", task=task)
         clock = time.perf_counter()
         try:
-            if drop.problems:
-                raise InvalidDataset("; ".join(drop.problems))
-            dataset = TaskDataset.from_files(task, files, self.config.limits)
-            registry = self.registry.for_stream(dataset.stream)
-            registry.streams.admit(dataset.stream, dataset.backbone, dataset.input_column == "image")
+            dataset, registry = self._validate(drop, files)
         except (InvalidDataset, StreamError) as bad:
             return self._refuse(drop, entry, str(bad), timings)
         timings["validation_s"] = time.perf_counter() - clock
-        if (
-            entry.epoch > 0
-        ):  # an earlier attempt died (or was handed back): its MLflow run must not stay RUNNING
-            ended = registry.lineage.end_abandoned_runs(entry.dataset_id, taken_over_by=self.ledger.watcher)
-            if ended:
-                self.log(f"{task}: ended the earlier attempt's run {', '.join(ended)} as KILLED")
+        if entry.epoch > 0:
+            self._end_abandoned_runs(registry, entry, task)
 
         existing = registry.lineage.find_by_dataset(entry.dataset_id)
         if existing is not None:  # an earlier attempt registered it, then died before the ledger said so
@@ -465,7 +457,34 @@ class Watcher:
         self.log(
             f"{task}: valid ({dataset.train.num_rows} training rows); training on the current adapter set…"
         )
-        # Keep the claim alive for as long as training takes, whatever runs it (this process or Ray Train).
+        with self._heartbeats(entry, task):
+            try:
+                result = self.trainer(dataset, registry)
+            except InvalidDataset as bad:  # valid alone, not for this stream (its inputs, its known classes)
+                return self._refuse(drop, entry, str(bad), timings)
+            except Exception as error:  # noqa: BLE001 - any failure ends in `failed`, with the reason, and the watcher goes on
+                return self._fail(drop, entry, error, timings)
+        return self._record_trained(drop, entry, result, timings)
+
+    def _validate(self, drop: Drop, files: dict[str, bytes]) -> tuple[TaskDataset, Registry]:
+        """The drop's dataset and its stream's registry, the stream admitted; `InvalidDataset` or `StreamError`
+        say why not."""
+        if drop.problems:
+            raise InvalidDataset("; ".join(drop.problems))
+        dataset = TaskDataset.from_files(drop.task, files, self.config.limits)
+        registry = self.registry.for_stream(dataset.stream)
+        registry.streams.admit(dataset.stream, dataset.backbone, dataset.input_column == "image")
+        return dataset, registry
+
+    def _end_abandoned_runs(self, registry: Registry, entry: Entry, task: str) -> None:
+        """An earlier attempt died (or was handed back): its MLflow run must not stay RUNNING."""
+        ended = registry.lineage.end_abandoned_runs(entry.dataset_id, taken_over_by=self.ledger.watcher)
+        if ended:
+            self.log(f"{task}: ended the earlier attempt's run {', '.join(ended)} as KILLED")
+
+    @contextlib.contextmanager
+    def _heartbeats(self, entry: Entry, task: str) -> Iterator[None]:
+        """Keep the claim alive for as long as training takes, whatever runs it (this process or Ray Train)."""
         done = threading.Event()
 
         def heartbeat() -> None:
@@ -478,18 +497,22 @@ class Watcher:
         beats = threading.Thread(target=heartbeat, name=f"heartbeat-{task}", daemon=True)
         beats.start()
         try:
-            result = self.trainer(dataset, registry)
-        except InvalidDataset as bad:  # valid alone, but not for this stream (its inputs, its known classes)
-            return self._refuse(drop, entry, str(bad), timings)
-        except Exception as error:  # noqa: BLE001 - any failure ends in `failed`, with the reason, and the watcher goes on
-            reason = f"{type(error).__name__}: {error}"
-            self._clear(drop, to=f"{FAILED}{task}/{entry.dataset_id[:16]}/")
-            self.ledger.record(entry, "failed", task=task, reason=reason, timings=timings)
-            self.log(f"{task}: failed: {reason}")
-            return {"task": task, "dataset_id": entry.dataset_id, "state": "failed", "reason": reason}
+            yield
         finally:
             done.set()
             beats.join()
+
+    def _fail(self, drop: Drop, entry: Entry, error: Exception, timings: dict) -> dict:
+        task = drop.task
+        reason = f"{type(error).__name__}: {error}"
+        self._clear(drop, to=f"{FAILED}{task}/{entry.dataset_id[:16]}/")
+        self.ledger.record(entry, "failed", task=task, reason=reason, timings=timings)
+        self.log(f"{task}: failed: {reason}")
+        return {"task": task, "dataset_id": entry.dataset_id, "state": "failed", "reason": reason}
+
+    def _record_trained(self, drop: Drop, entry: Entry, result: StepResult, timings: dict) -> dict:
+        """Ledger, bucket and log after a training that ran to its end: registered, or rejected by the guard."""
+        task = drop.task
         timings.update(result.timings)
         timings |= orchestration_overhead(timings, total_s=time.time() - drop.arrived)
         self.ledger.record(entry, "evaluating", task=task, timings=timings)

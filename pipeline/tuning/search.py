@@ -31,7 +31,7 @@ from pipeline.learn.methods import selects_by_task
 from pipeline.orchestrator.transaction import check_method
 from pipeline.registry import plots
 from pipeline.registry.bucket import Bucket, arrow_filesystem
-from pipeline.registry.lineage import TRAINING_EXPERIMENT, TrainingRun, parent_tag
+from pipeline.registry.lineage import TRAINING_EXPERIMENT, Lineage, TrainingRun, parent_tag
 from pipeline.registry.service_key import ServiceKey
 from pipeline.registry.store import Registry
 from pipeline.settings import Connection, load_settings
@@ -209,20 +209,10 @@ def tune_task(
 
     space, spec = space or SearchSpace(), spec or TuneSpec()
     registry = Registry.connect(conn)
-    lineage, sets = registry.lineage, registry.sets
     parent = registry.current()
-    parent_set_id = sets.set_id_from_uri(parent.source) if parent else None
-    manifest = read_manifest(sets.fetch(parent_set_id)) if parent_set_id else None
-    config = TrainConfig.from_dict(manifest["config"]) if manifest else (base_config or TrainConfig())
-    if manifest:  # a drop its stream would refuse is refused before the trials, not after them
-        check_method(dataset, config.method, registry.stream)
-    method = config.method if manifest else (dataset.method or config.method)
-    if selects_by_task(method):
-        raise NothingToTune(
-            f"stream {registry.stream!r} runs {method}: the search covers the LiteLoRA gate's knobs, which it does "
-            "not have; train its drops without a search (`litelora train --register`, or `litelora watch`, which "
-            "does so by itself)"
-        )
+    parent_set_id = registry.sets.set_id_from_uri(parent.source) if parent else None
+    manifest = read_manifest(registry.sets.fetch(parent_set_id)) if parent_set_id else None
+    config = _searched_config(dataset, registry, manifest, base_config)
     registry.datasets.put(dataset)  # trials read the task by id, like the Ray Train workers
     name = search_name(dataset.name, dataset.dataset_id, space, spec, parent_set_id)
     setup = TrialSetup(
@@ -238,27 +228,69 @@ def tune_task(
         spec.seed,
         train_rows=trial_rows(dataset.train.num_rows, spec.subsample),
     )
-
-    run_id = lineage.find_run("tune_search", name)
-    resumed = run_id is not None
-    if run_id:  # a resumed search: trial runs a killed search left RUNNING are re-run under new runs
-        lineage.end_running_children(run_id, "KILLED")
-    else:
-        run = lineage.new_run(
-            f"{dataset.name} on " + (f"v{parent.version}" if parent else "the bare backbone") + " (tuned)",
-            {
-                "task": dataset.name,
-                "dataset_id": dataset.dataset_id,
-                "tune_search": name,
-                "parent_version": parent_tag(parent.version if parent else None),
-            },
-        )
-        run.log_dict({"space": space.model_dump(), "spec": asdict(spec)}, "tune/search.json")
-        run_id = run.run_id
-    run = lineage.run(run_id)
+    run_id, resumed = _search_run(registry.lineage, name, dataset, parent, space, spec)
+    run = registry.lineage.run(run_id)
 
     init_ray(conn.cache_dir.parent)
     rows, ended = _run_trials(name, setup, space, spec, run_id, conn, log, on_trial or log)
+    best = max(_finished_trials(rows, ended, spec, run, conn, name), key=lambda r: r.objective)
+    outcome = TuneOutcome(
+        {k: best.config[k] for k in space.knobs() if k in best.config},
+        best,
+        rows,
+        pareto_front(rows),
+        run_id,
+        resumed,
+        space.knobs(),
+    )
+    _log_search(run, outcome)
+    run.end()  # `train_on_current(run_id=…)` reopens it to train with the winner
+    return outcome
+
+
+def _searched_config(
+    dataset: TaskDataset, registry: Registry, manifest: dict | None, base_config: TrainConfig | None
+) -> TrainConfig:
+    """What the trials start from: the parent set's configuration, else `base_config`. `NothingToTune` when
+    the stream's method has none of the knobs searched."""
+    config = TrainConfig.from_dict(manifest["config"]) if manifest else (base_config or TrainConfig())
+    if manifest:  # a drop its stream would refuse is refused before the trials, not after them
+        check_method(dataset, config.method, registry.stream)
+    method = config.method if manifest else (dataset.method or config.method)
+    if selects_by_task(method):
+        raise NothingToTune(
+            f"stream {registry.stream!r} runs {method}: the search covers the LiteLoRA gate's knobs, which it does "
+            "not have; train its drops without a search (`litelora train --register`, or `litelora watch`, which "
+            "does so by itself)"
+        )
+    return config
+
+
+def _search_run(
+    lineage: Lineage, name: str, dataset: TaskDataset, parent, space: SearchSpace, spec: TuneSpec
+) -> tuple[str, bool]:
+    """The task's MLflow run for the search `name`, and whether it is resumed (the run existed already)."""
+    run_id = lineage.find_run("tune_search", name)
+    if run_id:  # a resumed search: trial runs a killed search left RUNNING are re-run under new runs
+        lineage.end_running_children(run_id, "KILLED")
+        return run_id, True
+    run = lineage.new_run(
+        f"{dataset.name} on " + (f"v{parent.version}" if parent else "the bare backbone") + " (tuned)",
+        {
+            "task": dataset.name,
+            "dataset_id": dataset.dataset_id,
+            "tune_search": name,
+            "parent_version": parent_tag(parent.version if parent else None),
+        },
+    )
+    run.log_dict({"space": space.model_dump(), "spec": asdict(spec)}, "tune/search.json")
+    return run.run_id, False
+
+
+def _finished_trials(
+    rows: list[TrialRow], ended: int, spec: TuneSpec, run: TrainingRun, conn: Connection, name: str
+) -> list[TrialRow]:
+    """The trials that finished. A search cut short, or one where none finished, ends its run and raises."""
     if ended < spec.trials:
         run.end("KILLED")
         raise SearchInterrupted(
@@ -272,20 +304,7 @@ def tune_task(
         raise TuneFailed(
             f"none of the {len(rows)} trials finished" + (f"; first error: {errors[0]}" if errors else "")
         )
-    best = max(finished, key=lambda r: r.objective)
-    front = pareto_front(rows)
-    outcome = TuneOutcome(
-        {k: best.config[k] for k in space.knobs() if k in best.config},
-        best,
-        rows,
-        front,
-        run_id,
-        resumed,
-        space.knobs(),
-    )
-    _log_search(run, outcome)
-    run.end()  # `train_on_current(run_id=…)` reopens it to train with the winner
-    return outcome
+    return finished
 
 
 def _run_trials(
