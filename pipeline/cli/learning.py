@@ -104,7 +104,7 @@ def bench(
     sparsity: SPARSITY = None,
     rank: RANK = None,
     heads: BENCH_HEADS = None,
-    out: BENCH_OUT = Path("benchmarks"),
+    out: BENCH_OUT = Path("benchmarks/reports"),
     as_json: JSON = False,
     speed: SPEED = False,
 ) -> None:

@@ -144,10 +144,10 @@ def train_task(
     the head options (by default the configured one).
 
     `resume` continues from an epoch boundary captured by `capture_progress` in an earlier, killed attempt.
-    `features`: the task's training features for the `frozen` method, which never change (so can be cached).
-    `rows`: the task's training rows when they are not in `task` (a Ray Train worker's streamed shard)."""
+    `features`: the task's training features for a task that adapts nothing (the `frozen` method's never
+    change, so can be cached). `rows`: the task's training rows when they are not in `task` (a Ray Train
+    worker's streamed shard)."""
     cfg = model.config
-    device = model.gate.alpha.device
     start = time.perf_counter()
     head_options = head_options or (cfg.head,)
     check_fittable(model, head_options)
@@ -155,72 +155,106 @@ def train_task(
     drift_reference = rows.features(model) if needs_drift_reference(model, head_options) else None
     torch.manual_seed(cfg.seed + len(model.tasks))
     t = model.begin_task(task)
-    seed = cfg.seed + 7919 * t
-    method = model.method
     frozen: RowFeatures | None = None
-    if not method.adapts(t):
+    if not model.method.adapts(t):
         # Nothing adapts, so the head trains on features computed once: the batches are features, the network
         # is the heads alone.
         frozen = rows.features(model) if features is None else RowFeatures.of(task, features)
         batches, network = Batches({"features": frozen.features}, frozen.labels), model.heads
     else:
         batches, network = rows, model
-
-    adapter_params = model.adapters.trainable_parameters()
-    head_params = list(model.heads.heads[-1].parameters())
-    train_alpha = method.trains_magnitudes(t)
-    model.gate.alpha.requires_grad_(train_alpha)
+    run = _Run(model, batches, wrap, cfg.seed + 7919 * t, on_epoch, rank, world_size, resume)
     epochs = cfg.task_epochs(t, len(rows))
-    hooks = []
-    if train_alpha and method.only_the_task_magnitude(cfg.relearn_magnitudes):
-        # Only α_t learns: the earlier magnitudes, and so the features every earlier task was fitted on, stay.
-        mask = torch.zeros_like(model.gate.alpha)
-        mask[t] = 1.0
-        hooks.append(model.gate.alpha.register_hook(lambda grad: grad * mask))
-    model.gate.current_logit.requires_grad_(False)
-    model.train()
-    if resume is not None:
-        restore_progress(model, resume)
-    in_phase2 = resume is not None and resume.phase == "phase2"
-    start1 = epochs if in_phase2 else (resume.epochs_done if resume else 0)
-    start2 = resume.epochs_done if in_phase2 else 0
+    losses, trainable = run.phase1(network, t, epochs)
+    keep = True
+    if model.method.selects(t):
+        losses["phase2"] = run.phase2()
+        keep = None  # decided by the sign of l_t
+    decision = model.end_task(task, keep=keep)
+    model.gate.alpha.requires_grad_(False)
+    model.eval()
+    if set(head_options) != {"linear"}:
+        fit_heads(model, task, drift_reference, head_options, frozen or rows.features(model))
+    return TaskResult(decision, trainable, time.perf_counter() - start, losses)
 
-    # Phase 1 (or the only phase): new direction, magnitudes, head; the gate is deterministic.
-    groups = [
-        {"params": adapter_params, "lr": cfg.adapter_lr or cfg.lr, "weight_decay": 0.0},
-        # Decoupled weight decay would still shrink magnitudes whose gradient is masked to zero.
-        {
-            "params": [model.gate.alpha] if train_alpha else [],
-            "lr": cfg.alpha_lr,
-            "weight_decay": 0.0 if hooks else cfg.weight_decay,
-        },
-        {"params": head_params, "lr": cfg.lr, "weight_decay": 0.0},
-    ]
-    optimizer = _optimizer(cfg.optimizer, groups, cfg.lr)
-    scheduler = torch.optim.lr_scheduler.MultiStepLR(
-        optimizer, _milestones(epochs, cfg.lr_milestones), gamma=cfg.lr_decay
-    )
-    trainable = sum(p.numel() for g in groups for p in g["params"])
-    common = {"device": device, "on_epoch": on_epoch, "rank": rank, "world_size": world_size}
-    losses = {
-        "phase1": _run_epochs(
-            model,
-            wrap(network),
-            batches,
+
+@dataclass
+class _Run:
+    """One task's training passes: what both phases share (the rows, the seed, where a resumed attempt stopped)."""
+
+    model: ContinualModel
+    batches: TrainingRows
+    wrap: Callable[[nn.Module], nn.Module]
+    seed: int
+    on_epoch: EpochCallback | None
+    rank: int
+    world_size: int
+    resume: Progress | None
+
+    def _epochs(self, network, optimizer, scheduler, **how) -> list[float]:
+        device = self.model.gate.alpha.device
+        common = {
+            "device": device,
+            "on_epoch": self.on_epoch,
+            "rank": self.rank,
+            "world_size": self.world_size,
+        }
+        return _run_epochs(
+            self.model, self.wrap(network), self.batches, optimizer, scheduler, **how, **common
+        )
+
+    def phase1(self, network: nn.Module, t: int, epochs: int) -> tuple[dict[str, list[float]], int]:
+        """The new direction, the magnitudes the method trains and the task's head; the gate is deterministic.
+        Returns the losses and the number of parameters trained."""
+        model, cfg = self.model, self.model.config
+        train_alpha = model.method.trains_magnitudes(t)
+        model.gate.alpha.requires_grad_(train_alpha)
+        hooks = []
+        if train_alpha and model.method.only_the_task_magnitude(cfg.relearn_magnitudes):
+            # Only α_t learns: the earlier magnitudes, and so the features every earlier task was fitted on, stay.
+            mask = torch.zeros_like(model.gate.alpha)
+            mask[t] = 1.0
+            hooks.append(model.gate.alpha.register_hook(lambda grad: grad * mask))
+        model.gate.current_logit.requires_grad_(False)
+        model.train()
+        if self.resume is not None:
+            restore_progress(model, self.resume)
+        groups = [
+            {
+                "params": model.adapters.trainable_parameters(),
+                "lr": cfg.adapter_lr or cfg.lr,
+                "weight_decay": 0.0,
+            },
+            # Decoupled weight decay would still shrink magnitudes whose gradient is masked to zero.
+            {
+                "params": [model.gate.alpha] if train_alpha else [],
+                "lr": cfg.alpha_lr,
+                "weight_decay": 0.0 if hooks else cfg.weight_decay,
+            },
+            {"params": list(model.heads.heads[-1].parameters()), "lr": cfg.lr, "weight_decay": 0.0},
+        ]
+        optimizer = _optimizer(cfg.optimizer, groups, cfg.lr)
+        scheduler = torch.optim.lr_scheduler.MultiStepLR(
+            optimizer, _milestones(epochs, cfg.lr_milestones), gamma=cfg.lr_decay
+        )
+        in_phase2 = self.resume is not None and self.resume.phase == "phase2"
+        losses = self._epochs(
+            network,
             optimizer,
             scheduler,
             epochs=epochs,
             batch_size=cfg.batch_size,
-            seed=seed,
-            start=start1,
+            seed=self.seed,
+            start=epochs if in_phase2 else (self.resume.epochs_done if self.resume else 0),
             phase="phase1",
-            **common,
         )
-    }
+        for hook in hooks:
+            hook.remove()
+        return {"phase1": losses}, sum(p.numel() for g in groups for p in g["params"])
 
-    keep = True
-    if method.selects(t):
-        # Phase 2 (selection): only l_t learns, from noisy hard gate samples; everything else is frozen.
+    def phase2(self) -> list[float]:
+        """Selection: only the task's gate logit l_t learns, from noisy hard gate samples; all else is frozen."""
+        model, cfg = self.model, self.model.config
         for p in model.parameters():
             p.requires_grad_(False)
         model.gate.current_logit.requires_grad_(True)
@@ -228,29 +262,18 @@ def train_task(
         optimizer = torch.optim.AdamW(
             [model.gate.current_logit], lr=cfg.phase2_lr, weight_decay=cfg.weight_decay
         )
-        losses["phase2"] = _run_epochs(
+        in_phase2 = self.resume is not None and self.resume.phase == "phase2"
+        losses = self._epochs(
             model,
-            wrap(model),
-            batches,
             optimizer,
             None,
             epochs=cfg.phase2_epochs,
             batch_size=cfg.phase2_batch_size,
-            seed=seed + 1,
+            seed=self.seed + 1,
             sparsity=cfg.gate.sparsity,
-            start=start2,
+            start=self.resume.epochs_done if in_phase2 else 0,
             phase="phase2",
-            **common,
         )
         model.gate.sampling = False
         model.gate.current_logit.requires_grad_(False)
-        keep = None  # decided by the sign of l_t
-
-    for hook in hooks:
-        hook.remove()
-    decision = model.end_task(task, keep=keep)
-    model.gate.alpha.requires_grad_(False)
-    model.eval()
-    if set(head_options) != {"linear"}:
-        fit_heads(model, task, drift_reference, head_options, frozen or rows.features(model))
-    return TaskResult(decision, trainable, time.perf_counter() - start, losses)
+        return losses

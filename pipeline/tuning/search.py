@@ -28,6 +28,7 @@ from pipeline.data.task_dataset import TaskDataset
 from pipeline.errors import JobFailed
 from pipeline.learn.config import TrainConfig
 from pipeline.learn.methods import selects_by_task
+from pipeline.methods import method_of
 from pipeline.orchestrator.transaction import check_method
 from pipeline.registry import plots
 from pipeline.registry.bucket import Bucket, arrow_filesystem
@@ -184,7 +185,7 @@ def _tuner(
 
 def setup_epochs(setup: TrialSetup) -> int:
     config = TrainConfig.from_dict(setup.base_config)
-    phase2 = config.phase2_epochs if config.method == "litelora" and setup.earlier else 0
+    phase2 = config.phase2_epochs if method_of(config.method).selects(len(setup.earlier)) else 0
     return config.task_epochs(len(setup.earlier), setup.train_rows) + phase2
 
 
