@@ -22,9 +22,10 @@ from pathlib import Path
 import torch
 
 from pipeline.data.wordnet import split_wordnet20
+from pipeline.learn.adapted_features import features_of
 from pipeline.learn.class_stats import ClassStatistics
 from pipeline.learn.config import TrainConfig
-from pipeline.learn.head_options import align_classifier, features_of
+from pipeline.learn.head_options import align_classifier
 from pipeline.learn.model import ContinualModel
 from pipeline.learn.recipe import train_task
 

@@ -9,7 +9,7 @@ Exit codes as the CLI's: 0 done, 1 a drop failed or the setup is wrong (one line
 import argparse
 import sys
 
-from pipeline.errors import user_errors
+from pipeline.errors import USER_ERRORS
 from pipeline.orchestrator.service import WatchOptions, build_watcher
 from pipeline.orchestrator.watcher import WatchConfig
 from pipeline.settings import connection, load_settings
@@ -58,7 +58,7 @@ def main() -> int:
     except KeyboardInterrupt as e:
         print(f"interrupted{': ' + str(e) if str(e) else ''}", file=sys.stderr)
         return exit_code(e)
-    except user_errors() as e:
+    except USER_ERRORS as e:
         print(f"error: {e}", file=sys.stderr)
         return 1
     print(f"processed {len(done)} drop(s)")

@@ -13,6 +13,8 @@ from pathlib import Path
 from pydantic import AliasChoices, Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from pipeline.errors import UserError
+
 REGISTERED_MODEL = "litelora-adapter-set"
 
 
@@ -92,7 +94,7 @@ class Connection:
         )
 
 
-class NotConfigured(RuntimeError):
+class NotConfigured(RuntimeError, UserError):
     """Neither the environment nor a running embedded stack says where S3 and MLflow are."""
 
 

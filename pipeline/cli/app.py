@@ -27,7 +27,7 @@ from rich.progress import (
 from rich.text import Text
 
 from pipeline import PRODUCT
-from pipeline.errors import user_errors
+from pipeline.errors import USER_ERRORS
 from pipeline.methods import DEFAULT_METHOD
 from pipeline.settings import load_settings
 from pipeline.shutdown import exit_code, sigterm_interrupts
@@ -60,7 +60,7 @@ def command(fn):
             raise typer.Exit(exit_code(e)) from None
         except (typer.Exit, click.ClickException):  # an exit code or usage error already decided
             raise
-        except user_errors() as e:
+        except USER_ERRORS as e:
             if load_settings().debug:
                 raise
             fail(str(e))

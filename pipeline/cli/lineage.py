@@ -110,13 +110,13 @@ def rollback(
     stream: STREAM = None,
 ) -> None:
     """Make an earlier adapter set live again; the next task trains on top of it. Nothing is deleted."""
-    from pipeline.errors import user_errors
+    from pipeline.errors import USER_ERRORS
     from pipeline.orchestrator import rollback as rollbacks
     from pipeline.registry.lineage import version_label
 
     try:
         move = rollbacks.rollback(open_registry(stream), version, reason, force)
-    except user_errors() as e:
+    except USER_ERRORS as e:
         fail(f"rollback refused, current unchanged: {e}")
     echo(
         f"v{version} is already current; nothing to do"
@@ -126,12 +126,12 @@ def rollback(
 
 
 def show_classes(registry, version: str | None, as_json: bool) -> None:
-    from pipeline.errors import user_errors
+    from pipeline.errors import USER_ERRORS
     from pipeline.registry.current import class_report
 
     try:
         report = class_report(registry, version)
-    except user_errors() as e:
+    except USER_ERRORS as e:
         fail(str(e))
     if report is None:
         fail("no adapter set is current yet; name one with --version")

@@ -102,7 +102,7 @@ def export(
     if as_json:
         echo_json({"version": found.version, "directory": str(peft), **summary})
         return
-    from pipeline.learn.backbone import resolve_model_path
+    from pipeline.learn.backbone_files import resolve_model_path
 
     base = (
         "load_efficientnet_lite0()"  # from pipeline.learn.efficientnet: the network as its package ships it

@@ -42,6 +42,7 @@ from pipeline.data.stream_names import (
     check_method_name,
     check_stream_name,
 )
+from pipeline.errors import UserError
 from pipeline.learn.task import Task
 
 INPUT_COLUMNS = ("text", "image")
@@ -63,7 +64,7 @@ TASK_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,99}\Z")
 Tune folder names, and is echoed to terminals, so it may not hold '/', '..' leading dots or control characters."""
 
 
-class InvalidDataset(ValueError):
+class InvalidDataset(ValueError, UserError):
     """The drop breaks the dataset contract; the message names the problem and the fix."""
 
 

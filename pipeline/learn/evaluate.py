@@ -6,7 +6,8 @@ from dataclasses import dataclass, field
 
 import torch
 
-from pipeline.learn.head_options import features_of, score
+from pipeline.learn.adapted_features import features_of
+from pipeline.learn.head_options import score
 from pipeline.learn.task import Task
 
 

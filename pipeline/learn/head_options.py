@@ -15,17 +15,14 @@ training run can be scored under every option (the bench does).
 
 from __future__ import annotations
 
-import contextlib
-from collections.abc import Iterable, Iterator
 from typing import Literal
 
 import torch
 import torch.nn.functional as F
 
-from pipeline.learn.backbone import embed, embed_batches
+from pipeline.learn.adapted_features import RowFeatures
 from pipeline.learn.class_stats import ClassStatistics
 from pipeline.learn.task import Task
-from pipeline.learn.training_rows import RowFeatures
 
 HeadOption = Literal["linear", "prototype", "aligned", "calibrated", "ridge"]
 HEAD_OPTIONS: tuple[str, ...] = ("linear", "prototype", "aligned", "calibrated", "ridge")
@@ -82,28 +79,6 @@ def check_fittable(model, options: tuple[str, ...]) -> None:
             f"head option {lacking[0]!r} needs what it fits after every task, but the set's earlier tasks were "
             f"trained with head {model.config.head!r}; keep that head or start a new lineage"
         )
-
-
-def features_of(model, inputs: list) -> torch.Tensor:
-    """Adapted, pooled features of `inputs` (eval mode: deterministic gate), on CPU in float32."""
-    with evaluating(model):
-        return embed(model, inputs, model.config.eval_batch_size, model.gate.alpha.device)
-
-
-def features_of_batches(model, batches: Iterable[dict[str, torch.Tensor]]) -> torch.Tensor:
-    """The same for already encoded batches (a streamed shard)."""
-    with evaluating(model):
-        return embed_batches(model, batches, model.gate.alpha.device)
-
-
-@contextlib.contextmanager
-def evaluating(model) -> Iterator[None]:
-    was_training = model.training
-    model.eval()
-    try:
-        yield
-    finally:
-        model.train(was_training)
 
 
 def classifier(model, option: str) -> tuple[torch.Tensor, torch.Tensor, bool]:

@@ -6,6 +6,7 @@ serves every class. Share is a `TaskSelectedModel`: a prediction names its task 
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -15,8 +16,9 @@ from pipeline.adapters.adapter_set import read_manifest
 from pipeline.learn.config import TrainConfig
 from pipeline.learn.evaluate import StageScores, evaluate_stage
 from pipeline.learn.model import ContinualModel
-from pipeline.learn.recipe import EpochCallback, train_task
+from pipeline.learn.recipe import EpochCallback, Progress, train_task
 from pipeline.learn.task import Task
+from pipeline.learn.training_rows import TrainingRows
 from pipeline.methods import method_of
 from pipeline.methods.share.model import TaskSelectedModel, evaluate_selected, train_selected_task
 
@@ -57,14 +59,34 @@ class Trained:
     """recruit | reuse | continue | none (gated methods); store (Share: every task keeps its delta)."""
     logit: float
     wall_time: float
+    keep: bool = True
+    """Whether the task's adapter (or delta) is kept."""
+    trainable_parameters: int = 0
 
 
-def train_next_task(model: AnyModel, task: Task, on_epoch: EpochCallback | None = None) -> Trained:
-    """Train `task` on `model` in this process, whichever method it runs."""
+def train_next_task(
+    model: AnyModel,
+    task: Task,
+    on_epoch: EpochCallback | None = None,
+    *,
+    wrap: Callable[[nn.Module], nn.Module] = lambda m: m,
+    rank: int = 0,
+    world_size: int = 1,
+    resume: Progress | None = None,
+    rows: TrainingRows | None = None,
+) -> Trained:
+    """Train `task` on `model`, whichever method it runs: in this process, or as one DDP rank (`wrap`, `rank`,
+    `world_size`) on its own `rows`. `resume`: where an earlier, killed attempt stopped (gated methods; a Share
+    task restarts from its first epoch)."""
+    distributed = {"wrap": wrap, "rank": rank, "world_size": world_size, "rows": rows}
     if isinstance(model, TaskSelectedModel):
-        return Trained("store", 0.0, train_selected_task(model, task, on_epoch=on_epoch).wall_time)
-    result = train_task(model, task, on_epoch=on_epoch)
-    return Trained(result.decision.decision, result.decision.logit, result.wall_time)
+        result = train_selected_task(model, task, on_epoch, **distributed)
+        return Trained("store", 0.0, result.wall_time, True, result.trainable_parameters)
+    result = train_task(model, task, on_epoch=on_epoch, resume=resume, **distributed)
+    decision = result.decision
+    return Trained(
+        decision.decision, decision.logit, result.wall_time, decision.keep, result.trainable_parameters
+    )
 
 
 def evaluate(model: AnyModel, tasks: list[Task]) -> StageScores:

@@ -20,11 +20,12 @@ import torch.nn.functional as F
 from torch import nn
 
 from pipeline.adapters import GateDecision
+from pipeline.learn.adapted_features import RowFeatures
 from pipeline.learn.backbone import autocast
 from pipeline.learn.head_options import check_fittable, fit_heads, needs_drift_reference
 from pipeline.learn.model import ContinualModel
 from pipeline.learn.task import Task
-from pipeline.learn.training_rows import Batches, RowFeatures, TaskRows, TrainingRows
+from pipeline.learn.training_rows import Batches, TaskRows, TrainingRows
 
 EpochCallback = Callable[[str, int, float], None]  # (phase, epoch, mean loss)
 

@@ -15,28 +15,11 @@ from typing import Protocol
 
 import torch
 
-from pipeline.learn.ridge import held_out
+from pipeline.learn.adapted_features import RowFeatures, features_of
 from pipeline.learn.task import Task
 
 Batch = tuple[dict[str, torch.Tensor], torch.Tensor]
 """Encoded inputs (a dict of tensors, one row per example) and task-local labels, on the training device."""
-
-
-@dataclass
-class RowFeatures:
-    """Every training row's pooled features under the model as it is, with what fitting heads needs beside them."""
-
-    features: torch.Tensor
-    """[N, D] float32 on the CPU."""
-    labels: torch.Tensor
-    """[N] task-local class indices."""
-    ridge_held: torch.Tensor
-    """[N] bool: the rows the ridge head chooses λ on (ridge.held_out)."""
-
-    @classmethod
-    def of(cls, task: Task, features: torch.Tensor) -> RowFeatures:
-        """`features` of `task`'s training rows, in their order."""
-        return cls(features, torch.tensor(task.train_labels, dtype=torch.long), held_out(task.train_inputs))
 
 
 class TrainingRows(Protocol):
@@ -125,6 +108,4 @@ class TaskRows:
 
     def features(self, model) -> RowFeatures:
         # Every rank computes every row's features: identical on all ranks, and in-memory tasks are small.
-        from pipeline.learn.head_options import features_of
-
         return RowFeatures.of(self.task, features_of(model, self.task.train_inputs))

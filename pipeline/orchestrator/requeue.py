@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import getpass
 
+from pipeline.errors import UserError
 from pipeline.orchestrator.ledger import Entry, Ledger
 from pipeline.orchestrator.watcher import FAILED, INCOMING, READY, READY_BODY
 from pipeline.registry.bucket import Bucket
@@ -16,7 +17,7 @@ from pipeline.registry.bucket import Bucket
 MIN_ID_PREFIX = 6
 
 
-class RetryRefused(ValueError):
+class RetryRefused(ValueError, UserError):
     """Nothing to retry under that name, or retrying now would lose or mix data; the message says which."""
 
 

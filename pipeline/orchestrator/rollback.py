@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+from pipeline.errors import UserError
 from pipeline.registry.lineage import AliasMove, LineageError
 from pipeline.registry.store import Registry
 
 
-class RollbackRefused(ValueError):
+class RollbackRefused(ValueError, UserError):
     """The version must not become current (the promotion guard rejected it); `current` is unchanged."""
 
 

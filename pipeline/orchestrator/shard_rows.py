@@ -27,10 +27,10 @@ from pyarrow import fs as pafs
 
 from pipeline.data.held_out import ROW_HASH, TEST_FILE, is_held_out, row_keys
 from pipeline.data.task_dataset import is_training_file
+from pipeline.learn.adapted_features import RowFeatures, features_of_batches
 from pipeline.learn.backbone import BackboneConfig, input_encoder
-from pipeline.learn.head_options import features_of_batches
 from pipeline.learn.ridge import held_out
-from pipeline.learn.training_rows import Batch, RowFeatures, trim_padding
+from pipeline.learn.training_rows import Batch, trim_padding
 from pipeline.orchestrator.worker_memory import large_blocks_mapped
 from pipeline.registry.bucket import arrow_filesystem
 from pipeline.settings import Connection

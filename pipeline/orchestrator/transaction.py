@@ -26,12 +26,13 @@ from pipeline.learn.config import TrainConfig
 from pipeline.learn.evaluate import StageScores
 from pipeline.learn.frozen import FeatureCache, frozen_reference
 from pipeline.learn.head_options import KNOWN_CLASS_HEADS
-from pipeline.learn.methods import AnyModel, continuing, evaluate, train_next_task
+from pipeline.learn.methods import AnyModel, continuing, evaluate
 from pipeline.learn.metrics import AccuracyMatrix
 from pipeline.learn.recipe import EpochCallback
 from pipeline.learn.subspace import mean_overlap, overlap_matrices
 from pipeline.learn.task import Task
 from pipeline.methods import DEFAULT_METHOD
+from pipeline.orchestrator.fit import Fit, Fitted, fit_locally
 from pipeline.orchestrator.promotion import MAX_ACCURACY_DROP, guard_reason, promote_if_parent_current
 from pipeline.registry import plots
 from pipeline.registry.current import Parent, load_current
@@ -72,26 +73,6 @@ class StepResult:
 
     def to_dict(self) -> dict:
         return asdict(self) | {"outcome": self.outcome}
-
-
-@dataclass
-class Fitted:
-    model: AnyModel
-    decision: str
-    logit: float
-    train_s: float
-    timings: dict = field(default_factory=dict)
-
-
-# How a task is trained: in this process (`fit_locally`) or as a Ray Train job (`ray_train.ray_fit`).
-Fit = Callable[[AnyModel, Task, Parent, TrainingRun, EpochCallback], Fitted]
-
-
-def fit_locally(
-    model: AnyModel, task: Task, parent: Parent, run: TrainingRun, on_epoch: EpochCallback
-) -> Fitted:
-    trained = train_next_task(model, task, on_epoch)
-    return Fitted(model, trained.decision, trained.logit, trained.wall_time, {"compute_s": trained.wall_time})
 
 
 def fit_with(conn, workers: int, gpu: bool = False, cpus_per_worker: float | None = None) -> Fit:

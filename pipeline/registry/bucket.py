@@ -11,13 +11,14 @@ from botocore.config import Config
 from botocore.exceptions import BotoCoreError, ClientError
 from pyarrow import fs as pafs
 
+from pipeline.errors import UserError
 from pipeline.settings import Connection
 
 MISSING = ("NoSuchKey", "404", "NotFound")
 ALREADY_EXISTS = ("PreconditionFailed", "412", "ConditionalRequestConflict")
 
 
-class StorageError(RuntimeError):
+class StorageError(RuntimeError, UserError):
     """S3 is unreachable or refused a request; the message names the bucket and key."""
 
 

@@ -6,9 +6,10 @@ from dataclasses import dataclass
 
 from pipeline.adapters.adapter_set import read_manifest
 from pipeline.learn.class_accuracy import ClassHistory
+from pipeline.learn.config import TrainConfig
 from pipeline.learn.methods import AnyModel, load_model
 from pipeline.methods import DEFAULT_METHOD
-from pipeline.registry.store import Registry
+from pipeline.registry.store import AdapterSetStore, Registry
 
 
 @dataclass
@@ -26,14 +27,30 @@ class Parent:
         return self.manifest["metrics"] if self.manifest else None
 
 
+def load_parent(
+    sets: AdapterSetStore, set_id: str | None, version: str | None = None, config: TrainConfig | None = None
+) -> Parent:
+    """Set `set_id`, fetched into `sets`' cache and loaded as the model that wrote it; with `config`, reconfigured
+    to train the next task with. Empty without `set_id` (a lineage's first set). `version` is the set's registered
+    version, where the caller knows it: the transaction and serving load a version, a Ray Train worker and a Tune
+    trial the set the driver names.
+
+    The one way a parent set is loaded, so that every place that trains on it trains on the same model."""
+    if not set_id:
+        return Parent(None, None, None, None)
+    directory = sets.fetch(set_id)
+    model = load_model(directory)
+    if config is not None:
+        model.reconfigure(config)
+    return Parent(model, read_manifest(directory), version, set_id)
+
+
 def load_current(registry: Registry, version: str | None = None) -> Parent:
     """The set under `current` (or registered `version`), fetched and loaded; empty if nothing is current."""
     found = registry.lineage.get(version) if version else registry.current()
     if found is None:
-        return Parent(None, None, None, None)
-    set_id = registry.sets.set_id_from_uri(found.source)
-    directory = registry.sets.fetch(set_id)
-    return Parent(load_model(directory), read_manifest(directory), found.version, set_id)
+        return load_parent(registry.sets, None)
+    return load_parent(registry.sets, registry.sets.set_id_from_uri(found.source), found.version)
 
 
 @dataclass

@@ -38,11 +38,13 @@ NODE_TAGS = (
     "promotion",
     "rejected_reason",
 )
+from pipeline.errors import UserError
+
 MOVES_EXPERIMENT = "litelora-alias-moves"
 TRAINING_EXPERIMENT = "litelora-training"
 
 
-class LineageError(RuntimeError):
+class LineageError(RuntimeError, UserError):
     """MLflow is unreachable, or a version does not exist; the message says which."""
 
 

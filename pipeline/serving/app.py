@@ -202,7 +202,7 @@ def run_server(
 ) -> tuple[str, int]:
     """Start Ray Serve (in the local or `RAY_ADDRESS` Ray) and deploy; returns, once the app is healthy, the host
     and port its proxy really listens on (a Serve already running keeps its own)."""
-    from pipeline.orchestrator.ray_train import init_ray
+    from pipeline.orchestrator.ray_node import init_ray
 
     init_ray(conn.cache_dir.parent)
     serve.start(http_options={"host": host, "port": port})

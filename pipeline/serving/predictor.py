@@ -15,6 +15,7 @@ import torch
 
 from pipeline.data.images import image_problem
 from pipeline.data.task_dataset import DatasetLimits
+from pipeline.errors import UserError
 from pipeline.learn.methods import AnyModel
 from pipeline.learn.model import task_named
 from pipeline.settings import Connection
@@ -25,7 +26,7 @@ IMAGE_LIMITS = DatasetLimits()
 """A served image obeys the limits of a dropped one."""
 
 
-class BadRequest(ValueError):
+class BadRequest(ValueError, UserError):
     """The input cannot be predicted; the message says why (HTTP 4xx, CLI exit 1)."""
 
 

@@ -13,8 +13,10 @@ from pathlib import Path
 
 import psutil
 
+from pipeline.errors import UserError
 
-class StackError(RuntimeError):
+
+class StackError(RuntimeError, UserError):
     """A server of the stack could not be started, checked or stopped; the message says which and why."""
 
 

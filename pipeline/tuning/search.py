@@ -206,7 +206,7 @@ def tune_task(
     """Search on top of `current`; the task's MLflow run it opens is `outcome.run_id`.
 
     `on_trial` hears once per trial that ends (finished, stopped early or failed); default: `log`."""
-    from pipeline.orchestrator.ray_train import init_ray
+    from pipeline.orchestrator.ray_node import init_ray
 
     space, spec = space or SearchSpace(), spec or TuneSpec()
     registry = Registry.connect(conn)
@@ -377,7 +377,8 @@ def tune_then_train(
 ):
     """Search, then train the task with the winning knobs in the search's run: the registered version is
     trained with exactly the configuration its `tune.best_config` tag names."""
-    from pipeline.orchestrator.transaction import fit_locally, train_on_current
+    from pipeline.orchestrator.fit import fit_locally
+    from pipeline.orchestrator.transaction import train_on_current
 
     clock = time.perf_counter()
     outcome = tune_task(dataset, conn, space, spec, base_config=base_config, log=log, on_trial=on_trial)

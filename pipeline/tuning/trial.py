@@ -66,7 +66,7 @@ def score_mid_task(model: ContinualModel, tasks: list[Task]) -> StageScores:
 
 def would_keep(model: ContinualModel) -> bool:
     """Whether the open task's adapter would be kept if it closed now."""
-    if model.config.method != "litelora" or model.gate.current_task == 0:
+    if not model.method.selects(model.gate.current_task):  # no gate decides: the adapter is kept
         return True
     return float(model.gate.current_logit) > 0
 
@@ -76,17 +76,18 @@ def run_trial(sample: dict, setup: TrialSetup) -> None:
     from ray import tune
 
     from pipeline.registry.bucket import Bucket
+    from pipeline.registry.current import load_parent
     from pipeline.registry.store import AdapterSetStore, read_dataset
 
     torch.set_num_threads(setup.threads)  # trials share the machine: one core each by default
-    bucket = Bucket.connect(setup.conn)
     config = TrainConfig.from_dict(setup.base_config).with_overrides(**sample)
-    if setup.parent_set_id:
-        trial_dir = setup.conn.cache_dir / "tune" / tune.get_context().get_trial_id()
-        model = ContinualModel.load(AdapterSetStore(bucket, trial_dir).fetch(setup.parent_set_id))
-        model.reconfigure(config)
-    else:
-        model = ContinualModel(config)
+    trial_sets = AdapterSetStore(
+        Bucket.connect(setup.conn), setup.conn.cache_dir / "tune" / tune.get_context().get_trial_id()
+    )
+    # A search refuses a Share stream (`NothingToTune`): a trial's parent is a gated set.
+    model = ContinualModel.continuing(
+        load_parent(trial_sets, setup.parent_set_id, config=config).model, config
+    )
     # Trials are scored on validation rows cut from each task's training rows, never on the held-out rows
     # that the registered version's accuracy and the promotion guard are measured on.
     task, validation = (

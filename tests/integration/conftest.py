@@ -94,7 +94,7 @@ def ray_node(stack_home):
     """One local Ray node for the session, started from the main thread (where Ray installs its handlers)."""
     import ray
 
-    from pipeline.orchestrator.ray_train import init_ray
+    from pipeline.orchestrator.ray_node import init_ray
 
     init_ray(stack_home)
     try:

@@ -80,8 +80,6 @@ AS_NOBODY = textwrap.dedent("""
     with contextlib.suppress(SystemExit):
         pipeline.cli.main(["up", "--help"])
     from pipeline.cli.app import err
-    from pipeline.errors import user_errors
-    user_errors()  # imports the error types (torch among them) while they can still be read
     with err.status("warming up"):
         pass
     os.setegid(65534)

@@ -309,7 +309,7 @@ from types import SimpleNamespace
 
 from ray import serve
 
-from pipeline.orchestrator.ray_train import init_ray
+from pipeline.orchestrator.ray_node import init_ray
 from pipeline.serving.access import AccessRefused
 from pipeline.serving.app import run_server
 from pipeline.stack.process import free_port

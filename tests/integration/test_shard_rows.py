@@ -9,9 +9,9 @@ import torch
 from pipeline.data.held_out import row_keys
 from pipeline.data.task_dataset import TaskDataset
 from pipeline.data.wordnet import split_wordnet20
+from pipeline.learn.adapted_features import features_of
 from pipeline.learn.backbone import BackboneConfig
 from pipeline.learn.config import TrainConfig
-from pipeline.learn.head_options import features_of
 from pipeline.learn.model import ContinualModel
 from pipeline.orchestrator.shard_rows import ShardRows, streams, training_dataset
 from pipeline.registry.store import Registry, held_out_record

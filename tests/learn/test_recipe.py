@@ -8,8 +8,8 @@ import pytest
 import torch
 
 from pipeline.adapters import GateConfig
+from pipeline.learn.adapted_features import features_of
 from pipeline.learn.config import TrainConfig
-from pipeline.learn.head_options import features_of
 from pipeline.learn.model import ContinualModel
 from pipeline.learn.recipe import train_task
 from pipeline.learn.task import Task

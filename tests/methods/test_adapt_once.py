@@ -3,8 +3,8 @@ where it was and only add their classes to the head."""
 
 import torch
 
+from pipeline.learn.adapted_features import features_of
 from pipeline.learn.config import TrainConfig
-from pipeline.learn.head_options import features_of
 from pipeline.learn.model import ContinualModel
 from pipeline.learn.recipe import train_task
 

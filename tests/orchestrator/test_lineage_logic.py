@@ -134,3 +134,26 @@ def test_a_set_on_a_parent_registered_before_per_class_accuracy_starts_its_class
     rows = {r["class"]: r for r in scored.classes.rows()}
     assert all(rows[name]["accuracy"][0] is None for name in model.classes)  # unknown, not zero
     assert len(scored.classes.frozen) == 2  # the reference is refitted on the whole chain every time
+
+
+def test_a_ray_worker_or_tune_trial_loads_current_from_its_own_cache_with_the_configuration_it_trains_with(
+    registry, datasets, config, tmp_path
+):
+    import torch
+
+    from pipeline.registry.current import load_current, load_parent
+    from pipeline.registry.store import AdapterSetStore
+
+    train_on_current(datasets[0], registry, config, max_accuracy_drop=OFF)
+    current = load_current(registry)
+    sampled = current.model.config.with_overrides(lr=0.123, sparsity=0.25)  # what a trial or the driver sends
+    own_cache = AdapterSetStore(registry.bucket, tmp_path / "rank1")
+    loaded = load_parent(own_cache, current.set_id, config=sampled)
+    assert (loaded.set_id, loaded.manifest) == (current.set_id, current.manifest)
+    assert loaded.model.config == sampled and loaded.model.gate.config == sampled.gate
+    mine, theirs = loaded.model.state_dict(), current.model.state_dict()
+    assert mine.keys() == theirs.keys() and all(torch.equal(mine[k], theirs[k]) for k in mine)
+    assert (tmp_path / "rank1" / "sets" / current.set_id / "manifest.json").exists()
+    assert (
+        load_parent(own_cache, None, config=sampled).model is None
+    )  # a lineage's first set: nothing to load

@@ -2,7 +2,7 @@
 
 import torch
 
-from pipeline.orchestrator.ray_train import PassClock
+from pipeline.orchestrator.worker_metering import PassClock
 
 
 class _Rows:

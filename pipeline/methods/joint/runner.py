@@ -12,8 +12,9 @@ from dataclasses import replace
 
 import torch
 
+from pipeline.learn.adapted_features import features_of
 from pipeline.learn.config import TrainConfig
-from pipeline.learn.head_options import features_of, score
+from pipeline.learn.head_options import score
 from pipeline.learn.model import ContinualModel
 from pipeline.learn.recipe import train_task
 from pipeline.learn.sequence import SequenceResult
