@@ -52,11 +52,18 @@ def test_bench_json_rows_carry_the_documented_fields(tmp_path):
     assert by_head["linear"]["scoring_bytes_per_class"] == 0 < by_head["aligned"]["scoring_bytes_per_class"]
     rows = {r["method"]: r for r in report["rows"] if r["head"] != "aligned"}
     assert set(rows) == {"litelora", "ncm-frozen"}
+    counts = [len(task.test_labels) for task in split_wordnet20(1993, "ci")]
     for row in rows.values():
         for key in ("method", "ordering", "avg_accuracy", "forgetting", "active_adapters", "stored_params"):
             assert key in row
-        assert len(row["accuracy_matrix"]) == 5
-        assert 0.0 <= row["avg_accuracy"] <= 1.0
+        # R[j][t] is a count of task j's test rows over that count, and A the mean over stages of every seen
+        # task's rows scored together: recomputed from the matrix and the tier's own test sets.
+        matrix = row["accuracy_matrix"]
+        correct = [[round(matrix[j][t] * counts[j]) for j in range(t + 1)] for t in range(5)]
+        assert all(matrix[j][t] == correct[t][j] / counts[j] for t in range(5) for j in range(t + 1))
+        pooled = [sum(correct[t]) / sum(counts[: t + 1]) for t in range(5)]
+        assert row["avg_accuracy"] == pytest.approx(sum(pooled) / 5, rel=1e-12)
+        assert row["final_accuracy"] == pytest.approx(pooled[-1], rel=1e-12)
     assert 1 <= rows["litelora"]["active_adapters"] <= 5
     assert (
         rows["ncm-frozen"]["avg_accuracy"] > 0.4

@@ -6,7 +6,7 @@ from pipeline.demo import run_demo
 from pipeline.learn.config import TrainConfig
 from pipeline.orchestrator.ledger import Ledger
 from pipeline.registry.bucket import Bucket
-from pipeline.registry.lineage import Lineage
+from pipeline.registry.lineage import Lineage, parent_of
 
 pytestmark = [pytest.mark.integration, pytest.mark.ray, pytest.mark.model]
 
@@ -21,25 +21,25 @@ def test_demo_trains_each_drop_as_a_ray_train_job_and_records_its_overhead(conn,
 
     assert [d["task"] for d in done] == ["wordnet-0", "wordnet-1"]
     assert {d["state"] for d in done} <= {"registered", "rejected"}
-    versions = Lineage(conn).versions()
-    assert sorted(v.version for v in versions) == sorted(d["version"] for d in done)
+    versions = {v.version: v.tags for v in Lineage(conn).versions()}
+    assert sorted(versions) == sorted(d["version"] for d in done)
+    # Each drop's version is that drop's, the second trained on the first.
+    assert [versions[d["version"]]["dataset_id"] for d in done] == [d["dataset_id"] for d in done]
+    assert [parent_of(versions[d["version"]]) for d in done] == [None, done[0]["version"]]
     assert not bucket.list("incoming/"), "processed drops must leave incoming/"
-    for entry in Ledger(bucket).entries():
-        timings = entry.summary()["timings"]
-        # The stages a user needs to see where time goes, and their sums.
-        for key in (
-            "detection_latency_s",
-            "ray_start_s",
-            "worker_setup_s",
-            "compute_s",
-            "ray_finish_s",
-            "evaluate_s",
-            "register_s",
-            "to_training_start_s",
-            "overhead_s",
-        ):
-            assert timings[key] >= 0, key
-        assert timings["overhead_s"] + timings["compute_s"] + timings["evaluate_s"] == pytest.approx(
-            timings["total_s"]
-        )
-        assert timings["to_training_start_s"] < timings["total_s"] - timings["compute_s"]
+    entries = {e.dataset_id: e.summary() for e in Ledger(bucket).entries()}
+    for d in done:
+        timings = entries[d["dataset_id"]]["timings"]
+        # The stages run one after another, each on its own clock (the drop's arrival, the watcher's, the
+        # transaction's, the Ray job's): together they fit in the drop's total, short of a clock's rounding.
+        stages = ("detection_latency_s", "validation_s", "load_s", "train_s", "evaluate_s", "register_s")
+        assert all(timings[k] >= 0 for k in stages), timings
+        assert sum(timings[k] for k in stages) <= timings["total_s"] + 0.05, timings
+        # The Ray job runs inside the transaction's training stage, and its parts one after another inside it.
+        ray_parts = ("ray_start_s", "worker_setup_s", "compute_s", "ray_finish_s")
+        assert all(timings[k] >= 0 for k in ray_parts), timings
+        assert timings["ray_job_s"] <= timings["train_s"] + 0.05, timings
+        # What the worker measured of its own epochs falls inside the compute the driver timed around them.
+        assert timings["worker_epochs"] >= 1
+        assert timings["worker_epochs"] * timings["worker_epoch_s"] <= timings["compute_s"] + 0.05, timings
+        assert timings["to_training_start_s"] >= timings["detection_latency_s"] + timings["validation_s"]

@@ -1,6 +1,7 @@
 """Ray Data streams a stored task's training rows to the Ray Train workers: exactly the rows the in-memory task
 trains on, in equal shards, with features that line up row by row from one pass to the next."""
 
+from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
 
 import pytest
@@ -10,9 +11,10 @@ from pipeline.data.held_out import row_keys
 from pipeline.data.task_dataset import TaskDataset
 from pipeline.data.wordnet import split_wordnet20
 from pipeline.learn.adapted_features import features_of
-from pipeline.learn.backbone import BackboneConfig
+from pipeline.learn.backbone import BackboneConfig, input_encoder
 from pipeline.learn.config import TrainConfig
 from pipeline.learn.model import ContinualModel
+from pipeline.learn.ridge import held_out
 from pipeline.orchestrator.shard_rows import ShardRows, streams, training_dataset
 from pipeline.registry.store import Registry, held_out_record
 from tests.orchestrator.conftest import parquet
@@ -32,7 +34,14 @@ def stored(conn):
     return dataset, record
 
 
-def test_ranks_stream_equal_shares_of_the_training_rows_and_as_many_steps(
+def _tokens(inputs: dict[str, torch.Tensor]) -> list[tuple[int, ...]]:
+    """Each row's tokens without padding: what identifies a text row once it is encoded."""
+    return [
+        tuple(ids[mask.bool()].tolist()) for ids, mask in zip(inputs["input_ids"], inputs["attention_mask"])
+    ]
+
+
+def test_ranks_stream_every_training_row_once_and_no_held_out_row_in_equal_steps(
     conn, ray_node, stored, tiny_backbone_dir
 ):
     dataset, record = stored
@@ -43,16 +52,22 @@ def test_ranks_stream_equal_shares_of_the_training_rows_and_as_many_steps(
 
     def epoch(shard):
         rows = ShardRows(shard, record["train_rows"], eval_batch_size=8)
-        return [labels.tolist() for _, labels in rows.iterate(8, 1, torch.device("cpu"), world_size=2)]
+        batches = list(rows.iterate(8, 1, torch.device("cpu"), world_size=2))
+        return [list(zip(_tokens(inputs), labels.tolist(), strict=True)) for inputs, labels in batches]
 
     with ThreadPoolExecutor(2) as pool:  # the shards of a streaming split are consumed together
         first, second = pool.map(epoch, shards)
     assert len(first) == len(second), "every rank takes as many DDP steps"
     assert all(len(batch) <= 4 for batch in first + second), "each rank takes its share of the global batch"
-    streamed = sorted(y for batch in first + second for y in batch)
-    train = dataset.to_task().train_labels
-    assert record["train_rows"] == len(train) and len(streamed) in (len(train), len(train) - 1)
-    assert set(streamed) <= set(train)
+    task = dataset.to_task()
+    encode = input_encoder(backbone)
+    train = Counter(zip(_tokens(encode(task.train_inputs)), task.train_labels, strict=True))
+    held = set(_tokens(encode(task.test_inputs)))
+    # An even number of training rows, so an equal split drops none: each is streamed exactly once.
+    assert record["train_rows"] == sum(train.values()) and record["train_rows"] % 2 == 0 and held
+    streamed = Counter(row for batch in first + second for row in batch)
+    assert streamed == train
+    assert not held & {tokens for tokens, _ in streamed}
 
 
 def test_streamed_features_are_the_training_rows_in_key_order_on_every_pass(
@@ -71,5 +86,7 @@ def test_streamed_features_are_the_training_rows_in_key_order_on_every_pass(
     in_memory = features_of(model, task.train_inputs)[order]
     for streamed in (before, after):
         assert streamed.labels.tolist() == [task.train_labels[i] for i in order]
+        # The ridge head's λ rows travel with their rows too.
+        assert torch.equal(streamed.ridge_held, held_out(task.train_inputs)[order])
         # Rows batched with other rows are padded to other widths: equal up to float rounding.
         torch.testing.assert_close(streamed.features, in_memory, rtol=1e-5, atol=1e-5)

@@ -1,9 +1,14 @@
 """The ridge head: exact running sums, blind to task order on fixed features, λ chosen on held-out training rows."""
 
+import copy
+
 import pytest
 import torch
 
+from pipeline.learn.config import TrainConfig
+from pipeline.learn.model import ContinualModel
 from pipeline.learn.ridge import LAMBDAS, RidgeHead, held_out
+from pipeline.learn.sequence import run_sequence
 
 
 def _stream(seed=0, classes=(3, 2, 4), rows=40, dim=12):
@@ -41,7 +46,7 @@ def test_the_ridge_head_gives_the_same_weights_whatever_the_task_order(dim):
         assert (a[name] - b[name]).norm() <= 1e-6 * a[name].norm(), name
 
 
-def test_lambda_is_chosen_on_held_out_training_rows_never_on_scored_rows():
+def test_lambda_minimises_the_squared_error_on_the_held_out_training_rows():
     tasks = _stream(classes=(3, 3))
     head, _ = _fit(tasks, [0, 1])
     # The validation error the head minimises is the plain mean squared error on the held-out rows themselves.
@@ -62,11 +67,37 @@ def test_lambda_is_chosen_on_held_out_training_rows_never_on_scored_rows():
         direct = float(((val_x @ w - val_y) ** 2).sum(1).mean())
         assert head.validation_error(lam) == pytest.approx(direct, rel=1e-9)
     assert head.lam == min(LAMBDAS, key=head.validation_error)
-    # The head never sees the rows it is scored on: nothing but training rows goes in, so scoring others changes
-    # nothing (and no evaluation row can have chosen λ).
-    before = (head.lam, head.weight.clone())
-    head.scores(torch.randn(50, 12))
-    assert (head.lam, head.weight.tolist()) == (before[0], before[1].tolist())
+
+
+def test_a_stream_with_poisoned_scored_rows_fits_the_same_ridge_sums_and_lambda(
+    tiny_bert, tokenizer, wordnet_tasks
+):
+    """End to end through training, drift and scoring: the rows a stage is scored on (the test split) may be
+    anything, the ridge head's sums and λ come out bit for bit the same, so no scored row can reach them."""
+    config = TrainConfig(
+        epochs=1, first_examples=None, batch_size=8, phase2_batch_size=4, lr=5e-3, seed=0, head="ridge"
+    )
+    clean = copy.deepcopy(wordnet_tasks[:2])
+    for task in clean:  # a dozen training rows a task: a few of them choose λ
+        task.train_inputs, task.train_labels = task.train_inputs[1::2], task.train_labels[1::2]
+        assert held_out(task.train_inputs).any()
+    poisoned = copy.deepcopy(clean)
+    for task in poisoned:
+        # Other texts (another task's training rows, which would move λ if they were held out) and other labels.
+        task.test_inputs = [
+            f"{text} {text}" for text in wordnet_tasks[2].train_inputs[: len(task.test_inputs)]
+        ]
+        task.test_labels = [(y + 1) % len(task.classes) for y in task.test_labels]
+    fitted = []
+    for tasks in (clean, poisoned):
+        model = ContinualModel(config, backbone=copy.deepcopy(tiny_bert), tokenizer=tokenizer)
+        results, model = run_sequence(tasks, config, model=model)
+        fitted.append((model.ridge.tensors(), results["ridge"].cil.correct))
+    (sums, correct), (poisoned_sums, poisoned_correct) = fitted
+    assert correct != poisoned_correct, "the poisoned rows are scored: the stages see them"
+    assert sums.keys() == poisoned_sums.keys()
+    for name in sums:
+        assert torch.equal(sums[name], poisoned_sums[name]), name
 
 
 def test_held_out_rows_are_picked_by_content_about_one_in_five():

@@ -2,6 +2,9 @@
 
 import copy
 
+import pytest
+import torch
+
 from pipeline.bench.continual import summarise
 from pipeline.bench.report import markdown
 from pipeline.learn.config import TrainConfig
@@ -35,7 +38,21 @@ def test_share_rows_are_task_incremental_only_and_summarise_without_class_increm
     result, model = _run("share", tiny_bert, tokenizer, wordnet_tasks)
     row = {**result.row(), "ordering": 0}
     assert row["avg_accuracy"] is None and row["accuracy_matrix"] is None
-    assert len(row["til_accuracy_matrix"]) == 3 and 0.0 <= row["til_avg_accuracy"] <= 1.0
+    # The last stage's scores are the model's own task-selected predictions, and A is the mean over stages of
+    # the accuracy on every task seen so far, pooled.
+    predicted = [
+        int((model.task_logits(task.test_inputs, j).argmax(1) == torch.tensor(task.test_labels)).sum())
+        for j, task in enumerate(wordnet_tasks)
+    ]
+    assert result.til.correct[-1] == predicted and result.til.counts == [
+        len(t.test_labels) for t in wordnet_tasks
+    ]
+    assert row["til_final_accuracy"] == sum(predicted) / sum(result.til.counts)
+    pooled = [sum(result.til.correct[t]) / sum(result.til.counts[: t + 1]) for t in range(3)]
+    assert row["til_avg_accuracy"] == pytest.approx(sum(pooled) / 3, rel=1e-12)
+    assert [r[-1] for r in row["til_accuracy_matrix"]] == [
+        c / n for c, n in zip(predicted, result.til.counts)
+    ]
     assert [d.startswith("k=") for d in row["decisions"]] == [True] * 3
     assert len(row["reprojection_errors"]) == 3
     layers = list(model.layers.values())
