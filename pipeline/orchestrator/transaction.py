@@ -306,26 +306,22 @@ def train_on_current(
     search's run) and `extra_tags` are added to the version. `at_stage` is called with "published" (the set is in
     the bucket, not yet in MLflow) and "registered" (a version exists, `current` has not moved): fault injection."""
     at_stage = at_stage or (lambda stage: None)
-    lineage, timings = registry.lineage, {}
+    timings: dict = {}
     with stopwatch(timings, "load_s"):
-        stream = registry.streams.admit(registry.stream, dataset.backbone, dataset.input_column == "image")
-        parent = load_current(registry)
-        model = starting_model(parent, config, overrides, stream.backbone, dataset.method)
-        check_trainable(dataset, model, registry.stream)
-        dataset_uri = registry.datasets.put(dataset)  # first: a dataset stored before keeps its held-out rule
-        task = dataset.to_task()
-        earlier = earlier_tasks(registry, model)
-
+        step = _prepare(dataset, registry, config, overrides)
+    parent, task = step.parent, step.task
     name = f"{task.name} on {version_label(parent.version)}"
     run_tags = {
         "task": task.name,
         "dataset_id": task.dataset_id,
         "parent_version": parent_tag(parent.version),
     }
-    with lineage.training_run(name, run_tags, run_id) as run, tempfile.TemporaryDirectory() as tmp:
+    with registry.lineage.training_run(name, run_tags, run_id) as run, tempfile.TemporaryDirectory() as tmp:
         # A Share set trains with its own optimiser settings, k and φ: they are part of what made it.
-        run.log_params(model.run_params())
-        run.log_dataset(task.name, task.dataset_id, dataset_uri, dataset.schema(), dataset.train.num_rows)
+        run.log_params(step.model.run_params())
+        run.log_dataset(
+            task.name, task.dataset_id, step.dataset_uri, dataset.schema(), dataset.train.num_rows
+        )
 
         def log_epoch(phase: str, epoch: int, loss: float) -> None:
             run.log_metric(f"{phase}_loss", loss, step=epoch)
@@ -333,36 +329,18 @@ def train_on_current(
                 on_epoch(phase, epoch, loss)
 
         with stopwatch(timings, "train_s"):  # wall time around the fit, Ray's start-up included
-            fitted = fit(model, task, parent, run, log_epoch)
+            fitted = fit(step.model, task, parent, run, log_epoch)
         model = fitted.model
         timings |= fitted.timings
         with stopwatch(timings, "evaluate_s"):
-            scored = score(registry, model, [*earlier, task], parent, timings)
+            scored = score(registry, model, [*step.earlier, task], parent, timings)
             rejected = guard_reason(parent.metrics, scored.scores, max_accuracy_drop)
         with stopwatch(timings, "register_s"):
-            manifest, set_id, set_uri = publish_set(
-                registry, run, model, parent, scored, fitted, Path(tmp) / "set"
+            registered = _register(
+                registry, run, step, fitted, scored, rejected, extra_tags or {}, at_stage, Path(tmp)
             )
-            at_stage("published")
-            version_tags = tags_of_version(task, parent, fitted, model, scored, set_id, dataset_uri, rejected)
-            version = lineage.register(
-                set_uri,
-                run.run_id,
-                version_tags | (extra_tags or {}),
-                description=f"{task.name}: {fitted.decision} on {version_label(parent.version)}",
-            )
-            at_stage("registered")
-            run.set_tags({"adapter_set_version": version.version})
-            log_plots(
-                run, registry, model, manifest, scored, version.version, parent, rejected, Path(tmp) / "plots"
-            )
-            # The alias move is the commit point, so it comes last: whatever fails before it leaves `current` alone.
-            promoted = not rejected and promote_if_parent_current(
-                registry, version.version, parent.version, reason=f"trained {task.name}"
-            )
-
     return StepResult(
-        version=version.version,
+        version=registered.version,
         parent=parent.version,
         task=task.name,
         dataset_id=task.dataset_id,
@@ -371,12 +349,73 @@ def train_on_current(
         avg_accuracy=scored.matrix.average_accuracy,
         final_accuracy=scored.matrix.final_accuracy,
         forgetting=scored.matrix.forgetting,
-        promoted=promoted,
+        promoted=registered.promoted,
         run_id=run.run_id,
-        set_uri=set_uri,
+        set_uri=registered.set_uri,
         rejected_reason=rejected,
         timings=timings,
         frozen_avg_accuracy=scored.frozen_avg,
         frozen_final_accuracy=scored.frozen_final,
         method=model.config.method,
     )
+
+
+@dataclass
+class _Step:
+    """What a task trains from: its parent, the model that continues it, the task and the earlier ones."""
+
+    parent: Parent
+    model: AnyModel
+    task: Task
+    earlier: list[Task]
+    dataset_uri: str
+
+
+def _prepare(
+    dataset: TaskDataset, registry: Registry, config: TrainConfig | None, overrides: dict | None
+) -> _Step:
+    stream = registry.streams.admit(registry.stream, dataset.backbone, dataset.input_column == "image")
+    parent = load_current(registry)
+    model = starting_model(parent, config, overrides, stream.backbone, dataset.method)
+    check_trainable(dataset, model, registry.stream)
+    dataset_uri = registry.datasets.put(dataset)  # first: a dataset stored before keeps its held-out rule
+    return _Step(parent, model, dataset.to_task(), earlier_tasks(registry, model), dataset_uri)
+
+
+@dataclass
+class _Registered:
+    version: str
+    set_uri: str
+    promoted: bool
+
+
+def _register(
+    registry: Registry,
+    run,
+    step: _Step,
+    fitted: Fitted,
+    scored: Scored,
+    rejected: str,
+    extra_tags: dict[str, str],
+    at_stage: Callable[[str], None],
+    tmp: Path,
+) -> _Registered:
+    """The set's files, then its manifest, then its MLflow version and plots, then `current` (the commit point)."""
+    model, parent, task = fitted.model, step.parent, step.task
+    manifest, set_id, set_uri = publish_set(registry, run, model, parent, scored, fitted, tmp / "set")
+    at_stage("published")
+    version_tags = tags_of_version(task, parent, fitted, model, scored, set_id, step.dataset_uri, rejected)
+    version = registry.lineage.register(
+        set_uri,
+        run.run_id,
+        version_tags | extra_tags,
+        description=f"{task.name}: {fitted.decision} on {version_label(parent.version)}",
+    )
+    at_stage("registered")
+    run.set_tags({"adapter_set_version": version.version})
+    log_plots(run, registry, model, manifest, scored, version.version, parent, rejected, tmp / "plots")
+    # The alias move is the commit point, so it comes last: whatever fails before it leaves `current` alone.
+    promoted = not rejected and promote_if_parent_current(
+        registry, version.version, parent.version, reason=f"trained {task.name}"
+    )
+    return _Registered(version.version, set_uri, promoted)
