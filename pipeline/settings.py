@@ -45,6 +45,8 @@ class Settings(BaseSettings):
     """The stream (independent lineage) a command works on when it is not given --stream."""
     debug: bool = False
     """Show a command's traceback instead of its one-line error."""
+    ray_address: str | None = Field(None, validation_alias="RAY_ADDRESS")
+    """The Ray cluster to join (None: a node of our own on loopback)."""
     serve_token_file: Path | None = None
     """`litelora serve --token-file`: the bearer token clients must send (needed beyond loopback)."""
     state_key: SecretStr | None = None

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 from typing import Annotated
 
@@ -154,7 +153,7 @@ def serve(
 
     token_file = token_file or load_settings().serve_token_file
     token, created = read_token(token_file.expanduser()) if token_file else (None, False)
-    check_exposure(host, token, os.environ.get("RAY_ADDRESS"))  # before the registry is touched
+    check_exposure(host, token, load_settings().ray_address)  # before the registry is touched
     if created:
         log(f"created a new token in {token_file} (mode 0600): send it as `Authorization: Bearer …`")
     starting = err.status("starting Ray Serve and loading the adapter set…")

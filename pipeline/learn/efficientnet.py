@@ -28,7 +28,6 @@ STAGES = (
     (1, 3, 1, 6, 192, 320),
 )
 BN_EPS = 1e-3  # the weights were trained in TensorFlow, whose batch-norm epsilon this is
-WEIGHTS_FILE = "efficientnet-lite0-57934424.pth"
 
 
 class SamePadConv2d(nn.Conv2d):

@@ -26,9 +26,6 @@ from pipeline.learn.sequence import SequenceResult, run_sequence
 from pipeline.learn.task import Task
 from pipeline.methods.frozen import METHOD as FROZEN
 
-Features = Callable[[Task, str], torch.Tensor]
-"""(task, "train" | "test") → the bare backbone's pooled features of that split's inputs."""
-
 
 def backbone_key(config: BackboneConfig) -> str:
     """Names everything that changes a backbone's features (model, revision, pooling, lengths, image size)."""

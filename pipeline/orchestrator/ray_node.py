@@ -11,6 +11,7 @@ from pathlib import Path
 
 import ray
 
+from pipeline.settings import load_settings
 from pipeline.shutdown import sigterm_interrupts
 
 
@@ -25,8 +26,8 @@ def init_ray(home: Path) -> None:
     # The Train controller polls its workers this often (default 2 s); every job ends with a few polls, which
     # cost ~4 s a task. Ray Train forwards RAY_TRAIN_* variables from the driver to its controller.
     os.environ.setdefault("RAY_TRAIN_HEALTH_CHECK_INTERVAL_S", "0.5")
-    if os.environ.get("RAY_ADDRESS"):
-        ray.init(address=os.environ["RAY_ADDRESS"], log_to_driver=False)
+    if address := load_settings().ray_address:
+        ray.init(address=address, log_to_driver=False)
         sigterm_interrupts()  # ray.init replaced the handler with one that dumps a native stack
         return
     # A node of our own, on loopback only: nobody else can reach it to present a token. A cluster named by

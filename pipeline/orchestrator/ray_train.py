@@ -20,7 +20,7 @@ from pipeline.orchestrator.fit import Fitted
 from pipeline.orchestrator.job_timings import TIMINGS, job_timings
 from pipeline.orchestrator.ray_node import init_ray
 from pipeline.orchestrator.ray_worker import train_loop_per_worker
-from pipeline.orchestrator.shard_rows import streams, training_dataset
+from pipeline.orchestrator.shard_rows import rows_decided_alone, training_dataset
 from pipeline.orchestrator.worker_metering import WORKER_MEASURES
 from pipeline.registry.bucket import arrow_filesystem
 from pipeline.registry.store import held_out_record
@@ -56,7 +56,7 @@ def fit_with_ray_train(
     init_ray(conn.cache_dir.parent)
     storage_path, filesystem = f"{conn.bucket}/checkpoints", arrow_filesystem(conn)
     record = held_out_record(conn, dataset_id)
-    streamed = streams(record)
+    streamed = rows_decided_alone(record)
     datasets = (
         {"train": training_dataset(conn, dataset_id, record, config.backbone, config.seed)}
         if streamed

@@ -46,7 +46,7 @@ workers on a small machine."""
 ROW_COLUMNS = ("label", "key", "ridge_held")
 
 
-def streams(record: dict) -> bool:
+def rows_decided_alone(record: dict) -> bool:
     """Whether a stored dataset (its held_out.json) can stream: its held-out rows are decided row by row."""
     return record.get("rule") in STREAMED_RULES
 

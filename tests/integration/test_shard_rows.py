@@ -15,7 +15,7 @@ from pipeline.learn.backbone import BackboneConfig, input_encoder
 from pipeline.learn.config import TrainConfig
 from pipeline.learn.model import ContinualModel
 from pipeline.learn.ridge import held_out
-from pipeline.orchestrator.shard_rows import ShardRows, streams, training_dataset
+from pipeline.orchestrator.shard_rows import ShardRows, rows_decided_alone, training_dataset
 from pipeline.registry.store import Registry, held_out_record
 from tests.orchestrator.conftest import parquet
 
@@ -30,7 +30,7 @@ def stored(conn):
     dataset = TaskDataset.from_files("wn", {"train.parquet": parquet(text=texts, label=labels)})
     Registry.connect(conn).datasets.put(dataset)
     record = held_out_record(conn, dataset.dataset_id)
-    assert streams(record) and record["rule"] == "row-hash"
+    assert rows_decided_alone(record) and record["rule"] == "row-hash"
     return dataset, record
 
 
