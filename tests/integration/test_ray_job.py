@@ -111,6 +111,8 @@ def test_ray_job_submit_of_the_watcher_entry_point_trains_on_two_nodes_and_regis
         "LITELORA_BUCKET",
         "LITELORA_REGISTERED_MODEL",
         "MLFLOW_TRACKING_URI",
+        "MLFLOW_TRACKING_USERNAME",
+        "MLFLOW_TRACKING_PASSWORD",
         "AWS_ENDPOINT_URL",
         "AWS_ACCESS_KEY_ID",
         "AWS_SECRET_ACCESS_KEY",
