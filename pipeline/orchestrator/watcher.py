@@ -402,9 +402,15 @@ class Watcher:
                 self._hand_back(claimed, drop.task)
             raise
 
-    def _give_up(self, drop: Drop, entry: Entry) -> dict:
-        reason = entry.events[-1].reason
+    def _give_up(
+        self, drop: Drop, entry: Entry, reason: str | None = None, timings: dict | None = None
+    ) -> dict:
+        """Move a failed drop's files to failed/ (where `litelora retry` finds them) and say so; the ledger gets the
+        failure with `timings`, or already holds it (a poison drop's claim recorded it)."""
+        reason = reason or entry.events[-1].reason
         self._clear(drop, to=f"{FAILED}{drop.task}/{entry.dataset_id[:16]}/")
+        if timings is not None:
+            self.ledger.record(entry, "failed", task=drop.task, reason=reason, timings=timings)
         self.log(f"{drop.task}: failed: {reason}")
         return {"task": drop.task, "dataset_id": entry.dataset_id, "state": "failed", "reason": reason}
 
@@ -503,12 +509,7 @@ class Watcher:
             beats.join()
 
     def _fail(self, drop: Drop, entry: Entry, error: Exception, timings: dict) -> dict:
-        task = drop.task
-        reason = f"{type(error).__name__}: {error}"
-        self._clear(drop, to=f"{FAILED}{task}/{entry.dataset_id[:16]}/")
-        self.ledger.record(entry, "failed", task=task, reason=reason, timings=timings)
-        self.log(f"{task}: failed: {reason}")
-        return {"task": task, "dataset_id": entry.dataset_id, "state": "failed", "reason": reason}
+        return self._give_up(drop, entry, f"{type(error).__name__}: {error}", timings)
 
     def _record_trained(self, drop: Drop, entry: Entry, result: StepResult, timings: dict) -> dict:
         """Ledger, bucket and log after a training that ran to its end: registered, or rejected by the guard."""

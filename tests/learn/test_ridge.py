@@ -96,6 +96,8 @@ def test_a_stream_with_poisoned_scored_rows_fits_the_same_ridge_sums_and_lambda(
     (sums, correct), (poisoned_sums, poisoned_correct) = fitted
     assert correct != poisoned_correct, "the poisoned rows are scored: the stages see them"
     assert sums.keys() == poisoned_sums.keys()
+    # Bit for bit on purpose: both runs do the same computation on the same training rows, and any tolerance
+    # would let a small leak of scored rows into the sums pass.
     for name in sums:
         assert torch.equal(sums[name], poisoned_sums[name]), name
 

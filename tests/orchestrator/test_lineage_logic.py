@@ -151,6 +151,7 @@ def test_a_ray_worker_or_tune_trial_loads_current_from_its_own_cache_with_the_co
     loaded = load_parent(own_cache, current.set_id, config=sampled)
     assert (loaded.set_id, loaded.manifest) == (current.set_id, current.manifest)
     assert loaded.model.config == sampled and loaded.model.gate.config == sampled.gate
+    # Both were read from the same safetensors files: equal bit for bit, or a different set was loaded.
     mine, theirs = loaded.model.state_dict(), current.model.state_dict()
     assert mine.keys() == theirs.keys() and all(torch.equal(mine[k], theirs[k]) for k in mine)
     assert (tmp_path / "rank1" / "sets" / current.set_id / "manifest.json").exists()
