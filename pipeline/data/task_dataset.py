@@ -35,15 +35,11 @@ from pipeline.data.image_folder import (
     read_image_folder,
 )
 from pipeline.data.images import checked_image
-from pipeline.data.stream_names import (
-    DEFAULT_STREAM,
-    StreamError,
-    check_backbone_name,
-    check_method_name,
-    check_stream_name,
-)
+from pipeline.data.stream_names import DEFAULT_STREAM, StreamError, check_stream_name
 from pipeline.errors import UserError
+from pipeline.learn.backbone import UnknownBackbone, check_backbone_name
 from pipeline.learn.task import Task
+from pipeline.methods import UnknownMethod, check_stream_method
 
 INPUT_COLUMNS = ("text", "image")
 DATA_FILES = ("train.parquet", "test.parquet", "task.json")
@@ -452,8 +448,8 @@ class TaskDataset:
                 if "backbone" in info:
                     check_backbone_name(info["backbone"])
                 if "method" in info:
-                    check_method_name(info["method"])
-            except StreamError as err:
+                    check_stream_method(info["method"])
+            except (StreamError, UnknownBackbone, UnknownMethod) as err:
                 raise InvalidDataset(f"task.json: {err}") from err
         train, column = _read_split(files, "train", limits, info.get("input_column"))
         classes = pc.count_distinct(train["label"]).as_py()

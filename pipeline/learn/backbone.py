@@ -38,6 +38,21 @@ class BackboneConfig:
         return self.name in VISION_BACKBONES
 
 
+DEFAULT_BACKBONE = BackboneConfig().name
+BACKBONES = (DEFAULT_BACKBONE, *VISION_BACKBONES)
+"""What a stream may name: the packaged text encoder or a vision backbone (both load offline)."""
+
+
+class UnknownBackbone(ValueError):
+    pass
+
+
+def check_backbone_name(name: str) -> str:
+    if name not in BACKBONES:
+        raise UnknownBackbone(f"backbone {name!r}: choose one of {', '.join(BACKBONES)}")
+    return name
+
+
 class Backbone(Protocol):
     network: nn.Module
     hidden_size: int

@@ -33,6 +33,13 @@ def stream_methods() -> tuple[str, ...]:
     return tuple(name for name, m in METHODS.items() if not m.benchmark_only)
 
 
+def check_stream_method(name: str) -> str:
+    """`name` if a stream may run it (LiteLoRA, the other gated methods, Share), else `UnknownMethod` saying which may."""
+    if name not in stream_methods():
+        raise UnknownMethod(f"method {name!r}: choose one of {', '.join(stream_methods())}")
+    return name
+
+
 def every_class_methods() -> tuple[str, ...]:
     """The stream methods whose one set of adapters scores every class (`ContinualModel`), no task name needed."""
     return tuple(name for name in stream_methods() if not METHODS[name].selects_by_task)

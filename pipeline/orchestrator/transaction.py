@@ -19,8 +19,8 @@ from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
-from pipeline.data.stream_names import DEFAULT_BACKBONE
 from pipeline.data.task_dataset import InvalidDataset, TaskDataset
+from pipeline.learn.backbone import DEFAULT_BACKBONE
 from pipeline.learn.class_accuracy import ClassHistory
 from pipeline.learn.config import TrainConfig
 from pipeline.learn.evaluate import StageScores

@@ -17,15 +17,8 @@ import json
 import time
 from dataclasses import asdict, dataclass
 
-from pipeline.data.stream_names import (
-    DEFAULT_BACKBONE,
-    DEFAULT_STREAM,
-    STREAM_NAME,
-    StreamError,
-    check_backbone_name,
-    check_stream_name,
-)
-from pipeline.learn.backbone import BackboneConfig
+from pipeline.data.stream_names import DEFAULT_STREAM, STREAM_NAME, StreamError, check_stream_name
+from pipeline.learn.backbone import DEFAULT_BACKBONE, BackboneConfig, UnknownBackbone, check_backbone_name
 
 RECORDS = "streams/"
 __all__ = ["DEFAULT_STREAM", "StreamError", "StreamRecord", "Streams", "registered_model_of"]
@@ -73,12 +66,15 @@ class Streams:
                 f"stream {stream!r} uses backbone {record.backbone!r} (set by its first drop); drop a task for "
                 f"{backbone!r} into another stream"
             )
-        chosen = record or StreamRecord(
-            stream,
-            registered_model_of(self.base_model, stream),
-            check_backbone_name(backbone or DEFAULT_BACKBONE),
-            time.time(),
-        )
+        try:
+            chosen = record or StreamRecord(
+                stream,
+                registered_model_of(self.base_model, stream),
+                check_backbone_name(backbone or DEFAULT_BACKBONE),
+                time.time(),
+            )
+        except UnknownBackbone as unknown:
+            raise StreamError(str(unknown)) from unknown
         if chosen.reads_images != reads_images:
             held, other = ("images", "text") if reads_images else ("text", "images")
             example = (

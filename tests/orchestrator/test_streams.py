@@ -127,9 +127,11 @@ def test_a_drop_naming_another_backbone_than_its_streams_is_quarantined(
         ({"stream": "a/b"}, "stream name 'a/b'"),
         ({"stream": 3}, "stream name 3"),
         ({"backbone": "resnet-50"}, "backbone 'resnet-50': choose one of"),
+        ({"method": "inflora"}, "method 'inflora': choose one of litelora"),
+        ({"method": "joint"}, "method 'joint': choose one of"),  # a benchmark's ceiling, never a stream's method
     ],
 )
-def test_task_json_names_a_valid_stream_and_a_known_backbone(wordnet_files, fields, message):
+def test_task_json_names_a_valid_stream_a_known_backbone_and_a_stream_method(wordnet_files, fields, message):
     with pytest.raises(InvalidDataset, match=message):
         TaskDataset.from_files("t", {**wordnet_files[0], "task.json": task_json(**fields)})
 
