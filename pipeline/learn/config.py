@@ -53,6 +53,9 @@ class TrainConfig:
     """Principal directions kept per class covariance (prototype and aligned heads)."""
     drift_compensation: bool = True
     """Move stored class means along the feature drift each later task causes."""
+    no_regret: bool = False
+    """Keep a recruit the gate asks for only if the set scores at least as well with it as with a reuse, on
+    validation cuts of every task's training rows (learn/no_regret.py)."""
     align_steps: int = 300
     ridge_dim: int = 0
     """Ridge head: random ReLU features of this size (RanPAC's M), 0 = the normalised features themselves."""

@@ -44,6 +44,9 @@ class TaskRecord:
     """Share of the task's trained adapter inside the span of the adapters kept before it (subspace.coverage)."""
     chance_coverage: float | None = None
     """The same for a random subspace of that rank: what coverage means nothing beyond."""
+    weighed: list[float] | None = None
+    """[with the recruit, with a reuse]: accuracy on the validation cut when the no-regret rule weighed the gate's
+    recruit (learn/no_regret.py); None when it did not."""
 
 
 def classes_of(tasks: list[TaskRecord]) -> list[str]:
@@ -202,7 +205,9 @@ class ContinualModel(nn.Module):
         self.heads.add_task(len(task.classes)).to(self.gate.alpha.device)
         return self.gate.current_task
 
-    def end_task(self, task: Task, keep: bool | None = None) -> GateDecision:
+    def end_task(
+        self, task: Task, keep: bool | None = None, weighed: list[float] | None = None
+    ) -> GateDecision:
         covered = coverage(self)  # measured before a pruned adapter disappears
         chance = chance_coverage(self) if covered is not None else None
         index = len(self.tasks)
@@ -214,7 +219,16 @@ class ContinualModel(nn.Module):
             self.adapters.drop_adapter()  # pruned: neither stored nor computed from now on
         label = self.method.decision(index, decision.decision)
         self.tasks.append(
-            TaskRecord(task.name, list(task.classes), label, decision.logit, task.dataset_id, covered, chance)
+            TaskRecord(
+                task.name,
+                list(task.classes),
+                label,
+                decision.logit,
+                task.dataset_id,
+                covered,
+                chance,
+                weighed,
+            )
         )
         return decision
 

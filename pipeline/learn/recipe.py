@@ -24,6 +24,7 @@ from pipeline.learn.adapted_features import RowFeatures
 from pipeline.learn.backbone import autocast
 from pipeline.learn.head_options import check_fittable, fit_heads, needs_drift_reference
 from pipeline.learn.model import ContinualModel
+from pipeline.learn.no_regret import weigh_recruit
 from pipeline.learn.task import Task
 from pipeline.learn.training_rows import Batches, TaskRows, TrainingRows
 
@@ -140,6 +141,7 @@ def train_task(
     head_options: tuple[str, ...] | None = None,
     features: torch.Tensor | None = None,
     rows: TrainingRows | None = None,
+    cuts: list[Task] | None = None,
 ) -> TaskResult:
     """Train `task` on top of `model` in place, close it with the gate's (or the method's) decision and fit
     the head options (by default the configured one).
@@ -147,7 +149,8 @@ def train_task(
     `resume` continues from an epoch boundary captured by `capture_progress` in an earlier, killed attempt.
     `features`: the task's training features for a task that adapts nothing (the `frozen` method's never
     change, so can be cached). `rows`: the task's training rows when they are not in `task` (a Ray Train
-    worker's streamed shard)."""
+    worker's streamed shard). `cuts`: validation cuts of the earlier tasks' training rows (`validation_cut`), for
+    the no-regret rule (`config.no_regret`)."""
     cfg = model.config
     start = time.perf_counter()
     head_options = head_options or (cfg.head,)
@@ -167,11 +170,19 @@ def train_task(
     run = _Run(model, batches, wrap, cfg.seed + 7919 * t, on_epoch, rank, world_size, resume)
     epochs = cfg.task_epochs(t, len(rows))
     losses, trainable = run.phase1(network, t, epochs)
-    keep = True
+    keep, weighed = True, None
     if model.method.selects(t):
         losses["phase2"] = run.phase2()
         keep = None  # decided by the sign of l_t
-    decision = model.end_task(task, keep=keep)
+        if cfg.no_regret and float(model.gate.current_logit) > 0:
+            weighing = weigh_recruit(
+                model,
+                task,
+                cuts or [],
+                lambda trial: fit_heads(trial, task, drift_reference, (cfg.head,), rows.features(trial)),
+            )
+            keep, weighed = weighing.keep, [weighing.recruit, weighing.reuse]
+    decision = model.end_task(task, keep=keep, weighed=weighed)
     model.gate.alpha.requires_grad_(False)
     model.eval()
     if set(head_options) != {"linear"}:

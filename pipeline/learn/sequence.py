@@ -13,6 +13,7 @@ from pipeline.learn.config import TrainConfig
 from pipeline.learn.evaluate import evaluate_heads
 from pipeline.learn.metrics import AccuracyMatrix
 from pipeline.learn.model import ContinualModel
+from pipeline.learn.no_regret import validation_cut
 from pipeline.learn.recipe import EpochCallback, train_task
 from pipeline.learn.subspace import mean_overlap, overlap_matrices
 from pipeline.learn.task import Task
@@ -124,6 +125,7 @@ def run_sequence(
             on_epoch=on_epoch,
             head_options=head_options,
             features=cached(task, "train") if cached else None,
+            cuts=[validation_cut(u) for u in tasks[:t]] if model.config.no_regret else None,
         )
         scores = evaluate_heads(
             model,
