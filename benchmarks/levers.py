@@ -46,7 +46,19 @@ LEVERS: dict[str, tuple[str, dict]] = {
         "fixed magnitudes (a reused task changes nothing), task 0 ≥ 3,000 examples, 2 epochs after, λ = 0.5",
         SHIPPED,
     ),
+    "adapt-once": (
+        "the shipped first task, then no adapter ever again (APER/RanPAC): what the gate must beat",
+        {"method": "adapt-once", **SHIPPED},
+    ),
+    "no-regret": (
+        "a recruit is kept only if the set scores better with it than with a reuse, on cuts of the training rows",
+        {**SHIPPED, "no_regret": True},
+    ),
     "λ = 0.1": ("a lighter sparsity weight: the gate recruits more", {**SHIPPED, "sparsity": 0.1}),
+    "λ = 0.1 + no-regret": (
+        "the gate asks for more recruits; the no-regret rule weighs each",
+        {**SHIPPED, "sparsity": 0.1, "no_regret": True},
+    ),
     "λ = 2": ("a heavier sparsity weight", {**SHIPPED, "sparsity": 2.0}),
     "slow learner": ("adapter learning rate 5e-4, head 2e-3 (SLCA)", {**SHIPPED, "adapter_lr": 5e-4}),
     "5 epochs every task": ("later tasks trained as long as the first", {**SHIPPED, "epochs": 5}),

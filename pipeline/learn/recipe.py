@@ -152,6 +152,10 @@ def train_task(
     worker's streamed shard). `cuts`: validation cuts of the earlier tasks' training rows (`validation_cut`), for
     the no-regret rule (`config.no_regret`)."""
     cfg = model.config
+    if cfg.no_regret and cuts is None and model.tasks:
+        raise ValueError(
+            "no_regret weighs a recruit on every earlier task's validation cut: pass them as `cuts`"
+        )
     start = time.perf_counter()
     head_options = head_options or (cfg.head,)
     check_fittable(model, head_options)

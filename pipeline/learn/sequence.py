@@ -32,6 +32,8 @@ class SequenceResult:
     til_classes: list[dict[str, list[int]]] = field(default_factory=list)
     """The same, task-incremental (`StageScores.til_classes`)."""
     decisions: list[str] = field(default_factory=list)
+    weighed: list[list[float] | None] = field(default_factory=list)
+    """Per task: [with the recruit, with a reuse] when the no-regret rule weighed one (TaskRecord.weighed)."""
     active_adapters: int = 0
     stored_params: int = 0
     head_params: int = 0
@@ -80,6 +82,7 @@ class SequenceResult:
             "scoring_bytes_per_class": self.scoring_bytes / max(self.num_classes, 1),
             "trainable_params_per_task": self.trainable_params,
             "decisions": self.decisions,
+            "weighed": self.weighed,
             "accuracy_matrix": cil["accuracy_matrix"],
             "til_accuracy_matrix": self.til.matrix(),
             "til_forgetting": self.til.forgetting,
@@ -139,6 +142,7 @@ def run_sequence(
             result.classes.append(scores[option].classes)
             result.til_classes.append(scores[option].til_classes)
             result.decisions.append(model.tasks[-1].decision)
+            result.weighed.append(model.tasks[-1].weighed)
             result.trainable_params.append(trained.trainable_parameters)
             result.task_seconds.append(trained.wall_time)
         if on_task is not None:

@@ -72,3 +72,10 @@ def test_a_recruit_that_scores_below_the_reuse_is_dropped_whatever_the_gate_says
             None,
             2,
         )
+
+
+def test_the_rule_never_weighs_a_recruit_on_the_new_task_alone(tiny_bert, tokenizer, wordnet_tasks):
+    model = _model(tiny_bert, tokenizer)
+    train_task(model, wordnet_tasks[0])  # nothing earlier to weigh against
+    with pytest.raises(ValueError, match="every earlier task's validation cut"):
+        train_task(model, wordnet_tasks[1])
