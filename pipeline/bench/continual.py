@@ -1,5 +1,5 @@
-"""Run methods × orderings of a stream (Split-WordNet-20, Split-FashionMNIST) through the learning core and collect
-one row per run."""
+"""Run methods × orderings of a stream (Split-WordNet-20, Split-FashionMNIST, Split-Domains-27) through the learning
+core and collect one row per run."""
 
 from __future__ import annotations
 
@@ -14,6 +14,7 @@ from importlib.metadata import PackageNotFoundError, version
 import torch
 
 from pipeline.baselines.ncm import run_ncm
+from pipeline.data.domain_shift import split_domains, split_domains_alternating
 from pipeline.data.fashion_mnist import split_fashion_mnist
 from pipeline.data.wordnet import ORDERINGS, split_wordnet20
 from pipeline.learn.backbone import BackboneConfig
@@ -66,6 +67,18 @@ STREAMS: dict[str, Stream] = {
         BackboneConfig(name="efficientnet-lite0"),
         rank=4,
         report_prefix="fashion-",
+    ),
+    # Three domains of real text (WordNet nouns, WordNet verbs, Debian package descriptions), 9 tasks × 3
+    # classes: in blocks, or one task of each domain in turn (data/domain_shift.py).
+    "domains": Stream(
+        "Split-Domains-27 (blocks)", split_domains, BackboneConfig(), report_prefix="domains-", num_tasks=9
+    ),
+    "domains-alternating": Stream(
+        "Split-Domains-27 (alternating)",
+        split_domains_alternating,
+        BackboneConfig(),
+        report_prefix="domains-alternating-",
+        num_tasks=9,
     ),
 }
 

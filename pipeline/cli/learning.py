@@ -52,7 +52,7 @@ FULL = Annotated[
 BENCH_STREAM = Annotated[
     str,
     typer.Option(
-        help="wordnet (Split-WordNet-20, MiniLM) or fashion-mnist (Split-FashionMNIST, EfficientNet-Lite0 at 64 px, rank 4 unless --rank)."
+        help="wordnet (Split-WordNet-20, MiniLM), fashion-mnist (Split-FashionMNIST, EfficientNet-Lite0 at 64 px, rank 4 unless --rank), domains or domains-alternating (Split-Domains-27: WordNet nouns, WordNet verbs and Debian package descriptions, in blocks or in turn; MiniLM; ci and quick tiers only)."
     ),
 ]
 TIER = Annotated[

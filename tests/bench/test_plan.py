@@ -2,7 +2,7 @@
 
 import pytest
 
-from pipeline.bench.continual import ALL_METHODS, BenchPlan
+from pipeline.bench.continual import ALL_METHODS, STREAMS, BenchPlan
 from pipeline.bench.report import report_name
 from pipeline.learn.config import TrainConfig
 
@@ -48,3 +48,14 @@ def test_quick_keeps_the_first_ordering_and_a_given_rank_wins_over_the_streams()
 def test_an_unknown_stream_or_method_is_refused_with_the_choices(stream, methods):
     with pytest.raises(ValueError, match="choose from"):
         BenchPlan.from_options(stream, "quick", methods, (1993,), (), True, TrainConfig())
+
+
+@pytest.mark.parametrize("stream", ["domains", "domains-alternating"])
+def test_the_domain_shift_streams_run_minilm_and_count_their_nine_tasks(stream):
+    plan = BenchPlan.from_options(stream, "quick", ("litelora", "frozen"), (1993,), (), True, TrainConfig())
+    assert (
+        plan.config.backbone == TrainConfig().backbone
+        and plan.config.adapter.rank == TrainConfig().adapter.rank
+    )
+    assert plan.steps == 2 * 9 + 1
+    assert len(STREAMS[stream].tasks(1993, "ci")) == STREAMS[stream].num_tasks == 9
