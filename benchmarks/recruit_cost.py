@@ -109,8 +109,10 @@ def stream(tasks, ordering: int, settings: dict) -> dict:
 
 def markdown(report: dict) -> str:
     lines = [
-        f"# What a recruit costs the earlier classes: full vs null space (Split-WordNet-20 quick, ordering "
-        f"{report['ordering']}, validation rows)",
+        (
+            f"# What a recruit costs the earlier classes: full vs null space (Split-WordNet-20 quick, ordering "
+            f"{report['ordering']}, validation rows)"
+        ),
         "",
         f"Ran on commit {report['commit']}. Commands: "
         + "; ".join(f"`{c}`" for c in report.get("commands", {}).values()),
@@ -118,8 +120,10 @@ def markdown(report: dict) -> str:
     ]
     if "cost" in report:
         lines += [
-            "Accuracy (%, CIL, ridge head) of the classes of tasks < t right after task t, from the same state: "
-            "recruited (LiteLoRA λ = 0) under full / null, or reused (adapt-once). Cost = recruit − reuse.",
+            (
+                "Accuracy (%, CIL, ridge head) of the classes of tasks < t right after task t, from the same state: "
+                "recruited (LiteLoRA λ = 0) under full / null, or reused (adapt-once). Cost = recruit − reuse."
+            ),
             "",
             "| t | reuse | recruit full | recruit null | cost full | cost null | basis k per layer | basis bytes |",
             "|---|---|---|---|---|---|---|---|",

@@ -128,7 +128,10 @@ def test_a_drop_naming_another_backbone_than_its_streams_is_quarantined(
         ({"stream": 3}, "stream name 3"),
         ({"backbone": "resnet-50"}, "backbone 'resnet-50': choose one of"),
         ({"method": "inflora"}, "method 'inflora': choose one of litelora"),
-        ({"method": "joint"}, "method 'joint': choose one of"),  # a benchmark's ceiling, never a stream's method
+        (
+            {"method": "joint"},
+            "method 'joint': choose one of",
+        ),  # a benchmark's ceiling, never a stream's method
     ],
 )
 def test_task_json_names_a_valid_stream_a_known_backbone_and_a_stream_method(wordnet_files, fields, message):
