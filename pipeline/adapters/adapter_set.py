@@ -4,6 +4,8 @@
     <set>/adapters/<sha256>.safetensors   one per kept adapter: `<module>.lora_A`, `<module>.lora_B`
     <set>/heads/<sha256>.safetensors      one per task: `weight`, `bias`
     <set>/scoring/<sha256>.safetensors    optional: class statistics, calibration, aligned classifier
+    <set>/spaces/<sha256>.safetensors     optional (TrainConfig.recruit_space "null"): each adapted layer's basis of
+                                          the earlier tasks' inputs, `<module>.input_basis` [d_in × k]
     <set>/deltas/<sha256>.safetensors     format 2 (method `share`): each layer's basis and every task's
                                           coefficients, `<module>.basis_a|basis_b|a|b`
 
@@ -122,7 +124,7 @@ def read_tensor_file(directory: str | Path, rel: str) -> dict[str, torch.Tensor]
 def set_files(manifest: dict) -> list[str]:
     """Every tensor file a manifest refers to, relative to the set."""
     files = [a["file"] for a in manifest.get("adapters", [])] + [t["head"] for t in manifest.get("tasks", [])]
-    return files + [manifest[key] for key in ("scoring", "deltas") if manifest.get(key)]
+    return files + [manifest[key] for key in ("scoring", "input_bases", "deltas") if manifest.get(key)]
 
 
 def verify_adapter_set(directory: str | Path) -> dict:

@@ -46,9 +46,9 @@ class InjectedAdapters:
     def num_frozen(self) -> int:
         return next(iter(self.layers.values())).num_frozen
 
-    def new_adapter(self, rank: int) -> None:
+    def new_adapter(self, rank: int, null_space: bool = False) -> None:
         for layer in self.layers.values():
-            layer.new_adapter(rank)
+            layer.new_adapter(rank, null_space=null_space)
 
     def trainable_parameters(self) -> list[nn.Parameter]:
         return [p for layer in self.layers.values() for p in (layer.lora_a, layer.lora_b) if p is not None]
@@ -86,6 +86,15 @@ class InjectedAdapters:
     def push_frozen(self, tensors: dict[str, torch.Tensor], slot: int) -> None:
         for name, layer in self.layers.items():
             layer.push_frozen(tensors[f"{name}.lora_A"], tensors[f"{name}.lora_B"], slot)
+
+    def input_bases(self) -> dict[str, torch.Tensor]:
+        """Each layer's basis of the earlier tasks' inputs, keyed `<module>.input_basis` (empty: none yet)."""
+        bases = {f"{name}.input_basis": layer.input_basis.contiguous() for name, layer in self.layers.items()}
+        return bases if any(b.shape[1] for b in bases.values()) else {}
+
+    def load_input_bases(self, tensors: dict[str, torch.Tensor]) -> None:
+        for name, layer in self.layers.items():
+            layer.input_basis = tensors[f"{name}.input_basis"].to(layer.input_basis)
 
     def adapter_parameter_count(self, rank: int) -> int:
         """Parameters of one rank-`rank` adapter over all adapted matrices: Σ r·(d_in + d_out)."""

@@ -2,6 +2,10 @@
 
     h = W x + Σ_{kept i} α_i · B_i A_i x / n_i  +  β_t · α_t · B_t A_t x
 
+A recruit confined to the null space (TrainConfig.recruit_space = "null") trains A_t but is used as
+A_t (I − U Uᵀ), U the basis of the earlier tasks' inputs to this layer (null_space.py); that product is what it
+keeps, so a kept adapter, a merge and an export are the same maths either way.
+
 The frozen factors of all kept adapters live in one (Σr × d_in) / (d_out × Σr) pair, so the cost of a
 forward pass is one pair of matmuls whatever the number of adapters. The direction being trained is
 unnormalised (B_t = 0 at init, its norm is 0), and so is the latest kept one until the next task starts.
@@ -15,6 +19,8 @@ from typing import TYPE_CHECKING
 import torch
 import torch.nn.functional as F
 from torch import nn
+
+from pipeline.adapters.null_space import extend_basis, outside
 
 if TYPE_CHECKING:
     from pipeline.adapters.gate import LiteLoRAGate
@@ -48,6 +54,9 @@ class SDLoRALinear(nn.Module):
         self.register_buffer("norms", torch.empty(0, **kw))
         self.register_buffer("slots", torch.empty(0, dtype=torch.long, device=base.weight.device))
         self.register_buffer("row_owner", torch.empty(0, dtype=torch.long, device=base.weight.device))
+        self.register_buffer("input_basis", torch.empty(d_in, 0, **kw))
+        self.in_null_space = False
+        """Whether the trainable adapter's A acts only outside `input_basis`."""
         self.ranks: list[int] = []
         self.latest_unnormalised = False
         self.lora_a: nn.Parameter | None = None
@@ -67,8 +76,12 @@ class SDLoRALinear(nn.Module):
         return len(self.ranks)
 
     # -- lifecycle ---------------------------------------------------------------------------------
-    def new_adapter(self, rank: int, init: tuple[torch.Tensor, torch.Tensor] | None = None) -> None:
-        """Start the trainable adapter: A Kaiming-uniform(a=√5), B = 0 (an exact no-op), or given factors."""
+    def new_adapter(
+        self, rank: int, init: tuple[torch.Tensor, torch.Tensor] | None = None, null_space: bool = False
+    ) -> None:
+        """Start the trainable adapter: A Kaiming-uniform(a=√5), B = 0 (an exact no-op), or given factors.
+        `null_space`: A is used as A (I − U Uᵀ), blind to the earlier tasks' inputs."""
+        self.in_null_space = null_space
         w = self.base.weight
         if init is None:
             a = torch.empty(rank, self.in_features, device=w.device, dtype=w.dtype)
@@ -78,9 +91,17 @@ class SDLoRALinear(nn.Module):
             a, b = (t.detach().clone().to(w) for t in init)
         self.lora_a, self.lora_b = nn.Parameter(a), nn.Parameter(b)
 
+    def trainable_a(self) -> torch.Tensor:
+        """The trainable adapter's down-projection as it acts: A, or A (I − U Uᵀ) in the null space."""
+        return outside(self.lora_a, self.input_basis) if self.in_null_space else self.lora_a
+
+    def extend_input_basis(self, gram: torch.Tensor, energy: float) -> None:
+        """Add the directions of a finished task's inputs (their Σ xxᵀ) that the basis misses (null_space.py)."""
+        self.input_basis = extend_basis(self.input_basis, gram.to(self.input_basis), energy)
+
     def freeze_adapter(self, slot: int) -> None:
         """Append the trained adapter to the frozen stack; it stays unnormalised until normalise()."""
-        a, b = self.lora_a.detach(), self.lora_b.detach()
+        a, b = self.trainable_a().detach(), self.lora_b.detach()
         self.push_frozen(a, b, slot)
         self.latest_unnormalised = True
         self.lora_a = self.lora_b = None
@@ -134,7 +155,7 @@ class SDLoRALinear(nn.Module):
         if self.lora_a is not None:
             slot = self.gate.current_task
             scale = self.gate.current_beta() * self.gate.alpha[slot]
-            parts_a.append(self.lora_a)
+            parts_a.append(self.trainable_a())
             parts_s.append(scale.to(self.lora_a).expand(self.lora_a.shape[0]))
             parts_b.append(self.lora_b)
         if not parts_a:

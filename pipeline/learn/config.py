@@ -54,8 +54,14 @@ class TrainConfig:
     drift_compensation: bool = True
     """Move stored class means along the feature drift each later task causes."""
     no_regret: bool = False
-    """Keep a recruit the gate asks for only if the set scores at least as well with it as with a reuse, on
+    """Keep a recruit the gate asks for only if the set scores better with it than with a reuse (a tie reuses), on
     validation cuts of every task's training rows (learn/no_regret.py)."""
+    recruit_space: Literal["full", "null"] = "full"
+    """Where a recruited adapter may act: on every input direction ("full"), or only outside the subspace earlier
+    tasks fed each adapted layer ("null", GPM/InfLoRA), so the features of earlier classes barely move. "null"
+    records each task's input statistics when it closes (one more forward pass over its training rows)."""
+    null_space_energy: float = 0.97
+    """Share of each task's input energy (Σ xxᵀ) per layer that the basis of earlier inputs must hold (GPM)."""
     align_steps: int = 300
     ridge_dim: int = 0
     """Ridge head: random ReLU features of this size (RanPAC's M), 0 = the normalised features themselves."""
@@ -68,6 +74,10 @@ class TrainConfig:
             raise ValueError(f"unknown method {self.method!r}; choose one of {', '.join(stream_methods())}")
         if self.head not in HEAD_OPTIONS:
             raise ValueError(f"unknown head option {self.head!r}; choose one of {', '.join(HEAD_OPTIONS)}")
+        if self.recruit_space not in ("full", "null"):
+            raise ValueError(f"recruit_space must be 'full' or 'null' (got {self.recruit_space!r})")
+        if not 0 < self.null_space_energy <= 1:
+            raise ValueError(f"null_space_energy must be in (0, 1] (got {self.null_space_energy})")
         for name in ("epochs", "batch_size", "phase2_batch_size", "eval_batch_size"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be >= 1")

@@ -201,7 +201,7 @@ class ContinualModel(nn.Module):
             if opening == "continue":
                 self.adapters.resume_latest()
             else:
-                self.adapters.new_adapter(self.config.adapter.rank)
+                self.adapters.new_adapter(self.config.adapter.rank, self.config.recruit_space == "null")
         self.heads.add_task(len(task.classes)).to(self.gate.alpha.device)
         return self.gate.current_task
 
@@ -265,6 +265,10 @@ class ContinualModel(nn.Module):
         if scoring:
             scoring_file, data = tensor_file("scoring", scoring)
             files[scoring_file] = data
+        bases, bases_file = self.adapters.input_bases(), None
+        if bases:
+            bases_file, data = tensor_file("spaces", bases)
+            files[bases_file] = data
         latest = next(iter(self.adapters))[1].latest_unnormalised if adapters else False
         manifest = {
             "format": FORMAT,
@@ -280,6 +284,7 @@ class ContinualModel(nn.Module):
             },
             "tasks": tasks,
             "scoring": scoring_file,
+            **({"input_bases": bases_file} if bases_file else {}),
             **(extra or {}),
         }
         write_adapter_set(directory, manifest, files)
@@ -338,4 +343,6 @@ class ContinualModel(nn.Module):
             model.tasks.append(TaskRecord(**entry))
         if manifest.get("scoring"):
             model.load_scoring(read_tensor_file(directory, manifest["scoring"]))
+        if manifest.get("input_bases"):
+            model.adapters.load_input_bases(read_tensor_file(directory, manifest["input_bases"]))
         return model

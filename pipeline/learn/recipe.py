@@ -11,6 +11,7 @@ set what is trainable.
 
 from __future__ import annotations
 
+import contextlib
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -23,6 +24,7 @@ from pipeline.adapters import GateDecision
 from pipeline.learn.adapted_features import RowFeatures
 from pipeline.learn.backbone import autocast
 from pipeline.learn.head_options import check_fittable, fit_heads, needs_drift_reference
+from pipeline.learn.input_space import extend_input_bases, recording_inputs
 from pipeline.learn.model import ContinualModel
 from pipeline.learn.no_regret import weigh_recruit
 from pipeline.learn.task import Task
@@ -189,8 +191,15 @@ def train_task(
     decision = model.end_task(task, keep=keep, weighed=weighed)
     model.gate.alpha.requires_grad_(False)
     model.eval()
-    if set(head_options) != {"linear"}:
-        fit_heads(model, task, drift_reference, head_options, frozen or rows.features(model))
+    recording = cfg.recruit_space == "null"
+    if set(head_options) != {"linear"} or recording:
+        # One pass serves both: the rows' features for the heads and their inputs to every adapted layer.
+        with recording_inputs(model) if recording else contextlib.nullcontext() as seen:
+            trained = rows.features(model) if recording or frozen is None else frozen
+        if recording:
+            extend_input_bases(model, seen, cfg.null_space_energy)
+        if set(head_options) != {"linear"}:
+            fit_heads(model, task, drift_reference, head_options, trained)
     return TaskResult(decision, trainable, time.perf_counter() - start, losses)
 
 
