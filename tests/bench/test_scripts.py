@@ -17,6 +17,7 @@ def test_the_benchmarks_folder_holds_scripts():
 @pytest.mark.parametrize("script", SCRIPTS, ids=lambda p: p.name)
 def test_a_benchmark_script_imports_and_prints_its_options(script, monkeypatch, capsys):
     monkeypatch.setattr(sys, "argv", [str(script), "--help"])
+    monkeypatch.syspath_prepend(str(script.parent))  # as `python benchmarks/x.py` runs it: siblings import
     with pytest.raises(SystemExit) as exit_:
         runpy.run_path(str(script), run_name="__main__")
     assert exit_.value.code == 0
