@@ -59,6 +59,18 @@ LEVERS: dict[str, tuple[str, dict]] = {
         "the gate asks for more recruits; the no-regret rule weighs each",
         {**SHIPPED, "sparsity": 0.1, "no_regret": True},
     ),
+    "null-space recruits": (
+        "a recruit acts only outside the inputs earlier tasks fed each adapted layer (GPM/InfLoRA)",
+        {**SHIPPED, "recruit_space": "null"},
+    ),
+    "λ = 0.1, null-space": (
+        "the gate asks for more recruits; each acts only outside earlier tasks' inputs",
+        {**SHIPPED, "sparsity": 0.1, "recruit_space": "null"},
+    ),
+    "λ = 0.1, null-space + no-regret": (
+        "more recruits asked for, each outside earlier inputs and weighed against a reuse",
+        {**SHIPPED, "sparsity": 0.1, "recruit_space": "null", "no_regret": True},
+    ),
     "λ = 2": ("a heavier sparsity weight", {**SHIPPED, "sparsity": 2.0}),
     "slow learner": ("adapter learning rate 5e-4, head 2e-3 (SLCA)", {**SHIPPED, "adapter_lr": 5e-4}),
     "5 epochs every task": ("later tasks trained as long as the first", {**SHIPPED, "epochs": 5}),
