@@ -53,6 +53,9 @@ class TrainConfig:
     """Principal directions kept per class covariance (prototype and aligned heads)."""
     drift_compensation: bool = True
     """Move stored class means along the feature drift each later task causes."""
+    drift: Literal["means", "linear"] = "means"
+    """How (with `drift_compensation`): each class mean along nearby rows' drift, or the whole second moment
+    along one affine map fitted on the task's rows (docs/method.md §4, feature drift)."""
     align_steps: int = 300
     ridge_dim: int = 0
     """Ridge head: random ReLU features of this size (RanPAC's M), 0 = the normalised features themselves."""
