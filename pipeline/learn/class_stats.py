@@ -6,7 +6,8 @@ the classes' Gaussians (aligned head) without keeping a single example. The cova
 
 When a later task changes the adapted features (new adapters, re-learned magnitudes), the stored means
 follow the drift measured on that task's own data: each old mean moves by the average displacement of the
-new task's features, weighted by their closeness to it (semantic drift compensation, Yu et al., CVPR 2020).
+new task's features, weighted by their closeness to it (semantic drift compensation, Yu et al., CVPR 2020), or,
+with `drift="linear"`, means and covariance factors move along one affine map fitted on those rows (drift_map.py).
 """
 
 from __future__ import annotations
