@@ -62,6 +62,9 @@ class TrainConfig:
     records each task's input statistics when it closes (one more forward pass over its training rows)."""
     null_space_energy: float = 0.97
     """Share of each task's input energy (Σ xxᵀ) per layer that the basis of earlier inputs must hold (GPM)."""
+    drift: Literal["means", "linear"] = "means"
+    """How (with `drift_compensation`): each class mean along nearby rows' drift, or the whole second moment
+    along one affine map fitted on the task's rows (docs/method.md §4, feature drift)."""
     align_steps: int = 300
     ridge_dim: int = 0
     """Ridge head: random ReLU features of this size (RanPAC's M), 0 = the normalised features themselves."""

@@ -21,7 +21,7 @@ import torch
 import torch.nn.functional as F
 
 from pipeline.learn.adapted_features import RowFeatures
-from pipeline.learn.class_stats import ClassStatistics
+from pipeline.learn.class_stats import DRIFT_COMPENSATIONS, ClassStatistics
 from pipeline.learn.task import Task
 
 HeadOption = Literal["linear", "prototype", "aligned", "calibrated", "ridge"]
@@ -62,6 +62,10 @@ def needs_drift_reference(model, options: tuple[str, ...]) -> bool:
 
 def check_fittable(model, options: tuple[str, ...]) -> None:
     """Refuse, before any training, an option whose state for earlier tasks the set does not have."""
+    if model.config.drift not in DRIFT_COMPENSATIONS:
+        raise ValueError(
+            f"unknown drift compensation {model.config.drift!r}; choose one of {', '.join(DRIFT_COMPENSATIONS)}"
+        )
     for option in options:
         if option not in HEAD_OPTIONS:
             raise ValueError(f"unknown head option {option!r}; choose one of {', '.join(HEAD_OPTIONS)}")
@@ -138,7 +142,7 @@ def fit_heads(
     cfg = model.config
     if needs_statistics(options):
         if before is not None and cfg.drift_compensation:
-            model.class_stats.compensate_drift(before.features, after.features)
+            model.class_stats.compensate_drift(before.features, after.features, cfg.drift)
         model.class_stats.add_rows(after.features, labels, len(model.classes))
     if "aligned" in options:
         model.heads.aligned_weight, model.heads.aligned_bias = align_classifier(
@@ -155,7 +159,7 @@ def fit_heads(
     if "ridge" in options:
         ridge = model.ridge
         if before is not None and cfg.drift_compensation and not torch.equal(before.features, after.features):
-            ridge.compensate_drift(before.features, after.features)
+            ridge.compensate_drift(before.features, after.features, cfg.drift)
         ridge.add(after.features, labels, len(model.classes), after.ridge_held)
         ridge.fit()
 

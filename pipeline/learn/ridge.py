@@ -13,8 +13,10 @@ The final W is solved on all rows.
 
 When a later task changes the features, each earlier class's mean moves along the drift measured on that
 task's own rows (semantic drift compensation, as for the class statistics) and the sums follow exactly:
-G += n (μ'μ'ᵀ − μμᵀ), Q = n μ'. Only the spread around each mean stays as it was measured. docs/method.md
-has the measurements behind these choices.
+G += n (μ'μ'ᵀ − μμᵀ), Q = n μ'. Only the spread around each mean stays as it was measured. With
+`drift="linear"` the whole second moment moves instead, along one affine map φ → φA + b fitted on the task's rows
+(drift_map.py): G ← AᵀGA + …, Σφ ← (Σφ)A + n b, exact whenever the drift is. docs/method.md has the
+measurements behind these choices.
 """
 
 from __future__ import annotations
@@ -25,7 +27,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from pipeline.learn.class_stats import CHUNK_ROWS, drift_of_means
+from pipeline.learn.class_stats import CHUNK_ROWS, DriftCompensation, drift_of_means
+from pipeline.learn.drift_map import fit_drift_map
 from pipeline.learn.task import input_hashes
 
 LAMBDAS: tuple[float, ...] = tuple(10.0 ** (e / 2) for e in range(-6, 13))
@@ -116,9 +119,18 @@ class RidgeHead:
             self.fit_rows.add(phi[~kept], y[~kept], num_classes)
             self.held_rows.add(phi[kept], y[kept], num_classes)
 
-    def compensate_drift(self, before: torch.Tensor, after: torch.Tensor) -> None:
-        """Move every class mean along the drift of the same rows' features `before` → `after` a task."""
-        if not self.num_classes:
+    def compensate_drift(
+        self, before: torch.Tensor, after: torch.Tensor, how: DriftCompensation = "means"
+    ) -> None:
+        """Move the sums along the drift of the same rows' features `before` → `after` a task: every class mean
+        (`means`), or every row by one affine map (`linear`; the held-out sums too, so λ is still chosen on
+        rows as the model now sees them)."""
+        if not self.num_classes or torch.equal(before, after):  # a task that changed nothing moves nothing
+            return
+        if how == "linear":
+            drift = fit_drift_map(before, after, self.features)
+            for rows in (self.fit_rows, self.held_rows):
+                rows.gram, rows.sums = drift.move_moments(rows.gram, rows.sums, rows.counts)
             return
         for rows in (self.fit_rows, self.held_rows):
             rows.move_means(drift_of_means(rows.means(), before, after, self.features))
