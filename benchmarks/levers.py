@@ -71,6 +71,14 @@ LEVERS: dict[str, tuple[str, dict]] = {
         "more recruits asked for, each outside earlier inputs and weighed against a reuse",
         {**SHIPPED, "sparsity": 0.1, "recruit_space": "null", "no_regret": True},
     ),
+    "λ = 0.1, linear drift": (
+        "more recruits asked for; the head's whole second moment follows each along one fitted map",
+        {**SHIPPED, "sparsity": 0.1, "drift": "linear"},
+    ),
+    "λ = 0.1, all three": (
+        "more recruits asked for: null-space recruits, linear drift compensation, the no-regret rule",
+        {**SHIPPED, "sparsity": 0.1, "recruit_space": "null", "drift": "linear", "no_regret": True},
+    ),
     "λ = 2": ("a heavier sparsity weight", {**SHIPPED, "sparsity": 2.0}),
     "slow learner": ("adapter learning rate 5e-4, head 2e-3 (SLCA)", {**SHIPPED, "adapter_lr": 5e-4}),
     "5 epochs every task": ("later tasks trained as long as the first", {**SHIPPED, "epochs": 5}),
