@@ -63,19 +63,19 @@ LEVERS: dict[str, tuple[str, dict]] = {
         "a recruit acts only outside the inputs earlier tasks fed each adapted layer (GPM/InfLoRA)",
         {**SHIPPED, "recruit_space": "null"},
     ),
-    "λ = 0.1, null-space": (
+    "λ = 0.1 + null-space": (
         "the gate asks for more recruits; each acts only outside earlier tasks' inputs",
         {**SHIPPED, "sparsity": 0.1, "recruit_space": "null"},
     ),
-    "λ = 0.1, null-space + no-regret": (
+    "λ = 0.1 + null-space + no-regret": (
         "more recruits asked for, each outside earlier inputs and weighed against a reuse",
         {**SHIPPED, "sparsity": 0.1, "recruit_space": "null", "no_regret": True},
     ),
-    "λ = 0.1, linear drift": (
+    "λ = 0.1 + linear drift": (
         "more recruits asked for; the head's whole second moment follows each along one fitted map",
         {**SHIPPED, "sparsity": 0.1, "drift": "linear"},
     ),
-    "λ = 0.1, all three": (
+    "λ = 0.1 + all three": (
         "more recruits asked for: null-space recruits, linear drift compensation, the no-regret rule",
         {**SHIPPED, "sparsity": 0.1, "recruit_space": "null", "drift": "linear", "no_regret": True},
     ),
@@ -168,6 +168,9 @@ def main() -> None:
     }
     text = not STREAMS[args.stream].backbone.reads_images
     names = args.levers.split(",") if args.levers else [n for n in LEVERS if text or n not in TEXT_ONLY]
+    unknown = [n for n in names if n not in LEVERS]
+    if unknown:
+        parser.error(f"unknown lever(s) {unknown}; choose from {', '.join(LEVERS)}")
     stem = (
         args.out
         / f"levers-{STREAMS[args.stream].report_prefix}o{args.ordering}{'-test' if args.test else ''}"
