@@ -34,7 +34,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from pipeline.data.class_split import class_order, shipped_tier, split_by_class
-from pipeline.data.wordnet import DATA_NOUN, ORDERINGS, largest_classes, parse_data_noun
+from pipeline.data.wordnet import DATA_NOUN, ORDERINGS, largest_classes, parse_data_noun, parse_synsets
 from pipeline.learn.task import Task
 
 DATA_VERB = Path("/usr/share/wordnet/data.verb")
@@ -75,20 +75,8 @@ VERB_LEXNAMES = {
 
 
 def parse_data_verb(path: Path = DATA_VERB) -> dict[str, list[str]]:
-    """Supersense → texts ("lemma, lemma: gloss") from a WordNet 3.0 data.verb file (frames after the gloss's
-    `|` are not in a verb's line head, so the noun reader's layout holds)."""
-    if not path.exists():
-        raise FileNotFoundError(f"{path} not found: install Debian's wordnet-base")
-    by_class: dict[str, list[str]] = defaultdict(list)
-    with path.open(encoding="utf-8", errors="replace") as f:
-        for line in f:
-            if line.startswith("  "):  # the licence header
-                continue
-            head, _, gloss = line.partition("|")
-            fields = head.split()
-            lemmas = [fields[4 + 2 * i].replace("_", " ") for i in range(int(fields[3], 16))]
-            by_class[VERB_LEXNAMES[int(fields[1])]].append(f"{', '.join(lemmas)}: {gloss.strip()}")
-    return by_class
+    """Supersense → texts ("lemma, lemma: gloss") from a WordNet 3.0 data.verb file."""
+    return parse_synsets(path, VERB_LEXNAMES)
 
 
 def apt_packages_list() -> Path:

@@ -57,8 +57,14 @@ NOUN_LEXNAMES = {
 
 def parse_data_noun(path: Path = DATA_NOUN) -> dict[str, list[str]]:
     """Supersense → texts ("lemma, lemma: gloss") from a WordNet 3.0 data.noun file."""
+    return parse_synsets(path, NOUN_LEXNAMES)
+
+
+def parse_synsets(path: Path, lexnames: dict[int, str]) -> dict[str, list[str]]:
+    """Supersense → texts ("lemma, lemma: gloss") from a WordNet 3.0 data file (data.noun, data.verb: a verb's
+    frames follow its gloss's `|`, so the line head reads the same), `lexnames` naming the lexicographer files."""
     if not path.exists():
-        raise FileNotFoundError(f"{path} not found: install Debian's wordnet-base for the full tier")
+        raise FileNotFoundError(f"{path} not found: install Debian's wordnet-base")
     by_class: dict[str, list[str]] = defaultdict(list)
     with path.open(encoding="utf-8", errors="replace") as f:
         for line in f:
@@ -68,7 +74,7 @@ def parse_data_noun(path: Path = DATA_NOUN) -> dict[str, list[str]]:
             fields = head.split()
             count = int(fields[3], 16)
             lemmas = [fields[4 + 2 * i].replace("_", " ") for i in range(count)]
-            by_class[NOUN_LEXNAMES[int(fields[1])]].append(f"{', '.join(lemmas)}: {gloss.strip()}")
+            by_class[lexnames[int(fields[1])]].append(f"{', '.join(lemmas)}: {gloss.strip()}")
     return by_class
 
 
