@@ -4,12 +4,12 @@ fitted on the new task's rows, exact when the drift is, and not at all when a ta
 import pytest
 import torch
 
-from pipeline.adapters import GateConfig
 from pipeline.learn.class_stats import ClassStatistics
 from pipeline.learn.config import TrainConfig
 from pipeline.learn.model import ContinualModel
 from pipeline.learn.recipe import train_task
 from pipeline.learn.ridge import RidgeHead, held_out
+from tests.learn.small_config import small_config
 
 DIM = 12
 
@@ -119,15 +119,7 @@ def test_the_configured_drift_compensation_reaches_the_ridge_head(
         "compensate_drift",
         lambda self, before, after, how="means": seen.append(how) or real(self, before, after, how),
     )
-    config = TrainConfig(
-        epochs=1,
-        batch_size=8,
-        phase2_batch_size=4,
-        lr=5e-3,
-        seed=0,
-        gate=GateConfig(init_logit=5.0),
-        drift="linear",
-    )
+    config = small_config(drift="linear")
     model = ContinualModel(config, backbone=tiny_bert, tokenizer=tokenizer)
     for task in wordnet_tasks[:2]:
         train_task(model, task)

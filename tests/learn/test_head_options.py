@@ -7,29 +7,18 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from pipeline.adapters import GateConfig
 from pipeline.adapters.adapter_set import set_files
 from pipeline.learn.class_stats import ClassStatistics
-from pipeline.learn.config import TrainConfig
 from pipeline.learn.evaluate import predict_logits
 from pipeline.learn.head_options import HEAD_OPTIONS, align_classifier, calibration_of
 from pipeline.learn.model import ContinualModel
 from pipeline.learn.recipe import train_task
 from pipeline.learn.task import Task
+from tests.learn.small_config import small_config
 
 
 def _model(tiny_bert, tokenizer, head="linear", **changes):
-    config = TrainConfig(
-        epochs=1,
-        batch_size=8,
-        phase2_batch_size=4,
-        lr=5e-3,
-        seed=0,
-        head=head,
-        align_steps=20,
-        gate=GateConfig(init_logit=5.0),
-        **changes,
-    )
+    config = small_config(head=head, align_steps=20, **changes)
     return ContinualModel(config, backbone=tiny_bert, tokenizer=tokenizer)
 
 

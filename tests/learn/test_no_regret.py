@@ -5,26 +5,17 @@ from dataclasses import replace
 
 import pytest
 
-from pipeline.adapters import GateConfig
 from pipeline.learn import recipe
-from pipeline.learn.config import TrainConfig
 from pipeline.learn.evaluate import evaluate_heads
 from pipeline.learn.model import ContinualModel
 from pipeline.learn.no_regret import Weighing, validation_cut
 from pipeline.learn.recipe import train_task
 from pipeline.learn.ridge import held_out
+from tests.learn.small_config import small_config
 
 
 def _model(tiny_bert, tokenizer, no_regret=True):
-    config = TrainConfig(
-        epochs=1,
-        batch_size=8,
-        phase2_batch_size=4,
-        lr=5e-3,
-        seed=0,
-        gate=GateConfig(init_logit=5.0),  # the gate asks for every recruit
-        no_regret=no_regret,
-    )
+    config = small_config(no_regret=no_regret)  # its gate asks for every recruit
     return ContinualModel(config, backbone=tiny_bert, tokenizer=tokenizer)
 
 

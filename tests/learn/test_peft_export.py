@@ -9,7 +9,6 @@ import torch
 import torch.nn.functional as F
 from safetensors.torch import load_file
 
-from pipeline.adapters import GateConfig
 from pipeline.learn.backbone import pool
 from pipeline.learn.config import TrainConfig
 from pipeline.learn.evaluate import predict_logits
@@ -17,6 +16,7 @@ from pipeline.learn.head_options import HEAD_OPTIONS
 from pipeline.learn.model import ContinualModel
 from pipeline.learn.peft_export import export_peft
 from pipeline.learn.recipe import train_task
+from tests.learn.small_config import small_config
 
 TOLERANCE = 1e-5  # float32 on CPU; the export folds α/n into B, so only summation order differs
 
@@ -28,16 +28,7 @@ def test_peft_loads_the_combined_export_and_gives_the_sets_logits(
     from peft import PeftModel
 
     fresh = copy.deepcopy(tiny_bert)
-    config = TrainConfig(
-        epochs=1,
-        batch_size=8,
-        phase2_batch_size=4,
-        lr=5e-3,
-        seed=0,
-        gate=GateConfig(init_logit=5.0),
-        head=head,
-        align_steps=20,
-    )
+    config = small_config(head=head, align_steps=20)
     model = ContinualModel(
         replace(config, adapter=replace(config.adapter, rank=4)), backbone=tiny_bert, tokenizer=tokenizer
     )
