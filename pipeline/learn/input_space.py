@@ -7,6 +7,7 @@ import contextlib
 from collections.abc import Iterator
 
 import torch
+import torch.distributed as dist
 
 
 class InputGrams:
@@ -47,7 +48,15 @@ def recording_inputs(model) -> Iterator[InputGrams]:
 
 
 def extend_input_bases(model, seen: InputGrams, energy: float) -> None:
-    """Fold a finished task's recorded inputs into each adapted layer's basis."""
+    """Fold a finished task's recorded inputs into each adapted layer's basis. Under DDP each rank saw its own
+    shard: the sums are all-reduced first, so every rank folds in the whole task and keeps the same basis."""
+    distributed = dist.is_available() and dist.is_initialized()
     for name, layer in model.adapters:
-        if name in seen.grams:
-            layer.extend_input_basis(seen.grams[name], energy)
+        gram = seen.grams.get(name)
+        if distributed:
+            if gram is None:  # every rank joins every reduction, in the adapters' order
+                d = layer.in_features
+                gram = torch.zeros(d, d, dtype=torch.float64, device=layer.base.weight.device)
+            dist.all_reduce(gram)
+        if gram is not None:
+            layer.extend_input_basis(gram, energy)
