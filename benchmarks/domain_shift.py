@@ -12,13 +12,13 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import subprocess
 import sys
 from pathlib import Path
 
 from levers import HEADS, run_lever  # the same one-run harness, so the numbers sit beside the levers' tables
 
 from pipeline.bench.continual import STREAMS
+from pipeline.bench.stamp import commit_stamp
 from pipeline.data.domain_shift import POOL_SHA256, recorded_sources, sha256, shipped_pool_path
 
 RUNS: dict[str, dict] = {
@@ -29,11 +29,6 @@ RUNS: dict[str, dict] = {
     "sdlora": {"method": "sdlora"},
 }
 """Method → its changes to the shipped defaults; the ceiling second, so the headroom is known early."""
-
-
-def commit() -> str:
-    done = subprocess.run(["git", "rev-parse", "--short", "HEAD"], check=True, capture_output=True, text=True)
-    return done.stdout.strip()
 
 
 def markdown(report: dict) -> str:
@@ -81,7 +76,7 @@ def main() -> None:
         "title": spec.title,
         "ordering": args.ordering,
         "command": "python " + " ".join(sys.argv),
-        "commit": commit(),
+        "commit": commit_stamp(),
         "cores": os.cpu_count(),
         "omp_threads": os.environ.get("OMP_NUM_THREADS", "unset"),
         "snapshot": shipped_pool_path().name,

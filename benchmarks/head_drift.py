@@ -22,7 +22,6 @@ from __future__ import annotations
 import argparse
 import json
 import statistics
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -30,6 +29,7 @@ from pathlib import Path
 import torch
 
 from pipeline.bench.continual import validation_tasks
+from pipeline.bench.stamp import commit_stamp
 from pipeline.data.wordnet import split_wordnet20
 from pipeline.learn.adapted_features import features_of
 from pipeline.learn.class_stats import ClassStatistics
@@ -41,20 +41,6 @@ from pipeline.learn.ridge import RidgeHead, held_out
 
 VARIANTS = ("stale", "means", "linear", "oracle")
 HEADS = ("ridge", "aligned")
-
-
-def commit_stamp() -> str:
-    """The commit the code ran on, marked when the work tree differed from it."""
-    head = subprocess.run(
-        ["git", "rev-parse", "--short", "HEAD"], check=True, capture_output=True, text=True
-    ).stdout.strip()
-    dirty = subprocess.run(
-        ["git", "status", "--porcelain", "--", "pipeline", "benchmarks/head_drift.py"],
-        check=True,
-        capture_output=True,
-        text=True,
-    ).stdout.strip()
-    return head + (" (with uncommitted changes)" if dirty else "")
 
 
 class Heads:

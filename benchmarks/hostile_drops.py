@@ -25,6 +25,8 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 from PIL import Image
 
+from pipeline.bench.stamp import commit_stamp
+
 
 def struct_column_text(folder: Path) -> None:
     """4,400 rows of 1 MB text behind a struct column before `label`: 4.4 GB decoded from a ~0.2 MB file."""
@@ -91,12 +93,6 @@ def run_train(folder: Path, out: Path) -> tuple[int, float, float, str]:
     return os.waitstatus_to_exitcode(status), usage.ru_maxrss / 1024, seconds, lines[-1] if lines else ""
 
 
-def commit() -> str:
-    return subprocess.run(
-        ["git", "rev-parse", "--short", "HEAD"], check=True, capture_output=True, text=True
-    ).stdout.strip()
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", type=Path, default=Path(__file__).parent / "reports" / "hostile-drops.md")
@@ -134,7 +130,7 @@ def main() -> None:
     )
     report = (
         "# Refusing hostile drops\n\n"
-        f"`python benchmarks/hostile_drops.py` at commit {commit()}, {os.cpu_count()} cores. Each drop is given to\n"
+        f"`python benchmarks/hostile_drops.py` at commit {commit_stamp()}, {os.cpu_count()} cores. Each drop is given to\n"
         "`litelora train --data DIR --out SET` in a process of its own; peak RSS includes the interpreter and its\n"
         "imports (torch, transformers, pyarrow).\n\n" + table + "\n"
     )

@@ -18,6 +18,7 @@ from dataclasses import replace
 from pathlib import Path
 
 from pipeline.bench.continual import STREAMS, validation_tasks
+from pipeline.bench.stamp import commit_stamp
 from pipeline.learn.config import TrainConfig
 from pipeline.learn.sequence import run_sequence
 from pipeline.methods.joint.runner import run_joint
@@ -125,7 +126,7 @@ def markdown(report: dict) -> str:
     lines = [
         f"# Levers on {report['title']}, ordering {report['ordering']} ({report['split']} rows)",
         "",
-        f"Command: `{report['command']}`  ",
+        f"Command: `{report['command']}` at commit {report.get('commit', 'unrecorded')}  ",
         "",
         (
             "Class-incremental accuracy in %; A = average anytime accuracy, final = after the last task, A (TIL) = "
@@ -164,6 +165,7 @@ def main() -> None:
         "ordering": args.ordering,
         "split": split,
         "command": "python " + " ".join(sys.argv),
+        "commit": commit_stamp(),
         "levers": {},
     }
     text = not STREAMS[args.stream].backbone.reads_images

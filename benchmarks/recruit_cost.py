@@ -17,13 +17,13 @@ from __future__ import annotations
 import argparse
 import copy
 import json
-import subprocess
 import sys
 import time
 from dataclasses import replace
 from pathlib import Path
 
 from pipeline.bench.continual import STREAMS, validation_tasks
+from pipeline.bench.stamp import commit_stamp
 from pipeline.learn.config import TrainConfig
 from pipeline.learn.evaluate import evaluate_heads
 from pipeline.learn.model import ContinualModel
@@ -40,12 +40,6 @@ STREAM_RUNS = {
     "sdlora null": {"method": "sdlora", "recruit_space": "null"},
     "litelora λ=0.1 null": {"sparsity": 0.1, "recruit_space": "null"},
 }
-
-
-def commit() -> str:
-    return subprocess.run(
-        ["git", "rev-parse", "--short", "HEAD"], check=True, capture_output=True, text=True
-    ).stdout.strip()
 
 
 def base_config(ordering: int) -> TrainConfig:
@@ -167,7 +161,7 @@ def main() -> None:
         """Add one result to the report on disk (the parts may run as separate processes at once)."""
         path = stem.with_suffix(".json")
         report = json.loads(path.read_text()) if path.exists() else {}
-        report |= {"ordering": args.ordering, "commit": commit()}
+        report |= {"ordering": args.ordering, "commit": commit_stamp()}
         report.setdefault("commands", {})[key] = "python " + " ".join(sys.argv)
         if name is None:
             report[key] = value
