@@ -1,15 +1,17 @@
 """What a recruit costs the earlier classes, with the recruit acting on every input direction ("full") or only
-outside the inputs earlier tasks fed each adapted layer ("null"): Split-WordNet-20 quick tier, one ordering, scored
-on validation rows cut from each task's training rows (never the test rows).
+outside the inputs earlier tasks fed each adapted layer ("null"), and the head's statistics following the drift by
+their means or by a fitted linear map: one stream's quick tier, one ordering, scored on validation rows cut from
+each task's training rows (never the test rows).
 
-    python benchmarks/recruit_cost.py [--ordering 1993] [--parts cost,streams] [--out benchmarks/reports]
+    python benchmarks/recruit_cost.py [--stream wordnet] [--ordering 1993] [--parts cost,streams] [--out …]
 
 cost: a trunk that adapts on task 0 and then reuses (adapt-once, which records the input bases); before each later
-task t the trunk is copied and t trained as a forced recruit (LiteLoRA, λ = 0, gate logit 5) under "full" and
-under "null". Recruit cost at t = CIL accuracy on the rows of tasks < t right after the recruit minus right after
-the trunk's reuse of the same task, from the same state.
+task t the trunk is copied and t trained as a forced recruit (LiteLoRA, λ = 0, gate logit 5) under each of
+`RECRUITS`. Recruit cost at t = CIL accuracy on the rows of tasks < t right after the recruit minus right after the
+trunk's reuse of the same task, from the same state.
 streams: A over the whole stream for LiteLoRA (shipped λ = 0.5, and λ = 0.1) and SD-LoRA under full and null, and
-the frozen encoder; ridge head everywhere. Writes `<out>/recruit-cost.{md,json}` stamped with the commit.
+the frozen encoder; ridge head everywhere. Writes `<out>/recruit-cost-<stream>-o<ordering>.{md,json}`, stamped
+with the commit.
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ from __future__ import annotations
 import argparse
 import copy
 import json
+import statistics
 import sys
 import time
 from dataclasses import replace
@@ -42,10 +45,20 @@ STREAM_RUNS = {
 }
 
 
-def base_config(ordering: int) -> TrainConfig:
-    return replace(
-        TrainConfig(backbone=STREAMS["wordnet"].backbone, seed=ordering), head="ridge"
-    ).with_overrides(**SHIPPED)
+RECRUITS = {
+    "full": {"recruit_space": "full"},
+    "null": {"recruit_space": "null"},
+    "full + linear drift": {"recruit_space": "full", "drift": "linear"},
+    "null + linear drift": {"recruit_space": "null", "drift": "linear"},
+}
+"""How a forced recruit may act (every input direction, or outside earlier inputs) and how the head's statistics
+follow the drift it causes (class means, or the whole second moment along a fitted map)."""
+
+
+def base_config(stream: str, ordering: int) -> TrainConfig:
+    spec = STREAMS[stream]
+    config = replace(TrainConfig(backbone=spec.backbone, seed=ordering), head="ridge")
+    return config.with_overrides(rank=spec.rank).with_overrides(**SHIPPED)
 
 
 def old_accuracy(model: ContinualModel, tasks, t: int) -> float:
@@ -59,18 +72,20 @@ def basis_bytes(model: ContinualModel) -> tuple[int, list[int]]:
     return sum(b.numel() * b.element_size() for b in bases.values()), [b.shape[1] for b in bases.values()]
 
 
-def recruit_cost(tasks, ordering: int) -> dict:
-    trunk = ContinualModel(base_config(ordering).with_overrides(method="adapt-once", recruit_space="null"))
+def recruit_cost(tasks, stream: str, ordering: int) -> dict:
+    trunk = ContinualModel(
+        base_config(stream, ordering).with_overrides(method="adapt-once", recruit_space="null")
+    )
     train_task(trunk, tasks[0])
     stages = []
     for t in range(1, len(tasks)):
         stage = {"task": t}
-        for space in ("full", "null"):
+        for variant, settings in RECRUITS.items():
             branch = copy.deepcopy(trunk)
-            branch.reconfigure(branch.config.with_overrides(**RECRUIT, recruit_space=space))
+            branch.reconfigure(branch.config.with_overrides(**RECRUIT, **settings))
             clock = time.process_time()
             train_task(branch, tasks[t])
-            stage[space] = {
+            stage[variant] = {
                 "old": old_accuracy(branch, tasks, t),
                 "decision": branch.tasks[-1].decision,
                 "cpu_s": time.process_time() - clock,
@@ -84,8 +99,8 @@ def recruit_cost(tasks, ordering: int) -> dict:
     return {"stages": stages}
 
 
-def stream(tasks, ordering: int, settings: dict) -> dict:
-    config = base_config(ordering).with_overrides(**settings)
+def stream_run(tasks, stream: str, ordering: int, settings: dict) -> dict:
+    config = base_config(stream, ordering).with_overrides(**settings)
     clock = time.process_time()
     results, model = run_sequence(tasks, config, head_options=("ridge",))
     row = results["ridge"].row()
@@ -104,7 +119,7 @@ def stream(tasks, ordering: int, settings: dict) -> dict:
 def markdown(report: dict) -> str:
     lines = [
         (
-            f"# What a recruit costs the earlier classes: full vs null space (Split-WordNet-20 quick, ordering "
+            f"# What a recruit costs the earlier classes ({STREAMS[report['stream']].title} quick, ordering "
             f"{report['ordering']}, validation rows)"
         ),
         "",
@@ -113,23 +128,30 @@ def markdown(report: dict) -> str:
         "",
     ]
     if "cost" in report:
+        stages = report["cost"]["stages"]
+        variants = [v for v in RECRUITS if v in stages[0]]
         lines += [
             (
                 "Accuracy (%, CIL, ridge head) of the classes of tasks < t right after task t, from the same state: "
                 "recruited (LiteLoRA λ = 0) under full / null, or reused (adapt-once). Cost = recruit − reuse."
             ),
             "",
-            "| t | reuse | recruit full | recruit null | cost full | cost null | basis k per layer | basis bytes |",
-            "|---|---|---|---|---|---|---|---|",
+            "| t | reuse | "
+            + " | ".join(f"recruit {v} (cost)" for v in variants)
+            + " | basis k | basis bytes |",
+            "|---|---|" + "---|" * len(variants) + "---|---|",
         ]
-        for s in report["cost"]["stages"]:
-            reuse, full, null = (100 * s[k]["old"] for k in ("reuse", "full", "null"))
+        for st in stages:
+            reuse = 100 * st["reuse"]["old"]
+            cells = [f"{100 * st[v]['old']:.1f} ({100 * st[v]['old'] - reuse:+.1f})" for v in variants]
             lines.append(
-                f"| {s['task']} | {reuse:.1f} | {full:.1f} ({s['full']['decision'][:3]}) | {null:.1f} "
-                f"({s['null']['decision'][:3]}) | {full - reuse:+.1f} | {null - reuse:+.1f} | "
-                f"{min(s['basis_k'])}–{max(s['basis_k'])} | {s['basis_bytes']:,} |"
+                f"| {st['task']} | {reuse:.1f} | {' | '.join(cells)} | "
+                f"{min(st['basis_k'])}–{max(st['basis_k'])} | {st['basis_bytes']:,} |"
             )
-        lines.append("")
+        means = [
+            statistics.mean(100 * (st[v]["old"] - st["reuse"]["old"]) for st in stages) for v in variants
+        ]
+        lines += ["| mean cost | | " + " | ".join(f"{m:+.1f}" for m in means) + " | | |", ""]
     if report.get("streams"):
         lines += [
             "Whole stream, ridge head: A = average anytime accuracy, final after task 4; #Ad = adapters kept.",
@@ -148,20 +170,21 @@ def markdown(report: dict) -> str:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--stream", default="wordnet", choices=sorted(STREAMS))
     parser.add_argument("--ordering", type=int, default=1993)
     parser.add_argument("--parts", default="cost,streams")
     parser.add_argument("--streams", default=",".join(STREAM_RUNS), help="comma-separated stream runs")
     parser.add_argument("--out", type=Path, default=Path("benchmarks/reports"))
     args = parser.parse_args()
-    tasks = validation_tasks(STREAMS["wordnet"].tasks(args.ordering, "quick"), args.ordering)
-    stem = args.out / "recruit-cost"
+    tasks = validation_tasks(STREAMS[args.stream].tasks(args.ordering, "quick"), args.ordering)
+    stem = args.out / f"recruit-cost-{args.stream}-o{args.ordering}"
     args.out.mkdir(parents=True, exist_ok=True)
 
     def record(key: str, name: str | None, value) -> dict:
         """Add one result to the report on disk (the parts may run as separate processes at once)."""
         path = stem.with_suffix(".json")
         report = json.loads(path.read_text()) if path.exists() else {}
-        report |= {"ordering": args.ordering, "commit": commit_stamp()}
+        report |= {"stream": args.stream, "ordering": args.ordering, "commit": commit_stamp()}
         report.setdefault("commands", {})[key] = "python " + " ".join(sys.argv)
         if name is None:
             report[key] = value
@@ -173,10 +196,10 @@ def main() -> None:
 
     report: dict = {}
     if "cost" in args.parts:
-        report = record("cost", None, recruit_cost(tasks, args.ordering))
+        report = record("cost", None, recruit_cost(tasks, args.stream, args.ordering))
     if "streams" in args.parts:
         for name in args.streams.split(","):
-            result = stream(tasks, args.ordering, STREAM_RUNS[name])
+            result = stream_run(tasks, args.stream, args.ordering, STREAM_RUNS[name])
             print(name, json.dumps(result), flush=True)
             report = record("streams", name, result)
     print(markdown(report))
