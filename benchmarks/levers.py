@@ -17,6 +17,8 @@ import time
 from dataclasses import replace
 from pathlib import Path
 
+import torch
+
 from pipeline.bench.continual import STREAMS, validation_tasks
 from pipeline.bench.stamp import commit_stamp
 from pipeline.learn.config import TrainConfig
@@ -131,7 +133,7 @@ def markdown(report: dict) -> str:
         (
             "Class-incremental accuracy in %; A = average anytime accuracy, final = after the last task, A (TIL) = "
             "task-incremental; ΔA frozen = A minus the frozen encoder's A with the same head; #Ad = adapters kept; "
-            "CPU s = process CPU time of the whole stream (2 threads)."
+            f"CPU s = process CPU time of the whole stream ({report.get('threads', 2)} thread(s))."
         ),
         "",
         "| lever | what changes | head | A | ΔA frozen | final | A (TIL) | #Ad | decisions | CPU s |",
@@ -166,6 +168,7 @@ def main() -> None:
         "split": split,
         "command": "python " + " ".join(sys.argv),
         "commit": commit_stamp(),
+        "threads": torch.get_num_threads(),
         "levers": {},
     }
     text = not STREAMS[args.stream].backbone.reads_images
