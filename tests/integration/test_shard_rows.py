@@ -86,7 +86,7 @@ def test_streamed_features_are_the_training_rows_in_key_order_on_every_pass(
     in_memory = features_of(model, task.train_inputs)[order]
     for streamed in (before, after):
         assert streamed.labels.tolist() == [task.train_labels[i] for i in order]
-        # The ridge head's λ rows travel with their rows too.
+        # The ridge head's λ rows travel with their rows too (a boolean mask: exact, no rounding involved).
         assert torch.equal(streamed.ridge_held, held_out(task.train_inputs)[order])
         # Rows batched with other rows are padded to other widths: equal up to float rounding.
         torch.testing.assert_close(streamed.features, in_memory, rtol=1e-5, atol=1e-5)

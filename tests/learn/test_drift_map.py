@@ -50,7 +50,7 @@ def test_linear_compensation_of_an_exactly_linear_drift_gives_the_sums_of_the_mo
         got, want = getattr(compensated, name), getattr(oracle, name)
         torch.testing.assert_close(got.gram, want.gram, rtol=1e-10, atol=1e-10)
         torch.testing.assert_close(got.sums, want.sums, rtol=1e-10, atol=1e-10)
-        assert torch.equal(got.counts, want.counts)
+        assert torch.equal(got.counts, want.counts)  # row counts: whole numbers, exact in float64
     # Moving only the means keeps each class's spread as it was measured: not the moved rows' sums.
     assert not torch.allclose(means_only.fit_rows.gram, oracle.fit_rows.gram, rtol=1e-3, atol=1e-3)
     probe = _clusters(3, 3, dtype=torch.float64)[0] @ m.T
@@ -71,6 +71,7 @@ def test_a_task_that_changed_nothing_leaves_the_sums_and_statistics_bit_for_bit(
     kept_stats = [t.clone() for t in stats.tensors().values()]
     head.compensate_drift(new_task, new_task.clone(), "linear")
     stats.compensate_drift(new_task, new_task.clone(), "linear")
+    # Exact on purpose: an unchanged task must compute nothing at all, not a map close to the identity.
     assert all(
         torch.equal(a, b) for a, b in zip(kept_head, [t for t in head.tensors().values() if t is not None])
     )
@@ -86,6 +87,7 @@ def test_a_linearly_compensated_head_round_trips_through_storage_to_the_same_wei
     head.fit()
     loaded = RidgeHead.from_tensors(head.tensors())
     loaded.fit()
+    # Exact: the same float64 sums come back and the same solve runs on them in the same process.
     assert loaded.lam == head.lam and torch.equal(loaded.weight, head.weight)
 
 
