@@ -8,6 +8,7 @@ from typing import Literal
 
 from pipeline.adapters.config import AdapterConfig, GateConfig
 from pipeline.learn.backbone import BackboneConfig
+from pipeline.learn.class_stats import DRIFT_COMPENSATIONS
 from pipeline.learn.head_options import HEAD_OPTIONS, HeadOption
 from pipeline.methods import DEFAULT_METHOD, method_of, stream_methods
 
@@ -77,6 +78,10 @@ class TrainConfig:
             raise ValueError(f"unknown method {self.method!r}; choose one of {', '.join(stream_methods())}")
         if self.head not in HEAD_OPTIONS:
             raise ValueError(f"unknown head option {self.head!r}; choose one of {', '.join(HEAD_OPTIONS)}")
+        if self.drift not in DRIFT_COMPENSATIONS:
+            raise ValueError(
+                f"unknown drift compensation {self.drift!r}; choose one of {', '.join(DRIFT_COMPENSATIONS)}"
+            )
         if self.recruit_space not in ("full", "null"):
             raise ValueError(f"recruit_space must be 'full' or 'null' (got {self.recruit_space!r})")
         if not 0 < self.null_space_energy <= 1:

@@ -1,5 +1,5 @@
-"""The no-regret rule (docs/method.md §3): a recruit the gate asks for is kept only if the set with it scores at
-least as well as the set that reuses, on validation rows cut from the training rows of every task so far.
+"""The no-regret rule (docs/method.md §3): a recruit the gate asks for is kept only if the set with it scores better
+than the set that reuses (a tie reuses), on validation rows cut from the training rows of every task so far.
 
 The gate's phase 2 weighs the new task's loss against the recruit's size; it never sees what the recruit costs
 the earlier classes (a recruit moves their features, and their stored statistics follow only approximately).
