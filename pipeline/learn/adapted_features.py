@@ -1,10 +1,12 @@
 """A model's adapted features of rows: pooled, in eval mode (the gate deterministic), on the CPU in float32; and
-a task's training rows under them, as fitting the head options reads them (head_options.py).
+a task's training rows under them, as fitting the head options reads them (head_options.py): this process's rows
+only, which under Ray Train is its worker's shard (the heads' statistics are summed over the ranks).
 """
 
 from __future__ import annotations
 
 import contextlib
+import copy
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 
@@ -21,10 +23,32 @@ def features_of(model, inputs: list) -> torch.Tensor:
         return embed(model, inputs, model.config.eval_batch_size, model.gate.alpha.device)
 
 
-def features_of_batches(model, batches: Iterable[dict[str, torch.Tensor]]) -> torch.Tensor:
-    """The same for already encoded batches (a streamed shard)."""
-    with evaluating(model):
-        return embed_batches(model, batches, model.gate.alpha.device)
+def features_of_batches(models: list, batches: Iterable[dict[str, torch.Tensor]]) -> list[torch.Tensor]:
+    """Each of `models`' features of already encoded batches (a streamed shard), every batch through every model as
+    it passes: one pass over the rows, so the models' features line up row by row."""
+    device = models[0].gate.alpha.device
+    parts: list[list[torch.Tensor]] = [[] for _ in models]
+    with contextlib.ExitStack() as stack:
+        for model in models:
+            stack.enter_context(evaluating(model))
+        for batch in batches:
+            for model, part in zip(models, parts, strict=True):
+                part.append(embed_batches(model, [batch], device))
+    return [torch.cat(part) for part in parts]
+
+
+def reference_copy(model):
+    """The model as it is now, to compute a task's rows' features "before the task" beside the trained model's,
+    in the same pass (a streamed shard may hold other rows on each pass). The pretrained weights, which no task
+    changes, are shared rather than copied: the copy costs the adapters, gate, heads and buffers."""
+    pretrained = {
+        id(p): p
+        for name, p in model.backbone.named_parameters()
+        if name.rsplit(".", 1)[-1] not in ("lora_a", "lora_b")  # sequential LoRA trains one adapter on
+    }
+    reference = copy.deepcopy(model, memo=pretrained)
+    reference.eval()
+    return reference
 
 
 @contextlib.contextmanager
@@ -47,8 +71,14 @@ class RowFeatures:
     """[N] task-local class indices."""
     ridge_held: torch.Tensor
     """[N] bool: the rows the ridge head chooses λ on (ridge.held_out)."""
+    before: torch.Tensor | None = None
+    """[N, D]: the same rows' features under the model as it was before the task (for drift), or None."""
+    shard: bool = False
+    """Whether these are this rank's share of the task's rows, the other ranks holding the rest (statistics are
+    then summed over the ranks); False when every rank holds every row."""
 
     @classmethod
-    def of(cls, task: Task, features: torch.Tensor) -> RowFeatures:
-        """`features` of `task`'s training rows, in their order."""
-        return cls(features, torch.tensor(task.train_labels, dtype=torch.long), held_out(task.train_inputs))
+    def of(cls, task: Task, features: torch.Tensor, before: torch.Tensor | None = None) -> RowFeatures:
+        """`features` (and `before`) of `task`'s training rows, in their order."""
+        labels = torch.tensor(task.train_labels, dtype=torch.long)
+        return cls(features, labels, held_out(task.train_inputs), before)

@@ -21,6 +21,8 @@ from dataclasses import dataclass
 
 import torch
 
+from pipeline.learn.shard_sums import summed
+
 CHUNK_ROWS = 4096
 """Rows of a task's features taken at a time where a fit converts them to float64."""
 RELATIVE_GAMMAS: tuple[float, ...] = (0.0, *(10.0 ** (e / 2) for e in range(-12, 7)))
@@ -56,19 +58,22 @@ def fit_drift_map(
     before: torch.Tensor,
     after: torch.Tensor,
     transform: Callable[[torch.Tensor], torch.Tensor] | None = None,
+    shard: bool = False,
 ) -> DriftMap:
     """The affine map from `before` to `after` (the same rows' features), after `transform` (e.g. the ridge
-    head's φ), regularised towards the identity with γ chosen by generalised cross-validation."""
+    head's φ), regularised towards the identity with γ chosen by generalised cross-validation. `shard`: the rows
+    are this rank's share, and the sums are added over the ranks (shard_sums.py)."""
     transform = transform or (lambda x: x.double())
-    n = len(before)
     xx = xr = None
     sx = sr = rr = 0.0
-    for i in range(0, n, CHUNK_ROWS):
+    for i in range(0, len(before), CHUNK_ROWS) or range(1):  # no rows: zero sums of the right shapes
         x = transform(before[i : i + CHUNK_ROWS])
         r = transform(after[i : i + CHUNK_ROWS]) - x
         xx = x.T @ x if xx is None else xx + x.T @ x
         xr = x.T @ r if xr is None else xr + x.T @ r
-        sx, sr, rr = sx + x.sum(0), sr + r.sum(0), rr + float(r.square().sum())
+        sx, sr, rr = sx + x.sum(0), sr + r.sum(0), rr + r.square().sum()
+    n, xx, xr, sx, sr, rr = summed([torch.tensor(float(len(before))), xx, xr, sx, sr, rr], shard)
+    n, rr = float(n), float(rr)
     mean_x, mean_r = sx / n, sr / n
     cov = xx - n * torch.outer(mean_x, mean_x)  # centred: the intercept is not penalised
     cross = xr - n * torch.outer(mean_x, mean_r)

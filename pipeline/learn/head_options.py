@@ -22,6 +22,7 @@ import torch.nn.functional as F
 
 from pipeline.learn.adapted_features import RowFeatures
 from pipeline.learn.class_stats import ClassStatistics
+from pipeline.learn.shard_sums import spread, summed
 from pipeline.learn.task import Task
 
 HeadOption = Literal["linear", "prototype", "aligned", "calibrated", "ridge"]
@@ -123,23 +124,19 @@ def score(model, features: torch.Tensor, option: str) -> torch.Tensor:
     return features @ weight.to(features.device, features.dtype).T + bias.to(features.device, features.dtype)
 
 
-def fit_heads(
-    model,
-    task: Task,
-    before: RowFeatures | None,
-    options: tuple[str, ...],
-    after: RowFeatures,
-) -> None:
+def fit_heads(model, task: Task, options: tuple[str, ...], rows: RowFeatures) -> None:
     """After `task` closed: update the class statistics and fit what each option in `options` needs.
 
-    `after` holds the task's training rows' features under the model now; `before` the same rows' features under
-    the model as it was before the task (for drift)."""
-    labels = model.class_index(task.classes)[after.labels]  # global class indices
-    cfg = model.config
+    `rows` holds the task's training rows' features under the model now and, for drift, under the model as it
+    was before the task (`rows.before`). When they are this rank's share of the rows (`rows.shard`), every
+    statistic is summed over the ranks (shard_sums.py): each rank fits the same heads from the whole task."""
+    labels = model.class_index(task.classes)[rows.labels]  # global class indices
+    cfg, shard = model.config, rows.shard
+    drift = rows.before is not None and cfg.drift_compensation
     if needs_statistics(options):
-        if before is not None and cfg.drift_compensation:
-            model.class_stats.compensate_drift(before.features, after.features, cfg.drift)
-        model.class_stats.add_rows(after.features, labels, len(model.classes))
+        if drift:
+            model.class_stats.compensate_drift(rows.before, rows.features, cfg.drift, shard)
+        model.class_stats.add_rows(rows.features, labels, len(model.classes), shard)
     if "aligned" in options:
         model.heads.aligned_weight, model.heads.aligned_bias = align_classifier(
             model.heads,
@@ -150,21 +147,28 @@ def fit_heads(
         )
     if "calibrated" in options:
         model.heads.calibration = torch.cat(
-            [model.heads.calibration, calibration_of(model.heads.heads[-1], after.features)]
+            [model.heads.calibration, calibration_of(model.heads.heads[-1], rows.features, shard)]
         )
     if "ridge" in options:
         ridge = model.ridge
-        if before is not None and cfg.drift_compensation and not torch.equal(before.features, after.features):
-            ridge.compensate_drift(before.features, after.features, cfg.drift)
-        ridge.add(after.features, labels, len(model.classes), after.ridge_held)
+        if drift:
+            ridge.compensate_drift(rows.before, rows.features, cfg.drift, shard)
+        ridge.add(rows.features, labels, len(model.classes), rows.ridge_held, shard)
         ridge.fit()
 
 
-def calibration_of(head: torch.nn.Linear, features: torch.Tensor) -> torch.Tensor:
-    """[[scale, bias]] standardising the head's top logit on its own task's features."""
+def calibration_of(head: torch.nn.Linear, features: torch.Tensor, shard: bool = False) -> torch.Tensor:
+    """[[scale, bias]] standardising the head's top logit on its own task's features (`shard`: this rank's share
+    of them; the mean and spread are of every rank's)."""
     with torch.no_grad():
         top = head(features.to(head.weight.device)).max(dim=1).values.float().cpu()
-    return torch.stack([top.std().clamp_min(1e-6), top.mean()]).reshape(1, 2)
+    if not spread(shard):
+        return torch.stack([top.std().clamp_min(1e-6), top.mean()]).reshape(1, 2)
+    n, total = summed([torch.tensor(float(len(top))), top.sum()], shard)
+    mean = total / n
+    (squares,) = summed([(top.double() - mean).square().sum()], shard)
+    std = (squares / (n - 1)).sqrt()  # unbiased, as torch.std
+    return torch.stack([std.clamp_min(1e-6), mean]).float().reshape(1, 2)
 
 
 def align_classifier(

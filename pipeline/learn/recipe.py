@@ -21,7 +21,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from pipeline.adapters import GateDecision
-from pipeline.learn.adapted_features import RowFeatures
+from pipeline.learn.adapted_features import RowFeatures, reference_copy
 from pipeline.learn.backbone import autocast
 from pipeline.learn.head_options import check_fittable, fit_heads, needs_drift_reference
 from pipeline.learn.input_space import extend_input_bases, recording_inputs
@@ -162,7 +162,8 @@ def train_task(
     head_options = head_options or (cfg.head,)
     check_fittable(model, head_options)
     rows = TaskRows(model, task) if rows is None else rows
-    drift_reference = rows.features(model) if needs_drift_reference(model, head_options) else None
+    # The model as it is, for the rows' features before the task: computed beside theirs after it, in one pass.
+    reference = reference_copy(model) if needs_drift_reference(model, head_options) else None
     torch.manual_seed(cfg.seed + len(model.tasks))
     t = model.begin_task(task)
     frozen: RowFeatures | None = None
@@ -170,7 +171,8 @@ def train_task(
         # Nothing adapts, so the head trains on features computed once: the batches are features, the network
         # is the heads alone.
         frozen = rows.features(model) if features is None else RowFeatures.of(task, features)
-        batches, network = Batches({"features": frozen.features}, frozen.labels), model.heads
+        batches = Batches({"features": frozen.features}, frozen.labels, frozen.shard)
+        network = model.heads
     else:
         batches, network = rows, model
     run = _Run(model, batches, wrap, cfg.seed + 7919 * t, on_epoch, rank, world_size, resume)
@@ -185,7 +187,7 @@ def train_task(
                 model,
                 task,
                 cuts or [],
-                lambda trial: fit_heads(trial, task, drift_reference, (cfg.head,), rows.features(trial)),
+                lambda trial: fit_heads(trial, task, (cfg.head,), rows.features(trial, reference)),
             )
             keep, weighed = weighing.keep, [weighing.recruit, weighing.reuse]
     decision = model.end_task(task, keep=keep, weighed=weighed)
@@ -195,11 +197,11 @@ def train_task(
     if set(head_options) != {"linear"} or recording:
         # One pass serves both: the rows' features for the heads and their inputs to every adapted layer.
         with recording_inputs(model) if recording else contextlib.nullcontext() as seen:
-            trained = rows.features(model) if recording or frozen is None else frozen
+            trained = rows.features(model, reference) if recording or frozen is None else frozen
         if recording:
             extend_input_bases(model, seen, cfg.null_space_energy)
         if set(head_options) != {"linear"}:
-            fit_heads(model, task, drift_reference, head_options, trained)
+            fit_heads(model, task, head_options, trained)
     return TaskResult(decision, trainable, time.perf_counter() - start, losses)
 
 

@@ -29,6 +29,7 @@ import torch.nn.functional as F
 
 from pipeline.learn.class_stats import CHUNK_ROWS, DriftCompensation, drift_of_means
 from pipeline.learn.drift_map import fit_drift_map
+from pipeline.learn.shard_sums import differs_anywhere, summed
 from pipeline.learn.task import input_hashes
 
 LAMBDAS: tuple[float, ...] = tuple(10.0 ** (e / 2) for e in range(-6, 13))
@@ -51,11 +52,11 @@ class RidgeSums:
     counts: torch.Tensor  # [C] float64
 
     @classmethod
-    def empty(cls, dim: int) -> RidgeSums:
+    def empty(cls, dim: int, num_classes: int = 0) -> RidgeSums:
         return cls(
             torch.zeros(dim, dim, dtype=torch.float64),
-            torch.zeros(0, dim, dtype=torch.float64),
-            torch.zeros(0, dtype=torch.float64),
+            torch.zeros(num_classes, dim, dtype=torch.float64),
+            torch.zeros(num_classes, dtype=torch.float64),
         )
 
     def add(self, phi: torch.Tensor, labels: torch.Tensor, num_classes: int) -> None:
@@ -65,6 +66,14 @@ class RidgeSums:
         self.gram += phi.T @ phi
         self.sums.index_add_(0, labels, phi)
         self.counts.index_add_(0, labels, torch.ones(len(labels), dtype=torch.float64))
+
+    def add_sums(self, other: RidgeSums) -> None:
+        """Absorb another set of rows' sums (other ranks', or a chunk's)."""
+        extra = len(other.counts) - len(self.counts)
+        self.sums, self.counts = F.pad(self.sums, (0, 0, 0, extra)), F.pad(self.counts, (0, extra))
+        self.gram += other.gram
+        self.sums += other.sums
+        self.counts += other.counts
 
     def means(self) -> torch.Tensor:
         return self.sums / self.counts.clamp_min(1)[:, None]
@@ -103,37 +112,46 @@ class RidgeHead:
             self._projection = torch.randn(self.dim, h.shape[-1], generator=generator, dtype=torch.float64)
         return F.relu(h @ self._projection.T)
 
-    def add(self, h: torch.Tensor, labels: torch.Tensor, num_classes: int, held: torch.Tensor) -> None:
+    def add(
+        self, h: torch.Tensor, labels: torch.Tensor, num_classes: int, held: torch.Tensor, shard: bool = False
+    ) -> None:
         """Absorb rows `h` of global classes `labels`; `held` marks the rows that choose λ (see `held_out`).
-        A chunk of rows at a time: φ is float64, twice the size of the features."""
+        A chunk of rows at a time: φ is float64, twice the size of the features. `shard`: the rows are this
+        rank's share; the sums of every rank's rows are added (one all-reduce: shard_sums.py)."""
         labels = labels.long().cpu()
+        dim = self.dim or h.shape[-1]
         if self.fit_rows is None:
-            dim = self.dim or h.shape[-1]
             self.fit_rows, self.held_rows = RidgeSums.empty(dim), RidgeSums.empty(dim)
+        # Every class on every rank, whichever classes its rows hold: the ranks' sums line up.
+        fit, held_rows = RidgeSums.empty(dim, num_classes), RidgeSums.empty(dim, num_classes)
         for i in range(0, len(h), CHUNK_ROWS):
             phi, y, kept = (
                 self.features(h[i : i + CHUNK_ROWS]),
                 labels[i : i + CHUNK_ROWS],
                 held[i : i + CHUNK_ROWS],
             )
-            self.fit_rows.add(phi[~kept], y[~kept], num_classes)
-            self.held_rows.add(phi[kept], y[kept], num_classes)
+            fit.add(phi[~kept], y[~kept], num_classes)
+            held_rows.add(phi[kept], y[kept], num_classes)
+        tensors = summed([s for rows in (fit, held_rows) for s in (rows.gram, rows.sums, rows.counts)], shard)
+        self.fit_rows.add_sums(RidgeSums(*tensors[:3]))
+        self.held_rows.add_sums(RidgeSums(*tensors[3:]))
 
     def compensate_drift(
-        self, before: torch.Tensor, after: torch.Tensor, how: DriftCompensation = "means"
+        self, before: torch.Tensor, after: torch.Tensor, how: DriftCompensation = "means", shard: bool = False
     ) -> None:
         """Move the sums along the drift of the same rows' features `before` → `after` a task: every class mean
         (`means`), or every row by one affine map (`linear`; the held-out sums too, so λ is still chosen on
-        rows as the model now sees them)."""
-        if not self.num_classes or torch.equal(before, after):  # a task that changed nothing moves nothing
+        rows as the model now sees them). `shard`: the rows are this rank's share."""
+        # A task that changed nothing moves nothing (on any rank: every rank must join the same reductions).
+        if not self.num_classes or not differs_anywhere(before, after, shard):
             return
         if how == "linear":
-            drift = fit_drift_map(before, after, self.features)
+            drift = fit_drift_map(before, after, self.features, shard)
             for rows in (self.fit_rows, self.held_rows):
                 rows.gram, rows.sums = drift.move_moments(rows.gram, rows.sums, rows.counts)
             return
         for rows in (self.fit_rows, self.held_rows):
-            rows.move_means(drift_of_means(rows.means(), before, after, self.features))
+            rows.move_means(drift_of_means(rows.means(), before, after, self.features, shard))
 
     def validation_error(self, lam: float) -> float:
         """Mean squared error on the held-out rows of W fitted on the other rows with this λ."""

@@ -32,9 +32,10 @@ class TrainingRows(Protocol):
         """One epoch in `batch_size` global batches, shuffled by `seed` (None: in order). Under DDP each rank gets
         its share of every global batch, and every rank the same number of batches (DDP steps are collective)."""
 
-    def features(self, model) -> RowFeatures:
-        """Every row's features under `model` in eval mode, the same rows in the same order on every call and
-        every rank."""
+    def features(self, model, reference=None) -> RowFeatures:
+        """The rows' features under `model` in eval mode and, given `reference` (the model as it was before the
+        task: `reference_copy`), under it too, computed beside them so the two line up row by row. Every row
+        on every rank, or this rank's share of them (`RowFeatures.shard`)."""
 
 
 @dataclass
@@ -44,6 +45,9 @@ class Batches:
 
     inputs: dict[str, torch.Tensor]
     labels: torch.Tensor
+    shard: bool = False
+    """The rows are this rank's alone (a streamed shard's features): under DDP each rank shuffles and batches its
+    own, its share of the global batch at a time (the shards are equal, so the ranks take as many steps)."""
 
     @classmethod
     def of(cls, model, inputs: list, labels: list[int]) -> Batches:
@@ -61,7 +65,9 @@ class Batches:
             if seed is not None
             else torch.arange(n)
         )
-        if world_size > 1:  # every worker gets the same number of batches: DDP steps are collective
+        if world_size > 1 and self.shard:
+            batch_size = math.ceil(batch_size / world_size)
+        elif world_size > 1:  # every worker gets the same number of batches: DDP steps are collective
             per_rank = math.ceil(n / world_size)
             order = order.repeat(math.ceil(per_rank * world_size / n))[: per_rank * world_size][
                 rank::world_size
@@ -106,6 +112,8 @@ class TaskRows:
             self._batches = Batches.of(self.model, self.task.train_inputs, self.task.train_labels)
         return self._batches.iterate(batch_size, seed, device, rank, world_size)
 
-    def features(self, model) -> RowFeatures:
+    def features(self, model, reference=None) -> RowFeatures:
         # Every rank computes every row's features: identical on all ranks, and in-memory tasks are small.
-        return RowFeatures.of(self.task, features_of(model, self.task.train_inputs))
+        inputs = self.task.train_inputs
+        before = None if reference is None else features_of(reference, inputs)
+        return RowFeatures.of(self.task, features_of(model, inputs), before)

@@ -141,25 +141,6 @@ def _inputs(batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     return trim_padding({k: v for k, v in batch.items() if k not in ROW_COLUMNS})
 
 
-def gathered(local: dict[str, torch.Tensor], device: torch.device) -> dict[str, torch.Tensor]:
-    """Every rank's rows, on every rank, gathered into one tensor each (no pickled copies). Ray Train's shards
-    are equal, so every rank sends as many rows; the tensors travel on `device` (NCCL gathers only on GPUs)."""
-    world = dist.get_world_size()
-    counts = torch.empty(world, dtype=torch.long, device=device)
-    dist.all_gather_single(counts, torch.tensor([len(local["label"])], device=device))
-    if len(set(counts.tolist())) > 1:
-        raise RuntimeError(
-            f"the ranks streamed unequal shards ({counts.tolist()} rows); Ray Train splits them equally"
-        )
-    out = {}
-    for name, tensor in local.items():
-        tensor = tensor.to(device, torch.uint8 if tensor.dtype == torch.bool else tensor.dtype).contiguous()
-        buffer = tensor.new_empty((world * len(tensor), *tensor.shape[1:]))
-        dist.all_gather_single(buffer, tensor)
-        out[name] = buffer.cpu()
-    return out
-
-
 class ShardRows:
     """This worker's shard (`ray.train.get_dataset_shard`) as the core's `TrainingRows`. Ray Train splits the
     stream into equal shards, so every rank takes the same number of batches, as DDP needs."""
@@ -186,9 +167,10 @@ class ShardRows:
         for batch in self._batches(math.ceil(batch_size / world_size), seed):
             yield {k: v.to(device) for k, v in _inputs(batch).items()}, batch["label"].to(device)
 
-    def features(self, model) -> RowFeatures:
-        """Every shard's rows, gathered on every rank and put in the order of their keys, so two passes (before
-        and after a task) line up row by row whichever rows each shard received."""
+    def features(self, model, reference=None) -> RowFeatures:
+        """This shard's rows' features (and, given `reference`, theirs under it, computed in the same pass: a pass
+        may bring this rank other rows than the last), in the order of their keys. They never leave the worker:
+        the heads sum them over the ranks (learn/shard_sums.py)."""
         parts: dict[str, list[torch.Tensor]] = {name: [] for name in ROW_COLUMNS}
 
         def inputs() -> Iterator[dict[str, torch.Tensor]]:
@@ -197,12 +179,17 @@ class ShardRows:
                     parts[name].append(batch[name])
                 yield _inputs(batch)
 
+        models = [model] if reference is None else [model, reference]
         with large_blocks_mapped():  # eval batches are large: their blocks go back to the system
-            local = {"features": features_of_batches(model, inputs())}
-        local |= {name: torch.cat(tensors) for name, tensors in parts.items()}
-        if dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1:
-            local = gathered(local, model.gate.alpha.device)
+            features = features_of_batches(models, inputs())
+        local = {name: torch.cat(tensors) for name, tensors in parts.items()}
         # Sorted by key, ties (the same input repeated) by label: identical inputs have identical features.
         order = torch.argsort(local["label"], stable=True)
         order = order[torch.argsort(local["key"][order], stable=True)]
-        return RowFeatures(local["features"][order], local["label"][order], local["ridge_held"][order].bool())
+        return RowFeatures(
+            features[0][order],
+            local["label"][order],
+            local["ridge_held"][order].bool(),
+            None if reference is None else features[1][order],
+            shard=dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1,
+        )

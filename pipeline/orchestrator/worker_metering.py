@@ -67,9 +67,9 @@ class PassClock:
         metered |= {"seconds": time.perf_counter() - started, "first_batch_s": first or 0.0, "rows": count}
         self._sample(metered)
 
-    def features(self, model):
+    def features(self, model, reference=None):
         metered = self._metered("features")
-        features = self.rows.features(model)
+        features = self.rows.features(model, reference)
         self._sample(metered)
         return features
 

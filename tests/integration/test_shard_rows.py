@@ -10,7 +10,7 @@ import torch
 from pipeline.data.held_out import row_keys
 from pipeline.data.task_dataset import TaskDataset
 from pipeline.data.wordnet import split_wordnet20
-from pipeline.learn.adapted_features import features_of
+from pipeline.learn.adapted_features import features_of, reference_copy
 from pipeline.learn.backbone import BackboneConfig, input_encoder
 from pipeline.learn.config import TrainConfig
 from pipeline.learn.model import ContinualModel
@@ -78,7 +78,8 @@ def test_streamed_features_are_the_training_rows_in_key_order_on_every_pass(
     (shard,) = training_dataset(conn, dataset.dataset_id, record, backbone, seed=0).streaming_split(1)
     model = ContinualModel(TrainConfig(backbone=backbone), backbone=tiny_bert, tokenizer=tokenizer)
     rows = ShardRows(shard, record["train_rows"], eval_batch_size=8)
-    before, after = rows.features(model), rows.features(model)  # as around a task: two passes, other batches
+    before, after = rows.features(model), rows.features(model)  # two passes, other batches
+    paired = rows.features(model, reference_copy(model))  # as around a task: both models in one pass
 
     task = dataset.to_task()  # the held-out rows never reach a worker
     keys = row_keys(task.train_inputs).view("int64").tolist()
@@ -90,3 +91,6 @@ def test_streamed_features_are_the_training_rows_in_key_order_on_every_pass(
         assert torch.equal(streamed.ridge_held, held_out(task.train_inputs)[order])
         # Rows batched with other rows are padded to other widths: equal up to float rounding.
         torch.testing.assert_close(streamed.features, in_memory, rtol=1e-5, atol=1e-5)
+    # The reference's features came with the same batches as the model's: the same weights give the same numbers.
+    assert torch.equal(paired.before, paired.features) and not paired.shard
+    torch.testing.assert_close(paired.features, in_memory, rtol=1e-5, atol=1e-5)

@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from pipeline.adapters import GateConfig
-from pipeline.learn.adapted_features import features_of
+from pipeline.learn.adapted_features import features_of, reference_copy
 from pipeline.learn.config import TrainConfig
 from pipeline.learn.model import ContinualModel
 from pipeline.learn.recipe import train_task
@@ -233,3 +233,31 @@ def test_trimmed_text_batches_keep_a_multiple_of_16_positions_within_their_paddi
     assert {t.shape[1] for t in trimmed.values()} == {2 * PADDED_TO}
     mask[1, :] = 1  # the longest row fills the padding: nothing is added beyond it
     assert trim_padding({"attention_mask": mask})["attention_mask"].shape[1] == 128
+
+
+@pytest.mark.parametrize("method", ["litelora", "seq-lora"])
+def test_a_reference_copy_taken_before_a_task_gives_the_features_from_before_it_after_the_task(
+    tiny_bert, tokenizer, wordnet_tasks, method
+):
+    """Drift is measured from the rows' features before and after a task, computed in one pass after it (a streamed
+    shard may hold other rows on each pass): the copy must not see what the task trained, though it shares the
+    pretrained weights (seq-lora trains one adapter on in place)."""
+    model = _model(tiny_bert, tokenizer, method, init_logit=5.0)
+    train_task(model, wordnet_tasks[0])
+    inputs = wordnet_tasks[1].train_inputs[:16]
+    before = features_of(model, inputs)
+    reference = reference_copy(model)
+    train_task(model, wordnet_tasks[1])
+    assert not torch.equal(features_of(model, inputs), before)  # the task moved the features
+    assert torch.equal(features_of(reference, inputs), before)  # the same weights, the same batches: exact
+    shared = {id(p) for p in model.backbone.parameters()} & {id(p) for p in reference.backbone.parameters()}
+    assert shared, "the pretrained weights are shared, not copied"
+
+
+def test_a_ranks_own_rows_are_batched_alone_at_its_share_of_the_global_batch():
+    """The frozen method trains its head on features; a streamed shard's features are that rank's rows alone."""
+    rows = Batches({"x": torch.arange(12.0)[:, None]}, torch.arange(12), shard=True)
+    for rank in range(2):
+        batches = [labels.tolist() for _, labels in rows.iterate(8, 3, torch.device("cpu"), rank, 2)]
+        assert [len(b) for b in batches] == [4, 4, 4]
+        assert sorted(label for batch in batches for label in batch) == list(range(12))
