@@ -1,12 +1,15 @@
 """A task's training rows streamed through Ray Data into Ray Train.
 
-    read each row group of the stored drop from the bucket  →  drop held-out rows by their hash, label → index
-    →  random_shuffle (raw rows: small)  →  blocks of 256 rows  →  decode images / tokenise texts
-    →  streaming_split, one shard a worker
+    the drop's row groups in a new order each epoch  →  read each from the bucket, its rows in a new order each
+    epoch  →  drop held-out rows by their hash, label → index  →  blocks of 256 rows  →  decode images / tokenise
+    texts  →  streaming_split, one shard a worker  →  a local shuffle buffer of 1,024 rows on each worker
 
 Every step but the worker's own runs in Ray Data's tasks, and a worker iterates its shard a few blocks of 256 rows
-at a time: its memory does not grow with the drop (benchmarks/reports/scale.md). Only rules a row decides alone can stream; a drop
-held out by the seeded rule (tiny, or stored before row-hash) is read whole, as before.
+at a time: its memory does not grow with the drop (benchmarks/reports/scale.md). No step waits for every row: the
+shuffle permutes row groups (their names, not their rows), the rows inside each row group as it is read, and a
+worker's next 1,024 rows, each from the job's seed and the epoch (Ray Data's execution count), so every epoch has
+its own order and the same seed gives the same orders. Only rules a row decides alone can stream; a drop held out by
+the seeded rule (tiny, or stored before row-hash) is read whole, as before.
 """
 
 from __future__ import annotations
@@ -24,6 +27,7 @@ import ray.data
 import torch
 import torch.distributed as dist
 from pyarrow import fs as pafs
+from ray.data import RandomSeedConfig
 
 from pipeline.data.held_out import ROW_HASH, TEST_FILE, is_held_out, row_keys
 from pipeline.data.task_dataset import is_training_file
@@ -39,7 +43,8 @@ STREAMED_RULES = (ROW_HASH, TEST_FILE)
 BLOCK_ROWS = 256
 """Rows per encoded block (64-pixel images as bytes: 3 MB)."""
 SHUFFLE_BUFFER_ROWS = 1024
-"""Rows each worker reshuffles every epoch on top of the dataset's seeded shuffle: a fixed few megabytes."""
+"""Rows each worker reshuffles every epoch (its seed has the epoch in it) on top of the dataset's row-group and
+in-group orders: a fixed few megabytes."""
 DATA_TASK_CPUS = 0.25
 """What each Ray Data task reserves: fractional, so reading, shuffling and encoding run beside the Train
 workers on a small machine."""
@@ -54,7 +59,8 @@ def rows_decided_alone(record: dict) -> bool:
 def training_dataset(
     conn: Connection, dataset_id: str, record: dict, backbone: BackboneConfig, seed: int
 ) -> ray.data.Dataset:
-    """The stored dataset's training rows, encoded for `backbone`, shuffled by `seed`.
+    """The stored dataset's training rows, encoded for `backbone`, in an order of their own each epoch (each
+    execution of the dataset), drawn from `seed`.
 
     One read task per parquet row group, from a list the driver makes from the footers, rather than
     `read_parquet`: its file listing takes a whole CPU, which a cluster whose CPUs the Train workers hold never
@@ -70,6 +76,7 @@ def training_dataset(
         for path in paths
         for group in range(pq.ParquetFile(filesystem.open_input_file(path)).num_row_groups)
     ]
+    groups = [group | {"index": index} for index, group in enumerate(groups)]
     column = record["input_column"]
     read = functools.partial(
         read_training_rows,
@@ -77,11 +84,14 @@ def training_dataset(
         column=column,
         classes=record["classes"],
         hash_split=record["rule"] == ROW_HASH,
+        seed=seed,
     )
     return (
         ray.data.from_items(groups, override_num_blocks=len(groups))
+        # The one step that waits for all its input, which is the row groups' names: an all-to-all shuffle of
+        # the rows would hold every row in the object store at once, each epoch.
+        .randomize_block_order(seed=epoch_seed(seed))
         .map_batches(read, batch_size=1, batch_format="pyarrow", num_cpus=DATA_TASK_CPUS)
-        .random_shuffle(seed=seed, num_cpus=DATA_TASK_CPUS)
         # Encoded blocks of a few hundred rows: a worker fetches whole blocks, so their size, not the task's, is
         # what it holds (one block of a whole 12,000-image task took it from 1.0 to 2.8 GB).
         .repartition(target_num_rows_per_block=BLOCK_ROWS)
@@ -94,16 +104,26 @@ def training_dataset(
     )
 
 
+def epoch_seed(seed: int) -> RandomSeedConfig:
+    """`seed` combined with the epoch: Ray Data reseeds with its execution count, so each pass over the dataset
+    draws another order, and the same seed the same sequence of orders."""
+    return RandomSeedConfig(seed=seed, reseed_after_execution=True)
+
+
 def read_training_rows(
-    groups: pa.Table, conn: Connection, column: str, classes: list[str], hash_split: bool
+    groups: pa.Table, conn: Connection, column: str, classes: list[str], hash_split: bool, seed: int
 ) -> pa.Table:
-    """The training rows of the listed row groups (label and input columns only)."""
+    """The training rows of the listed row groups (label and input columns only), in an order drawn from `seed`,
+    the epoch and the groups: a drop of one row group is shuffled whole, as a global shuffle would."""
     filesystem = arrow_filesystem(conn)
     tables = [
         pq.ParquetFile(filesystem.open_input_file(path)).read_row_group(group, columns=["label", column])
         for path, group in zip(groups["path"].to_pylist(), groups["row_group"].to_pylist(), strict=True)
     ]
-    return keep_training_rows(pa.concat_tables(tables), column, classes, hash_split)
+    rows = keep_training_rows(pa.concat_tables(tables), column, classes, hash_split)
+    epoch = epoch_seed(seed).get_seed_tuple(data_context=ray.data.DataContext.get_current())
+    generator = np.random.default_rng([*epoch.to_rng_args(0), *groups["index"].to_pylist()])
+    return rows.take(generator.permutation(rows.num_rows))
 
 
 def keep_training_rows(batch: pa.Table, column: str, classes: list[str], hash_split: bool) -> pa.Table:

@@ -1,5 +1,6 @@
 """Ray Data streams a stored task's training rows to the Ray Train workers: exactly the rows the in-memory task
-trains on, in equal shards, with features that line up row by row from one pass to the next."""
+trains on, in equal shards, in an order of each epoch's own, with features that line up row by row from one pass
+to the next."""
 
 from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
@@ -94,3 +95,25 @@ def test_streamed_features_are_the_training_rows_in_key_order_on_every_pass(
     # The reference's features came with the same batches as the model's: the same weights give the same numbers.
     assert torch.equal(paired.before, paired.features) and not paired.shard
     torch.testing.assert_close(paired.features, in_memory, rtol=1e-5, atol=1e-5)
+
+
+def _epoch_orders(conn, dataset, record, backbone, seed: int) -> list[list[tuple[int, ...]]]:
+    """The rows of two epochs of one shard, in the order the dataset streams them (no local shuffle buffer)."""
+    (shard,) = training_dataset(conn, dataset.dataset_id, record, backbone, seed=seed).streaming_split(1)
+    rows = ShardRows(shard, record["train_rows"], eval_batch_size=8)
+    return [
+        [row for inputs, _ in rows.iterate(8, None, torch.device("cpu")) for row in _tokens(inputs)]
+        for _epoch in range(2)
+    ]
+
+
+def test_each_epoch_streams_the_rows_in_an_order_of_its_own_and_the_same_seed_repeats_the_orders(
+    conn, ray_node, stored, tiny_backbone_dir
+):
+    dataset, record = stored
+    backbone = BackboneConfig(name=str(tiny_backbone_dir))
+    first, second = _epoch_orders(conn, dataset, record, backbone, seed=3)
+    assert sorted(first) == sorted(second) and len(first) == record["train_rows"]
+    assert first != second, "epoch 1 is not epoch 0 again"
+    assert _epoch_orders(conn, dataset, record, backbone, seed=3) == [first, second]
+    assert _epoch_orders(conn, dataset, record, backbone, seed=4)[0] != first
