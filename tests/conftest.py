@@ -1,5 +1,7 @@
 import copy
+import itertools
 import os
+from pathlib import Path
 
 import pytest
 import torch
@@ -14,6 +16,27 @@ if os.environ.get("PYTEST_XDIST_WORKER_COUNT"):
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+INTEGRATION = Path(__file__).parent / "integration"
+
+
+def pytest_ignore_collect(collection_path, config):
+    """A run whose -m rules out `integration` (the unit loop) does not import tests/integration/, whose every module
+    carries that marker: each test process would import them (Ray Train, Tune, Serve) only to deselect them, about
+    a sixth of the unit loop's collection. A -m that could select one of them collects the folder as usual."""
+    if collection_path != INTEGRATION or not config.getoption("markexpr"):
+        return None
+    try:
+        from _pytest.mark.expression import Expression
+    except ImportError:  # pytest moved it: collect, as without this hook
+        return None
+    selects = Expression.compile(config.getoption("markexpr")).evaluate
+    others = ("model", "ray", "chaos")  # the other markers an integration test may carry
+    for combination in itertools.product((False, True), repeat=len(others)):
+        carried = {"integration", *itertools.compress(others, combination)}
+        if selects(lambda name, carried=carried, **_: name in carried):
+            return None
+    return True
 
 
 @pytest.fixture(scope="session")

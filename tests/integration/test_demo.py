@@ -1,4 +1,6 @@
-"""The README's main job on the real stack: demo drops → Ray Train jobs → versions, with every timing recorded."""
+"""The README's main job on the real stack: demo drops → Ray Train jobs → versions, with every timing recorded.
+The one test of the watcher training drops as 2-worker Ray Train jobs, a drop on top of another (each job costs
+about a minute, mostly Ray's)."""
 
 import pytest
 
@@ -27,6 +29,7 @@ def test_demo_trains_each_drop_as_a_ray_train_job_and_records_its_overhead(conn,
     assert [versions[d["version"]]["dataset_id"] for d in done] == [d["dataset_id"] for d in done]
     assert [parent_of(versions[d["version"]]) for d in done] == [None, done[0]["version"]]
     assert not bucket.list("incoming/"), "processed drops must leave incoming/"
+    assert bucket.list("checkpoints/"), "Ray Train stores its checkpoints in the bucket"
     entries = {e.dataset_id: e.summary() for e in Ledger(bucket).entries()}
     for d in done:
         timings = entries[d["dataset_id"]]["timings"]

@@ -1,6 +1,7 @@
 """The cluster path, locally: a two-node Ray cluster (`ray start --head`, then `ray start --address` with its own
 temp directory), then `ray job submit` of the entry point a cluster runs (jobs/watch.py); the drop in the bucket
-becomes a registered version, trained by workers on both nodes, so nothing relies on the driver's local disk."""
+becomes a registered version on top of the current one, trained by workers on both nodes from the parent set and
+the drop in the bucket, so nothing relies on the driver's local disk."""
 
 import json
 import os
@@ -13,10 +14,13 @@ from pathlib import Path
 import psutil
 import pytest
 
-from pipeline.data.task_dataset import write_drop
+from pipeline.data.task_dataset import TaskDataset, write_drop
 from pipeline.data.wordnet import split_wordnet20
+from pipeline.learn.config import TrainConfig
+from pipeline.orchestrator.transaction import train_on_current
 from pipeline.registry.bucket import Bucket
-from pipeline.registry.lineage import Lineage
+from pipeline.registry.lineage import Lineage, parent_of
+from pipeline.registry.store import Registry
 from pipeline.stack.process import free_port
 
 pytestmark = [pytest.mark.integration, pytest.mark.ray, pytest.mark.model]
@@ -96,15 +100,20 @@ def test_ray_job_submit_of_the_watcher_entry_point_trains_on_two_nodes_and_regis
     conn, ray_cluster, tmp_path
 ):
     bucket = Bucket.connect(conn)
-    task = split_wordnet20(1993, "ci")[0]
-    task.train_inputs, task.train_labels = (
-        task.train_inputs[::4],
-        task.train_labels[::4],
-    )  # the path, not accuracy
-    folder = write_drop(task, tmp_path / "wn0")
+    first, task = split_wordnet20(1993, "ci")[:2]
+    for t in (first, task):
+        t.train_inputs, t.train_labels = t.train_inputs[::4], t.train_labels[::4]  # the path, not accuracy
+    # The job's drop is a later task: jobs/watch.py trains with the shipped recipe, whose first task runs twenty
+    # epochs (first_examples) where a later one runs two; the path is the same, and the workers load a parent.
+    train_on_current(
+        TaskDataset.from_dir(write_drop(first, tmp_path / "wn0")),
+        Registry.connect(conn),
+        TrainConfig(epochs=1, first_examples=None),
+    )
+    folder = write_drop(task, tmp_path / "wn1")
     for file in folder.iterdir():
-        bucket.put(f"incoming/wn0/{file.name}", file.read_bytes())
-    bucket.put("incoming/wn0/_READY", b"ready")
+        bucket.put(f"incoming/wn1/{file.name}", file.read_bytes())
+    bucket.put("incoming/wn1/_READY", b"ready")
 
     # What a platform engineer passes to a cluster: where S3 and MLflow are, never a code change.
     keys = (
@@ -138,6 +147,8 @@ def test_ray_job_submit_of_the_watcher_entry_point_trains_on_two_nodes_and_regis
         # on each for Ray Data's tasks, which stream the task to them (its repartition takes a whole CPU).
         "--cpus-per-worker",
         "2",
+        "--guard",  # a few dozen rows for one epoch forget freely: the path is this test's subject
+        "1",
     ]
     for _ in range(30):  # a fresh head answers before its job agent has registered: Ray says to try again
         job = subprocess.run(
@@ -152,9 +163,10 @@ def test_ray_job_submit_of_the_watcher_entry_point_trains_on_two_nodes_and_regis
             break
         time.sleep(2)
     assert job.returncode == 0, job.stdout[-3000:] + job.stderr[-3000:]
-    assert "wn0: registered as v1" in job.stdout
+    assert "wn1: registered as v2" in job.stdout
     current = Lineage(conn).current()
-    assert current is not None and current.version == "1" and current.tags["task"] == "wn0"
+    assert current is not None and current.version == "2" and current.tags["task"] == "wn1"
+    assert parent_of(current.tags) == "1"
 
     from ray.util.state import list_actors, list_nodes
 

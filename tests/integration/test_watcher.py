@@ -1,6 +1,7 @@
-"""The orchestrator on the real stack: a drop put with plain S3 puts becomes the current version, locally and as a
-Ray Train job; `litelora submit`. The watcher's logic (claims, duplicates, quarantine, order) is unit-tested on
-in-memory stand-ins in tests/orchestrator/test_drops.py."""
+"""The orchestrator on the real stack: a drop put with plain S3 puts becomes the current version; `litelora submit`.
+The same path as 2-worker Ray Train jobs, a drop on top of another, is tests/integration/test_demo.py's. The
+watcher's logic (claims, duplicates, quarantine, order) is unit-tested on in-memory stand-ins in
+tests/orchestrator/test_drops.py."""
 
 import io
 import json
@@ -19,7 +20,7 @@ from pipeline.learn.config import TrainConfig
 from pipeline.orchestrator.transaction import train_on_current
 from pipeline.orchestrator.watcher import READY_BODY, WatchConfig, Watcher
 from pipeline.registry.bucket import Bucket
-from pipeline.registry.lineage import Lineage, parent_of
+from pipeline.registry.lineage import Lineage
 from pipeline.registry.store import Registry
 
 pytestmark = pytest.mark.integration
@@ -105,38 +106,6 @@ def test_a_good_drop_becomes_the_current_version(conn, s3, wordnet, watcher_fact
     assert states == ["claimed", "validating", "training", "evaluating", "registered"]
     for key in ("detection_latency_s", "validation_s", "train_s", "evaluate_s", "register_s"):
         assert rows[0]["timings"][key] >= 0
-
-
-@pytest.mark.ray
-def test_a_drop_is_trained_by_a_two_worker_ray_train_job_and_registered(
-    conn, s3, wordnet, tiny_backbone_dir, ray_node
-):
-    from pipeline.orchestrator.ray_train import ScalingSpec, ray_fit
-
-    # One epoch for the first task too: each epoch is a checkpoint in the bucket, and this test is about the path.
-    config = TrainConfig(
-        backbone=BackboneConfig(name=str(tiny_backbone_dir)),
-        epochs=1,
-        first_examples=None,
-        batch_size=16,
-        seed=0,
-    )
-    fit = ray_fit(conn, ScalingSpec(num_workers=2))
-    watcher = Watcher(
-        Registry.connect(conn),
-        WatchConfig(poll_s=0.2),
-        log=lambda m: None,
-        trainer=lambda ds, _registry: train_on_current(
-            ds, Registry.connect(conn), config, fit=fit, max_accuracy_drop=1.0
-        ),
-    )
-    _drop(s3, "ddp0", wordnet[0])
-    _drop(s3, "ddp1", wordnet[1])
-    done = watcher.run(once=True)
-    assert [d["state"] for d in done] == ["registered", "registered"]
-    versions = Lineage(conn).versions()
-    assert [parent_of(v.tags) for v in versions] == [None, versions[0].version]
-    assert Bucket.connect(conn).list("checkpoints/"), "Ray Train stores its checkpoints in the bucket"
 
 
 def test_submit_uploads_a_valid_drop_and_refuses_an_invalid_one(conn, wordnet, tmp_path):

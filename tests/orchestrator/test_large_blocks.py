@@ -10,15 +10,17 @@ import pytest
 pytestmark = pytest.mark.skipif(platform.libc_ver()[0] != "glibc", reason="glibc's allocator")
 
 # A fresh process: glibc's threshold depends on everything the process allocated before. Freeing a 16 MB block
-# raises the default threshold to 16 MB, so a later 8 MB block comes from the heap and stays resident.
+# raises the default threshold to 16 MB, so a later 8 MB block comes from the heap and stays resident. The blocks
+# are bytearrays, which come from the same malloc as torch's CPU tensors, so the process need not import torch
+# (two seconds each).
 KEPT_AFTER_FREE = """
-import sys, torch
+import sys
 import contextlib
 from pipeline.orchestrator.worker_memory import large_blocks_mapped, private_mb
 with large_blocks_mapped() if sys.argv[1] == "mapped" else contextlib.nullcontext():
-    block = torch.ones(4 * 2**20); del block
+    block = bytearray(16 * 2**20); del block
     before = private_mb()
-    block = torch.ones(2 * 2**20); del block
+    block = bytearray(8 * 2**20); del block
     print(private_mb() - before)
 """
 
