@@ -82,6 +82,18 @@ LEVERS: dict[str, tuple[str, dict]] = {
         "more recruits asked for: null-space recruits, linear drift compensation, the no-regret rule",
         {**SHIPPED, "sparsity": 0.1, "recruit_space": "null", "drift": "linear", "no_regret": True},
     ),
+    "routed recruits": (
+        "a recruit acts only on the rows routed to it (by the bare encoder's features); a reuse joins its parent",
+        {**SHIPPED, "recruit_space": "routed"},
+    ),
+    "λ = 0.1 + routed": (
+        "the gate asks for more recruits; each acts only on the rows routed to it",
+        {**SHIPPED, "sparsity": 0.1, "recruit_space": "routed"},
+    ),
+    "adapt-once + routed": (
+        "the first task's adapter for the rows routed to it; every other row the bare encoder",
+        {"method": "adapt-once", **SHIPPED, "recruit_space": "routed"},
+    ),
     "λ = 2": ("a heavier sparsity weight", {**SHIPPED, "sparsity": 2.0}),
     "slow learner": ("adapter learning rate 5e-4, head 2e-3 (SLCA)", {**SHIPPED, "adapter_lr": 5e-4}),
     "5 epochs every task": ("later tasks trained as long as the first", {**SHIPPED, "epochs": 5}),
@@ -115,7 +127,9 @@ def run_lever(stream: str, ordering: int, settings: dict, test: bool) -> dict:
     config = config.with_overrides(rank=spec.rank).with_overrides(**settings)
     clock = time.process_time()
     wall = time.perf_counter()
-    results = run_joint(tasks, config, HEADS) if joint else run_sequence(tasks, config, head_options=HEADS)[0]
+    # A routed set scores with the ridge head only: its per-task linear heads never see a routed row.
+    heads = HEADS[:1] if config.recruit_space == "routed" else HEADS
+    results = run_joint(tasks, config, heads) if joint else run_sequence(tasks, config, head_options=heads)[0]
     return {
         "config": config.to_dict(),
         "cpu_s": time.process_time() - clock,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import re
 from collections.abc import Callable, Iterator
 
@@ -70,6 +71,18 @@ class InjectedAdapters:
         """At a task boundary the latest kept adapter starts being used in normalised form."""
         for layer in self.layers.values():
             layer.latest_unnormalised = False
+
+    @contextlib.contextmanager
+    def masked(self, row_mask: torch.Tensor) -> Iterator[None]:
+        """Within: row i of a forward uses the kept adapters where `row_mask[i]` is 1 (the trainable one: its
+        last column), and no other (SDLoRALinear.row_mask)."""
+        for layer in self.layers.values():
+            layer.row_mask = row_mask
+        try:
+            yield
+        finally:
+            for layer in self.layers.values():
+                layer.row_mask = None
 
     def merge(self) -> None:
         for layer in self.layers.values():

@@ -6,6 +6,10 @@ A recruit confined to the null space (TrainConfig.recruit_space = "null") trains
 A_t (I − U Uᵀ), U the basis of the earlier tasks' inputs to this layer (null_space.py); that product is what it
 keeps, so a kept adapter, a merge and an export are the same maths either way.
 
+Routed recruits (TrainConfig.recruit_space = "routed", learn/routing.py) switch adapters per row: `row_mask`
+[batch, kept + 1] holds, for every row, 1 for each kept adapter on the path of the expert the row was routed to
+(the last column: the adapter being trained), so one forward serves rows of several experts.
+
 The frozen factors of all kept adapters live in one (Σr × d_in) / (d_out × Σr) pair, so the cost of a
 forward pass is one pair of matmuls whatever the number of adapters. The direction being trained is
 unnormalised (B_t = 0 at init, its norm is 0), and so is the latest kept one until the next task starts.
@@ -57,6 +61,8 @@ class SDLoRALinear(nn.Module):
         self.register_buffer("input_basis", torch.empty(d_in, 0, **kw))
         self.in_null_space = False
         """Whether the trainable adapter's A acts only outside `input_basis`."""
+        self.row_mask: torch.Tensor | None = None
+        """Routed sets: which adapters act on each row of the next forward (None: all of them, on every row)."""
         self.ranks: list[int] = []
         self.latest_unnormalised = False
         self.lora_a: nn.Parameter | None = None
@@ -172,7 +178,18 @@ class SDLoRALinear(nn.Module):
         if factors is None:
             return out
         a, s, b = factors
-        return out + F.linear(F.linear(x, a.to(x.dtype)) * s.to(x.dtype), b.to(x.dtype))
+        down = F.linear(x, a.to(x.dtype)) * s.to(x.dtype)
+        if self.row_mask is not None:
+            down = down * self.direction_mask(down.shape[-1]).to(x.dtype).view(
+                x.shape[0], *([1] * (x.dim() - 2)), -1
+            )
+        return out + F.linear(down, b.to(x.dtype))
+
+    def direction_mask(self, directions: int) -> torch.Tensor:
+        """`row_mask` per direction: each kept adapter's column repeated over its rank, the trainable one's last."""
+        mask = self.row_mask[:, self.row_owner]
+        trainable = directions - mask.shape[1]
+        return torch.cat([mask, self.row_mask[:, -1:].expand(-1, trainable)], dim=1) if trainable else mask
 
     @torch.no_grad()
     def merge(self) -> None:

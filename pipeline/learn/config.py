@@ -13,6 +13,7 @@ from pipeline.learn.head_options import HEAD_OPTIONS, HeadOption
 from pipeline.methods import DEFAULT_METHOD, method_of, stream_methods
 
 FIRST_EPOCHS_CAP = 10
+RECRUIT_SPACES = ("full", "null", "routed")
 
 
 @dataclass
@@ -57,10 +58,12 @@ class TrainConfig:
     no_regret: bool = False
     """Keep a recruit the gate asks for only if the set scores better with it than with a reuse (a tie reuses), on
     validation cuts of every task's training rows (learn/no_regret.py)."""
-    recruit_space: Literal["full", "null"] = "full"
-    """Where a recruited adapter may act: on every input direction ("full"), or only outside the subspace earlier
-    tasks fed each adapted layer ("null", GPM/InfLoRA), so the features of earlier classes barely move. "null"
-    records each task's input statistics when it closes (one more forward pass over its training rows)."""
+    recruit_space: Literal["full", "null", "routed"] = "full"
+    """Where a recruited adapter may act: on every input direction ("full"); only outside the subspace earlier
+    tasks fed each adapted layer ("null", GPM/InfLoRA), so the features of earlier classes barely move ("null"
+    records each task's input statistics when it closes: one more forward pass over its training rows); or only on
+    the rows routed to it ("routed", learn/routing.py: features of earlier classes never move; two forward passes
+    a prediction, ridge head only)."""
     null_space_energy: float = 0.97
     """Share of each task's input energy (Σ xxᵀ) per layer that the basis of earlier inputs must hold (GPM)."""
     drift: Literal["means", "linear"] = "means"
@@ -82,13 +85,29 @@ class TrainConfig:
             raise ValueError(
                 f"unknown drift compensation {self.drift!r}; choose one of {', '.join(DRIFT_COMPENSATIONS)}"
             )
-        if self.recruit_space not in ("full", "null"):
-            raise ValueError(f"recruit_space must be 'full' or 'null' (got {self.recruit_space!r})")
+        if self.recruit_space not in RECRUIT_SPACES:
+            raise ValueError(
+                f"recruit_space must be one of {', '.join(RECRUIT_SPACES)} (got {self.recruit_space!r})"
+            )
+        if self.recruit_space == "routed":
+            self._check_routable()
         if not 0 < self.null_space_energy <= 1:
             raise ValueError(f"null_space_energy must be in (0, 1] (got {self.null_space_energy})")
         for name in ("epochs", "batch_size", "phase2_batch_size", "eval_batch_size"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be >= 1")
+
+    def _check_routable(self) -> None:
+        """Routed recruits rely on every kept adapter staying as it was (an expert never changes) and score with
+        the ridge head (learn/routing.py)."""
+        method = method_of(self.method)
+        moves_kept = method.resets_magnitudes() or method.opening(1) == "continue"
+        moves_kept |= method.trains_magnitudes(1) and not method.only_the_task_magnitude(self.relearn_magnitudes)
+        if moves_kept or not method.adapts(0) or self.head != "ridge" or self.no_regret:
+            raise ValueError(
+                "routed recruits need a method that adapts and never changes a kept adapter, the ridge head and "
+                f"no no-regret rule (got method {self.method!r}, head {self.head!r}, no_regret {self.no_regret})"
+            )
 
     def task_epochs(self, task_index: int, rows: int) -> int:
         """Phase-1 epochs of task `task_index` (0-based) with `rows` training rows."""

@@ -37,7 +37,7 @@ STORED = {
     "prototype": ("stats.means", "stats.counts"),
     "aligned": ("stats.", "aligned."),
     "calibrated": ("calibration",),
-    "ridge": ("ridge.",),
+    "ridge": ("ridge.", "routing."),
 }
 """Which scoring tensors (by name prefix) a set trained with each option keeps beyond its linear heads."""
 
@@ -53,8 +53,8 @@ def needs_statistics(options: tuple[str, ...]) -> bool:
 
 def needs_drift_reference(model, options: tuple[str, ...]) -> bool:
     """Whether fitting `options` after the next task needs the task's features from before it trained."""
-    if not model.method.adapts(len(model.tasks)):  # a task that adapts nothing moves no feature
-        return False
+    if not model.method.adapts(len(model.tasks)) or model.routes is not None:
+        return False  # a task that adapts nothing, or only the rows routed to it, moves no earlier feature
     stored = model.class_stats.num_classes if needs_statistics(options) else 0
     return model.config.drift_compensation and bool(
         stored or ("ridge" in options and model.ridge.num_classes)
@@ -71,7 +71,7 @@ def check_fittable(model, options: tuple[str, ...]) -> None:
         for o in options
         if o in ("prototype", "aligned") and model.class_stats.num_classes != len(model.classes)
     ]
-    if "ridge" in options and model.ridge.num_classes != len(model.classes):
+    if "ridge" in options and model.routes is None and model.ridge.num_classes != len(model.classes):
         lacking.append("ridge")
     if "calibrated" in options and len(model.heads.calibration) != len(model.tasks):
         lacking.append("calibrated")
@@ -116,6 +116,8 @@ def classifier(model, option: str) -> tuple[torch.Tensor, torch.Tensor, bool]:
 
 def score(model, features: torch.Tensor, option: str) -> torch.Tensor:
     """Scores over every class seen, in head order, for already computed features."""
+    if model.routes is not None:  # the configuration allows only the ridge head
+        return SCORE_SCALE * model.routes.scores(features)
     if option == "ridge" and model.ridge.dim:
         return SCORE_SCALE * model.ridge.scores(features)
     weight, bias, normalise = classifier(model, option)
@@ -133,6 +135,9 @@ def fit_heads(model, task: Task, options: tuple[str, ...], rows: RowFeatures) ->
     labels = model.class_index(task.classes)[rows.labels]  # global class indices
     cfg, shard = model.config, rows.shard
     drift = rows.before is not None and cfg.drift_compensation
+    if model.routes is not None:
+        model.routes.add(rows.features, labels, len(model.classes), rows.ridge_held, shard)
+        return
     if needs_statistics(options):
         if drift:
             model.class_stats.compensate_drift(rows.before, rows.features, cfg.drift, shard)

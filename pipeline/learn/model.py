@@ -26,6 +26,7 @@ from pipeline.learn.config import TrainConfig
 from pipeline.learn.head_options import KNOWN_CLASS_HEADS, STORED, score
 from pipeline.learn.heads import TaskHeads
 from pipeline.learn.ridge import RidgeHead
+from pipeline.learn.routing import Routes
 from pipeline.learn.subspace import chance_coverage, coverage
 from pipeline.learn.task import Task
 from pipeline.methods import Method, method_of
@@ -87,6 +88,7 @@ class ContinualModel(nn.Module):
         adapter = config.adapter if config.relearn_magnitudes else replace(config.adapter, norm="none")
         self.adapters = inject_adapters(self.backbone, self.gate, adapter)
         self.ridge = RidgeHead(config.ridge_dim, config.seed)
+        self.routes = Routes.start(config.ridge_dim, config.seed) if config.recruit_space == "routed" else None
         self.heads = TaskHeads(self.encoder.hidden_size)
         self.class_stats = ClassStatistics.empty(self.encoder.hidden_size, config.stats_rank)
         self.tasks: list[TaskRecord] = []
@@ -119,6 +121,8 @@ class ContinualModel(nn.Module):
         return self.encoder.encode(inputs)
 
     def features(self, **batch: torch.Tensor) -> torch.Tensor:
+        if self.routes is not None:
+            return self.routes.features(self, batch)
         return self.encoder.features(**batch)
 
     def forward(self, head: str | None = None, **batch: torch.Tensor) -> torch.Tensor:
@@ -217,6 +221,8 @@ class ContinualModel(nn.Module):
             self.adapters.freeze_adapter(slot=decision.task)
         else:
             self.adapters.drop_adapter()  # pruned: neither stored nor computed from now on
+        if self.routes is not None:
+            self.routes.close(self.adapters.num_frozen - 1 if decision.keep and adapted else None)
         label = self.method.decision(index, decision.decision)
         self.tasks.append(
             TaskRecord(
@@ -234,7 +240,10 @@ class ContinualModel(nn.Module):
 
     def merge(self, unwrap: bool = False) -> None:
         """Fold all adapters into the backbone weights for inference. `unwrap` also puts the plain nn.Linear
-        modules back, so a forward is exactly the plain backbone's (the model cannot train afterwards)."""
+        modules back, so a forward is exactly the plain backbone's (the model cannot train afterwards). A routed
+        set merges nothing: which adapters apply depends on the row."""
+        if self.routes is not None:
+            return
         self.adapters.merge()
         if unwrap:
             for name, layer in self.adapters:
@@ -285,6 +294,7 @@ class ContinualModel(nn.Module):
             "tasks": tasks,
             "scoring": scoring_file,
             **({"input_bases": bases_file} if bases_file else {}),
+            **({"routes": self.routes.manifest()} if self.routes is not None else {}),
             **(extra or {}),
         }
         write_adapter_set(directory, manifest, files)
@@ -302,6 +312,8 @@ class ContinualModel(nn.Module):
             out |= {"aligned.weight": self.heads.aligned_weight, "aligned.bias": self.heads.aligned_bias}
         if self.ridge.num_classes:
             out |= {f"ridge.{k}": v for k, v in self.ridge.tensors().items()}
+        if self.routes is not None:
+            out |= {f"routing.{k}": v for k, v in self.routes.tensors().items()}
         keep = STORED[option or self.config.head]
         return {k: v for k, v in out.items() if k.startswith(keep)} if keep else {}
 
@@ -343,6 +355,10 @@ class ContinualModel(nn.Module):
             model.tasks.append(TaskRecord(**entry))
         if manifest.get("scoring"):
             model.load_scoring(read_tensor_file(directory, manifest["scoring"]))
+        if manifest.get("routes"):
+            tensors = read_tensor_file(directory, manifest["scoring"]) if manifest.get("scoring") else {}
+            routing = {k.removeprefix("routing."): v for k, v in tensors.items() if k.startswith("routing.")}
+            model.routes = Routes.load(manifest["routes"], routing, config.ridge_dim, config.seed)
         if manifest.get("input_bases"):
             model.adapters.load_input_bases(read_tensor_file(directory, manifest["input_bases"]))
         return model

@@ -14,7 +14,7 @@ from __future__ import annotations
 import contextlib
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import torch
 import torch.nn.functional as F
@@ -164,13 +164,15 @@ def train_task(
     rows = TaskRows(model, task) if rows is None else rows
     # The model as it is, for the rows' features before the task: computed beside theirs after it, in one pass.
     reference = reference_copy(model) if needs_drift_reference(model, head_options) else None
+    if model.routes is not None:  # the parent the task's new adapter trains on: where its rows route now
+        model.routes.open(rows.features(model))
     torch.manual_seed(cfg.seed + len(model.tasks))
     t = model.begin_task(task)
     frozen: RowFeatures | None = None
     if not model.method.adapts(t):
         # Nothing adapts, so the head trains on features computed once: the batches are features, the network
         # is the heads alone.
-        frozen = rows.features(model) if features is None else RowFeatures.of(task, features)
+        frozen = parent_features(model, rows) if features is None else RowFeatures.of(task, features)
         batches = Batches({"features": frozen.features}, frozen.labels, frozen.shard)
         network = model.heads
     else:
@@ -196,13 +198,23 @@ def train_task(
     recording = cfg.recruit_space == "null"
     if set(head_options) != {"linear"} or recording:
         # One pass serves both: the rows' features for the heads and their inputs to every adapted layer.
-        with recording_inputs(model) if recording else contextlib.nullcontext() as seen:
-            trained = rows.features(model, reference) if recording or frozen is None else frozen
+        routed = model.routes.forcing(model.routes.task_expert[-1]) if model.routes else contextlib.nullcontext()
+        with recording_inputs(model) if recording else contextlib.nullcontext() as seen, routed:
+            trained = rows.features(model, reference) if recording or frozen is None or model.routes else frozen
         if recording:
             extend_input_bases(model, seen, cfg.null_space_energy)
         if set(head_options) != {"linear"}:
             fit_heads(model, task, head_options, trained)
     return TaskResult(decision, trainable, time.perf_counter() - start, losses)
+
+
+def parent_features(model, rows: TrainingRows) -> RowFeatures:
+    """The rows' features as the open task trains them: under the model, or a routed set's open task's parent."""
+    if model.routes is None:
+        return rows.features(model)
+    with model.routes.forcing(model.routes.parent):
+        both = rows.features(model)
+    return replace(both, features=both.features.chunk(2, dim=1)[0])
 
 
 @dataclass
