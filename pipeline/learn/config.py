@@ -102,7 +102,9 @@ class TrainConfig:
         the ridge head (learn/routing.py)."""
         method = method_of(self.method)
         moves_kept = method.resets_magnitudes() or method.opening(1) == "continue"
-        moves_kept |= method.trains_magnitudes(1) and not method.only_the_task_magnitude(self.relearn_magnitudes)
+        moves_kept |= method.trains_magnitudes(1) and not method.only_the_task_magnitude(
+            self.relearn_magnitudes
+        )
         if moves_kept or not method.adapts(0) or self.head != "ridge" or self.no_regret:
             raise ValueError(
                 "routed recruits need a method that adapts and never changes a kept adapter, the ridge head and "

@@ -88,7 +88,9 @@ class ContinualModel(nn.Module):
         adapter = config.adapter if config.relearn_magnitudes else replace(config.adapter, norm="none")
         self.adapters = inject_adapters(self.backbone, self.gate, adapter)
         self.ridge = RidgeHead(config.ridge_dim, config.seed)
-        self.routes = Routes.start(config.ridge_dim, config.seed) if config.recruit_space == "routed" else None
+        self.routes = (
+            Routes.start(config.ridge_dim, config.seed) if config.recruit_space == "routed" else None
+        )
         self.heads = TaskHeads(self.encoder.hidden_size)
         self.class_stats = ClassStatistics.empty(self.encoder.hidden_size, config.stats_rank)
         self.tasks: list[TaskRecord] = []

@@ -198,7 +198,9 @@ def train_task(
     recording = cfg.recruit_space == "null"
     if set(head_options) != {"linear"} or recording:
         # One pass serves both: the rows' features for the heads and their inputs to every adapted layer.
-        routed = model.routes.forcing(model.routes.task_expert[-1]) if model.routes else contextlib.nullcontext()
+        routed = (
+            model.routes.forcing(model.routes.task_expert[-1]) if model.routes else contextlib.nullcontext()
+        )
         with recording_inputs(model) if recording else contextlib.nullcontext() as seen, routed:
             trained = rows.features(model, reference) if recording or frozen is None or model.routes else frozen
         if recording:
