@@ -202,7 +202,9 @@ def train_task(
             model.routes.forcing(model.routes.task_expert[-1]) if model.routes else contextlib.nullcontext()
         )
         with recording_inputs(model) if recording else contextlib.nullcontext() as seen, routed:
-            trained = rows.features(model, reference) if recording or frozen is None or model.routes else frozen
+            trained = (
+                rows.features(model, reference) if recording or frozen is None or model.routes else frozen
+            )
         if recording:
             extend_input_bases(model, seen, cfg.null_space_energy)
         if set(head_options) != {"linear"}:
