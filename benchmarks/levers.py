@@ -90,6 +90,10 @@ LEVERS: dict[str, tuple[str, dict]] = {
         "the gate asks for more recruits; each acts only on the rows routed to it",
         {**SHIPPED, "sparsity": 0.1, "recruit_space": "routed"},
     ),
+    "λ = 0.1 + routed + no-regret": (
+        "more recruits asked for, each on its routed rows, kept only if it gains more than the router would confuse",
+        {**SHIPPED, "sparsity": 0.1, "recruit_space": "routed", "no_regret": True},
+    ),
     "adapt-once + routed": (
         "the first task's adapter for the rows routed to it; every other row the bare encoder",
         {"method": "adapt-once", **SHIPPED, "recruit_space": "routed"},

@@ -63,7 +63,8 @@ class TrainConfig:
     tasks fed each adapted layer ("null", GPM/InfLoRA), so the features of earlier classes barely move ("null"
     records each task's input statistics when it closes: one more forward pass over its training rows); or only on
     the rows routed to it ("routed", learn/routing.py: features of earlier classes never move; two forward passes
-    a prediction, ridge head only)."""
+    a prediction, ridge head only; with `no_regret` a recruit is weighed on the task's own held-out rows,
+    routing.weigh_routed_recruit)."""
     null_space_energy: float = 0.97
     """Share of each task's input energy (Σ xxᵀ) per layer that the basis of earlier inputs must hold (GPM)."""
     drift: Literal["means", "linear"] = "means"
@@ -105,10 +106,10 @@ class TrainConfig:
         moves_kept |= method.trains_magnitudes(1) and not method.only_the_task_magnitude(
             self.relearn_magnitudes
         )
-        if moves_kept or not method.adapts(0) or self.head != "ridge" or self.no_regret:
+        if moves_kept or not method.adapts(0) or self.head != "ridge":
             raise ValueError(
-                "routed recruits need a method that adapts and never changes a kept adapter, the ridge head and "
-                f"no no-regret rule (got method {self.method!r}, head {self.head!r}, no_regret {self.no_regret})"
+                "routed recruits need a method that adapts and never changes a kept adapter, and the ridge head "
+                f"(got method {self.method!r}, head {self.head!r})"
             )
 
     def task_epochs(self, task_index: int, rows: int) -> int:

@@ -27,6 +27,7 @@ from pipeline.learn.head_options import check_fittable, fit_heads, needs_drift_r
 from pipeline.learn.input_space import extend_input_bases, recording_inputs
 from pipeline.learn.model import ContinualModel
 from pipeline.learn.no_regret import weigh_recruit
+from pipeline.learn.routing import weigh_routed_recruit
 from pipeline.learn.task import Task
 from pipeline.learn.training_rows import Batches, TaskRows, TrainingRows
 
@@ -154,7 +155,7 @@ def train_task(
     worker's streamed shard). `cuts`: validation cuts of the earlier tasks' training rows (`validation_cut`), for
     the no-regret rule (`config.no_regret`)."""
     cfg = model.config
-    if cfg.no_regret and cuts is None and model.tasks:
+    if cfg.no_regret and cuts is None and model.tasks and model.routes is None:
         raise ValueError(
             "no_regret weighs a recruit on every earlier task's validation cut: pass them as `cuts`"
         )
@@ -184,7 +185,10 @@ def train_task(
     if model.method.selects(t):
         losses["phase2"] = run.phase2()
         keep = None  # decided by the sign of l_t
-        if cfg.no_regret and float(model.gate.current_logit) > 0:
+        if cfg.no_regret and float(model.gate.current_logit) > 0 and model.routes is not None:
+            weighing = weigh_routed_recruit(model, task, rows)
+            keep, weighed = weighing.keep, [weighing.recruit, weighing.reuse]
+        elif cfg.no_regret and float(model.gate.current_logit) > 0:
             weighing = weigh_recruit(
                 model,
                 task,

@@ -17,14 +17,18 @@ its expert's. docs/method.md §4 has the measurements.
 from __future__ import annotations
 
 import contextlib
+import copy
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 
 import torch
 
 from pipeline.learn.adapted_features import RowFeatures
-from pipeline.learn.ridge import RidgeHead
+from pipeline.learn.no_regret import Weighing
+from pipeline.learn.ridge import LAMBDAS, RidgeHead, solve
 from pipeline.learn.shard_sums import summed
+from pipeline.learn.task import Task
+from pipeline.learn.training_rows import TrainingRows
 
 BARE = 0
 """The expert with no adapter: the pretrained encoder as it ships."""
@@ -44,6 +48,8 @@ class Routes:
     """While a task trains: the expert its new adapter is trained on top of."""
     forced: int | None = field(default=None, repr=False)
     """In eval: send every row to this expert instead of routing (fitting a task's own rows)."""
+    candidate: bool = field(default=True, repr=False)
+    """Whether the adapter being trained acts on its parent's rows (off: what a reuse would give them)."""
 
     @classmethod
     def start(cls, dim: int, seed: int) -> Routes:
@@ -76,7 +82,7 @@ class Routes:
         table = torch.zeros(len(self.experts), kept + 1, device=experts.device)
         for e, path in enumerate(self.experts):
             table[e, path] = 1.0
-        if self.parent is not None:
+        if self.parent is not None and self.candidate:
             table[self.parent, kept] = 1.0
         return table[experts]
 
@@ -120,12 +126,12 @@ class Routes:
         return expert
 
     @contextlib.contextmanager
-    def forcing(self, expert: int) -> Iterator[None]:
-        self.forced = expert
+    def forcing(self, expert: int, candidate: bool = True) -> Iterator[None]:
+        self.forced, self.candidate = expert, candidate
         try:
             yield
         finally:
-            self.forced = None
+            self.forced, self.candidate = None, True
 
     def add(
         self, features: torch.Tensor, labels: torch.Tensor, num_classes: int, held: torch.Tensor, shard: bool
@@ -170,3 +176,51 @@ class Routes:
             head("router."),
             [head(f"expert{e}.") for e in range(len(experts))],
         )
+
+
+def weigh_routed_recruit(model, task: Task, rows: TrainingRows) -> Weighing:
+    """The no-regret rule for a routed recruit, on the open task's own held-out fifth (by content hash): what the
+    recruit gains on the task against what it costs the classes before it.
+
+    gain  held rows right under parent + new adapter, minus under the parent alone (a ridge head over the task's
+          classes, fitted on its other rows, each way)
+    cost  held rows the router, with the task's classes added, sends to a class the parent owns: as a new
+          expert the task would lose them; and about as many of the parent's rows would go the other way
+          (confusion between two groups of classes is about symmetric), so twice that count
+    Both are counted over every rank's rows. A reuse loses neither."""
+    routes = model.routes
+    with routes.forcing(routes.parent, candidate=True):
+        recruit = rows.features(model)
+    with routes.forcing(routes.parent, candidate=False):
+        reuse = rows.features(model)
+    held, labels = recruit.ridge_held, recruit.labels
+    classes = len(task.classes)
+    right = [
+        _held_right(model, f.features.chunk(2, dim=1)[0], labels, classes, held, f.shard)
+        for f in (recruit, reuse)
+    ]
+    router = copy.deepcopy(routes.router)
+    first = len(routes.class_expert)  # the task's new classes get the next indices
+    global_labels = first + labels
+    router.add(recruit.features.chunk(2, dim=1)[1], global_labels, first + classes, held, recruit.shard)
+    router.fit()
+    predicted = router.scores(recruit.features.chunk(2, dim=1)[1][held].float()).argmax(1)
+    owner = torch.tensor(routes.class_expert + [-1] * (router.num_classes - first), dtype=torch.long)
+    confused = (owner[predicted] == routes.parent).sum()
+    right_recruit, right_reuse, confused, n = summed(
+        [right[0], right[1], confused.double(), held.sum().double()], recruit.shard
+    )
+    n = max(float(n), 1.0)
+    return Weighing(recruit=float(right_recruit - 2 * confused) / n, reuse=float(right_reuse) / n)
+
+
+def _held_right(
+    model, features: torch.Tensor, labels: torch.Tensor, classes: int, held: torch.Tensor, shard: bool
+) -> torch.Tensor:
+    """How many held rows a ridge head over the task's classes, fitted on the other rows, gets right."""
+    head = RidgeHead(model.config.ridge_dim, model.config.seed)
+    head.add(features, labels, classes, held, shard)
+    lam = min(LAMBDAS, key=head.validation_error)
+    weight = solve(head.fit_rows.gram, head.fit_rows.sums.T, lam)
+    predicted = (head.features(features[held]) @ weight).argmax(1)
+    return (predicted == labels[held]).sum().double()

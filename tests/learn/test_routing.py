@@ -102,7 +102,6 @@ def test_merging_a_routed_set_for_serving_changes_no_prediction(routed, wordnet_
         {"method": "seq-lora"},
         {"method": "frozen"},
         {"head": "linear"},
-        {"no_regret": True},
     ],
 )
 def test_routed_recruits_refuse_a_method_that_moves_kept_adapters_or_another_head(changes):
