@@ -2,6 +2,7 @@
 to it, so the features of the classes before it never move; the routes travel with the set."""
 
 import copy
+from dataclasses import replace
 
 import pytest
 import torch
@@ -107,3 +108,23 @@ def test_merging_a_routed_set_for_serving_changes_no_prediction(routed, wordnet_
 def test_routed_recruits_refuse_a_method_that_moves_kept_adapters_or_another_head(changes):
     with pytest.raises(ValueError, match="routed recruits need"):
         small_config(recruit_space="routed", **changes)
+
+
+def test_a_routed_recruit_whose_classes_the_router_cannot_tell_from_its_parents_is_refused(
+    _tiny_bert_template, tokenizer, wordnet_tasks
+):
+    # The second task's rows are the first task's, under new class names: as its own expert it would take every
+    # row of both tasks that the router sends the wrong way, whatever it gains on its own.
+    first = wordnet_tasks[0]
+    twin = replace(first, name="twin", classes=[f"twin.{c}" for c in first.classes])
+    model = ContinualModel(
+        small_config(recruit_space="routed", no_regret=True, epochs=2, lr=2e-2, first_examples=None),
+        backbone=copy.deepcopy(_tiny_bert_template),
+        tokenizer=tokenizer,
+    )
+    for task in (first, twin):
+        train_task(model, task)
+    recruit, reuse = model.tasks[1].weighed
+    assert recruit < reuse
+    assert [t.decision for t in model.tasks] == ["recruit", "reuse"]
+    assert model.routes.task_expert == [1, 1]
