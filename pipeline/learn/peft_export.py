@@ -109,6 +109,8 @@ def export_peft(model, directory: str | Path, replace: bool = False) -> dict:
         raise RuntimeError("cannot export while a task is being trained")
     out = Path(directory)
     out.mkdir(parents=True, exist_ok=True)
+    if model.routes is not None:
+        return export_routed(model, out)
     base = model.config.backbone.name
     layers = list(model.adapters)
     convolutional = model.config.backbone.reads_images  # 1×1 convolutions wrapped as `<conv>.linear`
@@ -156,6 +158,55 @@ def export_peft(model, directory: str | Path, replace: bool = False) -> dict:
         "base_model": base,
         "adapters": written,
         "ranks": ranks,
+    }
+    (out / "labels.json").write_text(json.dumps(labels, indent=2))
+    return labels
+
+
+def export_routed(model, out: Path) -> dict:
+    """A routed set (learn/routing.py) as one PEFT LoRA per expert, each its path's adapters with their magnitudes
+    folded into B (DIR/experts/<e>/; the bare encoder, expert 0, has none), the router and each expert's head as
+    linear maps over L2-normalised features (DIR/router.safetensors, DIR/heads/<e>.safetensors), and in
+    labels.json each class's expert. A prediction: the router over the bare encoder's features picks a class,
+    whose expert's LoRA and head give the answer among that expert's classes."""
+    routes, convolutional = model.routes, model.config.backbone.reads_images
+    if model.config.ridge_dim:
+        raise ValueError("a ridge head over random features is not one linear map of the features")
+    layers = list(model.adapters)
+    targets = [peft_target(name, convolutional) for name, _ in layers]
+    written = []
+    for expert, path in enumerate(routes.experts):
+        if not path:
+            continue
+        tensors = {}
+        for name, layer in layers:
+            scales = layer.frozen_scales()
+            a = torch.cat([layer.frozen_factors(i)[0] for i in path]).float().cpu()
+            b = torch.cat([layer.frozen_factors(i)[1] * scales[i] for i in path], dim=1).float().cpu()
+            name, a, b = peft_name(name, a, b, convolutional)
+            tensors |= {
+                f"base_model.model.{name}.lora_A.weight": a,
+                f"base_model.model.{name}.lora_B.weight": b,
+            }
+        adapter_dir(out / "experts" / str(expert), targets, a.shape[0], model.config.backbone.name, tensors)
+        written.append(str(expert))
+    owner = torch.tensor(routes.class_expert)
+    (out / "heads").mkdir(exist_ok=True)
+    save_file({"weight": routes.router.weight.contiguous()}, out / "router.safetensors")
+    for expert, head in enumerate(routes.heads):
+        if head.num_classes:
+            weight = head.weight[owner[: head.num_classes] == expert]
+            save_file({"weight": weight.contiguous()}, out / "heads" / f"{expert}.safetensors")
+    labels = {
+        "classes": model.classes,
+        "task_of_class": model.introduced_by(),
+        **input_labels(model),
+        "head": "routed ridge",
+        "normalize_features": True,
+        "base_model": model.config.backbone.name,
+        "experts": routes.experts,
+        "class_expert": routes.class_expert,
+        "adapters": [f"experts/{e}" for e in written],
     }
     (out / "labels.json").write_text(json.dumps(labels, indent=2))
     return labels

@@ -6,10 +6,14 @@ from dataclasses import replace
 
 import pytest
 import torch
+import torch.nn.functional as F
+from safetensors.torch import load_file
 
 from pipeline.learn.adapted_features import features_of
+from pipeline.learn.backbone import pool
 from pipeline.learn.evaluate import predict_logits
 from pipeline.learn.model import ContinualModel
+from pipeline.learn.peft_export import export_peft
 from pipeline.learn.recipe import train_task
 from tests.learn.small_config import small_config
 
@@ -128,3 +132,39 @@ def test_a_routed_recruit_whose_classes_the_router_cannot_tell_from_its_parents_
     assert recruit < reuse
     assert [t.decision for t in model.tasks] == ["recruit", "reuse"]
     assert model.routes.task_expert == [1, 1]
+
+
+def test_peft_loads_each_exported_expert_and_the_router_and_heads_give_the_sets_predictions(
+    routed, _tiny_bert_template, tokenizer, wordnet_tasks, tmp_path
+):
+    from peft import PeftModel
+
+    model, _ = routed
+    labels = export_peft(model, tmp_path)
+    inputs = [x for task in wordnet_tasks for x in task.test_inputs]
+    enc = tokenizer(inputs, padding=True, truncation=True, max_length=64, return_tensors="pt")
+
+    def features(network) -> torch.Tensor:
+        with torch.no_grad():
+            hidden = network(
+                input_ids=enc["input_ids"], attention_mask=enc["attention_mask"]
+            ).last_hidden_state
+        return F.normalize(pool(hidden, enc["attention_mask"], labels["pooling"]), dim=-1)
+
+    router = load_file(tmp_path / "router.safetensors")["weight"]
+    routed_to = torch.tensor(labels["class_expert"])[(features(_tiny_bert_template) @ router.T).argmax(1)]
+    theirs = torch.full((len(inputs),), -1)
+    for expert in routed_to.unique().tolist():
+        network = PeftModel.from_pretrained(
+            copy.deepcopy(_tiny_bert_template), tmp_path / "experts" / str(expert)
+        )
+        head = load_file(tmp_path / "heads" / f"{expert}.safetensors")["weight"]
+        owned = (torch.tensor(labels["class_expert"]) == expert).nonzero().flatten()
+        rows = routed_to == expert
+        theirs[rows] = owned[(features(network.eval())[rows] @ head.T).argmax(1)]
+    assert torch.equal(theirs, predict_logits(model, inputs).argmax(1))
+    assert labels["experts"] == model.routes.experts and labels["adapters"] == [
+        "experts/1",
+        "experts/2",
+        "experts/3",
+    ]
