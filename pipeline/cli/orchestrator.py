@@ -50,12 +50,20 @@ def submit(
         str | None,
         typer.Option(help="A new stream's method, written into task.json: litelora (default) or share."),
     ] = None,
+    recruits: Annotated[
+        str | None,
+        typer.Option(
+            help="Where a new stream's recruited adapters act, written into task.json: full (default), null "
+            "(outside earlier tasks' inputs) or routed (only on the rows routed to them)."
+        ),
+    ] = None,
 ) -> None:
     """Upload a dataset as a drop (files first, the _READY marker last), for `litelora watch` to train."""
     from pipeline.orchestrator.watcher import submit_drop
 
     bucket = open_registry().bucket
-    fields = {k: v for k, v in {"stream": stream, "backbone": backbone, "method": method}.items() if v}
+    asked = {"stream": stream, "backbone": backbone, "method": method, "recruits": recruits}
+    fields = {k: v for k, v in asked.items() if v}
     prefix, files = submit_drop(bucket, path, task, check, fields)
     echo(f"dropped {', '.join(files)} at {bucket.uri(prefix)}")
 

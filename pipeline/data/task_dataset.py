@@ -38,6 +38,7 @@ from pipeline.data.images import checked_image
 from pipeline.data.stream_names import DEFAULT_STREAM, StreamError, check_stream_name
 from pipeline.errors import UserError
 from pipeline.learn.backbone import UnknownBackbone, check_backbone_name
+from pipeline.learn.config import check_recruit_space
 from pipeline.learn.task import Task
 from pipeline.methods import UnknownMethod, check_stream_method
 
@@ -449,7 +450,9 @@ class TaskDataset:
                     check_backbone_name(info["backbone"])
                 if "method" in info:
                     check_stream_method(info["method"])
-            except (StreamError, UnknownBackbone, UnknownMethod) as err:
+                if "recruits" in info:
+                    check_recruit_space(info["recruits"])
+            except (StreamError, UnknownBackbone, UnknownMethod, ValueError) as err:
                 raise InvalidDataset(f"task.json: {err}") from err
         train, column = _read_split(files, "train", limits, info.get("input_column"))
         classes = pc.count_distinct(train["label"]).as_py()
@@ -495,6 +498,11 @@ class TaskDataset:
     def method(self) -> str | None:
         """The method task.json asks for (a new stream's first drop fixes it), or None."""
         return self.info.get("method")
+
+    @property
+    def recruits(self) -> str | None:
+        """Where a recruited adapter acts, as task.json asks (a new stream's first drop fixes it), or None."""
+        return self.info.get("recruits")
 
     def classes(self) -> list[str]:
         """The label names of the training rows, sorted (the task's classes)."""

@@ -16,6 +16,12 @@ FIRST_EPOCHS_CAP = 10
 RECRUIT_SPACES = ("full", "null", "routed")
 
 
+def check_recruit_space(name: object) -> None:
+    """ValueError unless `name` is a recruit space (`TrainConfig.recruit_space`)."""
+    if name not in RECRUIT_SPACES:
+        raise ValueError(f"recruits must be one of {', '.join(RECRUIT_SPACES)} (got {name!r})")
+
+
 @dataclass
 class TrainConfig:
     method: str = DEFAULT_METHOD
@@ -86,10 +92,7 @@ class TrainConfig:
             raise ValueError(
                 f"unknown drift compensation {self.drift!r}; choose one of {', '.join(DRIFT_COMPENSATIONS)}"
             )
-        if self.recruit_space not in RECRUIT_SPACES:
-            raise ValueError(
-                f"recruit_space must be one of {', '.join(RECRUIT_SPACES)} (got {self.recruit_space!r})"
-            )
+        check_recruit_space(self.recruit_space)
         if self.recruit_space == "routed":
             self._check_routable()
         if not 0 < self.null_space_energy <= 1:
@@ -144,6 +147,11 @@ class TrainConfig:
             if f.name not in ("method", "backbone") and getattr(self, f.name) == getattr(generic, f.name)
         }
         return replace(self, method=method, **changes)
+
+    def for_first_drop(self, method: str | None, recruits: str | None) -> TrainConfig:
+        """A new lineage's configuration when its first drop names a method or a recruit space (task.json)."""
+        config = self.running(method) if method else self
+        return config.with_overrides(recruit_space=recruits)
 
     def with_overrides(self, **changes) -> TrainConfig:
         """A copy with knobs changed by their field name, wherever they live (`rank` → adapter, `sparsity` →

@@ -93,7 +93,7 @@ def frozen_reference(
     configuration and the dataset ids, so a lineage's next task only fits its own head on top of its parent's
     reference. Tasks before the longest kept prefix need only their held-out rows; `rows(task)` gives a task's
     training rows when it has to be fitted again (a cold cache)."""
-    frozen = replace(config, method=FROZEN.name)
+    frozen = replace(config, method=FROZEN.name, recruit_space="full")  # it never recruits: where is moot
     bare = features.backbone()
     tokenizer = getattr(bare, "tokenizer", None)
     keys = stage_keys(frozen, tasks) if stages is not None else []

@@ -26,8 +26,8 @@ def train_local_set(
     model with `config`; write the new set to `out` and return a summary."""
     dataset = TaskDataset.from_dir(data, name=task)
     new_task = dataset.to_task()
-    if dataset.method and not parent:  # a new set runs the method its task.json names
-        config = config.running(dataset.method)
+    if not parent:  # a new set runs the method (and recruits as) its task.json names
+        config = config.for_first_drop(dataset.method, dataset.recruits)
     model = continuing(load_model(parent) if parent else None, config, overrides)
     result = train_next_task(model, new_task, on_epoch)
     accuracy = None

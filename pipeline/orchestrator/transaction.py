@@ -124,15 +124,15 @@ def starting_model(
     config: TrainConfig | None,
     overrides: dict | None,
     backbone: str | None = None,
-    method: str | None = None,
+    dataset: TaskDataset | None = None,
 ) -> AnyModel:
     """The parent's model (its configuration, with `overrides`), or a new one for a lineage's first set: `config`,
     else the defaults for the stream's `backbone`, running the drop's `method` if it names one."""
     default = config or TrainConfig.for_backbone(backbone or DEFAULT_BACKBONE).with_overrides(
         head=load_settings().head
     )
-    if method and parent.model is None:
-        default = default.running(method)
+    if dataset is not None and parent.model is None:
+        default = default.for_first_drop(dataset.method, dataset.recruits)
     return continuing(parent.model, default, overrides)
 
 
@@ -145,11 +145,21 @@ def check_method(dataset: TaskDataset, method: str, stream: str) -> None:
         )
 
 
+def check_recruits(dataset: TaskDataset, recruits: str, stream: str) -> None:
+    """A drop that names a recruit space must name the one its stream recruits in."""
+    if dataset.recruits and dataset.recruits != recruits:
+        raise InvalidDataset(
+            f"{dataset.name} asks for {dataset.recruits!r} recruits, and stream {stream!r} recruits {recruits!r} "
+            "(set by its first drop): drop it into another stream, or remove `recruits` from task.json"
+        )
+
+
 def check_trainable(dataset: TaskDataset, model: AnyModel, stream: str) -> None:
     """A drop that names a method must name the stream's; it may repeat classes the stream knows only if the
     stream can tell them apart (Share: by task; otherwise a head that keeps one entry per class). The kind of
     input was checked against the stream's backbone by `Streams.admit`."""
     check_method(dataset, model.config.method, stream)
+    check_recruits(dataset, model.config.recruit_space, stream)
     if model.method.selects_by_task:  # a prediction names its task: a class may come back in another task
         return
     known = sorted(set(dataset.classes()) & set(model.classes))
@@ -159,6 +169,11 @@ def check_trainable(dataset: TaskDataset, model: AnyModel, stream: str) -> None:
             + (" …" if len(known) > 5 else "")
             + f"), and its {model.config.head!r} head keeps one head per task: drop only new classes here, or "
             f"start a stream with a {' or '.join(KNOWN_CLASS_HEADS)} head for data that comes back"
+        )
+    if known and model.config.recruit_space == "routed":
+        raise InvalidDataset(
+            f"{dataset.name} brings classes stream {stream!r} already knows ({', '.join(known[:5])}), and its "
+            "routed recruits keep each class with one expert: drop only new classes here"
         )
 
 
@@ -376,7 +391,7 @@ def _prepare(
 ) -> _Step:
     stream = registry.streams.admit(registry.stream, dataset.backbone, dataset.input_column == "image")
     parent = load_current(registry)
-    model = starting_model(parent, config, overrides, stream.backbone, dataset.method)
+    model = starting_model(parent, config, overrides, stream.backbone, dataset)
     check_trainable(dataset, model, registry.stream)
     dataset_uri = registry.datasets.put(dataset)  # first: a dataset stored before keeps its held-out rule
     return _Step(parent, model, dataset.to_task(), earlier_tasks(registry, model), dataset_uri)

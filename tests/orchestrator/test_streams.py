@@ -130,11 +130,27 @@ def test_a_drop_naming_another_backbone_than_its_streams_is_quarantined(
         ({"method": "inflora"}, "method 'inflora': choose one of litelora"),
         # the joint ceiling is a benchmark's, never a stream's method
         ({"method": "joint"}, "method 'joint': choose one of"),
+        ({"recruits": "shared"}, "recruits must be one of full, null, routed"),
     ],
 )
 def test_task_json_names_a_valid_stream_a_known_backbone_and_a_stream_method(wordnet_files, fields, message):
     with pytest.raises(InvalidDataset, match=message):
         TaskDataset.from_files("t", {**wordnet_files[0], "task.json": task_json(**fields)})
+
+
+def test_a_streams_first_drop_sets_where_its_recruits_act_and_a_later_drop_asking_otherwise_is_quarantined(
+    registry, wordnet_files, make_watcher
+):
+    from pipeline.registry.current import load_current
+
+    drop(registry.bucket, "a0", {**wordnet_files[0], "task.json": task_json(recruits="routed")})
+    drop(registry.bucket, "a1", wordnet_files[1])  # says nothing: trains as its stream does
+    drop(registry.bucket, "a2", {**wordnet_files[2], "task.json": task_json(recruits="full")})
+    done = make_watcher().run(once=True)
+    assert [d["state"] for d in done] == ["registered", "registered", "quarantined"]
+    assert "asks for 'full' recruits, and stream 'default' recruits 'routed'" in done[2]["reason"]
+    current = load_current(registry)
+    assert current.model.config.recruit_space == "routed" and current.manifest["routes"]["task_expert"]
 
 
 def test_a_drop_without_task_json_belongs_to_the_default_stream(wordnet_files, image_files):
