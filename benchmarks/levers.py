@@ -94,7 +94,7 @@ LEVERS: dict[str, tuple[str, dict]] = {
         "more recruits asked for, each on its routed rows, kept only if it gains more than the router would confuse",
         {**SHIPPED, "sparsity": 0.1, "recruit_space": "routed", "no_regret": True},
     ),
-    "λ = 0.1 + routed + no-regret, 7 epochs": (
+    "λ = 0.1 + routed + no-regret + 7 epochs": (
         "the same, every task trained about as long as the first (a recruit starts an expert as task 0 did)",
         {**SHIPPED, "sparsity": 0.1, "recruit_space": "routed", "no_regret": True, "epochs": 7},
     ),
