@@ -298,6 +298,9 @@ def tags_of_version(
         "config": json.dumps(model.config.to_dict(), separators=(",", ":")),
         "promotion": "rejected" if rejected else "accepted",
     }
+    weighed = model.tasks[-1].weighed  # the no-regret rule's two scores, when it weighed a recruit
+    if weighed:
+        tags |= {"weighed_recruit": f"{weighed[0]:.4f}", "weighed_reuse": f"{weighed[1]:.4f}"}
     return tags | ({"rejected_reason": rejected} if rejected else {})
 
 

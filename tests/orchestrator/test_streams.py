@@ -153,6 +153,23 @@ def test_a_streams_first_drop_sets_where_its_recruits_act_and_a_later_drop_askin
     assert current.model.config.recruit_space == "routed" and current.manifest["routes"]["task_expert"]
 
 
+def test_the_no_regret_rules_two_scores_are_tags_of_the_version_whose_recruit_it_weighed(
+    registry, wordnet_files, make_watcher, config
+):
+    from pipeline.orchestrator.transaction import train_on_current
+
+    # A high starting logit makes the gate ask for a recruit at the second task; the rule then weighs it.
+    weighing = config.with_overrides(recruit_space="routed", no_regret=True, init_logit=5.0)
+    watcher = make_watcher(trainer=lambda ds, reg: train_on_current(ds, reg, weighing, max_accuracy_drop=1.0))
+    drop(registry.bucket, "a0", wordnet_files[0])
+    drop(registry.bucket, "a1", wordnet_files[1])
+    assert [d["state"] for d in watcher.run(once=True)] == ["registered", "registered"]
+    first, second = sorted(registry.lineage.versions(), key=lambda v: int(v.version))
+    assert "weighed_recruit" not in first.tags  # the first task always adapts: nothing to weigh
+    recruit, reuse = float(second.tags["weighed_recruit"]), float(second.tags["weighed_reuse"])
+    assert second.tags["decision"] == ("recruit" if recruit > reuse else "reuse")
+
+
 def test_a_drop_without_task_json_belongs_to_the_default_stream(wordnet_files, image_files):
     assert TaskDataset.from_files("t", wordnet_files[0]).stream == "default"
     images = TaskDataset.from_files(
