@@ -50,6 +50,7 @@ RECRUITS = {
     "null": {"recruit_space": "null"},
     "full + linear drift": {"recruit_space": "full", "drift": "linear"},
     "null + linear drift": {"recruit_space": "null", "drift": "linear"},
+    "routed": {"recruit_space": "routed"},
 }
 """How a forced recruit may act (every input direction, or outside earlier inputs) and how the head's statistics
 follow the drift it causes (class means, or the whole second moment along a fitted map)."""
@@ -72,16 +73,25 @@ def basis_bytes(model: ContinualModel) -> tuple[int, list[int]]:
     return sum(b.numel() * b.element_size() for b in bases.values()), [b.shape[1] for b in bases.values()]
 
 
-def recruit_cost(tasks, stream: str, ordering: int) -> dict:
-    trunk = ContinualModel(
-        base_config(stream, ordering).with_overrides(method="adapt-once", recruit_space="null")
-    )
-    train_task(trunk, tasks[0])
+def recruit_cost(tasks, stream: str, ordering: int, variants: list[str]) -> dict:
+    # A routed recruit needs a set that routes from its first task; its reuses are the other trunk's exactly
+    # (one expert owns every class, so every row goes to it).
+    trunks = {
+        space: ContinualModel(
+            base_config(stream, ordering).with_overrides(method="adapt-once", recruit_space=space)
+        )
+        for space in ("null", "routed")
+        if space == "null" or "routed" in variants
+    }
+    for model in trunks.values():
+        train_task(model, tasks[0])
+    trunk = trunks["null"]
     stages = []
     for t in range(1, len(tasks)):
         stage = {"task": t}
-        for variant, settings in RECRUITS.items():
-            branch = copy.deepcopy(trunk)
+        for variant in variants:
+            settings = RECRUITS[variant]
+            branch = copy.deepcopy(trunks["routed" if settings["recruit_space"] == "routed" else "null"])
             branch.reconfigure(branch.config.with_overrides(**RECRUIT, **settings))
             clock = time.process_time()
             train_task(branch, tasks[t])
@@ -91,7 +101,8 @@ def recruit_cost(tasks, stream: str, ordering: int) -> dict:
                 "cpu_s": time.process_time() - clock,
             }
             del branch
-        train_task(trunk, tasks[t])
+        for model in trunks.values():
+            train_task(model, tasks[t])
         stage["reuse"] = {"old": old_accuracy(trunk, tasks, t), "decision": trunk.tasks[-1].decision}
         stage["basis_bytes"], stage["basis_k"] = basis_bytes(trunk)
         stages.append(stage)
@@ -133,7 +144,7 @@ def markdown(report: dict) -> str:
         lines += [
             (
                 "Accuracy (%, CIL, ridge head) of the classes of tasks < t right after task t, from the same state: "
-                "recruited (LiteLoRA λ = 0) under full / null, or reused (adapt-once). Cost = recruit − reuse."
+                "recruited (LiteLoRA λ = 0) under each variant, or reused (adapt-once). Cost = recruit − reuse."
             ),
             "",
             "| t | reuse | "
@@ -174,10 +185,19 @@ def main() -> None:
     parser.add_argument("--ordering", type=int, default=1993)
     parser.add_argument("--parts", default="cost,streams")
     parser.add_argument("--streams", default=",".join(STREAM_RUNS), help="comma-separated stream runs")
+    parser.add_argument(
+        "--recruits", default=",".join(RECRUITS), help="comma-separated recruit variants of the cost part"
+    )
     parser.add_argument("--out", type=Path, default=Path("benchmarks/reports"))
     args = parser.parse_args()
     tasks = validation_tasks(STREAMS[args.stream].tasks(args.ordering, "quick"), args.ordering)
-    stem = args.out / f"recruit-cost-{args.stream}-o{args.ordering}"
+    variants = args.recruits.split(",")
+    unknown = [v for v in variants if v not in RECRUITS]
+    if unknown:
+        parser.error(f"unknown recruit variant(s) {unknown}; choose from {', '.join(RECRUITS)}")
+    # A subset of the variants is a report of its own: it never overwrites the full one's cost table.
+    subset = "" if set(variants) == set(RECRUITS) else "-" + "-".join(v.replace(" + ", "-") for v in variants)
+    stem = args.out / f"recruit-cost-{args.stream}-o{args.ordering}{subset}"
     args.out.mkdir(parents=True, exist_ok=True)
 
     def record(key: str, name: str | None, value) -> dict:
@@ -196,7 +216,7 @@ def main() -> None:
 
     report: dict = {}
     if "cost" in args.parts:
-        report = record("cost", None, recruit_cost(tasks, args.stream, args.ordering))
+        report = record("cost", None, recruit_cost(tasks, args.stream, args.ordering, variants))
     if "streams" in args.parts:
         for name in args.streams.split(","):
             result = stream_run(tasks, args.stream, args.ordering, STREAM_RUNS[name])
