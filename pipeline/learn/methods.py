@@ -14,7 +14,8 @@ from torch import nn
 
 from pipeline.adapters.adapter_set import read_manifest
 from pipeline.learn.config import TrainConfig
-from pipeline.learn.evaluate import StageScores, evaluate_stage
+from pipeline.learn.evaluate import StageScores, evaluate_heads, evaluate_stage
+from pipeline.learn.held_out_features import held_out_features
 from pipeline.learn.model import ContinualModel
 from pipeline.learn.recipe import EpochCallback, Progress, train_task
 from pipeline.learn.task import Task
@@ -89,11 +90,13 @@ def train_next_task(
     )
 
 
-def evaluate(model: AnyModel, tasks: list[Task]) -> StageScores:
+def evaluate(model: AnyModel, tasks: list[Task], features_dir: Path | None = None) -> StageScores:
     """Every task so far on its held-out rows: class-incremental and task-incremental for a gated model, only
-    task-incremental (in both rows) for a Share model, whose predictions name their task."""
-    return (
-        evaluate_selected(model, tasks)
-        if isinstance(model, TaskSelectedModel)
-        else evaluate_stage(model, tasks)
-    )
+    task-incremental (in both rows) for a Share model, whose predictions name their task. `features_dir`: where a
+    gated model's held-out features are kept by encoder (held_out_features.py)."""
+    if isinstance(model, TaskSelectedModel):
+        return evaluate_selected(model, tasks)
+    if features_dir is None:
+        return evaluate_stage(model, tasks)
+    features = held_out_features(model, tasks, features_dir)
+    return evaluate_heads(model, tasks, (model.config.head,), features)[model.config.head]

@@ -195,7 +195,7 @@ def score(
     """Evaluate every task so far; the same head on the bare backbone's (cached) features gives the reference.
     A Share set is scored task-incrementally (its predictions name the task), and so is its reference.
     `timings` gets `frozen_reference_s`: fitting that head on the new task's rows, the part that grows with them."""
-    scores = evaluate(model, tasks)
+    scores = evaluate(model, tasks, registry.cache_dir / "held-out-features")
     selected = model.method.selects_by_task
     # Share's heads are per-task linear heads, whatever head option its configuration carries.
     same_head = replace(model.config, head="linear") if selected else model.config

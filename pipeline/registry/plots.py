@@ -9,6 +9,25 @@ import matplotlib
 matplotlib.use("Agg")  # files only; never needs a display
 import matplotlib.pyplot as plt
 
+MAX_INCHES = 14.0
+"""The longest side of a figure: a figure that grew with the lineage would cost every drop more pixels to draw
+(quadratically, for a task × task grid) than the one before."""
+LABELLED_CELLS = 400
+"""Grids with more cells than this (a 20 × 20 accuracy matrix) are drawn without a number in each cell: past
+that they are unreadable, and each is a text to lay out on every drop."""
+LABELLED_NODES = 40
+"""The lineage tree names its newest versions (and `current`) only."""
+
+
+def figure(width: float, height: float):
+    """A figure of `width` × `height` inches, scaled down (keeping its shape) to at most MAX_INCHES a side."""
+    scale = min(1.0, MAX_INCHES / max(width, height))
+    return plt.subplots(figsize=(width * scale, height * scale))
+
+
+def labelled(rows: int, columns: int) -> bool:
+    return rows * columns <= LABELLED_CELLS
+
 
 def save_figure(fig, path: Path) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -22,7 +41,7 @@ def draw_accuracy_matrix(ax, matrix: list[list[float]], fontsize: float | None =
     n = len(matrix)
     data = [[100 * matrix[j][t] if t >= j else float("nan") for t in range(n)] for j in range(n)]
     im = ax.imshow(data, vmin=0, vmax=100, cmap="viridis")
-    for j in range(n):
+    for j in range(n if labelled(n, n) else 0):
         for t in range(j, n):
             ax.text(
                 t,
@@ -39,7 +58,7 @@ def draw_accuracy_matrix(ax, matrix: list[list[float]], fontsize: float | None =
 def accuracy_heatmap(matrix: list[list[float]], tasks: list[str], path: Path) -> Path:
     """R[task][after task] in %, upper triangle (future tasks) left blank."""
     n = len(matrix)
-    fig, ax = plt.subplots(figsize=(3.5 + 0.9 * n, 2.5 + 0.7 * n))
+    fig, ax = figure(3.5 + 0.9 * n, 2.5 + 0.7 * n)
     im = draw_accuracy_matrix(ax, matrix)
     ax.set_xticks(range(n), [f"after {i}" for i in range(n)], rotation=45, ha="right")
     ax.set_yticks(range(n), tasks)
@@ -54,9 +73,9 @@ def class_accuracy(rows: list[dict], stages: list[str], path: Path) -> Path:
     cells = [[*r["accuracy"], r["frozen_accuracy"]] for r in rows]
     data = [[float("nan") if v is None else 100 * v for v in row] for row in cells]
     n, k = max(len(rows), 1), len(stages) + 1
-    fig, ax = plt.subplots(figsize=(3.5 + 0.8 * k, 1.5 + 0.35 * n))
+    fig, ax = figure(3.5 + 0.8 * k, 1.5 + 0.35 * n)
     im = ax.imshow(data or [[float("nan")] * k], vmin=0, vmax=100, cmap="viridis", aspect="auto")
-    for i, row in enumerate(cells):
+    for i, row in enumerate(cells if labelled(n, k) else []):
         for j, value in enumerate(row):
             if value is not None:
                 value = 100 * value
@@ -81,10 +100,10 @@ def adapter_usage(tasks: list[dict], adapters: list[dict], path: Path) -> Path:
     """Which kept adapters serve each task: task t uses every kept adapter trained at or before t."""
     slots = [a["slot"] for a in adapters]
     n, k = len(tasks), max(len(slots), 1)
-    fig, ax = plt.subplots(figsize=(4.0 + 0.9 * k, 2.0 + 0.5 * n))
+    fig, ax = figure(4.0 + 0.9 * k, 2.0 + 0.5 * n)
     grid = [[1.0 if s <= t else 0.0 for s in slots] or [0.0] for t in range(n)]
     ax.imshow(grid, vmin=0, vmax=1.8, cmap="Greens", aspect="auto")
-    for t in range(n):
+    for t in range(n if labelled(n, k) else 0):
         for i in range(len(slots)):
             ax.text(i, t, "used" if grid[t][i] else "", ha="center", va="center", fontsize=8)
     ax.set_xticks(range(len(slots)), [f"adapter of\n{tasks[s]['name']}" for s in slots], fontsize=8)
@@ -95,10 +114,10 @@ def adapter_usage(tasks: list[dict], adapters: list[dict], path: Path) -> Path:
 
 def overlap_heatmap(matrix: list[list[float]], labels: list[str], path: Path) -> Path:
     k = len(matrix)
-    fig, ax = plt.subplots(figsize=(4.0 + 0.8 * max(k, 1), 3.0 + 0.7 * max(k, 1)))
+    fig, ax = figure(4.0 + 0.8 * max(k, 1), 3.0 + 0.7 * max(k, 1))
     if k:
         im = ax.imshow(matrix, vmin=0, vmax=1, cmap="magma")
-        for i in range(k):
+        for i in range(k if labelled(k, k) else 0):
             for j in range(k):
                 ax.text(
                     j,
@@ -133,9 +152,8 @@ def lineage_tree(nodes: list[dict], current: str | None, path: Path) -> Path:
 
     for root in children.get(None, []):
         place(root, 0)
-    fig, ax = plt.subplots(
-        figsize=(2.5 + 2.2 * max((d for d, _ in pos.values()), default=0), 1.0 + 0.6 * max(row[0], 1))
-    )
+    fig, ax = figure(2.5 + 2.2 * max((d for d, _ in pos.values()), default=0), 1.0 + 0.6 * max(row[0], 1))
+    named = {n["version"] for n in sorted(nodes, key=lambda n: int(n["version"]))[-LABELLED_NODES:]}
     for node in nodes:
         parent = node.get("parent")
         if parent in pos and node["version"] in pos:
@@ -147,6 +165,8 @@ def lineage_tree(nodes: list[dict], current: str | None, path: Path) -> Path:
         x, y = pos[node["version"]]
         live = node["version"] == current
         ax.scatter([x], [y], s=300, color="tab:orange" if live else "tab:blue", zorder=2)
+        if node["version"] not in named and not live:
+            continue
         ax.annotate(
             f"v{node['version']} {node.get('task', '')}\n{node.get('decision', '')}"
             + (" ← current" if live else ""),
