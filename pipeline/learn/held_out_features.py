@@ -45,6 +45,10 @@ def encoder_fingerprint(model) -> str:
         digest.update(f"{name} merged={layer.merged}".encode())
         for factor in (layer.delta_factors() or ()) if not layer.merged else ():
             _update(digest, factor)
+    if model.routes is not None:  # which adapters a row meets depends on the router, which every task refits
+        digest.update(json.dumps(model.routes.manifest()).encode())
+        for tensor in model.routes.router.tensors().values() if model.routes.router.num_classes else ():
+            _update(digest, tensor)
     return digest.hexdigest()
 
 

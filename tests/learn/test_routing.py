@@ -168,3 +168,13 @@ def test_peft_loads_each_exported_expert_and_the_router_and_heads_give_the_sets_
         "experts/2",
         "experts/3",
     ]
+
+
+def test_a_routed_sets_feature_fingerprint_changes_when_its_router_learns_new_classes(routed):
+    from pipeline.learn.held_out_features import encoder_fingerprint
+
+    model = copy.deepcopy(routed[0])
+    before = encoder_fingerprint(model)
+    # A reuse adds no adapter but refits the router: the same rows may now meet another expert.
+    model.routes.router.weight = model.routes.router.weight + 1.0
+    assert encoder_fingerprint(model) != before
