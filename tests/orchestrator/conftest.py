@@ -50,8 +50,21 @@ def figures_not_drawn(monkeypatch):
         monkeypatch.setattr(plots, figure, placeholder)
 
 
+@pytest.fixture(scope="session")
+def frozen_caches(tmp_path_factory) -> Path:
+    """The frozen encoder's features and kept references, shared by every test of the session as a long-lived
+    watcher shares them across drops: both are named by backbone, configuration and dataset content, so a test
+    that trains the same drops as another reads what the first fitted (tests/learn/test_frozen.py fits them
+    cold). Without this, every test paid for a reference no test before it had kept: ~40% of a training."""
+    return tmp_path_factory.mktemp("frozen-caches")
+
+
 @pytest.fixture
-def registry(tmp_path):
+def registry(tmp_path, frozen_caches):
+    (tmp_path / "cache").mkdir()
+    for cache in ("features", "frozen-stages"):  # where transaction.score keeps them
+        (frozen_caches / cache).mkdir(exist_ok=True)
+        (tmp_path / "cache" / cache).symlink_to(frozen_caches / cache, target_is_directory=True)
     registry = Registry(MemoryBucket(), MemoryLineage(), tmp_path / "cache")
     registry.pointer.settle_s = 0.0  # no human moves the fake alias behind a test's back
     return registry
