@@ -1,5 +1,6 @@
 """The orchestration logic on in-memory stand-ins for the bucket and MLflow (tests/fakes.py): seconds, no servers."""
 
+import copy
 import io
 from pathlib import Path
 
@@ -48,6 +49,31 @@ def figures_not_drawn(monkeypatch):
 
     for figure in ("accuracy_heatmap", "class_accuracy", "adapter_usage", "overlap_heatmap", "lineage_tree"):
         monkeypatch.setattr(plots, figure, placeholder)
+
+
+@pytest.fixture(scope="session")
+def _read_encoders() -> dict:
+    return {}
+
+
+@pytest.fixture(autouse=True)
+def backbone_read_once(monkeypatch, _read_encoders):
+    """A backbone is read from its files (from_pretrained, safetensors only) the first time a test process loads
+    it; every later load gets its own fresh copy of that network, and the same tokenizer, which nothing changes
+    (reference_copy shares it too). Reading the files again was a third of a drop's training on the tiny
+    backbone. tests/learn, tests/methods and the integration tests read them on every load."""
+    from pipeline.learn import backbone
+
+    read = backbone.load_text_encoder
+
+    def load_text_encoder(config):
+        key = (config.name, config.revision)
+        if key not in _read_encoders:
+            _read_encoders[key] = read(config)
+        network, tokenizer = _read_encoders[key]
+        return copy.deepcopy(network), tokenizer
+
+    monkeypatch.setattr(backbone, "load_text_encoder", load_text_encoder)
 
 
 @pytest.fixture(scope="session")
