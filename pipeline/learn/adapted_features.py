@@ -39,13 +39,16 @@ def features_of_batches(models: list, batches: Iterable[dict[str, torch.Tensor]]
 
 def reference_copy(model):
     """The model as it is now, to compute a task's rows' features "before the task" beside the trained model's,
-    in the same pass (a streamed shard may hold other rows on each pass). The pretrained weights, which no task
-    changes, are shared rather than copied: the copy costs the adapters, gate, heads and buffers."""
+    in the same pass (a streamed shard may hold other rows on each pass). The pretrained weights and the tokenizer,
+    which no task changes, are shared rather than copied: the copy costs the adapters, gate, heads and buffers."""
     pretrained = {
         id(p): p
         for name, p in model.backbone.named_parameters()
         if name.rsplit(".", 1)[-1] not in ("lora_a", "lora_b")  # sequential LoRA trains one adapter on
     }
+    tokenizer = getattr(model.encoder, "tokenizer", None)  # text: its vocabulary was most of a copy's cost
+    if tokenizer is not None:
+        pretrained[id(tokenizer)] = tokenizer
     reference = copy.deepcopy(model, memo=pretrained)
     reference.eval()
     return reference

@@ -92,20 +92,24 @@ def frozen_reference(
     `stages`: a directory that keeps the reference after every prefix of tasks, named by the backbone, the
     configuration and the dataset ids, so a lineage's next task only fits its own head on top of its parent's
     reference. Tasks before the longest kept prefix need only their held-out rows; `rows(task)` gives a task's
-    training rows when it has to be fitted again (a cold cache)."""
+    training rows when it has to be fitted again (a cold cache). When every task's stage is kept, the kept
+    accuracy rows come back as they are (the model-level fields, such as `num_classes`, are not recomputed)."""
     frozen = replace(config, method=FROZEN.name, recruit_space="full")  # it never recruits: where is moot
+    keys = stage_keys(frozen, tasks) if stages is not None else []
+    done = next((k for k in range(len(keys), 0, -1) if (stages / keys[k - 1] / "result.json").exists()), 0)
+    kept = stages / keys[done - 1] if done else None
+    results = None
+    if kept is not None:
+        results = {config.head: SequenceResult.from_dict(json.loads((kept / "result.json").read_text()))}
+        if done == len(tasks):  # every stage kept (a retried drop): nothing to fit, no backbone to load
+            return results[config.head]
     bare = features.backbone()
     tokenizer = getattr(bare, "tokenizer", None)
-    keys = stage_keys(frozen, tasks) if stages is not None else []
-    done, model, results = 0, None, None
-    for k in range(len(keys), 0, -1):
-        kept = stages / keys[k - 1]
-        if (kept / "result.json").exists():
-            model = ContinualModel.load(kept, copy.deepcopy(bare.network), tokenizer)
-            results = {config.head: SequenceResult.from_dict(json.loads((kept / "result.json").read_text()))}
-            done = k
-            break
-    model = model or ContinualModel(frozen, copy.deepcopy(bare.network), tokenizer)
+    model = (
+        ContinualModel.load(kept, copy.deepcopy(bare.network), tokenizer)
+        if kept is not None
+        else ContinualModel(frozen, copy.deepcopy(bare.network), tokenizer)
+    )
     needed = [
         task if t < done or task.train_labels or rows is None else rows(task) for t, task in enumerate(tasks)
     ]

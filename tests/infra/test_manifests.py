@@ -7,6 +7,7 @@ cluster, no Docker.
 from __future__ import annotations
 
 import copy
+import functools
 import re
 from pathlib import Path
 
@@ -45,6 +46,12 @@ def is_example(path: Path) -> bool:
 
 
 def manifests() -> list[tuple[Path, dict]]:
+    return copy.deepcopy(_parsed_manifests())  # each caller its own documents to change
+
+
+@functools.cache
+def _parsed_manifests() -> list[tuple[Path, dict]]:
+    """Parsed once per process: the tests ask for them some forty times, a YAML parse each time."""
     return [(path, doc) for path in manifest_files() for doc in yaml.safe_load_all(path.read_text()) if doc]
 
 

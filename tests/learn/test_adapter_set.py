@@ -2,6 +2,7 @@
 
 import copy
 import pickle
+import shutil
 
 import pytest
 import torch
@@ -14,17 +15,27 @@ from pipeline.learn.model import ContinualModel
 from pipeline.learn.recipe import train_task
 
 
-@pytest.fixture
-def trained(tiny_bert, tokenizer, wordnet_tasks, tmp_path):
-    fresh = copy.deepcopy(tiny_bert)
+@pytest.fixture(scope="module")
+def _trained_once(_tiny_bert_template, tokenizer, wordnet_tasks, tmp_path_factory):
     config = TrainConfig(
         epochs=1, batch_size=8, phase2_batch_size=4, lr=5e-3, seed=0, gate=GateConfig(init_logit=5.0)
     )
-    model = ContinualModel(config, backbone=tiny_bert, tokenizer=tokenizer)
+    model = ContinualModel(config, backbone=copy.deepcopy(_tiny_bert_template), tokenizer=tokenizer)
     for task in wordnet_tasks[:2]:
         train_task(model, task)
-    model.save(tmp_path / "set")
-    return model, fresh, tmp_path / "set"
+    path = tmp_path_factory.mktemp("trained") / "set"
+    model.save(path)
+    return model, path
+
+
+@pytest.fixture
+def trained(_trained_once, tiny_bert, tokenizer, tmp_path):
+    """A model trained on two tasks, a fresh backbone and the set saved from it: each test gets its own copy of
+    all three to change (merge, corrupt files), of one training per module (the same seed made every test's)."""
+    model, path = _trained_once
+    own = copy.deepcopy(model, memo={id(tokenizer): tokenizer})  # the tokenizer is read, never changed
+    shutil.copytree(path, tmp_path / "set")
+    return own, tiny_bert, tmp_path / "set"
 
 
 def test_save_then_load_reproduces_identical_logits(trained, tokenizer, wordnet_tasks):

@@ -88,3 +88,25 @@ def test_a_kept_reference_continues_with_the_next_task_from_held_out_rows_alone(
         config, [*held_only, ids[2]], cache, tmp_path / "cold", rows=lambda t: ids[int(t.dataset_id[-1])]
     )
     assert cold.cil.correct == whole.cil.correct
+
+
+def test_a_reference_whose_every_stage_is_kept_reads_them_without_loading_the_backbone(
+    tiny_bert, tokenizer, wordnet_tasks, tmp_path
+):
+    config = _config()
+    ids = [replace(copy.copy(t), dataset_id=f"dataset{i}") for i, t in enumerate(wordnet_tasks[:2])]
+    backbone = TextBackbone(tiny_bert, tokenizer, BackboneConfig())
+    stages = tmp_path / "stages"
+    first = frozen_reference(
+        config, ids, FeatureCache(config.backbone, tmp_path / "f", backbone=backbone), stages
+    )
+
+    class NoBackbone(FeatureCache):
+        def backbone(self):
+            raise AssertionError("loaded the backbone for a reference whose every stage is kept")
+
+    # A retried drop: the same tasks again, with their held-out rows alone.
+    held_only = [replace(t, train_inputs=[], train_labels=[]) for t in ids]
+    again = frozen_reference(config, held_only, NoBackbone(config.backbone, tmp_path / "f"), stages)
+    assert again.cil.correct == first.cil.correct and again.til.correct == first.til.correct
+    assert again.classes == first.classes and again.til_classes == first.til_classes

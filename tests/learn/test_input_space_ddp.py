@@ -37,6 +37,8 @@ def _basis(rows: torch.Tensor) -> torch.Tensor:
 
 
 def _rank(rank: int, store: str, out: str) -> None:
+    # Forked: one thread, as in a DataLoader worker; a thread pool the parent had used would hang the child.
+    torch.set_num_threads(1)
     dist.init_process_group("gloo", init_method=f"file://{store}", rank=rank, world_size=2)
     shard = _inputs().chunk(2)[rank]
     save_file({"basis": _basis(shard).contiguous()}, f"{out}.{rank}")
@@ -44,7 +46,10 @@ def _rank(rank: int, store: str, out: str) -> None:
 
 
 def test_every_rank_keeps_the_basis_of_the_whole_task_not_of_its_shard(tmp_path):
-    mp.spawn(_rank, args=(str(tmp_path / "store"), str(tmp_path / "basis")), nprocs=2)
+    # Forked, not spawned: two separate processes all the same, without importing torch afresh in each.
+    mp.start_processes(
+        _rank, args=(str(tmp_path / "store"), str(tmp_path / "basis")), nprocs=2, start_method="fork"
+    )
     whole = _basis(_inputs())
     ranks = [load_file(tmp_path / f"basis.{r}")["basis"] for r in range(2)]
     assert whole.shape[1] == 4  # both halves' directions

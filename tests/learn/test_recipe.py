@@ -252,6 +252,7 @@ def test_a_reference_copy_taken_before_a_task_gives_the_features_from_before_it_
     assert torch.equal(features_of(reference, inputs), before)  # the same weights, the same batches: exact
     shared = {id(p) for p in model.backbone.parameters()} & {id(p) for p in reference.backbone.parameters()}
     assert shared, "the pretrained weights are shared, not copied"
+    assert reference.encoder.tokenizer is model.encoder.tokenizer, "and so is the tokenizer"
 
 
 def test_a_ranks_own_rows_are_batched_alone_at_its_share_of_the_global_batch():

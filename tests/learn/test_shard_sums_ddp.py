@@ -91,6 +91,8 @@ def _record_collectives() -> list[tuple[str, int]]:
 
 
 def _rank(rank: int, store: str, out: str) -> None:
+    # Forked: one thread, as in a DataLoader worker; a thread pool the parent had used would hang the child.
+    torch.set_num_threads(1)
     dist.init_process_group("gloo", init_method=f"file://{store}", rank=rank, world_size=2)
     sent = _record_collectives()
     results, travelled = {}, {}
@@ -112,7 +114,10 @@ def _rank(rank: int, store: str, out: str) -> None:
 def test_heads_fitted_from_all_reduced_shard_sums_equal_heads_fitted_on_every_row_and_no_row_travels(
     tmp_path,
 ):
-    mp.spawn(_rank, args=(str(tmp_path / "store"), str(tmp_path / "fit")), nprocs=2)
+    # Forked, not spawned: two separate processes all the same, without importing torch afresh in each.
+    mp.start_processes(
+        _rank, args=(str(tmp_path / "store"), str(tmp_path / "fit")), nprocs=2, start_method="fork"
+    )
     for rank in range(2):
         fitted = load_file(tmp_path / f"fit.{rank}")
         for rows in (30, 60):

@@ -1,5 +1,6 @@
 """The orchestration logic on in-memory stand-ins for the bucket and MLflow (tests/fakes.py): seconds, no servers."""
 
+import copy
 import io
 from pathlib import Path
 
@@ -50,8 +51,46 @@ def figures_not_drawn(monkeypatch):
         monkeypatch.setattr(plots, figure, placeholder)
 
 
+@pytest.fixture(scope="session")
+def _read_encoders() -> dict:
+    return {}
+
+
+@pytest.fixture(autouse=True)
+def backbone_read_once(monkeypatch, _read_encoders):
+    """A backbone is read from its files (from_pretrained, safetensors only) the first time a test process loads
+    it; every later load gets its own fresh copy of that network, and the same tokenizer, which nothing changes
+    (reference_copy shares it too). Reading the files again was a third of a drop's training on the tiny
+    backbone. tests/learn, tests/methods and the integration tests read them on every load."""
+    from pipeline.learn import backbone
+
+    read = backbone.load_text_encoder
+
+    def load_text_encoder(config):
+        key = (config.name, config.revision)
+        if key not in _read_encoders:
+            _read_encoders[key] = read(config)
+        network, tokenizer = _read_encoders[key]
+        return copy.deepcopy(network), tokenizer
+
+    monkeypatch.setattr(backbone, "load_text_encoder", load_text_encoder)
+
+
+@pytest.fixture(scope="session")
+def frozen_caches(tmp_path_factory) -> Path:
+    """The frozen encoder's features and kept references, shared by every test of the session as a long-lived
+    watcher shares them across drops: both are named by backbone, configuration and dataset content, so a test
+    that trains the same drops as another reads what the first fitted (tests/learn/test_frozen.py fits them
+    cold). Without this, every test paid for a reference no test before it had kept: ~40% of a training."""
+    return tmp_path_factory.mktemp("frozen-caches")
+
+
 @pytest.fixture
-def registry(tmp_path):
+def registry(tmp_path, frozen_caches):
+    (tmp_path / "cache").mkdir()
+    for cache in ("features", "frozen-stages"):  # where transaction.score keeps them
+        (frozen_caches / cache).mkdir(exist_ok=True)
+        (tmp_path / "cache" / cache).symlink_to(frozen_caches / cache, target_is_directory=True)
     registry = Registry(MemoryBucket(), MemoryLineage(), tmp_path / "cache")
     registry.pointer.settle_s = 0.0  # no human moves the fake alias behind a test's back
     return registry
