@@ -67,13 +67,19 @@ def _tune(folder, *extra) -> subprocess.Popen:
 
 
 def test_an_interrupted_search_resumes_without_rerunning_finished_trials(conn, drops):
+    # Other searches of this test process may have left trial runs: only this search's count.
+    earlier = {r.info.run_id for r in _trial_runs(conn)}
+
+    def finished() -> list:
+        return [r for r in _trial_runs(conn, "FINISHED") if r.info.run_id not in earlier]
+
     first = _tune(drops[1])
     deadline = time.monotonic() + 300
-    while time.monotonic() < deadline and not _trial_runs(conn, "FINISHED") and first.poll() is None:
+    while time.monotonic() < deadline and not finished() and first.poll() is None:
         time.sleep(0.5)
     first.send_signal(signal.SIGINT)  # what Ctrl-C does
     _, stderr = first.communicate(timeout=120)
-    done_before = {r.info.run_name for r in _trial_runs(conn, "FINISHED")}
+    done_before = {r.info.run_name for r in finished()}
     assert first.returncode == 130, stderr
     assert "same command resumes it" in stderr
     assert 1 <= len(done_before) < TRIALS
@@ -84,7 +90,7 @@ def test_an_interrupted_search_resumes_without_rerunning_finished_trials(conn, d
     search = json.loads(stdout)["search"]
     assert search["resumed"] is True
     assert len(search["trials"]) == TRIALS
-    runs = _trial_runs(conn)
+    runs = [r for r in _trial_runs(conn) if r.info.run_id not in earlier]
     for name in done_before:  # a finished trial is never trained again
         assert sum(r.info.run_name == name for r in runs) == 1
     nested = {r.data.tags["mlflow.parentRunId"] for r in runs}
