@@ -26,7 +26,7 @@ from pipeline.learn.backbone import autocast
 from pipeline.learn.head_options import check_fittable, fit_heads, needs_drift_reference
 from pipeline.learn.input_space import extend_input_bases, recording_inputs
 from pipeline.learn.model import ContinualModel
-from pipeline.learn.no_regret import weigh_recruit
+from pipeline.learn.no_regret import Weighing, weigh_recruit
 from pipeline.learn.routing import weigh_routed_recruit
 from pipeline.learn.task import Task
 from pipeline.learn.training_rows import Batches, TaskRows, TrainingRows
@@ -185,16 +185,8 @@ def train_task(
     if model.method.selects(t):
         losses["phase2"] = run.phase2()
         keep = None  # decided by the sign of l_t
-        if cfg.no_regret and float(model.gate.current_logit) > 0 and model.routes is not None:
-            weighing = weigh_routed_recruit(model, task, rows)
-            keep, weighed = weighing.keep, [weighing.recruit, weighing.reuse]
-        elif cfg.no_regret and float(model.gate.current_logit) > 0:
-            weighing = weigh_recruit(
-                model,
-                task,
-                cuts or [],
-                lambda trial: fit_heads(trial, task, (cfg.head,), rows.features(trial, reference)),
-            )
+        if cfg.no_regret and float(model.gate.current_logit) > 0:
+            weighing = _weigh(model, task, rows, reference, cuts or [])
             keep, weighed = weighing.keep, [weighing.recruit, weighing.reuse]
     decision = model.end_task(task, keep=keep, weighed=weighed)
     model.gate.alpha.requires_grad_(False)
@@ -214,6 +206,17 @@ def train_task(
         if set(head_options) != {"linear"}:
             fit_heads(model, task, head_options, trained)
     return TaskResult(decision, trainable, time.perf_counter() - start, losses)
+
+
+def _weigh(model, task: Task, rows: TrainingRows, reference, cuts: list[Task]) -> Weighing:
+    """The no-regret rule on the recruit the gate asks for: a routed one on the task's own rows, one added into
+    shared weights on every earlier task's validation cut (docs/method.md §3)."""
+    if model.routes is not None:
+        return weigh_routed_recruit(model, task, rows)
+    head = (model.config.head,)
+    return weigh_recruit(
+        model, task, cuts, lambda trial: fit_heads(trial, task, head, rows.features(trial, reference))
+    )
 
 
 def parent_features(model, rows: TrainingRows) -> RowFeatures:
