@@ -355,11 +355,11 @@ class ContinualModel(nn.Module):
             state = read_tensor_file(directory, entry.pop("head"))
             model.heads.add_task(state["weight"].shape[0]).to(model.gate.alpha.device).load_state_dict(state)
             model.tasks.append(TaskRecord(**entry))
-        if manifest.get("scoring"):
-            model.load_scoring(read_tensor_file(directory, manifest["scoring"]))
+        scoring = read_tensor_file(directory, manifest["scoring"]) if manifest.get("scoring") else {}
+        if scoring:
+            model.load_scoring(scoring)
         if manifest.get("routes"):
-            tensors = read_tensor_file(directory, manifest["scoring"]) if manifest.get("scoring") else {}
-            routing = {k.removeprefix("routing."): v for k, v in tensors.items() if k.startswith("routing.")}
+            routing = {k.removeprefix("routing."): v for k, v in scoring.items() if k.startswith("routing.")}
             model.routes = Routes.load(manifest["routes"], routing, config.ridge_dim, config.seed)
         if manifest.get("input_bases"):
             model.adapters.load_input_bases(read_tensor_file(directory, manifest["input_bases"]))
